@@ -1,0 +1,94 @@
+"""The backend contract: what a plugin implements for the core.
+
+A backend owns only numerics. Everything crosses the line as NumPy arrays: ids are int32,
+log-probabilities float32, weights float32 in the canonical layout of
+:mod:`seq2seq_kit.weights`. The decoder state is opaque to the core: it is only handed back
+to the same model's ``step`` and ``reorder``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .batching import Batch
+from .spec import ModelSpec, OptimizerSpec
+
+State = Any
+
+#: Capabilities a backend may declare; the conformance suite skips checks of undeclared ones.
+KNOWN_CAPABILITIES = frozenset({"train", "beam", "embedding", "multilayer"})
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A built encoder-decoder. ``B`` is the batch size, ``S``/``T`` source/target lengths,
+    ``V`` the target vocabulary size.
+
+    Loss everywhere is the mean cross-entropy, in nats, over the non-pad target positions
+    of the batch (``batch.tgt_mask``); pad positions contribute neither loss nor gradient.
+    """
+
+    spec: ModelSpec
+
+    def train_step(self, batch: Batch) -> float:
+        """One optimizer step on ``batch``; returns the loss before the update."""
+
+    def loss(self, batch: Batch) -> float:
+        """The loss of ``batch`` without updating anything."""
+
+    def gradients(self, batch: Batch) -> dict[str, np.ndarray]:
+        """d loss / d weight for every canonical weight name, float32, without updating."""
+
+    def log_probs(self, batch: Batch) -> np.ndarray:
+        """Teacher-forced log-probabilities, float32 [B, T, V] (log-softmax of the logits
+        for each ``batch.tgt_in`` position)."""
+
+    def encode(self, src_ids: np.ndarray, src_lengths: np.ndarray) -> State:
+        """Run the encoder on int32 [B, S] ids with int32 [B] lengths (0 allowed: the
+        decoder then starts from the zero state). Returns the decoder's initial state."""
+
+    def step(self, prev_ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        """Advance the decoder by one token: int32 [B] previous ids -> (float32 [B, V]
+        log-probabilities of the next token, new state)."""
+
+    def reorder(self, state: State, index: np.ndarray) -> State:
+        """Select rows of ``state`` by int64 [B'] ``index`` (beam search)."""
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Copies of all weights, canonical names and shapes, float32."""
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Replace all weights; raises ``ValueError`` naming any missing or mis-shaped one."""
+
+
+BuildFn = Callable[..., Model]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A registered backend. Creating one must not import its framework: ``build`` does.
+
+    Attributes:
+        name: what users select (``--backend NAME``).
+        version: the plugin's version.
+        capabilities: subset of :data:`KNOWN_CAPABILITIES` (and any the plugin adds).
+        build: ``build(spec: ModelSpec, *, seed: int, optimizer: OptimizerSpec) -> Model``.
+        requires: the pip requirement that installs this backend, for error messages.
+        distribution: the distribution that registered it (filled in by the core).
+    """
+
+    name: str
+    version: str
+    capabilities: frozenset[str]
+    build: BuildFn
+    requires: str = ""
+    distribution: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def create(self, spec: ModelSpec, *, seed: int = 0, optimizer: OptimizerSpec | None = None):
+        """Build a model, importing the framework on first use."""
+        return self.build(spec, seed=seed, optimizer=optimizer or OptimizerSpec())

@@ -1,0 +1,43 @@
+"""Errors that name what was wrong and where. The CLI prints them without a traceback."""
+
+from __future__ import annotations
+
+
+class Seq2SeqError(Exception):
+    """Base of every error the toolkit raises on bad input."""
+
+
+class DataError(Seq2SeqError):
+    """A data file is missing, empty or has a malformed row (names file and line)."""
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None):
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(where + message)
+        self.path, self.line = path, line
+
+
+class UnknownTokenError(Seq2SeqError, ValueError):
+    """An input token (character or word) is not in the model's source vocabulary."""
+
+    def __init__(self, token: str, position: int, text: str, line: int | None, tokenizer: str):
+        kind = "character" if tokenizer == "char" else "word"
+        where = f"input line {line}, " if line is not None else ""
+        super().__init__(
+            f"{where}{kind} {position}: {token!r} (U+{ord(token[0]):04X}) in {text!r} was never "
+            f"seen in training; pass unknown='replace' (CLI: --unknown replace) to map it to <unk>"
+        )
+        self.token, self.position, self.line = token, position, line
+
+
+class CheckpointError(Seq2SeqError):
+    """A model directory is missing, incomplete, corrupted or from a newer format."""
+
+
+class BackendError(Seq2SeqError):
+    """A backend is unknown, not installed, or failed to load."""
+
+
+class ConfigError(Seq2SeqError):
+    """A configuration file or option is invalid (names file and key)."""

@@ -1,0 +1,79 @@
+"""What a backend builds: the model architecture and the optimizer, as plain dataclasses.
+
+A spec holds no tensors and imports no framework; it is saved inside every checkpoint
+(``model.json``) so that any backend can rebuild the same model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+CELLS = ("lstm",)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture of an RNN encoder-decoder (Sutskever et al. 2014, "Sequence to Sequence
+    Learning with Neural Networks"; the seed's Keras model is ``ModelSpec(V_src, V_tgt)``).
+
+    Attributes:
+        src_vocab_size: number of source ids, specials included.
+        tgt_vocab_size: number of target ids, specials included.
+        hidden_size: units of every recurrent layer (the seed's ``latent_dim``: 32).
+        embedding_size: 0 feeds one-hot vectors of the vocabulary size into the first
+            layer (as the seed does); > 0 looks ids up in a learned embedding table.
+        num_layers: stacked recurrent layers on each side; layer ``l`` of the encoder
+            hands its final state to layer ``l`` of the decoder.
+        cell: recurrent cell; ``"lstm"`` (Hochreiter & Schmidhuber 1997, with a forget gate).
+    """
+
+    src_vocab_size: int
+    tgt_vocab_size: int
+    hidden_size: int = 32
+    embedding_size: int = 0
+    num_layers: int = 1
+    cell: str = "lstm"
+
+    def __post_init__(self) -> None:
+        for name in ("src_vocab_size", "tgt_vocab_size", "hidden_size", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ModelSpec.{name} must be >= 1, got {getattr(self, name)}")
+        if self.embedding_size < 0:
+            raise ValueError(f"ModelSpec.embedding_size must be >= 0, got {self.embedding_size}")
+        if self.cell not in CELLS:
+            raise ValueError(f"ModelSpec.cell must be one of {CELLS}, got {self.cell!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model spec keys {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """Adam (Kingma & Ba 2015, Algorithm 1, bias-corrected) with global gradient-norm
+    clipping (Pascanu et al. 2013): gradients are scaled by ``min(1, clip_norm / ||g||_2)``
+    over all parameters together before the update, as ``torch.nn.utils.clip_grad_norm_``.
+
+    Attributes:
+        learning_rate: step size alpha (the seed's Keras Adam default: 0.001).
+        beta1, beta2: moment decay rates (paper defaults 0.9, 0.999).
+        epsilon: added to the root of the second moment; 1e-7 as in Keras.
+        clip_norm: maximum global L2 norm of the gradient; 0 disables clipping.
+    """
+
+    learning_rate: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    epsilon: float = 1e-7
+    clip_norm: float = 5.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
