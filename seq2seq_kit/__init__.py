@@ -1,0 +1,31 @@
+"""seq2seq-kit: a pluggable, framework-agnostic sequence-to-sequence toolkit.
+
+Importing this package imports no deep-learning framework; backends load theirs when a
+model is first built.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .hookspecs import hookimpl, hookspec
+
+__version__ = "0.1.0"
+__all__ = ["hookimpl", "hookspec", "load", "train", "__version__"]
+
+if TYPE_CHECKING:
+    from .api import Translator
+
+
+def train(*args: Any, **kwargs: Any) -> Translator:
+    """Train a model; see :func:`seq2seq_kit.api.train`."""
+    from .api import train as _train
+
+    return _train(*args, **kwargs)
+
+
+def load(path: str, backend: str | None = None) -> Translator:
+    """Load a trained model directory; see :func:`seq2seq_kit.api.load`."""
+    from .api import load as _load
+
+    return _load(path, backend=backend)
