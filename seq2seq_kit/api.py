@@ -1,0 +1,251 @@
+"""The Python API: ``train`` a model and ``load`` one, each giving a :class:`Translator`."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .backend import Model
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .config import Config, load_config, resolve_backend
+from .data import Dataset, Pair, load_dataset, split
+from .decoding import Hypothesis, beam_search, greedy
+from .plugins import get_backend, registry
+from .spec import ModelSpec, OptimizerSpec
+from .trainer import fit
+from .vocab import Vocabulary, pad
+
+
+class Translator:
+    """A trained model with its vocabularies, ready to translate text.
+
+    Attributes:
+        model: the backend model (see :class:`seq2seq_kit.backend.Model`).
+        backend: name of the backend running it.
+        history: per-epoch training records (empty for a model loaded without them).
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        source_vocab: Vocabulary,
+        target_vocab: Vocabulary,
+        *,
+        backend: str,
+        max_length: int,
+        meta: dict[str, Any] | None = None,
+    ):
+        self.model = model
+        self.source_vocab = source_vocab
+        self.target_vocab = target_vocab
+        self.backend = backend
+        self.max_length = max_length
+        self.meta = meta or {}
+        #: the (source, target) pairs it was trained and validated on, when just trained
+        self.train_pairs: list[Pair] = []
+        self.valid_pairs: list[Pair] = []
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return self.meta.get("history", [])
+
+    def translate(self, texts: Sequence[str], beam: int = 1, **options: Any) -> list[str]:
+        """Best translation of each text, in order; an empty or blank text gives ``""``.
+        ``options`` are those of :meth:`hypotheses`."""
+        return [hyps[0].text for hyps in self.hypotheses(texts, beam=beam, **options)]
+
+    def hypotheses(
+        self,
+        texts: Sequence[str],
+        *,
+        beam: int = 1,
+        n_best: int = 1,
+        length_penalty: float = 0.0,
+        max_length: int | None = None,
+        unknown: str = "error",
+        batch_size: int = 256,
+    ) -> list[list[Hypothesis]]:
+        """Decode every text: greedy for ``beam == 1 and n_best == 1``, else beam search.
+        Returns, per text, its n-best list (one entry for greedy).
+
+        Raises:
+            UnknownTokenError: a token not in the source vocabulary, naming it, its position
+                and the 1-based input line, unless ``unknown="replace"`` maps it to UNK.
+        """
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of strings, not one string")
+        max_length = max_length or self.max_length
+        ids = [
+            self.source_vocab.encode(t, unknown=unknown, line=i + 1) for i, t in enumerate(texts)
+        ]
+        results: list[list[Hypothesis]] = [[Hypothesis("", (), 0.0, False)] for _ in texts]
+        todo = [i for i, t in enumerate(texts) if t.strip()]
+        todo.sort(key=lambda i: len(ids[i]))  # similar lengths share a batch: less padding
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            src = pad([ids[i] for i in chunk])
+            lengths = np.array([len(ids[i]) for i in chunk], dtype=np.int32)
+            if beam == 1 and n_best == 1:
+                decoded = [
+                    [h] for h in greedy(self.model, src, lengths, self.target_vocab, max_length)
+                ]
+            else:
+                decoded = beam_search(
+                    self.model,
+                    src,
+                    lengths,
+                    self.target_vocab,
+                    max_length,
+                    beam,
+                    n_best,
+                    length_penalty,
+                )
+            for i, hyps in zip(chunk, decoded, strict=True):
+                results[i] = hyps
+        return results
+
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(
+            self.model.spec,
+            self.source_vocab,
+            self.target_vocab,
+            self.model.get_weights(),
+            self.max_length,
+            self.meta,
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the model directory atomically (see :mod:`seq2seq_kit.checkpoint`)."""
+        return save_checkpoint(self.checkpoint(), path)
+
+
+def load(path: str | os.PathLike[str], backend: str | None = None) -> Translator:
+    """Load a model directory into ``backend`` (default: resolved as for training, so
+    ``$SEQ2SEQ_KIT_BACKEND`` applies; any backend loads any model).
+
+    Raises:
+        CheckpointError: missing, truncated or corrupted files, or a newer format.
+        BackendError: the backend is not installed.
+    """
+    ckpt = load_checkpoint(path)
+    name = resolve_backend(backend, Config())
+    model = get_backend(name).create(ckpt.spec, seed=0)
+    model.set_weights(ckpt.weights)
+    return Translator(
+        model,
+        ckpt.source_vocab,
+        ckpt.target_vocab,
+        backend=name,
+        max_length=ckpt.max_length,
+        meta=ckpt.meta,
+    )
+
+
+def default_max_length(targets: Sequence[Sequence[int]]) -> int:
+    """Decoding cap saved with a model: twice the longest training target, at least +10."""
+    longest = max((len(t) for t in targets), default=0)
+    return max(2 * longest, longest + 10)
+
+
+def train(
+    config: Config | str | os.PathLike[str] | None = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    backend: str | None = None,
+    data: str | Sequence[Pair] | None = None,
+    limit: int | None = None,
+    epochs: int | None = None,
+    seed: int | None = None,
+) -> Translator:
+    """Train a model as ``config`` says (a :class:`Config`, a TOML path, or ``None`` for
+    the seed notebook's defaults on ``digits``); keyword arguments override it. ``data`` is
+    a dataset name, a TSV path, or a list of (source, target) pairs. With ``out`` the model
+    directory is written there.
+
+    Raises:
+        DataError, ConfigError, BackendError: bad data, config or backend, by name.
+    """
+    cfg = config if isinstance(config, Config) else load_config(config)
+    cfg = cfg.model_copy(deep=True)
+    if isinstance(data, str):
+        cfg.data.source = data
+    if limit is not None:
+        cfg.data.limit = limit
+    if epochs is not None:
+        cfg.train.epochs = epochs
+    if seed is not None:
+        cfg.train.seed = seed
+    backend_name = resolve_backend(backend, cfg)
+    chosen = get_backend(backend_name)
+
+    if data is not None and not isinstance(data, str):
+        pairs = tuple((str(s), str(t)) for s, t in data)
+        dataset = Dataset(pairs[: cfg.data.limit] if cfg.data.limit else pairs, "pairs")
+    else:
+        dataset = load_dataset(cfg.data.source, cfg.data.limit, **cfg.data.options)
+    fraction = cfg.data.valid_fraction
+    fraction = dataset.valid_fraction if fraction is None else fraction
+    train_pairs, valid_pairs = split(dataset.pairs, fraction, cfg.train.seed)
+
+    tokenizer = cfg.data.tokenizer
+    source_vocab = Vocabulary.build((s for s, _ in train_pairs), tokenizer)
+    target_vocab = Vocabulary.build((t for _, t in train_pairs), tokenizer)
+
+    def encode(pairs: Sequence[Pair]) -> tuple[list[list[int]], list[list[int]]]:
+        # Validation may hold tokens training never saw: they become UNK, as at inference.
+        return (
+            [source_vocab.encode(s, unknown="replace") for s, _ in pairs],
+            [target_vocab.encode(t, unknown="replace") for _, t in pairs],
+        )
+
+    train_ids, valid_ids = encode(train_pairs), encode(valid_pairs)
+    spec = ModelSpec(
+        src_vocab_size=len(source_vocab),
+        tgt_vocab_size=len(target_vocab),
+        hidden_size=cfg.model.hidden_size,
+        embedding_size=cfg.model.embedding_size,
+        num_layers=cfg.model.num_layers,
+        cell=cfg.model.cell,
+    )
+    optimizer = OptimizerSpec(learning_rate=cfg.train.learning_rate, clip_norm=cfg.train.clip_norm)
+    model = chosen.create(spec, seed=cfg.train.seed, optimizer=optimizer)
+
+    hook = registry().manager.hook
+    start = time.perf_counter()
+    history = fit(
+        model,
+        train_ids,
+        valid_ids if valid_pairs else None,
+        cfg.train,
+        on_epoch_end=lambda record: hook.on_epoch_end(record=record),
+    )
+    meta = {
+        "seq2seq_kit_version": __version__,
+        "backend": backend_name,
+        "backend_version": chosen.version,
+        "data": dataset.name,
+        "train_pairs": len(train_pairs),
+        "valid_pairs": len(valid_pairs),
+        "config": cfg.model_dump(mode="json"),
+        "seconds": time.perf_counter() - start,
+        "history": history,
+    }
+    translator = Translator(
+        model,
+        source_vocab,
+        target_vocab,
+        backend=backend_name,
+        max_length=default_max_length(train_ids[1]),
+        meta=meta,
+    )
+    translator.train_pairs, translator.valid_pairs = list(train_pairs), list(valid_pairs)
+    if out is not None:
+        translator.save(out)
+    hook.on_train_end(history=history, out_dir=None if out is None else str(out))
+    return translator

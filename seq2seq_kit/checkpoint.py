@@ -1,0 +1,190 @@
+"""Checkpoints: a directory with ``model.json`` and ``weights.safetensors``.
+
+``model.json`` holds the format version, the model spec, both vocabularies, decoding
+defaults and training metadata, plus the SHA-256 of the weights file so that a truncated or
+altered file is caught before use. Weights are safetensors: loading parses a header and
+copies arrays, it never unpickles or executes anything.
+
+Saving is atomic: the new checkpoint is written and synced in a sibling temporary directory,
+then swapped in by two renames. A crash at any point leaves either the old or the new
+checkpoint loadable; between the two renames the old one lives in ``.NAME.previous``, which
+:func:`load_checkpoint` falls back to and the next save moves back first. One process
+writes a given directory at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import CheckpointError
+from .spec import ModelSpec
+from .vocab import Vocabulary
+from .weights import check_weights
+
+FORMAT = "seq2seq-kit"
+FORMAT_VERSION = 1
+MODEL_FILE = "model.json"
+WEIGHTS_FILE = "weights.safetensors"
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to rebuild a trained model in any backend."""
+
+    spec: ModelSpec
+    source_vocab: Vocabulary
+    target_vocab: Vocabulary
+    weights: dict[str, np.ndarray]
+    max_length: int = 50
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _previous(path: Path) -> Path:
+    return path.parent / f".{path.name}.previous"
+
+
+def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> Path:
+    """Write ``ckpt`` to directory ``path`` atomically, replacing an older checkpoint there.
+
+    Raises:
+        CheckpointError: ``path`` exists and is not a checkpoint directory (it is never
+            overwritten), or the weights do not match the spec.
+    """
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    if path.exists() and (
+        not path.is_dir() or (any(path.iterdir()) and not (path / MODEL_FILE).exists())
+    ):
+        raise CheckpointError(f"{path} exists and is not a model directory; not overwriting it")
+    try:
+        check_weights(ckpt.spec, ckpt.weights)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    previous = _previous(path)
+    if not path.exists() and (previous / MODEL_FILE).exists():
+        os.rename(previous, path)  # finish the swap an interrupted save left half done
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a save that was killed
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        weights = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in ckpt.weights.items()}
+        save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+        doc = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "spec": ckpt.spec.to_dict(),
+            "source_vocab": ckpt.source_vocab.to_dict(),
+            "target_vocab": ckpt.target_vocab.to_dict(),
+            "max_length": ckpt.max_length,
+            "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(tmp / WEIGHTS_FILE)},
+            "meta": ckpt.meta,
+        }
+        (tmp / MODEL_FILE).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        for name in (WEIGHTS_FILE, MODEL_FILE):
+            _fsync(tmp / name)
+        _fsync(tmp)
+        if previous.exists():
+            shutil.rmtree(previous)
+        if path.exists():
+            os.rename(path, previous)
+        os.rename(tmp, path)
+        _fsync(path.parent)
+        shutil.rmtree(previous, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read a checkpoint directory written by :func:`save_checkpoint`.
+
+    Raises:
+        CheckpointError: the directory or a file is missing, ``model.json`` is not valid
+            JSON or comes from a newer format version, or the weights file is truncated,
+            corrupted or does not match the spec. Nothing is written.
+    """
+    path = Path(path)
+    if not (path / MODEL_FILE).exists() and (_previous(path) / MODEL_FILE).exists():
+        path = _previous(path)  # a save was interrupted between its two renames
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such model directory")
+    model_file = path / MODEL_FILE
+    try:
+        doc = json.loads(model_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{model_file}: missing; is {path} a model directory?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{model_file}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CheckpointError(f"{model_file}: not a {FORMAT} model file")
+    version = doc.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{model_file}: format version {version!r} is newer than this seq2seq-kit reads "
+            f"({FORMAT_VERSION}); upgrade seq2seq-kit"
+        )
+    try:
+        spec = ModelSpec.from_dict(doc["spec"])
+        source_vocab = Vocabulary.from_dict(doc["source_vocab"])
+        target_vocab = Vocabulary.from_dict(doc["target_vocab"])
+        weights_info = doc["weights"]
+        weights_file = path / weights_info["file"]
+        expected_sha = weights_info["sha256"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{model_file}: malformed ({type(exc).__name__}: {exc})") from None
+    if not weights_file.exists():
+        raise CheckpointError(f"{weights_file}: missing")
+    if _sha256(weights_file) != expected_sha:
+        raise CheckpointError(
+            f"{weights_file}: corrupted or truncated (SHA-256 differs from {model_file})"
+        )
+    weights = _read_weights(weights_file)
+    try:
+        check_weights(spec, weights)
+    except ValueError as exc:
+        raise CheckpointError(f"{weights_file}: {exc}") from None
+    return Checkpoint(
+        spec,
+        source_vocab,
+        target_vocab,
+        weights,
+        int(doc.get("max_length", 50)),
+        doc.get("meta", {}),
+    )
+
+
+def _read_weights(path: Path) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from None

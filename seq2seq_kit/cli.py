@@ -1,0 +1,263 @@
+"""The ``seq2seq-kit`` command line: train, translate, evaluate, backends.
+
+Imports stay inside the commands so that ``--help`` and ``backends`` load no framework and
+little else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model and save it to a directory")
+    p.add_argument("--config", help="TOML config file (see README: Configuration)")
+    p.add_argument("--backend", help="backend name (beats $SEQ2SEQ_KIT_BACKEND and config)")
+    p.add_argument("--data", help="digits | num2words | PATH.tsv (default: digits)")
+    p.add_argument("--limit", type=int, help="use only the first N pairs")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--hidden-size", type=int)
+    p.add_argument("--embedding-size", type=int, help="0: one-hot inputs")
+    p.add_argument("--num-layers", type=int)
+    p.add_argument("--valid-fraction", type=float, help="held-out share of the pairs")
+    p.add_argument("--patience", type=int, help="early stopping after N epochs; 0: off")
+    p.add_argument("--tokenizer", choices=["char", "word"])
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.set_defaults(run=_train)
+
+
+def _add_translate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "translate",
+        help="translate TEXT arguments, or stdin line by line",
+        description="One output line per input (n-best > 1: N lines 'input<TAB>rank<TAB>"
+        "score<TAB>text' per input). Empty input lines give empty output lines.",
+    )
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--backend", help="backend to run the model with")
+    _add_decode_options(p)
+    p.add_argument("--n-best", type=int, default=1, help="hypotheses per input")
+    p.add_argument("text", nargs="*", help="inputs; none: read stdin")
+    p.set_defaults(run=_translate)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="exact match, CER, chrF and BLEU on a TSV file")
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--data", required=True, help="PATH.tsv or dataset name")
+    p.add_argument("--limit", type=int, help="use only the first N pairs")
+    p.add_argument("--backend", help="backend to run the model with")
+    _add_decode_options(p)
+    p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    p.set_defaults(run=_evaluate)
+
+
+def _add_decode_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--beam", type=int, default=1, help="beam size; 1: greedy")
+    p.add_argument("--length-penalty", type=float, default=0.0, help="GNMT alpha")
+    p.add_argument("--max-length", type=int, help="output cap (default: saved with the model)")
+    p.add_argument(
+        "--unknown",
+        choices=["error", "replace"],
+        default="error",
+        help="unseen input characters: fail naming them, or map them to <unk>",
+    )
+
+
+def _add_backends(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("backends", help="list installed backends and plugin load errors")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_backends)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="seq2seq-kit", description="Pluggable sequence-to-sequence toolkit."
+    )
+    p.add_argument("--version", action="version", version=_version())
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_translate, _add_evaluate, _add_backends):
+        add(sub)
+    return p
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"seq2seq-kit {__version__}"
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .api import train
+    from .config import load_config
+
+    cfg = load_config(args.config)
+    overrides = {
+        ("train", "batch_size"): args.batch_size,
+        ("train", "learning_rate"): args.learning_rate,
+        ("train", "patience"): args.patience,
+        ("model", "hidden_size"): args.hidden_size,
+        ("model", "embedding_size"): args.embedding_size,
+        ("model", "num_layers"): args.num_layers,
+        ("data", "valid_fraction"): args.valid_fraction,
+        ("data", "tokenizer"): args.tokenizer,
+    }
+    data = cfg.model_dump()
+    for (section, key), value in overrides.items():
+        if value is not None:
+            data[section][key] = value
+    if args.no_progress:
+        data["train"]["progress"] = False
+    cfg = type(cfg).model_validate(data)
+    translator = train(
+        cfg,
+        out=args.out,
+        backend=args.backend,
+        data=args.data,
+        limit=args.limit,
+        epochs=args.epochs,
+        seed=args.seed,
+    )
+    _report(translator)
+    print(f"saved model to {args.out}")
+    return 0
+
+
+def _report(translator: Any) -> None:
+    """Print the last epoch's figures and a sample of translations with exact matches."""
+    from .metrics import group_references
+
+    meta = translator.meta
+    last = meta["history"][-1]
+    print(
+        f"backend {translator.backend}: {last['epoch']} epochs in {meta['seconds']:.2f} s, "
+        f"train loss {last['train_loss']:.4f}, {last['evaluated_on']} loss "
+        f"{last['valid_loss']:.4f}, {last['evaluated_on']} token accuracy "
+        f"{last['valid_accuracy']:.3f}"
+    )
+    held_out = bool(translator.valid_pairs)
+    pairs = (translator.valid_pairs or translator.train_pairs)[:1000]
+    if not pairs:
+        return
+    sources, references = group_references(pairs)
+    outputs = translator.translate(sources, unknown="replace")
+    exact = 0
+    for i, (src, refs, out) in enumerate(zip(sources, references, outputs, strict=True)):
+        ok = out in refs
+        exact += ok
+        if i < 10:
+            print(f"{src} -> {out}" + ("" if ok else f"   (expected {refs[0]})"))
+    where = "validation" if held_out else "training"
+    print(f"exact match on {len(sources)} {where} sources: {exact}/{len(sources)}")
+
+
+def _read_inputs(texts: Sequence[str]) -> list[str]:
+    if texts:
+        return list(texts)
+    return [line.rstrip("\r\n") for line in sys.stdin]
+
+
+def _translate(args: argparse.Namespace) -> int:
+    from .api import load
+
+    translator = load(args.model, backend=args.backend)
+    texts = _read_inputs(args.text)
+    results = translator.hypotheses(
+        texts,
+        beam=max(args.beam, args.n_best),
+        n_best=args.n_best,
+        length_penalty=args.length_penalty,
+        max_length=args.max_length,
+        unknown=args.unknown,
+    )
+    out = sys.stdout
+    for line_no, hyps in enumerate(results, start=1):
+        if any(h.truncated for h in hyps):
+            print(
+                f"warning: input line {line_no}: output truncated at "
+                f"{args.max_length or translator.max_length} tokens (no end of sequence)",
+                file=sys.stderr,
+            )
+        if args.n_best == 1:
+            out.write(hyps[0].text + "\n")
+        else:
+            for rank, h in enumerate(hyps, start=1):
+                out.write(f"{line_no}\t{rank}\t{h.score:.4f}\t{h.text}\n")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .api import load
+    from .data import load_dataset
+    from .metrics import group_references, score
+
+    translator = load(args.model, backend=args.backend)
+    dataset = load_dataset(args.data, args.limit)
+    sources, references = group_references(dataset.pairs)
+    outputs = translator.translate(
+        sources,
+        beam=args.beam,
+        length_penalty=args.length_penalty,
+        max_length=args.max_length,
+        unknown=args.unknown,
+    )
+    scores = score(outputs, references)
+    if args.json:
+        print(json.dumps(scores, indent=2))
+        return 0
+    n = scores["sentences"]
+    print(f"sentences:   {n} ({len(dataset.pairs)} pairs; all references of a source count)")
+    print(f"exact match: {scores['exact_match']:.4f} ({round(scores['exact_match'] * n)}/{n})")
+    print(f"CER:         {scores['cer']:.4f}")
+    print(f"chrF:        {scores['chrf']:.2f}  ({scores['chrf_signature']})")
+    print(f"BLEU:        {scores['bleu']:.2f}  ({scores['bleu_signature']})")
+    return 0
+
+
+def _backends(args: argparse.Namespace) -> int:
+    from .plugins import registry
+
+    reg = registry()
+    rows = [
+        {
+            "name": b.name,
+            "version": b.version,
+            "distribution": b.distribution,
+            "capabilities": sorted(b.capabilities),
+        }
+        for b in sorted(reg.backends.values(), key=lambda b: b.name)
+    ]
+    if args.json:
+        print(json.dumps({"backends": rows, "errors": reg.failures}, indent=2))
+        return 0
+    for row in rows:
+        print(
+            f"{row['name']:<10} {row['version']:<10} {row['distribution']:<22} "
+            f"{', '.join(row['capabilities'])}"
+        )
+    if not rows:
+        print("no backends installed; try: pip install seq2seq-kit-numpy")
+    for name, reason in reg.failures.items():
+        print(f"error: plugin {name}: {reason}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .errors import Seq2SeqError
+
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except Seq2SeqError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. piped into head
+        return 0

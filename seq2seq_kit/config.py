@@ -1,0 +1,107 @@
+"""Configuration: one TOML file per experiment, validated by pydantic.
+
+Precedence for every key: command-line flag > environment (``SEQ2SEQ_KIT_BACKEND`` for the
+backend) > config file > the defaults below, which reproduce the seed notebook (one-hot
+characters, one LSTM layer of 32 units each side, Adam at 1e-3, batch size 2, 300 epochs).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+BACKEND_ENV = "SEQ2SEQ_KIT_BACKEND"
+DEFAULT_BACKEND = "numpy"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
+    source: str = Field("digits", description="dataset name (digits, num2words) or TSV path")
+    limit: int | None = Field(None, ge=1, description="use only the first N pairs")
+    valid_fraction: float | None = Field(
+        None, ge=0.0, lt=1.0, description="held-out share; default: the dataset's own"
+    )
+    tokenizer: Literal["char", "word"] = "char"
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="keyword options of the dataset loader"
+    )
+
+
+class ModelConfig(_Section):
+    hidden_size: int = Field(32, ge=1)
+    embedding_size: int = Field(0, ge=0, description="0: one-hot inputs")
+    num_layers: int = Field(1, ge=1)
+    cell: Literal["lstm"] = "lstm"
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(300, ge=1)
+    batch_size: int = Field(2, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    clip_norm: float = Field(5.0, ge=0, description="global gradient-norm clip; 0: off")
+    seed: int = 0
+    patience: int = Field(0, ge=0, description="early stopping on validation loss; 0: off")
+    bucket: bool = Field(False, description="batch pairs of similar length together")
+    progress: bool = True
+
+
+class DecodeConfig(_Section):
+    beam: int = Field(1, ge=1, description="1: greedy")
+    n_best: int = Field(1, ge=1)
+    length_penalty: float = Field(0.0, ge=0, description="GNMT alpha")
+    max_length: int | None = Field(None, ge=1, description="default: saved with the model")
+    unknown: Literal["error", "replace"] = "error"
+    batch_size: int = Field(256, ge=1)
+
+
+class Config(_Section):
+    backend: str | None = None
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    decode: DecodeConfig = Field(default_factory=DecodeConfig)
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Read and validate a TOML config; ``None`` gives the defaults.
+
+    Raises:
+        ConfigError: missing file, TOML syntax error (with line and column), unknown key or
+            bad value (with its dotted key).
+    """
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from None
+
+
+def resolve_backend(flag: str | None, config: Config) -> str:
+    """The backend to use: ``flag``, else ``$SEQ2SEQ_KIT_BACKEND``, else the config's, else
+    ``numpy``."""
+    return flag or os.environ.get(BACKEND_ENV) or config.backend or DEFAULT_BACKEND

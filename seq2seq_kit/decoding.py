@@ -1,0 +1,219 @@
+"""The decoder loop: batched greedy decoding and batched beam search over any backend.
+
+Both drive a model only through ``encode``, ``step`` and ``reorder``. Targets PAD, BOS and
+UNK are masked out of every step's log-probabilities, so a hypothesis never contains a
+special; EOS ends it. A hypothesis holds at most ``max_length`` tokens before its EOS;
+one that reached that many without the model choosing EOS is flagged ``truncated``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .backend import Model
+from .vocab import BOS, EOS, PAD, UNK, Vocabulary
+
+_NEG_INF = -np.inf
+_NEVER = (PAD, BOS, UNK)
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One decoded output.
+
+    Attributes:
+        text: detokenized output, specials removed.
+        ids: target ids, EOS excluded.
+        score: sum of the log-probabilities (nats) of every chosen token, EOS included
+            when it was reached.
+        truncated: the output stopped at ``max_length`` without the model emitting EOS.
+    """
+
+    text: str
+    ids: tuple[int, ...]
+    score: float
+    truncated: bool
+
+
+def length_penalty(length: int | np.ndarray, alpha: float) -> float | np.ndarray:
+    """GNMT length penalty ``((5 + |Y|) / 6) ** alpha`` (Wu et al. 2016, eq. 14); beam
+    search ranks finished hypotheses by ``score / length_penalty``. ``alpha = 0`` ranks by
+    the raw sum of log-probabilities. ``|Y|`` counts the output tokens and EOS."""
+    return ((5.0 + np.asarray(length, dtype=np.float64)) / 6.0) ** alpha
+
+
+def _mask_specials(log_probs: np.ndarray) -> np.ndarray:
+    log_probs = np.array(log_probs, dtype=np.float32, copy=True)
+    log_probs[:, _NEVER] = _NEG_INF
+    return log_probs
+
+
+def greedy(
+    model: Model,
+    src_ids: np.ndarray,
+    src_lengths: np.ndarray,
+    vocab: Vocabulary,
+    max_length: int,
+) -> list[Hypothesis]:
+    """Batched greedy decoding of int32 [B, S] sources; one hypothesis per row.
+
+    Rows that finish leave the batch (``model.reorder``) so long outputs do not pay for
+    short ones.
+    """
+    batch = src_ids.shape[0]
+    state = model.encode(src_ids, src_lengths)
+    out = np.full((batch, max_length + 1), PAD, dtype=np.int32)
+    token_scores = np.zeros((batch, max_length + 1), dtype=np.float64)
+    active = np.arange(batch)
+    prev = np.full(batch, BOS, dtype=np.int32)
+    for t in range(max_length + 1):
+        log_probs, state = model.step(prev, state)
+        log_probs = _mask_specials(log_probs)
+        nxt = log_probs.argmax(axis=1).astype(np.int32)
+        token_scores[active, t] = log_probs[np.arange(len(active)), nxt]
+        out[active, t] = nxt
+        finished = nxt == EOS
+        if t == max_length:
+            break
+        if finished.any():
+            keep = np.flatnonzero(~finished)
+            if keep.size == 0:
+                break
+            active, nxt = active[keep], nxt[keep]
+            state = model.reorder(state, keep.astype(np.int64))
+        prev = nxt
+    hyps = []
+    for row in range(batch):
+        ends = np.flatnonzero(out[row] == EOS)
+        if ends.size:
+            ids, score = out[row, : ends[0]], token_scores[row, : ends[0] + 1].sum()
+        else:
+            # The last step only looked for EOS; its token is not part of the output.
+            ids, score = out[row, :max_length], token_scores[row, :max_length].sum()
+        hyps.append(_hypothesis(ids, score, not ends.size, vocab))
+    return hyps
+
+
+def beam_search(
+    model: Model,
+    src_ids: np.ndarray,
+    src_lengths: np.ndarray,
+    vocab: Vocabulary,
+    max_length: int,
+    beam: int,
+    n_best: int = 1,
+    alpha: float = 0.0,
+) -> list[list[Hypothesis]]:
+    """Batched beam search: ``beam`` hypotheses for each of B sentences advance together as
+    B x beam rows of one ``step`` call.
+
+    At each step every live hypothesis is extended by every token; of the 2 x beam best
+    extensions of a sentence, those ending in EOS within the first ``beam`` are finished,
+    and the best ``beam`` others stay live (the scheme of fairseq's ``SequenceGenerator``).
+    A sentence is done when it has ``beam`` finished hypotheses, or at ``max_length``, when
+    its live hypotheses are added as truncated. Returns, per sentence, up to ``n_best``
+    distinct hypotheses ordered by ``score / length_penalty(len, alpha)``, best first.
+    ``n_best`` above ``beam`` widens the beam to ``n_best``.
+
+    Raises:
+        ValueError: ``beam`` or ``n_best`` below 1.
+    """
+    if beam < 1 or n_best < 1:
+        raise ValueError(f"beam and n_best must be >= 1, got beam={beam}, n_best={n_best}")
+    width = max(beam, n_best)
+    n_sent = src_ids.shape[0]
+    state = model.encode(src_ids, src_lengths)
+    state = model.reorder(state, np.repeat(np.arange(n_sent), width).astype(np.int64))
+    scores = np.full((n_sent, width), _NEG_INF)
+    scores[:, 0] = 0.0  # every beam starts as the same BOS; keep one copy live
+    history = np.zeros((n_sent, width, 0), dtype=np.int32)
+    prev = np.full(n_sent * width, BOS, dtype=np.int32)
+    alive = np.arange(n_sent)  # sentence ids of the rows still searched
+    finished: list[list[tuple[float, float, tuple[int, ...], bool]]] = [[] for _ in range(n_sent)]
+
+    for t in range(max_length + 1):
+        log_probs, state = model.step(prev, state)
+        log_probs = _mask_specials(log_probs)
+        vocab_size = log_probs.shape[1]
+        n_alive = len(alive)
+        cand = scores[:, :, None] + log_probs.reshape(n_alive, width, vocab_size)
+        flat = cand.reshape(n_alive, width * vocab_size)
+        k = min(2 * width, flat.shape[1])
+        top = np.argpartition(-flat, k - 1, axis=1)[:, :k]
+        top_scores = np.take_along_axis(flat, top, axis=1)
+        order = np.lexsort((top, -top_scores), axis=1)  # best first, lower index on ties
+        top = np.take_along_axis(top, order, axis=1)
+        top_scores = np.take_along_axis(top_scores, order, axis=1)
+        top_beam, top_tok = np.divmod(top, vocab_size)
+        valid = np.isfinite(top_scores)
+        is_eos = (top_tok == EOS) & valid
+
+        for row, rank in zip(*np.nonzero(is_eos[:, :width]), strict=True):
+            ids = tuple(int(i) for i in history[row, top_beam[row, rank]])
+            _add(finished[alive[row]], top_scores[row, rank], ids, False, alpha)
+
+        live = valid & ~is_eos
+        take = np.argsort(~live, axis=1, kind="stable")[:, :width]
+        new_scores = np.where(
+            np.take_along_axis(live, take, axis=1),
+            np.take_along_axis(top_scores, take, axis=1),
+            _NEG_INF,
+        )
+        new_beam = np.take_along_axis(top_beam, take, axis=1)
+        new_tok = np.take_along_axis(top_tok, take, axis=1).astype(np.int32)
+
+        if t == max_length:
+            # Live hypotheses hold max_length tokens and did not choose EOS: truncated.
+            for row in range(n_alive):
+                for b in range(width):
+                    if np.isfinite(scores[row, b]):
+                        ids = tuple(int(i) for i in history[row, b])
+                        _add(finished[alive[row]], scores[row, b], ids, True, alpha)
+            break
+
+        history = np.concatenate(
+            [np.take_along_axis(history, new_beam[:, :, None], axis=1), new_tok[:, :, None]],
+            axis=2,
+        )
+        scores = new_scores
+        done = np.array([len(finished[s]) >= width for s in alive], dtype=bool) | ~np.isfinite(
+            scores
+        ).any(axis=1)
+        rows = (np.arange(n_alive)[:, None] * width + new_beam).reshape(-1)
+        if done.any():
+            keep = np.flatnonzero(~done)
+            if keep.size == 0:
+                break
+            alive, scores, history = alive[keep], scores[keep], history[keep]
+            new_tok = new_tok[keep]
+            rows = rows.reshape(n_alive, width)[keep].reshape(-1)
+        state = model.reorder(state, rows.astype(np.int64))
+        prev = new_tok.reshape(-1)
+
+    results = []
+    for hyps in finished:
+        hyps.sort(key=lambda h: -h[0])
+        results.append(
+            [_hypothesis(ids, raw, trunc, vocab) for _, raw, ids, trunc in hyps[:n_best]]
+        )
+    return results
+
+
+def _add(
+    bucket: list[tuple[float, float, tuple[int, ...], bool]],
+    raw: float,
+    ids: tuple[int, ...],
+    truncated: bool,
+    alpha: float,
+) -> None:
+    if any(h[2] == ids for h in bucket):  # keep n-best lists free of duplicates
+        return
+    length = len(ids) + (0 if truncated else 1)
+    bucket.append((float(raw / length_penalty(length, alpha)), float(raw), ids, truncated))
+
+
+def _hypothesis(ids, score: float, truncated: bool, vocab: Vocabulary) -> Hypothesis:
+    ids = tuple(int(i) for i in ids)
+    return Hypothesis(vocab.decode(ids), ids, float(score), truncated)

@@ -1,0 +1,66 @@
+"""Corpus metrics against one or more references per source: exact match, character error
+rate, chrF and BLEU (the last two through sacrebleu, with its signature)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .vocab import normalize
+
+
+def character_error_rate(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+    """Sum of Levenshtein distances (insertions, deletions, substitutions of characters)
+    to the closest reference, divided by the summed length of those references, as in
+    speech recognition's CER. Empty references count one character, so the rate stays
+    defined."""
+    from rapidfuzz.distance import Levenshtein
+
+    edits = chars = 0
+    for hyp, refs in zip(hypotheses, references, strict=True):
+        best = min(refs, key=lambda r: (Levenshtein.distance(hyp, r), -len(r)))
+        edits += Levenshtein.distance(hyp, best)
+        chars += max(len(best), 1)
+    return edits / max(chars, 1)
+
+
+def score(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """Score ``hypotheses[i]`` against every string of ``references[i]``.
+
+    Returns ``exact_match`` (share of hypotheses equal to one of their references, 0..1),
+    ``cer`` (:func:`character_error_rate`, 0..), ``chrf`` and ``bleu`` (sacrebleu's corpus
+    chrF, Popovic 2015, and BLEU, Papineni et al. 2002, 0..100) and their sacrebleu
+    signatures. Texts are NFC-normalised first, as at training.
+    """
+    from sacrebleu.metrics import BLEU, CHRF
+
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference lists")
+    if any(not refs for refs in references):
+        raise ValueError("every hypothesis needs at least one reference")
+    hyps = [normalize(h) for h in hypotheses]
+    refs = [[normalize(r) for r in rs] for rs in references]
+    n_streams = max(len(r) for r in refs)
+    streams = [[rs[k] if k < len(rs) else None for rs in refs] for k in range(n_streams)]
+    chrf, bleu = CHRF(), BLEU()
+    chrf_score = chrf.corpus_score(hyps, streams)
+    bleu_score = bleu.corpus_score(hyps, streams)
+    return {
+        "sentences": len(hyps),
+        "exact_match": sum(h in rs for h, rs in zip(hyps, refs, strict=True)) / max(len(hyps), 1),
+        "cer": character_error_rate(hyps, refs),
+        "chrf": chrf_score.score,
+        "bleu": bleu_score.score,
+        "chrf_signature": str(chrf.get_signature()),
+        "bleu_signature": str(bleu.get_signature()),
+    }
+
+
+def group_references(pairs: Sequence[tuple[str, str]]) -> tuple[list[str], list[list[str]]]:
+    """Collapse pairs that share a source into one source with all its targets as
+    references (Tatoeba lists several translations of many sentences), keeping the order
+    of first appearance."""
+    refs: dict[str, list[str]] = {}
+    for source, target in pairs:
+        refs.setdefault(source, []).append(target)
+    return list(refs), list(refs.values())
