@@ -41,7 +41,8 @@ class Model(Protocol):
         """The loss of ``batch`` without updating anything."""
 
     def gradients(self, batch: Batch) -> dict[str, np.ndarray]:
-        """d loss / d weight for every canonical weight name, float32, without updating."""
+        """d loss / d weight for every canonical weight name, without updating; float32
+        (a reference backend computing in float64 may return float64)."""
 
     def log_probs(self, batch: Batch) -> np.ndarray:
         """Teacher-forced log-probabilities, float32 [B, T, V] (log-softmax of the logits

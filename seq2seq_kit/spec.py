@@ -60,12 +60,17 @@ class ModelSpec:
 class OptimizerSpec:
     """Adam (Kingma & Ba 2015, Algorithm 1, bias-corrected) with global gradient-norm
     clipping (Pascanu et al. 2013): gradients are scaled by ``min(1, clip_norm / ||g||_2)``
-    over all parameters together before the update, as ``torch.nn.utils.clip_grad_norm_``.
+    over all parameters together before the update.
+
+    The reference form adds ``epsilon`` to ``sqrt(v_hat)`` (the paper's and PyTorch's);
+    Keras adds it before bias correction. Backends may use their framework's Adam: the
+    forms differ by far less than training noise, and the suite compares gradients, not
+    optimizer trajectories.
 
     Attributes:
         learning_rate: step size alpha (the seed's Keras Adam default: 0.001).
         beta1, beta2: moment decay rates (paper defaults 0.9, 0.999).
-        epsilon: added to the root of the second moment; 1e-7 as in Keras.
+        epsilon: numerical-stability term; 1e-7, Keras' default.
         clip_norm: maximum global L2 norm of the gradient; 0 disables clipping.
     """
 
