@@ -81,11 +81,9 @@ class Translator:
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not one string")
         max_length = max_length or self.max_length
-        ids = [
-            self.source_vocab.encode(t, unknown=unknown, line=i + 1) for i, t in enumerate(texts)
-        ]
+        todo = [i for i, t in enumerate(texts) if t.strip()]  # blank lines stay blank
+        ids = {i: self.source_vocab.encode(texts[i], unknown=unknown, line=i + 1) for i in todo}
         results: list[list[Hypothesis]] = [[Hypothesis("", (), 0.0, False)] for _ in texts]
-        todo = [i for i, t in enumerate(texts) if t.strip()]
         todo.sort(key=lambda i: len(ids[i]))  # similar lengths share a batch: less padding
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]

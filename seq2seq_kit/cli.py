@@ -138,10 +138,9 @@ def _report(translator: Any) -> None:
     meta = translator.meta
     last = meta["history"][-1]
     print(
-        f"backend {translator.backend}: {last['epoch']} epochs in {meta['seconds']:.2f} s, "
-        f"train loss {last['train_loss']:.4f}, {last['evaluated_on']} loss "
-        f"{last['valid_loss']:.4f}, {last['evaluated_on']} token accuracy "
-        f"{last['valid_accuracy']:.3f}"
+        f"backend {translator.backend}: {last['epoch']} epochs in {meta['seconds']:.2f} s; "
+        f"training loss {last['train_loss']:.4f}; on the {last['evaluated_on']} pairs: "
+        f"loss {last['valid_loss']:.4f}, token accuracy {last['valid_accuracy']:.3f}"
     )
     held_out = bool(translator.valid_pairs)
     pairs = (translator.valid_pairs or translator.train_pairs)[:1000]

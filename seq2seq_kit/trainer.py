@@ -53,7 +53,12 @@ def fit(
     evaluated_on = "valid" if valid and len(valid[0]) else "train"
     history: list[dict[str, Any]] = []
     best_loss, best_weights, bad_epochs = np.inf, None, 0
-    bar = tqdm(range(1, config.epochs + 1), desc="train", unit="epoch", disable=not config.progress)
+    bar = tqdm(
+        range(1, config.epochs + 1),
+        desc="train",
+        unit="epoch",
+        disable=None if config.progress else True,
+    )
     for epoch in bar:
         start = time.perf_counter()
         loss_sum = tokens = 0.0
@@ -72,7 +77,10 @@ def fit(
         }
         history.append(record)
         bar.set_postfix(
-            loss=f"{record['train_loss']:.4f}", val=f"{valid_loss:.4f}", acc=f"{valid_acc:.3f}"
+            loss=f"{record['train_loss']:.4f}",
+            val=f"{valid_loss:.4f}",
+            acc=f"{valid_acc:.3f}",
+            refresh=False,
         )
         if on_epoch_end is not None:
             on_epoch_end(record)
