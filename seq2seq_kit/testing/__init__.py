@@ -1,0 +1,47 @@
+"""The backend conformance suite, for our backends and third parties' alike.
+
+Usage, in a test module of a backend plugin::
+
+    from seq2seq_kit.testing import BackendSuite
+
+    class TestMyBackend(BackendSuite):
+        backend_name = "mybackend"
+        known_failures = {"test_gradients_match_reference": "float16 accumulators"}
+
+then run ``pytest``. Checks that need a capability the backend does not declare are skipped;
+``known_failures`` are reported as (strict) xfail. Agreement checks compare against the
+NumPy reference backend (``seq2seq-kit-numpy``), which must be installed too. The classes
+per concern (``RegistrationTests``, ``NumericsTests``, ...) can be used one by one, as
+pandas' extension tests are.
+"""
+
+from .base import BackendTestBase, requires
+from .checkpoints import CheckpointTests
+from .decoding import DecodingTests
+from .inputs import InputTests
+from .numerics import NumericsTests
+from .registration import RegistrationTests
+from .training import TrainingTests
+
+__all__ = [
+    "BackendSuite",
+    "BackendTestBase",
+    "CheckpointTests",
+    "DecodingTests",
+    "InputTests",
+    "NumericsTests",
+    "RegistrationTests",
+    "TrainingTests",
+    "requires",
+]
+
+
+class BackendSuite(
+    RegistrationTests,
+    NumericsTests,
+    TrainingTests,
+    DecodingTests,
+    CheckpointTests,
+    InputTests,
+):
+    """Every conformance check; subclass it and set ``backend_name``."""

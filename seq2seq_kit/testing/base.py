@@ -1,0 +1,110 @@
+"""Shared fixtures of the conformance suite: the backend under test, capability gating,
+declared known failures, and the models the checks run on."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from ..backend import Backend, Model
+from ..batching import Batch, make_batch
+from ..plugins import get_backend, registry
+from ..spec import ModelSpec
+from ..weights import initial_weights
+
+REFERENCE = "numpy"
+
+#: Digits -> words: the seed notebook's task and budget (300 epochs at batch size 2).
+DIGIT_INPUTS = [str(d) for d in range(1, 10)]
+DIGIT_WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def requires(*capabilities: str):
+    """Mark a check as needing backend capabilities; it is skipped where one is missing."""
+
+    def mark(func):
+        func._seq2seq_requires = capabilities
+        return func
+
+    return mark
+
+
+def spec_variants(backend: Backend) -> list[ModelSpec]:
+    """Small architectures covering the backend's declared capabilities."""
+    variants = [ModelSpec(11, 13, hidden_size=6)]
+    if "embedding" in backend.capabilities:
+        variants.append(ModelSpec(11, 13, hidden_size=6, embedding_size=5))
+    if "multilayer" in backend.capabilities:
+        variants.append(ModelSpec(11, 13, hidden_size=6, embedding_size=0, num_layers=2))
+    return variants
+
+
+def perturbed_weights(spec: ModelSpec, seed: int) -> dict[str, np.ndarray]:
+    """Initial weights plus noise, so biases and every gate matter in comparisons."""
+    rng = np.random.default_rng(seed + 1000)
+    return {
+        k: (v + rng.normal(0.0, 0.3, v.shape)).astype(np.float32)
+        for k, v in initial_weights(spec, seed).items()
+    }
+
+
+def mixed_batch(spec: ModelSpec, seed: int = 0) -> Batch:
+    """A batch mixing source lengths 1 and 9 (and between), with padded targets."""
+    rng = np.random.default_rng(seed)
+    src_lengths = [1, 9, 4, 1, 6]
+    tgt_lengths = [3, 1, 7, 5, 2]
+    sources = [rng.integers(4, spec.src_vocab_size, n).tolist() for n in src_lengths]
+    targets = [rng.integers(4, spec.tgt_vocab_size, n).tolist() for n in tgt_lengths]
+    return make_batch(sources, targets)
+
+
+class BackendTestBase:
+    """Base of every check class. Subclasses set ``backend_name``; ``known_failures`` maps
+    a check's name to the reason it is expected to fail (reported as xfail, strict)."""
+
+    backend_name: ClassVar[str] = ""
+    known_failures: ClassVar[dict[str, str]] = {}
+
+    @pytest.fixture(autouse=True)
+    def _gate(self, request: pytest.FixtureRequest) -> None:
+        name = request.node.originalname or request.node.name
+        if name in self.known_failures:
+            request.applymarker(pytest.mark.xfail(reason=self.known_failures[name], strict=True))
+        needed = getattr(request.function, "_seq2seq_requires", ())
+        if needed:
+            missing = set(needed) - set(self.backend().capabilities)
+            if missing:
+                pytest.skip(f"backend {self.backend_name!r} lacks {sorted(missing)}")
+
+    @classmethod
+    def backend(cls) -> Backend:
+        if not cls.backend_name:
+            raise TypeError(f"{cls.__name__}.backend_name is not set")
+        return get_backend(cls.backend_name)
+
+    def build(self, spec: ModelSpec, seed: int = 0, **kwargs: Any) -> Model:
+        return self.backend().create(spec, seed=seed, **kwargs)
+
+    def reference(self, spec: ModelSpec) -> Model:
+        if REFERENCE not in registry().backends:
+            pytest.skip(f"reference backend {REFERENCE!r} is not installed")
+        return get_backend(REFERENCE).create(spec, seed=0)
+
+    @pytest.fixture(scope="class")
+    def digits_model(self, tmp_path_factory: pytest.TempPathFactory):
+        """``(translator, model_dir)``: the seed configuration trained on digits by this
+        backend and saved."""
+        out = tmp_path_factory.mktemp(f"digits-{self.backend_name}") / "model"
+        return train_digits(self.backend_name, seed=0, out=out), out
+
+
+def train_digits(backend: str, seed: int, out: Any = None):
+    """Train the seed notebook's configuration (the config defaults) on digits."""
+    from ..api import train
+    from ..config import Config
+
+    config = Config()
+    config.train.progress = False
+    return train(config, backend=backend, data="digits", seed=seed, out=out)

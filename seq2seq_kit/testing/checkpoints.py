@@ -1,0 +1,51 @@
+"""Saving and loading, within the backend and across every installed backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ..api import load
+from ..errors import CheckpointError
+from ..plugins import registry
+from .base import DIGIT_INPUTS, DIGIT_WORDS, BackendTestBase
+from .decoding import MIXED
+
+
+class CheckpointTests(BackendTestBase):
+    def test_save_load_round_trip(self, digits_model):
+        translator, path = digits_model
+        loaded = load(path, backend=self.backend_name)
+        assert loaded.translate(DIGIT_INPUTS) == DIGIT_WORDS
+        assert loaded.hypotheses(MIXED) == translator.hypotheses(MIXED)
+        for name, value in loaded.model.get_weights().items():
+            np.testing.assert_array_equal(value, translator.model.get_weights()[name])
+
+    def test_loads_into_every_other_backend(self, digits_model):
+        translator, path = digits_model
+        expected = translator.hypotheses(MIXED)
+        others = sorted(set(registry().backends) - {self.backend_name})
+        if not others:
+            pytest.skip("no other backend installed")
+        for other in others:
+            loaded = load(path, backend=other)
+            assert loaded.translate(DIGIT_INPUTS) == DIGIT_WORDS, other
+            got = loaded.hypotheses(MIXED)
+            assert [h[0].ids for h in got] == [h[0].ids for h in expected], other
+            scores = [h[0].score for h in got]
+            np.testing.assert_allclose(scores, [h[0].score for h in expected], atol=1e-4)
+
+    @pytest.mark.parametrize("damage", ["missing", "truncated"])
+    def test_damaged_weights_file(self, digits_model, tmp_path, damage):
+        import shutil
+
+        _, path = digits_model
+        copy = tmp_path / "model"
+        shutil.copytree(path, copy)
+        weights = copy / "weights.safetensors"
+        if damage == "missing":
+            weights.unlink()
+        else:
+            weights.write_bytes(weights.read_bytes()[:100])
+        with pytest.raises(CheckpointError, match="weights.safetensors"):
+            load(copy, backend=self.backend_name)

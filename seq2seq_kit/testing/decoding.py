@@ -1,0 +1,85 @@
+"""The core decoder loop driven by the backend: batching, beams, truncation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..decoding import beam_search, greedy
+from ..vocab import Vocabulary, pad
+from .base import DIGIT_INPUTS, BackendTestBase, perturbed_weights, requires, spec_variants
+
+MIXED = ["123456789", "7", "42", "9", "5318", "1", "98765432"]  # lengths 1 to 9
+
+
+def _sources(translator, texts):
+    ids = [translator.source_vocab.encode(t) for t in texts]
+    return pad(ids), np.array([len(i) for i in ids], dtype=np.int32)
+
+
+class DecodingTests(BackendTestBase):
+    def test_batched_greedy_equals_one_by_one(self, digits_model):
+        translator, _ = digits_model
+        batched = translator.hypotheses(MIXED)
+        for text, hyps in zip(MIXED, batched, strict=True):
+            assert translator.hypotheses([text]) == [hyps]
+
+    def test_batched_greedy_equals_one_by_one_untrained(self):
+        # random weights: long, varied outputs stress the shrinking batch
+        spec = spec_variants(self.backend())[0]
+        model = self.build(spec)
+        model.set_weights(perturbed_weights(spec, 7))
+        vocab = Vocabulary(tuple("abcdefghi"))
+        rows = [[4 + (i * j) % 7 for j in range(n)] for i, n in enumerate([1, 9, 3, 1, 6])]
+        src, lengths = pad(rows), np.array([len(r) for r in rows], dtype=np.int32)
+        batched = greedy(model, src, lengths, vocab, 12)
+        for i, row in enumerate(rows):
+            one = greedy(model, pad([row]), np.array([len(row)], dtype=np.int32), vocab, 12)
+            assert one[0].ids == batched[i].ids
+            assert abs(one[0].score - batched[i].score) < 1e-4
+
+    @requires("beam")
+    def test_beam_one_equals_greedy(self, digits_model):
+        translator, _ = digits_model
+        src, lengths = _sources(translator, MIXED)
+        vocab = translator.target_vocab
+        g = greedy(translator.model, src, lengths, vocab, 20)
+        b = beam_search(translator.model, src, lengths, vocab, 20, beam=1)
+        assert [h.ids for h in g] == [hyps[0].ids for hyps in b]
+
+    @requires("beam")
+    def test_beam_search_keeps_the_digits(self, digits_model):
+        translator, _ = digits_model
+        assert translator.translate(DIGIT_INPUTS, beam=5) == translator.translate(DIGIT_INPUTS)
+
+    @requires("beam")
+    def test_n_best_larger_than_distinct_hypotheses(self, digits_model):
+        translator, _ = digits_model
+        lists = translator.hypotheses(["3", "7"], beam=4, n_best=40, max_length=2)
+        for hyps in lists:
+            keys = [(h.ids, h.truncated) for h in hyps]
+            assert 1 <= len(hyps) <= 40 and len(set(keys)) == len(keys)
+            assert all(len(h.ids) <= 2 for h in hyps)
+            assert all(len(h.ids) == 2 for h in hyps if h.truncated)
+
+    def test_max_length_truncation_is_flagged(self, digits_model):
+        translator, _ = digits_model
+        hyp = translator.hypotheses(["3"], max_length=2)[0][0]
+        assert hyp.truncated and hyp.text == "th"
+        full = translator.hypotheses(["3"])[0][0]
+        assert not full.truncated and full.text == "three"
+        assert full.score < 0.0
+
+    @requires("beam")
+    def test_untrained_model_never_emitting_eos_is_capped(self):
+        spec = spec_variants(self.backend())[0]
+        model = self.build(spec)
+        weights = perturbed_weights(spec, 0)
+        weights["decoder.output.bias"][2] = -50.0  # EOS never wins
+        model.set_weights(weights)
+        vocab = Vocabulary(tuple("abcdefghi"))
+        src, lengths = pad([[4, 5], [6]]), np.array([2, 1], dtype=np.int32)
+        for hyp in greedy(model, src, lengths, vocab, 7):
+            assert hyp.truncated and len(hyp.ids) == 7
+            assert set(hyp.text) <= set("abcdefghi")
+        for hyps in beam_search(model, src, lengths, vocab, 7, beam=3, n_best=3):
+            assert all(h.truncated and len(h.ids) == 7 for h in hyps)

@@ -1,0 +1,38 @@
+"""Learning the seed task, and determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from .base import (
+    DIGIT_INPUTS,
+    DIGIT_WORDS,
+    BackendTestBase,
+    mixed_batch,
+    spec_variants,
+    train_digits,
+)
+
+
+class TrainingTests(BackendTestBase):
+    def test_digits_nine_of_nine(self, digits_model):
+        translator, _ = digits_model
+        assert translator.translate(DIGIT_INPUTS) == DIGIT_WORDS
+
+    @pytest.mark.parametrize("seed", [1, 2])
+    def test_digits_nine_of_nine_other_seeds(self, seed):
+        translator = train_digits(self.backend_name, seed=seed)
+        assert translator.translate(DIGIT_INPUTS) == DIGIT_WORDS
+
+    def test_same_seed_same_weights(self):
+        spec = spec_variants(self.backend())[0]
+        batch = mixed_batch(spec)
+        runs = []
+        for _ in range(2):
+            model = self.build(spec, seed=5)
+            losses = [model.train_step(batch) for _ in range(5)]
+            runs.append((losses, model.get_weights()))
+        assert runs[0][0] == runs[1][0]
+        for name, value in runs[0][1].items():
+            np.testing.assert_array_equal(value, runs[1][1][name], err_msg=name)
