@@ -20,7 +20,19 @@ from .spec import ModelSpec, OptimizerSpec
 State = Any
 
 #: Capabilities a backend may declare; the conformance suite skips checks of undeclared ones.
-KNOWN_CAPABILITIES = frozenset({"train", "beam", "embedding", "multilayer"})
+KNOWN_CAPABILITIES = frozenset(
+    {
+        "train",
+        "beam",
+        "embedding",
+        "multilayer",
+        "gru",
+        "bidirectional",
+        "attention",
+        "dropout",
+        "resume",
+    }
+)
 
 
 @runtime_checkable
@@ -35,10 +47,12 @@ class Model(Protocol):
     spec: ModelSpec
 
     def train_step(self, batch: Batch) -> float:
-        """One optimizer step on ``batch``; returns the loss before the update."""
+        """One optimizer step on ``batch``, with dropout if the spec asks for it; returns
+        the loss before the update."""
 
     def loss(self, batch: Batch) -> float:
-        """The loss of ``batch`` without updating anything."""
+        """The loss of ``batch`` without updating anything (no dropout: evaluation mode,
+        as ``gradients``, ``log_probs``, ``encode`` and ``step``)."""
 
     def gradients(self, batch: Batch) -> dict[str, np.ndarray]:
         """d loss / d weight for every canonical weight name, without updating; float32
@@ -58,6 +72,25 @@ class Model(Protocol):
 
     def reorder(self, state: State, index: np.ndarray) -> State:
         """Select rows of ``state`` by int64 [B'] ``index`` (beam search)."""
+
+    def attention(self, state: State) -> np.ndarray | None:
+        """Attention weights of the ``step`` that returned ``state``: float32 [B, S] over
+        the source positions (zero past each source's length; rows sum to 1, or are all
+        zero for an empty source). ``None`` for a model without attention or a state
+        straight from ``encode``."""
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        """Change the optimizer's step size from the next ``train_step`` on (schedules)."""
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """Adam's state for resuming: ``"step"`` (int64 scalar: updates taken), and
+        ``"m/NAME"``, ``"v/NAME"`` (float32, canonical shapes) for every weight NAME;
+        ``"learning_rate"`` (float64 scalar). Dropout masks are drawn from (seed, step), so
+        this and the weights make training resume exactly."""
+
+    def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`optimizer_state` returned; ``ValueError`` naming any missing
+        or mis-shaped entry."""
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Copies of all weights, canonical names and shapes, float32."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-CELLS = ("lstm",)
+CELLS = ("lstm", "gru")
+ATTENTION = ("none", "dot", "general", "bahdanau")
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,17 @@ class ModelSpec:
             layer (as the seed does); > 0 looks ids up in a learned embedding table.
         num_layers: stacked recurrent layers on each side; layer ``l`` of the encoder
             hands its final state to layer ``l`` of the decoder.
-        cell: recurrent cell; ``"lstm"`` (Hochreiter & Schmidhuber 1997, with a forget gate).
+        cell: recurrent cell; ``"lstm"`` (Hochreiter & Schmidhuber 1997, with a forget gate)
+            or ``"gru"`` (Cho et al. 2014, reset gate applied after the recurrent matmul, as
+            Keras' ``reset_after=True`` and PyTorch's ``nn.GRU``).
+        bidirectional: the encoder reads the source both ways, each direction with
+            ``hidden_size // 2`` units; their outputs and final states are concatenated
+            (forward first) to ``hidden_size``, as OpenNMT's ``brnn`` encoder.
+        attention: ``"none"``; or global attention over the top encoder outputs after the
+            top decoder layer (Luong et al. 2015), scored ``"dot"``, ``"general"`` (bilinear)
+            or ``"bahdanau"`` (additive, Bahdanau et al. 2015; OpenNMT's ``mlp``).
+        dropout: inverted-dropout rate during ``train_step`` only, on embeddings, between
+            stacked layers and on the top decoder output (Zaremba et al. 2014); 0 disables.
     """
 
     src_vocab_size: int
@@ -34,6 +45,9 @@ class ModelSpec:
     embedding_size: int = 0
     num_layers: int = 1
     cell: str = "lstm"
+    bidirectional: bool = False
+    attention: str = "none"
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("src_vocab_size", "tgt_vocab_size", "hidden_size", "num_layers"):
@@ -43,6 +57,22 @@ class ModelSpec:
             raise ValueError(f"ModelSpec.embedding_size must be >= 0, got {self.embedding_size}")
         if self.cell not in CELLS:
             raise ValueError(f"ModelSpec.cell must be one of {CELLS}, got {self.cell!r}")
+        if self.attention not in ATTENTION:
+            raise ValueError(
+                f"ModelSpec.attention must be one of {ATTENTION}, got {self.attention!r}"
+            )
+        if self.bidirectional and self.hidden_size % 2:
+            raise ValueError(
+                f"ModelSpec.hidden_size must be even with a bidirectional encoder "
+                f"(each direction has hidden_size // 2 units), got {self.hidden_size}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"ModelSpec.dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def gates(self) -> int:
+        """Gate blocks per recurrent weight matrix: 4 for LSTM, 3 for GRU."""
+        return 4 if self.cell == "lstm" else 3
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

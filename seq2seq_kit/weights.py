@@ -4,26 +4,48 @@ Every backend's ``get_weights()`` returns, and ``set_weights()`` accepts, a ``di
 numpy.ndarray]`` with exactly the names and shapes of :func:`weight_shapes`, float32. A model
 trained by one backend therefore loads into any other.
 
-Layout (``In`` is the input width of a layer: ``embedding_size`` or the vocabulary size for
-layer 0 with one-hot inputs, ``hidden_size`` above it; ``H`` is ``hidden_size``)::
+Layout. ``H`` is ``hidden_size``; ``h`` the units of one encoder direction (``H`` or, with
+a bidirectional encoder, ``H // 2``); ``G`` the gate count (4 for LSTM, 3 for GRU); ``In``
+the input width of a layer: ``embedding_size`` (or the vocabulary size, with one-hot
+inputs) for layer 0, the output width of the layer below otherwise (``H`` on both sides)::
 
-    encoder.embedding                  [V_src, E]   only when embedding_size > 0
-    encoder.rnn.{l}.kernel             [In, 4H]     input -> gates
-    encoder.rnn.{l}.recurrent_kernel   [H, 4H]      h_{t-1} -> gates
-    encoder.rnn.{l}.bias               [4H]         one bias (PyTorch's b_ih + b_hh summed)
-    decoder.embedding                  [V_tgt, E]   only when embedding_size > 0
-    decoder.rnn.{l}.kernel / recurrent_kernel / bias   as the encoder's
-    decoder.output.kernel              [H, V_tgt]   logits = h_t @ kernel + bias
-    decoder.output.bias                [V_tgt]
+    encoder.embedding                   [V_src, E]   only when embedding_size > 0
+    encoder.rnn.{l}.kernel              [In, G*h]    input -> gates
+    encoder.rnn.{l}.recurrent_kernel    [h, G*h]     previous hidden -> gates
+    encoder.rnn.{l}.bias                [G*h]        LSTM: one bias (PyTorch's b_ih + b_hh)
+                                        [2, G*h]     GRU: input bias, recurrent bias
+    encoder.rnn_reverse.{l}.*           as encoder.rnn.{l}.*; bidirectional encoders only
+    decoder.embedding                   [V_tgt, E]   only when embedding_size > 0
+    decoder.rnn.{l}.kernel / recurrent_kernel / bias    as the encoder's, with h = H
+    decoder.attention.kernel            [H, H]       "general": score = (h_t @ kernel) . m_s
+    decoder.attention.query_kernel      [H, H]       "bahdanau": score =
+    decoder.attention.memory_kernel     [H, H]         v . tanh(h_t @ query_kernel
+    decoder.attention.v                 [H]                     + m_s @ memory_kernel)
+    decoder.attention.output_kernel     [2H, H]      any attention: h~ = tanh([c_t, h_t] @ it)
+    decoder.output.kernel               [H, V_tgt]   logits = h~ @ kernel + bias (h~ = h_t
+    decoder.output.bias                 [V_tgt]        without attention)
 
-Gates are concatenated along the last axis in the order input, forget, cell candidate,
-output (``i, f, g, o``), the order of both Keras and PyTorch. Matrices act on row vectors
-(``x @ kernel``), as in Keras; PyTorch's ``weight_ih_l{l}`` is ``kernel.T``. The LSTM is::
+Matrices act on row vectors (``x @ kernel``), as in Keras; PyTorch's ``weight_ih_l{l}`` is
+``kernel.T``. The LSTM's gates are concatenated in the order input, forget, cell
+candidate, output (``i, f, g, o``; Keras' and PyTorch's order)::
 
     z = x_t @ kernel + h_{t-1} @ recurrent_kernel + bias
     i, f, g, o = sigmoid(z_i), sigmoid(z_f), tanh(z_g), sigmoid(z_o)
     c_t = f * c_{t-1} + i * g
     h_t = o * tanh(c_t)
+
+The GRU's in the order update, reset, candidate (``z, r, n``; Keras' order; PyTorch's is
+``r, z, n``), with the reset gate applied after the recurrent matmul (Keras
+``reset_after=True``, PyTorch ``nn.GRU``)::
+
+    x = x_t @ kernel + bias[0];  u = h_{t-1} @ recurrent_kernel + bias[1]
+    z = sigmoid(x_z + u_z);  r = sigmoid(x_r + u_r);  n = tanh(x_n + r * u_n)
+    h_t = z * h_{t-1} + (1 - z) * n
+
+Attention (Luong et al. 2015, global, after the top decoder layer, no input feeding): the
+memory ``m_s`` is the top encoder layer's output at each source position (both directions
+concatenated, forward first), positions at or past the source length are masked, and
+``a = softmax(scores)``, ``c_t = sum_s a_s m_s``. A source of length 0 gives ``c_t = 0``.
 
 A one-hot input of id ``k`` multiplies ``kernel`` to its row ``k``, so one-hot and embedding
 models share one code path in a backend: a row gather.
@@ -40,16 +62,33 @@ GATES = ("i", "f", "g", "o")
 
 def weight_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     """Return the canonical ``name -> shape`` map of ``spec``, in a fixed order."""
-    hidden, emb = spec.hidden_size, spec.embedding_size
+    hidden, emb, gates = spec.hidden_size, spec.embedding_size, spec.gates
     shapes: dict[str, tuple[int, ...]] = {}
+
+    def rnn(prefix: str, width: int, units: int) -> None:
+        shapes[f"{prefix}.kernel"] = (width, gates * units)
+        shapes[f"{prefix}.recurrent_kernel"] = (units, gates * units)
+        shapes[f"{prefix}.bias"] = (gates * units,) if spec.cell == "lstm" else (2, gates * units)
+
     for side, vocab in (("encoder", spec.src_vocab_size), ("decoder", spec.tgt_vocab_size)):
+        directions = (
+            ("rnn", "rnn_reverse") if side == "encoder" and spec.bidirectional else ("rnn",)
+        )
+        units = hidden // len(directions)
         if emb:
             shapes[f"{side}.embedding"] = (vocab, emb)
-        for layer in range(spec.num_layers):
-            width = (emb or vocab) if layer == 0 else hidden
-            shapes[f"{side}.rnn.{layer}.kernel"] = (width, 4 * hidden)
-            shapes[f"{side}.rnn.{layer}.recurrent_kernel"] = (hidden, 4 * hidden)
-            shapes[f"{side}.rnn.{layer}.bias"] = (4 * hidden,)
+        for direction in directions:
+            for layer in range(spec.num_layers):
+                width = (emb or vocab) if layer == 0 else hidden
+                rnn(f"{side}.{direction}.{layer}", width, units)
+    if spec.attention == "general":
+        shapes["decoder.attention.kernel"] = (hidden, hidden)
+    elif spec.attention == "bahdanau":
+        shapes["decoder.attention.query_kernel"] = (hidden, hidden)
+        shapes["decoder.attention.memory_kernel"] = (hidden, hidden)
+        shapes["decoder.attention.v"] = (hidden,)
+    if spec.attention != "none":
+        shapes["decoder.attention.output_kernel"] = (2 * hidden, hidden)
     shapes["decoder.output.kernel"] = (hidden, spec.tgt_vocab_size)
     shapes["decoder.output.bias"] = (spec.tgt_vocab_size,)
     return shapes
@@ -58,8 +97,9 @@ def weight_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
 def initial_weights(spec: ModelSpec, seed: int) -> dict[str, np.ndarray]:
     """Seeded float32 initial weights in the canonical layout, Keras' defaults for LSTM and
     Dense: Glorot-uniform kernels (Glorot & Bengio 2010), orthogonal recurrent kernels
-    (Saxe et al. 2014), zero biases with the forget-gate bias set to 1 (Jozefowicz et al.
-    2015, Keras ``unit_forget_bias``), embeddings uniform in [-0.05, 0.05].
+    (Saxe et al. 2014), zero biases with the LSTM forget-gate bias set to 1 (Jozefowicz et
+    al. 2015, Keras ``unit_forget_bias``), embeddings uniform in [-0.05, 0.05], the additive
+    attention vector Glorot-uniform as a [H, 1] matrix.
 
     Backends start from these so that one seed gives one model whatever the framework.
     """
@@ -69,15 +109,18 @@ def initial_weights(spec: ModelSpec, seed: int) -> dict[str, np.ndarray]:
         if name.endswith("embedding"):
             value = rng.uniform(-0.05, 0.05, shape)
         elif name.endswith("recurrent_kernel"):
-            value = _orthogonal_gates(rng, shape[0])
+            value = _orthogonal_gates(rng, shape[0], spec.gates)
         elif name.endswith("kernel"):
             limit = np.sqrt(6.0 / (shape[0] + shape[1]))
             value = rng.uniform(-limit, limit, shape)
+        elif name.endswith(".v"):
+            limit = np.sqrt(6.0 / (shape[0] + 1))
+            value = rng.uniform(-limit, limit, shape)
         else:
             value = np.zeros(shape)
-            if ".rnn." in name:
-                hidden = shape[0] // 4
-                value[hidden : 2 * hidden] = 1.0
+            if ".rnn" in name and spec.cell == "lstm":
+                units = shape[0] // 4
+                value[units : 2 * units] = 1.0
         weights[name] = value.astype(np.float32)
     return weights
 
@@ -98,9 +141,9 @@ def check_weights(spec: ModelSpec, weights: dict[str, np.ndarray]) -> None:
         raise ValueError("weights do not match the model spec: " + "; ".join(problems))
 
 
-def _orthogonal_gates(rng: np.random.Generator, hidden: int) -> np.ndarray:
-    # Keras' Orthogonal initializer on the [H, 4H] matrix: QR of a Gaussian, sign-fixed.
-    a = rng.normal(size=(4 * hidden, hidden))
+def _orthogonal_gates(rng: np.random.Generator, hidden: int, gates: int) -> np.ndarray:
+    # Keras' Orthogonal initializer on the [H, G*H] matrix: QR of a Gaussian, sign-fixed.
+    a = rng.normal(size=(gates * hidden, hidden))
     q, r = np.linalg.qr(a)
     q *= np.sign(np.diag(r))
     return q.T
