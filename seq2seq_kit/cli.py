@@ -196,18 +196,33 @@ def _translate(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from .api import load
     from .data import load_dataset
+    from .errors import DataError, UnknownTokenError
     from .metrics import group_references, score
 
     translator = load(args.model, backend=args.backend)
     dataset = load_dataset(args.data, args.limit)
     sources, references = group_references(dataset.pairs)
-    outputs = translator.translate(
-        sources,
-        beam=args.beam,
-        length_penalty=args.length_penalty,
-        max_length=args.max_length,
-        unknown=args.unknown,
-    )
+    try:
+        outputs = translator.translate(
+            sources,
+            beam=args.beam,
+            length_penalty=args.length_penalty,
+            max_length=args.max_length,
+            unknown=args.unknown,
+        )
+    except UnknownTokenError as exc:
+        # Name the data file's line, not the position among the distinct sources.
+        source = sources[exc.line - 1]
+        line = next(
+            (n for (s, _), n in zip(dataset.pairs, dataset.lines, strict=True) if s == source),
+            None,
+        )
+        raise DataError(
+            f"source character {exc.position}: {exc.token!r} (U+{ord(exc.token[0]):04X}) was "
+            f"never seen in training; --unknown replace maps it to <unk>",
+            dataset.path or dataset.name,
+            line,
+        ) from None
     scores = score(outputs, references)
     if args.json:
         print(json.dumps(scores, indent=2))

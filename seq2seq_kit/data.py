@@ -29,11 +29,21 @@ class Dataset:
     pairs: tuple[Pair, ...]
     name: str
     valid_fraction: float = 0.1
+    path: str | None = None
+    lines: tuple[int, ...] = ()  # 1-based file line of each pair, for files
 
 
 def read_tsv(path: str | os.PathLike[str], limit: int | None = None) -> list[Pair]:
-    """Read ``source<TAB>target`` rows; columns after the second (Tatoeba's attribution)
-    are ignored. UTF-8, with or without BOM; LF or CRLF line ends.
+    """Read ``source<TAB>target`` rows; see :func:`read_tsv_rows`."""
+    return [(source, target) for _, source, target in read_tsv_rows(path, limit)]
+
+
+def read_tsv_rows(
+    path: str | os.PathLike[str], limit: int | None = None
+) -> list[tuple[int, str, str]]:
+    """Read ``(line, source, target)`` rows of a ``source<TAB>target`` file; columns after
+    the second (Tatoeba's attribution) are ignored, blank lines skipped. UTF-8, with or
+    without BOM; LF or CRLF line ends.
 
     Raises:
         DataError: the file is missing or unreadable, is not UTF-8, has no rows, or a row
@@ -51,7 +61,7 @@ def read_tsv(path: str | os.PathLike[str], limit: int | None = None) -> list[Pai
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise DataError(f"not valid UTF-8 (byte {exc.start})", str(path), line) from None
-    pairs: list[Pair] = []
+    pairs: list[tuple[int, str, str]] = []
     for number, row in enumerate(text.split("\n"), start=1):
         row = row.removesuffix("\r")
         if not row.strip():
@@ -63,7 +73,7 @@ def read_tsv(path: str | os.PathLike[str], limit: int | None = None) -> list[Pai
                 str(path),
                 number,
             )
-        pairs.append((fields[0], fields[1]))
+        pairs.append((number, fields[0], fields[1]))
         if limit is not None and len(pairs) >= limit:
             break
     if not pairs:
@@ -107,5 +117,11 @@ def load_dataset(source: str, limit: int | None = None, **options: Any) -> Datas
             dataset = Dataset(dataset.pairs[:limit], dataset.name, dataset.valid_fraction)
         return dataset
     if os.path.sep in source or source.endswith((".tsv", ".txt")) or os.path.exists(source):
-        return Dataset(tuple(read_tsv(source, limit)), os.path.basename(source))
+        rows = read_tsv_rows(source, limit)
+        return Dataset(
+            tuple((s, t) for _, s, t in rows),
+            os.path.basename(source),
+            path=source,
+            lines=tuple(line for line, _, _ in rows),
+        )
     raise DataError(f"unknown dataset {source!r}: not a file, and not one of {sorted(loaders)}")

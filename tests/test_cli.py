@@ -115,3 +115,63 @@ def test_config_file_and_flags(tmp_path):
     assert res.returncode == 0, res.stderr
     meta = json.loads((out / "model.json").read_text())
     assert meta["spec"]["hidden_size"] == 8 and len(meta["meta"]["history"]) == 2
+
+
+def test_evaluate_unseen_character_names_file_line(model_dir, tmp_path):
+    data = tmp_path / "test.tsv"
+    data.write_text("1\tone\n2\ttwo\n\n4x\tfour\n")
+    res = run("evaluate", "--model", str(model_dir), "--data", str(data))
+    assert res.returncode == 2
+    assert "test.tsv:4:" in res.stderr and "character 2: 'x'" in res.stderr
+    res = run("evaluate", "--model", str(model_dir), "--data", str(data), "--unknown", "replace")
+    assert res.returncode == 0 and "exact match: 0.6667 (2/3)" in res.stdout
+
+
+def test_reload_in_fresh_processes_gives_identical_outputs(model_dir):
+    import os
+
+    outputs = set()
+    for seed in ("0", "1", "999"):
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "seq2seq_kit",
+                "translate",
+                "--model",
+                str(model_dir),
+                "--beam",
+                "4",
+                "--n-best",
+                "4",
+                "3",
+                "17",
+                "9",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
+        outputs.add(res.stdout)
+    assert len(outputs) == 1 and outputs.pop().count("\n") >= 3
+
+
+def test_data_without_a_space_character(tmp_path):
+    data = tmp_path / "nospace.tsv"
+    data.write_text("".join(f"{a}{b}\t{b}{a}\n" for a in "abc" for b in "xyz"))
+    out = tmp_path / "m"
+    res = run(
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        "150",
+        "--valid-fraction",
+        "0",
+        "--no-progress",
+    )
+    assert res.returncode == 0, res.stderr
+    res = run("translate", "--model", str(out), "ax", "cz")
+    assert res.stdout == "xa\nzc\n"

@@ -83,3 +83,41 @@ class DecodingTests(BackendTestBase):
             assert set(hyp.text) <= set("abcdefghi")
         for hyps in beam_search(model, src, lengths, vocab, 7, beam=3, n_best=3):
             assert all(h.truncated and len(h.ids) == 7 for h in hyps)
+
+    def test_batching_is_invisible_for_random_batches(self, digits_model):
+        from hypothesis import HealthCheck, given, settings
+        from hypothesis import strategies as st
+
+        translator, _ = digits_model
+        texts = st.lists(st.text(alphabet="123456789", max_size=12), min_size=1, max_size=8)
+
+        @settings(
+            max_examples=25,
+            deadline=None,
+            suppress_health_check=[HealthCheck.function_scoped_fixture],
+        )
+        @given(texts)
+        def check(batch):
+            together = translator.hypotheses(batch)
+            alone = [translator.hypotheses([t])[0] for t in batch]
+            assert [h[0].ids for h in together] == [h[0].ids for h in alone]
+
+        check()
+
+    def test_decoding_is_a_pure_function_of_weights_and_input(self, digits_model):
+        translator, path = digits_model
+        from ..api import load
+
+        first = translator.hypotheses(MIXED, beam=3, n_best=2)
+        translator.translate(["987654321"] * 5)  # unrelated work in between
+        assert translator.hypotheses(MIXED, beam=3, n_best=2) == first
+        again = load(path, backend=self.backend_name)
+        assert again.hypotheses(MIXED, beam=3, n_best=2) == first
+
+    @requires("beam")
+    def test_beam_larger_than_vocabulary(self, digits_model):
+        translator, _ = digits_model
+        width = 3 * len(translator.target_vocab)
+        hyps = translator.hypotheses(["3", "8"], beam=width, n_best=5)
+        assert [h[0].text for h in hyps] == ["three", "eight"]
+        assert all(len(h) == 5 for h in hyps)

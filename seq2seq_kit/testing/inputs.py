@@ -29,3 +29,10 @@ class InputTests(BackendTestBase):
         assert translator.translate(["", "3", "  ", "9", ""]) == ["", "three", "", "nine", ""]
         assert translator.translate([""]) == [""]
         assert translator.translate([]) == []
+
+    def test_input_far_longer_than_training(self, digits_model):
+        translator, _ = digits_model
+        long = "123456789" * 60  # 540 characters; training sources had 1
+        hyps = translator.hypotheses([long, "4"], max_length=30)
+        assert len(hyps[0][0].ids) <= 30
+        assert hyps[1][0].text == "four"
