@@ -203,14 +203,7 @@ def train(
         )
 
     train_ids, valid_ids = encode(train_pairs), encode(valid_pairs)
-    spec = ModelSpec(
-        src_vocab_size=len(source_vocab),
-        tgt_vocab_size=len(target_vocab),
-        hidden_size=cfg.model.hidden_size,
-        embedding_size=cfg.model.embedding_size,
-        num_layers=cfg.model.num_layers,
-        cell=cfg.model.cell,
-    )
+    spec = ModelSpec(len(source_vocab), len(target_vocab), **cfg.model.model_dump())
     optimizer = OptimizerSpec(learning_rate=cfg.train.learning_rate, clip_norm=cfg.train.clip_norm)
     model = chosen.create(spec, seed=cfg.train.seed, optimizer=optimizer)
 

@@ -46,6 +46,9 @@ class Checkpoint:
     weights: dict[str, np.ndarray]
     max_length: int = 50
     meta: dict[str, Any] = field(default_factory=dict)
+    #: further tensor files by name, e.g. ``{"last": weights, "optimizer": adam_state}``
+    #: for resuming; each is written as ``NAME.safetensors`` and checked like the weights.
+    extra: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 def _sha256(path: Path) -> str:
@@ -96,6 +99,11 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> Path:
     try:
         weights = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in ckpt.weights.items()}
         save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+        extra = {}
+        for name, tensors in ckpt.extra.items():
+            filename = f"{name}.safetensors"
+            save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / filename))
+            extra[name] = {"file": filename, "sha256": _sha256(tmp / filename)}
         doc = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -104,11 +112,12 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> Path:
             "target_vocab": ckpt.target_vocab.to_dict(),
             "max_length": ckpt.max_length,
             "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(tmp / WEIGHTS_FILE)},
+            "extra": extra,
             "meta": ckpt.meta,
         }
         (tmp / MODEL_FILE).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-        for name in (WEIGHTS_FILE, MODEL_FILE):
-            _fsync(tmp / name)
+        for child in tmp.iterdir():
+            _fsync(child)
         _fsync(tmp)
         if previous.exists():
             shutil.rmtree(previous)
@@ -122,8 +131,9 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """Read a checkpoint directory written by :func:`save_checkpoint`.
+def load_checkpoint(path: str | os.PathLike[str], extra: bool = False) -> Checkpoint:
+    """Read a checkpoint directory written by :func:`save_checkpoint`; with ``extra``, also
+    its further tensor files (for resuming training).
 
     Raises:
         CheckpointError: the directory or a file is missing, ``model.json`` is not valid
@@ -159,17 +169,15 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         expected_sha = weights_info["sha256"]
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{model_file}: malformed ({type(exc).__name__}: {exc})") from None
-    if not weights_file.exists():
-        raise CheckpointError(f"{weights_file}: missing")
-    if _sha256(weights_file) != expected_sha:
-        raise CheckpointError(
-            f"{weights_file}: corrupted or truncated (SHA-256 differs from {model_file})"
-        )
-    weights = _read_weights(weights_file)
+    weights = _read_verified(weights_file, expected_sha, model_file)
     try:
         check_weights(spec, weights)
     except ValueError as exc:
         raise CheckpointError(f"{weights_file}: {exc}") from None
+    tensors = {}
+    if extra:
+        for name, info in doc.get("extra", {}).items():
+            tensors[name] = _read_verified(path / info["file"], info["sha256"], model_file)
     return Checkpoint(
         spec,
         source_vocab,
@@ -177,7 +185,16 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         weights,
         int(doc.get("max_length", 50)),
         doc.get("meta", {}),
+        tensors,
     )
+
+
+def _read_verified(path: Path, sha256: str, model_file: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise CheckpointError(f"{path}: missing")
+    if _sha256(path) != sha256:
+        raise CheckpointError(f"{path}: corrupted or truncated (SHA-256 differs from {model_file})")
+    return _read_weights(path)
 
 
 def _read_weights(path: Path) -> dict[str, np.ndarray]:

@@ -45,7 +45,10 @@ class ModelConfig(_Section):
     hidden_size: int = Field(32, ge=1)
     embedding_size: int = Field(0, ge=0, description="0: one-hot inputs")
     num_layers: int = Field(1, ge=1)
-    cell: Literal["lstm"] = "lstm"
+    cell: Literal["lstm", "gru"] = "lstm"
+    bidirectional: bool = Field(False, description="encoder reads both ways (H/2 units each)")
+    attention: Literal["none", "dot", "general", "bahdanau"] = "none"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="during training only")
 
 
 class TrainConfig(_Section):
@@ -56,6 +59,12 @@ class TrainConfig(_Section):
     seed: int = 0
     patience: int = Field(0, ge=0, description="early stopping on validation loss; 0: off")
     bucket: bool = Field(False, description="batch pairs of similar length together")
+    teacher_forcing: float = Field(
+        1.0, gt=0.0, le=1.0, description="share of decoder inputs taken from the reference"
+    )
+    lr_patience: int = Field(0, ge=0, description="reduce the LR after N flat epochs; 0: off")
+    lr_factor: float = Field(0.5, gt=0.0, lt=1.0)
+    min_learning_rate: float = Field(1e-6, ge=0.0)
     progress: bool = True
 
 
