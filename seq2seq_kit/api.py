@@ -16,10 +16,11 @@ from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, load_config, resolve_backend
 from .data import Dataset, Pair, load_dataset, split
 from .decoding import Hypothesis, beam_search, greedy
+from .errors import Seq2SeqError
 from .plugins import get_backend, registry
 from .spec import ModelSpec, OptimizerSpec
 from .trainer import fit
-from .vocab import Vocabulary, pad
+from .vocab import EOS, Vocabulary, pad
 
 
 class Translator:
@@ -107,6 +108,28 @@ class Translator:
             for i, hyps in zip(chunk, decoded, strict=True):
                 results[i] = hyps
         return results
+
+    def attention(
+        self, text: str, max_length: int | None = None
+    ) -> tuple[list[str], list[str], np.ndarray]:
+        """Greedy translation of ``text`` with its attention: ``(source tokens, output
+        tokens with "</s>" last unless truncated, float32 weights [outputs, sources])``.
+
+        Raises:
+            Seq2SeqError: the model has no attention. UnknownTokenError: as translate.
+        """
+        if self.model.spec.attention == "none":
+            raise Seq2SeqError("this model has no attention (model.attention = none)")
+        ids = self.source_vocab.encode(text, line=1)
+        src, lengths = pad([ids]), np.array([len(ids)], dtype=np.int32)
+        hyp = greedy(
+            self.model, src, lengths, self.target_vocab, max_length or self.max_length, True
+        )[0]
+        output = [self.target_vocab.token(i) for i in hyp.ids]
+        if not hyp.truncated:
+            output.append(self.target_vocab.token(EOS))
+        source = [self.source_vocab.token(i) for i in ids]
+        return source, output, hyp.attention[: len(output), : len(ids)]
 
     def checkpoint(self) -> Checkpoint:
         return Checkpoint(

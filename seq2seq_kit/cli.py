@@ -72,6 +72,17 @@ def _add_decode_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plot", help="training curves, and an attention heatmap for an input, as PNG"
+    )
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--input", help="text whose attention to plot (attention models)")
+    p.add_argument("--backend", help="backend to run the model with")
+    p.add_argument("--out-dir", help="where to write the PNGs (default: the model directory)")
+    p.set_defaults(run=_plot)
+
+
 def _add_backends(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("backends", help="list installed backends and plugin load errors")
     p.add_argument("--json", action="store_true")
@@ -84,7 +95,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_translate, _add_evaluate, _add_backends):
+    for add in (_add_train, _add_translate, _add_evaluate, _add_plot, _add_backends):
         add(sub)
     return p
 
@@ -233,6 +244,23 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"CER:         {scores['cer']:.4f}")
     print(f"chrF:        {scores['chrf']:.2f}  ({scores['chrf_signature']})")
     print(f"BLEU:        {scores['bleu']:.2f}  ({scores['bleu_signature']})")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .api import load
+    from .plots import plot_attention, plot_history
+
+    translator = load(args.model, backend=args.backend)
+    out_dir = Path(args.out_dir or args.model)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(f"wrote {plot_history(translator.history, out_dir / 'curves.png')}")
+    if args.input is not None:
+        source, output, weights = translator.attention(args.input)
+        path = plot_attention(source, output, weights, out_dir / "attention.png")
+        print(f"wrote {path} ({len(output)} output x {len(source)} source tokens)")
     return 0
 
 

@@ -8,7 +8,7 @@ one that reached that many without the model choosing EOS is flagged ``truncated
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -29,12 +29,14 @@ class Hypothesis:
         score: sum of the log-probabilities (nats) of every chosen token, EOS included
             when it was reached.
         truncated: the output stopped at ``max_length`` without the model emitting EOS.
+        attention: float32 [len(ids) + 1, S] attention weights when asked for, else None.
     """
 
     text: str
     ids: tuple[int, ...]
     score: float
     truncated: bool
+    attention: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def length_penalty(length: int | np.ndarray, alpha: float) -> float | np.ndarray:
@@ -56,16 +58,19 @@ def greedy(
     src_lengths: np.ndarray,
     vocab: Vocabulary,
     max_length: int,
+    attention: bool = False,
 ) -> list[Hypothesis]:
     """Batched greedy decoding of int32 [B, S] sources; one hypothesis per row.
 
     Rows that finish leave the batch (``model.reorder``) so long outputs do not pay for
-    short ones.
+    short ones. With ``attention``, each hypothesis carries the model's attention weights,
+    float32 [len(ids) + 1, S] (one row per output token and EOS; zeros without attention).
     """
     batch = src_ids.shape[0]
     state = model.encode(src_ids, src_lengths)
     out = np.full((batch, max_length + 1), PAD, dtype=np.int32)
     token_scores = np.zeros((batch, max_length + 1), dtype=np.float64)
+    weights = np.zeros((batch, max_length + 1, src_ids.shape[1]), np.float32) if attention else None
     active = np.arange(batch)
     prev = np.full(batch, BOS, dtype=np.int32)
     for t in range(max_length + 1):
@@ -74,6 +79,10 @@ def greedy(
         nxt = log_probs.argmax(axis=1).astype(np.int32)
         token_scores[active, t] = log_probs[np.arange(len(active)), nxt]
         out[active, t] = nxt
+        if weights is not None:
+            step_weights = model.attention(state)
+            if step_weights is not None:
+                weights[active, t] = step_weights
         finished = nxt == EOS
         if t == max_length:
             break
@@ -92,7 +101,10 @@ def greedy(
         else:
             # The last step only looked for EOS; its token is not part of the output.
             ids, score = out[row, :max_length], token_scores[row, :max_length].sum()
-        hyps.append(_hypothesis(ids, score, not ends.size, vocab))
+        hyp = _hypothesis(ids, score, not ends.size, vocab)
+        if weights is not None:
+            hyp = replace(hyp, attention=weights[row, : len(ids) + 1])
+        hyps.append(hyp)
     return hyps
 
 

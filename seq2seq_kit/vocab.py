@@ -94,6 +94,12 @@ class Vocabulary:
             ids.append(idx)
         return ids
 
+    def token(self, idx: int) -> str:
+        """The token of id ``idx``; specials by their names (``"</s>"``...)."""
+        if not 0 <= idx < len(self):
+            raise ValueError(f"id {idx} is outside this vocabulary of {len(self)} ids")
+        return SPECIALS[idx] if idx < len(SPECIALS) else self.tokens[idx - len(SPECIALS)]
+
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids``, stopping at the first EOS; PAD, BOS and UNK are dropped, so no
         special ever appears in the text."""

@@ -1,0 +1,80 @@
+"""Training curves and attention heatmaps as PNG files (needs the ``plot`` extra:
+matplotlib). Imported only by the ``plot`` command and plot plugins."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import Seq2SeqError
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise Seq2SeqError("plots need matplotlib: pip install 'seq2seq-kit[plot]'") from None
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_history(history: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> Path:
+    """Loss (training and validation, nats per token) and validation token accuracy per
+    epoch, side by side, written as a PNG to ``path``.
+
+    Raises:
+        Seq2SeqError: no epochs recorded, or matplotlib missing.
+    """
+    if not history:
+        raise Seq2SeqError("the model has no training history to plot")
+    plt = _pyplot()
+    epochs = [r["epoch"] for r in history]
+    on = history[-1].get("evaluated_on", "valid")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    left.plot(epochs, [r["train_loss"] for r in history], label="training")
+    left.plot(epochs, [r["valid_loss"] for r in history], label=f"{on} (teacher-forced)")
+    left.set(xlabel="epoch", ylabel="cross-entropy (nats / token)", title="loss")
+    left.legend()
+    right.plot(epochs, [r["valid_accuracy"] for r in history], color="tab:green")
+    right.set(xlabel="epoch", ylabel="token accuracy", title=f"{on} token accuracy", ylim=(0, 1))
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_attention(
+    source: Sequence[str],
+    output: Sequence[str],
+    weights: np.ndarray,
+    path: str | os.PathLike[str],
+) -> Path:
+    """Heatmap of float [len(output), len(source)] attention weights: one row per output
+    token, one column per source token, written as a PNG to ``path``."""
+    plt = _pyplot()
+    weights = np.asarray(weights)[: len(output), : len(source)]
+    fig, ax = plt.subplots(
+        figsize=(max(4.0, 0.35 * len(source) + 2), max(3.0, 0.35 * len(output) + 1.5)),
+        constrained_layout=True,
+    )
+    image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(source)), [_visible(t) for t in source])
+    ax.set_yticks(range(len(output)), [_visible(t) for t in output])
+    ax.set(xlabel="source", ylabel="output")
+    fig.colorbar(image, ax=ax, label="attention weight")
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _visible(token: str) -> str:
+    return {" ": "␣", "\u202f": "⍽", "\t": "⇥"}.get(token, token)
