@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from .batching import Batch
+from .errors import BackendError
 from .spec import ModelSpec, OptimizerSpec
 
 State = Any
@@ -124,5 +125,28 @@ class Backend:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def create(self, spec: ModelSpec, *, seed: int = 0, optimizer: OptimizerSpec | None = None):
-        """Build a model, importing the framework on first use."""
+        """Build a model, importing the framework on first use.
+
+        Raises:
+            BackendError: ``spec`` needs a capability this backend does not declare.
+        """
+        missing = sorted(required_capabilities(spec) - self.capabilities)
+        if missing:
+            raise BackendError(
+                f"backend {self.name!r} cannot build this model: it lacks {missing} "
+                f"(it declares {sorted(self.capabilities)})"
+            )
         return self.build(spec, seed=seed, optimizer=optimizer or OptimizerSpec())
+
+
+def required_capabilities(spec: ModelSpec) -> set[str]:
+    """The capabilities a backend must declare to build ``spec``."""
+    needed = {
+        "embedding": spec.embedding_size > 0,
+        "multilayer": spec.num_layers > 1,
+        "gru": spec.cell == "gru",
+        "bidirectional": spec.bidirectional,
+        "attention": spec.attention != "none",
+        "dropout": spec.dropout > 0,
+    }
+    return {name for name, used in needed.items() if used}

@@ -124,3 +124,16 @@ def test_unknown_backend_error():
     )
     assert "BackendError" in res.stderr
     assert "pip install seq2seq-kit[torch]" in res.stderr
+
+
+def test_create_refuses_a_spec_beyond_the_declared_capabilities():
+    from seq2seq_kit.backend import Backend
+    from seq2seq_kit.spec import ModelSpec
+
+    built = []
+    limited = Backend("limited", "1", frozenset({"train"}), lambda spec, **kw: built.append(spec))
+    with pytest.raises(BackendError, match=r"'limited' cannot build .*\['attention', 'gru'\]"):
+        limited.create(ModelSpec(5, 5, cell="gru", attention="dot"))
+    assert built == []
+    limited.create(ModelSpec(5, 5))
+    assert len(built) == 1
