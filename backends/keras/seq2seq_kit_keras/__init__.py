@@ -1,0 +1,56 @@
+"""Keras 3 (TensorFlow) backend for seq2seq-kit: registration only; numerics live in ``model``.
+
+Importing this package imports neither Keras nor TensorFlow (registering must stay cheap);
+:func:`build` does, on the first model built.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.metadata import PackageNotFoundError, version
+
+from seq2seq_kit import hookimpl
+from seq2seq_kit.backend import Backend
+
+try:
+    __version__ = version("seq2seq-kit-keras")
+except PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0"
+
+CAPABILITIES = frozenset({"train", "beam", "embedding", "multilayer", "resume"})
+
+
+def configure_environment() -> None:
+    """Choose Keras' TensorFlow backend and quiet TensorFlow, unless the user already chose
+    otherwise. Only effective before Keras / TensorFlow are first imported."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # oneDNN (TF_ENABLE_ONEDNN_OPTS) stays at TensorFlow's default, on for x86: measured
+    # with TF 2.21, its matmul gives every row the same bits whatever the batch size (for
+    # inputs up to 256 wide), while Eigen's takes a different path for a single row, so
+    # only with oneDNN does decoding a sentence alone reproduce decoding it in a batch
+    # exactly. Agreement with the NumPy reference is the same either way (~5e-7). The
+    # price: TensorFlow prints a oneDNN banner at import whatever the log level, and at the
+    # first masked encoder run an error-level "oneDNN supports DT_BOOL only on platforms
+    # with AVX-512" (a bool transpose in Keras' RNN; harmless; TF_CPP_MIN_LOG_LEVEL=3
+    # hides it).
+
+
+def build(spec, *, seed, optimizer):
+    configure_environment()
+    from .model import KerasModel
+
+    return KerasModel(spec, seed=seed, optimizer=optimizer)
+
+
+@hookimpl
+def register_backends(register):
+    register(
+        Backend(
+            name="keras",
+            version=__version__,
+            capabilities=CAPABILITIES,
+            build=build,
+            requires="seq2seq-kit[keras]",
+        )
+    )
