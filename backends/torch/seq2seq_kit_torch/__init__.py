@@ -1,0 +1,38 @@
+"""PyTorch backend for seq2seq-kit: registration only; numerics live in ``model``.
+
+Importing this module must not import torch (the core builds its registry on every run);
+:func:`build` imports it on first use.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from seq2seq_kit import hookimpl
+from seq2seq_kit.backend import Backend
+
+try:
+    __version__ = version("seq2seq-kit-torch")
+except PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0"
+
+CAPABILITIES = frozenset({"train", "beam", "embedding", "multilayer"})
+
+
+def build(spec, *, seed, optimizer):
+    from .model import TorchModel
+
+    return TorchModel(spec, seed=seed, optimizer=optimizer)
+
+
+@hookimpl
+def register_backends(register):
+    register(
+        Backend(
+            name="torch",
+            version=__version__,
+            capabilities=CAPABILITIES,
+            build=build,
+            requires="seq2seq-kit[torch]",
+        )
+    )

@@ -1,0 +1,92 @@
+"""Adam with global gradient-norm clipping, as :class:`seq2seq_kit.spec.OptimizerSpec` says.
+
+``torch.optim.Adam`` evaluates Kingma & Ba's Algorithm 1 as
+``theta -= (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)``, the formula of
+the canonical (NumPy) optimizer; ``torch.nn.utils.clip_grad_norm_`` scales all gradients
+together by ``min(1, clip_norm / (||g||_2 + 1e-6))``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from seq2seq_kit.spec import OptimizerSpec
+
+
+class ClippedAdam:
+    """``torch.optim.Adam`` preceded by global-norm clipping (skipped when
+    ``spec.clip_norm`` is 0).
+
+    Every parameter takes an Adam step at every update, as in the canonical optimizer: one
+    that received no gradient (the encoder when every source of the batch is empty) is
+    given a zero gradient rather than skipped, so its moments decay and it keeps moving
+    with its momentum.
+
+    Attributes:
+        spec: the :class:`OptimizerSpec`.
+        params: the trained parameters (frozen ones excluded).
+        adam: the ``torch.optim.Adam`` instance (its ``state`` holds the moments).
+        steps: number of updates taken.
+    """
+
+    def __init__(self, params: Iterable[nn.Parameter], spec: OptimizerSpec):
+        self.spec = spec
+        self.params = [p for p in params if p.requires_grad]
+        options = dict(lr=spec.learning_rate, betas=(spec.beta1, spec.beta2), eps=spec.epsilon)
+        try:
+            # One fused kernel for all parameters: ~3x faster than the per-tensor loop on
+            # the small models of this toolkit. CPU support arrived in torch 2.4.
+            self.adam = torch.optim.Adam(self.params, fused=True, **options)
+        except (RuntimeError, ValueError):
+            self.adam = torch.optim.Adam(self.params, foreach=True, **options)
+        self.steps = 0
+
+    def zero_grad(self) -> None:
+        self.adam.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        """Clip the gradients in place, then one Adam update."""
+        for p in self.params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        if self.spec.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.spec.clip_norm)
+        self.adam.step()
+        self.steps += 1
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.adam.param_groups[0]["lr"])
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        """Use step size ``learning_rate`` (finite, >= 0) from the next update on."""
+        learning_rate = float(learning_rate)
+        if not math.isfinite(learning_rate) or learning_rate < 0.0:
+            raise ValueError(f"learning_rate must be finite and >= 0, got {learning_rate}")
+        for group in self.adam.param_groups:
+            group["lr"] = learning_rate
+
+    def moments(self, param: nn.Parameter) -> tuple[torch.Tensor, torch.Tensor]:
+        """Adam's first and second moments of ``param`` (zeros before the first update)."""
+        state = self.adam.state.get(param)
+        if not state:
+            return torch.zeros_like(param), torch.zeros_like(param)
+        return state["exp_avg"], state["exp_avg_sq"]
+
+    def load(self, moments: dict[nn.Parameter, tuple[torch.Tensor, torch.Tensor]], steps: int):
+        """Replace the moments of every parameter and the update count (for resuming)."""
+        for param in self.params:
+            m, v = moments[param]
+            self.adam.state[param] = {
+                # Adam keeps the count per parameter as a float32 scalar tensor.
+                "step": torch.tensor(float(steps), dtype=torch.float32),
+                # Fresh tensors laid out as the parameter: the fused kernel walks the
+                # parameter and its moments with one set of strides.
+                "exp_avg": torch.empty_like(param).copy_(m),
+                "exp_avg_sq": torch.empty_like(param).copy_(v),
+            }
+        self.steps = int(steps)
