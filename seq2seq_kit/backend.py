@@ -75,10 +75,10 @@ class Model(Protocol):
         """Select rows of ``state`` by int64 [B'] ``index`` (beam search)."""
 
     def attention(self, state: State) -> np.ndarray | None:
-        """Attention weights of the ``step`` that returned ``state``: float32 [B, S] over
-        the source positions (zero past each source's length; rows sum to 1, or are all
-        zero for an empty source). ``None`` for a model without attention or a state
-        straight from ``encode``."""
+        """Attention weights of the ``step`` that returned ``state``: float32 [B, S], S the
+        width of the ``src_ids`` given to ``encode`` (zero past each source's length; rows
+        sum to 1, or are all zero for an empty source). ``None`` for a model without
+        attention or a state straight from ``encode``."""
 
     def set_learning_rate(self, learning_rate: float) -> None:
         """Change the optimizer's step size from the next ``train_step`` on (schedules)."""
@@ -86,12 +86,14 @@ class Model(Protocol):
     def optimizer_state(self) -> dict[str, np.ndarray]:
         """Adam's state for resuming: ``"step"`` (int64 scalar: updates taken), and
         ``"m/NAME"``, ``"v/NAME"`` (float32, canonical shapes) for every weight NAME;
-        ``"learning_rate"`` (float64 scalar). Dropout masks are drawn from (seed, step), so
-        this and the weights make training resume exactly."""
+        ``"learning_rate"`` (float64 scalar); ``"seed"`` (int64 scalar: the build seed).
+        Dropout masks are drawn from (seed, step), so this and the weights make training
+        resume exactly in the same backend (masks, and
+        so trajectories with dropout, differ between backends)."""
 
     def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
-        """Restore what :meth:`optimizer_state` returned; ``ValueError`` naming any missing
-        or mis-shaped entry."""
+        """Restore what :meth:`optimizer_state` returned; ``ValueError`` naming any missing,
+        unexpected or mis-shaped entry, before changing anything."""
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Copies of all weights, canonical names and shapes, float32."""

@@ -18,6 +18,7 @@ pandas' extension tests are.
 from .base import BackendTestBase, requires
 from .checkpoints import CheckpointTests
 from .decoding import DecodingTests
+from .features import FeatureTests
 from .inputs import InputTests
 from .numerics import NumericsTests
 from .registration import RegistrationTests
@@ -28,6 +29,7 @@ __all__ = [
     "BackendTestBase",
     "CheckpointTests",
     "DecodingTests",
+    "FeatureTests",
     "InputTests",
     "NumericsTests",
     "RegistrationTests",
@@ -41,6 +43,7 @@ class BackendSuite(
     NumericsTests,
     TrainingTests,
     DecodingTests,
+    FeatureTests,
     CheckpointTests,
     InputTests,
 ):

@@ -31,14 +31,42 @@ def requires(*capabilities: str):
     return mark
 
 
+#: Architectures the agreement checks run on: (spec options, capabilities they need).
+VARIANTS: list[tuple[dict[str, Any], set[str]]] = [
+    ({}, set()),
+    ({"embedding_size": 5}, {"embedding"}),
+    ({"num_layers": 2}, {"multilayer"}),
+    ({"cell": "gru", "embedding_size": 5}, {"gru", "embedding"}),
+    ({"bidirectional": True, "num_layers": 2}, {"bidirectional", "multilayer"}),
+    ({"attention": "dot"}, {"attention"}),
+    ({"attention": "general", "embedding_size": 5}, {"attention", "embedding"}),
+    ({"attention": "bahdanau", "bidirectional": True}, {"attention", "bidirectional"}),
+    (
+        {
+            "cell": "gru",
+            "bidirectional": True,
+            "attention": "bahdanau",
+            "num_layers": 2,
+            "embedding_size": 5,
+            "dropout": 0.3,
+        },
+        {"gru", "bidirectional", "attention", "multilayer", "embedding", "dropout"},
+    ),
+]
+
+
 def spec_variants(backend: Backend) -> list[ModelSpec]:
-    """Small architectures covering the backend's declared capabilities."""
-    variants = [ModelSpec(11, 13, hidden_size=6)]
-    if "embedding" in backend.capabilities:
-        variants.append(ModelSpec(11, 13, hidden_size=6, embedding_size=5))
-    if "multilayer" in backend.capabilities:
-        variants.append(ModelSpec(11, 13, hidden_size=6, embedding_size=0, num_layers=2))
-    return variants
+    """Small architectures covering every declared capability, alone and together."""
+    return [
+        ModelSpec(11, 13, hidden_size=6, **options)
+        for options, needs in VARIANTS
+        if needs <= backend.capabilities
+    ]
+
+
+def attention_spec(backend: Backend) -> ModelSpec:
+    """The richest attention model the backend can build."""
+    return [s for s in spec_variants(backend) if s.attention != "none"][-1]
 
 
 def perturbed_weights(spec: ModelSpec, seed: int) -> dict[str, np.ndarray]:

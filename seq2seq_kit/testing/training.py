@@ -10,6 +10,7 @@ from .base import (
     DIGIT_WORDS,
     BackendTestBase,
     mixed_batch,
+    requires,
     spec_variants,
     train_digits,
 )
@@ -23,6 +24,17 @@ class TrainingTests(BackendTestBase):
     @pytest.mark.parametrize("seed", [1, 2])
     def test_digits_nine_of_nine_other_seeds(self, seed):
         translator = train_digits(self.backend_name, seed=seed)
+        assert translator.translate(DIGIT_INPUTS) == DIGIT_WORDS
+
+    @requires("attention", "gru", "embedding")
+    def test_digits_with_attention_and_gru(self):
+        from ..api import train
+        from ..config import Config
+
+        config = Config()
+        config.train.progress = False
+        config.model.cell, config.model.attention, config.model.embedding_size = "gru", "dot", 16
+        translator = train(config, backend=self.backend_name, data="digits")
         assert translator.translate(DIGIT_INPUTS) == DIGIT_WORDS
 
     def test_same_seed_same_weights(self):

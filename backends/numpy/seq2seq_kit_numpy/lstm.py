@@ -12,6 +12,11 @@ Arrays are time-major: ``[T, B, ...]``, so that the slice of one step is contigu
 input projection ``x_t @ kernel + bias`` of every step is computed by the caller in one
 matmul (or row gather) before the loop; only ``h_{t-1} @ recurrent_kernel`` runs per step.
 
+This module and :mod:`.gru` share one interface, so that the model dispatches on the cell:
+``NUM_STATES``, :func:`split_bias`, :func:`forward`, :func:`step`, :func:`backward`,
+:func:`bias_gradient` and ``Cache.states``. A state is a tuple of [B, H] arrays: ``(h, c)``
+here, ``(h,)`` for the GRU.
+
 All four gates go through a single ``tanh``: ``sigmoid(z) = 0.5 * tanh(0.5 * z) + 0.5``, and
 the 0.5 is folded into the pre-activations (the input projections once per sequence, the
 recurrent kernel once per call). Scaling by 0.5 or 1 is exact in binary floating point, so
@@ -24,6 +29,20 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
+
+#: Arrays in the recurrent state: ``(h, c)``.
+NUM_STATES = 2
+
+
+def split_bias(bias: np.ndarray) -> tuple[np.ndarray, None]:
+    """``(input bias, recurrent bias)``: the LSTM's one bias goes with the input projection;
+    there is no bias inside the recurrence."""
+    return bias, None
+
+
+def bias_gradient(out: np.ndarray, d_x: np.ndarray, d_u: np.ndarray) -> None:
+    """Write the bias gradient into ``out`` [4H] from the flat [N, 4H] gate gradients."""
+    np.sum(d_x, axis=0, out=out)
 
 
 class Cache(NamedTuple):
@@ -43,6 +62,11 @@ class Cache(NamedTuple):
     tanh_cells: np.ndarray
     recurrent_kernel: np.ndarray
 
+    @property
+    def states(self) -> tuple[np.ndarray, np.ndarray]:
+        """The state histories ``(hiddens, cells)``, each [T+1, B, H]."""
+        return self.hiddens, self.cells
+
 
 @lru_cache(maxsize=64)
 def gate_coefficients(hidden: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +83,10 @@ def gate_coefficients(hidden: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndar
 
 
 def forward(
-    projected: np.ndarray, recurrent_kernel: np.ndarray, h0: np.ndarray, c0: np.ndarray
+    projected: np.ndarray,
+    recurrent_kernel: np.ndarray,
+    recurrent_bias: None,
+    state: tuple[np.ndarray, np.ndarray],
 ) -> Cache:
     """Run the LSTM over a whole sequence.
 
@@ -67,11 +94,13 @@ def forward(
         projected: [T, B, 4H] ``x_t @ kernel + bias`` for every step; this buffer is reused
             for the gate activations (it is overwritten and becomes ``Cache.gates``).
         recurrent_kernel: [H, 4H].
-        h0, c0: [B, H] initial state (not modified).
+        recurrent_bias: None (the interface's slot for the GRU's recurrent bias).
+        state: ``(h0, c0)``, [B, H] each, the initial state (not modified).
 
     Returns:
         The :class:`Cache`; the outputs ``h_1 .. h_T`` are ``cache.hiddens[1:]``.
     """
+    h0, c0 = state
     steps, batch, width = projected.shape
     hidden = width // 4
     dtype = projected.dtype
@@ -104,14 +133,18 @@ def forward(
 
 
 def step(
-    projected: np.ndarray, h: np.ndarray, c: np.ndarray, recurrent_kernel: np.ndarray
+    projected: np.ndarray,
+    state: tuple[np.ndarray, np.ndarray],
+    recurrent_kernel: np.ndarray,
+    recurrent_bias: None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One LSTM step for decoding: [B, 4H] ``x_t @ kernel + bias``, [B, H] ``h``, ``c`` ->
-    new ``(h, c)``, both [B, H]. Nothing passed in is modified.
+    """One LSTM step for decoding: [B, 4H] ``x_t @ kernel + bias`` and the state ``(h, c)``,
+    [B, H] each -> the new ``(h, c)``. Nothing passed in is modified.
 
     Same operations, in the same order, as one iteration of :func:`forward`, so decoding step
     by step reproduces the teacher-forced outputs.
     """
+    h, c = state
     hidden = h.shape[-1]
     scale, shift = gate_coefficients(hidden, projected.dtype)
     a = projected * scale
@@ -127,22 +160,26 @@ def step(
 
 
 def backward(
-    cache: Cache, dh_out: np.ndarray, dc_out: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    cache: Cache, dh_out: np.ndarray, d_carry: tuple[np.ndarray | None, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Backpropagation through time (Werbos 1990) for :func:`forward`.
 
     Args:
         cache: what :func:`forward` returned.
         dh_out: [T, B, H] d loss / d h_t arriving from outside the recurrence (the layer
             above, the output projection, or the handover to the decoder).
-        dc_out: optional [T, B, H] d loss / d c_t from outside (the handover of a final
-            cell state that is reached before the last step, for shorter sources).
+        d_carry: optional ``(dc_out,)``: [T, B, H] d loss / d c_t from outside (the handover
+            of a final cell state that is reached before the last step, for shorter
+            sources), or ``(None,)``.
 
     Returns:
-        ``(d_pre, dh0, dc0)``: [T, B, 4H] d loss / d z_t (the pre-activations, unscaled), from
-        which the caller gets the kernel, recurrent kernel and bias gradients and the input
-        gradients with one matmul each; [B, H] gradients of the initial state.
+        ``(d_x, d_u, (dh0, dc0))``: [T, B, 4H] d loss / d z_t (the pre-activations, unscaled),
+        from which the caller gets the kernel, recurrent kernel and bias gradients and the
+        input gradients with one matmul each (``d_u`` is ``d_x``: the LSTM adds input and
+        recurrent projections before any nonlinearity); [B, H] gradients of the initial
+        state.
     """
+    dc_out = None if d_carry is None else d_carry[0]
     gates, cells, hiddens, tanh_cells, recurrent_kernel = cache
     steps, batch, width = gates.shape
     hidden = width // 4
@@ -180,4 +217,4 @@ def backward(
         dz *= deriv[t]
         np.multiply(dc, a[:, f_], out=dc_rec)
         np.matmul(dz, kernel_t, out=dh_rec)
-    return d_pre, dh_rec, dc_rec
+    return d_pre, d_pre, (dh_rec, dc_rec)

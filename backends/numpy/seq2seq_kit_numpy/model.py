@@ -1,22 +1,27 @@
-"""The NumPy reference model: an LSTM encoder-decoder (Sutskever et al. 2014) in the
-canonical weight layout of :mod:`seq2seq_kit.weights`, trained with Adam.
+"""The NumPy reference model: an RNN encoder-decoder (Sutskever et al. 2014) with LSTM or
+GRU cells, an optional bidirectional encoder and optional global attention (Luong et al.
+2015), in the canonical weight layout of :mod:`seq2seq_kit.weights`, trained with Adam.
 
 Every weight is a view into one flat buffer (and every gradient into another), so the
 optimizer updates all of them with a few vectorised operations. Inside, sequences are
-time-major (``[T, B, ...]``); the batch arrays are transposed once on the way in.
+time-major (``[T, B, ...]``); the batch arrays are transposed once on the way in. The
+recurrent cell is a module (:mod:`.lstm` or :mod:`.gru`, one interface) chosen by
+``spec.cell``; the attention numerics live in :mod:`.attention` (batch-major).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
 from seq2seq_kit.batching import Batch
 from seq2seq_kit.spec import ModelSpec, OptimizerSpec
+from seq2seq_kit.vocab import PAD
 from seq2seq_kit.weights import check_weights, initial_weights, weight_shapes
 
-from . import lstm
+from . import attention, gru, lstm
 from .optimizer import Adam
 
 #: Vocabularies up to this size scatter gradient rows with a one-hot matmul (BLAS); larger
@@ -24,7 +29,77 @@ from .optimizer import Adam
 #: 2 cores: the matmul wins below a few hundred rows, ``np.add.at`` above.
 ONE_HOT_SCATTER_MAX_ROWS = 128
 
-State = tuple[tuple[np.ndarray, np.ndarray], ...]
+#: The recurrent cell modules, by ``ModelSpec.cell``; they share one interface.
+CELLS = {"lstm": lstm, "gru": gru}
+
+LayerState = tuple[np.ndarray, ...]
+
+
+class DecoderState(NamedTuple):
+    """The decoder state handed out by :meth:`NumpyModel.encode` and :meth:`NumpyModel.step`.
+
+    Attributes:
+        layers: one state per decoder layer, bottom first: ``(h, c)`` for the LSTM, ``(h,)``
+            for the GRU, [B, H] each.
+        memory: the attention memory (:class:`attention.Memory`), None without attention.
+        weights: [B, S'] attention weights of the step that produced this state, over the
+            memory's S' positions; None from ``encode`` or without attention.
+        source_width: S, the width of the ``src_ids`` encoded (``attention`` pads to it).
+    """
+
+    layers: tuple[LayerState, ...]
+    memory: attention.Memory | None
+    weights: np.ndarray | None
+    source_width: int
+
+
+class _Reversal(NamedTuple):
+    """Index of the reverse direction's reading order: step ``t`` of row ``b`` reads
+    position ``index[t, b] = length_b - 1 - t`` where ``valid[t, b]`` (``t < length_b``).
+    Restricted to valid entries this is an involution, so the same gather maps reversed
+    time back to positions."""
+
+    index: np.ndarray
+    rows: np.ndarray
+    valid: np.ndarray
+
+
+class _Stack(NamedTuple):
+    """The forward pass of one side's layers, kept for the backward pass.
+
+    Attributes:
+        ids: [T, B] time-major ids.
+        reversal: the reverse direction's order (bidirectional encoder), else None.
+        reversed_ids: [T, B] the ids the reverse direction reads (PAD past the length).
+        inputs: per layer, per direction, the layer input [T, B, In] after dropout (None
+            for one-hot layer-0 inputs, where the projection is a row gather).
+        masks: per layer, the dropout mask of its input (None: no dropout there).
+        caches: per layer, per direction, the cell's cache.
+        outputs: per layer, the outputs [T, B, H] (directions concatenated).
+    """
+
+    ids: np.ndarray
+    reversal: _Reversal | None
+    reversed_ids: np.ndarray | None
+    inputs: list[tuple[np.ndarray | None, ...]]
+    masks: list[np.ndarray | None]
+    caches: list[tuple]
+    outputs: list[np.ndarray]
+
+
+class _Dropout:
+    """Inverted dropout masks (Srivastava et al. 2014): each call draws the next [shape]
+    mask, 0 with probability ``rate`` and ``1 / (1 - rate)`` otherwise, from one generator.
+    The forward pass draws them in a fixed order, so a (seed, step) pair fixes them all."""
+
+    def __init__(self, rng: np.random.Generator, rate: float, dtype: np.dtype):
+        self.rng, self.rate, self.dtype = rng, rate, dtype
+
+    def __call__(self, shape: tuple[int, ...]) -> np.ndarray:
+        keep = self.rng.random(shape) >= self.rate
+        mask = keep.astype(self.dtype)
+        mask *= 1.0 / (1.0 - self.rate)
+        return mask
 
 
 def log_softmax(logits: np.ndarray, with_probs: bool = False):
@@ -58,18 +133,34 @@ def scatter_add_rows(ids: np.ndarray, values: np.ndarray, num_rows: int) -> np.n
     return out
 
 
+def _reversal(lengths: np.ndarray, steps: int) -> _Reversal:
+    index = lengths[None, :] - 1 - np.arange(steps)[:, None]
+    valid = index >= 0
+    np.maximum(index, 0, out=index)
+    return _Reversal(index, np.arange(lengths.shape[0]), valid)
+
+
+def _reverse(x: np.ndarray, order: _Reversal) -> np.ndarray:
+    """Each row's first ``length`` steps of time-major ``x`` [T, B, ...] in reverse order,
+    zero past the length (a fresh array). Its own inverse (and adjoint) on those steps."""
+    out = x[order.index, order.rows]
+    out[~order.valid] = 0
+    return out
+
+
 class NumpyModel:
-    """LSTM encoder-decoder implementing :class:`seq2seq_kit.backend.Model`.
+    """RNN encoder-decoder implementing :class:`seq2seq_kit.backend.Model`.
 
     Args:
         spec: the architecture.
-        seed: seeds :func:`seq2seq_kit.weights.initial_weights`.
+        seed: seeds :func:`seq2seq_kit.weights.initial_weights` and, with the update count,
+            the dropout masks.
         optimizer: Adam settings for :meth:`train_step` (default ``OptimizerSpec()``).
         dtype: compute dtype, ``np.float32`` (default) or ``np.float64`` (for gradient
             checks). Weights cross the API as float32 either way.
 
-    The decoder state handed out by :meth:`encode` and :meth:`step` is a tuple with one
-    ``(h, c)`` pair of [B, H] arrays per layer, bottom layer first.
+    The decoder state handed out by :meth:`encode` and :meth:`step` is a
+    :class:`DecoderState`.
     """
 
     def __init__(
@@ -81,9 +172,11 @@ class NumpyModel:
         dtype=np.float32,
     ):
         self.spec = spec
+        self.seed = seed
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.cell = CELLS[spec.cell]
         self.optimizer_spec = optimizer or OptimizerSpec()
         self._shapes = weight_shapes(spec)
         size = sum(math.prod(shape) for shape in self._shapes.values())
@@ -103,19 +196,27 @@ class NumpyModel:
     # ------------------------------------------------------------------ Model protocol
 
     def train_step(self, batch: Batch) -> float:
-        """One Adam step on ``batch``; returns the loss (nats per target token) before it."""
-        loss = self._loss_and_gradients(batch)
+        """One Adam step on ``batch`` (with dropout if ``spec.dropout`` > 0, masks drawn
+        from ``default_rng((seed, updates so far))``); returns the loss (nats per target
+        token, with those masks) before it."""
+        drop = None
+        if self.spec.dropout > 0.0:
+            rng = np.random.default_rng((self.seed, self.optimizer.t))
+            drop = _Dropout(rng, self.spec.dropout, self.dtype)
+        loss = self._loss_and_gradients(batch, drop=drop)
         self.optimizer.update(self._flat, self._grad_flat)
         return loss
 
     def loss(self, batch: Batch) -> float:
-        """Mean cross-entropy in nats over the positions where ``batch.tgt_mask`` is 1."""
+        """Mean cross-entropy in nats over the positions where ``batch.tgt_mask`` is 1
+        (no dropout)."""
         return self._loss_and_gradients(batch, backward=False)
 
     def gradients(self, batch: Batch) -> dict[str, np.ndarray]:
-        """d :meth:`loss` / d weight for every canonical name, canonical shapes. The arrays
-        have the model's dtype: float32, or float64 for a ``dtype=np.float64`` model (so
-        that finite-difference checks are meaningful). Nothing is updated."""
+        """d :meth:`loss` / d weight for every canonical name, canonical shapes (no
+        dropout). The arrays have the model's dtype: float32, or float64 for a
+        ``dtype=np.float64`` model (so that finite-difference checks are meaningful).
+        Nothing is updated."""
         self._loss_and_gradients(batch)
         return {name: g.copy() for name, g in self._g.items()}
 
@@ -125,45 +226,93 @@ class NumpyModel:
         self._check_batch(batch)
         _, state = self._encode(batch.src_ids, batch.src_lengths)
         ids = np.ascontiguousarray(batch.tgt_in.T)
-        caches, _ = self._stack_forward("decoder", ids, state)
-        logp = self._output_log_probs(caches[-1].hiddens[1:])
+        features = self._decoder_forward(ids, state)[-1]
+        logp = self._output_log_probs(features)
         steps, batch_size = ids.shape
         logp = logp.reshape(steps, batch_size, -1).transpose(1, 0, 2)
         return np.ascontiguousarray(logp, dtype=np.float32)
 
-    def encode(self, src_ids: np.ndarray, src_lengths: np.ndarray) -> State:
-        """Encoder over int32 [B, S] ids with int32 [B] lengths -> decoder initial state:
-        per layer ``(h, c)``, [B, H] each, the state after ``src_lengths[b]`` tokens (zero
-        for length 0)."""
+    def encode(self, src_ids: np.ndarray, src_lengths: np.ndarray) -> DecoderState:
+        """Encoder over int32 [B, S] ids with int32 [B] lengths -> the decoder's initial
+        :class:`DecoderState`: per layer the encoder's state after ``src_lengths[b]`` tokens
+        (zero for length 0; forward and reverse halves concatenated when bidirectional),
+        and the attention memory."""
         src_ids = np.asarray(src_ids)
         src_lengths = np.asarray(src_lengths)
         self._check_ids("src_ids", src_ids, self.spec.src_vocab_size, ndim=2)
         self._check_lengths(src_ids, src_lengths)
         return self._encode(src_ids, src_lengths)[1]
 
-    def step(self, prev_ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+    def step(self, prev_ids: np.ndarray, state: DecoderState) -> tuple[np.ndarray, DecoderState]:
         """One decoder step: int32 [B] previous ids and the state -> (float32 [B, V]
         log-probabilities of the next token, new state). ``state`` is not modified."""
         prev_ids = np.asarray(prev_ids)
         self._check_ids("prev_ids", prev_ids, self.spec.tgt_vocab_size, ndim=1)
-        new_state = []
+        w, cell = self._w, self.cell
+        new_layers = []
         x = None
-        for layer, (h, c) in enumerate(state):
+        for layer, layer_state in enumerate(state.layers):
+            prefix = f"decoder.rnn.{layer}."
+            input_bias, recurrent_bias = cell.split_bias(w[prefix + "bias"])
             if layer == 0:
-                projected, _ = self._project_ids("decoder", prev_ids)
+                x = self._embed("decoder", prev_ids)
+                projected = self._project(prefix, x, prev_ids)
             else:
-                w = self._w
-                projected = x @ w[f"decoder.rnn.{layer}.kernel"]
-                projected += w[f"decoder.rnn.{layer}.bias"]
-            h, c = lstm.step(projected, h, c, self._w[f"decoder.rnn.{layer}.recurrent_kernel"])
-            new_state.append((h, c))
-            x = h
-        return self._output_log_probs(x).astype(np.float32, copy=False), tuple(new_state)
+                projected = x @ w[prefix + "kernel"]
+                projected += input_bias
+            layer_state = cell.step(
+                projected, layer_state, w[prefix + "recurrent_kernel"], recurrent_bias
+            )
+            new_layers.append(layer_state)
+            x = layer_state[0]
+        weights = None
+        if state.memory is not None:
+            x, weights = attention.step(self.spec.attention, x, state.memory, w)
+        log_probs = self._output_log_probs(x).astype(np.float32, copy=False)
+        return log_probs, state._replace(layers=tuple(new_layers), weights=weights)
 
-    def reorder(self, state: State, index: np.ndarray) -> State:
+    def reorder(self, state: DecoderState, index: np.ndarray) -> DecoderState:
         """Rows ``index`` (int64 [B']) of every array in ``state``, as a new state."""
         index = np.asarray(index)
-        return tuple((h[index], c[index]) for h, c in state)
+        return DecoderState(
+            tuple(tuple(a[index] for a in layer) for layer in state.layers),
+            None if state.memory is None else state.memory.take(index),
+            None if state.weights is None else state.weights[index],
+            state.source_width,
+        )
+
+    def attention(self, state: DecoderState) -> np.ndarray | None:
+        """Float32 [B, S] attention weights of the step that returned ``state`` (S the
+        width of the encoded ``src_ids``; 0 past each source's length, rows summing to 1,
+        or all 0 for an empty source); None for an ``encode`` state or without attention."""
+        if state.weights is None:
+            return None
+        batch_size, width = state.weights.shape[0], state.source_width
+        out = np.zeros((batch_size, width), dtype=np.float32)
+        n = min(width, state.weights.shape[1])
+        out[:, :n] = state.weights[:, :n]
+        return out
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        """Adam's step size from the next :meth:`train_step` on."""
+        self.optimizer.set_learning_rate(learning_rate)
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """Adam's state: ``step`` (int64 scalar), ``learning_rate`` (float64 scalar),
+        ``seed`` (int64 scalar: the dropout seed) and float32 ``m/NAME``, ``v/NAME`` for
+        every canonical weight NAME (copies)."""
+        return {**self.optimizer.get_state(), "seed": np.array(self.seed, dtype=np.int64)}
+
+    def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore :meth:`optimizer_state` (the dropout seed too, so masks continue as in
+        the saved run); ``ValueError`` naming every missing, unexpected or mis-shaped
+        entry, before changing anything."""
+        state = dict(state)
+        seed = state.pop("seed", None)
+        if seed is None or np.shape(seed) != ():
+            raise ValueError("optimizer state: missing or mis-shaped 'seed' (int64 scalar)")
+        self.optimizer.set_state(state)
+        self.seed = int(seed)
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Float32 copies of all weights, canonical names and shapes."""
@@ -176,7 +325,7 @@ class NumpyModel:
         for name, w in weights.items():
             self._w[name][...] = np.asarray(w, dtype=self.dtype)
 
-    # ------------------------------------------------------------------ internals
+    # ------------------------------------------------------------------ input checks
 
     def _check_ids(self, what: str, ids: np.ndarray, vocab: int, ndim: int) -> None:
         if ids.ndim != ndim or not np.issubdtype(ids.dtype, np.integer):
@@ -203,75 +352,164 @@ class NumpyModel:
         self._check_ids("tgt_in", batch.tgt_in, self.spec.tgt_vocab_size, ndim=2)
         self._check_ids("tgt_out", batch.tgt_out, self.spec.tgt_vocab_size, ndim=2)
 
-    def _project_ids(self, side: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Layer-0 input projection ``x @ kernel + bias`` of ids of any shape -> ``[..., 4H]``
-        and the embedded inputs (None for one-hot, where the projection is a row gather)."""
+    # ------------------------------------------------------------------ forward
+
+    def _embed(self, side: str, ids: np.ndarray) -> np.ndarray | None:
+        """Embedded ids ``[..., E]`` (a fresh array), or None with one-hot inputs."""
+        if not self.spec.embedding_size:
+            return None
+        return np.take(self._w[f"{side}.embedding"], ids, axis=0)
+
+    def _project(self, prefix: str, x: np.ndarray | None, ids: np.ndarray) -> np.ndarray:
+        """Input projection ``x @ kernel + input bias`` of a layer -> ``[..., G*h]`` (a fresh
+        array); with ``x`` None (one-hot inputs), a row gather of the kernel by ``ids``."""
         w = self._w
-        kernel = w[f"{side}.rnn.0.kernel"]
-        if self.spec.embedding_size:
-            embedded = np.take(w[f"{side}.embedding"], ids, axis=0)
-            flat = embedded.reshape(-1, self.spec.embedding_size) @ kernel
-            projected = flat.reshape(*ids.shape, kernel.shape[1])
-        else:
-            embedded = None
+        kernel = w[prefix + "kernel"]
+        if x is None:
             projected = np.take(kernel, ids, axis=0)
-        projected += w[f"{side}.rnn.0.bias"]
-        return projected, embedded
+        else:
+            flat = x.reshape(-1, x.shape[-1]) @ kernel
+            projected = flat.reshape(*x.shape[:-1], kernel.shape[1])
+        projected += self.cell.split_bias(w[prefix + "bias"])[0]
+        return projected
+
+    def _zero_state(self, batch_size: int, units: int) -> LayerState:
+        shape = (batch_size, units)
+        return tuple(np.zeros(shape, self.dtype) for _ in range(self.cell.NUM_STATES))
 
     def _stack_forward(
-        self, side: str, ids: np.ndarray, state: State
-    ) -> tuple[list[lstm.Cache], np.ndarray | None]:
-        """Run the layers of ``side`` over time-major int [T, B] ``ids`` from ``state``.
-        Returns the per-layer caches and the embedded layer-0 inputs (or None)."""
-        w = self._w
-        caches = []
-        projected, embedded = self._project_ids(side, ids)
-        for layer in range(self.spec.num_layers):
-            prefix = f"{side}.rnn.{layer}."
+        self,
+        side: str,
+        ids: np.ndarray,
+        initial: tuple[LayerState, ...] | None,
+        drop: _Dropout | None,
+        lengths: np.ndarray | None = None,
+    ) -> _Stack:
+        """Run the layers of ``side`` over time-major int [T, B] ``ids``, from ``initial``
+        (per layer; None: zero). ``lengths`` (encoder) are needed by the reverse direction
+        of a bidirectional encoder."""
+        spec, w, cell = self.spec, self._w, self.cell
+        steps, batch_size = ids.shape
+        bidirectional = side == "encoder" and spec.bidirectional
+        directions = ("rnn", "rnn_reverse") if bidirectional else ("rnn",)
+        units = spec.hidden_size // len(directions)
+        reversal = reversed_ids = None
+        if bidirectional:
+            reversal = _reversal(lengths, steps)
+            reversed_ids = ids[reversal.index, reversal.rows]
+            reversed_ids[~reversal.valid] = PAD
+        inputs, masks, caches, outputs = [], [], [], []
+        x = self._embed(side, ids)
+        mask = None
+        if x is not None and drop is not None:
+            mask = drop(x.shape)
+            x *= mask
+        for layer in range(spec.num_layers):
             if layer > 0:
-                below = caches[-1].hiddens[1:]
-                projected = below.reshape(-1, below.shape[-1]) @ w[prefix + "kernel"]
-                projected = projected.reshape(*below.shape[:2], -1)
-                projected += w[prefix + "bias"]
-            h0, c0 = state[layer]
-            caches.append(lstm.forward(projected, w[prefix + "recurrent_kernel"], h0, c0))
-        return caches, embedded
+                x = outputs[-1]
+                mask = None
+                if drop is not None:
+                    mask = drop(x.shape)
+                    x = x * mask
+            layer_inputs, layer_caches = [], []
+            for direction in directions:
+                prefix = f"{side}.{direction}.{layer}."
+                if direction == "rnn":
+                    x_dir, ids_dir = x, ids
+                else:
+                    x_dir = None if x is None else _reverse(x, reversal)
+                    ids_dir = reversed_ids
+                projected = self._project(prefix, x_dir, ids_dir)
+                state = self._zero_state(batch_size, units) if initial is None else initial[layer]
+                _, recurrent_bias = cell.split_bias(w[prefix + "bias"])
+                layer_caches.append(
+                    cell.forward(projected, w[prefix + "recurrent_kernel"], recurrent_bias, state)
+                )
+                layer_inputs.append(x_dir)
+            if bidirectional:
+                forward_out = layer_caches[0].hiddens[1:]
+                reverse_out = _reverse(layer_caches[1].hiddens[1:], reversal)
+                outputs.append(np.concatenate([forward_out, reverse_out], axis=-1))
+            else:
+                outputs.append(layer_caches[0].hiddens[1:])
+            inputs.append(tuple(layer_inputs))
+            masks.append(mask)
+            caches.append(tuple(layer_caches))
+        return _Stack(ids, reversal, reversed_ids, inputs, masks, caches, outputs)
 
-    def _zero_state(self, batch_size: int) -> State:
-        shape = (batch_size, self.spec.hidden_size)
-        return tuple(
-            (np.zeros(shape, self.dtype), np.zeros(shape, self.dtype))
-            for _ in range(self.spec.num_layers)
-        )
-
-    def _encode(self, src_ids: np.ndarray, src_lengths: np.ndarray):
-        """Returns ``(caches, embedded, ids, lengths), state``; the encoder runs only up to
-        the longest source: later steps cannot reach any row's final state."""
+    def _encode(self, src_ids: np.ndarray, src_lengths: np.ndarray, drop=None):
+        """Returns ``(stack, lengths) or None, state``; the encoder runs only up to the
+        longest source: later steps cannot reach any row's final state or real memory
+        position (None when every source is empty)."""
+        spec = self.spec
         lengths = src_lengths.astype(np.intp)
         steps = int(lengths.max()) if lengths.size else 0
         batch_size = src_ids.shape[0]
         if steps == 0:
-            return None, self._zero_state(batch_size)
+            layers = tuple(
+                self._zero_state(batch_size, spec.hidden_size) for _ in range(spec.num_layers)
+            )
+            memory = None
+            if spec.attention != "none":
+                # One all-masked position keeps the attention shapes non-empty: c_t = 0.
+                values = np.zeros((batch_size, 1, spec.hidden_size), self.dtype)
+                memory = attention.memory(spec.attention, values, lengths, self._w)
+            return None, DecoderState(layers, memory, None, src_ids.shape[1])
         ids = np.ascontiguousarray(src_ids[:, :steps].T)
-        caches, embedded = self._stack_forward("encoder", ids, self._zero_state(batch_size))
+        stack = self._stack_forward("encoder", ids, None, drop, lengths)
         # Carrying the state through unchanged past a row's length (h_t = m h_new +
         # (1 - m) h_prev) leaves it equal to the state after its last real token, which
-        # hiddens[length] holds (hiddens[0] is the zero state, for length 0).
+        # the state histories hold at index length (index 0 is the zero state, for length
+        # 0). The reverse direction's final state is also the one after `length` steps.
         rows = np.arange(batch_size)
-        state = tuple((c.hiddens[lengths, rows], c.cells[lengths, rows]) for c in caches)
-        return (caches, embedded, ids, lengths), state
+        layers = []
+        for layer_caches in stack.caches:
+            finals = [tuple(s[lengths, rows] for s in c.states) for c in layer_caches]
+            if len(finals) == 1:
+                layers.append(finals[0])
+            else:
+                layers.append(tuple(np.concatenate(p, axis=-1) for p in zip(*finals, strict=True)))
+        memory = None
+        if spec.attention != "none":
+            values = np.ascontiguousarray(stack.outputs[-1].transpose(1, 0, 2))
+            memory = attention.memory(spec.attention, values, lengths, self._w)
+        return (stack, lengths), DecoderState(tuple(layers), memory, None, src_ids.shape[1])
 
-    def _output_log_probs(self, hiddens: np.ndarray, with_probs: bool = False):
-        """Top-layer hiddens [..., H] -> log-probabilities [N, V] (N = all leading dims);
+    def _decoder_forward(self, ids: np.ndarray, state: DecoderState, drop=None):
+        """Teacher-forced decoder over time-major [T, B] ``ids`` from ``state``. Returns
+        ``(stack, top_mask, attention_cache, features)``: ``features`` [T, B, H] are what the
+        output layer reads (the top outputs, after dropout and attention)."""
+        stack = self._stack_forward("decoder", ids, state.layers, drop)
+        features = stack.outputs[-1]
+        top_mask = None
+        if drop is not None:
+            top_mask = drop(features.shape)
+            features = features * top_mask
+        att_cache = None
+        if state.memory is not None:
+            query = np.ascontiguousarray(features.transpose(1, 0, 2))
+            out, att_cache = attention.forward(self.spec.attention, query, state.memory, self._w)
+            features = np.ascontiguousarray(out.transpose(1, 0, 2))
+        return stack, top_mask, att_cache, features
+
+    def _output_log_probs(self, features: np.ndarray, with_probs: bool = False):
+        """Output features [..., H] -> log-probabilities [N, V] (N = all leading dims);
         see :func:`log_softmax` for ``with_probs``."""
-        flat = hiddens.reshape(-1, self.spec.hidden_size)
+        flat = features.reshape(-1, self.spec.hidden_size)
         logits = flat @ self._w["decoder.output.kernel"]
         logits += self._w["decoder.output.bias"]
         return log_softmax(logits, with_probs)
 
-    def _loss_and_gradients(self, batch: Batch, backward: bool = True) -> float:
-        """The masked mean cross-entropy; with ``backward``, also fills the gradient buffer."""
+    # ------------------------------------------------------------------ loss and backward
+
+    def _loss_and_gradients(
+        self, batch: Batch, backward: bool = True, drop: _Dropout | None = None
+    ) -> float:
+        """The masked mean cross-entropy; with ``backward``, also fills the gradient buffer.
+        ``drop`` draws dropout masks (training only)."""
         self._check_batch(batch)
+        spec = self.spec
+        hidden = spec.hidden_size
         mask = batch.tgt_mask
         used = np.flatnonzero(mask.any(axis=0))
         # The decoder is causal: positions after the last unmasked one change nothing.
@@ -280,11 +518,10 @@ class NumpyModel:
         if steps == 0 or total == 0.0:
             self._grad_flat.fill(0.0)
             return 0.0
-        enc, state = self._encode(batch.src_ids, batch.src_lengths)
+        enc, state = self._encode(batch.src_ids, batch.src_lengths, drop)
         ids = np.ascontiguousarray(batch.tgt_in[:, :steps].T)
-        caches, embedded = self._stack_forward("decoder", ids, state)
-        top = caches[-1].hiddens[1:]
-        flat_top = top.reshape(-1, self.spec.hidden_size)
+        stack, top_mask, att_cache, features = self._decoder_forward(ids, state, drop)
+        flat_features = features.reshape(-1, hidden)
         # Divide in the model dtype: a float32 mask divided by a Python float stays float32.
         weights = mask[:, :steps].T.ravel().astype(self.dtype) / total
         targets = batch.tgt_out[:, :steps].T.ravel()
@@ -293,8 +530,8 @@ class NumpyModel:
         real = np.flatnonzero(weights)
         padded = real.shape[0] < weights.shape[0]
         if padded:
-            flat_top, weights, targets = flat_top[real], weights[real], targets[real]
-        logp, probs = self._output_log_probs(flat_top, with_probs=True)
+            flat_features, weights, targets = flat_features[real], weights[real], targets[real]
+        logp, probs = self._output_log_probs(flat_features, with_probs=True)
         rows = np.arange(targets.shape[0])
         loss = -float(np.dot(logp[rows, targets], weights))
         if not backward:
@@ -305,86 +542,128 @@ class NumpyModel:
         d_logits = probs
         d_logits[rows, targets] -= 1.0
         d_logits *= weights[:, None]
-        np.matmul(flat_top.T, d_logits, out=g["decoder.output.kernel"])
+        np.matmul(flat_features.T, d_logits, out=g["decoder.output.kernel"])
         np.sum(d_logits, axis=0, out=g["decoder.output.bias"])
         d_real = d_logits @ w["decoder.output.kernel"].T
         if padded:
-            d_top = np.zeros(top.shape, dtype=self.dtype)
-            d_top.reshape(-1, self.spec.hidden_size)[real] = d_real
+            d_features = np.zeros(features.shape, dtype=self.dtype)
+            d_features.reshape(-1, hidden)[real] = d_real
         else:
-            d_top = d_real.reshape(top.shape)
-        handover = self._stack_backward("decoder", ids, caches, embedded, d_top)
+            d_features = d_real.reshape(features.shape)
+        d_memory = None
+        if att_cache is not None:
+            d_query, d_values = attention.backward(
+                spec.attention,
+                att_cache,
+                d_features.transpose(1, 0, 2),
+                w,
+                g,
+                state.memory,
+            )
+            d_features = np.ascontiguousarray(d_query.transpose(1, 0, 2))
+            d_memory = np.ascontiguousarray(d_values.transpose(1, 0, 2))
+        if top_mask is not None:
+            d_features *= top_mask
+        handover = self._stack_backward("decoder", stack, d_features)
 
         if enc is None:  # every source empty: the encoder received no input
             for name in self._g:
                 if name.startswith("encoder."):
                     self._g[name].fill(0.0)
             return loss
-        enc_caches, enc_embedded, enc_ids, lengths = enc
-        enc_steps, batch_size = enc_ids.shape
-        # The decoder's initial-state gradient enters the encoder at each row's last real
-        # step; rows of length 0 handed over the constant zero state and get nothing.
-        real = np.flatnonzero(lengths > 0)
-        last = lengths[real] - 1
-        dh_inject, dc_inject = [], []
-        for dh0, dc0 in handover:
-            dh = np.zeros((enc_steps, batch_size, self.spec.hidden_size), self.dtype)
-            dc = np.zeros_like(dh)
-            dh[last, real] = dh0[real]
-            dc[last, real] = dc0[real]
-            dh_inject.append(dh)
-            dc_inject.append(dc)
-        self._stack_backward(
-            "encoder", enc_ids, enc_caches, enc_embedded, dh_inject[-1], dh_inject, dc_inject
-        )
+        enc_stack, lengths = enc
+        self._stack_backward("encoder", enc_stack, d_memory, handover, lengths)
         return loss
 
     def _stack_backward(
         self,
         side: str,
-        ids: np.ndarray,
-        caches: list[lstm.Cache],
-        embedded: np.ndarray | None,
-        d_top: np.ndarray,
-        dh_inject: list[np.ndarray] | None = None,
-        dc_inject: list[np.ndarray] | None = None,
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        stack: _Stack,
+        d_top: np.ndarray | None,
+        handover: list[LayerState] | None = None,
+        lengths: np.ndarray | None = None,
+    ) -> list[LayerState]:
         """BPTT through the layers of ``side``, top first, writing the weight gradients.
 
-        ``d_top`` is [T, B, H] d loss / d (top layer outputs); ``dh_inject``/``dc_inject``
-        (encoder only) add per-layer gradients of the states handed to the decoder.
-        Returns ``(dh0, dc0)`` per layer, bottom first."""
-        g, w = self._g, self._w
-        hidden = self.spec.hidden_size
-        steps, batch_size = ids.shape
-        d_out = d_top
-        handover = []
-        for layer in range(self.spec.num_layers - 1, -1, -1):
-            prefix = f"{side}.rnn.{layer}."
-            cache = caches[layer]
-            if dh_inject is not None and layer < self.spec.num_layers - 1:
-                d_out += dh_inject[layer]
-            d_pre, dh0, dc0 = lstm.backward(
-                cache, d_out, None if dc_inject is None else dc_inject[layer]
-            )
-            handover.append((dh0, dc0))
-            flat_d = d_pre.reshape(-1, 4 * hidden)
-            np.matmul(
-                cache.hiddens[:-1].reshape(-1, hidden).T, flat_d, out=g[prefix + "recurrent_kernel"]
-            )
-            np.sum(flat_d, axis=0, out=g[prefix + "bias"])
-            kernel = w[prefix + "kernel"]
+        ``d_top`` is [T, B, H] d loss / d (top layer outputs), or None for zero;
+        ``handover`` (encoder only) is, per layer, the gradient of the final state handed
+        to the decoder, [B, H] per state array, which enters each row's last real step.
+        Returns the gradients of the (forward direction's) initial states, per layer, bottom
+        first: the decoder's handover to the encoder."""
+        spec, g, w, cell = self.spec, self._g, self._w, self.cell
+        steps, batch_size = stack.ids.shape
+        directions = len(stack.caches[0])
+        units = spec.hidden_size // directions
+        reversal = stack.reversal
+        if handover is not None:
+            real = np.flatnonzero(lengths > 0)
+            last = lengths[real] - 1
+        d_out, owned = d_top, False  # owned: d_out is a scratch array of this pass
+        initial = []
+        for layer in range(spec.num_layers - 1, -1, -1):
+            d_in = None
+            for direction in range(directions):
+                prefix = f"{side}.{('rnn', 'rnn_reverse')[direction]}.{layer}."
+                cache = stack.caches[layer][direction]
+                columns = slice(direction * units, (direction + 1) * units)
+                if d_out is None:
+                    dh = np.zeros((steps, batch_size, units), dtype=self.dtype)
+                elif directions == 1:
+                    dh = d_out if owned or handover is None else d_out.copy()
+                elif direction == 0:
+                    dh = np.ascontiguousarray(d_out[..., columns])
+                else:
+                    dh = _reverse(d_out[..., columns], reversal)
+                carry = None
+                if handover is not None:
+                    if directions == 1:
+                        parts = [d[real] for d in handover[layer]]
+                    else:
+                        parts = [d[real, columns] for d in handover[layer]]
+                    if d_out is None:
+                        dh[last, real] = parts[0]
+                    else:
+                        dh[last, real] += parts[0]
+                    carry = []
+                    for part in parts[1:]:
+                        dense = np.zeros((steps, batch_size, units), dtype=self.dtype)
+                        dense[last, real] = part
+                        carry.append(dense)
+                d_x, d_u, d_initial = cell.backward(cache, dh, carry)
+                if direction == 0:
+                    initial.append(d_initial)
+                flat_dx = d_x.reshape(-1, d_x.shape[-1])
+                flat_du = flat_dx if d_u is d_x else d_u.reshape(flat_dx.shape)
+                np.matmul(
+                    cache.hiddens[:-1].reshape(-1, units).T,
+                    flat_du,
+                    out=g[prefix + "recurrent_kernel"],
+                )
+                cell.bias_gradient(g[prefix + "bias"], flat_dx, flat_du)
+                kernel = w[prefix + "kernel"]
+                x = stack.inputs[layer][direction]
+                if x is None:  # one-hot inputs: the kernel was gathered by id
+                    ids = stack.ids if direction == 0 else stack.reversed_ids
+                    g[prefix + "kernel"][...] = scatter_add_rows(
+                        ids.ravel(), flat_dx, kernel.shape[0]
+                    )
+                    continue
+                np.matmul(x.reshape(-1, x.shape[-1]).T, flat_dx, out=g[prefix + "kernel"])
+                d_x_in = (flat_dx @ kernel.T).reshape(*x.shape)
+                if direction == 1:
+                    d_x_in = _reverse(d_x_in, reversal)
+                if d_in is None:
+                    d_in = d_x_in
+                else:
+                    d_in += d_x_in
+            if d_in is not None and stack.masks[layer] is not None:
+                d_in *= stack.masks[layer]
             if layer > 0:
-                below = caches[layer - 1].hiddens[1:].reshape(-1, hidden)
-                np.matmul(below.T, flat_d, out=g[prefix + "kernel"])
-                d_out = (flat_d @ kernel.T).reshape(steps, batch_size, hidden)
-            elif embedded is None:
-                g[prefix + "kernel"][...] = scatter_add_rows(ids.ravel(), flat_d, kernel.shape[0])
-            else:
-                flat_e = embedded.reshape(-1, self.spec.embedding_size)
-                np.matmul(flat_e.T, flat_d, out=g[prefix + "kernel"])
-                d_embedded = flat_d @ kernel.T
+                d_out, owned = d_in, True
+            elif d_in is not None:
                 table = g[f"{side}.embedding"]
-                table[...] = scatter_add_rows(ids.ravel(), d_embedded, table.shape[0])
-        handover.reverse()
-        return handover
+                table[...] = scatter_add_rows(
+                    stack.ids.ravel(), d_in.reshape(-1, d_in.shape[-1]), table.shape[0]
+                )
+        initial.reverse()
+        return initial

@@ -2,7 +2,8 @@
 
 Parameters, gradients and both moments live in flat 1-D buffers, so one update is a dozen
 vectorised operations whatever the number of weights; :attr:`Adam.state` exposes the moments
-per canonical weight name as views into those buffers.
+per canonical weight name as views into those buffers. :meth:`Adam.get_state` and
+:meth:`Adam.set_state` save and restore everything an update depends on, for exact resumes.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class Adam:
 
     Attributes:
         spec: the :class:`OptimizerSpec`.
+        learning_rate: the step size ``lr`` (``spec.learning_rate`` until
+            :meth:`set_learning_rate`).
         t: number of updates done so far.
         m, v: flat first and second moment buffers, the model's dtype.
         state: ``name -> (m, v)`` views of ``m`` and ``v`` in each weight's shape.
@@ -38,6 +41,8 @@ class Adam:
     def __init__(self, spec: OptimizerSpec, shapes: dict[str, tuple[int, ...]], dtype=np.float32):
         """``shapes`` gives the weights in the order they are laid out in the flat buffers."""
         self.spec = spec
+        self.learning_rate = float(spec.learning_rate)
+        self.shapes = dict(shapes)
         size = sum(math.prod(shape) for shape in shapes.values())
         self.m = np.zeros(size, dtype=dtype)
         self.v = np.zeros(size, dtype=dtype)
@@ -83,5 +88,76 @@ class Adam:
         tmp /= math.sqrt(bias2)
         tmp += spec.epsilon
         np.divide(m, tmp, out=tmp)
-        tmp *= spec.learning_rate / bias1
+        tmp *= self.learning_rate / bias1
         params -= tmp
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        """Use step size ``learning_rate`` (finite, >= 0) from the next update on."""
+        learning_rate = float(learning_rate)
+        if not math.isfinite(learning_rate) or learning_rate < 0.0:
+            raise ValueError(f"learning_rate must be finite and >= 0, got {learning_rate}")
+        self.learning_rate = learning_rate
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        """``step`` (int64 0-d), ``learning_rate`` (float64 0-d), and float32 copies of the
+        moments as ``m/NAME`` and ``v/NAME`` for every weight NAME."""
+        state: dict[str, np.ndarray] = {
+            "step": np.array(self.t, dtype=np.int64),
+            "learning_rate": np.array(self.learning_rate, dtype=np.float64),
+        }
+        for name, (m, v) in self.state.items():
+            state[f"m/{name}"] = m.astype(np.float32, copy=True)
+            state[f"v/{name}"] = v.astype(np.float32, copy=True)
+        return state
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`get_state` returned. Raises ``ValueError`` naming every
+        missing, unexpected or mis-shaped entry (or a bad step or learning rate) before
+        changing anything."""
+        expected: dict[str, tuple[int, ...]] = {"step": (), "learning_rate": ()}
+        for name, shape in self.shapes.items():
+            expected[f"m/{name}"] = shape
+            expected[f"v/{name}"] = shape
+        arrays = {key: np.asarray(value) for key, value in state.items()}
+        problems = [
+            f"missing {key} {shape}" for key, shape in expected.items() if key not in arrays
+        ]
+        problems += [f"unexpected {key}" for key in arrays if key not in expected]
+        problems += [
+            f"{key} has shape {arrays[key].shape}, expected {shape}"
+            for key, shape in expected.items()
+            if key in arrays and arrays[key].shape != shape
+        ]
+        step = arrays.get("step")
+        if (
+            step is not None
+            and step.shape == ()
+            and (not np.issubdtype(step.dtype, np.integer) or int(step) < 0)
+        ):
+            problems.append(f"step must be a non-negative integer, got {step!r}")
+        rate = arrays.get("learning_rate")
+        if (
+            rate is not None
+            and rate.shape == ()
+            and (
+                not np.issubdtype(rate.dtype, np.floating)
+                or not (math.isfinite(float(rate)) and float(rate) >= 0.0)
+            )
+        ):
+            problems.append(f"learning_rate must be a finite float >= 0, got {rate!r}")
+        for key in expected:
+            if key.startswith(("m/", "v/")) and key in arrays:
+                value = arrays[key]
+                if not np.issubdtype(value.dtype, np.floating):
+                    problems.append(f"{key} has dtype {value.dtype}, expected float32")
+                elif not np.all(np.isfinite(value)):
+                    problems.append(f"{key} holds non-finite values")
+                elif key.startswith("v/") and value.size and value.min() < 0:
+                    problems.append(f"{key} holds negative values")
+        if problems:
+            raise ValueError("optimizer state does not match the model: " + "; ".join(problems))
+        for name, (m, v) in self.state.items():
+            m[...] = arrays[f"m/{name}"]
+            v[...] = arrays[f"v/{name}"]
+        self.t = int(arrays["step"])
+        self.learning_rate = float(arrays["learning_rate"])
