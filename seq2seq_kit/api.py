@@ -19,7 +19,7 @@ from .decoding import Hypothesis, beam_search, greedy
 from .errors import Seq2SeqError
 from .plugins import get_backend, registry
 from .spec import ModelSpec, OptimizerSpec
-from .trainer import fit
+from .trainer import TrainerState, fit
 from .vocab import EOS, Vocabulary, pad
 
 
@@ -183,17 +183,29 @@ def train(
     limit: int | None = None,
     epochs: int | None = None,
     seed: int | None = None,
+    resume: str | os.PathLike[str] | None = None,
 ) -> Translator:
     """Train a model as ``config`` says (a :class:`Config`, a TOML path, or ``None`` for
     the seed notebook's defaults on ``digits``); keyword arguments override it. ``data`` is
-    a dataset name, a TSV path, or a list of (source, target) pairs. With ``out`` the model
-    directory is written there.
+    a dataset name, a TSV path, or a list of (source, target) pairs.
+
+    With ``out``, the model directory is written there after every epoch: the best weights
+    by validation loss (the last without validation) as ``weights.safetensors``, plus the
+    last weights and the optimizer state for ``resume``. ``resume`` continues the training
+    saved in that directory (its config, data and vocabularies; ``epochs`` raises the total)
+    and gives the same result as one uninterrupted run.
 
     Raises:
-        DataError, ConfigError, BackendError: bad data, config or backend, by name.
+        DataError, ConfigError, BackendError, CheckpointError: by name.
     """
-    cfg = config if isinstance(config, Config) else load_config(config)
-    cfg = cfg.model_copy(deep=True)
+    saved = load_checkpoint(resume, extra=True) if resume is not None else None
+    if saved is not None:
+        cfg = Config.model_validate(saved.meta["config"])
+        backend = backend or saved.meta["backend"]
+        out = resume if out is None else out
+    else:
+        cfg = config if isinstance(config, Config) else load_config(config)
+        cfg = cfg.model_copy(deep=True)
     if isinstance(data, str):
         cfg.data.source = data
     if limit is not None:
@@ -214,9 +226,12 @@ def train(
     fraction = dataset.valid_fraction if fraction is None else fraction
     train_pairs, valid_pairs = split(dataset.pairs, fraction, cfg.train.seed)
 
-    tokenizer = cfg.data.tokenizer
-    source_vocab = Vocabulary.build((s for s, _ in train_pairs), tokenizer)
-    target_vocab = Vocabulary.build((t for _, t in train_pairs), tokenizer)
+    if saved is not None:
+        source_vocab, target_vocab = saved.source_vocab, saved.target_vocab
+    else:
+        tokenizer = cfg.data.tokenizer
+        source_vocab = Vocabulary.build((s for s, _ in train_pairs), tokenizer)
+        target_vocab = Vocabulary.build((t for _, t in train_pairs), tokenizer)
 
     def encode(pairs: Sequence[Pair]) -> tuple[list[list[int]], list[list[int]]]:
         # Validation may hold tokens training never saw: they become UNK, as at inference.
@@ -229,16 +244,13 @@ def train(
     spec = ModelSpec(len(source_vocab), len(target_vocab), **cfg.model.model_dump())
     optimizer = OptimizerSpec(learning_rate=cfg.train.learning_rate, clip_norm=cfg.train.clip_norm)
     model = chosen.create(spec, seed=cfg.train.seed, optimizer=optimizer)
+    state = None
+    if saved is not None:
+        model.set_weights(saved.extra["last"])
+        model.set_optimizer_state(saved.extra["optimizer"])
+        state = TrainerState.from_json(saved.meta["trainer"], saved.meta["history"])
+        state.best_weights = saved.weights if valid_pairs else None
 
-    hook = registry().manager.hook
-    start = time.perf_counter()
-    history = fit(
-        model,
-        train_ids,
-        valid_ids if valid_pairs else None,
-        cfg.train,
-        on_epoch_end=lambda record: hook.on_epoch_end(record=record),
-    )
     meta = {
         "seq2seq_kit_version": __version__,
         "backend": backend_name,
@@ -247,8 +259,7 @@ def train(
         "train_pairs": len(train_pairs),
         "valid_pairs": len(valid_pairs),
         "config": cfg.model_dump(mode="json"),
-        "seconds": time.perf_counter() - start,
-        "history": history,
+        "seconds": 0.0 if saved is None else saved.meta.get("seconds", 0.0),
     }
     translator = Translator(
         model,
@@ -259,7 +270,31 @@ def train(
         meta=meta,
     )
     translator.train_pairs, translator.valid_pairs = list(train_pairs), list(valid_pairs)
-    if out is not None:
-        translator.save(out)
-    hook.on_train_end(history=history, out_dir=None if out is None else str(out))
+    clock = time.perf_counter()
+
+    def save(state: TrainerState) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        meta["seconds"] += now - clock
+        clock = now
+        meta["history"], meta["trainer"] = state.history, state.to_json()
+        ckpt = translator.checkpoint()
+        if state.best_weights is not None:
+            ckpt.weights = state.best_weights
+        ckpt.extra = {"last": model.get_weights(), "optimizer": model.optimizer_state()}
+        save_checkpoint(ckpt, out)
+
+    hook = registry().manager.hook
+    state = fit(
+        model,
+        train_ids,
+        valid_ids if valid_pairs else None,
+        cfg.train,
+        on_epoch_end=lambda record: hook.on_epoch_end(record=record),
+        state=state,
+        save=None if out is None else save,
+    )
+    meta["seconds"] += time.perf_counter() - clock
+    meta["history"], meta["trainer"] = state.history, state.to_json()
+    hook.on_train_end(history=state.history, out_dir=None if out is None else str(out))
     return translator

@@ -102,8 +102,14 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> Path:
         extra = {}
         for name, tensors in ckpt.extra.items():
             filename = f"{name}.safetensors"
-            save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / filename))
-            extra[name] = {"file": filename, "sha256": _sha256(tmp / filename)}
+            arrays = {k: np.asarray(v) for k, v in tensors.items()}
+            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / filename))
+            extra[name] = {
+                "file": filename,
+                "sha256": _sha256(tmp / filename),
+                # safetensors stores 0-d arrays as shape (1,): remember which were scalars
+                "scalars": sorted(k for k, v in arrays.items() if v.ndim == 0),
+            }
         doc = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -177,7 +183,10 @@ def load_checkpoint(path: str | os.PathLike[str], extra: bool = False) -> Checkp
     tensors = {}
     if extra:
         for name, info in doc.get("extra", {}).items():
-            tensors[name] = _read_verified(path / info["file"], info["sha256"], model_file)
+            arrays = _read_verified(path / info["file"], info["sha256"], model_file)
+            for key in info.get("scalars", []):
+                arrays[key] = arrays[key].reshape(())
+            tensors[name] = arrays
     return Checkpoint(
         spec,
         source_vocab,

@@ -28,9 +28,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-layers", type=int)
     p.add_argument("--valid-fraction", type=float, help="held-out share of the pairs")
     p.add_argument("--patience", type=int, help="early stopping after N epochs; 0: off")
+    p.add_argument("--cell", choices=["lstm", "gru"])
+    p.add_argument("--attention", choices=["none", "dot", "general", "bahdanau"])
+    p.add_argument("--bidirectional", action="store_true", default=None)
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--teacher-forcing", type=float, help="share of reference decoder inputs")
+    p.add_argument("--lr-patience", type=int, help="halve the LR after N flat epochs; 0: off")
+    p.add_argument(
+        "--resume", metavar="DIR", help="continue the training saved in DIR (--out defaults to it)"
+    )
     p.add_argument("--tokenizer", choices=["char", "word"])
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--out", help="model directory to write (required unless --resume)")
     p.set_defaults(run=_train)
 
 
@@ -109,12 +118,19 @@ def _version() -> str:
 def _train(args: argparse.Namespace) -> int:
     from .api import train
     from .config import load_config
+    from .errors import ConfigError
 
     cfg = load_config(args.config)
     overrides = {
         ("train", "batch_size"): args.batch_size,
         ("train", "learning_rate"): args.learning_rate,
         ("train", "patience"): args.patience,
+        ("train", "teacher_forcing"): args.teacher_forcing,
+        ("train", "lr_patience"): args.lr_patience,
+        ("model", "cell"): args.cell,
+        ("model", "attention"): args.attention,
+        ("model", "bidirectional"): args.bidirectional,
+        ("model", "dropout"): args.dropout,
         ("model", "hidden_size"): args.hidden_size,
         ("model", "embedding_size"): args.embedding_size,
         ("model", "num_layers"): args.num_layers,
@@ -128,9 +144,12 @@ def _train(args: argparse.Namespace) -> int:
     if args.no_progress:
         data["train"]["progress"] = False
     cfg = type(cfg).model_validate(data)
+    if args.out is None and args.resume is None:
+        raise ConfigError("train needs --out DIR (or --resume DIR)")
     translator = train(
         cfg,
         out=args.out,
+        resume=args.resume,
         backend=args.backend,
         data=args.data,
         limit=args.limit,
@@ -138,7 +157,7 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     _report(translator)
-    print(f"saved model to {args.out}")
+    print(f"saved model to {args.out or args.resume}")
     return 0
 
 

@@ -65,6 +65,9 @@ class TrainConfig(_Section):
     lr_patience: int = Field(0, ge=0, description="reduce the LR after N flat epochs; 0: off")
     lr_factor: float = Field(0.5, gt=0.0, lt=1.0)
     min_learning_rate: float = Field(1e-6, ge=0.0)
+    save_seconds: float = Field(
+        30.0, ge=0.0, description="write the model directory at most this often; 0: each epoch"
+    )
     progress: bool = True
 
 

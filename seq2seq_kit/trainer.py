@@ -1,20 +1,71 @@
-"""The training loop: epochs of shuffled batches, per-epoch evaluation, early stopping."""
+"""The training loop: epochs of shuffled batches, per-epoch evaluation, early stopping,
+learning-rate reduction on plateau, scheduled sampling, and exact resumption."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from .backend import Model
-from .batching import batches
+from .batching import Batch, batches
 from .config import TrainConfig
 
 EVAL_BATCH_SIZE = 256
 
 Ids = Sequence[Sequence[int]]
+
+
+@dataclass
+class TrainerState:
+    """Everything besides the model and its optimizer that the next epoch depends on.
+
+    Attributes:
+        epoch: epochs completed.
+        rng: the shuffling generator's ``bit_generator.state`` (JSON-serialisable).
+        learning_rate: the current step size (reduced on plateaus).
+        best_loss: lowest validation loss so far (``inf`` before the first epoch).
+        best_weights: the weights that reached it (the last weights without validation).
+        bad_epochs: epochs since ``best_loss`` improved (early stopping).
+        plateau_epochs: epochs since the learning rate was last reduced or loss improved.
+        history: one record per completed epoch.
+    """
+
+    epoch: int = 0
+    rng: dict[str, Any] | None = None
+    learning_rate: float = 0.0
+    best_loss: float = float("inf")
+    best_weights: dict[str, np.ndarray] | None = None
+    bad_epochs: int = 0
+    plateau_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-able part (``best_weights`` is saved as weights, not here)."""
+        return {
+            "epoch": self.epoch,
+            "rng": self.rng,
+            "learning_rate": self.learning_rate,
+            "best_loss": self.best_loss if np.isfinite(self.best_loss) else None,
+            "bad_epochs": self.bad_epochs,
+            "plateau_epochs": self.plateau_epochs,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], history: list[dict[str, Any]]) -> TrainerState:
+        best = data.get("best_loss")
+        return cls(
+            epoch=int(data["epoch"]),
+            rng=data["rng"],
+            learning_rate=float(data["learning_rate"]),
+            best_loss=float("inf") if best is None else float(best),
+            bad_epochs=int(data["bad_epochs"]),
+            plateau_epochs=int(data["plateau_epochs"]),
+            history=list(history),
+        )
 
 
 def evaluate(model: Model, sources: Ids, targets: Ids) -> tuple[float, float]:
@@ -31,38 +82,69 @@ def evaluate(model: Model, sources: Ids, targets: Ids) -> tuple[float, float]:
     return loss_sum / max(count, 1.0), correct / max(count, 1.0)
 
 
+def scheduled_sampling(model: Model, batch: Batch, ratio: float, rng: np.random.Generator) -> Batch:
+    """Replace each decoder input after BOS, with probability ``1 - ratio``, by the model's
+    own greedy prediction for that position (the teacher-forcing ratio; Bengio et al. 2015,
+    computed from one teacher-forced pass as in Duckworth et al. 2019, so every backend
+    gets it through ``log_probs`` alone)."""
+    predicted = model.log_probs(batch).argmax(axis=2).astype(np.int32)
+    swap = rng.random(batch.tgt_in.shape) >= ratio
+    swap[:, 0] = False  # BOS stays
+    swap &= batch.tgt_mask.astype(bool)
+    tgt_in = batch.tgt_in.copy()
+    # position t reads the prediction made at t - 1
+    tgt_in[:, 1:][swap[:, 1:]] = predicted[:, :-1][swap[:, 1:]]
+    return replace(batch, tgt_in=tgt_in)
+
+
 def fit(
     model: Model,
     train: tuple[Ids, Ids],
     valid: tuple[Ids, Ids] | None,
     config: TrainConfig,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Train ``model`` in place for ``config.epochs`` epochs; returns one record per epoch.
+    state: TrainerState | None = None,
+    save: Callable[[TrainerState], None] | None = None,
+) -> TrainerState:
+    """Train ``model`` in place up to ``config.epochs`` epochs; returns the final state.
 
-    Each record has ``epoch``, ``train_loss`` (token-weighted mean over the epoch's steps,
-    before each update), ``valid_loss`` and ``valid_accuracy`` (on the validation pairs,
-    or on the training pairs when there are none, flagged by ``evaluated_on``) and
-    ``seconds``. With ``config.patience`` > 0 and validation pairs, training stops after
-    that many epochs without a lower validation loss, and the best weights are restored.
+    Each epoch record has ``epoch``, ``train_loss`` (token-weighted mean over the epoch's
+    steps, before each update), ``valid_loss`` and ``valid_accuracy`` (on the validation
+    pairs, or on the training pairs when there are none, as ``evaluated_on`` says),
+    ``learning_rate`` and ``seconds``. With validation pairs: ``config.patience`` > 0 stops
+    after that many epochs without a lower validation loss, ``config.lr_patience`` > 0
+    multiplies the learning rate by ``config.lr_factor`` after that many (Keras'
+    ``ReduceLROnPlateau``), and the best weights are restored at the end.
+
+    ``state`` resumes from a saved :class:`TrainerState` (weights and optimizer state
+    already restored in ``model``); ``save(state)`` is called after the last epoch and after
+    any epoch that ends ``config.save_seconds`` or more after the previous save. Resumed
+    training repeats uninterrupted training exactly for a deterministic backend.
     """
     from tqdm.auto import tqdm
 
+    state = state or TrainerState(learning_rate=config.learning_rate)
     rng = np.random.default_rng(config.seed)
-    eval_src, eval_tgt = valid if valid and len(valid[0]) else train
-    evaluated_on = "valid" if valid and len(valid[0]) else "train"
-    history: list[dict[str, Any]] = []
-    best_loss, best_weights, bad_epochs = np.inf, None, 0
+    if state.rng is not None:
+        rng.bit_generator.state = state.rng
+    model.set_learning_rate(state.learning_rate)
+    has_valid = bool(valid and len(valid[0]))
+    last_save = time.perf_counter()
+    eval_src, eval_tgt = valid if has_valid else train
     bar = tqdm(
-        range(1, config.epochs + 1),
+        range(state.epoch + 1, config.epochs + 1),
         desc="train",
         unit="epoch",
+        initial=state.epoch,
+        total=config.epochs,
         disable=None if config.progress else True,
     )
     for epoch in bar:
         start = time.perf_counter()
         loss_sum = tokens = 0.0
         for batch in batches(*train, config.batch_size, rng=rng, bucket=config.bucket):
+            if config.teacher_forcing < 1.0:
+                batch = scheduled_sampling(model, batch, config.teacher_forcing, rng)
             n = batch.num_target_tokens
             loss_sum += model.train_step(batch) * n
             tokens += n
@@ -72,27 +154,54 @@ def fit(
             "train_loss": loss_sum / max(tokens, 1.0),
             "valid_loss": valid_loss,
             "valid_accuracy": valid_acc,
-            "evaluated_on": evaluated_on,
+            "evaluated_on": "valid" if has_valid else "train",
+            "learning_rate": state.learning_rate,
             "seconds": time.perf_counter() - start,
         }
-        history.append(record)
+        state.history.append(record)
+        state.epoch = epoch
         bar.set_postfix(
             loss=f"{record['train_loss']:.4f}",
             val=f"{valid_loss:.4f}",
             acc=f"{valid_acc:.3f}",
             refresh=False,
         )
+        stop = _track_best(model, state, config, valid_loss, has_valid)
+        if stop:
+            record["early_stopped"] = True
+        state.rng = rng.bit_generator.state
         if on_epoch_end is not None:
             on_epoch_end(record)
-        if config.patience and evaluated_on == "valid":
-            if valid_loss < best_loss:
-                best_loss, best_weights, bad_epochs = valid_loss, model.get_weights(), 0
-            else:
-                bad_epochs += 1
-                if bad_epochs >= config.patience:
-                    record["early_stopped"] = True
-                    break
+        if save is not None and (
+            stop or epoch == config.epochs or time.perf_counter() - last_save >= config.save_seconds
+        ):
+            save(state)
+            last_save = time.perf_counter()
+        if stop:
+            break
     bar.close()
-    if best_weights is not None:
-        model.set_weights(best_weights)
-    return history
+    if state.best_weights is not None and has_valid:
+        model.set_weights(state.best_weights)
+    return state
+
+
+def _track_best(
+    model: Model, state: TrainerState, config: TrainConfig, loss: float, has_valid: bool
+) -> bool:
+    """Update best weights, early stopping and the plateau schedule; True means stop."""
+    if not has_valid:
+        state.best_loss, state.best_weights = loss, None
+        return False
+    if loss < state.best_loss:
+        state.best_loss, state.best_weights = loss, model.get_weights()
+        state.bad_epochs = state.plateau_epochs = 0
+        return False
+    state.bad_epochs += 1
+    state.plateau_epochs += 1
+    if config.lr_patience and state.plateau_epochs >= config.lr_patience:
+        lowered = max(state.learning_rate * config.lr_factor, config.min_learning_rate)
+        if lowered < state.learning_rate:
+            state.learning_rate = lowered
+            model.set_learning_rate(lowered)
+        state.plateau_epochs = 0
+    return bool(config.patience) and state.bad_epochs >= config.patience

@@ -95,9 +95,10 @@ def test_damaged_model_directory(model_dir, tmp_path):
     res = run("translate", "--model", str(copy), "1")
     assert res.returncode == 2 and "corrupted or truncated" in res.stderr
     weights.unlink()
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in copy.iterdir())
     res = run("translate", "--model", str(copy), "1")
     assert res.returncode == 2 and "weights.safetensors: missing" in res.stderr
-    assert sorted(p.name for p in copy.iterdir()) == ["model.json"]
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in copy.iterdir()) == before
 
 
 def test_unknown_backend_lists_installed_and_pip_command(model_dir):

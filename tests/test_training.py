@@ -1,0 +1,83 @@
+"""The trainer: resumption, best/last checkpoints, plateau schedule, scheduled sampling."""
+
+import numpy as np
+import pytest
+
+import seq2seq_kit
+from seq2seq_kit.batching import make_batch
+from seq2seq_kit.checkpoint import load_checkpoint
+from seq2seq_kit.config import Config, TrainConfig
+from seq2seq_kit.plugins import get_backend
+from seq2seq_kit.spec import ModelSpec
+from seq2seq_kit.trainer import TrainerState, _track_best, scheduled_sampling
+
+
+def small_config(epochs):
+    cfg = Config()
+    cfg.data.source = "num2words"
+    cfg.data.options = {"low": 0, "high": 200, "count": 60, "seed": 3}
+    cfg.data.valid_fraction = 0.25
+    cfg.model.hidden_size, cfg.model.embedding_size = 16, 8
+    cfg.model.attention, cfg.model.dropout = "dot", 0.2
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.learning_rate = epochs, 8, 0.01
+    cfg.train.teacher_forcing, cfg.train.lr_patience = 0.8, 1
+    cfg.train.progress, cfg.train.save_seconds = False, 0.0
+    return cfg
+
+
+def test_resume_gives_the_uninterrupted_result(tmp_path):
+    straight = seq2seq_kit.train(small_config(8), out=tmp_path / "straight")
+    seq2seq_kit.train(small_config(5), out=tmp_path / "split")
+    resumed = seq2seq_kit.train(resume=tmp_path / "split", epochs=8)
+    assert len(resumed.history) == 8
+    for a, b in zip(straight.history, resumed.history, strict=True):
+        for key in ("train_loss", "valid_loss", "valid_accuracy", "learning_rate"):
+            assert a[key] == b[key], (a["epoch"], key)
+    done = [load_checkpoint(tmp_path / d, extra=True) for d in ("straight", "split")]
+    for name in ("last", "optimizer"):
+        for key, value in done[0].extra[name].items():
+            np.testing.assert_array_equal(value, done[1].extra[name][key], err_msg=key)
+    for key, value in done[0].weights.items():
+        np.testing.assert_array_equal(value, done[1].weights[key], err_msg=key)
+
+
+def test_best_and_last_weights(tmp_path):
+    translator = seq2seq_kit.train(small_config(8), out=tmp_path / "m")
+    ckpt = load_checkpoint(tmp_path / "m", extra=True)
+    losses = [r["valid_loss"] for r in translator.history]
+    best_epoch = int(np.argmin(losses)) + 1
+    assert ckpt.meta["trainer"]["best_loss"] == pytest.approx(min(losses))
+    # the directory's weights are the best epoch's; the returned model holds them too
+    for key, value in translator.model.get_weights().items():
+        np.testing.assert_array_equal(value, ckpt.weights[key])
+    if best_epoch != len(losses):
+        assert any(not np.array_equal(ckpt.weights[k], ckpt.extra["last"][k]) for k in ckpt.weights)
+
+
+def test_plateau_halves_the_learning_rate_and_patience_stops():
+    model = get_backend("numpy").create(ModelSpec(6, 6, hidden_size=4))
+    config = TrainConfig(learning_rate=0.1, lr_patience=2, lr_factor=0.5, patience=5)
+    state = TrainerState(learning_rate=0.1)
+    stops, rates = [], []
+    for loss in [1.0, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99]:
+        stops.append(_track_best(model, state, config, loss, has_valid=True))
+        rates.append(state.learning_rate)
+    assert rates == [0.1, 0.1, 0.1, 0.05, 0.05, 0.025, 0.025]
+    assert stops == [False] * 6 + [True]
+    assert state.best_loss == 0.9
+
+
+def test_scheduled_sampling_swaps_decoder_inputs_for_predictions():
+    model = get_backend("numpy").create(ModelSpec(8, 9, hidden_size=4), seed=1)
+    batch = make_batch([[4, 5], [6]], [[4, 5, 6, 7, 8], [5]])
+    predicted = model.log_probs(batch).argmax(axis=2)
+    same = scheduled_sampling(model, batch, 1.0, np.random.default_rng(0))
+    np.testing.assert_array_equal(same.tgt_in, batch.tgt_in)
+    mixed = scheduled_sampling(model, batch, 1e-9, np.random.default_rng(0))
+    assert (mixed.tgt_in[:, 0] == 1).all()  # BOS stays
+    np.testing.assert_array_equal(mixed.tgt_in[0, 1:], predicted[0, :-1])
+    np.testing.assert_array_equal(
+        mixed.tgt_in[1],
+        batch.tgt_in[1][:1].tolist() + [predicted[1, 0]] + batch.tgt_in[1, 2:].tolist(),
+    )
+    np.testing.assert_array_equal(mixed.tgt_out, batch.tgt_out)
