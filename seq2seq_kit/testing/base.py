@@ -121,11 +121,12 @@ class BackendTestBase:
         return get_backend(REFERENCE).create(spec, seed=0)
 
     @pytest.fixture(scope="class")
-    def digits_model(self, tmp_path_factory: pytest.TempPathFactory):
+    @classmethod
+    def digits_model(cls, tmp_path_factory: pytest.TempPathFactory):
         """``(translator, model_dir)``: the seed configuration trained on digits by this
         backend and saved."""
-        out = tmp_path_factory.mktemp(f"digits-{self.backend_name}") / "model"
-        return train_digits(self.backend_name, seed=0, out=out), out
+        out = tmp_path_factory.mktemp(f"digits-{cls.backend_name}") / "model"
+        return train_digits(cls.backend_name, seed=0, out=out), out
 
 
 def train_digits(backend: str, seed: int, out: Any = None):
