@@ -222,9 +222,13 @@ def train(
         dataset = Dataset(pairs[: cfg.data.limit] if cfg.data.limit else pairs, "pairs")
     else:
         dataset = load_dataset(cfg.data.source, cfg.data.limit, **cfg.data.options)
-    fraction = cfg.data.valid_fraction
-    fraction = dataset.valid_fraction if fraction is None else fraction
-    train_pairs, valid_pairs = split(dataset.pairs, fraction, cfg.train.seed)
+    if cfg.data.valid is not None:
+        train_pairs = list(dataset.pairs)
+        valid_pairs = list(load_dataset(cfg.data.valid).pairs)
+    else:
+        fraction = cfg.data.valid_fraction
+        fraction = dataset.valid_fraction if fraction is None else fraction
+        train_pairs, valid_pairs = split(dataset.pairs, fraction, cfg.train.seed)
 
     if saved is not None:
         source_vocab, target_vocab = saved.source_vocab, saved.target_vocab

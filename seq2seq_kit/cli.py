@@ -27,6 +27,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--embedding-size", type=int, help="0: one-hot inputs")
     p.add_argument("--num-layers", type=int)
     p.add_argument("--valid-fraction", type=float, help="held-out share of the pairs")
+    p.add_argument("--valid", help="validation set (PATH.tsv); replaces --valid-fraction")
     p.add_argument("--patience", type=int, help="early stopping after N epochs; 0: off")
     p.add_argument("--cell", choices=["lstm", "gru"])
     p.add_argument("--attention", choices=["none", "dot", "general", "bahdanau"])
@@ -53,7 +54,7 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--backend", help="backend to run the model with")
     _add_decode_options(p)
-    p.add_argument("--n-best", type=int, default=1, help="hypotheses per input")
+    p.add_argument("--n-best", type=int, help="hypotheses per input")
     p.add_argument("text", nargs="*", help="inputs; none: read stdin")
     p.set_defaults(run=_translate)
 
@@ -70,14 +71,14 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_decode_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--beam", type=int, default=1, help="beam size; 1: greedy")
-    p.add_argument("--length-penalty", type=float, default=0.0, help="GNMT alpha")
+    # Defaults come from the [decode] table the model was trained with, else the built-ins.
+    p.add_argument("--beam", type=int, help="beam size; 1: greedy")
+    p.add_argument("--length-penalty", type=float, help="GNMT alpha")
     p.add_argument("--max-length", type=int, help="output cap (default: saved with the model)")
     p.add_argument(
         "--unknown",
         choices=["error", "replace"],
-        default="error",
-        help="unseen input characters: fail naming them, or map them to <unk>",
+        help="unseen input characters: fail naming them (default), or map them to <unk>",
     )
 
 
@@ -135,6 +136,7 @@ def _train(args: argparse.Namespace) -> int:
         ("model", "embedding_size"): args.embedding_size,
         ("model", "num_layers"): args.num_layers,
         ("data", "valid_fraction"): args.valid_fraction,
+        ("data", "valid"): args.valid,
         ("data", "tokenizer"): args.tokenizer,
     }
     data = cfg.model_dump()
@@ -199,28 +201,38 @@ def _translate(args: argparse.Namespace) -> int:
 
     translator = load(args.model, backend=args.backend)
     texts = _read_inputs(args.text)
-    results = translator.hypotheses(
-        texts,
-        beam=max(args.beam, args.n_best),
-        n_best=args.n_best,
-        length_penalty=args.length_penalty,
-        max_length=args.max_length,
-        unknown=args.unknown,
-    )
+    options = _decode_options(translator, args)
+    results = translator.hypotheses(texts, **options)
     out = sys.stdout
     for line_no, hyps in enumerate(results, start=1):
         if any(h.truncated for h in hyps):
             print(
                 f"warning: input line {line_no}: output truncated at "
-                f"{args.max_length or translator.max_length} tokens (no end of sequence)",
+                f"{options['max_length'] or translator.max_length} tokens (no end of sequence)",
                 file=sys.stderr,
             )
-        if args.n_best == 1:
+        if options["n_best"] == 1:
             out.write(hyps[0].text + "\n")
         else:
             for rank, h in enumerate(hyps, start=1):
                 out.write(f"{line_no}\t{rank}\t{h.score:.4f}\t{h.text}\n")
     return 0
+
+
+def _decode_options(translator: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Flags over the model's saved [decode] settings over the built-in defaults."""
+    from .config import DecodeConfig
+
+    saved = translator.meta.get("config", {}).get("decode", {})
+    defaults = DecodeConfig.model_validate(saved).model_dump()
+    options = {}
+    for name in ("beam", "n_best", "length_penalty", "max_length", "unknown"):
+        flag = getattr(args, name, None)
+        options[name] = defaults[name] if flag is None else flag
+    if not hasattr(args, "n_best"):
+        options["n_best"] = 1
+    options["beam"] = max(options["beam"], options["n_best"])
+    return options
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -233,13 +245,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.data, args.limit)
     sources, references = group_references(dataset.pairs)
     try:
-        outputs = translator.translate(
-            sources,
-            beam=args.beam,
-            length_penalty=args.length_penalty,
-            max_length=args.max_length,
-            unknown=args.unknown,
-        )
+        outputs = translator.translate(sources, **_decode_options(translator, args))
     except UnknownTokenError as exc:
         # Name the data file's line, not the position among the distinct sources.
         source = sources[exc.line - 1]

@@ -35,6 +35,9 @@ class DataConfig(_Section):
     valid_fraction: float | None = Field(
         None, ge=0.0, lt=1.0, description="held-out share; default: the dataset's own"
     )
+    valid: str | None = Field(
+        None, description="validation set (TSV path or dataset); replaces valid_fraction"
+    )
     tokenizer: Literal["char", "word"] = "char"
     options: dict[str, Any] = Field(
         default_factory=dict, description="keyword options of the dataset loader"
