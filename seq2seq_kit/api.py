@@ -294,7 +294,9 @@ def train(
         train_ids,
         valid_ids if valid_pairs else None,
         cfg.train,
-        on_epoch_end=lambda record: hook.on_epoch_end(record=record),
+        on_epoch_end=lambda record: hook.on_epoch_end(
+            record=record, out_dir=None if out is None else str(out)
+        ),
         state=state,
         save=None if out is None else save,
     )

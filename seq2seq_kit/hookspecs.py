@@ -32,11 +32,14 @@ def register_datasets(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def on_epoch_end(record: dict[str, Any]) -> None:
+def on_epoch_end(record: dict[str, Any], out_dir: str | None) -> None:
     """Called by the trainer after each epoch with ``{"epoch", "train_loss", "valid_loss",
-    "valid_accuracy", "seconds", ...}`` (loss in nats per target token)."""
+    "valid_accuracy", "evaluated_on", "learning_rate", "seconds"}`` (losses in nats per
+    target token, accuracy 0..1, seconds of wall time) and the model directory being
+    written, or None. An implementation may take either argument alone."""
 
 
 @hookspec
 def on_train_end(history: list[dict[str, Any]], out_dir: str | None) -> None:
-    """Called once training is done with every epoch record and the output directory."""
+    """Called once training is done with every epoch record and the model directory (None
+    when the model is not saved). The directory is complete when this runs."""
