@@ -38,53 +38,59 @@ class DataConfig(_Section):
     valid: str | None = Field(
         None, description="validation set (TSV path or dataset); replaces valid_fraction"
     )
-    tokenizer: Literal["char", "word"] = "char"
+    tokenizer: Literal["char", "word"] = Field(
+        "char", description="char: characters; word: whitespace-separated words"
+    )
     options: dict[str, Any] = Field(
         default_factory=dict, description="keyword options of the dataset loader"
     )
 
 
 class ModelConfig(_Section):
-    hidden_size: int = Field(32, ge=1)
+    hidden_size: int = Field(32, ge=1, description="units of each recurrent layer")
     embedding_size: int = Field(0, ge=0, description="0: one-hot inputs")
-    num_layers: int = Field(1, ge=1)
-    cell: Literal["lstm", "gru"] = "lstm"
+    num_layers: int = Field(1, ge=1, description="stacked recurrent layers on each side")
+    cell: Literal["lstm", "gru"] = Field("lstm", description="recurrent cell: lstm or gru")
     bidirectional: bool = Field(False, description="encoder reads both ways (H/2 units each)")
-    attention: Literal["none", "dot", "general", "bahdanau"] = "none"
+    attention: Literal["none", "dot", "general", "bahdanau"] = Field(
+        "none", description="none, or Luong dot / general, or Bahdanau (additive) attention"
+    )
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="during training only")
 
 
 class TrainConfig(_Section):
-    epochs: int = Field(300, ge=1)
-    batch_size: int = Field(2, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
+    epochs: int = Field(300, ge=1, description="passes over the training pairs")
+    batch_size: int = Field(2, ge=1, description="pairs per optimizer step")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam step size")
     clip_norm: float = Field(5.0, ge=0, description="global gradient-norm clip; 0: off")
-    seed: int = 0
+    seed: int = Field(0, description="initial weights, shuffling, dropout and the split")
     patience: int = Field(0, ge=0, description="early stopping on validation loss; 0: off")
     bucket: bool = Field(False, description="batch pairs of similar length together")
     teacher_forcing: float = Field(
         1.0, gt=0.0, le=1.0, description="share of decoder inputs taken from the reference"
     )
     lr_patience: int = Field(0, ge=0, description="reduce the LR after N flat epochs; 0: off")
-    lr_factor: float = Field(0.5, gt=0.0, lt=1.0)
-    min_learning_rate: float = Field(1e-6, ge=0.0)
+    lr_factor: float = Field(0.5, gt=0.0, lt=1.0, description="LR multiplier on a plateau")
+    min_learning_rate: float = Field(1e-6, ge=0.0, description="the LR is never reduced below")
     save_seconds: float = Field(
         30.0, ge=0.0, description="write the model directory at most this often; 0: each epoch"
     )
-    progress: bool = True
+    progress: bool = Field(True, description="progress bar (on a terminal only)")
 
 
 class DecodeConfig(_Section):
     beam: int = Field(1, ge=1, description="1: greedy")
-    n_best: int = Field(1, ge=1)
+    n_best: int = Field(1, ge=1, description="hypotheses returned per input")
     length_penalty: float = Field(0.0, ge=0, description="GNMT alpha")
     max_length: int | None = Field(None, ge=1, description="default: saved with the model")
-    unknown: Literal["error", "replace"] = "error"
-    batch_size: int = Field(256, ge=1)
+    unknown: Literal["error", "replace"] = Field(
+        "error", description="unseen input tokens: error naming them, or replace by <unk>"
+    )
+    batch_size: int = Field(256, ge=1, description="inputs decoded together")
 
 
 class Config(_Section):
-    backend: str | None = None
+    backend: str | None = Field(None, description="backend that trains the model (default numpy)")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

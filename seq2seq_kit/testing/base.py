@@ -21,6 +21,16 @@ DIGIT_INPUTS = [str(d) for d in range(1, 10)]
 DIGIT_WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
+def assert_same_hypotheses(got, expected, atol: float = 1e-4) -> None:
+    """n-best lists equal in ids and truncation, scores within ``atol``: weights cross the
+    contract as float32, so a model that computes in more precision may change scores by
+    rounding when saved and reloaded."""
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        assert [(h.ids, h.truncated) for h in a] == [(h.ids, h.truncated) for h in b]
+        np.testing.assert_allclose([h.score for h in a], [h.score for h in b], atol=atol)
+
+
 def requires(*capabilities: str):
     """Mark a check as needing backend capabilities; it is skipped where one is missing."""
 
