@@ -143,7 +143,22 @@ def beam_search(
     history = np.zeros((n_sent, width, 0), dtype=np.int32)
     prev = np.full(n_sent * width, BOS, dtype=np.int32)
     alive = np.arange(n_sent)  # sentence ids of the rows still searched
-    finished: list[list[tuple[float, float, tuple[int, ...], bool]]] = [[] for _ in range(n_sent)]
+    # per sentence: finished ids -> (normalised score, raw score, truncated); first kept
+    finished: list[dict[tuple[int, ...], tuple[float, float, bool]]] = [{} for _ in range(n_sent)]
+    n_finished = np.zeros(n_sent, dtype=np.int64)
+
+    def finish(rows, beams, raw_scores, length: int, truncated: bool) -> None:
+        # every hypothesis finishing at one step has the same length: one penalty
+        penalty = float(length_penalty(length + (0 if truncated else 1), alpha))
+        sequences = history[rows, beams].tolist()
+        for sentence, ids, raw in zip(
+            alive[rows].tolist(), sequences, raw_scores.tolist(), strict=True
+        ):
+            bucket = finished[sentence]
+            key = tuple(ids)
+            if key not in bucket:  # keep n-best lists free of duplicates
+                bucket[key] = (raw / penalty, raw, truncated)
+                n_finished[sentence] += 1
 
     for t in range(max_length + 1):
         log_probs, state = model.step(prev, state)
@@ -162,9 +177,15 @@ def beam_search(
         valid = np.isfinite(top_scores)
         is_eos = (top_tok == EOS) & valid
 
-        for row, rank in zip(*np.nonzero(is_eos[:, :width]), strict=True):
-            ids = tuple(int(i) for i in history[row, top_beam[row, rank]])
-            _add(finished[alive[row]], top_scores[row, rank], ids, False, alpha)
+        rows, ranks = np.nonzero(is_eos[:, :width])
+        if rows.size:
+            finish(rows, top_beam[rows, ranks], top_scores[rows, ranks], t, truncated=False)
+
+        if t == max_length:
+            # Live hypotheses hold max_length tokens and did not choose EOS: truncated.
+            rows, beams = np.nonzero(np.isfinite(scores))
+            finish(rows, beams, scores[rows, beams], t, truncated=True)
+            break
 
         live = valid & ~is_eos
         take = np.argsort(~live, axis=1, kind="stable")[:, :width]
@@ -175,24 +196,12 @@ def beam_search(
         )
         new_beam = np.take_along_axis(top_beam, take, axis=1)
         new_tok = np.take_along_axis(top_tok, take, axis=1).astype(np.int32)
-
-        if t == max_length:
-            # Live hypotheses hold max_length tokens and did not choose EOS: truncated.
-            for row in range(n_alive):
-                for b in range(width):
-                    if np.isfinite(scores[row, b]):
-                        ids = tuple(int(i) for i in history[row, b])
-                        _add(finished[alive[row]], scores[row, b], ids, True, alpha)
-            break
-
         history = np.concatenate(
             [np.take_along_axis(history, new_beam[:, :, None], axis=1), new_tok[:, :, None]],
             axis=2,
         )
         scores = new_scores
-        done = np.array([len(finished[s]) >= width for s in alive], dtype=bool) | ~np.isfinite(
-            scores
-        ).any(axis=1)
+        done = (n_finished[alive] >= width) | ~np.isfinite(scores).any(axis=1)
         rows = (np.arange(n_alive)[:, None] * width + new_beam).reshape(-1)
         if done.any():
             keep = np.flatnonzero(~done)
@@ -205,25 +214,10 @@ def beam_search(
         prev = new_tok.reshape(-1)
 
     results = []
-    for hyps in finished:
-        hyps.sort(key=lambda h: -h[0])
-        results.append(
-            [_hypothesis(ids, raw, trunc, vocab) for _, raw, ids, trunc in hyps[:n_best]]
-        )
+    for bucket in finished:
+        ranked = sorted(bucket.items(), key=lambda item: -item[1][0])[:n_best]
+        results.append([_hypothesis(ids, raw, trunc, vocab) for ids, (_, raw, trunc) in ranked])
     return results
-
-
-def _add(
-    bucket: list[tuple[float, float, tuple[int, ...], bool]],
-    raw: float,
-    ids: tuple[int, ...],
-    truncated: bool,
-    alpha: float,
-) -> None:
-    if any(h[2] == ids for h in bucket):  # keep n-best lists free of duplicates
-        return
-    length = len(ids) + (0 if truncated else 1)
-    bucket.append((float(raw / length_penalty(length, alpha)), float(raw), ids, truncated))
 
 
 def _hypothesis(ids, score: float, truncated: bool, vocab: Vocabulary) -> Hypothesis:
