@@ -1,5 +1,24 @@
-"""The PyTorch model: :class:`lstm.Seq2Seq` behind the :class:`seq2seq_kit.backend.Model`
-protocol, trained with autograd and :class:`optimizer.ClippedAdam`.
+"""The PyTorch model: an RNN encoder-decoder (Sutskever et al. 2014) as ``torch.nn`` modules,
+with LSTM or GRU cells, an optional bidirectional encoder, optional global attention (Luong
+et al. 2015) and dropout, behind the :class:`seq2seq_kit.backend.Model` protocol; trained
+with autograd and :class:`optimizer.ClippedAdam`.
+
+Each side is an optional ``nn.Embedding`` feeding ``num_layers`` recurrent layers, one
+batch-first ``nn.LSTM`` or ``nn.GRU`` per layer (both directions in one module for a
+bidirectional encoder) so that dropout can act between them; the decoder adds the optional
+:class:`attention.Attention` and an ``nn.Linear`` output projection. The recurrent cell is
+a module (:mod:`.lstm` or :mod:`.gru`, one interface) chosen by ``spec.cell``. Tensors are
+batch-major (``[B, T, ...]``); a layer's recurrent state is ``(h, c)`` or ``(h,)``, each
+``[1, B, H]`` as ``nn.LSTM`` / ``nn.GRU`` take it.
+
+Relation to the canonical layout of :mod:`seq2seq_kit.weights` (``l`` is the layer)::
+
+    {side}.embedding                  = {side}.embedding.weight
+    {side}.rnn.{l}.*                  from {side}.rnn.{l}.*_l0          (see .lstm, .gru)
+    encoder.rnn_reverse.{l}.*         from encoder.rnn.{l}.*_l0_reverse
+    decoder.attention.*               from decoder.attention.*          (see .attention)
+    decoder.output.kernel             = decoder.output.weight.T
+    decoder.output.bias               = decoder.output.bias
 
 NumPy arrays cross the boundary (int32 ids in, float32 log-probabilities and weights out);
 inside, ids are int64 tensors and everything runs on the CPU in the model's dtype.
@@ -7,64 +26,272 @@ inside, ids are int64 tensors and everything runs on the CPU in the model's dtyp
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from seq2seq_kit.batching import Batch
-from seq2seq_kit.errors import BackendError
 from seq2seq_kit.spec import ModelSpec, OptimizerSpec
 from seq2seq_kit.weights import check_weights, initial_weights, weight_shapes
 
-from .lstm import Seq2Seq
-from .optimizer import ClippedAdam
+from . import gru, lstm
+from .attention import Attention, Memory
+from .optimizer import ClippedAdam, check_state
 
-#: The decoder state handed out by :meth:`TorchModel.encode` and :meth:`TorchModel.step`.
-State = tuple[torch.Tensor, torch.Tensor]
+#: The recurrent cell modules, by ``ModelSpec.cell``; they share one interface.
+CELLS = {"lstm": lstm, "gru": gru}
+
+#: Per direction of a recurrent layer, the parameters the cell modules map.
+RNN_PARAMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 _DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 
+#: One layer's recurrent state: ``(h, c)`` (LSTM) or ``(h,)`` (GRU), each ``[1, B, H]``, as
+#: ``nn.LSTM`` / ``nn.GRU`` take it.
+LayerState = tuple[torch.Tensor, ...]
 
-def _canonical_map(spec: ModelSpec) -> list[tuple[str, str, bool]]:
-    """``(canonical name, torch parameter name, transposed)`` for every canonical weight,
-    in :func:`seq2seq_kit.weights.weight_shapes` order. Biases of recurrent layers map to
-    ``bias_ih``; the frozen zero ``bias_hh`` is handled beside them."""
-    entries = []
-    for side in ("encoder", "decoder"):
-        if spec.embedding_size:
-            entries.append((f"{side}.embedding", f"{side}.embedding.weight", False))
-        for layer in range(spec.num_layers):
-            prefix, rnn = f"{side}.rnn.{layer}.", f"{side}.rnn."
-            entries += [
-                (prefix + "kernel", f"{rnn}weight_ih_l{layer}", True),
-                (prefix + "recurrent_kernel", f"{rnn}weight_hh_l{layer}", True),
-                (prefix + "bias", f"{rnn}bias_ih_l{layer}", False),
-            ]
-    entries += [
-        ("decoder.output.kernel", "decoder.output.weight", True),
-        ("decoder.output.bias", "decoder.output.bias", False),
-    ]
-    return entries
+
+class DecoderState(NamedTuple):
+    """The decoder state handed out by :meth:`TorchModel.encode` and :meth:`TorchModel.step`.
+
+    Attributes:
+        layers: one :data:`LayerState` per decoder layer, bottom first.
+        memory: the attention :class:`attention.Memory`, None without attention.
+        weights: ``[B, S']`` attention weights of the step that produced this state, over
+            the memory's ``S'`` positions; None from ``encode`` or without attention.
+        source_width: ``S``, the width of the ``src_ids`` encoded (``attention`` pads to it).
+    """
+
+    layers: tuple[LayerState, ...]
+    memory: Memory | None
+    weights: torch.Tensor | None
+    source_width: int
+
+
+class Dropout(nn.Module):
+    """Inverted dropout (Srivastava et al. 2014) in training mode, with masks drawn from
+    ``generator`` rather than torch's global one, so that re-seeding it fixes them all (the
+    forward pass draws them in a fixed order). Accepts a ``PackedSequence`` (the mask covers
+    its real positions)."""
+
+    def __init__(self, rate: float, generator: torch.Generator):
+        super().__init__()
+        self.rate = rate
+        self.generator = generator
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        if isinstance(x, PackedSequence):
+            return x._replace(data=self(x.data))
+        # Uniforms compared to the rate: twice as fast as bernoulli_ on the CPU.
+        draws = torch.rand(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
+        return x * (draws >= self.rate).to(x.dtype).div_(1.0 - self.rate)
+
+
+class RNNStack(nn.Module):
+    """Token ids -> layer-0 inputs -> ``num_layers`` recurrent layers, with dropout on the
+    layer-0 inputs (embeddings only) and between layers.
+
+    With ``embedding_size == 0`` layer 0 reads one-hot vectors of width ``vocab_size`` (the
+    seed's Keras model); ``one_hot @ kernel`` picks kernel row ``id`` exactly (one product by
+    1.0, the rest by 0.0), so this matches the canonical row gather to the last bit.
+
+    Attributes:
+        cell: :mod:`.lstm` or :mod:`.gru`.
+        embedding: ``nn.Embedding(vocab_size, embedding_size)``, or None for one-hot inputs.
+        rnn: ``nn.ModuleList`` of one-layer ``nn.LSTM`` / ``nn.GRU``, bottom first.
+        dropout: the :class:`Dropout` of every site, or None without dropout.
+    """
+
+    def __init__(
+        self, spec: ModelSpec, vocab_size: int, bidirectional: bool, dropout: Dropout | None
+    ):
+        super().__init__()
+        self.cell = CELLS[spec.cell]
+        self.vocab_size = vocab_size
+        self.hidden_size = spec.hidden_size
+        units = spec.hidden_size // 2 if bidirectional else spec.hidden_size
+        width = spec.embedding_size or vocab_size
+        self.embedding = (
+            nn.Embedding(vocab_size, spec.embedding_size) if spec.embedding_size else None
+        )
+        self.rnn = nn.ModuleList(
+            self.cell.layer(width if layer == 0 else spec.hidden_size, units, bidirectional)
+            for layer in range(spec.num_layers)
+        )
+        self.dropout = dropout
+
+    def drop(self, x):
+        """``x`` through :attr:`dropout` (a no-op outside training), if there is one."""
+        return x if self.dropout is None else self.dropout(x)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """int64 ``[B, T]`` ids -> ``[B, T, embedding_size or vocab_size]`` layer-0 inputs
+        (embeddings after dropout)."""
+        if self.embedding is not None:
+            return self.drop(self.embedding(ids))
+        return F.one_hot(ids, self.vocab_size).to(self.rnn[0].weight_hh_l0.dtype)
+
+    def zero_state(self, batch_size: int) -> tuple[LayerState, ...]:
+        """The all-zero state of every layer."""
+        weight = self.rnn[0].weight_hh_l0
+        shape = (1, batch_size, self.hidden_size)
+        return tuple(
+            tuple(weight.new_zeros(shape) for _ in range(self.cell.NUM_STATES)) for _ in self.rnn
+        )
+
+
+class Encoder(RNNStack):
+    """Reads the source; its per-layer final state initialises the decoder's layers, its top
+    layer's outputs are the attention memory.
+
+    Attributes:
+        with_outputs: whether :meth:`forward` returns the top layer's outputs (attention).
+    """
+
+    def __init__(self, spec: ModelSpec, dropout: Dropout | None):
+        super().__init__(spec, spec.src_vocab_size, spec.bidirectional, dropout)
+        self.with_outputs = spec.attention != "none"
+
+    def forward(
+        self, ids: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[tuple[LayerState, ...], torch.Tensor | None]:
+        """int64 ``[B, S]`` ids (PAD after each row's length) and int64 CPU ``[B]`` lengths
+        -> (per layer, the state after ``lengths[b]`` tokens of row ``b``, zero for a row
+        of length 0, both directions concatenated forward first; the top layer's outputs
+        ``[B, max(lengths), H]``, zero past each length, or None when every row is empty
+        or without :attr:`with_outputs`)."""
+        batch_size = ids.shape[0]
+        longest = int(lengths.max()) if batch_size else 0
+        if longest == 0:
+            return self.zero_state(batch_size), None
+        # Positions past the longest source cannot reach any row's final state.
+        x = self.embed(ids[:, :longest])
+        packed = not bool((lengths == longest).all())
+        if packed:
+            # Packing stops each row at its own length (and the reverse direction starts
+            # there), so h_n / c_n are the states after its last real token, in the
+            # original row order. pack_padded_sequence rejects length 0: such rows run one
+            # PAD step, whose state is then replaced by zeros (and output masked).
+            x = pack_padded_sequence(
+                x, lengths.clamp(min=1), batch_first=True, enforce_sorted=False
+            )
+        layers = []
+        for layer, rnn in enumerate(self.rnn):
+            if layer > 0:
+                x = self.drop(x)
+            x, state = self.cell.run(rnn, x, None)
+            # [directions, B, h] -> [1, B, directions * h], forward first
+            layers.append(
+                tuple(s if s.shape[0] == 1 else torch.cat(s.unbind(0), dim=-1)[None] for s in state)
+            )
+        if packed:
+            nonempty = lengths > 0
+            if not bool(nonempty.all()):
+                keep = nonempty[None, :, None]
+                layers = [tuple(s.where(keep, 0.0) for s in state) for state in layers]
+            if self.with_outputs:
+                x = pad_packed_sequence(x, batch_first=True, total_length=longest)[0]
+        return tuple(layers), x if self.with_outputs else None
+
+
+class Decoder(RNNStack):
+    """Reads ``BOS y_1 .. y_n`` from the encoder's state and scores the next token.
+
+    Attributes:
+        attention: the :class:`attention.Attention` after the top layer, or None.
+        output: ``nn.Linear(hidden_size, vocab_size)`` on the top layer's outputs (after
+            dropout and attention).
+    """
+
+    def __init__(self, spec: ModelSpec, dropout: Dropout | None):
+        super().__init__(spec, spec.tgt_vocab_size, False, dropout)
+        self.attention = None
+        if spec.attention != "none":
+            self.attention = Attention(spec.attention, spec.hidden_size)
+        self.output = nn.Linear(spec.hidden_size, spec.tgt_vocab_size)
+
+    def forward(self, ids: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        """int64 ``[B, T]`` input ids and the state to start from -> (logits ``[B, T, V]``,
+        the state after the last position, with that position's attention weights).
+        ``state`` is not modified, so ``T = 1`` is one decoding step."""
+        x = self.embed(ids)
+        layers = []
+        for layer, rnn in enumerate(self.rnn):
+            if layer > 0:
+                x = self.drop(x)
+            x, layer_state = self.cell.run(rnn, x, state.layers[layer])
+            layers.append(layer_state)
+        x = self.drop(x)
+        weights = None
+        if self.attention is not None:
+            x, weights = self.attention(x, state.memory)
+            weights = weights[:, -1]
+        return self.output(x), state._replace(layers=tuple(layers), weights=weights)
+
+
+class Seq2Seq(nn.Module):
+    """The encoder-decoder with teacher forcing.
+
+    Attributes:
+        encoder, decoder: the :class:`Encoder` and :class:`Decoder`.
+        generator: the ``torch.Generator`` every dropout mask comes from (re-seeded before
+            each training step).
+    """
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.generator = torch.Generator()
+        dropout = Dropout(spec.dropout, self.generator) if spec.dropout > 0.0 else None
+        self.encoder = Encoder(spec, dropout)
+        self.decoder = Decoder(spec, dropout)
+
+    def encode(self, src_ids: torch.Tensor, src_lengths: torch.Tensor) -> DecoderState:
+        """int64 ``[B, S]`` sources and int64 ``[B]`` lengths -> the decoder's initial
+        :class:`DecoderState`."""
+        layers, outputs = self.encoder(src_ids, src_lengths)
+        memory = None
+        attention = self.decoder.attention
+        if attention is not None:
+            if outputs is None:  # every source empty: one all-masked position, c_t = 0
+                h = layers[-1][0]
+                outputs = h.new_zeros(h.shape[1], 1, h.shape[2])
+            memory = attention.memory(outputs, src_lengths)
+        return DecoderState(layers, memory, None, src_ids.shape[1])
+
+    def forward(
+        self, src_ids: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor
+    ) -> torch.Tensor:
+        """int64 ``[B, S]`` sources, int64 ``[B]`` lengths, int64 ``[B, T]`` decoder inputs
+        -> teacher-forced logits ``[B, T, V_tgt]``."""
+        logits, _ = self.decoder(tgt_in, self.encode(src_ids, src_lengths))
+        return logits
 
 
 class TorchModel:
-    """LSTM encoder-decoder implementing :class:`seq2seq_kit.backend.Model` in PyTorch.
+    """RNN encoder-decoder implementing :class:`seq2seq_kit.backend.Model` in PyTorch.
 
     Args:
         spec: the architecture.
         seed: seeds :func:`seq2seq_kit.weights.initial_weights` (the weights every backend
-            starts from) and ``torch.manual_seed``.
+            starts from) and, with the update count, the dropout masks.
         optimizer: Adam settings for :meth:`train_step` (default ``OptimizerSpec()``).
         dtype: compute dtype, float32 (default) or float64 (for gradient checks), as a
             NumPy or torch dtype. Weights cross the API as float32 either way.
 
     Attributes:
-        spec, optimizer_spec: as given.
-        net: the :class:`lstm.Seq2Seq` module.
+        spec, optimizer_spec, seed: as given (``seed`` is restored by
+            :meth:`set_optimizer_state`).
+        net: the :class:`Seq2Seq` module, in eval mode outside :meth:`train_step`.
         optimizer: the :class:`optimizer.ClippedAdam` over ``net``'s trained parameters.
 
-    The decoder state handed out by :meth:`encode` and :meth:`step` is ``(h, c)``, two
-    tensors of shape ``[num_layers, B, H]`` (layer 0 first), as ``nn.LSTM`` takes it.
+    The decoder state handed out by :meth:`encode` and :meth:`step` is a
+    :class:`DecoderState`.
     """
 
     def __init__(
@@ -75,58 +302,56 @@ class TorchModel:
         optimizer: OptimizerSpec | None = None,
         dtype=torch.float32,
     ):
-        _check_supported(spec)
         self.spec = spec
+        self.seed = int(seed)
         self.optimizer_spec = optimizer or OptimizerSpec()
         self.dtype = dtype if isinstance(dtype, torch.dtype) else _DTYPES.get(np.dtype(dtype))
         if self.dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-        torch.manual_seed(seed)
-        self.net = Seq2Seq(
-            spec.src_vocab_size,
-            spec.tgt_vocab_size,
-            spec.hidden_size,
-            spec.embedding_size,
-            spec.num_layers,
-        ).to(self.dtype)
+        self.cell = CELLS[spec.cell]
+        self.net = Seq2Seq(spec).to(self.dtype).eval()
         self._params = dict(self.net.named_parameters())
-        self._map = _canonical_map(spec)
-        # bias_ih name -> the frozen zero bias_hh beside it (see lstm's docstring).
-        self._bias_hh = {
-            f"{side}.rnn.bias_ih_l{layer}": self._params[f"{side}.rnn.bias_hh_l{layer}"]
-            for side in ("encoder", "decoder")
-            for layer in range(spec.num_layers)
-        }
+        self._shapes = weight_shapes(spec)
+        self._plain, self._directions = _plain_map(spec), _direction_map(spec)
         self.optimizer = ClippedAdam(self.net.parameters(), self.optimizer_spec)
         self.set_weights(initial_weights(spec, seed))
 
     # ------------------------------------------------------------------ Model protocol
 
     def train_step(self, batch: Batch) -> float:
-        """One clipped Adam step on ``batch``; returns the loss (nats per target token)
-        before it."""
-        loss = self._loss_and_gradients(batch)
+        """One clipped Adam step on ``batch`` (with dropout if ``spec.dropout`` > 0, masks
+        drawn from a generator seeded by ``(seed, updates so far)``); returns the loss
+        (nats per target token, with those masks) before it."""
+        if self.spec.dropout == 0.0:
+            # Training mode only switches dropout on; Module.train() + eval() walk every
+            # submodule (~45 us, 3-4% of a step of the seed's model), so skip them here.
+            loss = self._loss_and_gradients(batch)
+        else:
+            entropy = np.random.SeedSequence((self.seed, self.optimizer.steps))
+            self.net.generator.manual_seed(int(entropy.generate_state(1, np.uint64)[0]))
+            self.net.train()
+            try:
+                loss = self._loss_and_gradients(batch)
+            finally:
+                self.net.eval()
         self.optimizer.step()
         return loss
 
     def loss(self, batch: Batch) -> float:
-        """Mean cross-entropy in nats over the positions where ``batch.tgt_mask`` is 1."""
+        """Mean cross-entropy in nats over the positions where ``batch.tgt_mask`` is 1
+        (no dropout)."""
         with torch.inference_mode():
             return self._loss_and_gradients(batch, backward=False)
 
     def gradients(self, batch: Batch) -> dict[str, np.ndarray]:
-        """d :meth:`loss` / d weight for every canonical name, canonical shapes (kernels are
-        the transposed ``weight`` gradients; a layer bias gets the ``bias_ih`` gradient,
-        which equals that of ``bias_hh``). Arrays have the model's dtype. Nothing is
-        updated."""
+        """d :meth:`loss` / d weight for every canonical name, canonical shapes (no
+        dropout). Arrays have the model's dtype. Nothing is updated."""
         self._loss_and_gradients(batch)
-        grads = {}
-        for name, param_name, transposed in self._map:
-            param = self._params[param_name]
-            grad = param.grad if param.grad is not None else torch.zeros_like(param)
-            grads[name] = self._to_numpy(grad.T if transposed else grad)
+        grads = self._to_canonical(
+            {n: torch.zeros_like(p) if p.grad is None else p.grad for n, p in self._params.items()}
+        )
         self.optimizer.zero_grad()
-        return grads
+        return {name: self._to_numpy(g) for name, g in grads.items()}
 
     def log_probs(self, batch: Batch) -> np.ndarray:
         """Teacher-forced log-probabilities, float32 [B, T, V], for every ``tgt_in``
@@ -136,17 +361,18 @@ class TorchModel:
             logits = self.net(_ids(batch.src_ids), _ids(batch.src_lengths), _ids(batch.tgt_in))
             return self._to_numpy(F.log_softmax(logits, dim=-1), np.float32)
 
-    def encode(self, src_ids: np.ndarray, src_lengths: np.ndarray) -> State:
-        """Encoder over int32 [B, S] ids with int32 [B] lengths -> decoder initial state
-        ``(h, c)``, each [num_layers, B, H]: the state after ``src_lengths[b]`` tokens
-        (zero for length 0)."""
+    def encode(self, src_ids: np.ndarray, src_lengths: np.ndarray) -> DecoderState:
+        """Encoder over int32 [B, S] ids with int32 [B] lengths -> the decoder's initial
+        :class:`DecoderState`: per layer the encoder's state after ``src_lengths[b]`` tokens
+        (zero for length 0; forward and reverse halves concatenated when bidirectional),
+        and the attention memory."""
         src_ids, src_lengths = np.asarray(src_ids), np.asarray(src_lengths)
         self._check_ids("src_ids", src_ids, self.spec.src_vocab_size, ndim=2)
         self._check_lengths(src_ids, src_lengths)
         with torch.inference_mode():
-            return self.net.encoder(_ids(src_ids), _ids(src_lengths))
+            return self.net.encode(_ids(src_ids), _ids(src_lengths))
 
-    def step(self, prev_ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+    def step(self, prev_ids: np.ndarray, state: DecoderState) -> tuple[np.ndarray, DecoderState]:
         """One decoder step: int32 [B] previous ids and the state -> (float32 [B, V]
         log-probabilities of the next token, new state). ``state`` is not modified."""
         prev_ids = np.asarray(prev_ids)
@@ -155,69 +381,101 @@ class TorchModel:
             logits, state = self.net.decoder(_ids(prev_ids)[:, None], state)
             return self._to_numpy(F.log_softmax(logits[:, 0], dim=-1), np.float32), state
 
-    def reorder(self, state: State, index: np.ndarray) -> State:
-        """Rows ``index`` (int64 [B']) of ``state``, as a new state."""
+    def reorder(self, state: DecoderState, index: np.ndarray) -> DecoderState:
+        """Rows ``index`` (int64 [B']) of every tensor in ``state``, as a new state."""
         with torch.inference_mode():
             index = _ids(index)
-            return tuple(s.index_select(1, index) for s in state)
+            return DecoderState(
+                tuple(tuple(s.index_select(1, index) for s in layer) for layer in state.layers),
+                None if state.memory is None else state.memory.take(index),
+                None if state.weights is None else state.weights.index_select(0, index),
+                state.source_width,
+            )
 
-    def attention(self, state: State) -> None:
-        """Always None: this backend builds models without attention."""
-        return None
+    def attention(self, state: DecoderState) -> np.ndarray | None:
+        """Float32 [B, S] attention weights of the step that returned ``state`` (S the
+        width of the encoded ``src_ids``; 0 past each source's length, rows summing to 1,
+        or all 0 for an empty source); None for an ``encode`` state or without attention."""
+        if state.weights is None:
+            return None
+        weights = self._to_numpy(state.weights, np.float32)
+        out = np.zeros((weights.shape[0], state.source_width), dtype=np.float32)
+        n = min(state.source_width, weights.shape[1])
+        out[:, :n] = weights[:, :n]
+        return out
 
     def set_learning_rate(self, learning_rate: float) -> None:
         """Adam's step size from the next :meth:`train_step` on."""
         self.optimizer.set_learning_rate(learning_rate)
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
-        """Adam's state: ``step`` (int64 scalar), ``learning_rate`` (float64 scalar) and
-        float32 ``m/NAME``, ``v/NAME`` for every canonical weight NAME (copies; moments of
-        transposed weights are transposed the same way, a layer bias's are ``bias_ih``'s)."""
+        """Adam's state: ``step`` (int64 scalar), ``learning_rate`` (float64 scalar),
+        ``seed`` (int64 scalar: the dropout seed) and float32 ``m/NAME``, ``v/NAME`` for
+        every canonical weight NAME (copies; the moments map to the canonical layout as the
+        weights do)."""
         state = {
             "step": np.array(self.optimizer.steps, dtype=np.int64),
             "learning_rate": np.array(self.optimizer.learning_rate, dtype=np.float64),
+            "seed": np.array(self.seed, dtype=np.int64),
         }
-        for name, param_name, transposed in self._map:
-            m, v = self.optimizer.moments(self._params[param_name])
-            state[f"m/{name}"] = self._to_numpy(m.T if transposed else m, np.float32)
-            state[f"v/{name}"] = self._to_numpy(v.T if transposed else v, np.float32)
+        moments = {n: self.optimizer.moments(p) for n, p in self._params.items()}
+        for key, index in (("m", 0), ("v", 1)):
+            canonical = self._to_canonical({n: mv[index] for n, mv in moments.items()})
+            for name, value in canonical.items():
+                state[f"{key}/{name}"] = self._to_numpy(value, np.float32)
         return state
 
     def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
-        """Restore :meth:`optimizer_state`; ``ValueError`` naming every missing, unexpected
-        or mis-shaped entry (or a bad step, learning rate or moment), before changing
-        anything."""
+        """Restore :meth:`optimizer_state` (the dropout seed too, so masks continue as in
+        the saved run); ``ValueError`` naming every missing, unexpected or mis-shaped entry
+        (or a bad step, seed, learning rate or moment), before changing anything."""
         arrays = {key: np.asarray(value) for key, value in state.items()}
-        _check_optimizer_state(self.spec, arrays)
-        moments = {}
-        for name, param_name, transposed in self._map:
-            m, v = (torch.tensor(arrays[f"{key}/{name}"]) for key in "mv")
-            moments[self._params[param_name]] = (m.T, v.T) if transposed else (m, v)
-        self.optimizer.load(moments, int(arrays["step"]))
+        check_state(self._shapes, arrays)
+        m, v = (
+            self._from_canonical({n: torch.tensor(arrays[f"{key}/{n}"]) for n in self._shapes})
+            for key in "mv"
+        )
+        self.optimizer.load({self._params[n]: (m[n], v[n]) for n in m}, int(arrays["step"]))
         self.optimizer.set_learning_rate(float(arrays["learning_rate"]))
+        self.seed = int(arrays["seed"])
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Float32 copies of all weights, canonical names and shapes."""
-        weights = {}
         with torch.no_grad():
-            for name, param_name, transposed in self._map:
-                value = self._params[param_name]
-                if param_name in self._bias_hh:
-                    value = value + self._bias_hh[param_name]
-                weights[name] = self._to_numpy(value.T if transposed else value, np.float32)
-        return weights
+            weights = self._to_canonical({n: p.detach() for n, p in self._params.items()})
+            return {name: self._to_numpy(w, np.float32) for name, w in weights.items()}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
         """Replace all weights (cast to the model's dtype). Raises ``ValueError`` naming any
         missing, unexpected or mis-shaped weight, before changing anything."""
         weights = {name: np.asarray(w) for name, w in weights.items()}
         check_weights(self.spec, weights)
+        params = self._from_canonical({n: torch.tensor(w) for n, w in weights.items()})
         with torch.no_grad():
-            for name, param_name, transposed in self._map:
-                value = torch.tensor(weights[name], dtype=self.dtype)
-                self._params[param_name].copy_(value.T if transposed else value)
-            for bias_hh in self._bias_hh.values():
-                bias_hh.zero_()  # the canonical bias lives in bias_ih alone
+            for name, value in params.items():
+                self._params[name].copy_(value)
+
+    # ------------------------------------------------------------------ canonical layout
+
+    def _to_canonical(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-parameter tensors (the parameters, their gradients or Adam moments, by
+        parameter name) -> canonical name -> tensor, in :func:`weight_shapes` order."""
+        out = {name: tensors[p].T if t else tensors[p] for name, p, t in self._plain}
+        for canonical, prefix, suffix in self._directions:
+            parts = {k: tensors[f"{prefix}{k}{suffix}"] for k in RNN_PARAMS}
+            for key, value in self.cell.to_canonical(parts).items():
+                out[canonical + key] = value
+        return {name: out[name] for name in self._shapes}
+
+    def _from_canonical(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The inverse of :meth:`_to_canonical`: canonical name -> tensor, to parameter
+        name -> tensor (for every parameter, the frozen LSTM ``bias_hh`` included)."""
+        out = {p: tensors[name].T if t else tensors[name] for name, p, t in self._plain}
+        for canonical, prefix, suffix in self._directions:
+            parts = {k: tensors[canonical + k] for k in ("kernel", "recurrent_kernel", "bias")}
+            for key, value in self.cell.from_canonical(parts).items():
+                out[f"{prefix}{key}{suffix}"] = value
+        return out
 
     # ------------------------------------------------------------------ internals
 
@@ -277,63 +535,44 @@ class TorchModel:
         self._check_ids("tgt_out", np.asarray(batch.tgt_out), self.spec.tgt_vocab_size, ndim=2)
 
 
-def _check_supported(spec: ModelSpec) -> None:
-    """Raise :class:`BackendError` naming every feature of ``spec`` this backend lacks (it
-    declares no "gru", "bidirectional", "attention" or "dropout" capability)."""
-    missing = []
-    if spec.cell != "lstm":
-        missing.append(f"cell={spec.cell!r}")
-    if spec.bidirectional:
-        missing.append("bidirectional=True")
-    if spec.attention != "none":
-        missing.append(f"attention={spec.attention!r}")
-    if spec.dropout:
-        missing.append(f"dropout={spec.dropout}")
-    if missing:
-        raise BackendError(
-            f"the torch backend does not support {', '.join(missing)}: it builds "
-            "unidirectional LSTM encoder-decoders without attention or dropout"
-        )
-
-
-def _check_optimizer_state(spec: ModelSpec, arrays: dict[str, np.ndarray]) -> None:
-    """Raise ``ValueError`` naming every problem of an optimizer state for ``spec``."""
-    expected: dict[str, tuple[int, ...]] = {"step": (), "learning_rate": ()}
-    for name, shape in weight_shapes(spec).items():
-        expected[f"m/{name}"] = expected[f"v/{name}"] = shape
-    problems = [f"missing {key} {shape}" for key, shape in expected.items() if key not in arrays]
-    problems += [f"unexpected {key}" for key in arrays if key not in expected]
-    problems += [
-        f"{key} has shape {arrays[key].shape}, expected {shape}"
-        for key, shape in expected.items()
-        if key in arrays and arrays[key].shape != shape
+def _plain_map(spec: ModelSpec) -> list[tuple[str, str, bool]]:
+    """``(canonical name, parameter name, transposed)`` of every weight outside the
+    recurrent layers."""
+    entries = [
+        (f"{side}.embedding", f"{side}.embedding.weight", False)
+        for side in ("encoder", "decoder")
+        if spec.embedding_size
     ]
-    step, rate = arrays.get("step"), arrays.get("learning_rate")
-    if (
-        step is not None
-        and step.shape == ()
-        and (not np.issubdtype(step.dtype, np.integer) or int(step) < 0)
-    ):
-        problems.append(f"step must be a non-negative integer, got {step!r}")
-    if (
-        rate is not None
-        and rate.shape == ()
-        and (
-            not np.issubdtype(rate.dtype, np.floating)
-            or not (np.isfinite(rate) and float(rate) >= 0.0)
-        )
-    ):
-        problems.append(f"learning_rate must be a finite float >= 0, got {rate!r}")
-    for key, value in arrays.items():
-        if key.startswith(("m/", "v/")) and key in expected:
-            if not np.issubdtype(value.dtype, np.floating):
-                problems.append(f"{key} has dtype {value.dtype}, expected float32")
-            elif not np.all(np.isfinite(value)):
-                problems.append(f"{key} holds non-finite values")
-            elif key.startswith("v/") and value.size and value.min() < 0:
-                problems.append(f"{key} holds negative values")
-    if problems:
-        raise ValueError("optimizer state does not match the model: " + "; ".join(problems))
+    att = "decoder.attention."
+    if spec.attention == "general":
+        entries.append((att + "kernel", att + "linear_in.weight", True))
+    elif spec.attention == "bahdanau":
+        entries += [
+            (att + "query_kernel", att + "linear_query.weight", True),
+            (att + "memory_kernel", att + "linear_context.weight", True),
+            (att + "v", att + "v", False),
+        ]
+    if spec.attention != "none":
+        entries.append((att + "output_kernel", att + "linear_out.weight", True))
+    entries += [
+        ("decoder.output.kernel", "decoder.output.weight", True),
+        ("decoder.output.bias", "decoder.output.bias", False),
+    ]
+    return entries
+
+
+def _direction_map(spec: ModelSpec) -> list[tuple[str, str, str]]:
+    """``(canonical prefix, parameter prefix, parameter suffix)`` of every direction of
+    every recurrent layer."""
+    out = []
+    for side in ("encoder", "decoder"):
+        directions = [("rnn", "_l0")]
+        if side == "encoder" and spec.bidirectional:
+            directions.append(("rnn_reverse", "_l0_reverse"))
+        for layer in range(spec.num_layers):
+            for direction, suffix in directions:
+                out.append((f"{side}.{direction}.{layer}.", f"{side}.rnn.{layer}.", suffix))
+    return out
 
 
 def _ids(array: np.ndarray) -> torch.Tensor:
