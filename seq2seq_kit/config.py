@@ -63,7 +63,7 @@ class TrainConfig(_Section):
     batch_size: int = Field(2, ge=1, description="pairs per optimizer step")
     learning_rate: float = Field(1e-3, gt=0, description="Adam step size")
     clip_norm: float = Field(5.0, ge=0, description="global gradient-norm clip; 0: off")
-    seed: int = Field(0, description="initial weights, shuffling, dropout and the split")
+    seed: int = Field(0, ge=0, description="initial weights, shuffling, dropout and the split")
     patience: int = Field(0, ge=0, description="early stopping on validation loss; 0: off")
     bucket: bool = Field(False, description="batch pairs of similar length together")
     teacher_forcing: float = Field(

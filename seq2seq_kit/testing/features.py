@@ -131,7 +131,7 @@ class FeatureTests(BackendTestBase):
         model = self.build(spec)
         model.train_step(mixed_batch(spec))
         state = model.optimizer_state()
-        assert {"step", "learning_rate"} <= set(state)
+        assert {"step", "learning_rate", "seed"} <= set(state)
         del state["m/decoder.output.bias"]
         with pytest.raises(ValueError, match="decoder.output.bias"):
             model.set_optimizer_state(state)
