@@ -17,7 +17,19 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
-CAPABILITIES = frozenset({"train", "beam", "embedding", "multilayer", "resume"})
+CAPABILITIES = frozenset(
+    {
+        "train",
+        "beam",
+        "embedding",
+        "multilayer",
+        "gru",
+        "bidirectional",
+        "attention",
+        "dropout",
+        "resume",
+    }
+)
 
 
 def configure_environment() -> None:

@@ -67,11 +67,8 @@ class Adam(keras.optimizers.Adam):
         """Restore what :meth:`get_state` returned. Raises ``ValueError`` naming every
         missing, unexpected or mis-shaped entry (or a bad step or learning rate) before
         changing anything."""
-        expected: dict[str, tuple[int, ...]] = {"step": (), "learning_rate": ()}
-        for name, variable in variables.items():
-            expected[f"m/{name}"] = expected[f"v/{name}"] = tuple(variable.shape)
         arrays = {key: np.asarray(value) for key, value in state.items()}
-        problems = _state_problems(expected, arrays)
+        problems = state_problems(variables, arrays)
         if problems:
             raise ValueError("optimizer state does not match the model: " + "; ".join(problems))
         for name, variable in variables.items():
@@ -99,10 +96,15 @@ class Adam(keras.optimizers.Adam):
         self.assign_sub(variable, (m / denom) * step_size)
 
 
-def _state_problems(
-    expected: dict[str, tuple[int, ...]], arrays: dict[str, np.ndarray]
+def state_problems(
+    variables: dict[str, keras.Variable], arrays: dict[str, np.ndarray], extra: tuple = ()
 ) -> list[str]:
-    """Every way ``arrays`` fails to be an optimizer state of the ``expected`` shapes."""
+    """Every way ``arrays`` fails to be an optimizer state of ``variables`` (see
+    :meth:`Adam.get_state`) with, besides, the non-negative integer scalars ``extra``."""
+    expected: dict[str, tuple[int, ...]] = {"step": (), "learning_rate": ()}
+    expected.update({key: () for key in extra})
+    for name, variable in variables.items():
+        expected[f"m/{name}"] = expected[f"v/{name}"] = tuple(variable.shape)
     problems = [f"missing {key} {shape}" for key, shape in expected.items() if key not in arrays]
     problems += [f"unexpected {key}" for key in arrays if key not in expected]
     problems += [
@@ -110,13 +112,15 @@ def _state_problems(
         for key, shape in expected.items()
         if key in arrays and arrays[key].shape != shape
     ]
-    step, rate = arrays.get("step"), arrays.get("learning_rate")
-    if (
-        step is not None
-        and step.shape == ()
-        and (not np.issubdtype(step.dtype, np.integer) or int(step) < 0)
-    ):
-        problems.append(f"step must be a non-negative integer, got {step!r}")
+    for key in ("step", *extra):
+        value = arrays.get(key)
+        if (
+            value is not None
+            and value.shape == ()
+            and (not np.issubdtype(value.dtype, np.integer) or int(value) < 0)
+        ):
+            problems.append(f"{key} must be a non-negative integer, got {value!r}")
+    rate = arrays.get("learning_rate")
     if (
         rate is not None
         and rate.shape == ()
