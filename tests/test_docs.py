@@ -1,14 +1,13 @@
 """The documentation: the backend tutorial's files, assembled from its code blocks, make a
 package that installs and passes the conformance suite; reference pages cover every key."""
 
-import importlib.util
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from plugin_install import install, listed_backends, run_pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 BLOCK = re.compile(r'^```\w+ title="([^"]+)"\n(.*?)^```$', re.S | re.M)
@@ -29,33 +28,9 @@ def test_backend_tutorial_builds_a_backend_that_passes_the_suite(tmp_path):
     for name, text in files.items():
         (package / name).parent.mkdir(parents=True, exist_ok=True)
         (package / name).write_text(text)
-    site = tmp_path / "site"
-    install = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--no-deps",
-        "--target",
-        str(site),
-        str(package),
-    ]
-    if importlib.util.find_spec("setuptools") is not None:
-        install.insert(4, "--no-build-isolation")
-    subprocess.run(install, check=True, capture_output=True)
-    env = {**os.environ, "PYTHONPATH": str(site), "SEQ2SEQ_KIT_PLUGINS": "numpy,numpy64"}
-    listing = subprocess.run(
-        [sys.executable, "-m", "seq2seq_kit", "backends"], capture_output=True, text=True, env=env
-    )
-    assert any(line.startswith("numpy64") for line in listing.stdout.splitlines())
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=package,
-    )
+    env = install(package, tmp_path / "site", SEQ2SEQ_KIT_PLUGINS="numpy,numpy64")
+    assert "numpy64" in listed_backends(env)
+    result = run_pytest(package / "tests", env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "failed" not in result.stdout and " passed" in result.stdout
 

@@ -1,11 +1,9 @@
 """A backend written outside this repository registers and passes the conformance suite
 with no change to the core: build a throwaway distribution, pip-install it, run the suite."""
 
-import importlib.util
-import os
-import subprocess
-import sys
 import textwrap
+
+from plugin_install import install, listed_backends, run_pytest
 
 PYPROJECT = """
 [build-system]
@@ -53,50 +51,12 @@ def test_throwaway_backend_registers_and_passes_the_suite(tmp_path):
     (package / "s2s_wrapped").mkdir(parents=True)
     (package / "pyproject.toml").write_text(textwrap.dedent(PYPROJECT))
     (package / "s2s_wrapped" / "__init__.py").write_text(textwrap.dedent(PLUGIN))
-    site = tmp_path / "site"
-    install = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--no-deps",
-        "--target",
-        str(site),
-        str(package),
-    ]
-    if importlib.util.find_spec("setuptools") is not None:
-        install.insert(4, "--no-build-isolation")
-    subprocess.run(install, check=True, capture_output=True)
-    assert (site / "s2s_wrapped" / "__init__.py").exists()
-
-    env = {**os.environ, "PYTHONPATH": str(site)}
-    listing = subprocess.run(
-        [sys.executable, "-m", "seq2seq_kit", "backends"],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    row = next(line for line in listing.stdout.splitlines() if line.startswith("wrapped"))
+    env = install(package, tmp_path / "site")
+    row = listed_backends(env)["wrapped"]
     assert "0.3.1" in row and "seq2seq-kit-wrapped" in row
 
     (tmp_path / "test_wrapped.py").write_text(SUITE)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-rs",
-            "-p",
-            "no:cacheprovider",
-            str(tmp_path / "test_wrapped.py"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
+    result = run_pytest(tmp_path / "test_wrapped.py", env, "-rs")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert " passed" in result.stdout
     # undeclared capabilities are skipped, not failed
