@@ -57,7 +57,6 @@ import numpy as np
 
 from .spec import ModelSpec
 
-GATES = ("i", "f", "g", "o")
 
 
 def weight_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
