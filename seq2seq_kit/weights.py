@@ -58,7 +58,6 @@ import numpy as np
 from .spec import ModelSpec
 
 
-
 def weight_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     """Return the canonical ``name -> shape`` map of ``spec``, in a fixed order."""
     hidden, emb, gates = spec.hidden_size, spec.embedding_size, spec.gates
