@@ -139,6 +139,49 @@ def check_weights(spec: ModelSpec, weights: dict[str, np.ndarray]) -> None:
         raise ValueError("weights do not match the model spec: " + "; ".join(problems))
 
 
+def check_optimizer_state(spec: ModelSpec, state: dict[str, np.ndarray]) -> None:
+    """Raise ``ValueError`` naming every missing, unexpected or mis-shaped entry of an
+    optimizer state of a ``spec`` model (see ``Model.optimizer_state``: ``step``, ``learning_rate``,
+    ``seed``, ``m/NAME``, ``v/NAME``), and every bad value: a negative or non-integer step,
+    a non-integer seed, a negative or non-finite learning rate, non-finite or
+    non-floating moments, negative second moments."""
+    arrays = {key: np.asarray(value) for key, value in state.items()}
+    expected: dict[str, tuple[int, ...]] = {"step": (), "learning_rate": (), "seed": ()}
+    for name, shape in weight_shapes(spec).items():
+        expected[f"m/{name}"] = expected[f"v/{name}"] = shape
+    problems = [f"missing {key} {shape}" for key, shape in expected.items() if key not in arrays]
+    problems += [f"unexpected {key}" for key in arrays if key not in expected]
+    problems += [
+        f"{key} has shape {arrays[key].shape}, expected {shape}"
+        for key, shape in expected.items()
+        if key in arrays and arrays[key].shape != shape
+    ]
+
+    def scalar(key: str) -> np.ndarray | None:
+        value = arrays.get(key)
+        return value if value is not None and value.shape == () else None
+
+    step, seed, rate = scalar("step"), scalar("seed"), scalar("learning_rate")
+    if step is not None and (not np.issubdtype(step.dtype, np.integer) or int(step) < 0):
+        problems.append(f"step must be a non-negative integer, got {step!r}")
+    if seed is not None and not np.issubdtype(seed.dtype, np.integer):
+        problems.append(f"seed must be an integer, got {seed!r}")
+    if rate is not None and (
+        not np.issubdtype(rate.dtype, np.floating) or not (np.isfinite(rate) and float(rate) >= 0.0)
+    ):
+        problems.append(f"learning_rate must be a finite float >= 0, got {rate!r}")
+    for key, value in arrays.items():
+        if key.startswith(("m/", "v/")) and key in expected:
+            if not np.issubdtype(value.dtype, np.floating):
+                problems.append(f"{key} has dtype {value.dtype}, expected float32")
+            elif not np.all(np.isfinite(value)):
+                problems.append(f"{key} holds non-finite values")
+            elif key.startswith("v/") and value.size and value.min() < 0:
+                problems.append(f"{key} holds negative values")
+    if problems:
+        raise ValueError("optimizer state does not match the model: " + "; ".join(problems))
+
+
 def _orthogonal_gates(rng: np.random.Generator, hidden: int, gates: int) -> np.ndarray:
     # Keras' Orthogonal initializer on the [H, G*H] matrix: QR of a Gaussian, sign-fixed.
     a = rng.normal(size=(gates * hidden, hidden))

@@ -36,11 +36,15 @@ from keras import layers, ops  # noqa: E402
 
 from seq2seq_kit.batching import Batch  # noqa: E402
 from seq2seq_kit.spec import ModelSpec, OptimizerSpec  # noqa: E402
-from seq2seq_kit.weights import check_weights, initial_weights  # noqa: E402
+from seq2seq_kit.weights import (  # noqa: E402
+    check_optimizer_state,
+    check_weights,
+    initial_weights,
+)
 
 from . import gru, lstm  # noqa: E402
 from .attention import Attention  # noqa: E402
-from .optimizer import make_optimizer, state_problems  # noqa: E402
+from .optimizer import make_optimizer  # noqa: E402
 
 if keras.backend.backend() != "tensorflow":
     raise ImportError(
@@ -460,9 +464,7 @@ class KerasModel:
         the saved run); ``ValueError`` naming every missing, unexpected or mis-shaped
         entry, before changing anything."""
         arrays = {key: np.asarray(value) for key, value in state.items()}
-        problems = state_problems(self._variables, arrays, extra=("seed",))
-        if problems:
-            raise ValueError("optimizer state does not match the model: " + "; ".join(problems))
+        check_optimizer_state(self.spec, arrays)
         self._seed.assign(int(arrays.pop("seed")))
         self.optimizer.set_state(self._variables, arrays)
 

@@ -64,13 +64,9 @@ class Adam(keras.optimizers.Adam):
         return state
 
     def set_state(self, variables: dict[str, keras.Variable], state: dict[str, np.ndarray]):
-        """Restore what :meth:`get_state` returned. Raises ``ValueError`` naming every
-        missing, unexpected or mis-shaped entry (or a bad step or learning rate) before
-        changing anything."""
+        """Restore what :meth:`get_state` returned, already checked by
+        :func:`seq2seq_kit.weights.check_optimizer_state`."""
         arrays = {key: np.asarray(value) for key, value in state.items()}
-        problems = state_problems(variables, arrays)
-        if problems:
-            raise ValueError("optimizer state does not match the model: " + "; ".join(problems))
         for name, variable in variables.items():
             index = self._get_variable_index(variable)
             self._momentums[index].assign(arrays[f"m/{name}"].astype(np.float32))
@@ -94,52 +90,6 @@ class Adam(keras.optimizers.Adam):
         self.assign(v, v * self.beta_2 + ops.square(gradient) * (1.0 - self.beta_2))
         denom = ops.sqrt(v) / root_bias2 + self.epsilon
         self.assign_sub(variable, (m / denom) * step_size)
-
-
-def state_problems(
-    variables: dict[str, keras.Variable], arrays: dict[str, np.ndarray], extra: tuple = ()
-) -> list[str]:
-    """Every way ``arrays`` fails to be an optimizer state of ``variables`` (see
-    :meth:`Adam.get_state`) with, besides, the non-negative integer scalars ``extra``."""
-    expected: dict[str, tuple[int, ...]] = {"step": (), "learning_rate": ()}
-    expected.update({key: () for key in extra})
-    for name, variable in variables.items():
-        expected[f"m/{name}"] = expected[f"v/{name}"] = tuple(variable.shape)
-    problems = [f"missing {key} {shape}" for key, shape in expected.items() if key not in arrays]
-    problems += [f"unexpected {key}" for key in arrays if key not in expected]
-    problems += [
-        f"{key} has shape {arrays[key].shape}, expected {shape}"
-        for key, shape in expected.items()
-        if key in arrays and arrays[key].shape != shape
-    ]
-    for key in ("step", *extra):
-        value = arrays.get(key)
-        if (
-            value is not None
-            and value.shape == ()
-            and (not np.issubdtype(value.dtype, np.integer) or int(value) < 0)
-        ):
-            problems.append(f"{key} must be a non-negative integer, got {value!r}")
-    rate = arrays.get("learning_rate")
-    if (
-        rate is not None
-        and rate.shape == ()
-        and (
-            not np.issubdtype(rate.dtype, np.floating)
-            or not (math.isfinite(float(rate)) and float(rate) >= 0.0)
-        )
-    ):
-        problems.append(f"learning_rate must be a finite float >= 0, got {rate!r}")
-    for key, value in arrays.items():
-        if not key.startswith(("m/", "v/")) or key not in expected:
-            continue
-        if not np.issubdtype(value.dtype, np.floating):
-            problems.append(f"{key} has dtype {value.dtype}, expected float32")
-        elif not np.all(np.isfinite(value)):
-            problems.append(f"{key} holds non-finite values")
-        elif key.startswith("v/") and value.size and value.min() < 0:
-            problems.append(f"{key} holds negative values")
-    return problems
 
 
 def make_optimizer(spec: OptimizerSpec) -> Adam:

@@ -19,7 +19,12 @@ import numpy as np
 from seq2seq_kit.batching import Batch
 from seq2seq_kit.spec import ModelSpec, OptimizerSpec
 from seq2seq_kit.vocab import PAD
-from seq2seq_kit.weights import check_weights, initial_weights, weight_shapes
+from seq2seq_kit.weights import (
+    check_optimizer_state,
+    check_weights,
+    initial_weights,
+    weight_shapes,
+)
 
 from . import attention, gru, lstm
 from .optimizer import Adam
@@ -307,12 +312,10 @@ class NumpyModel:
         """Restore :meth:`optimizer_state` (the dropout seed too, so masks continue as in
         the saved run); ``ValueError`` naming every missing, unexpected or mis-shaped
         entry, before changing anything."""
+        check_optimizer_state(self.spec, state)
         state = dict(state)
-        seed = state.pop("seed", None)
-        if seed is None or np.shape(seed) != ():
-            raise ValueError("optimizer state: missing or mis-shaped 'seed' (int64 scalar)")
+        self.seed = int(state.pop("seed"))
         self.optimizer.set_state(state)
-        self.seed = int(seed)
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Float32 copies of all weights, canonical names and shapes."""

@@ -111,51 +111,9 @@ class Adam:
         return state
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
-        """Restore what :meth:`get_state` returned. Raises ``ValueError`` naming every
-        missing, unexpected or mis-shaped entry (or a bad step or learning rate) before
-        changing anything."""
-        expected: dict[str, tuple[int, ...]] = {"step": (), "learning_rate": ()}
-        for name, shape in self.shapes.items():
-            expected[f"m/{name}"] = shape
-            expected[f"v/{name}"] = shape
+        """Restore what :meth:`get_state` returned, already checked by
+        :func:`seq2seq_kit.weights.check_optimizer_state`."""
         arrays = {key: np.asarray(value) for key, value in state.items()}
-        problems = [
-            f"missing {key} {shape}" for key, shape in expected.items() if key not in arrays
-        ]
-        problems += [f"unexpected {key}" for key in arrays if key not in expected]
-        problems += [
-            f"{key} has shape {arrays[key].shape}, expected {shape}"
-            for key, shape in expected.items()
-            if key in arrays and arrays[key].shape != shape
-        ]
-        step = arrays.get("step")
-        if (
-            step is not None
-            and step.shape == ()
-            and (not np.issubdtype(step.dtype, np.integer) or int(step) < 0)
-        ):
-            problems.append(f"step must be a non-negative integer, got {step!r}")
-        rate = arrays.get("learning_rate")
-        if (
-            rate is not None
-            and rate.shape == ()
-            and (
-                not np.issubdtype(rate.dtype, np.floating)
-                or not (math.isfinite(float(rate)) and float(rate) >= 0.0)
-            )
-        ):
-            problems.append(f"learning_rate must be a finite float >= 0, got {rate!r}")
-        for key in expected:
-            if key.startswith(("m/", "v/")) and key in arrays:
-                value = arrays[key]
-                if not np.issubdtype(value.dtype, np.floating):
-                    problems.append(f"{key} has dtype {value.dtype}, expected float32")
-                elif not np.all(np.isfinite(value)):
-                    problems.append(f"{key} holds non-finite values")
-                elif key.startswith("v/") and value.size and value.min() < 0:
-                    problems.append(f"{key} holds negative values")
-        if problems:
-            raise ValueError("optimizer state does not match the model: " + "; ".join(problems))
         for name, (m, v) in self.state.items():
             m[...] = arrays[f"m/{name}"]
             v[...] = arrays[f"v/{name}"]

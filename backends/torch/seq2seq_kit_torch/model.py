@@ -36,11 +36,16 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from seq2seq_kit.batching import Batch
 from seq2seq_kit.spec import ModelSpec, OptimizerSpec
-from seq2seq_kit.weights import check_weights, initial_weights, weight_shapes
+from seq2seq_kit.weights import (
+    check_optimizer_state,
+    check_weights,
+    initial_weights,
+    weight_shapes,
+)
 
 from . import gru, lstm
 from .attention import Attention, Memory
-from .optimizer import ClippedAdam, check_state
+from .optimizer import ClippedAdam
 
 #: The recurrent cell modules, by ``ModelSpec.cell``; they share one interface.
 CELLS = {"lstm": lstm, "gru": gru}
@@ -430,7 +435,7 @@ class TorchModel:
         the saved run); ``ValueError`` naming every missing, unexpected or mis-shaped entry
         (or a bad step, seed, learning rate or moment), before changing anything."""
         arrays = {key: np.asarray(value) for key, value in state.items()}
-        check_state(self._shapes, arrays)
+        check_optimizer_state(self.spec, arrays)
         m, v = (
             self._from_canonical({n: torch.tensor(arrays[f"{key}/{n}"]) for n in self._shapes})
             for key in "mv"

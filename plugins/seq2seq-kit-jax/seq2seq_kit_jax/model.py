@@ -24,12 +24,17 @@ import numpy as np
 
 from seq2seq_kit.batching import Batch
 from seq2seq_kit.spec import ModelSpec, OptimizerSpec
-from seq2seq_kit.weights import check_weights, initial_weights, weight_shapes
+from seq2seq_kit.weights import (
+    check_optimizer_state,
+    check_weights,
+    initial_weights,
+    weight_shapes,
+)
 
 from . import network
 from .attention import Memory
 from .network import Arrays, LayerState
-from .optimizer import Hyper, check_state, flatten, step_scalars, unflatten, update
+from .optimizer import Hyper, flatten, step_scalars, unflatten, update
 
 #: Smallest padded size of the batch and time axes: small batches (the seed task trains
 #: on pairs) then share one compilation; the padding costs little next to dispatch.
@@ -264,7 +269,7 @@ class JaxModel:
         saved run); ``ValueError`` naming every missing, unexpected or mis-shaped entry,
         before changing anything."""
         arrays = {key: np.asarray(value) for key, value in state.items()}
-        check_state(self._shapes, arrays)
+        check_optimizer_state(self.spec, arrays)
         self._m = flatten({n: arrays[f"m/{n}"] for n in self._shapes})
         self._v = flatten({n: arrays[f"v/{n}"] for n in self._shapes})
         self.steps = int(arrays["step"])
