@@ -35,15 +35,12 @@ DATA = ROOT.parent / "shared" / "data" / "tatoeba-eng-fra.tsv"
 KERAS_EXAMPLE_PEAK = 0.877
 
 
-def keras_way_accuracy(model, sources, targets) -> tuple[float, float]:
-    """(accuracy with padding positions counted as the example counts them, accuracy on
-    real positions only), teacher-forced."""
+def keras_way_accuracy(model, sources, targets, positions: int) -> tuple[float, float]:
+    """(accuracy over ``positions`` decoder steps per pair, padding counted as the example
+    counts it, and accuracy on real positions only), teacher-forced."""
 
     from seq2seq_kit.batching import batches
 
-    # The example's decoder length: the longest "\t" + target + "\n", minus the shifted
-    # start symbol -> longest target + 1 positions per sample.
-    positions = max(len(t) for t in targets) + 1
     correct = real = 0
     for batch in batches(sources, targets, 256):
         log_probs = model.log_probs(batch)
@@ -70,6 +67,9 @@ def main() -> None:
     pairs = read_tsv(args.data, limit=10_000)
     cut = len(pairs) - len(pairs) // 5
     train_pairs, valid_pairs = pairs[:cut], pairs[cut:]
+    # The example's decoder length (``max_decoder_seq_length``): the longest "\t" + target
+    # + "\n" over all 10,000 lines; every pair is scored on that many positions.
+    positions = max(len(t) for _, t in pairs) + 2
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, part in (("train", train_pairs), ("valid", valid_pairs)):
@@ -86,7 +86,7 @@ def main() -> None:
             minutes = (time.perf_counter() - start) / 60
             src = [translator.source_vocab.encode(s, unknown="replace") for s, _ in valid_pairs]
             tgt = [translator.target_vocab.encode(t, unknown="replace") for _, t in valid_pairs]
-            keras_way, strict = keras_way_accuracy(translator.model, src, tgt)
+            keras_way, strict = keras_way_accuracy(translator.model, src, tgt, positions)
             sources, references = group_references(valid_pairs)
             outputs = translator.translate(sources, beam=1, unknown="replace")
             scores = score(outputs, references)

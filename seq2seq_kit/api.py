@@ -190,10 +190,11 @@ def train(
     a dataset name, a TSV path, or a list of (source, target) pairs.
 
     With ``out``, the model directory is written there after every epoch: the best weights
-    by validation loss (the last without validation) as ``weights.safetensors``, plus the
-    last weights and the optimizer state for ``resume``. ``resume`` continues the training
-    saved in that directory (its config, data and vocabularies; ``epochs`` raises the total)
-    and gives the same result as one uninterrupted run.
+    by ``train.early_stopping_metric`` on the validation pairs (the last weights without
+    validation) as ``weights.safetensors``, plus the last weights and the optimizer state
+    for ``resume``. ``resume`` continues the training saved in that directory (its config,
+    data and vocabularies; ``epochs`` raises the total) and gives the same result as one
+    uninterrupted run.
 
     Raises:
         DataError, ConfigError, BackendError, CheckpointError: by name.

@@ -64,7 +64,12 @@ class TrainConfig(_Section):
     learning_rate: float = Field(1e-3, gt=0, description="Adam step size")
     clip_norm: float = Field(5.0, ge=0, description="global gradient-norm clip; 0: off")
     seed: int = Field(0, ge=0, description="initial weights, shuffling, dropout and the split")
-    patience: int = Field(0, ge=0, description="early stopping on validation loss; 0: off")
+    patience: int = Field(0, ge=0, description="early stopping after N epochs not better; 0: off")
+    early_stopping_metric: Literal["loss", "accuracy"] = Field(
+        "loss",
+        description="validation figure that picks the best weights and drives patience and "
+        "lr_patience: loss (lower is better) or teacher-forced token accuracy (higher)",
+    )
     bucket: bool = Field(False, description="batch pairs of similar length together")
     teacher_forcing: float = Field(
         1.0, gt=0.0, le=1.0, description="share of decoder inputs taken from the reference"

@@ -27,9 +27,11 @@ class TrainerState:
         epoch: epochs completed.
         rng: the shuffling generator's ``bit_generator.state`` (JSON-serialisable).
         learning_rate: the current step size (reduced on plateaus).
-        best_loss: lowest validation loss so far (``inf`` before the first epoch).
+        best_score: best validation score so far, lower is better: the loss, or minus the
+            token accuracy with ``early_stopping_metric = "accuracy"`` (``inf`` before the
+            first epoch).
         best_weights: the weights that reached it (the last weights without validation).
-        bad_epochs: epochs since ``best_loss`` improved (early stopping).
+        bad_epochs: epochs since ``best_score`` improved (early stopping).
         plateau_epochs: epochs since the learning rate was last reduced or loss improved.
         history: one record per completed epoch.
     """
@@ -37,7 +39,7 @@ class TrainerState:
     epoch: int = 0
     rng: dict[str, Any] | None = None
     learning_rate: float = 0.0
-    best_loss: float = float("inf")
+    best_score: float = float("inf")
     best_weights: dict[str, np.ndarray] | None = None
     bad_epochs: int = 0
     plateau_epochs: int = 0
@@ -49,19 +51,19 @@ class TrainerState:
             "epoch": self.epoch,
             "rng": self.rng,
             "learning_rate": self.learning_rate,
-            "best_loss": self.best_loss if np.isfinite(self.best_loss) else None,
+            "best_score": self.best_score if np.isfinite(self.best_score) else None,
             "bad_epochs": self.bad_epochs,
             "plateau_epochs": self.plateau_epochs,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any], history: list[dict[str, Any]]) -> TrainerState:
-        best = data.get("best_loss")
+        best = data.get("best_score", data.get("best_loss"))  # 0.1 checkpoints: loss
         return cls(
             epoch=int(data["epoch"]),
             rng=data["rng"],
             learning_rate=float(data["learning_rate"]),
-            best_loss=float("inf") if best is None else float(best),
+            best_score=float("inf") if best is None else float(best),
             bad_epochs=int(data["bad_epochs"]),
             plateau_epochs=int(data["plateau_epochs"]),
             history=list(history),
@@ -111,10 +113,12 @@ def fit(
     Each epoch record has ``epoch``, ``train_loss`` (token-weighted mean over the epoch's
     steps, before each update), ``valid_loss`` and ``valid_accuracy`` (on the validation
     pairs, or on the training pairs when there are none, as ``evaluated_on`` says),
-    ``learning_rate`` and ``seconds``. With validation pairs: ``config.patience`` > 0 stops
-    after that many epochs without a lower validation loss, ``config.lr_patience`` > 0
-    multiplies the learning rate by ``config.lr_factor`` after that many (Keras'
-    ``ReduceLROnPlateau``), and the best weights are restored at the end.
+    ``learning_rate`` and ``seconds``. With validation pairs, "better" means a lower
+    validation loss, or a higher validation token accuracy with
+    ``config.early_stopping_metric = "accuracy"`` (JoeyNMT's option of that name):
+    ``config.patience`` > 0 stops after that many epochs without a better one,
+    ``config.lr_patience`` > 0 multiplies the learning rate by ``config.lr_factor`` after
+    that many (Keras' ``ReduceLROnPlateau``), and the best weights are restored at the end.
 
     ``state`` resumes from a saved :class:`TrainerState` (weights and optimizer state
     already restored in ``model``); ``save(state)`` is called after the last epoch and after
@@ -166,7 +170,8 @@ def fit(
             acc=f"{valid_acc:.3f}",
             refresh=False,
         )
-        stop = _track_best(model, state, config, valid_loss, has_valid)
+        score = valid_loss if config.early_stopping_metric == "loss" else -valid_acc
+        stop = _track_best(model, state, config, score, has_valid)
         if stop:
             record["early_stopped"] = True
         state.rng = rng.bit_generator.state
@@ -186,14 +191,15 @@ def fit(
 
 
 def _track_best(
-    model: Model, state: TrainerState, config: TrainConfig, loss: float, has_valid: bool
+    model: Model, state: TrainerState, config: TrainConfig, score: float, has_valid: bool
 ) -> bool:
-    """Update best weights, early stopping and the plateau schedule; True means stop."""
+    """Update best weights, early stopping and the plateau schedule from this epoch's
+    ``score`` (lower is better); True means stop."""
     if not has_valid:
-        state.best_loss, state.best_weights = loss, None
+        state.best_score, state.best_weights = score, None
         return False
-    if loss < state.best_loss:
-        state.best_loss, state.best_weights = loss, model.get_weights()
+    if score < state.best_score:
+        state.best_score, state.best_weights = score, model.get_weights()
         state.bad_epochs = state.plateau_epochs = 0
         return False
     state.bad_epochs += 1

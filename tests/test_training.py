@@ -9,7 +9,7 @@ from seq2seq_kit.checkpoint import load_checkpoint
 from seq2seq_kit.config import Config, TrainConfig
 from seq2seq_kit.plugins import get_backend
 from seq2seq_kit.spec import ModelSpec
-from seq2seq_kit.trainer import TrainerState, _track_best, scheduled_sampling
+from seq2seq_kit.trainer import TrainerState, _track_best, evaluate, scheduled_sampling
 
 
 def small_config(epochs):
@@ -46,7 +46,7 @@ def test_best_and_last_weights(tmp_path):
     ckpt = load_checkpoint(tmp_path / "m", extra=True)
     losses = [r["valid_loss"] for r in translator.history]
     best_epoch = int(np.argmin(losses)) + 1
-    assert ckpt.meta["trainer"]["best_loss"] == pytest.approx(min(losses))
+    assert ckpt.meta["trainer"]["best_score"] == pytest.approx(min(losses))
     # the directory's weights are the best epoch's; the returned model holds them too
     for key, value in translator.model.get_weights().items():
         np.testing.assert_array_equal(value, ckpt.weights[key])
@@ -64,7 +64,30 @@ def test_plateau_halves_the_learning_rate_and_patience_stops():
         rates.append(state.learning_rate)
     assert rates == [0.1, 0.1, 0.1, 0.05, 0.05, 0.025, 0.025]
     assert stops == [False] * 6 + [True]
-    assert state.best_loss == 0.9
+    assert state.best_score == 0.9
+
+
+def test_best_weights_by_validation_accuracy(tmp_path):
+    from num2words import num2words
+
+    for name, numbers in (("train", range(0, 200, 3)), ("valid", range(1, 200, 9))):
+        rows = "".join(f"{n}\t{num2words(n)}\n" for n in numbers)
+        (tmp_path / f"{name}.tsv").write_text(rows)
+    config = small_config(8)
+    config.data.source, config.data.valid = str(tmp_path / "train.tsv"), str(tmp_path / "valid.tsv")
+    config.train.early_stopping_metric = "accuracy"
+    translator = seq2seq_kit.train(config, out=tmp_path / "m")
+    accuracies = [r["valid_accuracy"] for r in translator.history]
+    ckpt = load_checkpoint(tmp_path / "m", extra=True)
+    assert ckpt.meta["trainer"]["best_score"] == pytest.approx(-max(accuracies))
+    # the model returned holds the weights of the first epoch with the highest accuracy
+    pairs = [line.split("\t") for line in (tmp_path / "valid.tsv").read_text().splitlines()]
+    src = [translator.source_vocab.encode(s) for s, _ in pairs]
+    tgt = [translator.target_vocab.encode(t) for _, t in pairs]
+    best = translator.history[int(np.argmax(accuracies))]
+    loss, accuracy = evaluate(translator.model, src, tgt)
+    assert accuracy == best["valid_accuracy"]
+    assert loss == pytest.approx(best["valid_loss"], rel=1e-6)
 
 
 def test_scheduled_sampling_swaps_decoder_inputs_for_predictions():
