@@ -40,9 +40,21 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
 
 
-def write(name: str, rows: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> Path:
+def write(
+    name: str,
+    rows: list[dict[str, Any]],
+    extra: dict[str, Any] | None = None,
+    merge_on: str | None = None,
+) -> Path:
+    """Write ``results/NAME.json``. With ``merge_on`` (e.g. ``"backend"``), rows already
+    there whose ``merge_on`` value none of ``rows`` has are kept, so that runs of one
+    backend at a time add up to one table."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
+    if merge_on is not None and path.exists():
+        new = {row[merge_on] for row in rows}
+        old = json.loads(path.read_text()).get("rows", [])
+        rows = [row for row in old if row.get(merge_on) not in new] + rows
     doc = {
         "benchmark": name,
         "machine": machine(),

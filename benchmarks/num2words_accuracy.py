@@ -61,7 +61,7 @@ def main() -> None:
         print(table(rows[-1:], list(rows[-1])[:-1]), flush=True)
     columns = [c for c in rows[0] if c != "examples of errors"]
     print(table(rows, columns))
-    print(f"wrote {write('num2words_accuracy', rows, {'config': args.config})}")
+    print(f"wrote {write('num2words_accuracy', rows, {'config': args.config}, merge_on='backend')}")
 
 
 if __name__ == "__main__":
