@@ -36,6 +36,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher-forcing", type=float, help="share of reference decoder inputs")
     p.add_argument("--lr-patience", type=int, help="halve the LR after N flat epochs; 0: off")
     p.add_argument(
+        "--early-stopping-metric",
+        choices=["loss", "accuracy"],
+        help="validation figure for the best weights, --patience and --lr-patience",
+    )
+    p.add_argument(
         "--resume", metavar="DIR", help="continue the training saved in DIR (--out defaults to it)"
     )
     p.add_argument("--tokenizer", choices=["char", "word"])
@@ -128,6 +133,7 @@ def _train(args: argparse.Namespace) -> int:
         ("train", "patience"): args.patience,
         ("train", "teacher_forcing"): args.teacher_forcing,
         ("train", "lr_patience"): args.lr_patience,
+        ("train", "early_stopping_metric"): args.early_stopping_metric,
         ("model", "cell"): args.cell,
         ("model", "attention"): args.attention,
         ("model", "bidirectional"): args.bidirectional,

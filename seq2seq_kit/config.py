@@ -26,7 +26,8 @@ DEFAULT_BACKEND = "numpy"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # validate_assignment: a bad value set from Python fails here, naming the key, not later
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class DataConfig(_Section):

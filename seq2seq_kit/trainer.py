@@ -32,7 +32,8 @@ class TrainerState:
             first epoch).
         best_weights: the weights that reached it (the last weights without validation).
         bad_epochs: epochs since ``best_score`` improved (early stopping).
-        plateau_epochs: epochs since the learning rate was last reduced or loss improved.
+        plateau_epochs: epochs since the learning rate was last reduced or ``best_score``
+            improved.
         history: one record per completed epoch.
     """
 
@@ -58,7 +59,9 @@ class TrainerState:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], history: list[dict[str, Any]]) -> TrainerState:
-        best = data.get("best_score", data.get("best_loss"))  # 0.1 checkpoints: loss
+        best = data.get(
+            "best_score", data.get("best_loss")
+        )  # written before the metric option: a loss
         return cls(
             epoch=int(data["epoch"]),
             rng=data["rng"],

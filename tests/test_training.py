@@ -67,6 +67,28 @@ def test_plateau_halves_the_learning_rate_and_patience_stops():
     assert state.best_score == 0.9
 
 
+def test_accuracy_scores_drive_best_weights_and_plateaus():
+    model = get_backend("numpy").create(ModelSpec(6, 6, hidden_size=4))
+    config = TrainConfig(learning_rate=0.1, lr_patience=2, patience=3)
+    state = TrainerState(learning_rate=0.1)
+    for accuracy in [0.5, 0.7, 0.6, 0.7]:  # a tie is no improvement
+        assert not _track_best(model, state, config, -accuracy, has_valid=True)
+    assert state.best_score == -0.7
+    assert state.bad_epochs == 2 and state.learning_rate == 0.05
+    assert _track_best(model, state, config, -0.69, has_valid=True)
+
+
+def test_trainer_state_from_a_checkpoint_that_saved_best_loss():
+    saved = {"epoch": 3, "rng": None, "learning_rate": 0.01, "best_loss": 0.5}
+    saved |= {"bad_epochs": 1, "plateau_epochs": 0}
+    assert TrainerState.from_json(saved, []).best_score == 0.5
+
+
+def test_unknown_early_stopping_metric_is_refused():
+    with pytest.raises(ValueError, match="early_stopping_metric"):
+        TrainConfig().early_stopping_metric = "acc"
+
+
 def test_best_weights_by_validation_accuracy(tmp_path):
     from num2words import num2words
 
@@ -78,6 +100,7 @@ def test_best_weights_by_validation_accuracy(tmp_path):
     config.train.early_stopping_metric = "accuracy"
     translator = seq2seq_kit.train(config, out=tmp_path / "m")
     accuracies = [r["valid_accuracy"] for r in translator.history]
+    losses = [r["valid_loss"] for r in translator.history]
     ckpt = load_checkpoint(tmp_path / "m", extra=True)
     assert ckpt.meta["trainer"]["best_score"] == pytest.approx(-max(accuracies))
     # the model returned holds the weights of the first epoch with the highest accuracy
@@ -85,6 +108,8 @@ def test_best_weights_by_validation_accuracy(tmp_path):
     src = [translator.source_vocab.encode(s) for s, _ in pairs]
     tgt = [translator.target_vocab.encode(t) for _, t in pairs]
     best = translator.history[int(np.argmax(accuracies))]
+    # otherwise the last (or the lowest-loss) weights would pass as well
+    assert best["epoch"] not in (len(accuracies), int(np.argmin(losses)) + 1)
     loss, accuracy = evaluate(translator.model, src, tgt)
     assert accuracy == best["valid_accuracy"]
     assert loss == pytest.approx(best["valid_loss"], rel=1e-6)
