@@ -59,9 +59,8 @@ class TrainerState:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], history: list[dict[str, Any]]) -> TrainerState:
-        best = data.get(
-            "best_score", data.get("best_loss")
-        )  # written before the metric option: a loss
+        # states written before early_stopping_metric existed hold a loss as best_loss
+        best = data.get("best_score", data.get("best_loss"))
         return cls(
             epoch=int(data["epoch"]),
             rng=data["rng"],
