@@ -26,7 +26,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hidden-size", type=int)
     p.add_argument("--embedding-size", type=int, help="0: one-hot inputs")
     p.add_argument("--num-layers", type=int)
-    p.add_argument("--valid-fraction", type=float, help="held-out share of the pairs")
+    p.add_argument("--valid-fraction", type=float, help="held-out share of the distinct sources")
     p.add_argument("--valid", help="validation set (PATH.tsv); replaces --valid-fraction")
     p.add_argument("--patience", type=int, help="early stopping after N epochs; 0: off")
     p.add_argument("--cell", choices=["lstm", "gru"])
@@ -34,7 +34,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bidirectional", action="store_true", default=None)
     p.add_argument("--dropout", type=float)
     p.add_argument("--teacher-forcing", type=float, help="share of reference decoder inputs")
-    p.add_argument("--lr-patience", type=int, help="halve the LR after N flat epochs; 0: off")
+    p.add_argument(
+        "--lr-patience",
+        type=int,
+        help="multiply the LR by lr_factor after N flat epochs; 0: off",
+    )
     p.add_argument(
         "--early-stopping-metric",
         choices=["loss", "accuracy"],
@@ -53,7 +57,7 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "translate",
         help="translate TEXT arguments, or stdin line by line",
-        description="One output line per input (n-best > 1: N lines 'input<TAB>rank<TAB>"
+        description="One output line per input (n-best > 1: N lines 'input number<TAB>rank<TAB>"
         "score<TAB>text' per input). Empty input lines give empty output lines.",
     )
     p.add_argument("--model", required=True, help="model directory")

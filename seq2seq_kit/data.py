@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -82,7 +83,8 @@ def read_tsv_rows(
 
 
 def split(pairs: Sequence[Pair], valid_fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
-    """Shuffle by ``seed`` and hold out ``round(valid_fraction * n)`` pairs for validation.
+    """Shuffle the distinct sources by ``seed`` and hold out ``round(valid_fraction * n)``
+    of the ``n`` distinct sources, with all their pairs, for validation.
 
     The order of the training pairs is kept (the trainer shuffles per epoch); a source
     that appears several times (Tatoeba's alternative translations) lands on one side only,
@@ -106,13 +108,23 @@ def load_dataset(source: str, limit: int | None = None, **options: Any) -> Datas
     or a path to a TSV file. ``options`` go to the dataset's loader.
 
     Raises:
-        DataError: unknown name that is not a file either, or a bad file.
+        DataError: unknown name that is not a file either, a bad file, or ``options`` the
+            dataset's loader does not take.
     """
     from .plugins import registry
 
     loaders = registry().datasets
     if source in loaders:
-        dataset = loaders[source](**options)
+        loader = loaders[source]
+        try:
+            inspect.signature(loader).bind(**options)
+        except TypeError as exc:
+            takes = ", ".join(inspect.signature(loader).parameters) or "none"
+            raise DataError(
+                f"data.options {options} do not fit dataset {source!r} ({exc}); "
+                f"its options: {takes}"
+            ) from None
+        dataset = loader(**options)
         if limit:
             dataset = Dataset(dataset.pairs[:limit], dataset.name, dataset.valid_fraction)
         return dataset

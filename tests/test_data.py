@@ -62,3 +62,10 @@ def test_builtin_datasets():
     assert french.pairs == (("21", "vingt et un"),)
     with pytest.raises(DataError, match="unknown dataset 'nope'"):
         load_dataset("nope")
+
+
+def test_dataset_options_the_loader_does_not_take_are_named():
+    with pytest.raises(DataError, match=r"'digits'.*'low'.*its options: none"):
+        load_dataset("digits", low=0)
+    with pytest.raises(DataError, match=r"'num2words'.*'hgih'.*its options: .*high"):
+        load_dataset("num2words", hgih=10)
