@@ -30,17 +30,8 @@ import json
 import time
 from typing import Any
 
-PAIRS = [
-    ("1", "one"),
-    ("2", "two"),
-    ("3", "three"),
-    ("4", "four"),
-    ("5", "five"),
-    ("6", "six"),
-    ("7", "seven"),
-    ("8", "eight"),
-    ("9", "nine"),
-]
+from seq2seq_kit.datasets import DIGITS as PAIRS  # the notebook's nine pairs
+
 LATENT_DIM = 32
 SEED_EPOCHS = 300
 BATCH_SIZE = 2

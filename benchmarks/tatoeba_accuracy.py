@@ -43,16 +43,12 @@ def keras_way_accuracy(model, sources, targets, positions: int) -> tuple[float, 
     """(accuracy over ``positions`` decoder steps per pair, padding counted as the example
     counts it, and accuracy on real positions only), teacher-forced."""
 
-    from seq2seq_kit.batching import batches
+    from seq2seq_kit.trainer import evaluate
 
-    correct = real = 0
-    for batch in batches(sources, targets, 256):
-        log_probs = model.log_probs(batch)
-        mask = batch.tgt_mask.astype(bool)
-        correct += int(((log_probs.argmax(axis=2) == batch.tgt_out) & mask).sum())
-        real += int(mask.sum())
+    _, accuracy = evaluate(model, sources, targets)
+    real = sum(len(t) + 1 for t in targets)  # characters and the end token
     total = positions * len(sources)
-    return (correct + (total - real)) / total, correct / real
+    return (accuracy * real + (total - real)) / total, accuracy
 
 
 def main() -> None:
