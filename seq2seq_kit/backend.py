@@ -105,6 +105,16 @@ class Model(Protocol):
 BuildFn = Callable[..., Model]
 
 
+def attention_at_width(weights: np.ndarray, width: int) -> np.ndarray:
+    """What :meth:`Model.attention` returns, from attention weights [B, S'] computed over
+    sources padded to a width S' of the backend's own (bucketing, packing): float32
+    [B, ``width``], columns past S' zero and columns past ``width`` (padding only) dropped."""
+    out = np.zeros((weights.shape[0], width), dtype=np.float32)
+    n = min(width, weights.shape[1])
+    out[:, :n] = weights[:, :n]
+    return out
+
+
 @dataclass(frozen=True)
 class Backend:
     """A registered backend. Creating one must not import its framework: ``build`` does.

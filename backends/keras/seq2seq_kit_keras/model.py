@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
+from seq2seq_kit.backend import attention_at_width  # noqa: E402
 from seq2seq_kit.batching import Batch  # noqa: E402
 from seq2seq_kit.spec import ModelSpec, OptimizerSpec  # noqa: E402
 from seq2seq_kit.weights import (  # noqa: E402
@@ -440,11 +441,7 @@ class KerasModel:
         or all 0 for an empty source); None for an ``encode`` state or without attention."""
         if state.weights is None:
             return None
-        weights = state.weights.numpy()
-        out = np.zeros((weights.shape[0], state.source_width), dtype=np.float32)
-        n = min(state.source_width, weights.shape[1])
-        out[:, :n] = weights[:, :n]
-        return out
+        return attention_at_width(state.weights.numpy(), state.source_width)
 
     def set_learning_rate(self, learning_rate: float) -> None:
         """Adam's step size from the next :meth:`train_step` on (a variable the compiled

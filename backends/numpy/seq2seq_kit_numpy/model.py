@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from seq2seq_kit.backend import attention_at_width
 from seq2seq_kit.batching import Batch
 from seq2seq_kit.spec import ModelSpec, OptimizerSpec
 from seq2seq_kit.vocab import PAD
@@ -292,11 +293,7 @@ class NumpyModel:
         or all 0 for an empty source); None for an ``encode`` state or without attention."""
         if state.weights is None:
             return None
-        batch_size, width = state.weights.shape[0], state.source_width
-        out = np.zeros((batch_size, width), dtype=np.float32)
-        n = min(width, state.weights.shape[1])
-        out[:, :n] = state.weights[:, :n]
-        return out
+        return attention_at_width(state.weights, state.source_width)
 
     def set_learning_rate(self, learning_rate: float) -> None:
         """Adam's step size from the next :meth:`train_step` on."""

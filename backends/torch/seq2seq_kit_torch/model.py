@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from seq2seq_kit.backend import attention_at_width
 from seq2seq_kit.batching import Batch
 from seq2seq_kit.spec import ModelSpec, OptimizerSpec
 from seq2seq_kit.weights import (
@@ -404,10 +405,7 @@ class TorchModel:
         if state.weights is None:
             return None
         weights = self._to_numpy(state.weights, np.float32)
-        out = np.zeros((weights.shape[0], state.source_width), dtype=np.float32)
-        n = min(state.source_width, weights.shape[1])
-        out[:, :n] = weights[:, :n]
-        return out
+        return attention_at_width(weights, state.source_width)
 
     def set_learning_rate(self, learning_rate: float) -> None:
         """Adam's step size from the next :meth:`train_step` on."""

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seq2seq_kit.backend import attention_at_width
 from seq2seq_kit.batching import Batch
 from seq2seq_kit.spec import ModelSpec, OptimizerSpec
 from seq2seq_kit.weights import (
@@ -236,11 +237,8 @@ class JaxModel:
         for an empty source); None for an ``encode`` state or without attention."""
         if state.weights is None:
             return None
-        weights = np.asarray(state.weights)
-        out = np.zeros((state.size, state.source_width), dtype=np.float32)
-        n = min(state.source_width, weights.shape[1])
-        out[:, :n] = weights[: state.size, :n]
-        return out
+        # rows past state.size are the batch bucket's padding
+        return attention_at_width(np.asarray(state.weights)[: state.size], state.source_width)
 
     def set_learning_rate(self, learning_rate: float) -> None:
         """Adam's step size from the next :meth:`train_step` on (finite, >= 0)."""
