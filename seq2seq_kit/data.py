@@ -116,10 +116,11 @@ def load_dataset(source: str, limit: int | None = None, **options: Any) -> Datas
     loaders = registry().datasets
     if source in loaders:
         loader = loaders[source]
+        signature = inspect.signature(loader)
         try:
-            inspect.signature(loader).bind(**options)
+            signature.bind(**options)
         except TypeError as exc:
-            takes = ", ".join(inspect.signature(loader).parameters) or "none"
+            takes = ", ".join(signature.parameters) or "none"
             raise DataError(
                 f"data.options {options} do not fit dataset {source!r} ({exc}); "
                 f"its options: {takes}"
