@@ -335,6 +335,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except Seq2SeqError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except BrokenPipeError:  # e.g. piped into head
         return 0

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 
 class Seq2SeqError(Exception):
-    """Base of every error the toolkit raises on bad input."""
+    """Base of every error the toolkit raises on bad input.
+
+    Attributes:
+        exit_code: the CLI's exit status for it (2: bad input or a refused run).
+    """
+
+    exit_code = 2
 
 
 class DataError(Seq2SeqError):
@@ -41,3 +47,18 @@ class BackendError(Seq2SeqError):
 
 class ConfigError(Seq2SeqError):
     """A configuration file or option is invalid (names file and key)."""
+
+
+class TrainingError(Seq2SeqError):
+    """Training cannot go on (a non-finite loss, no training pairs); names epoch and step
+    where it happened. The last checkpoint written before it stays loadable."""
+
+
+class TrainingInterrupted(Seq2SeqError):
+    """SIGINT or SIGTERM stopped training after the checkpoint was written; the CLI exits
+    128 + the signal number (130 for SIGINT, 143 for SIGTERM), as shells report it."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.signal_number = signal_number
+        self.exit_code = 128 + signal_number
