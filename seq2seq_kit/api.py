@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -9,18 +12,38 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from . import __version__
-from .backend import Model
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .config import Config, load_config, resolve_backend
+from .backend import Backend, Model
+from .checkpoint import (
+    WEIGHTS_FILE,
+    Checkpoint,
+    check_output_dir,
+    load_checkpoint,
+    non_finite,
+    save_checkpoint,
+    writer_lock,
+)
+from .config import (
+    RESUMABLE,
+    Config,
+    DecodeConfig,
+    describe_errors,
+    describe_resumable,
+    explicit_keys,
+    load_config,
+    resolve_backend,
+)
 from .data import Dataset, Pair, load_dataset, split
 from .decoding import Hypothesis, beam_search, greedy
-from .errors import Seq2SeqError
+from .errors import BackendError, CheckpointError, ConfigError, DataError, Seq2SeqError
 from .plugins import get_backend, registry
 from .spec import ModelSpec, OptimizerSpec
 from .trainer import TrainerState, fit
-from .vocab import EOS, Vocabulary, pad
+from .vocab import EOS, Vocabulary, pad, tokenize
+
+log = logging.getLogger(__name__)
 
 
 class Translator:
@@ -56,32 +79,67 @@ class Translator:
     def history(self) -> list[dict[str, Any]]:
         return self.meta.get("history", [])
 
-    def translate(self, texts: Sequence[str], beam: int = 1, **options: Any) -> list[str]:
+    def translate(self, texts: Sequence[str], **options: Any) -> list[str]:
         """Best translation of each text, in order; an empty or blank text gives ``""``.
         ``options`` are those of :meth:`hypotheses`."""
-        return [hyps[0].text for hyps in self.hypotheses(texts, beam=beam, **options)]
+        return [hyps[0].text for hyps in self.hypotheses(texts, **options)]
+
+    def decode_config(self, **options: Any) -> DecodeConfig:
+        """The decoding settings: ``options`` that are not ``None``, over the ``[decode]``
+        table the model was trained with, over the built-in defaults.
+
+        Raises:
+            ConfigError: an option breaks the ``[decode]`` rules, naming it.
+        """
+        saved = self.meta.get("config", {}).get("decode", {})
+        given = {k: v for k, v in options.items() if v is not None}
+        try:
+            return DecodeConfig.model_validate({**saved, **given})
+        except ValidationError as exc:
+            raise ConfigError(describe_errors(exc)) from None
 
     def hypotheses(
         self,
         texts: Sequence[str],
         *,
-        beam: int = 1,
-        n_best: int = 1,
-        length_penalty: float = 0.0,
+        beam: int | None = None,
+        n_best: int | None = None,
+        length_penalty: float | None = None,
         max_length: int | None = None,
-        unknown: str = "error",
-        batch_size: int = 256,
+        unknown: str | None = None,
+        batch_size: int | None = None,
     ) -> list[list[Hypothesis]]:
-        """Decode every text: greedy for ``beam == 1 and n_best == 1``, else beam search.
-        Returns, per text, its n-best list (one entry for greedy).
+        """Decode every text: greedy for ``beam == 1 and n_best == 1``, else beam search
+        (``n_best`` above ``beam`` widens the beam). Returns, per text, its n-best list (one
+        entry for greedy). Options left ``None`` take the model's saved ``[decode]``
+        settings (:meth:`decode_config`); ``max_length`` then defaults to the cap saved
+        with the model.
 
         Raises:
             UnknownTokenError: a token not in the source vocabulary, naming it, its position
                 and the 1-based input line, unless ``unknown="replace"`` maps it to UNK.
+            ConfigError: an option out of range (``beam=0``, ``length_penalty=nan``...).
+            BackendError: beam search asked of a backend without the ``beam`` capability.
         """
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not one string")
-        max_length = max_length or self.max_length
+        options = self.decode_config(
+            beam=beam,
+            n_best=n_best,
+            length_penalty=length_penalty,
+            max_length=max_length,
+            unknown=unknown,
+            batch_size=batch_size,
+        )
+        beam, n_best, unknown = options.beam, options.n_best, options.unknown
+        max_length = options.max_length or self.max_length
+        batch_size = options.batch_size
+        searching = beam > 1 or n_best > 1
+        if searching and "beam" not in get_backend(self.backend).capabilities:
+            raise BackendError(
+                f"backend {self.backend!r} does not declare the 'beam' capability: decode "
+                f"greedily (beam 1, n-best 1) or choose another backend"
+            )
         todo = [i for i, t in enumerate(texts) if t.strip()]  # blank lines stay blank
         ids = {i: self.source_vocab.encode(texts[i], unknown=unknown, line=i + 1) for i in todo}
         results: list[list[Hypothesis]] = [[Hypothesis("", (), 0.0, False)] for _ in texts]
@@ -90,7 +148,7 @@ class Translator:
             chunk = todo[start : start + batch_size]
             src = pad([ids[i] for i in chunk])
             lengths = np.array([len(ids[i]) for i in chunk], dtype=np.int32)
-            if beam == 1 and n_best == 1:
+            if not searching:
                 decoded = [
                     [h] for h in greedy(self.model, src, lengths, self.target_vocab, max_length)
                 ]
@@ -103,7 +161,7 @@ class Translator:
                     max_length,
                     beam,
                     n_best,
-                    length_penalty,
+                    options.length_penalty,
                 )
             for i, hyps in zip(chunk, decoded, strict=True):
                 results[i] = hyps
@@ -155,6 +213,12 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> Translator
         BackendError: the backend is not installed.
     """
     ckpt = load_checkpoint(path)
+    bad = non_finite(ckpt.weights)
+    if bad:
+        raise CheckpointError(
+            f"{Path(path) / WEIGHTS_FILE}: weights {bad} hold NaN or infinite values (training "
+            f"diverged); retrain, e.g. with a smaller learning rate"
+        )
     name = resolve_backend(backend, Config())
     model = get_backend(name).create(ckpt.spec, seed=0)
     model.set_weights(ckpt.weights)
@@ -192,21 +256,28 @@ def train(
     With ``out``, the model directory is written there after every epoch: the best weights
     by ``train.early_stopping_metric`` on the validation pairs (the last weights without
     validation) as ``weights.safetensors``, plus the last weights and the optimizer state
-    for ``resume``. ``resume`` continues the training saved in that directory (its config,
-    data and vocabularies; ``epochs`` raises the total) and gives the same result as one
-    uninterrupted run.
+    for ``resume``. ``out`` is checked before any work (writable; not a file; an existing
+    model directory only with ``train.overwrite``) and locked against a second writer.
+
+    ``resume`` continues the training saved in that directory (its config, data and
+    vocabularies) and gives the same result as one uninterrupted run. Keys set in ``config``
+    (its ``model_fields_set``: a file's keys, or flags) or by keyword must agree with the
+    saved run, except those in :data:`seq2seq_kit.config.RESUMABLE` (epochs, patience, the
+    learning-rate schedule...), which are applied and recorded in the model's metadata
+    (``meta["resumes"]``) and in the first resumed epoch's history record.
 
     Raises:
-        DataError, ConfigError, BackendError, CheckpointError: by name.
+        DataError: no training pairs after the split and length filter, or resumed data
+            that differ from the saved run's.
+        ConfigError: a resumed run's conflicting key (naming it and both values), or no
+            epochs left to train.
+        CheckpointError: ``out`` cannot be written, holds another model or is being
+            written by another process.
+        BackendError: the backend is missing or lacks a capability the run needs.
     """
-    saved = load_checkpoint(resume, extra=True) if resume is not None else None
-    if saved is not None:
-        cfg = Config.model_validate(saved.meta["config"])
-        backend = backend or saved.meta["backend"]
-        out = resume if out is None else out
-    else:
-        cfg = config if isinstance(config, Config) else load_config(config)
-        cfg = cfg.model_copy(deep=True)
+    cfg = config if isinstance(config, Config) else load_config(config)
+    cfg = cfg.model_copy(deep=True)
+    # Assignments validate and count as set, like a flag.
     if isinstance(data, str):
         cfg.data.source = data
     if limit is not None:
@@ -215,21 +286,164 @@ def train(
         cfg.train.epochs = epochs
     if seed is not None:
         cfg.train.seed = seed
+    pairs = None if data is None or isinstance(data, str) else tuple(data)
+
+    saved = load_checkpoint(resume, extra=True) if resume is not None else None
+    changes: dict[str, list[Any]] = {}
+    if saved is not None:
+        cfg, changes = _resumed_config(saved, cfg, resume)
+        backend = backend or saved.meta["backend"]
+        out = resume if out is None else out
     backend_name = resolve_backend(backend, cfg)
     chosen = get_backend(backend_name)
+    if saved is not None and "resume" not in chosen.capabilities:
+        raise BackendError(
+            f"backend {backend_name!r} does not declare the 'resume' capability: it cannot "
+            f"continue a saved training; start a new run, or resume with another backend"
+        )
+    if out is None:
+        return _train(cfg, None, chosen, backend_name, pairs, saved, changes)
+    into_resumed = saved is not None and Path(out).resolve() == Path(resume).resolve()
+    check_output_dir(out, replace=cfg.train.overwrite or into_resumed)
+    with writer_lock(out):
+        return _train(cfg, Path(out), chosen, backend_name, pairs, saved, changes)
 
-    if data is not None and not isinstance(data, str):
-        pairs = tuple((str(s), str(t)) for s, t in data)
+
+def _same_value(key: str, old: Any, new: Any) -> bool:
+    if key in ("data.source", "data.valid") and isinstance(old, str) and isinstance(new, str):
+        return _source_key(old) == _source_key(new)
+    return old == new
+
+
+def _source_key(source: str) -> str:
+    """A data source as compared on resume: files by their absolute path."""
+    return str(Path(source).resolve()) if os.path.isfile(source) else source
+
+
+def _resumed_config(
+    saved: Checkpoint, requested: Config, resume: str | os.PathLike[str]
+) -> tuple[Config, dict[str, list[Any]]]:
+    """The saved run's config with the requested resumable changes applied, and those
+    changes as ``{"train.epochs": [old, new]}``."""
+    merged = Config.model_validate(saved.meta["config"]).model_dump()
+    changes: dict[str, list[Any]] = {}
+    conflicts = []
+    for section, values in explicit_keys(requested).items():
+        if not isinstance(values, dict):  # the top-level backend: any backend resumes any run
+            continue
+        for key, new in values.items():
+            name, old = f"{section}.{key}", merged[section][key]
+            if _same_value(name, old, new):
+                continue
+            if name in RESUMABLE:
+                merged[section][key] = new
+                changes[name] = [old, new]
+            else:
+                conflicts.append(f"{name} is {old!r} in the saved run but {new!r} now")
+    if conflicts:
+        raise ConfigError(
+            f"--resume {resume}: " + "; ".join(conflicts) + ". A resumed run trains what it "
+            f"started with; to change these, start a new run with --out (keys that may change "
+            f"on resume: {describe_resumable()})"
+        )
+    cfg = Config.model_validate(merged)
+    done = int(saved.meta["trainer"]["epoch"])
+    if cfg.train.epochs <= done:
+        raise ConfigError(
+            f"--resume {resume}: the saved run has done {done} epochs and train.epochs is "
+            f"{cfg.train.epochs}: nothing to train; ask for more (--epochs N with N > {done})"
+        )
+    history = saved.meta.get("history") or [{}]
+    if history[-1].get("early_stopped") and "train.patience" not in changes:
+        raise ConfigError(
+            f"--resume {resume}: training stopped early at epoch {done} (train.patience "
+            f"{cfg.train.patience} epochs without a better validation score); raise --patience, "
+            f"or set it to 0, to train on"
+        )
+    return cfg, changes
+
+
+def _fingerprint(train_pairs: Sequence[Pair], valid_pairs: Sequence[Pair]) -> str:
+    """SHA-256 of the training and validation pairs, to tell a resumed run's data changed."""
+    digest = hashlib.sha256()
+    for side in (train_pairs, valid_pairs):
+        digest.update(json.dumps(list(side), ensure_ascii=False).encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _too_long(pairs: Sequence[Pair], cfg: Config) -> list[bool]:
+    """Per pair, whether it exceeds ``data.max_source_length``/``max_target_length`` tokens."""
+    limits = (cfg.data.max_source_length, cfg.data.max_target_length)
+    if limits == (None, None):
+        return [False] * len(pairs)
+    return [
+        any(
+            cap is not None and len(tokenize(text, cfg.data.tokenizer)) > cap
+            for text, cap in zip(pair, limits, strict=True)
+        )
+        for pair in pairs
+    ]
+
+
+def _train(
+    cfg: Config,
+    out: Path | None,
+    chosen: Backend,
+    backend_name: str,
+    pairs: tuple[Pair, ...] | None,
+    saved: Checkpoint | None,
+    changes: dict[str, list[Any]],
+) -> Translator:
+    if pairs is not None:
         dataset = Dataset(pairs[: cfg.data.limit] if cfg.data.limit else pairs, "pairs")
+    elif saved is not None and saved.meta.get("data") == "pairs":
+        raise DataError("this run was trained on pairs given in Python: pass them again (data=)")
     else:
         dataset = load_dataset(cfg.data.source, cfg.data.limit, **cfg.data.options)
+        if dataset.path is not None:  # saved absolute, so a resume works from any folder
+            cfg.data.source = str(Path(dataset.path).resolve())
     if cfg.data.valid is not None:
         train_pairs = list(dataset.pairs)
-        valid_pairs = list(load_dataset(cfg.data.valid).pairs)
+        valid_dataset = load_dataset(cfg.data.valid)
+        valid_pairs = list(valid_dataset.pairs)
+        if valid_dataset.path is not None:
+            cfg.data.valid = str(Path(valid_dataset.path).resolve())
     else:
         fraction = cfg.data.valid_fraction
         fraction = dataset.valid_fraction if fraction is None else fraction
         train_pairs, valid_pairs = split(dataset.pairs, fraction, cfg.train.seed)
+        if not train_pairs:
+            raise DataError(
+                f"no training pairs: the validation split (valid_fraction {fraction}) holds out "
+                f"all {len(dataset.pairs)} pairs; lower valid_fraction or add data",
+                dataset.path or dataset.name,
+            )
+    too_long = _too_long(train_pairs, cfg)
+    skipped = sum(too_long)
+    train_pairs = [p for p, drop in zip(train_pairs, too_long, strict=True) if not drop]
+    if skipped:
+        log.info(
+            "skipped %d of %d training pairs longer than data.max_source_length=%s / "
+            "max_target_length=%s tokens",
+            skipped,
+            skipped + len(train_pairs),
+            cfg.data.max_source_length,
+            cfg.data.max_target_length,
+        )
+    if not train_pairs:
+        raise DataError(
+            f"no training pairs: all {skipped} are longer than data.max_source_length / "
+            f"max_target_length",
+            dataset.path or dataset.name,
+        )
+    fingerprint = _fingerprint(train_pairs, valid_pairs)
+    if saved is not None and saved.meta.get("data_sha256", fingerprint) != fingerprint:
+        raise DataError(
+            "the training or validation pairs differ from the saved run's (the data file "
+            "changed since?); a resumed run trains on what it started with",
+            dataset.path or dataset.name,
+        )
 
     if saved is not None:
         source_vocab, target_vocab = saved.source_vocab, saved.target_vocab
@@ -250,22 +464,33 @@ def train(
     optimizer = OptimizerSpec(learning_rate=cfg.train.learning_rate, clip_norm=cfg.train.clip_norm)
     model = chosen.create(spec, seed=cfg.train.seed, optimizer=optimizer)
     state = None
+    resumes: list[dict[str, Any]] = []
     if saved is not None:
         model.set_weights(saved.extra["last"])
         model.set_optimizer_state(saved.extra["optimizer"])
         state = TrainerState.from_json(saved.meta["trainer"], saved.meta["history"])
         state.best_weights = saved.weights if valid_pairs else None
+        if "train.learning_rate" in changes:
+            state.learning_rate = cfg.train.learning_rate
+        resumes = list(saved.meta.get("resumes", []))
+        resumes.append({"after_epoch": state.epoch, "backend": backend_name, "changed": changes})
+        described = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
+        log.info("resuming after epoch %d; %s", state.epoch, described or "no setting changed")
 
     meta = {
         "seq2seq_kit_version": __version__,
         "backend": backend_name,
         "backend_version": chosen.version,
         "data": dataset.name,
+        "data_sha256": fingerprint,
         "train_pairs": len(train_pairs),
         "valid_pairs": len(valid_pairs),
+        "skipped_too_long": skipped,
         "config": cfg.model_dump(mode="json"),
         "seconds": 0.0 if saved is None else saved.meta.get("seconds", 0.0),
     }
+    if resumes:
+        meta["resumes"] = resumes
     translator = Translator(
         model,
         source_vocab,
@@ -289,15 +514,20 @@ def train(
         ckpt.extra = {"last": model.get_weights(), "optimizer": model.optimizer_state()}
         save_checkpoint(ckpt, out)
 
+    first_epoch = 1 if state is None else state.epoch + 1
     hook = registry().manager.hook
+
+    def on_epoch_end(record: dict[str, Any]) -> None:
+        if changes and record["epoch"] == first_epoch:
+            record["resumed_with"] = changes
+        hook.on_epoch_end(record=record, out_dir=None if out is None else str(out))
+
     state = fit(
         model,
         train_ids,
         valid_ids if valid_pairs else None,
         cfg.train,
-        on_epoch_end=lambda record: hook.on_epoch_end(
-            record=record, out_dir=None if out is None else str(out)
-        ),
+        on_epoch_end=on_epoch_end,
         state=state,
         save=None if out is None else save,
     )

@@ -9,16 +9,20 @@ Saving is atomic: the new checkpoint is written and synced in a sibling temporar
 then swapped in by two renames. A crash at any point leaves either the old or the new
 checkpoint loadable; between the two renames the old one lives in ``.NAME.previous``, which
 :func:`load_checkpoint` falls back to and the next save moves back first. One process
-writes a given directory at a time.
+writes a given directory at a time: :func:`writer_lock` holds ``.NAME.lock`` beside it.
+A failed write (disk full, no permission) is a :class:`CheckpointError` naming the path and
+leaves the previous checkpoint as it was. Non-finite weights are never written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,24 +75,103 @@ def _previous(path: Path) -> Path:
     return path.parent / f".{path.name}.previous"
 
 
+def non_finite(weights: dict[str, np.ndarray]) -> list[str]:
+    """Names of the tensors holding a NaN or an infinity, sorted."""
+    return sorted(name for name, w in weights.items() if not np.isfinite(w).all())
+
+
+def check_output_dir(path: str | os.PathLike[str], *, replace: bool = False) -> Path:
+    """Check, before any work, that a model directory can be written at ``path``: it is
+    absent, an empty directory, or (with ``replace``) a model directory; and its folder is
+    writable (a file is created there and removed). Creates missing parent folders.
+
+    Raises:
+        CheckpointError: naming ``path`` and what is wrong; an existing model directory
+            without ``replace`` names ``--resume`` and ``--overwrite``.
+    """
+    path = Path(path)
+    _refuse_foreign(path)
+    if (path / MODEL_FILE).exists() and not replace:
+        raise CheckpointError(
+            f"{path}: already holds a model; continue its training with --resume {path}, "
+            f"or replace it with --overwrite (config train.overwrite = true)"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.probe-", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise CheckpointError(
+            f"{path}: cannot write there ({exc.strerror or exc}: {exc.filename or path.parent})"
+        ) from None
+    return path
+
+
+def _refuse_foreign(path: Path) -> None:
+    """A file, or a non-empty folder that is no model directory, is never overwritten."""
+    if path.exists() and (
+        not path.is_dir() or (any(path.iterdir()) and not (path / MODEL_FILE).exists())
+    ):
+        raise CheckpointError(f"{path}: exists and is not a model directory; not overwriting it")
+
+
+@contextlib.contextmanager
+def writer_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold ``.NAME.lock`` beside model directory ``path`` (an OS file lock, released when the
+    process ends, even by a kill) for as long as the block runs.
+
+    Raises:
+        CheckpointError: another process holds it, naming the directory.
+    """
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    lock = FileLock(path.parent / f".{path.name}.lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise CheckpointError(
+            f"{path}: another training is writing this model directory (it holds "
+            f"{lock.lock_file}); wait for it to end or choose another output directory"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> Path:
     """Write ``ckpt`` to directory ``path`` atomically, replacing an older checkpoint there.
 
     Raises:
         CheckpointError: ``path`` exists and is not a checkpoint directory (it is never
-            overwritten), or the weights do not match the spec.
+            overwritten), the weights do not match the spec or are not finite, or writing
+            failed (disk full, no permission: names the path; the previous checkpoint
+            stays as it was).
     """
-    from safetensors.numpy import save_file
-
     path = Path(path)
-    if path.exists() and (
-        not path.is_dir() or (any(path.iterdir()) and not (path / MODEL_FILE).exists())
-    ):
-        raise CheckpointError(f"{path} exists and is not a model directory; not overwriting it")
+    _refuse_foreign(path)
     try:
         check_weights(ckpt.spec, ckpt.weights)
     except ValueError as exc:
         raise CheckpointError(str(exc)) from None
+    for name, tensors in {"weights": ckpt.weights, **ckpt.extra}.items():
+        bad = non_finite(tensors)
+        if bad:
+            raise CheckpointError(f"{path}: not saving {name} with NaN or infinite values in {bad}")
+    try:
+        return _write(ckpt, path)
+    except OSError as exc:
+        raise CheckpointError(
+            f"{path}: writing the model directory failed ({exc.strerror or exc}); the previous "
+            f"checkpoint there, if any, is unchanged"
+        ) from None
+
+
+def _write(ckpt: Checkpoint, path: Path) -> Path:
+    from safetensors import SafetensorError
+
     path.parent.mkdir(parents=True, exist_ok=True)
     previous = _previous(path)
     if not path.exists() and (previous / MODEL_FILE).exists():
@@ -97,43 +180,53 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> Path:
         shutil.rmtree(stale, ignore_errors=True)  # left by a save that was killed
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        weights = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in ckpt.weights.items()}
-        save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
-        extra = {}
-        for name, tensors in ckpt.extra.items():
-            filename = f"{name}.safetensors"
-            arrays = {k: np.asarray(v) for k, v in tensors.items()}
-            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / filename))
-            extra[name] = {
-                "file": filename,
-                "sha256": _sha256(tmp / filename),
-                # safetensors stores 0-d arrays as shape (1,): remember which were scalars
-                "scalars": sorted(k for k, v in arrays.items() if v.ndim == 0),
-            }
-        doc = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "spec": ckpt.spec.to_dict(),
-            "source_vocab": ckpt.source_vocab.to_dict(),
-            "target_vocab": ckpt.target_vocab.to_dict(),
-            "max_length": ckpt.max_length,
-            "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(tmp / WEIGHTS_FILE)},
-            "extra": extra,
-            "meta": ckpt.meta,
-        }
-        (tmp / MODEL_FILE).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-        for child in tmp.iterdir():
-            _fsync(child)
-        _fsync(tmp)
-        if previous.exists():
-            shutil.rmtree(previous)
-        if path.exists():
-            os.rename(path, previous)
-        os.rename(tmp, path)
-        _fsync(path.parent)
-        shutil.rmtree(previous, ignore_errors=True)
+        return _fill_and_swap(ckpt, path, tmp)
+    except SafetensorError as exc:  # safetensors reports I/O failures (ENOSPC) as its own
+        raise OSError(str(exc)) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fill_and_swap(ckpt: Checkpoint, path: Path, tmp: Path) -> Path:
+    """Write every file into ``tmp``, sync it, then swap it in for ``path``."""
+    from safetensors.numpy import save_file
+
+    previous = _previous(path)
+    weights = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in ckpt.weights.items()}
+    save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+    extra = {}
+    for name, tensors in ckpt.extra.items():
+        filename = f"{name}.safetensors"
+        arrays = {k: np.asarray(v) for k, v in tensors.items()}
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / filename))
+        extra[name] = {
+            "file": filename,
+            "sha256": _sha256(tmp / filename),
+            # safetensors stores 0-d arrays as shape (1,): remember which were scalars
+            "scalars": sorted(k for k, v in arrays.items() if v.ndim == 0),
+        }
+    doc = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "spec": ckpt.spec.to_dict(),
+        "source_vocab": ckpt.source_vocab.to_dict(),
+        "target_vocab": ckpt.target_vocab.to_dict(),
+        "max_length": ckpt.max_length,
+        "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(tmp / WEIGHTS_FILE)},
+        "extra": extra,
+        "meta": ckpt.meta,
+    }
+    (tmp / MODEL_FILE).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    for child in tmp.iterdir():
+        _fsync(child)
+    _fsync(tmp)
+    if previous.exists():
+        shutil.rmtree(previous)
+    if path.exists():
+        os.rename(path, previous)
+    os.rename(tmp, path)
+    _fsync(path.parent)
+    shutil.rmtree(previous, ignore_errors=True)
     return path
 
 

@@ -9,47 +9,87 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+#: Config keys whose flag is not ``--KEY``: the dataset is ``--data``; the progress bar's
+#: switch keeps its familiar ``--no-progress`` spelling (``--progress`` turns it on).
+_FLAG_NAMES = {("data", "source"): "data"}
+#: Config keys with no flag: a dict of loader options belongs in a config file.
+_NO_FLAG = {("data", "options")}
+
+
+_METAVARS: dict[Any, str] = {int: "N", int | None: "N", float: "X", float | None: "X"}
+
+
+def _flag(section: str, key: str) -> str:
+    return "--" + _FLAG_NAMES.get((section, key), key).replace("_", "-")
+
+
+def _field_checker(model: type[Any], key: str) -> Callable[[str], Any]:
+    """argparse ``type=``: the value as the config field would accept it, or an
+    ``ArgumentTypeError`` with pydantic's reason (so a flag obeys the config file's rules)."""
+    from pydantic import ValidationError
+
+    def check(text: str) -> Any:
+        try:
+            return getattr(model.model_validate({key: text}), key)
+        except ValidationError as exc:
+            reasons = "; ".join(err["msg"] for err in exc.errors())
+            raise argparse.ArgumentTypeError(f"{text!r}: {reasons}") from None
+
+    check.__name__ = key  # argparse names the type in some messages
+    return check
+
+
+def _add_config_flags(
+    p: argparse.ArgumentParser, section: str, only: Sequence[str] | None = None
+) -> None:
+    """One flag per key of the ``[section]`` config model (or those in ``only``), with the
+    key's description, choices and checks; ``dest`` is ``"section.key"``. A flag left out is
+    ``None``: the config file's value, or the default, stands."""
+    from typing import Literal, get_args, get_origin
+
+    from .config import Config
+
+    model = type(Config.model_fields[section].default_factory())
+    for key, field in model.model_fields.items():
+        if (section, key) in _NO_FLAG or (only is not None and key not in only):
+            continue
+        default = field.get_default(call_default_factory=True)
+        kwargs: dict[str, Any] = {
+            "dest": f"{section}.{key}",
+            "default": None,
+            "help": f"{field.description} (config {section}.{key}; default {default!r})",
+        }
+        if field.annotation is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif get_origin(field.annotation) is Literal:
+            kwargs["choices"] = list(get_args(field.annotation))
+        else:
+            kwargs["type"] = _field_checker(model, key)
+            kwargs["metavar"] = _METAVARS.get(field.annotation, "VALUE")
+        p.add_argument(_flag(section, key), **kwargs)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model and save it to a directory")
+    p = sub.add_parser(
+        "train",
+        help="train a model and save it to a directory",
+        description="Every flag but --config, --out and --resume sets the config key it names "
+        "and is checked by the same rules as the config file.",
+    )
     p.add_argument("--config", help="TOML config file (see README: Configuration)")
-    p.add_argument("--backend", help="backend name (beats $SEQ2SEQ_KIT_BACKEND and config)")
-    p.add_argument("--data", help="digits | num2words | PATH.tsv (default: digits)")
-    p.add_argument("--limit", type=int, help="use only the first N pairs")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--learning-rate", type=float)
-    p.add_argument("--hidden-size", type=int)
-    p.add_argument("--embedding-size", type=int, help="0: one-hot inputs")
-    p.add_argument("--num-layers", type=int)
-    p.add_argument("--valid-fraction", type=float, help="held-out share of the distinct sources")
-    p.add_argument("--valid", help="validation set (PATH.tsv); replaces --valid-fraction")
-    p.add_argument("--patience", type=int, help="early stopping after N epochs; 0: off")
-    p.add_argument("--cell", choices=["lstm", "gru"])
-    p.add_argument("--attention", choices=["none", "dot", "general", "bahdanau"])
-    p.add_argument("--bidirectional", action="store_true", default=None)
-    p.add_argument("--dropout", type=float)
-    p.add_argument("--teacher-forcing", type=float, help="share of reference decoder inputs")
-    p.add_argument(
-        "--lr-patience",
-        type=int,
-        help="multiply the LR by lr_factor after N flat epochs; 0: off",
-    )
-    p.add_argument(
-        "--early-stopping-metric",
-        choices=["loss", "accuracy"],
-        help="validation figure for the best weights, --patience and --lr-patience",
-    )
-    p.add_argument(
-        "--resume", metavar="DIR", help="continue the training saved in DIR (--out defaults to it)"
-    )
-    p.add_argument("--tokenizer", choices=["char", "word"])
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", help="model directory to write (required unless --resume)")
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the training saved in DIR (--out defaults to it); only the keys of "
+        "the configuration reference marked resumable may change",
+    )
+    p.add_argument("--backend", help="backend name (beats $SEQ2SEQ_KIT_BACKEND and config)")
+    for section in ("data", "model", "train"):
+        _add_config_flags(p, section)
     p.set_defaults(run=_train)
 
 
@@ -58,37 +98,35 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
         "translate",
         help="translate TEXT arguments, or stdin line by line",
         description="One output line per input (n-best > 1: N lines 'input number<TAB>rank<TAB>"
-        "score<TAB>text' per input). Empty input lines give empty output lines.",
+        "score<TAB>text' per input). Empty input lines give empty output lines. Decoding "
+        "flags default to the model's saved [decode] settings.",
     )
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--backend", help="backend to run the model with")
-    _add_decode_options(p)
-    p.add_argument("--n-best", type=int, help="hypotheses per input")
+    _add_config_flags(p, "decode")
     p.add_argument("text", nargs="*", help="inputs; none: read stdin")
     p.set_defaults(run=_translate)
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="exact match, CER, chrF and BLEU on a TSV file")
+    p = sub.add_parser(
+        "evaluate",
+        help="exact match, CER, chrF and BLEU on a TSV file",
+        description="Decoding flags default to the model's saved [decode] settings.",
+    )
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--data", required=True, help="PATH.tsv or dataset name")
-    p.add_argument("--limit", type=int, help="use only the first N pairs")
+    _add_config_flags(p, "data", ["limit"])
     p.add_argument("--backend", help="backend to run the model with")
-    _add_decode_options(p)
+    _add_config_flags(p, "decode", [k for k in _decode_keys() if k != "n_best"])
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.set_defaults(run=_evaluate)
 
 
-def _add_decode_options(p: argparse.ArgumentParser) -> None:
-    # Defaults come from the [decode] table the model was trained with, else the built-ins.
-    p.add_argument("--beam", type=int, help="beam size; 1: greedy")
-    p.add_argument("--length-penalty", type=float, help="GNMT alpha")
-    p.add_argument("--max-length", type=int, help="output cap (default: saved with the model)")
-    p.add_argument(
-        "--unknown",
-        choices=["error", "replace"],
-        help="unseen input characters: fail naming them (default), or map them to <unk>",
-    )
+def _decode_keys() -> list[str]:
+    from .config import DecodeConfig
+
+    return list(DecodeConfig.model_fields)
 
 
 def _add_plot(sub: argparse._SubParsersAction) -> None:
@@ -109,9 +147,7 @@ def _add_backends(sub: argparse._SubParsersAction) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="seq2seq-kit", description="Pluggable sequence-to-sequence toolkit."
-    )
+    p = _Parser(prog="seq2seq-kit", description="Pluggable sequence-to-sequence toolkit.")
     p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_translate, _add_evaluate, _add_plot, _add_backends):
@@ -125,49 +161,38 @@ def _version() -> str:
     return f"seq2seq-kit {__version__}"
 
 
+def _flag_values(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The config keys given as flags, nested by section: ``{"train": {"epochs": 5}}``."""
+    given: dict[str, dict[str, Any]] = {}
+    for dest, value in vars(args).items():
+        if "." in dest and value is not None:
+            section, key = dest.split(".", 1)
+            given.setdefault(section, {})[key] = value
+    return given
+
+
 def _train(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from .api import train
-    from .config import load_config
+    from .config import Config, describe_errors, explicit_keys, load_config
     from .errors import ConfigError
 
-    cfg = load_config(args.config)
-    overrides = {
-        ("train", "batch_size"): args.batch_size,
-        ("train", "learning_rate"): args.learning_rate,
-        ("train", "patience"): args.patience,
-        ("train", "teacher_forcing"): args.teacher_forcing,
-        ("train", "lr_patience"): args.lr_patience,
-        ("train", "early_stopping_metric"): args.early_stopping_metric,
-        ("model", "cell"): args.cell,
-        ("model", "attention"): args.attention,
-        ("model", "bidirectional"): args.bidirectional,
-        ("model", "dropout"): args.dropout,
-        ("model", "hidden_size"): args.hidden_size,
-        ("model", "embedding_size"): args.embedding_size,
-        ("model", "num_layers"): args.num_layers,
-        ("data", "valid_fraction"): args.valid_fraction,
-        ("data", "valid"): args.valid,
-        ("data", "tokenizer"): args.tokenizer,
-    }
-    data = cfg.model_dump()
-    for (section, key), value in overrides.items():
-        if value is not None:
-            data[section][key] = value
-    if args.no_progress:
-        data["train"]["progress"] = False
-    cfg = type(cfg).model_validate(data)
     if args.out is None and args.resume is None:
         raise ConfigError("train needs --out DIR (or --resume DIR)")
-    translator = train(
-        cfg,
-        out=args.out,
-        resume=args.resume,
-        backend=args.backend,
-        data=args.data,
-        limit=args.limit,
-        epochs=args.epochs,
-        seed=args.seed,
-    )
+    # Keys set in the file or by a flag stay "set" (model_fields_set): a resumed run checks
+    # exactly those against the saved run.
+    data = explicit_keys(load_config(args.config))
+    flags = _flag_values(args)
+    for section, values in flags.items():
+        data.setdefault(section, {}).update(values)
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        names = {(s, k): _flag(s, k) for s, values in flags.items() for k in values}
+        where = f"{args.config}: " if args.config else ""
+        raise ConfigError(where + describe_errors(exc, names)) from None
+    translator = train(cfg, out=args.out, resume=args.resume, backend=args.backend)
     _report(translator)
     print(f"saved model to {args.out or args.resume}")
     return 0
@@ -210,39 +235,23 @@ def _translate(args: argparse.Namespace) -> int:
     from .api import load
 
     translator = load(args.model, backend=args.backend)
+    options = translator.decode_config(**_flag_values(args).get("decode", {}))
     texts = _read_inputs(args.text)
-    options = _decode_options(translator, args)
-    results = translator.hypotheses(texts, **options)
+    results = translator.hypotheses(texts, **options.model_dump())
     out = sys.stdout
     for line_no, hyps in enumerate(results, start=1):
         if any(h.truncated for h in hyps):
             print(
                 f"warning: input line {line_no}: output truncated at "
-                f"{options['max_length'] or translator.max_length} tokens (no end of sequence)",
+                f"{options.max_length or translator.max_length} tokens (no end of sequence)",
                 file=sys.stderr,
             )
-        if options["n_best"] == 1:
+        if options.n_best == 1:
             out.write(hyps[0].text + "\n")
         else:
             for rank, h in enumerate(hyps, start=1):
                 out.write(f"{line_no}\t{rank}\t{h.score:.4f}\t{h.text}\n")
     return 0
-
-
-def _decode_options(translator: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """Flags over the model's saved [decode] settings over the built-in defaults."""
-    from .config import DecodeConfig
-
-    saved = translator.meta.get("config", {}).get("decode", {})
-    defaults = DecodeConfig.model_validate(saved).model_dump()
-    options = {}
-    for name in ("beam", "n_best", "length_penalty", "max_length", "unknown"):
-        flag = getattr(args, name, None)
-        options[name] = defaults[name] if flag is None else flag
-    if not hasattr(args, "n_best"):
-        options["n_best"] = 1
-    options["beam"] = max(options["beam"], options["n_best"])
-    return options
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -252,10 +261,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .metrics import group_references, score
 
     translator = load(args.model, backend=args.backend)
-    dataset = load_dataset(args.data, args.limit)
+    options = translator.decode_config(**_flag_values(args).get("decode", {}), n_best=1)
+    dataset = load_dataset(args.data, getattr(args, "data.limit"))
     sources, references = group_references(dataset.pairs)
     try:
-        outputs = translator.translate(sources, **_decode_options(translator, args))
+        outputs = translator.translate(sources, **options.model_dump())
     except UnknownTokenError as exc:
         # Name the data file's line, not the position among the distinct sources.
         source = sources[exc.line - 1]
@@ -279,6 +289,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"CER:         {scores['cer']:.4f}")
     print(f"chrF:        {scores['chrf']:.2f}  ({scores['chrf_signature']})")
     print(f"BLEU:        {scores['bleu']:.2f}  ({scores['bleu_signature']})")
+    if scores["bleu_note"]:
+        print(f"             {scores['bleu_note']}")
     return 0
 
 
@@ -286,9 +298,16 @@ def _plot(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .api import load
+    from .errors import ConfigError
     from .plots import plot_attention, plot_history
 
     translator = load(args.model, backend=args.backend)
+    if args.input is not None and translator.model.spec.attention == "none":
+        # Refuse before writing anything: a half-done plot run is no success.
+        raise ConfigError(
+            f"--input: {args.model} has no attention (model.attention = none), so there is no "
+            f"heatmap to plot; leave out --input to plot the training curves alone"
+        )
     out_dir = Path(args.out_dir or args.model)
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"wrote {plot_history(translator.history, out_dir / 'curves.png')}")
@@ -327,12 +346,28 @@ def _backends(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Unknown or mistyped flags are reported with the usage of the subcommand they were
+    given to, not the top-level one."""
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            sub = next(a for a in self._actions if isinstance(a, argparse._SubParsersAction))
+            command = sub.choices.get(getattr(parsed, "command", None), self)
+            command.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    from .errors import Seq2SeqError
+    from .errors import Seq2SeqError, TrainingInterrupted
 
     args = parser().parse_args(argv)
     try:
         return args.run(args)
+    except TrainingInterrupted as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
     except Seq2SeqError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -3,6 +3,10 @@
 Precedence for every key: command-line flag > environment (``SEQ2SEQ_KIT_BACKEND`` for the
 backend) > config file > the defaults below, which reproduce the seed notebook (one-hot
 characters, one LSTM layer of 32 units each side, Adam at 1e-3, batch size 2, 300 epochs).
+
+These models are the one definition of every option: the command line's flags, their checks
+and the configuration reference are generated from them. Relative paths in a config file
+(``data.source``, ``data.valid``) are relative to the file's folder.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
 
@@ -27,7 +31,8 @@ DEFAULT_BACKEND = "numpy"
 
 class _Section(BaseModel):
     # validate_assignment: a bad value set from Python fails here, naming the key, not later
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: a nan or inf learning rate, penalty or fraction is never valid
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -45,6 +50,18 @@ class DataConfig(_Section):
     options: dict[str, Any] = Field(
         default_factory=dict, description="keyword options of the dataset loader"
     )
+    max_source_length: int | None = Field(
+        None,
+        ge=1,
+        description="skip training pairs whose source has more tokens (counted in the log and "
+        "model.json); default: keep all",
+    )
+    max_target_length: int | None = Field(
+        None,
+        ge=1,
+        description="skip training pairs whose target has more tokens (counted in the log and "
+        "model.json); default: keep all",
+    )
 
 
 class ModelConfig(_Section):
@@ -57,6 +74,15 @@ class ModelConfig(_Section):
         "none", description="none, or Luong dot / general, or Bahdanau (additive) attention"
     )
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="during training only")
+
+    @model_validator(mode="after")
+    def _even_bidirectional(self) -> ModelConfig:
+        if self.bidirectional and self.hidden_size % 2:
+            raise ValueError(
+                f"hidden_size must be even with bidirectional = true (each direction has "
+                f"hidden_size // 2 units), got {self.hidden_size}"
+            )
+        return self
 
 
 class TrainConfig(_Section):
@@ -82,6 +108,9 @@ class TrainConfig(_Section):
         30.0, ge=0.0, description="write the model directory at most this often; 0: each epoch"
     )
     progress: bool = Field(True, description="progress bar (on a terminal only)")
+    overwrite: bool = Field(
+        False, description="replace an existing model directory at the output path"
+    )
 
 
 class DecodeConfig(_Section):
@@ -103,8 +132,71 @@ class Config(_Section):
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
 
 
+#: Keys a resumed run may change (OpenNMT's reset options in spirit): how long to train, when
+#: to stop, the learning-rate schedule, saving, display and decoding defaults. Every other key
+#: defines what is trained (data, split, seed, vocabulary, model) and must stay as saved.
+RESUMABLE = frozenset(
+    {
+        "train.epochs",
+        "train.patience",
+        "train.learning_rate",
+        "train.lr_patience",
+        "train.lr_factor",
+        "train.min_learning_rate",
+        "train.save_seconds",
+        "train.progress",
+        "train.overwrite",
+    }
+    | {f"decode.{name}" for name in DecodeConfig.model_fields}
+)
+
+
+def explicit_keys(config: Config) -> dict[str, Any]:
+    """The keys a file, a flag or an assignment set (pydantic's ``model_fields_set``, per
+    section, so ``config.train.epochs = 5`` counts), as ``{"train": {"epochs": 5}, ...}``."""
+    found: dict[str, Any] = {}
+    for name in type(config).model_fields:
+        value = getattr(config, name)
+        if isinstance(value, BaseModel):
+            keys = {k: getattr(value, k) for k in value.model_fields_set}
+            if keys:
+                found[name] = keys
+        elif name in config.model_fields_set:
+            found[name] = value
+    return found
+
+
+def describe_resumable() -> str:
+    """:data:`RESUMABLE` for messages: ``train.epochs, ..., decode.*``."""
+    train = sorted(k for k in RESUMABLE if not k.startswith("decode."))
+    return ", ".join([*train, "decode.*"])
+
+
+#: Keys holding paths, resolved against the config file's folder.
+PATH_KEYS = (("data", "source"), ("data", "valid"))
+
+
+def describe_errors(exc: ValidationError, names: dict[tuple[str, ...], str] | None = None) -> str:
+    """``key: reason`` for each problem of ``exc``, ``;``-separated; ``names`` maps a location
+    (``("train", "epochs")``) to the name the user wrote it under (``--epochs``)."""
+    names = names or {}
+    problems = []
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        problems.append(f"{names.get(loc, '.'.join(loc))}: {message}")
+    return "; ".join(problems)
+
+
+def looks_like_path(source: str, base: Path) -> bool:
+    """Whether a ``data.source``/``data.valid`` value names a file rather than a dataset, by
+    the rule :func:`seq2seq_kit.data.load_dataset` applies."""
+    return os.path.sep in source or source.endswith((".tsv", ".txt")) or (base / source).exists()
+
+
 def load_config(path: str | os.PathLike[str] | None) -> Config:
-    """Read and validate a TOML config; ``None`` gives the defaults.
+    """Read and validate a TOML config; ``None`` gives the defaults. Keys the file sets are
+    the model's ``model_fields_set`` (a resumed run compares only those).
 
     Raises:
         ConfigError: missing file, TOML syntax error (with line and column), unknown key or
@@ -117,15 +209,19 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    base = path.resolve().parent
+    for section, key in PATH_KEYS:
+        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+        if isinstance(value, str) and looks_like_path(value, base):
+            data[section][key] = str(base / value)  # absolute paths stay as they are
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from None
+        raise ConfigError(f"{path}: {describe_errors(exc)}") from None
 
 
 def resolve_backend(flag: str | None, config: Config) -> str:

@@ -30,7 +30,8 @@ def score(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dic
     Returns ``exact_match`` (share of hypotheses equal to one of their references, 0..1),
     ``cer`` (:func:`character_error_rate`, 0..), ``chrf`` and ``bleu`` (sacrebleu's corpus
     chrF, Popovic 2015, and BLEU, Papineni et al. 2002, 0..100) and their sacrebleu
-    signatures. Texts are NFC-normalised first, as at training.
+    signatures, and ``bleu_note``: why BLEU is 0 when no output is long enough to hold a
+    4-gram (one-word outputs), else ``""``. Texts are NFC-normalised first, as at training.
     """
     from sacrebleu.metrics import BLEU, CHRF
 
@@ -45,6 +46,13 @@ def score(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dic
     chrf, bleu = CHRF(), BLEU()
     chrf_score = chrf.corpus_score(hyps, streams)
     bleu_score = bleu.corpus_score(hyps, streams)
+    note = ""
+    if bleu_score.score == 0.0 and not any(len(h.split()) >= bleu.max_ngram_order for h in hyps):
+        # BLEU-4's geometric mean is 0 without a single 4-gram: not a sign of bad outputs.
+        note = (
+            f"BLEU is 0 because no output has {bleu.max_ngram_order} words (corpus BLEU needs "
+            f"{bleu.max_ngram_order}-gram matches); judge short outputs by exact match and chrF"
+        )
     return {
         "sentences": len(hyps),
         "exact_match": sum(h in rs for h, rs in zip(hyps, refs, strict=True)) / max(len(hyps), 1),
@@ -53,6 +61,7 @@ def score(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dic
         "bleu": bleu_score.score,
         "chrf_signature": str(chrf.get_signature()),
         "bleu_signature": str(bleu.get_signature()),
+        "bleu_note": note,
     }
 
 
