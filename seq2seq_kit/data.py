@@ -180,15 +180,16 @@ def _rows(
             raise DataError(
                 f"expected source<TAB>target, found 1 field: {text[:60]!r}", name, number
             )
-        for field, role in zip(fields, ("source", "target"), strict=False):
-            if not field.strip():
-                raise DataError(
-                    f"empty {role} field in {text[:60]!r}: every row needs a source and a "
-                    "target (a blank line is skipped, a line with a tab is a row)",
-                    name,
-                    number,
-                )
-        yield number, fields[0], fields[1]
+        source, target = fields[0], fields[1]
+        if not source.strip() or not target.strip():
+            role = "source" if not source.strip() else "target"
+            raise DataError(
+                f"empty {role} field in {text[:60]!r}: every row needs a source and a "
+                "target (a blank line is skipped, a line with a tab is a row)",
+                name,
+                number,
+            )
+        yield number, source, target
         kept += 1
         if kept == limit:
             return
