@@ -16,7 +16,8 @@ Order of a run (each step a fresh subprocess, see ``_common.call``; logs in
 3. Per backend, one worker process: bench_digits, bench_decode, bench_train (so that no
    two frameworks share a process, a thread pool or an import).
 4. bench_memory: two processes per backend (100,000 and 10,000 pairs).
-5. bench_startup: the CLI commands, in subprocesses.
+5. bench_loading: two processes loading ``--limit 3`` pairs, from a large and a tiny TSV file.
+6. bench_startup: the CLI commands, in subprocesses.
 
 Threads: by default every framework keeps its own default (one thread per core for
 OpenBLAS, PyTorch and TensorFlow's pools) and perf.json records what each process used
@@ -53,7 +54,7 @@ from _common import (  # noqa: E402
     thread_env,
 )
 
-BENCHES = ("digits", "decode", "train", "memory", "startup")
+BENCHES = ("digits", "decode", "train", "memory", "loading", "startup")
 
 SIZES = {
     "full": {
@@ -68,6 +69,7 @@ SIZES = {
         "train_warmup": 5,
         "train_steps": 50,
         "memory_steps": 200,
+        "loading_mb": 300,
         "startup_runs": 11,
         "timeout": 3600,
     },
@@ -83,6 +85,7 @@ SIZES = {
         "train_warmup": 1,
         "train_steps": 3,
         "memory_steps": 3,
+        "loading_mb": 30,
         "startup_runs": 3,
         "timeout": 900,
     },
@@ -169,6 +172,7 @@ def main() -> None:
 
     import bench_decode
     import bench_digits
+    import bench_loading
     import bench_memory
     import bench_startup
     import bench_train
@@ -238,6 +242,11 @@ def main() -> None:
         print("memory", flush=True)
         memory = bench_memory.run(backends, sizes, env)
         rows += bench_memory.rows(memory)
+    loading: dict[str, Any] = {}
+    if "loading" in benches:
+        print("loading", flush=True)
+        loading = bench_loading.run(sizes, env)
+        rows += bench_loading.rows(loading)
     startup: dict[str, Any] = {}
     if "startup" in benches:
         print("startup", flush=True)
@@ -262,6 +271,7 @@ def main() -> None:
         "references": refs,
         "measurements": measured,
         "memory": memory,
+        "loading": loading,
         "startup": startup,
         "rows": rows,
     }

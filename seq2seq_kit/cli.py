@@ -228,7 +228,10 @@ def _report(translator: Any) -> None:
 def _read_inputs(texts: Sequence[str]) -> list[str]:
     if texts:
         return list(texts)
-    return [line.rstrip("\r\n") for line in sys.stdin]
+    from .data import read_text_lines
+
+    # The bytes, not the locale's decoding: stdin follows the data files' UTF-8 and line rules.
+    return read_text_lines(sys.stdin.buffer, "<stdin>")
 
 
 def _translate(args: argparse.Namespace) -> int:

@@ -1,12 +1,36 @@
-"""Training data: pairs of (source, target) text from a TSV file or a registered dataset."""
+"""Training data: pairs of (source, target) text from a TSV file or a registered dataset,
+and the line reader that TSV files and ``translate``'s standard input share.
+
+The rules of a data file (``read_tsv_rows``); anything else is a :class:`DataError` naming
+the file and the 1-based line, never a row silently dropped or merged with another:
+
+- Bytes are UTF-8, read strictly, with or without a byte order mark at the very start.
+- Lines end with LF or CRLF; the last line may lack its line end.
+- A line may not hold a NUL (a binary file), a carriage return other than the one of its
+  CRLF end (classic Mac line ends would merge every row into one), a byte order mark
+  after the start of the file (files joined together), or any other character that
+  Unicode or Python's ``str.splitlines`` treats as a line break: U+000B, U+000C,
+  U+001C-U+001E, U+0085, U+2028, U+2029.
+- A blank line (empty, or only whitespace without a tab) is skipped.
+- Any other line is a row: tab-separated fields, the first the source and the second the
+  target; fields after the second (Tatoeba's attribution) are ignored. A row with fewer than
+  two fields, or whose source or target is empty or only whitespace, is an error.
+- Reading stops as soon as ``limit`` rows are kept, so the rest of the file is neither read
+  nor checked.
+
+Text read from standard input (``read_text_lines``) follows the same line rules; every
+line, empty ones included, is one input.
+"""
 
 from __future__ import annotations
 
+import codecs
+import dataclasses
 import inspect
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +38,22 @@ import numpy as np
 from .errors import DataError
 
 Pair = tuple[str, str]
+
+#: Characters a line may not hold, with why: each splits or hides rows for some reader.
+_NOT_IN_A_LINE = {
+    "\x00": "a NUL character (is this a binary file?)",
+    "\r": "a carriage return that does not end the line (classic Mac line ends?)",
+    "\x0b": "a vertical tab, a line break for some readers",
+    "\x0c": "a form feed, a line break for some readers",
+    "\x1c": "a file separator, a line break for some readers",
+    "\x1d": "a group separator, a line break for some readers",
+    "\x1e": "a record separator, a line break for some readers",
+    "\x85": "a next-line character (NEL), a line break for some readers",
+    "\u2028": "a line separator, a line break for some readers",
+    "\u2029": "a paragraph separator, a line break for some readers",
+    "\ufeff": "a byte order mark after the start of the file (files joined together?)",
+}
+_NOT_IN_A_LINE_RE = re.compile("[" + "".join(_NOT_IN_A_LINE) + "]")
 
 
 @dataclass(frozen=True)
@@ -34,6 +74,62 @@ class Dataset:
     lines: tuple[int, ...] = ()  # 1-based file line of each pair, for files
 
 
+def read_lines(stream: Iterable[bytes], name: str) -> Iterator[tuple[int, str]]:
+    """Yield ``(line, text)`` for each line of a binary stream, lazily, by the module's
+    line rules: split on LF only, the CR of a CRLF and a byte order mark at the start
+    dropped, strict UTF-8.
+
+    Args:
+        stream: an open binary file, ``sys.stdin.buffer``, or any iterable of byte lines
+            each ending in ``b"\\n"`` (all but possibly the last).
+        name: the source named in errors: a file path, or ``<stdin>``.
+
+    Yields:
+        The 1-based line number and the line's text without its line end.
+
+    Raises:
+        DataError: a line is not valid UTF-8 (names the byte) or holds a character the rules
+            forbid (names the column); names ``name`` and the line.
+    """
+    for number, raw in enumerate(stream, start=1):
+        raw = raw.removesuffix(b"\n").removesuffix(b"\r")
+        skipped = 0
+        if number == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw, skipped = raw[len(codecs.BOM_UTF8) :], len(codecs.BOM_UTF8)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at byte {skipped + exc.start + 1} "
+                "of the line",
+                name,
+                number,
+            ) from None
+        bad = _NOT_IN_A_LINE_RE.search(text)
+        if bad is not None:
+            char = bad.group()
+            raise DataError(
+                f"{_NOT_IN_A_LINE[char]}: U+{ord(char):04X} at column {bad.start() + 1}",
+                name,
+                number,
+            )
+        yield number, text
+
+
+def read_text_lines(stream: Iterable[bytes], name: str = "<stdin>") -> list[str]:
+    """Read every line of a binary stream (``sys.stdin.buffer``) as one input text, by the
+    rules of :func:`read_lines`; empty lines are kept, so each line gives one output.
+
+    Returns:
+        The lines' texts, without line ends, in order.
+
+    Raises:
+        DataError: a line is not valid UTF-8 or holds a forbidden character (names ``name``
+            and the 1-based line).
+    """
+    return [text for _, text in read_lines(stream, name)]
+
+
 def read_tsv(path: str | os.PathLike[str], limit: int | None = None) -> list[Pair]:
     """Read ``source<TAB>target`` rows; see :func:`read_tsv_rows`."""
     return [(source, target) for _, source, target in read_tsv_rows(path, limit)]
@@ -42,44 +138,66 @@ def read_tsv(path: str | os.PathLike[str], limit: int | None = None) -> list[Pai
 def read_tsv_rows(
     path: str | os.PathLike[str], limit: int | None = None
 ) -> list[tuple[int, str, str]]:
-    """Read ``(line, source, target)`` rows of a ``source<TAB>target`` file; columns after
-    the second (Tatoeba's attribution) are ignored, blank lines skipped. UTF-8, with or
-    without BOM; LF or CRLF line ends.
+    """Read ``(line, source, target)`` rows of a ``source<TAB>target`` file by the rules in
+    the module docstring, streaming: reading stops once ``limit`` rows are kept, so memory
+    grows with the rows kept, not with the file.
+
+    Args:
+        path: the file.
+        limit: keep at most this many rows (>= 1); None: every row.
+
+    Returns:
+        ``(1-based line, source, target)`` for each row, in file order.
 
     Raises:
-        DataError: the file is missing or unreadable, is not UTF-8, has no rows, or a row
-            has fewer than two fields (names file and 1-based line).
+        DataError: the file is missing or unreadable, has no rows, or breaks a rule: not
+            UTF-8, a forbidden character, fewer than two fields, an empty source or target
+            (names file and 1-based line); ``limit`` below 1.
     """
-    path = Path(path)
+    _check_limit(limit)
+    name = str(path)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as stream:
+            rows = list(_rows(read_lines(stream, name), name, limit))
     except FileNotFoundError:
-        raise DataError("no such file", str(path)) from None
+        raise DataError("no such file", name) from None
     except OSError as exc:
-        raise DataError(f"cannot read: {exc.strerror}", str(path)) from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(f"not valid UTF-8 (byte {exc.start})", str(path), line) from None
-    pairs: list[tuple[int, str, str]] = []
-    for number, row in enumerate(text.split("\n"), start=1):
-        row = row.removesuffix("\r")
-        if not row.strip():
+        raise DataError(f"cannot read: {exc.strerror}", name) from None
+    if not rows:
+        raise DataError("no source<TAB>target rows (empty file, or only blank lines)", name)
+    return rows
+
+
+def _rows(
+    lines: Iterator[tuple[int, str]], name: str, limit: int | None
+) -> Iterator[tuple[int, str, str]]:
+    kept = 0
+    for number, text in lines:
+        if "\t" not in text and not text.strip():
             continue
-        fields = row.split("\t")
+        fields = text.split("\t", 2)
         if len(fields) < 2:
             raise DataError(
-                f"expected source<TAB>target, found {len(fields)} field: {row[:60]!r}",
-                str(path),
+                f"expected source<TAB>target, found 1 field: {text[:60]!r}", name, number
+            )
+        source, target = fields[0], fields[1]
+        if not source.strip() or not target.strip():
+            role = "source" if not source.strip() else "target"
+            raise DataError(
+                f"empty {role} field in {text[:60]!r}: every row needs a source and a "
+                "target (a blank line is skipped, a line with a tab is a row)",
+                name,
                 number,
             )
-        pairs.append((number, fields[0], fields[1]))
-        if limit is not None and len(pairs) >= limit:
-            break
-    if not pairs:
-        raise DataError("no source<TAB>target rows (empty file)", str(path))
-    return pairs
+        yield number, source, target
+        kept += 1
+        if kept == limit:
+            return
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 1:
+        raise DataError(f"limit must be at least 1 pair, got {limit}")
 
 
 def split(pairs: Sequence[Pair], valid_fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
@@ -105,13 +223,16 @@ def split(pairs: Sequence[Pair], valid_fraction: float, seed: int) -> tuple[list
 
 def load_dataset(source: str, limit: int | None = None, **options: Any) -> Dataset:
     """Resolve ``source``: a registered dataset name (``digits``, ``num2words``, plugins)
-    or a path to a TSV file. ``options`` go to the dataset's loader.
+    or a path to a TSV file (read by :func:`read_tsv_rows`, which stops at ``limit``
+    rows). ``options`` go to the dataset's loader; ``limit`` keeps its first pairs.
 
     Raises:
-        DataError: unknown name that is not a file either, a bad file, or ``options`` the
-            dataset's loader does not take.
+        DataError: unknown name that is not a file either, a bad file, ``options`` the
+            dataset's loader does not take, or ``limit`` below 1.
     """
     from .plugins import registry
+
+    _check_limit(limit)
 
     loaders = registry().datasets
     if source in loaders:
@@ -126,8 +247,10 @@ def load_dataset(source: str, limit: int | None = None, **options: Any) -> Datas
                 f"its options: {takes}"
             ) from None
         dataset = loader(**options)
-        if limit:
-            dataset = Dataset(dataset.pairs[:limit], dataset.name, dataset.valid_fraction)
+        if limit is not None and len(dataset.pairs) > limit:
+            dataset = dataclasses.replace(
+                dataset, pairs=dataset.pairs[:limit], lines=dataset.lines[:limit]
+            )
         return dataset
     if os.path.sep in source or source.endswith((".tsv", ".txt")) or os.path.exists(source):
         rows = read_tsv_rows(source, limit)
