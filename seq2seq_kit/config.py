@@ -217,7 +217,7 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     for section, key in PATH_KEYS:
         value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
         if isinstance(value, str) and looks_like_path(value, base):
-            data[section][key] = str(base / value)  # absolute paths stay as they are
+            data[section][key] = os.path.normpath(base / value)  # absolute ones stay
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

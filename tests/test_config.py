@@ -44,3 +44,31 @@ def test_errors_name_file_and_key(tmp_path):
         load_config(f)
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "none.toml")
+
+
+def test_paths_in_a_config_file_are_relative_to_its_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "experiment"
+    folder.mkdir()
+    (folder / "pairs.tsv").write_text("1\tone\n2\ttwo\n")
+    (folder / "c.toml").write_text(
+        '[data]\nsource = "pairs.tsv"\nvalid = "pairs.tsv"\n[train]\nepochs = 2\n'
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config("../experiment/c.toml")
+    assert cfg.data.source == str(folder / "pairs.tsv") == cfg.data.valid
+    # dataset names are not paths
+    (folder / "d.toml").write_text('[data]\nsource = "num2words"\n')
+    assert load_config(folder / "d.toml").data.source == "num2words"
+
+
+def test_the_example_configs_load_from_any_folder(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    monkeypatch.chdir(tmp_path)
+    tatoeba = load_config(examples / "tatoeba-eng-fra.toml").data.source
+    assert tatoeba == str(examples.parent.parent / "shared" / "data" / "tatoeba-eng-fra.tsv")
+    for path in examples.glob("*.toml"):
+        load_config(path)
