@@ -105,9 +105,7 @@ def test_the_issue_examples_exit_2_naming_the_option(model_dir, capsys):
 
 
 def test_a_rule_across_keys_names_the_flags(tmp_path, capsys):
-    code = main(
-        ["train", "--out", str(tmp_path / "m"), "--hidden-size", "33", "--bidirectional"]
-    )
+    code = main(["train", "--out", str(tmp_path / "m"), "--hidden-size", "33", "--bidirectional"])
     err = capsys.readouterr().err
     assert code == 2 and "hidden_size must be even" in err and "Traceback" not in err
 
