@@ -314,7 +314,12 @@ def _backends(args: argparse.Namespace) -> int:
     ]
     note = reg.filter_note()
     if args.json:
-        listing = {"backends": rows, "errors": reg.failures, "excluded": sorted(reg.excluded)}
+        listing = {
+            "backends": rows,
+            "errors": reg.failures,
+            "excluded": sorted(reg.excluded),  # by SEQ2SEQ_KIT_PLUGINS
+            "unmatched": sorted(reg.unmatched),  # its names that no plugin has
+        }
         print(json.dumps(listing, indent=2))
         return 0
     for row in rows:

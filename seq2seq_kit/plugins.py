@@ -71,9 +71,9 @@ class Registry:
         if self.unmatched:
             names = ", ".join(map(repr, sorted(self.unmatched)))
             parts.append(f"no installed plugin is named {names}")
-        if not parts:
+        if self.allow is None or not parts:
             return None
-        return f"{ALLOW_ENV}={os.environ.get(ALLOW_ENV, '')!r}: " + "; ".join(parts)
+        return f"{ALLOW_ENV}={','.join(sorted(self.allow))!r}: " + "; ".join(parts)
 
 
 def _allow_list() -> frozenset[str] | None:
@@ -220,7 +220,7 @@ def get_backend(name: str) -> Backend:
     if excluded:
         message = (
             f"backend {name!r} is installed but not loaded (loaded: {installed}): "
-            f"{ALLOW_ENV}={os.environ.get(ALLOW_ENV, '')!r} excludes its plugin "
+            f"{ALLOW_ENV}={','.join(sorted(reg.allow or ()))!r} excludes its plugin "
             f"{excluded[0]!r}; add it there or unset {ALLOW_ENV}"
         )
     else:
