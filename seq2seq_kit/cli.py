@@ -322,7 +322,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _backends(args: argparse.Namespace) -> int:
-    from .plugins import registry
+    from .plugins import install_hint, registry
 
     reg = registry()
     rows = [
@@ -334,16 +334,27 @@ def _backends(args: argparse.Namespace) -> int:
         }
         for b in sorted(reg.backends.values(), key=lambda b: b.name)
     ]
+    note = reg.filter_note()
     if args.json:
-        print(json.dumps({"backends": rows, "errors": reg.failures}, indent=2))
+        listing = {
+            "backends": rows,
+            "errors": reg.failures,
+            "excluded": sorted(reg.excluded),  # by SEQ2SEQ_KIT_PLUGINS
+            "unmatched": sorted(reg.unmatched),  # its names that no plugin has
+        }
+        print(json.dumps(listing, indent=2))
         return 0
     for row in rows:
         print(
             f"{row['name']:<10} {row['version']:<10} {row['distribution']:<22} "
             f"{', '.join(row['capabilities'])}"
         )
-    if not rows:
-        print("no backends installed; try: pip install seq2seq-kit-numpy")
+    if not rows and note:
+        print(f"no backends loaded: {note}")
+    elif not rows:
+        print(f"no backends installed; try: {install_hint('numpy')}")
+    elif note:
+        print(f"note: {note}")
     for name, reason in reg.failures.items():
         print(f"error: plugin {name}: {reason}")
     return 0

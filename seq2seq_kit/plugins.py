@@ -1,7 +1,9 @@
 """Plugin discovery: entry points in the ``seq2seq_kit`` group, loaded one by one with pluggy.
 
 First-party backends register exactly as third-party ones do. A plugin that fails to import
-or to register is recorded with its reason and skipped; the others keep working.
+or to register is recorded with its reason and skipped; the others keep working. A plugin
+module found more than once (through two entry points, or through an entry point and
+``extra_plugins``) is registered once, under the first name it was found by.
 
 ``SEQ2SEQ_KIT_PLUGINS`` restricts loading to a comma-separated list of entry-point or
 distribution names (empty string: load none), as ``LLM_LOAD_PLUGINS`` does for llm.
@@ -13,6 +15,7 @@ import os
 from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -24,28 +27,60 @@ from .errors import BackendError
 GROUP = "seq2seq_kit"
 ALLOW_ENV = "SEQ2SEQ_KIT_PLUGINS"
 
-#: pip requirement for each first-party backend, for "not installed" errors.
+#: The distribution of each first-party backend; each lives in ``backends/NAME`` of the
+#: source tree.
 FIRST_PARTY = {
     "numpy": "seq2seq-kit-numpy",
-    "torch": "seq2seq-kit[torch]",
-    "keras": "seq2seq-kit[keras]",
+    "torch": "seq2seq-kit-torch",
+    "keras": "seq2seq-kit-keras",
 }
+
+#: First-party distributions a package index serves. Until one is there, the install hint
+#: for it points at the source tree, the only place it can be installed from.
+PUBLISHED: frozenset[str] = frozenset()
 
 
 @dataclass
 class Registry:
+    """The loaded plugins.
+
+    Attributes:
+        manager: the pluggy manager holding every registered plugin.
+        backends: backend name -> backend.
+        datasets: dataset name -> loader.
+        failures: plugin name (or ``plugin:backend``) -> why it was skipped.
+        excluded: entry-point name -> distribution (or None), for each plugin that
+            ``SEQ2SEQ_KIT_PLUGINS`` kept from loading.
+        allow: the names ``SEQ2SEQ_KIT_PLUGINS`` lists; None when it is unset.
+        unmatched: the names in ``allow`` that no installed entry point or distribution has.
+    """
+
     manager: pluggy.PluginManager
     backends: dict[str, Backend] = field(default_factory=dict)
     datasets: dict[str, Any] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    excluded: dict[str, str | None] = field(default_factory=dict)
+    allow: frozenset[str] | None = None
+    unmatched: frozenset[str] = frozenset()
+
+    def filter_note(self) -> str | None:
+        """What ``SEQ2SEQ_KIT_PLUGINS`` left out, in words; None when it left out nothing."""
+        parts = []
+        if self.excluded:
+            parts.append(f"it excluded the plugins {', '.join(sorted(self.excluded))}")
+        if self.unmatched:
+            names = ", ".join(map(repr, sorted(self.unmatched)))
+            parts.append(f"no installed plugin is named {names}")
+        if self.allow is None or not parts:
+            return None
+        return f"{ALLOW_ENV}={','.join(sorted(self.allow))!r}: " + "; ".join(parts)
 
 
-def _allowed(name: str, dist: str | None) -> bool:
+def _allow_list() -> frozenset[str] | None:
     allow = os.environ.get(ALLOW_ENV)
     if allow is None:
-        return True
-    names = {n.strip() for n in allow.split(",") if n.strip()}
-    return name in names or (dist is not None and dist in names)
+        return None
+    return frozenset(n.strip() for n in allow.split(",") if n.strip())
 
 
 def _collect(manager: pluggy.PluginManager, hook: str, plugin: Any) -> list[tuple[Any, ...]]:
@@ -56,37 +91,70 @@ def _collect(manager: pluggy.PluginManager, hook: str, plugin: Any) -> list[tupl
     return found
 
 
-def build_registry(extra_plugins: tuple[Any, ...] = ()) -> Registry:
-    """Load every allowed entry point (and ``extra_plugins``: modules or objects with hook
-    implementations, e.g. in tests) into a fresh registry."""
-    manager = pluggy.PluginManager(GROUP)
-    manager.add_hookspecs(hookspecs)
-    registry = Registry(manager)
+def _candidates(
+    registry: Registry, extra_plugins: tuple[Any, ...]
+) -> list[tuple[str, str | None, Any]]:
+    """(name, distribution, module) of every plugin to register, each module once."""
     from . import datasets as builtin_datasets
 
-    candidates: list[tuple[str, str | None, Any]] = [("builtin", None, builtin_datasets)]
+    found: list[tuple[str, str | None, Any]] = [("builtin", None, builtin_datasets)]
+    names: set[str | None] = set()
     for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
         dist = ep.dist.name if ep.dist is not None else None
-        if not _allowed(ep.name, dist):
+        names |= {ep.name, dist}
+        if registry.allow is not None and not {ep.name, dist} & registry.allow:
+            registry.excluded[ep.name] = dist
             continue
         try:
             module = ep.load()
         except Exception as exc:  # a broken plugin must not take the others down
             registry.failures[ep.name] = f"import failed: {type(exc).__name__}: {exc}"
             continue
-        candidates.append((ep.name, dist, module))
-    candidates += [(getattr(p, "__name__", repr(p)), None, p) for p in extra_plugins]
+        found.append((ep.name, dist, module))
+    if registry.allow is not None:
+        registry.unmatched = registry.allow - names
+    found += [(getattr(p, "__name__", repr(p)), None, p) for p in extra_plugins]
+    # An installed plugin whose folder is also on sys.path (an editable install, a test
+    # passing it as an extra) arrives more than once as the same module object.
+    unique: dict[int, tuple[str, str | None, Any]] = {}
+    for name, dist, module in found:
+        unique.setdefault(id(module), (name, dist, module))
+    return list(unique.values())
 
-    for name, dist, module in candidates:
-        try:
-            manager.register(module, name=name)
-            backends = _collect(manager, "register_backends", module)
-            datasets = _collect(manager, "register_datasets", module)
-        except Exception as exc:
-            registry.failures[name] = f"registration failed: {type(exc).__name__}: {exc}"
-            if manager.is_registered(module):
-                manager.unregister(module)
+
+def _register(
+    registry: Registry, name: str, module: Any
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]] | None:
+    """Register ``module`` and collect its backends and datasets; None (with the reason in
+    ``registry.failures``) when it fails, leaving every plugin registered before in place."""
+    manager = registry.manager
+    try:
+        manager.register(module, name=name)
+    except Exception as exc:  # e.g. a second plugin under a name already taken
+        registry.failures[name] = f"registration failed: {type(exc).__name__}: {exc}"
+        return None
+    try:
+        return _collect(manager, "register_backends", module), _collect(
+            manager, "register_datasets", module
+        )
+    except Exception as exc:
+        registry.failures[name] = f"registration failed: {type(exc).__name__}: {exc}"
+        manager.unregister(module)
+        return None
+
+
+def build_registry(extra_plugins: tuple[Any, ...] = ()) -> Registry:
+    """Load every allowed entry point (and ``extra_plugins``: modules or objects with hook
+    implementations, e.g. in tests) into a fresh registry. Never raises for a plugin's
+    fault: each failure is recorded in :attr:`Registry.failures`."""
+    manager = pluggy.PluginManager(GROUP)
+    manager.add_hookspecs(hookspecs)
+    registry = Registry(manager, allow=_allow_list())
+    for name, dist, module in _candidates(registry, extra_plugins):
+        registered = _register(registry, name, module)
+        if registered is None:
             continue
+        backends, datasets = registered
         for (backend,) in backends:
             backend = replace(backend, distribution=backend.distribution or dist or name)
             other = registry.backends.get(backend.name)
@@ -108,23 +176,65 @@ def registry() -> Registry:
     return build_registry()
 
 
+def install_hint(name: str) -> str | None:
+    """The command that installs backend ``name``, or None when it is not first-party.
+
+    A first-party backend on no package index installs from its folder in the source tree:
+    the one the core runs from when there is one (an editable install), else any checkout.
+    """
+    dist = FIRST_PARTY.get(name)
+    if dist is None:
+        return None
+    if dist in PUBLISHED:
+        return f"pip install {dist}"
+    folder = Path(__file__).resolve().parents[1] / "backends" / name
+    if not (folder / "pyproject.toml").is_file():
+        return (
+            f"pip install -e backends/{name}, run in a seq2seq-kit source checkout "
+            f"({dist} is on no package index)"
+        )
+    try:
+        shown = str(folder.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        shown = str(folder)
+    return f"pip install -e {shown}"
+
+
 def get_backend(name: str) -> Backend:
     """The backend registered as ``name``.
 
     Raises:
-        BackendError: naming the installed backends and the pip command for ``name``.
+        BackendError: naming the installed backends and either the plugin that
+            ``SEQ2SEQ_KIT_PLUGINS`` excluded or the command that installs ``name``.
     """
     reg = registry()
     backend = reg.backends.get(name)
     if backend is not None:
         return backend
     installed = ", ".join(sorted(reg.backends)) or "none"
-    hint = FIRST_PARTY.get(name, f"a package that registers backend {name!r}")
+    excluded = [
+        ep
+        for ep, dist in reg.excluded.items()
+        if name in (ep, dist) or dist == FIRST_PARTY.get(name)
+    ]
+    if excluded:
+        message = (
+            f"backend {name!r} is installed but not loaded (loaded: {installed}): "
+            f"{ALLOW_ENV}={','.join(sorted(reg.allow or ()))!r} excludes its plugin "
+            f"{excluded[0]!r}; add it there or unset {ALLOW_ENV}"
+        )
+    else:
+        command = install_hint(name)
+        how = (
+            f"install it with: {command}"
+            if command
+            else "install the package that registers it: pip install PACKAGE"
+        )
+        message = f"backend {name!r} is not installed (installed: {installed}); {how}"
+        note = reg.filter_note()
+        if note:
+            message += f" ({note})"
     reasons = [f"{k}: {v}" for k, v in reg.failures.items() if name in k or name in v]
-    message = (
-        f"backend {name!r} is not installed (installed: {installed}); "
-        f"install it with: pip install {hint}"
-    )
     if reasons:
         message += "; plugin errors: " + "; ".join(reasons)
     raise BackendError(message)

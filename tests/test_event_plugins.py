@@ -14,16 +14,33 @@ from seq2seq_kit.plugins import build_registry
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 
 
-@pytest.fixture
-def event_plugins(monkeypatch):
+def installed_metadata(site: Path, dist: str, module: str) -> None:
+    """The .dist-info an install of ``dist`` leaves (an editable install leaves an
+    .egg-info in the plugin's folder instead): its entry point then finds ``module`` too."""
+    info = site / f"{dist.replace('-', '_')}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[seq2seq_kit]\n{dist.split('-')[-1]} = {module}\n")
+
+
+@pytest.fixture(params=["extra plugins", "installed too"])
+def event_plugins(request, monkeypatch, tmp_path_factory):
     for name in ("seq2seq-kit-trainlog", "seq2seq-kit-plots"):
         monkeypatch.syspath_prepend(str(PLUGINS / name))
+    if request.param == "installed too":
+        site = tmp_path_factory.mktemp("site")
+        installed_metadata(site, "seq2seq-kit-trainlog", "seq2seq_kit_trainlog")
+        installed_metadata(site, "seq2seq-kit-plots", "seq2seq_kit_plots")
+        monkeypatch.syspath_prepend(str(site))
     import seq2seq_kit_plots
     import seq2seq_kit_trainlog
 
     registry = build_registry(extra_plugins=(seq2seq_kit_trainlog, seq2seq_kit_plots))
+    # every lookup, the process-wide one included, sees this registry only: none built
+    # while the plugin folders are on sys.path outlives the test
     monkeypatch.setattr("seq2seq_kit.api.registry", lambda: registry)
-    yield
+    monkeypatch.setattr("seq2seq_kit.plugins.registry", lambda: registry)
+    yield registry
     for name in ("seq2seq_kit_trainlog", "seq2seq_kit_plots"):
         sys.modules.pop(name, None)
 
@@ -31,6 +48,9 @@ def event_plugins(monkeypatch):
 def test_training_log_and_curves(tmp_path, event_plugins):
     pytest.importorskip("matplotlib")
     import seq2seq_kit
+
+    registered = {getattr(p, "__name__", "") for p in event_plugins.manager.get_plugins()}
+    assert {"seq2seq_kit_trainlog", "seq2seq_kit_plots"} <= registered, event_plugins.failures
 
     config = Config()
     config.train.epochs, config.train.progress = 4, False

@@ -1,18 +1,29 @@
+import importlib.util
 import json
+import os
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import pluggy
 import pytest
 
+import seq2seq_kit
+from seq2seq_kit import hookimpl, plugins
 from seq2seq_kit.errors import BackendError
+from seq2seq_kit.plugins import Registry, build_registry, get_backend
 
 FRAMEWORKS = ("torch", "tensorflow", "keras", "jax")
 
 
-def python(code, **env):
-    import os
+def on_path(folder):
+    """PYTHONPATH with ``folder`` first, keeping the copy of seq2seq-kit under test."""
+    return os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p)
 
+
+def python(code, **env):
     full_env = {**os.environ, **env}
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=full_env
@@ -85,7 +96,7 @@ def test_broken_and_duplicate_plugins_do_not_stop_the_others(tmp_path):
         [sys.executable, "-m", "seq2seq_kit", "backends", "--json"],
         capture_output=True,
         text=True,
-        env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)},
+        env={**os.environ, "PYTHONPATH": on_path(tmp_path)},
     )
     assert res.returncode == 0, res.stderr
     listing = json.loads(res.stdout)
@@ -103,7 +114,7 @@ def test_allowlist_env_var(tmp_path):
         tmp_path, "extra-backend", "extra_backend", BACKEND_PLUGIN.format(name="extra"), "extra"
     )
     code = "from seq2seq_kit.plugins import registry; print(sorted(registry().backends))"
-    env = {"PYTHONPATH": str(tmp_path)}
+    env = {"PYTHONPATH": on_path(tmp_path)}
     everything = python(code, **env).stdout.strip()
     assert "'extra'" in everything and "'numpy'" in everything
     assert python(code, SEQ2SEQ_KIT_PLUGINS="extra", **env).stdout.strip() == "['extra']"
@@ -114,16 +125,103 @@ def test_allowlist_env_var(tmp_path):
 
 
 def test_unknown_backend_error():
-    from seq2seq_kit.plugins import get_backend
-
     with pytest.raises(BackendError, match=r"'nope' is not installed \(installed: .*numpy"):
         get_backend("nope")
-    res = python(
-        "from seq2seq_kit.plugins import get_backend; get_backend('torch')",
-        SEQ2SEQ_KIT_PLUGINS="numpy",
+
+
+TWICE_PLUGIN = (
+    BACKEND_PLUGIN.format(name="twice")
+    + """
+seen = []
+
+@hookimpl
+def on_epoch_end(record, out_dir):
+    seen.append(record["epoch"])
+"""
+)
+
+
+class Impostor:
+    """Another plugin under a name already taken."""
+
+    def __init__(self, name):
+        self.__name__ = name
+
+    @hookimpl
+    def register_backends(self, register):
+        pass
+
+
+def test_a_plugin_found_twice_is_registered_once(tmp_path, monkeypatch):
+    # installed (its entry point finds it) and passed as an extra plugin: one module object
+    fake_distribution(tmp_path, "twice-plugin", "twice_plugin", TWICE_PLUGIN, "twice")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import twice_plugin
+
+    impostor = Impostor("twice")
+    try:
+        reg = build_registry(extra_plugins=(twice_plugin, impostor))
+    finally:
+        sys.modules.pop("twice_plugin", None)
+    assert reg.manager.is_registered(twice_plugin), reg.failures
+    assert reg.manager.get_name(twice_plugin) == "twice"
+    assert reg.backends["twice"].distribution == "twice-plugin"
+    assert [k for k in reg.failures if "twice" in k] == ["twice"]
+    assert "already registered" in reg.failures["twice"]  # the impostor, not the plugin
+    assert not reg.manager.is_registered(impostor)
+    reg.manager.hook.on_epoch_end(record={"epoch": 1}, out_dir=None)
+    assert twice_plugin.seen == [1]
+
+
+def test_missing_first_party_backend_names_a_command_that_installs_it(monkeypatch):
+    monkeypatch.setattr(plugins, "registry", lambda: Registry(pluggy.PluginManager("x")))
+    with pytest.raises(BackendError) as info:
+        get_backend("keras")
+    message = str(info.value)
+    assert "seq2seq-kit[keras]" not in message  # no index serves it
+    tree = Path(seq2seq_kit.__file__).resolve().parents[1]
+    if not (tree / "backends" / "keras" / "pyproject.toml").is_file():
+        assert "pip install -e backends/keras, run in a seq2seq-kit source checkout" in message
+        return
+    found = re.search(r"install it with: pip install -e (\S+)$", message)
+    assert found, message
+    folder = Path(found.group(1)).resolve()
+    assert folder == tree / "backends" / "keras"
+    if importlib.util.find_spec("setuptools") is None:
+        pytest.skip("setuptools is needed to read the backend's metadata offline")
+    dry_run = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--no-deps"]
+        + ["--no-build-isolation", "-e", str(folder)],
+        capture_output=True,
+        text=True,
     )
-    assert "BackendError" in res.stderr
-    assert "pip install seq2seq-kit[torch]" in res.stderr
+    assert "Would install seq2seq-kit-keras" in dry_run.stdout, dry_run.stderr
+
+
+def test_backends_excluded_by_the_allowlist_are_named(tmp_path):
+    fake_distribution(
+        tmp_path, "extra-backend", "extra_backend", BACKEND_PLUGIN.format(name="extra"), "extra"
+    )
+    env = {"PYTHONPATH": on_path(tmp_path)}
+    res = subprocess.run(
+        [sys.executable, "-m", "seq2seq_kit", "backends"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env, "SEQ2SEQ_KIT_PLUGINS": "nonsense"},
+    )
+    assert res.returncode == 0, res.stderr
+    assert "no backends installed" not in res.stdout
+    assert "no backends loaded: SEQ2SEQ_KIT_PLUGINS='nonsense'" in res.stdout
+    assert re.search(r"excluded the plugins .*extra, .*numpy", res.stdout)
+    assert "no installed plugin is named 'nonsense'" in res.stdout
+
+    res = python(
+        "from seq2seq_kit.plugins import get_backend; get_backend('extra')",
+        SEQ2SEQ_KIT_PLUGINS="numpy",
+        **env,
+    )
+    assert "backend 'extra' is installed but not loaded (loaded: numpy)" in res.stderr
+    assert "SEQ2SEQ_KIT_PLUGINS='numpy' excludes its plugin 'extra'" in res.stderr
 
 
 def test_create_refuses_a_spec_beyond_the_declared_capabilities():
