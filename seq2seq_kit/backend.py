@@ -4,6 +4,11 @@ A backend owns only numerics. Everything crosses the line as NumPy arrays: ids a
 log-probabilities float32, weights float32 in the canonical layout of
 :mod:`seq2seq_kit.weights`. The decoder state is opaque to the core: it is only handed back
 to the same model's ``step`` and ``reorder``.
+
+Backends do not check their inputs: :meth:`Backend.create` returns every model inside
+:class:`seq2seq_kit.validation.CheckedModel`, which checks and converts the arguments of
+``encode``, ``step``, ``reorder`` and of the methods taking a batch, so that each backend
+rejects the same bad input with the same :class:`~seq2seq_kit.validation.ModelInputError`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import numpy as np
 from .batching import Batch
 from .errors import BackendError
 from .spec import ModelSpec, OptimizerSpec
+from .validation import CheckedModel, checked
 
 State = Any
 
@@ -43,6 +49,11 @@ class Model(Protocol):
 
     Loss everywhere is the mean cross-entropy, in nats, over the non-pad target positions
     of the batch (``batch.tgt_mask``); pad positions contribute neither loss nor gradient.
+
+    Called through :meth:`Backend.create`'s model, every method below receives arguments
+    that :mod:`seq2seq_kit.validation` has checked: C-contiguous int32 ids inside the
+    vocabulary, lengths in range, a mask matching its lengths, ``step`` and ``reorder``
+    arguments matching the state's rows. A backend need not check them again.
     """
 
     spec: ModelSpec
@@ -136,8 +147,12 @@ class Backend:
     distribution: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def create(self, spec: ModelSpec, *, seed: int = 0, optimizer: OptimizerSpec | None = None):
-        """Build a model, importing the framework on first use.
+    def create(
+        self, spec: ModelSpec, *, seed: int = 0, optimizer: OptimizerSpec | None = None
+    ) -> CheckedModel:
+        """Build a model, importing the framework on first use. The model comes inside a
+        :class:`~seq2seq_kit.validation.CheckedModel`, which checks (and converts) every
+        array argument before the backend sees it: backends do not check their inputs.
 
         Raises:
             BackendError: ``spec`` needs a capability this backend does not declare.
@@ -148,7 +163,7 @@ class Backend:
                 f"backend {self.name!r} cannot build this model: it lacks {missing} "
                 f"(it declares {sorted(self.capabilities)})"
             )
-        return self.build(spec, seed=seed, optimizer=optimizer or OptimizerSpec())
+        return checked(self.build(spec, seed=seed, optimizer=optimizer or OptimizerSpec()))
 
 
 def required_capabilities(spec: ModelSpec) -> set[str]:
