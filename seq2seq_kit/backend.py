@@ -14,7 +14,7 @@ rejects the same bad input with the same :class:`~seq2seq_kit.validation.ModelIn
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -135,7 +135,6 @@ class Backend:
         version: the plugin's version.
         capabilities: subset of :data:`KNOWN_CAPABILITIES` (and any the plugin adds).
         build: ``build(spec: ModelSpec, *, seed: int, optimizer: OptimizerSpec) -> Model``.
-        requires: the pip requirement that installs this backend, for error messages.
         distribution: the distribution that registered it (filled in by the core).
     """
 
@@ -143,9 +142,7 @@ class Backend:
     version: str
     capabilities: frozenset[str]
     build: BuildFn
-    requires: str = ""
     distribution: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def create(
         self, spec: ModelSpec, *, seed: int = 0, optimizer: OptimizerSpec | None = None
