@@ -4,12 +4,17 @@ A backend owns only numerics. Everything crosses the line as NumPy arrays: ids a
 log-probabilities float32, weights float32 in the canonical layout of
 :mod:`seq2seq_kit.weights`. The decoder state is opaque to the core: it is only handed back
 to the same model's ``step`` and ``reorder``.
+
+Backends do not check their inputs: :meth:`Backend.create` returns every model inside
+:class:`seq2seq_kit.validation.CheckedModel`, which checks and converts the arguments of
+``encode``, ``step``, ``reorder`` and of the methods taking a batch, so that each backend
+rejects the same bad input with the same :class:`~seq2seq_kit.validation.ModelInputError`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -17,6 +22,7 @@ import numpy as np
 from .batching import Batch
 from .errors import BackendError
 from .spec import ModelSpec, OptimizerSpec
+from .validation import CheckedModel, checked
 
 State = Any
 
@@ -43,6 +49,11 @@ class Model(Protocol):
 
     Loss everywhere is the mean cross-entropy, in nats, over the non-pad target positions
     of the batch (``batch.tgt_mask``); pad positions contribute neither loss nor gradient.
+
+    Called through :meth:`Backend.create`'s model, every method below receives arguments
+    that :mod:`seq2seq_kit.validation` has checked: C-contiguous int32 ids inside the
+    vocabulary, lengths in range, a mask matching its lengths, ``step`` and ``reorder``
+    arguments matching the state's rows. A backend need not check them again.
     """
 
     spec: ModelSpec
@@ -124,7 +135,6 @@ class Backend:
         version: the plugin's version.
         capabilities: subset of :data:`KNOWN_CAPABILITIES` (and any the plugin adds).
         build: ``build(spec: ModelSpec, *, seed: int, optimizer: OptimizerSpec) -> Model``.
-        requires: the pip requirement that installs this backend, for error messages.
         distribution: the distribution that registered it (filled in by the core).
     """
 
@@ -132,12 +142,14 @@ class Backend:
     version: str
     capabilities: frozenset[str]
     build: BuildFn
-    requires: str = ""
     distribution: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
-    def create(self, spec: ModelSpec, *, seed: int = 0, optimizer: OptimizerSpec | None = None):
-        """Build a model, importing the framework on first use.
+    def create(
+        self, spec: ModelSpec, *, seed: int = 0, optimizer: OptimizerSpec | None = None
+    ) -> CheckedModel:
+        """Build a model, importing the framework on first use. The model comes inside a
+        :class:`~seq2seq_kit.validation.CheckedModel`, which checks (and converts) every
+        array argument before the backend sees it: backends do not check their inputs.
 
         Raises:
             BackendError: ``spec`` needs a capability this backend does not declare.
@@ -148,7 +160,7 @@ class Backend:
                 f"backend {self.name!r} cannot build this model: it lacks {missing} "
                 f"(it declares {sorted(self.capabilities)})"
             )
-        return self.build(spec, seed=seed, optimizer=optimizer or OptimizerSpec())
+        return checked(self.build(spec, seed=seed, optimizer=optimizer or OptimizerSpec()))
 
 
 def required_capabilities(spec: ModelSpec) -> set[str]:

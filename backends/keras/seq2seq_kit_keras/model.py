@@ -344,7 +344,9 @@ class KerasModel:
         optimizer: the Keras optimizer (:class:`~seq2seq_kit_keras.optimizer.Adam`).
 
     The decoder state handed out by :meth:`encode` and :meth:`step` is a
-    :class:`DecoderState`.
+    :class:`DecoderState`. Arguments are not checked here: ``Backend.create`` returns the
+    model inside :class:`seq2seq_kit.validation.CheckedModel`, which does it for every
+    backend.
     """
 
     def __init__(
@@ -412,20 +414,13 @@ class KerasModel:
         :class:`DecoderState`: per layer the encoder's state after ``src_lengths[b]``
         tokens (zero for length 0; forward and reverse halves concatenated when
         bidirectional), and the attention memory."""
-        src_ids = np.asarray(src_ids)
-        src_lengths = np.asarray(src_lengths)
-        _check_ids("src_ids", src_ids, self.spec.src_vocab_size, ndim=2)
-        _check_lengths(src_ids, src_lengths)
         states, memory = self._encode_fn(*_trim_sources(src_ids, src_lengths))
         return DecoderState(states, memory, None, src_ids.shape[1])
 
     def step(self, prev_ids: np.ndarray, state: DecoderState) -> tuple[np.ndarray, DecoderState]:
         """One decoder step: int32 [B] previous ids and the state -> (float32 [B, V]
         log-probabilities of the next token, new state)."""
-        prev_ids = np.asarray(prev_ids)
-        _check_ids("prev_ids", prev_ids, self.spec.tgt_vocab_size, ndim=1)
-        ids = prev_ids.astype(np.int32, copy=False)
-        log_probs, layers_, weights = self._step_fn(ids, state.layers, state.memory)
+        log_probs, layers_, weights = self._step_fn(prev_ids, state.layers, state.memory)
         return log_probs.numpy(), state._replace(layers=layers_, weights=weights)
 
     def reorder(self, state: DecoderState, index: np.ndarray) -> DecoderState:
@@ -522,15 +517,10 @@ class KerasModel:
     def _reorder(self, tensors, index):
         return tf.nest.map_structure(lambda t: ops.take(t, index, axis=0), tensors)
 
-    # ------------------------------------------------------------------ input checks
+    # ------------------------------------------------------------------ batches
 
     def _batch_arrays(self, batch: Batch) -> tuple[np.ndarray, ...]:
-        """Check ``batch`` and return the arrays the compiled functions take."""
-        spec = self.spec
-        _check_ids("src_ids", batch.src_ids, spec.src_vocab_size, ndim=2)
-        _check_lengths(batch.src_ids, batch.src_lengths)
-        _check_ids("tgt_in", batch.tgt_in, spec.tgt_vocab_size, ndim=2)
-        _check_ids("tgt_out", batch.tgt_out, spec.tgt_vocab_size, ndim=2)
+        """The arrays of ``batch`` the compiled functions take."""
         src_ids, src_lengths = _trim_sources(batch.src_ids, batch.src_lengths)
         tgt_in = np.asarray(batch.tgt_in, dtype=np.int32)
         tgt_out = np.asarray(batch.tgt_out, dtype=np.int32)
@@ -549,23 +539,3 @@ def _trim_sources(src_ids: np.ndarray, src_lengths: np.ndarray) -> tuple[np.ndar
     if src_ids.shape[1] < steps:
         src_ids = np.zeros((src_ids.shape[0], steps), dtype=np.int32)
     return src_ids[:, :steps], np.asarray(src_lengths, dtype=np.int32)
-
-
-def _check_ids(what: str, ids: np.ndarray, vocab: int, ndim: int) -> None:
-    ids = np.asarray(ids)
-    if ids.ndim != ndim or not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(f"{what} must be an integer array of rank {ndim}, got {ids.dtype}")
-    # One-hot turns an out-of-range id into a zero vector and Embedding fails deep inside
-    # TensorFlow; report it here instead.
-    if ids.size and (ids.min() < 0 or ids.max() >= vocab):
-        raise ValueError(f"{what} holds ids outside [0, {vocab})")
-
-
-def _check_lengths(src_ids: np.ndarray, src_lengths: np.ndarray) -> None:
-    src_lengths = np.asarray(src_lengths)
-    if src_lengths.shape != np.shape(src_ids)[:1]:
-        raise ValueError(
-            f"src_lengths has shape {src_lengths.shape}, expected ({np.shape(src_ids)[0]},)"
-        )
-    if src_lengths.size and (src_lengths.min() < 0 or src_lengths.max() > src_ids.shape[1]):
-        raise ValueError(f"src_lengths must lie in [0, {src_ids.shape[1]}]")

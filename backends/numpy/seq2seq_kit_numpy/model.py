@@ -166,7 +166,9 @@ class NumpyModel:
             checks). Weights cross the API as float32 either way.
 
     The decoder state handed out by :meth:`encode` and :meth:`step` is a
-    :class:`DecoderState`.
+    :class:`DecoderState`. Arguments are not checked here: ``Backend.create`` returns the
+    model inside :class:`seq2seq_kit.validation.CheckedModel`, which does it for every
+    backend.
     """
 
     def __init__(
@@ -229,7 +231,6 @@ class NumpyModel:
     def log_probs(self, batch: Batch) -> np.ndarray:
         """Teacher-forced log-probabilities, float32 [B, T, V], for every ``tgt_in``
         position (padding included)."""
-        self._check_batch(batch)
         _, state = self._encode(batch.src_ids, batch.src_lengths)
         ids = np.ascontiguousarray(batch.tgt_in.T)
         features = self._decoder_forward(ids, state)[-1]
@@ -243,17 +244,11 @@ class NumpyModel:
         :class:`DecoderState`: per layer the encoder's state after ``src_lengths[b]`` tokens
         (zero for length 0; forward and reverse halves concatenated when bidirectional),
         and the attention memory."""
-        src_ids = np.asarray(src_ids)
-        src_lengths = np.asarray(src_lengths)
-        self._check_ids("src_ids", src_ids, self.spec.src_vocab_size, ndim=2)
-        self._check_lengths(src_ids, src_lengths)
         return self._encode(src_ids, src_lengths)[1]
 
     def step(self, prev_ids: np.ndarray, state: DecoderState) -> tuple[np.ndarray, DecoderState]:
         """One decoder step: int32 [B] previous ids and the state -> (float32 [B, V]
         log-probabilities of the next token, new state). ``state`` is not modified."""
-        prev_ids = np.asarray(prev_ids)
-        self._check_ids("prev_ids", prev_ids, self.spec.tgt_vocab_size, ndim=1)
         w, cell = self._w, self.cell
         new_layers = []
         x = None
@@ -279,7 +274,6 @@ class NumpyModel:
 
     def reorder(self, state: DecoderState, index: np.ndarray) -> DecoderState:
         """Rows ``index`` (int64 [B']) of every array in ``state``, as a new state."""
-        index = np.asarray(index)
         return DecoderState(
             tuple(tuple(a[index] for a in layer) for layer in state.layers),
             None if state.memory is None else state.memory.take(index),
@@ -324,33 +318,6 @@ class NumpyModel:
         check_weights(self.spec, {name: np.asarray(w) for name, w in weights.items()})
         for name, w in weights.items():
             self._w[name][...] = np.asarray(w, dtype=self.dtype)
-
-    # ------------------------------------------------------------------ input checks
-
-    def _check_ids(self, what: str, ids: np.ndarray, vocab: int, ndim: int) -> None:
-        if ids.ndim != ndim or not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(
-                f"{what} must be an integer array of rank {ndim}, got {ids.dtype} {ids.shape}"
-            )
-        # Negative ids would silently wrap around in a gather; seen as unsigned they are
-        # huge, so one max() catches both ends.
-        unsigned = ids.view(f"u{ids.dtype.itemsize}") if ids.dtype.kind == "i" else ids
-        if ids.size and unsigned.max() >= vocab:
-            raise ValueError(f"{what} holds ids outside [0, {vocab})")
-
-    def _check_lengths(self, src_ids: np.ndarray, src_lengths: np.ndarray) -> None:
-        if src_lengths.shape != src_ids.shape[:1]:
-            raise ValueError(
-                f"src_lengths has shape {src_lengths.shape}, expected ({src_ids.shape[0]},)"
-            )
-        if src_lengths.size and (src_lengths.min() < 0 or src_lengths.max() > src_ids.shape[1]):
-            raise ValueError(f"src_lengths must lie in [0, {src_ids.shape[1]}]")
-
-    def _check_batch(self, batch: Batch) -> None:
-        self._check_ids("src_ids", batch.src_ids, self.spec.src_vocab_size, ndim=2)
-        self._check_lengths(batch.src_ids, batch.src_lengths)
-        self._check_ids("tgt_in", batch.tgt_in, self.spec.tgt_vocab_size, ndim=2)
-        self._check_ids("tgt_out", batch.tgt_out, self.spec.tgt_vocab_size, ndim=2)
 
     # ------------------------------------------------------------------ forward
 
@@ -507,7 +474,6 @@ class NumpyModel:
     ) -> float:
         """The masked mean cross-entropy; with ``backward``, also fills the gradient buffer.
         ``drop`` draws dropout masks (training only)."""
-        self._check_batch(batch)
         spec = self.spec
         hidden = spec.hidden_size
         mask = batch.tgt_mask

@@ -45,6 +45,5 @@ def register_backends(register):
             version=__version__,
             capabilities=CAPABILITIES,
             build=build,
-            requires="seq2seq-kit[torch]",
         )
     )

@@ -297,7 +297,9 @@ class TorchModel:
         optimizer: the :class:`optimizer.ClippedAdam` over ``net``'s trained parameters.
 
     The decoder state handed out by :meth:`encode` and :meth:`step` is a
-    :class:`DecoderState`.
+    :class:`DecoderState`. Arguments are not checked here: ``Backend.create`` returns the
+    model inside :class:`seq2seq_kit.validation.CheckedModel`, which does it for every
+    backend.
     """
 
     def __init__(
@@ -362,7 +364,6 @@ class TorchModel:
     def log_probs(self, batch: Batch) -> np.ndarray:
         """Teacher-forced log-probabilities, float32 [B, T, V], for every ``tgt_in``
         position (padding included)."""
-        self._check_batch(batch)
         with torch.inference_mode():
             logits = self.net(_ids(batch.src_ids), _ids(batch.src_lengths), _ids(batch.tgt_in))
             return self._to_numpy(F.log_softmax(logits, dim=-1), np.float32)
@@ -372,17 +373,12 @@ class TorchModel:
         :class:`DecoderState`: per layer the encoder's state after ``src_lengths[b]`` tokens
         (zero for length 0; forward and reverse halves concatenated when bidirectional),
         and the attention memory."""
-        src_ids, src_lengths = np.asarray(src_ids), np.asarray(src_lengths)
-        self._check_ids("src_ids", src_ids, self.spec.src_vocab_size, ndim=2)
-        self._check_lengths(src_ids, src_lengths)
         with torch.inference_mode():
             return self.net.encode(_ids(src_ids), _ids(src_lengths))
 
     def step(self, prev_ids: np.ndarray, state: DecoderState) -> tuple[np.ndarray, DecoderState]:
         """One decoder step: int32 [B] previous ids and the state -> (float32 [B, V]
         log-probabilities of the next token, new state). ``state`` is not modified."""
-        prev_ids = np.asarray(prev_ids)
-        self._check_ids("prev_ids", prev_ids, self.spec.tgt_vocab_size, ndim=1)
         with torch.inference_mode():
             logits, state = self.net.decoder(_ids(prev_ids)[:, None], state)
             return self._to_numpy(F.log_softmax(logits[:, 0], dim=-1), np.float32), state
@@ -485,7 +481,6 @@ class TorchModel:
     def _loss_and_gradients(self, batch: Batch, backward: bool = True) -> float:
         """The masked mean cross-entropy; with ``backward``, leaves d loss / d parameter in
         each parameter's ``.grad`` (unused parameters: None)."""
-        self._check_batch(batch)
         if backward:
             self.optimizer.zero_grad()
         mask = np.asarray(batch.tgt_mask)
@@ -515,27 +510,6 @@ class TorchModel:
         be transposed for a ``.T`` view)."""
         array = tensor.detach().cpu().numpy()
         return np.array(array, dtype=dtype or array.dtype, order="C", copy=True)
-
-    def _check_ids(self, what: str, ids: np.ndarray, vocab: int, ndim: int) -> None:
-        if ids.ndim != ndim or not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"{what} must be an integer array of rank {ndim}, got {ids.dtype}")
-        # Out-of-range ids would otherwise fail deep inside torch with an IndexError.
-        if ids.size and (ids.min() < 0 or ids.max() >= vocab):
-            raise ValueError(f"{what} holds ids outside [0, {vocab})")
-
-    def _check_lengths(self, src_ids: np.ndarray, src_lengths: np.ndarray) -> None:
-        if src_lengths.shape != src_ids.shape[:1]:
-            raise ValueError(
-                f"src_lengths has shape {src_lengths.shape}, expected ({src_ids.shape[0]},)"
-            )
-        if src_lengths.size and (src_lengths.min() < 0 or src_lengths.max() > src_ids.shape[1]):
-            raise ValueError(f"src_lengths must lie in [0, {src_ids.shape[1]}]")
-
-    def _check_batch(self, batch: Batch) -> None:
-        self._check_ids("src_ids", np.asarray(batch.src_ids), self.spec.src_vocab_size, ndim=2)
-        self._check_lengths(np.asarray(batch.src_ids), np.asarray(batch.src_lengths))
-        self._check_ids("tgt_in", np.asarray(batch.tgt_in), self.spec.tgt_vocab_size, ndim=2)
-        self._check_ids("tgt_out", np.asarray(batch.tgt_out), self.spec.tgt_vocab_size, ndim=2)
 
 
 def _plain_map(spec: ModelSpec) -> list[tuple[str, str, bool]]:

@@ -143,7 +143,9 @@ class JaxModel:
         optimizer: Adam settings for :meth:`train_step` (default ``OptimizerSpec()``).
 
     The decoder state handed out by :meth:`encode` and :meth:`step` is a
-    :class:`DecoderState`.
+    :class:`DecoderState`. Arguments are not checked here: ``Backend.create`` returns the
+    model inside :class:`seq2seq_kit.validation.CheckedModel`, which does it for every
+    backend (JAX would clamp an out-of-range gather index silently).
     """
 
     def __init__(self, spec: ModelSpec, *, seed: int = 0, optimizer: OptimizerSpec | None = None):
@@ -197,9 +199,6 @@ class JaxModel:
         :class:`DecoderState`: per layer the encoder's state after ``src_lengths[b]`` tokens
         (zero for length 0; forward and reverse halves concatenated when bidirectional), and
         the attention memory."""
-        src_ids, src_lengths = np.asarray(src_ids), np.asarray(src_lengths)
-        _check_ids("src_ids", src_ids, self.spec.src_vocab_size, ndim=2)
-        _check_lengths(src_ids, src_lengths)
         size = src_ids.shape[0]
         src, lengths = _pad_source(src_ids, src_lengths, bucket(size))
         layers, mem = self._fn.encode(self._params, src, lengths)
@@ -208,10 +207,6 @@ class JaxModel:
     def step(self, prev_ids: np.ndarray, state: DecoderState) -> tuple[np.ndarray, DecoderState]:
         """One decoder step: int32 [B] previous ids and the state -> (float32 [B, V]
         log-probabilities of the next token, new state). ``state`` is not modified."""
-        prev_ids = np.asarray(prev_ids)
-        _check_ids("prev_ids", prev_ids, self.spec.tgt_vocab_size, ndim=1)
-        if prev_ids.shape[0] != state.size:
-            raise ValueError(f"prev_ids has {prev_ids.shape[0]} rows, the state {state.size}")
         rows = state.layers[0][0].shape[0]
         prev = np.zeros(rows, dtype=np.int32)
         prev[: state.size] = prev_ids
@@ -220,12 +215,7 @@ class JaxModel:
         return out, state._replace(layers=layers, weights=weights)
 
     def reorder(self, state: DecoderState, index: np.ndarray) -> DecoderState:
-        """Rows ``index`` (int [B']) of ``state``, as a new state."""
-        index = np.asarray(index)
-        if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
-            raise ValueError(f"index must be a 1-D integer array, got {index.dtype} {index.shape}")
-        if index.size and (index.min() < 0 or index.max() >= state.size):
-            raise ValueError(f"index holds rows outside [0, {state.size})")
+        """Rows ``index`` (int64 [B']) of ``state``, as a new state."""
         padded = np.zeros(bucket(index.shape[0]), dtype=np.int32)
         padded[: index.shape[0]] = index
         layers, mem, weights = _take_rows((state.layers, state.memory, state.weights), padded)
@@ -299,24 +289,12 @@ class JaxModel:
         )
 
     def _arrays(self, batch: Batch, trim_target: bool) -> Arrays:
-        """``batch`` checked and padded to bucket sizes. With ``trim_target`` the target axis
-        is first cut after its last position with a nonzero mask (the decoder is causal: later
-        positions change neither loss nor gradient)."""
-        src_ids, src_lengths = np.asarray(batch.src_ids), np.asarray(batch.src_lengths)
-        tgt_in, tgt_out = np.asarray(batch.tgt_in), np.asarray(batch.tgt_out)
-        mask = np.asarray(batch.tgt_mask, dtype=np.float32)
-        _check_ids("src_ids", src_ids, self.spec.src_vocab_size, ndim=2)
-        _check_lengths(src_ids, src_lengths)
-        _check_ids("tgt_in", tgt_in, self.spec.tgt_vocab_size, ndim=2)
-        _check_ids("tgt_out", tgt_out, self.spec.tgt_vocab_size, ndim=2)
+        """``batch`` padded to bucket sizes. With ``trim_target`` the target axis is first cut
+        after its last position with a nonzero mask (the decoder is causal: later positions
+        change neither loss nor gradient)."""
+        src_ids, src_lengths = batch.src_ids, batch.src_lengths
+        tgt_in, tgt_out, mask = batch.tgt_in, batch.tgt_out, batch.tgt_mask
         size, steps = tgt_in.shape
-        if tgt_out.shape != tgt_in.shape or mask.shape != tgt_in.shape:
-            raise ValueError(
-                f"tgt_in {tgt_in.shape}, tgt_out {tgt_out.shape} and tgt_mask {mask.shape} "
-                "must have one shape"
-            )
-        if src_ids.shape[0] != size:
-            raise ValueError(f"{src_ids.shape[0]} sources but {size} targets")
         if trim_target:
             used = np.flatnonzero(mask.any(axis=0))
             steps = int(used[-1]) + 1 if used.size else 0
@@ -346,23 +324,3 @@ def _pad_source(src_ids: np.ndarray, src_lengths: np.ndarray, rows: int):
     lengths = np.zeros(rows, dtype=np.int32)
     lengths[:size] = src_lengths
     return src, lengths
-
-
-def _check_ids(what: str, ids: np.ndarray, vocab: int, ndim: int) -> None:
-    if ids.ndim != ndim or not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(
-            f"{what} must be an integer array of rank {ndim}, got {ids.dtype} {ids.shape}"
-        )
-    # JAX clamps out-of-range gather indices silently: reject them here.
-    if ids.size and (ids.min() < 0 or ids.max() >= vocab):
-        raise ValueError(f"{what} holds ids outside [0, {vocab})")
-
-
-def _check_lengths(src_ids: np.ndarray, src_lengths: np.ndarray) -> None:
-    if src_lengths.shape != src_ids.shape[:1] or not np.issubdtype(src_lengths.dtype, np.integer):
-        raise ValueError(
-            f"src_lengths must be an integer array of shape ({src_ids.shape[0]},), got "
-            f"{src_lengths.dtype} {src_lengths.shape}"
-        )
-    if src_lengths.size and (src_lengths.min() < 0 or src_lengths.max() > src_ids.shape[1]):
-        raise ValueError(f"src_lengths must lie in [0, {src_ids.shape[1]}]")

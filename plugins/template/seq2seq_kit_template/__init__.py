@@ -35,6 +35,5 @@ def register_backends(register):
             version=__version__,
             capabilities=CAPABILITIES,
             build=build,
-            requires="seq2seq-kit-template",
         )
     )

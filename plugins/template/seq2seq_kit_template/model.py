@@ -4,6 +4,10 @@ It starts as a working backend: every method of the contract
 (:class:`seq2seq_kit.backend.Model`) hands the work to the NumPy reference model, so the
 conformance suite passes from the first run. Replace the methods with your framework's code
 one at a time, keeping the suite green; the reference is what the suite compares you with.
+
+Arguments arrive checked: ``Backend.create`` wraps this model in
+:class:`seq2seq_kit.validation.CheckedModel`, so ids are C-contiguous int32 inside the
+vocabulary, lengths lie in range and masks match them. Do not check them again here.
 """
 
 from __future__ import annotations
