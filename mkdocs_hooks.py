@@ -49,19 +49,22 @@ def stray_tags(markdown: str) -> list[str]:
 
 
 def config_reference() -> str:
-    from seq2seq_kit.config import Config
+    from seq2seq_kit.config import RESUMABLE, Config
 
-    out = ["| key | default | meaning |", "| --- | --- | --- |"]
+    out = ["| key | default | on resume | meaning |", "| --- | --- | --- | --- |"]
     backend = Config.model_fields["backend"]
     out.append(
-        f"| `backend` | {in_code(repr(backend.default))} | {table_cell(backend.description)} |"
+        f"| `backend` | {in_code(repr(backend.default))} | may change | "
+        f"{table_cell(backend.description)} |"
     )
     for section in ("data", "model", "train", "decode"):
         model = Config.model_fields[section].default_factory()
         for name, field in type(model).model_fields.items():
             default = in_code(repr(getattr(model, name)))
+            resume = "may change" if f"{section}.{name}" in RESUMABLE else "fixed"
             out.append(
-                f"| `{section}.{name}` | {default} | {table_cell(field.description or '')} |"
+                f"| `{section}.{name}` | {default} | {resume} | "
+                f"{table_cell(field.description or '')} |"
             )
     return "\n".join(out)
 

@@ -119,11 +119,12 @@ class DecodingTests(BackendTestBase):
         translator, path = digits_model
         from ..api import load
 
-        first = translator.hypotheses(MIXED, beam=3, n_best=2)
+        search = {"beam": 3, "n_best": 2} if "beam" in self.backend().capabilities else {}
+        first = translator.hypotheses(MIXED, **search)
         translator.translate(["987654321"] * 5)  # unrelated work in between
-        assert translator.hypotheses(MIXED, beam=3, n_best=2) == first
+        assert translator.hypotheses(MIXED, **search) == first
         again = load(path, backend=self.backend_name)
-        assert_same_hypotheses(again.hypotheses(MIXED, beam=3, n_best=2), first)
+        assert_same_hypotheses(again.hypotheses(MIXED, **search), first)
 
     @requires("beam")
     def test_beam_larger_than_vocabulary(self, digits_model):
