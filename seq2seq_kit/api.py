@@ -530,6 +530,7 @@ def _train(
         on_epoch_end=on_epoch_end,
         state=state,
         save=None if out is None else save,
+        out_dir=None if out is None else str(out),
     )
     meta["seconds"] += time.perf_counter() - clock
     meta["history"], meta["trainer"] = state.history, state.to_json()

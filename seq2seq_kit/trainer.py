@@ -1,11 +1,17 @@
 """The training loop: epochs of shuffled batches, per-epoch evaluation, early stopping,
-learning-rate reduction on plateau, scheduled sampling, and exact resumption."""
+learning-rate reduction on plateau, scheduled sampling, one log line per epoch, a stop on
+SIGINT/SIGTERM that saves first, and exact resumption, also from the middle of an epoch."""
 
 from __future__ import annotations
 
+import logging
+import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -13,6 +19,10 @@ import numpy as np
 from .backend import Model
 from .batching import Batch, batches
 from .config import TrainConfig
+from .errors import TrainingError, TrainingInterrupted
+from .logs import stdout_logging
+
+log = logging.getLogger(__name__)
 
 EVAL_BATCH_SIZE = 256
 
@@ -35,6 +45,13 @@ class TrainerState:
         plateau_epochs: epochs since the learning rate was last reduced or ``best_score``
             improved.
         history: one record per completed epoch.
+        step: steps of epoch ``epoch + 1`` already taken (0 at an epoch boundary; more
+            when training was interrupted in the middle of that epoch).
+        epoch_rng: the shuffling generator's state when epoch ``epoch + 1`` began, which
+            replays its batch order on resumption (None at an epoch boundary).
+        epoch_loss: sum over those ``step`` steps of loss times target tokens.
+        epoch_tokens: target tokens of those steps.
+        epoch_seconds: wall time spent on those steps.
     """
 
     epoch: int = 0
@@ -45,6 +62,11 @@ class TrainerState:
     bad_epochs: int = 0
     plateau_epochs: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    step: int = 0
+    epoch_rng: dict[str, Any] | None = None
+    epoch_loss: float = 0.0
+    epoch_tokens: float = 0.0
+    epoch_seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """The JSON-able part (``best_weights`` is saved as weights, not here)."""
@@ -55,6 +77,11 @@ class TrainerState:
             "best_score": self.best_score if np.isfinite(self.best_score) else None,
             "bad_epochs": self.bad_epochs,
             "plateau_epochs": self.plateau_epochs,
+            "step": self.step,
+            "epoch_rng": self.epoch_rng,
+            "epoch_loss": self.epoch_loss,
+            "epoch_tokens": self.epoch_tokens,
+            "epoch_seconds": self.epoch_seconds,
         }
 
     @classmethod
@@ -69,6 +96,12 @@ class TrainerState:
             bad_epochs=int(data["bad_epochs"]),
             plateau_epochs=int(data["plateau_epochs"]),
             history=list(history),
+            # states written before mid-epoch resumption existed are at an epoch boundary
+            step=int(data.get("step", 0)),
+            epoch_rng=data.get("epoch_rng"),
+            epoch_loss=float(data.get("epoch_loss", 0.0)),
+            epoch_tokens=float(data.get("epoch_tokens", 0.0)),
+            epoch_seconds=float(data.get("epoch_seconds", 0.0)),
         )
 
 
@@ -101,6 +134,89 @@ def scheduled_sampling(model: Model, batch: Batch, ratio: float, rng: np.random.
     return replace(batch, tgt_in=tgt_in)
 
 
+class _StopSignals:
+    """SIGINT and SIGTERM handlers for the time training runs (main thread only: Python
+    takes handlers nowhere else; a signal the parent process ignores, as shells do for
+    SIGINT in background jobs, stays ignored). The first signal asks the loop to stop after
+    the current step; a second SIGINT raises ``KeyboardInterrupt`` at once, for a step that
+    hangs.
+
+    Attributes:
+        received: the number of the first signal received, or None.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for name in ("SIGINT", "SIGTERM"):
+                number = getattr(signal, name, None)
+                if number is not None and signal.getsignal(number) is not signal.SIG_IGN:
+                    self._previous[number] = signal.signal(number, self.handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for number, previous in self._previous.items():
+            # None: a handler not set from Python, which Python cannot reinstall
+            signal.signal(number, signal.SIG_DFL if previous is None else previous)
+
+    def handle(self, number: int, frame: FrameType | None = None) -> None:
+        if self.received is not None and number == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self.received is None:
+            self.received = number
+
+
+class _Checkpoints:
+    """Calls ``save`` when due, never with non-finite weights, and says what the model
+    directory holds for the messages of a stopped run."""
+
+    def __init__(
+        self,
+        save: Callable[[TrainerState], None] | None,
+        out_dir: str | None,
+        every_seconds: float,
+    ):
+        self.save, self.out_dir, self.every_seconds = save, out_dir, every_seconds
+        self.last_time = time.perf_counter()
+        self.saved_at: tuple[int, int] | None = None  # (epoch, step) of this run's last save
+
+    def due(self) -> bool:
+        return time.perf_counter() - self.last_time >= self.every_seconds
+
+    def write(self, model: Model, state: TrainerState, where: str) -> None:
+        if self.save is None or self.saved_at == (state.epoch, state.step):
+            return
+        bad = [name for name, w in model.get_weights().items() if not np.isfinite(w).all()]
+        if bad:
+            raise TrainingError(
+                f"{where}: the weights hold non-finite values ({', '.join(bad[:3])}"
+                f"{', ...' if len(bad) > 3 else ''}); training stopped and {self.kept()}"
+            )
+        self.save(state)
+        self.last_time = time.perf_counter()
+        self.saved_at = (state.epoch, state.step)
+
+    def kept(self) -> str:
+        """What a run that stops now leaves behind, e.g. for a non-finite loss."""
+        if self.save is None:
+            return "nothing was saved (no output directory)"
+        where = self.out_dir or "the model directory"
+        if self.saved_at is None:
+            return f"nothing was written to {where}"
+        return f"{where} keeps the checkpoint written after epoch {self.saved_at[0]}"
+
+    def interrupted(self, epoch: int, step: int) -> str:
+        said = f"interrupted at epoch {epoch} step {step}"
+        if self.save is None:
+            return f"{said}; nothing was saved (no output directory)"
+        if self.out_dir is None:
+            return f"{said}; saved"
+        return f"{said}; saved to {self.out_dir}; continue with --resume {self.out_dir}"
+
+
 def fit(
     model: Model,
     train: tuple[Ids, Ids],
@@ -109,13 +225,17 @@ def fit(
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     state: TrainerState | None = None,
     save: Callable[[TrainerState], None] | None = None,
+    out_dir: str | None = None,
 ) -> TrainerState:
     """Train ``model`` in place up to ``config.epochs`` epochs; returns the final state.
 
     Each epoch record has ``epoch``, ``train_loss`` (token-weighted mean over the epoch's
     steps, before each update), ``valid_loss`` and ``valid_accuracy`` (on the validation
     pairs, or on the training pairs when there are none, as ``evaluated_on`` says),
-    ``learning_rate`` and ``seconds``. With validation pairs, "better" means a lower
+    ``learning_rate`` and ``seconds``; it is also logged as one line on the
+    ``seq2seq_kit.trainer`` logger at INFO, which goes to stdout, flushed, when the
+    application configured no logging (see :func:`seq2seq_kit.logs.stdout_logging`).
+    With validation pairs, "better" means a lower
     validation loss, or a higher validation token accuracy with
     ``config.early_stopping_metric = "accuracy"`` (JoeyNMT's option of that name):
     ``config.patience`` > 0 stops after that many epochs without a better one,
@@ -124,8 +244,17 @@ def fit(
 
     ``state`` resumes from a saved :class:`TrainerState` (weights and optimizer state
     already restored in ``model``); ``save(state)`` is called after the last epoch and after
-    any epoch that ends ``config.save_seconds`` or more after the previous save. Resumed
-    training repeats uninterrupted training exactly for a deterministic backend.
+    any epoch that ends ``config.save_seconds`` or more after the previous save.
+    ``out_dir`` is where ``save`` writes, named in messages. Resumed training repeats
+    uninterrupted training exactly for a deterministic backend, also from a state saved in
+    the middle of an epoch.
+
+    Raises:
+        TrainingError: a non-finite training loss (naming epoch and step), validation loss
+            or weight; raised before anything non-finite is saved, so the last checkpoint
+            stays as it was.
+        TrainingInterrupted: SIGINT or SIGTERM (handled only while this runs in the main
+            thread) stopped training after the current step and after ``save(state)``.
     """
     from tqdm.auto import tqdm
 
@@ -135,61 +264,155 @@ def fit(
         rng.bit_generator.state = state.rng
     model.set_learning_rate(state.learning_rate)
     has_valid = bool(valid and len(valid[0]))
-    last_save = time.perf_counter()
     eval_src, eval_tgt = valid if has_valid else train
-    bar = tqdm(
-        range(state.epoch + 1, config.epochs + 1),
-        desc="train",
-        unit="epoch",
-        initial=state.epoch,
-        total=config.epochs,
-        disable=None if config.progress else True,
-    )
-    for epoch in bar:
-        start = time.perf_counter()
-        loss_sum = tokens = 0.0
-        for batch in batches(*train, config.batch_size, rng=rng, bucket=config.bucket):
-            if config.teacher_forcing < 1.0:
-                batch = scheduled_sampling(model, batch, config.teacher_forcing, rng)
-            n = batch.num_target_tokens
-            loss_sum += model.train_step(batch) * n
-            tokens += n
-        valid_loss, valid_acc = evaluate(model, eval_src, eval_tgt)
-        record = {
-            "epoch": epoch,
-            "train_loss": loss_sum / max(tokens, 1.0),
-            "valid_loss": valid_loss,
-            "valid_accuracy": valid_acc,
-            "evaluated_on": "valid" if has_valid else "train",
-            "learning_rate": state.learning_rate,
-            "seconds": time.perf_counter() - start,
-        }
-        state.history.append(record)
-        state.epoch = epoch
-        bar.set_postfix(
-            loss=f"{record['train_loss']:.4f}",
-            val=f"{valid_loss:.4f}",
-            acc=f"{valid_acc:.3f}",
-            refresh=False,
+    checkpoints = _Checkpoints(save, out_dir, config.save_seconds)
+    with stdout_logging(), _StopSignals() as signals:
+        if state.step:
+            log.info("resuming at epoch %d step %d", state.epoch + 1, state.step)
+        elif state.epoch:
+            log.info("resuming after epoch %d", state.epoch)
+        bar = tqdm(
+            desc="train",
+            unit="epoch",
+            initial=state.epoch,
+            total=config.epochs,
+            disable=None if config.progress else True,
         )
-        score = valid_loss if config.early_stopping_metric == "loss" else -valid_acc
-        stop = _track_best(model, state, config, score, has_valid)
-        if stop:
-            record["early_stopped"] = True
-        state.rng = rng.bit_generator.state
-        if on_epoch_end is not None:
-            on_epoch_end(record)
-        if save is not None and (
-            stop or epoch == config.epochs or time.perf_counter() - last_save >= config.save_seconds
-        ):
-            save(state)
-            last_save = time.perf_counter()
-        if stop:
-            break
-    bar.close()
+        try:
+            for epoch in range(state.epoch + 1, config.epochs + 1):
+                if not _train_epoch(model, train, config, rng, state, signals, checkpoints):
+                    state.rng = rng.bit_generator.state
+                    checkpoints.write(model, state, f"epoch {epoch} step {state.step}")
+                    raise TrainingInterrupted(
+                        checkpoints.interrupted(epoch, state.step), signals.received
+                    )
+                steps, start = state.step, time.perf_counter()
+                valid_loss, valid_acc = evaluate(model, eval_src, eval_tgt)
+                state.epoch_seconds += time.perf_counter() - start
+                if not math.isfinite(valid_loss):
+                    on = "validation" if has_valid else "training-set"
+                    raise TrainingError(
+                        f"epoch {epoch} step {steps}: the {on} loss is {valid_loss} (not "
+                        f"finite); training stopped and {checkpoints.kept()}"
+                    )
+                record = _end_epoch(state, epoch, valid_loss, valid_acc, has_valid, rng)
+                bar.set_postfix(
+                    loss=f"{record['train_loss']:.4f}",
+                    val=f"{valid_loss:.4f}",
+                    acc=f"{valid_acc:.3f}",
+                    refresh=False,
+                )
+                bar.update(1)
+                _log_epoch(record, config.epochs)
+                score = valid_loss if config.early_stopping_metric == "loss" else -valid_acc
+                stop = _track_best(model, state, config, score, has_valid)
+                if stop:
+                    record["early_stopped"] = True
+                    log.info("early stopping: %d epochs without a better score", state.bad_epochs)
+                if on_epoch_end is not None:
+                    on_epoch_end(record)
+                if stop or epoch == config.epochs or checkpoints.due():
+                    checkpoints.write(model, state, f"epoch {epoch} step {steps}")
+                if signals.received is not None:  # arrived during the evaluation
+                    checkpoints.write(model, state, f"epoch {epoch} step {steps}")
+                    raise TrainingInterrupted(
+                        checkpoints.interrupted(epoch, steps), signals.received
+                    )
+                if stop:
+                    break
+        finally:
+            bar.close()
     if state.best_weights is not None and has_valid:
         model.set_weights(state.best_weights)
     return state
+
+
+def _train_epoch(
+    model: Model,
+    train: tuple[Ids, Ids],
+    config: TrainConfig,
+    rng: np.random.Generator,
+    state: TrainerState,
+    signals: _StopSignals,
+    checkpoints: _Checkpoints,
+) -> bool:
+    """Take the steps of epoch ``state.epoch + 1`` not yet taken, adding them up in
+    ``state``; False when a signal stopped it after ``state.step`` steps."""
+    epoch, done = state.epoch + 1, state.step
+    if done:
+        # replay the epoch's shuffle from its start, then go on from where it stopped
+        resumed = rng.bit_generator.state
+        rng.bit_generator.state = state.epoch_rng
+    else:
+        state.epoch_rng = rng.bit_generator.state
+        state.epoch_loss = state.epoch_tokens = state.epoch_seconds = 0.0
+    start = time.perf_counter()
+    try:
+        for step, batch in enumerate(
+            batches(*train, config.batch_size, rng=rng, bucket=config.bucket), start=1
+        ):
+            if step <= done:
+                if step == done:
+                    rng.bit_generator.state = resumed
+                continue
+            if config.teacher_forcing < 1.0:
+                batch = scheduled_sampling(model, batch, config.teacher_forcing, rng)
+            loss = model.train_step(batch)
+            if not math.isfinite(loss):
+                raise TrainingError(
+                    f"epoch {epoch} step {step}: the training loss is {loss} (not finite; "
+                    f"learning rate {state.learning_rate:g}); training stopped and "
+                    f"{checkpoints.kept()}"
+                )
+            n = batch.num_target_tokens
+            state.epoch_loss += loss * n
+            state.epoch_tokens += n
+            state.step = step
+            if signals.received is not None:
+                return False
+    finally:
+        state.epoch_seconds += time.perf_counter() - start
+    return True
+
+
+def _end_epoch(
+    state: TrainerState,
+    epoch: int,
+    valid_loss: float,
+    valid_acc: float,
+    has_valid: bool,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """Append the record of the epoch just trained and evaluated; back to a boundary."""
+    record = {
+        "epoch": epoch,
+        "train_loss": state.epoch_loss / max(state.epoch_tokens, 1.0),
+        "valid_loss": valid_loss,
+        "valid_accuracy": valid_acc,
+        "evaluated_on": "valid" if has_valid else "train",
+        "learning_rate": state.learning_rate,
+        "seconds": state.epoch_seconds,
+    }
+    state.history.append(record)
+    state.epoch, state.step, state.epoch_rng = epoch, 0, None
+    state.epoch_loss = state.epoch_tokens = state.epoch_seconds = 0.0
+    state.rng = rng.bit_generator.state
+    return record
+
+
+def _log_epoch(record: dict[str, Any], epochs: int) -> None:
+    where = "valid" if record["evaluated_on"] == "valid" else "train-set"
+    log.info(
+        "epoch %d/%d: train loss %.4f; %s loss %.4f, accuracy %.3f; learning rate %.3g; %.2f s",
+        record["epoch"],
+        epochs,
+        record["train_loss"],
+        where,
+        record["valid_loss"],
+        record["valid_accuracy"],
+        record["learning_rate"],
+        record["seconds"],
+    )
 
 
 def _track_best(

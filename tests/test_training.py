@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 
 import seq2seq_kit
+from seq2seq_kit import trainer
 from seq2seq_kit.batching import make_batch
 from seq2seq_kit.checkpoint import load_checkpoint
 from seq2seq_kit.config import Config, TrainConfig
+from seq2seq_kit.errors import TrainingError
 from seq2seq_kit.plugins import get_backend
 from seq2seq_kit.spec import ModelSpec
 from seq2seq_kit.trainer import TrainerState, _track_best, evaluate, scheduled_sampling
@@ -81,7 +83,9 @@ def test_accuracy_scores_drive_best_weights_and_plateaus():
 def test_trainer_state_from_a_checkpoint_that_saved_best_loss():
     saved = {"epoch": 3, "rng": None, "learning_rate": 0.01, "best_loss": 0.5}
     saved |= {"bad_epochs": 1, "plateau_epochs": 0}
-    assert TrainerState.from_json(saved, []).best_score == 0.5
+    state = TrainerState.from_json(saved, [])
+    assert state.best_score == 0.5
+    assert state.step == 0 and state.epoch_rng is None  # an epoch boundary
 
 
 def test_unknown_early_stopping_metric_is_refused():
@@ -129,3 +133,62 @@ def test_scheduled_sampling_swaps_decoder_inputs_for_predictions():
         batch.tgt_in[1][:1].tolist() + [predicted[1, 0]] + batch.tgt_in[1, 2:].tolist(),
     )
     np.testing.assert_array_equal(mixed.tgt_out, batch.tgt_out)
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid:RuntimeWarning")
+def test_a_non_finite_training_loss_stops_before_anything_is_saved(tmp_path):
+    config = small_config(30)
+    config.train.learning_rate = 1e300  # the first step sends the weights to infinity
+    with pytest.raises(TrainingError) as caught:
+        seq2seq_kit.train(config, out=tmp_path / "m")
+    message = str(caught.value)
+    assert message.startswith("epoch 1 step 2: the training loss is nan (not finite")
+    assert message.endswith(f"nothing was written to {tmp_path / 'm'}")
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_non_finite_loss_keeps_the_last_finite_checkpoint(tmp_path, monkeypatch):
+    cls = type(get_backend("numpy").create(ModelSpec(4, 4, hidden_size=2)))
+    original, calls = cls.train_step, iter(range(1, 10**6))
+
+    def train_step(self, batch):
+        loss = original(self, batch)
+        return float("inf") if next(calls) == 2 * 6 + 4 else loss  # epoch 3, step 4
+
+    monkeypatch.setattr(cls, "train_step", train_step)
+    with pytest.raises(TrainingError, match="^epoch 3 step 4: the training loss is inf") as caught:
+        seq2seq_kit.train(small_config(5), out=tmp_path / "m")
+    assert str(caught.value).endswith(
+        f"{tmp_path / 'm'} keeps the checkpoint written after epoch 2"
+    )
+    saved = load_checkpoint(tmp_path / "m", extra=True)
+    assert saved.meta["trainer"]["epoch"] == 2 and len(saved.meta["history"]) == 2
+    for weights in (saved.weights, saved.extra["last"]):
+        assert all(np.isfinite(w).all() for w in weights.values())
+
+
+def test_a_non_finite_validation_loss_stops_training(monkeypatch):
+    monkeypatch.setattr(trainer, "evaluate", lambda model, src, tgt: (float("nan"), 0.0))
+    with pytest.raises(TrainingError, match=r"^epoch 1 step 6: the validation loss is nan"):
+        seq2seq_kit.train(small_config(2))
+
+
+def test_non_finite_weights_are_never_saved(tmp_path, monkeypatch):
+    # should a non-finite weight get past the loss checks, the save still refuses it
+    monkeypatch.setattr(trainer, "evaluate", lambda model, src, tgt: (1.0, 0.5))
+    cls = type(get_backend("numpy").create(ModelSpec(4, 4, hidden_size=2)))
+    original, calls = cls.train_step, iter(range(1, 10**6))
+
+    def train_step(self, batch):
+        loss = original(self, batch)
+        if next(calls) == 6:  # the last step of epoch 1
+            weights = self.get_weights()
+            weights["decoder.output.bias"][0] = np.inf
+            self.set_weights(weights)
+        return loss
+
+    monkeypatch.setattr(cls, "train_step", train_step)
+    match = r"^epoch 1 step 6: the weights hold non-finite values \(decoder.output.bias\)"
+    with pytest.raises(TrainingError, match=match):
+        seq2seq_kit.train(small_config(2), out=tmp_path / "m")
+    assert not (tmp_path / "m").exists()
