@@ -38,6 +38,7 @@ from .config import (
 from .data import Dataset, Pair, load_dataset, split
 from .decoding import Hypothesis, beam_search, greedy
 from .errors import BackendError, CheckpointError, ConfigError, DataError, Seq2SeqError
+from .logs import stdout_logging
 from .plugins import get_backend, registry
 from .spec import ModelSpec, OptimizerSpec
 from .trainer import TrainerState, fit
@@ -274,6 +275,8 @@ def train(
         CheckpointError: ``out`` cannot be written, holds another model or is being
             written by another process.
         BackendError: the backend is missing or lacks a capability the run needs.
+        TrainingError: a non-finite loss or weights (naming epoch and step).
+        TrainingInterrupted: SIGINT or SIGTERM; the checkpoint was written first.
     """
     cfg = config if isinstance(config, Config) else load_config(config)
     cfg = cfg.model_copy(deep=True)
@@ -302,10 +305,11 @@ def train(
             f"continue a saved training; start a new run, or resume with another backend"
         )
     if out is None:
-        return _train(cfg, None, chosen, backend_name, pairs, saved, changes)
+        with stdout_logging():
+            return _train(cfg, None, chosen, backend_name, pairs, saved, changes)
     into_resumed = saved is not None and Path(out).resolve() == Path(resume).resolve()
     check_output_dir(out, replace=cfg.train.overwrite or into_resumed)
-    with writer_lock(out):
+    with writer_lock(out), stdout_logging():
         return _train(cfg, Path(out), chosen, backend_name, pairs, saved, changes)
 
 
@@ -423,13 +427,16 @@ def _train(
     skipped = sum(too_long)
     train_pairs = [p for p, drop in zip(train_pairs, too_long, strict=True) if not drop]
     if skipped:
+        caps = {
+            key: value
+            for key, value in cfg.data.model_dump().items()
+            if key.startswith("max_") and value is not None
+        }
         log.info(
-            "skipped %d of %d training pairs longer than data.max_source_length=%s / "
-            "max_target_length=%s tokens",
+            "skipped %d of %d training pairs longer than %s tokens",
             skipped,
             skipped + len(train_pairs),
-            cfg.data.max_source_length,
-            cfg.data.max_target_length,
+            " / ".join(f"data.{k} = {v}" for k, v in caps.items()),
         )
     if not train_pairs:
         raise DataError(
@@ -475,7 +482,8 @@ def _train(
         resumes = list(saved.meta.get("resumes", []))
         resumes.append({"after_epoch": state.epoch, "backend": backend_name, "changed": changes})
         described = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
-        log.info("resuming after epoch %d; %s", state.epoch, described or "no setting changed")
+        if changes:
+            log.info("changed on resume: %s", described)
 
     meta = {
         "seq2seq_kit_version": __version__,

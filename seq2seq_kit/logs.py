@@ -25,6 +25,8 @@ class _ProgressSafeHandler(logging.Handler):
                 return
             tqdm.write(self.format(record), file=stream)
             stream.flush()
+        except BrokenPipeError:
+            pass  # a reader such as head went away; training goes on and still saves
         except Exception:
             self.handleError(record)
 
