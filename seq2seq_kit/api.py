@@ -390,6 +390,56 @@ def _too_long(pairs: Sequence[Pair], cfg: Config) -> list[bool]:
     ]
 
 
+def _load_pairs(
+    cfg: Config, pairs: tuple[Pair, ...] | None, saved: Checkpoint | None
+) -> tuple[Dataset, list[Pair], list[Pair], int]:
+    """The dataset, its training and validation pairs after the split and the length
+    filter, and how many training pairs the filter skipped. File paths in ``cfg.data`` are
+    made absolute, so that a saved run resumes from any folder.
+
+    Raises:
+        DataError: no training pairs are left.
+    """
+    if pairs is not None:
+        dataset = Dataset(pairs[: cfg.data.limit] if cfg.data.limit else pairs, "pairs")
+    elif saved is not None and saved.meta.get("data") == "pairs":
+        raise DataError("this run was trained on pairs given in Python: pass them again (data=)")
+    else:
+        dataset = load_dataset(cfg.data.source, cfg.data.limit, **cfg.data.options)
+        if dataset.path is not None:
+            cfg.data.source = str(Path(dataset.path).resolve())
+    if cfg.data.valid is not None:
+        train_pairs = list(dataset.pairs)
+        valid_dataset = load_dataset(cfg.data.valid)
+        valid_pairs = list(valid_dataset.pairs)
+        if valid_dataset.path is not None:
+            cfg.data.valid = str(Path(valid_dataset.path).resolve())
+        split_away = ""
+    else:
+        fraction = cfg.data.valid_fraction
+        fraction = dataset.valid_fraction if fraction is None else fraction
+        train_pairs, valid_pairs = split(dataset.pairs, fraction, cfg.train.seed)
+        split_away = f"the validation split (valid_fraction {fraction}) holds out all pairs"
+    caps = {f"data.{k}": v for k, v in cfg.data.model_dump().items() if k.startswith("max_")}
+    too_long = _too_long(train_pairs, cfg)
+    skipped = sum(too_long)
+    if skipped:
+        log.info(
+            "skipped %d of %d training pairs longer than %s tokens",
+            skipped,
+            len(train_pairs),
+            " / ".join(f"{k} = {v}" for k, v in caps.items() if v is not None),
+        )
+        train_pairs = [p for p, drop in zip(train_pairs, too_long, strict=True) if not drop]
+    if not train_pairs:
+        why = f"all {skipped} are longer than {' / '.join(caps)}" if skipped else split_away
+        raise DataError(
+            f"no training pairs of {len(dataset.pairs)}: {why}; change that or add data",
+            dataset.path or dataset.name,
+        )
+    return dataset, train_pairs, valid_pairs, skipped
+
+
 def _train(
     cfg: Config,
     out: Path | None,
@@ -399,51 +449,7 @@ def _train(
     saved: Checkpoint | None,
     changes: dict[str, list[Any]],
 ) -> Translator:
-    if pairs is not None:
-        dataset = Dataset(pairs[: cfg.data.limit] if cfg.data.limit else pairs, "pairs")
-    elif saved is not None and saved.meta.get("data") == "pairs":
-        raise DataError("this run was trained on pairs given in Python: pass them again (data=)")
-    else:
-        dataset = load_dataset(cfg.data.source, cfg.data.limit, **cfg.data.options)
-        if dataset.path is not None:  # saved absolute, so a resume works from any folder
-            cfg.data.source = str(Path(dataset.path).resolve())
-    if cfg.data.valid is not None:
-        train_pairs = list(dataset.pairs)
-        valid_dataset = load_dataset(cfg.data.valid)
-        valid_pairs = list(valid_dataset.pairs)
-        if valid_dataset.path is not None:
-            cfg.data.valid = str(Path(valid_dataset.path).resolve())
-    else:
-        fraction = cfg.data.valid_fraction
-        fraction = dataset.valid_fraction if fraction is None else fraction
-        train_pairs, valid_pairs = split(dataset.pairs, fraction, cfg.train.seed)
-        if not train_pairs:
-            raise DataError(
-                f"no training pairs: the validation split (valid_fraction {fraction}) holds out "
-                f"all {len(dataset.pairs)} pairs; lower valid_fraction or add data",
-                dataset.path or dataset.name,
-            )
-    too_long = _too_long(train_pairs, cfg)
-    skipped = sum(too_long)
-    train_pairs = [p for p, drop in zip(train_pairs, too_long, strict=True) if not drop]
-    if skipped:
-        caps = {
-            key: value
-            for key, value in cfg.data.model_dump().items()
-            if key.startswith("max_") and value is not None
-        }
-        log.info(
-            "skipped %d of %d training pairs longer than %s tokens",
-            skipped,
-            skipped + len(train_pairs),
-            " / ".join(f"data.{k} = {v}" for k, v in caps.items()),
-        )
-    if not train_pairs:
-        raise DataError(
-            f"no training pairs: all {skipped} are longer than data.max_source_length / "
-            f"max_target_length",
-            dataset.path or dataset.name,
-        )
+    dataset, train_pairs, valid_pairs, skipped = _load_pairs(cfg, pairs, saved)
     fingerprint = _fingerprint(train_pairs, valid_pairs)
     if saved is not None and saved.meta.get("data_sha256", fingerprint) != fingerprint:
         raise DataError(
