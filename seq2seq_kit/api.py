@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
@@ -26,12 +24,9 @@ from .checkpoint import (
     writer_lock,
 )
 from .config import (
-    RESUMABLE,
     Config,
     DecodeConfig,
     describe_errors,
-    describe_resumable,
-    explicit_keys,
     load_config,
     resolve_backend,
 )
@@ -40,6 +35,7 @@ from .decoding import Hypothesis, beam_search, greedy
 from .errors import BackendError, CheckpointError, ConfigError, DataError, Seq2SeqError
 from .logs import stdout_logging
 from .plugins import get_backend, registry
+from .resume import data_fingerprint, resumed_config
 from .spec import ModelSpec, OptimizerSpec
 from .trainer import TrainerState, fit
 from .vocab import EOS, Vocabulary, pad, tokenize
@@ -294,7 +290,7 @@ def train(
     saved = load_checkpoint(resume, extra=True) if resume is not None else None
     changes: dict[str, list[Any]] = {}
     if saved is not None:
-        cfg, changes = _resumed_config(saved, cfg, resume)
+        cfg, changes = resumed_config(saved, cfg, resume)
         backend = backend or saved.meta["backend"]
         out = resume if out is None else out
     backend_name = resolve_backend(backend, cfg)
@@ -311,69 +307,6 @@ def train(
     check_output_dir(out, replace=cfg.train.overwrite or into_resumed)
     with writer_lock(out), stdout_logging():
         return _train(cfg, Path(out), chosen, backend_name, pairs, saved, changes)
-
-
-def _same_value(key: str, old: Any, new: Any) -> bool:
-    if key in ("data.source", "data.valid") and isinstance(old, str) and isinstance(new, str):
-        return _source_key(old) == _source_key(new)
-    return old == new
-
-
-def _source_key(source: str) -> str:
-    """A data source as compared on resume: files by their absolute path."""
-    return str(Path(source).resolve()) if os.path.isfile(source) else source
-
-
-def _resumed_config(
-    saved: Checkpoint, requested: Config, resume: str | os.PathLike[str]
-) -> tuple[Config, dict[str, list[Any]]]:
-    """The saved run's config with the requested resumable changes applied, and those
-    changes as ``{"train.epochs": [old, new]}``."""
-    merged = Config.model_validate(saved.meta["config"]).model_dump()
-    changes: dict[str, list[Any]] = {}
-    conflicts = []
-    for section, values in explicit_keys(requested).items():
-        if not isinstance(values, dict):  # the top-level backend: any backend resumes any run
-            continue
-        for key, new in values.items():
-            name, old = f"{section}.{key}", merged[section][key]
-            if _same_value(name, old, new):
-                continue
-            if name in RESUMABLE:
-                merged[section][key] = new
-                changes[name] = [old, new]
-            else:
-                conflicts.append(f"{name} is {old!r} in the saved run but {new!r} now")
-    if conflicts:
-        raise ConfigError(
-            f"--resume {resume}: " + "; ".join(conflicts) + ". A resumed run trains what it "
-            f"started with; to change these, start a new run with --out (keys that may change "
-            f"on resume: {describe_resumable()})"
-        )
-    cfg = Config.model_validate(merged)
-    done = int(saved.meta["trainer"]["epoch"])
-    if cfg.train.epochs <= done:
-        raise ConfigError(
-            f"--resume {resume}: the saved run has done {done} epochs and train.epochs is "
-            f"{cfg.train.epochs}: nothing to train; ask for more (--epochs N with N > {done})"
-        )
-    history = saved.meta.get("history") or [{}]
-    if history[-1].get("early_stopped") and "train.patience" not in changes:
-        raise ConfigError(
-            f"--resume {resume}: training stopped early at epoch {done} (train.patience "
-            f"{cfg.train.patience} epochs without a better validation score); raise --patience, "
-            f"or set it to 0, to train on"
-        )
-    return cfg, changes
-
-
-def _fingerprint(train_pairs: Sequence[Pair], valid_pairs: Sequence[Pair]) -> str:
-    """SHA-256 of the training and validation pairs, to tell a resumed run's data changed."""
-    digest = hashlib.sha256()
-    for side in (train_pairs, valid_pairs):
-        digest.update(json.dumps(list(side), ensure_ascii=False).encode("utf-8"))
-        digest.update(b"\0")
-    return digest.hexdigest()
 
 
 def _too_long(pairs: Sequence[Pair], cfg: Config) -> list[bool]:
@@ -450,7 +383,7 @@ def _train(
     changes: dict[str, list[Any]],
 ) -> Translator:
     dataset, train_pairs, valid_pairs, skipped = _load_pairs(cfg, pairs, saved)
-    fingerprint = _fingerprint(train_pairs, valid_pairs)
+    fingerprint = data_fingerprint(train_pairs, valid_pairs)
     if saved is not None and saved.meta.get("data_sha256", fingerprint) != fingerprint:
         raise DataError(
             "the training or validation pairs differ from the saved run's (the data file "

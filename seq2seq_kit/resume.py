@@ -1,0 +1,90 @@
+"""What a resumed run may change: the requested settings against the saved run's.
+
+A key that defines what is trained (data, limit, split, seed, tokenizer, model) must agree
+with the saved run; the keys in :data:`seq2seq_kit.config.RESUMABLE` (how long to train,
+early stopping, the learning-rate schedule, saving, decoding defaults) may change, as
+OpenNMT's reset options allow, and are returned so that the run records them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import Checkpoint
+from .config import RESUMABLE, Config, describe_resumable, explicit_keys
+from .data import Pair
+from .errors import ConfigError
+
+
+def _same_value(key: str, old: Any, new: Any) -> bool:
+    if key in ("data.source", "data.valid") and isinstance(old, str) and isinstance(new, str):
+        return _source_key(old) == _source_key(new)
+    return old == new
+
+
+def _source_key(source: str) -> str:
+    """A data source as compared on resume: files by their absolute path."""
+    return str(Path(source).resolve()) if os.path.isfile(source) else source
+
+
+def resumed_config(
+    saved: Checkpoint, requested: Config, resume: str | os.PathLike[str]
+) -> tuple[Config, dict[str, list[Any]]]:
+    """The saved run's config with the requested resumable changes applied, and those
+    changes as ``{"train.epochs": [old, new]}``. Only the keys ``requested`` sets
+    (:func:`seq2seq_kit.config.explicit_keys`) are compared; file paths by where they point.
+
+    Raises:
+        ConfigError: naming every conflicting key with both values; or no epochs are left
+            to train; or the saved run stopped early and ``train.patience`` is unchanged.
+    """
+    merged = Config.model_validate(saved.meta["config"]).model_dump()
+    changes: dict[str, list[Any]] = {}
+    conflicts = []
+    for section, values in explicit_keys(requested).items():
+        if not isinstance(values, dict):  # the top-level backend: any backend resumes any run
+            continue
+        for key, new in values.items():
+            name, old = f"{section}.{key}", merged[section][key]
+            if _same_value(name, old, new):
+                continue
+            if name in RESUMABLE:
+                merged[section][key] = new
+                changes[name] = [old, new]
+            else:
+                conflicts.append(f"{name} is {old!r} in the saved run but {new!r} now")
+    if conflicts:
+        raise ConfigError(
+            f"--resume {resume}: " + "; ".join(conflicts) + ". A resumed run trains what it "
+            f"started with; to change these, start a new run with --out (keys that may change "
+            f"on resume: {describe_resumable()})"
+        )
+    cfg = Config.model_validate(merged)
+    done = int(saved.meta["trainer"]["epoch"])
+    if cfg.train.epochs <= done:
+        raise ConfigError(
+            f"--resume {resume}: the saved run has done {done} epochs and train.epochs is "
+            f"{cfg.train.epochs}: nothing to train; ask for more (--epochs N with N > {done})"
+        )
+    history = saved.meta.get("history") or [{}]
+    if history[-1].get("early_stopped") and "train.patience" not in changes:
+        raise ConfigError(
+            f"--resume {resume}: training stopped early at epoch {done} (train.patience "
+            f"{cfg.train.patience} epochs without a better validation score); raise --patience, "
+            f"or set it to 0, to train on"
+        )
+    return cfg, changes
+
+
+def data_fingerprint(train_pairs: Sequence[Pair], valid_pairs: Sequence[Pair]) -> str:
+    """SHA-256 of the training and validation pairs, to tell a resumed run's data changed."""
+    digest = hashlib.sha256()
+    for side in (train_pairs, valid_pairs):
+        digest.update(json.dumps(list(side), ensure_ascii=False).encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()
