@@ -48,3 +48,19 @@ class TrainingTests(BackendTestBase):
         assert runs[0][0] == runs[1][0]
         for name, value in runs[0][1].items():
             np.testing.assert_array_equal(value, runs[1][1][name], err_msg=name)
+
+    def test_a_diverging_run_stops_and_saves_no_nan_weights(self, tmp_path):
+        from ..api import train
+        from ..checkpoint import load_checkpoint, non_finite
+        from ..config import Config
+        from ..errors import TrainingError
+
+        config = Config()
+        config.train.progress, config.train.epochs = False, 30
+        config.train.learning_rate, config.train.save_seconds = 1e300, 0.0
+        out = tmp_path / "diverged"
+        with pytest.raises(TrainingError, match=r"epoch \d+ step \d+"):
+            train(config, backend=self.backend_name, data="digits", out=out)
+        if out.exists():  # an epoch ended with finite weights before the loss diverged
+            saved = load_checkpoint(out, extra=True)
+            assert not non_finite(saved.weights) and not non_finite(saved.extra["last"])
