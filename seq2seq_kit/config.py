@@ -108,6 +108,12 @@ class TrainConfig(_Section):
         30.0, ge=0.0, description="write the model directory at most this often; 0: each epoch"
     )
     progress: bool = Field(True, description="progress bar (on a terminal only)")
+    log_seconds: float = Field(
+        1.0,
+        ge=0.0,
+        description="at most one epoch line per this many seconds (the first, the last and an "
+        "early stop always); 0: every epoch",
+    )
     overwrite: bool = Field(
         False, description="replace an existing model directory at the output path"
     )
@@ -115,7 +121,9 @@ class TrainConfig(_Section):
 
 class DecodeConfig(_Section):
     beam: int = Field(1, ge=1, description="1: greedy")
-    n_best: int = Field(1, ge=1, description="hypotheses returned per input")
+    n_best: int = Field(
+        1, ge=1, description="hypotheses returned per input (widens the beam to at least this)"
+    )
     length_penalty: float = Field(0.0, ge=0, description="GNMT alpha")
     max_length: int | None = Field(None, ge=1, description="default: saved with the model")
     unknown: Literal["error", "replace"] = Field(
@@ -145,6 +153,7 @@ RESUMABLE = frozenset(
         "train.min_learning_rate",
         "train.save_seconds",
         "train.progress",
+        "train.log_seconds",
         "train.overwrite",
     }
     | {f"decode.{name}" for name in DecodeConfig.model_fields}

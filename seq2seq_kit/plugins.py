@@ -27,12 +27,12 @@ from .errors import BackendError
 GROUP = "seq2seq_kit"
 ALLOW_ENV = "SEQ2SEQ_KIT_PLUGINS"
 
-#: The distribution of each first-party backend; each lives in ``backends/NAME`` of the
-#: source tree.
+#: The distribution of each first-party backend and its folder in the source tree.
 FIRST_PARTY = {
-    "numpy": "seq2seq-kit-numpy",
-    "torch": "seq2seq-kit-torch",
-    "keras": "seq2seq-kit-keras",
+    "numpy": ("seq2seq-kit-numpy", "backends/numpy"),
+    "torch": ("seq2seq-kit-torch", "backends/torch"),
+    "keras": ("seq2seq-kit-keras", "backends/keras"),
+    "jax": ("seq2seq-kit-jax", "plugins/seq2seq-kit-jax"),
 }
 
 #: First-party distributions a package index serves. Until one is there, the install hint
@@ -180,24 +180,25 @@ def install_hint(name: str) -> str | None:
     """The command that installs backend ``name``, or None when it is not first-party.
 
     A first-party backend on no package index installs from its folder in the source tree:
-    the one the core runs from when there is one (an editable install), else any checkout.
+    the one the core runs from when there is one (an editable install), else any checkout;
+    with the tree's ``constraints.txt``, which pins the frameworks' CPU builds.
     """
-    dist = FIRST_PARTY.get(name)
-    if dist is None:
+    if name not in FIRST_PARTY:
         return None
+    dist, where = FIRST_PARTY[name]
     if dist in PUBLISHED:
         return f"pip install {dist}"
-    folder = Path(__file__).resolve().parents[1] / "backends" / name
-    if not (folder / "pyproject.toml").is_file():
+    tree = Path(__file__).resolve().parents[1]
+    if not (tree / where / "pyproject.toml").is_file():
         return (
-            f"pip install -e backends/{name}, run in a seq2seq-kit source checkout "
+            f"pip install -c constraints.txt -e {where}, run in a seq2seq-kit source checkout "
             f"({dist} is on no package index)"
         )
     try:
-        shown = str(folder.relative_to(Path.cwd().resolve()))
+        shown = tree.relative_to(Path.cwd().resolve())
     except ValueError:
-        shown = str(folder)
-    return f"pip install -e {shown}"
+        shown = tree
+    return f"pip install -c {shown / 'constraints.txt'} -e {shown / where}"
 
 
 def get_backend(name: str) -> Backend:
@@ -215,7 +216,7 @@ def get_backend(name: str) -> Backend:
     excluded = [
         ep
         for ep, dist in reg.excluded.items()
-        if name in (ep, dist) or dist == FIRST_PARTY.get(name)
+        if name in (ep, dist) or dist == FIRST_PARTY.get(name, ("",))[0]
     ]
     if excluded:
         message = (

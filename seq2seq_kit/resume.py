@@ -61,8 +61,8 @@ def resumed_config(
     if conflicts:
         raise ConfigError(
             f"--resume {resume}: " + "; ".join(conflicts) + ". A resumed run trains what it "
-            f"started with; to change these, start a new run with --out (keys that may change "
-            f"on resume: {describe_resumable()})"
+            f"started with; to change these, start a new run with --out (what may change on "
+            f"resume: the backend, {describe_resumable()})"
         )
     cfg = Config.model_validate(merged)
     done = int(saved.meta["trainer"]["epoch"])

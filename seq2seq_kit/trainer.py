@@ -266,6 +266,7 @@ def fit(
     has_valid = bool(valid and len(valid[0]))
     eval_src, eval_tgt = valid if has_valid else train
     checkpoints = _Checkpoints(save, out_dir, config.save_seconds)
+    last_log: float | None = None  # the first epoch of a run is always logged
     with stdout_logging(), _StopSignals() as signals:
         if state.step:
             log.info("resuming at epoch %d step %d", state.epoch + 1, state.step)
@@ -303,9 +304,17 @@ def fit(
                     refresh=False,
                 )
                 bar.update(1)
-                _log_epoch(record, config.epochs)
                 score = valid_loss if config.early_stopping_metric == "loss" else -valid_acc
                 stop = _track_best(model, state, config, score, has_valid)
+                now = time.perf_counter()
+                if (
+                    last_log is None
+                    or stop
+                    or epoch == config.epochs
+                    or now - last_log >= config.log_seconds
+                ):
+                    _log_epoch(record, config.epochs)
+                    last_log = now
                 if stop:
                     record["early_stopped"] = True
                     log.info("early stopping: %d epochs without a better score", state.bad_epochs)

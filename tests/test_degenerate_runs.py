@@ -37,7 +37,9 @@ def test_zero_training_pairs_after_the_length_filter_is_an_error(no_training):
     config.data.max_source_length = 1
     config.data.source = "num2words"
     config.data.options = {"count": 30, "low": 10, "high": 99}
-    with pytest.raises(DataError, match="no training pairs of 30: all 27 are longer than data.max_source_length"):
+    with pytest.raises(
+        DataError, match="no training pairs of 30: all 27 are longer than data.max_source_length"
+    ):
         seq2seq_kit.train(config)
 
 

@@ -181,11 +181,12 @@ def test_missing_first_party_backend_names_a_command_that_installs_it(monkeypatc
     assert "seq2seq-kit[keras]" not in message  # no index serves it
     tree = Path(seq2seq_kit.__file__).resolve().parents[1]
     if not (tree / "backends" / "keras" / "pyproject.toml").is_file():
-        assert "pip install -e backends/keras, run in a seq2seq-kit source checkout" in message
+        assert "-e backends/keras, run in a seq2seq-kit source checkout" in message
         return
-    found = re.search(r"install it with: pip install -e (\S+)$", message)
+    found = re.search(r"install it with: pip install -c (\S+) -e (\S+)$", message)
     assert found, message
-    folder = Path(found.group(1)).resolve()
+    assert Path(found.group(1)).resolve() == tree / "constraints.txt"
+    folder = Path(found.group(2)).resolve()
     assert folder == tree / "backends" / "keras"
     if importlib.util.find_spec("setuptools") is None:
         pytest.skip("setuptools is needed to read the backend's metadata offline")

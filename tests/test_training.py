@@ -192,3 +192,15 @@ def test_non_finite_weights_are_never_saved(tmp_path, monkeypatch):
     with pytest.raises(TrainingError, match=match):
         seq2seq_kit.train(small_config(2), out=tmp_path / "m")
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("seconds, logged", [(3600.0, [1, 20]), (0.0, list(range(1, 21)))])
+def test_epoch_lines_at_most_one_per_log_seconds(caplog, seconds, logged):
+    import logging
+
+    config = Config()
+    config.train.epochs, config.train.progress, config.train.log_seconds = 20, False, seconds
+    with caplog.at_level(logging.INFO, logger="seq2seq_kit"):
+        seq2seq_kit.train(config)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert [int(line.split()[1].split("/")[0]) for line in lines] == logged
