@@ -77,6 +77,7 @@ def main() -> None:
             Path(tmp, f"{name}.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in part))
         for backend in chosen_backends(args):
             config = load_config(args.config)
+            config.data.valid_fraction = None  # the validation file replaces it
             config.data.source, config.data.valid = f"{tmp}/train.tsv", f"{tmp}/valid.tsv"
             config.data.limit = None
             config.train.progress = False

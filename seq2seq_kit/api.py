@@ -30,7 +30,7 @@ from .config import (
     load_config,
     resolve_backend,
 )
-from .data import Dataset, Pair, load_dataset, split
+from .data import Dataset, Pair, check_pairs, load_dataset, split
 from .decoding import Hypothesis, beam_search, greedy
 from .errors import BackendError, CheckpointError, ConfigError, DataError, Seq2SeqError
 from .logs import stdout_logging
@@ -276,16 +276,21 @@ def train(
     """
     cfg = config if isinstance(config, Config) else load_config(config)
     cfg = cfg.model_copy(deep=True)
+    if isinstance(data, os.PathLike):
+        data = os.fspath(data)
     # Assignments validate and count as set, like a flag.
-    if isinstance(data, str):
-        cfg.data.source = data
-    if limit is not None:
-        cfg.data.limit = limit
-    if epochs is not None:
-        cfg.train.epochs = epochs
-    if seed is not None:
-        cfg.train.seed = seed
-    pairs = None if data is None or isinstance(data, str) else tuple(data)
+    try:
+        if isinstance(data, str):
+            cfg.data.source = data
+        if limit is not None:
+            cfg.data.limit = limit
+        if epochs is not None:
+            cfg.train.epochs = epochs
+        if seed is not None:
+            cfg.train.seed = seed
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc)) from None
+    pairs = None if data is None or isinstance(data, str) else check_pairs(data)
 
     saved = load_checkpoint(resume, extra=True) if resume is not None else None
     changes: dict[str, list[Any]] = {}
@@ -303,10 +308,13 @@ def train(
     if out is None:
         with stdout_logging():
             return _train(cfg, None, chosen, backend_name, pairs, saved, changes)
-    into_resumed = saved is not None and Path(out).resolve() == Path(resume).resolve()
-    check_output_dir(out, replace=cfg.train.overwrite or into_resumed)
+    # The real directory: a symlink or "." names the same place for the lock and the swap.
+    out = Path(out).resolve()
+    replace = cfg.train.overwrite or (saved is not None and out == Path(resume).resolve())
+    check_output_dir(out, replace=replace)  # creates the parent the lock file lives in
     with writer_lock(out), stdout_logging():
-        return _train(cfg, Path(out), chosen, backend_name, pairs, saved, changes)
+        check_output_dir(out, replace=replace)  # again, now that no one else can write it
+        return _train(cfg, out, chosen, backend_name, pairs, saved, changes)
 
 
 def _too_long(pairs: Sequence[Pair], cfg: Config) -> list[bool]:
@@ -321,6 +329,15 @@ def _too_long(pairs: Sequence[Pair], cfg: Config) -> list[bool]:
         )
         for pair in pairs
     ]
+
+
+def _is_utf8(text: str) -> bool:
+    """False for text holding surrogates: undecodable bytes of a path or argument."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _load_pairs(
@@ -352,7 +369,18 @@ def _load_pairs(
         fraction = cfg.data.valid_fraction
         fraction = dataset.valid_fraction if fraction is None else fraction
         train_pairs, valid_pairs = split(dataset.pairs, fraction, cfg.train.seed)
+        if fraction > 0 and not valid_pairs:
+            log.warning(
+                "valid_fraction %s of %d distinct sources holds out none: training without "
+                "validation (the last weights are kept)",
+                fraction,
+                len({source for source, _ in dataset.pairs}),
+            )
         split_away = f"the validation split (valid_fraction {fraction}) holds out all pairs"
+    for key in ("source", "valid"):
+        value = getattr(cfg.data, key)
+        if value is not None and not _is_utf8(value):
+            raise ConfigError(f"data.{key}: {value!r} is not valid UTF-8 (model.json stores it)")
     caps = {f"data.{k}": v for k, v in cfg.data.model_dump().items() if k.startswith("max_")}
     too_long = _too_long(train_pairs, cfg)
     skipped = sum(too_long)

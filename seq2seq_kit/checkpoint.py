@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -150,7 +151,7 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> Path:
             failed (disk full, no permission: names the path; the previous checkpoint
             stays as it was).
     """
-    path = Path(path)
+    path = Path(path).resolve()  # a symlink's target is what gets swapped, not the link
     _refuse_foreign(path)
     try:
         check_weights(ckpt.spec, ckpt.weights)
@@ -179,12 +180,34 @@ def _write(ckpt: Checkpoint, path: Path) -> Path:
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)  # left by a save that was killed
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    # mkdtemp makes a private (0700) folder: give the new directory the old one's mode
+    os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o755)
     try:
         return _fill_and_swap(ckpt, path, tmp)
     except SafetensorError as exc:  # safetensors reports I/O failures (ENOSPC) as its own
         raise OSError(str(exc)) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _carry_other_files(path: Path, tmp: Path) -> None:
+    """Hard-link (or copy) into ``tmp`` whatever ``path`` holds besides the checkpoint's own
+    files (plots, notes, a data file), so that swapping ``tmp`` in keeps them."""
+    if not path.is_dir():
+        return
+    for child in path.iterdir():
+        target = tmp / child.name
+        if target.exists() or child.name.endswith(".safetensors"):
+            continue  # ours, written anew (an extra file no longer saved is dropped)
+        if child.is_symlink():
+            os.symlink(os.readlink(child), target)
+        elif child.is_dir():
+            shutil.copytree(child, target, symlinks=True)
+        else:
+            try:
+                os.link(child, target)
+            except OSError:  # links not allowed here
+                shutil.copy2(child, target)
 
 
 def _fill_and_swap(ckpt: Checkpoint, path: Path, tmp: Path) -> Path:
@@ -217,8 +240,10 @@ def _fill_and_swap(ckpt: Checkpoint, path: Path, tmp: Path) -> Path:
         "meta": ckpt.meta,
     }
     (tmp / MODEL_FILE).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    _carry_other_files(path, tmp)
     for child in tmp.iterdir():
-        _fsync(child)
+        if child.is_file() and not child.is_symlink():
+            _fsync(child)
     _fsync(tmp)
     if previous.exists():
         shutil.rmtree(previous)

@@ -33,7 +33,7 @@ def _field_checker(model: type[Any], key: str) -> Callable[[str], Any]:
 
     def check(text: str) -> Any:
         try:
-            return getattr(model.model_validate({key: text}), key)
+            return getattr(model.model_validate_strings({key: text}), key)
         except ValidationError as exc:
             reasons = "; ".join(err["msg"] for err in exc.errors())
             raise argparse.ArgumentTypeError(f"{text!r}: {reasons}") from None
@@ -226,12 +226,31 @@ def _report(translator: Any) -> None:
 
 
 def _read_inputs(texts: Sequence[str]) -> list[str]:
-    if texts:
-        return list(texts)
     from .data import read_text_lines
+    from .errors import ConfigError, DataError
 
+    if texts:
+        for number, text in enumerate(texts, start=1):
+            _check_utf8(text, f"TEXT argument {number}")
+        return list(texts)
+    if sys.stdin is None:
+        raise ConfigError("no TEXT arguments and no standard input to read")
     # The bytes, not the locale's decoding: stdin follows the data files' UTF-8 and line rules.
-    return read_text_lines(sys.stdin.buffer, "<stdin>")
+    try:
+        return read_text_lines(sys.stdin.buffer, "<stdin>")
+    except OSError as exc:
+        raise DataError(f"cannot read: {exc.strerror}", "<stdin>") from None
+
+
+def _check_utf8(text: str, what: str) -> None:
+    """Arguments reach Python with undecodable bytes as surrogates: refuse them as the
+    stdin and file readers refuse invalid UTF-8."""
+    from .errors import DataError
+
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DataError(f"{what} is not valid UTF-8 (character {exc.start + 1})") from None
 
 
 def _translate(args: argparse.Namespace) -> int:
@@ -272,9 +291,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     except UnknownTokenError as exc:
         # Name the data file's line, not the position among the distinct sources.
         source = sources[exc.line - 1]
+        lines = dataset.lines or range(1, len(dataset.pairs) + 1)  # datasets: pair number
         line = next(
-            (n for (s, _), n in zip(dataset.pairs, dataset.lines, strict=True) if s == source),
-            None,
+            (n for (s, _), n in zip(dataset.pairs, lines, strict=True) if s == source), None
         )
         raise DataError(
             f"source character {exc.position}: {exc.token!r} (U+{ord(exc.token[0]):04X}) was "
@@ -305,17 +324,27 @@ def _plot(args: argparse.Namespace) -> int:
     from .plots import plot_attention, plot_history
 
     translator = load(args.model, backend=args.backend)
-    if args.input is not None and translator.model.spec.attention == "none":
-        # Refuse before writing anything: a half-done plot run is no success.
-        raise ConfigError(
-            f"--input: {args.model} has no attention (model.attention = none), so there is no "
-            f"heatmap to plot; leave out --input to plot the training curves alone"
-        )
+    # Every refusal comes before anything is written: a half-done plot run is no success.
+    attention = None
+    if args.input is not None:
+        _check_utf8(args.input, "--input")
+        if not args.input.strip():
+            raise ConfigError("--input: empty; give the text whose attention to plot")
+        if translator.model.spec.attention == "none":
+            raise ConfigError(
+                f"--input: {args.model} has no attention (model.attention = none), so there is "
+                f"no heatmap to plot; leave out --input to plot the training curves alone"
+            )
+        attention = translator.attention(args.input)
+    if args.out_dir == "":
+        raise ConfigError("--out-dir: empty path")
     out_dir = Path(args.out_dir or args.model)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out-dir: {out_dir} exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"wrote {plot_history(translator.history, out_dir / 'curves.png')}")
-    if args.input is not None:
-        source, output, weights = translator.attention(args.input)
+    if attention is not None:
+        source, output, weights = attention
         path = plot_attention(source, output, weights, out_dir / "attention.png")
         print(f"wrote {path} ({len(output)} output x {len(source)} source tokens)")
     return 0
@@ -360,9 +389,23 @@ def _backends(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Once(argparse._StoreAction):
+    """A value flag given twice is an error: which one was meant is a guess."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"argument {option_string}: given more than once")
+        super().__call__(parser, namespace, values, option_string)
+
+
 class _Parser(argparse.ArgumentParser):
     """Unknown or mistyped flags are reported with the usage of the subcommand they were
-    given to, not the top-level one."""
+    given to, not the top-level one; a value flag may be given once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _Once)
+        self.register("action", "store", _Once)
 
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
         parsed, extras = self.parse_known_args(args, namespace)
@@ -373,10 +416,22 @@ class _Parser(argparse.ArgumentParser):
         return parsed
 
 
+class _Terminated(BaseException):
+    """SIGTERM outside training (which handles it itself): unwinds like Ctrl-C."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+
     from .errors import Seq2SeqError, TrainingInterrupted
 
     args = parser().parse_args(argv)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.run(args)
     except TrainingInterrupted as exc:
@@ -387,3 +442,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except BrokenPipeError:  # e.g. piped into head
         return 0
+    except (KeyboardInterrupt, _Terminated) as exc:
+        name, code = ("SIGINT", 130) if isinstance(exc, KeyboardInterrupt) else ("SIGTERM", 143)
+        print(
+            f"interrupted by {name} before or after training steps: nothing new was saved; "
+            f"a model directory keeps its last complete checkpoint",
+            file=sys.stderr,
+        )
+        return code
+    except (MemoryError, OverflowError) as exc:
+        print(
+            f"error: a size asked for is too large for this machine "
+            f"({type(exc).__name__}: {exc}); lower it (--hidden-size, --max-length, --beam...)",
+            file=sys.stderr,
+        )
+        return 2
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2

@@ -31,8 +31,12 @@ DEFAULT_BACKEND = "numpy"
 
 class _Section(BaseModel):
     # validate_assignment: a bad value set from Python fails here, naming the key, not later
-    # allow_inf_nan=False: a nan or inf learning rate, penalty or fraction is never valid
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    # allow_inf_nan=False: a nan or inf learning rate, penalty or fraction is never valid;
+    # strict: `epochs = true` or `bidirectional = 1` in a file is a mistake, not a value
+    # (flags, which are text, are parsed by model_validate_strings)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, allow_inf_nan=False, strict=True
+    )
 
 
 class DataConfig(_Section):
@@ -63,6 +67,15 @@ class DataConfig(_Section):
         "model.json); default: keep all",
     )
 
+    @model_validator(mode="after")
+    def _one_validation_source(self) -> DataConfig:
+        if self.valid is not None and self.valid_fraction is not None:
+            raise ValueError(
+                "valid and valid_fraction exclude each other: a validation file replaces the "
+                "held-out share"
+            )
+        return self
+
 
 class ModelConfig(_Section):
     hidden_size: int = Field(32, ge=1, description="units of each recurrent layer")
@@ -90,7 +103,10 @@ class TrainConfig(_Section):
     batch_size: int = Field(2, ge=1, description="pairs per optimizer step")
     learning_rate: float = Field(1e-3, gt=0, description="Adam step size")
     clip_norm: float = Field(5.0, ge=0, description="global gradient-norm clip; 0: off")
-    seed: int = Field(0, ge=0, description="initial weights, shuffling, dropout and the split")
+    # 2**32 - 1: the widest seed every framework's generator takes (NumPy, torch, TF, JAX)
+    seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="initial weights, shuffling, dropout and the split"
+    )
     patience: int = Field(0, ge=0, description="early stopping after N epochs not better; 0: off")
     early_stopping_metric: Literal["loss", "accuracy"] = Field(
         "loss",
@@ -220,12 +236,17 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         raise ConfigError(f"{path}: no such config file") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
+    except OSError as exc:  # a folder, no permission
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    from .plugins import registry
+
     base = path.resolve().parent
+    datasets = registry().datasets  # a dataset name wins over a file, as in load_dataset
     for section, key in PATH_KEYS:
         value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
-        if isinstance(value, str) and looks_like_path(value, base):
+        if isinstance(value, str) and value not in datasets and looks_like_path(value, base):
             data[section][key] = os.path.normpath(base / value)  # absolute ones stay
     try:
         return Config.model_validate(data)

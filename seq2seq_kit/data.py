@@ -195,6 +195,34 @@ def _rows(
             return
 
 
+def check_pairs(pairs: Iterable[Any], name: str = "pairs") -> tuple[Pair, ...]:
+    """Pairs given in Python, held to the rules of a TSV row: each a (source, target) of two
+    strings, neither empty nor only whitespace. Returns them as a tuple of tuples.
+
+    Raises:
+        DataError: naming the 1-based position of the first bad pair, or no pairs at all.
+    """
+    if isinstance(pairs, (str, bytes, os.PathLike, dict)):
+        kind = type(pairs).__name__
+        raise DataError(f"expected a sequence of (source, target) pairs, got a {kind}")
+    checked = []
+    for number, pair in enumerate(pairs, start=1):
+        if (
+            isinstance(pair, (str, bytes))
+            or not isinstance(pair, Sequence)
+            or len(pair) != 2
+            or not all(isinstance(x, str) for x in pair)
+        ):
+            raise DataError(f"pair {number} is not (source, target) strings: {pair!r}", name)
+        if not pair[0].strip() or not pair[1].strip():
+            role = "source" if not pair[0].strip() else "target"
+            raise DataError(f"pair {number} has an empty {role}: {tuple(pair)!r}", name)
+        checked.append((pair[0], pair[1]))
+    if not checked:
+        raise DataError("no pairs given", name)
+    return tuple(checked)
+
+
 def _check_limit(limit: int | None) -> None:
     if limit is not None and limit < 1:
         raise DataError(f"limit must be at least 1 pair, got {limit}")
@@ -246,7 +274,10 @@ def load_dataset(source: str, limit: int | None = None, **options: Any) -> Datas
                 f"data.options {options} do not fit dataset {source!r} ({exc}); "
                 f"its options: {takes}"
             ) from None
-        dataset = loader(**options)
+        try:
+            dataset = loader(**options)
+        except (ValueError, TypeError) as exc:  # e.g. num2words' count above its range
+            raise DataError(f"dataset {source!r} with options {options}: {exc}") from None
         if limit is not None and len(dataset.pairs) > limit:
             dataset = dataclasses.replace(
                 dataset, pairs=dataset.pairs[:limit], lines=dataset.lines[:limit]

@@ -15,10 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from .checkpoint import Checkpoint
-from .config import RESUMABLE, Config, describe_resumable, explicit_keys
+from .config import RESUMABLE, Config, describe_errors, describe_resumable, explicit_keys
 from .data import Pair
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 
 
 def _same_value(key: str, old: Any, new: Any) -> bool:
@@ -32,6 +34,36 @@ def _source_key(source: str) -> str:
     return str(Path(source).resolve()) if os.path.isfile(source) else source
 
 
+def _saved_config(saved: Checkpoint, resume: str | os.PathLike[str]) -> Config:
+    """The saved run's config, after checking ``model.json`` holds what resuming reads."""
+    meta = saved.meta
+    trainer = meta.get("trainer")
+    problems = []
+    if not isinstance(trainer, dict) or not isinstance(trainer.get("epoch"), int):
+        problems.append("meta.trainer.epoch is missing")
+    elif trainer["epoch"] < 0:
+        problems.append(f"meta.trainer.epoch is {trainer['epoch']}")
+    if not isinstance(meta.get("history"), list):
+        problems.append("meta.history is missing")
+    if not isinstance(meta.get("backend"), str):
+        problems.append("meta.backend is missing")
+    problems += [
+        f"{name}.safetensors is missing"
+        for name in ("last", "optimizer")
+        if name not in saved.extra
+    ]
+    try:
+        config = Config.model_validate(meta.get("config"))
+    except ValidationError as exc:
+        problems.append(f"meta.config: {describe_errors(exc)}")
+    if problems:
+        raise CheckpointError(
+            f"{Path(resume) / 'model.json'}: cannot resume: {'; '.join(problems)} (load and "
+            f"translate still work; start a new run to train on)"
+        )
+    return config
+
+
 def resumed_config(
     saved: Checkpoint, requested: Config, resume: str | os.PathLike[str]
 ) -> tuple[Config, dict[str, list[Any]]]:
@@ -43,7 +75,7 @@ def resumed_config(
         ConfigError: naming every conflicting key with both values; or no epochs are left
             to train; or the saved run stopped early and ``train.patience`` is unchanged.
     """
-    merged = Config.model_validate(saved.meta["config"]).model_dump()
+    merged = _saved_config(saved, resume).model_dump()
     changes: dict[str, list[Any]] = {}
     conflicts = []
     for section, values in explicit_keys(requested).items():

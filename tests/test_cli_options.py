@@ -31,7 +31,7 @@ def _config_flags():
 def _config_accepts(section: str, key: str, value: str) -> bool:
     model = type(Config.model_fields[section].default_factory())
     try:
-        model.model_validate({key: value})
+        model.model_validate_strings({key: value})
     except ValidationError:
         return False
     return True

@@ -100,6 +100,7 @@ def test_best_weights_by_validation_accuracy(tmp_path):
         rows = "".join(f"{n}\t{num2words(n)}\n" for n in numbers)
         (tmp_path / f"{name}.tsv").write_text(rows)
     config = small_config(8)
+    config.data.valid_fraction = None  # a validation file replaces the held-out share
     config.data.source, config.data.valid = str(tmp_path / "train.tsv"), str(tmp_path / "valid.tsv")
     config.train.early_stopping_metric = "accuracy"
     translator = seq2seq_kit.train(config, out=tmp_path / "m")
