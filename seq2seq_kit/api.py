@@ -35,7 +35,7 @@ from .decoding import Hypothesis, beam_search, greedy
 from .errors import BackendError, CheckpointError, ConfigError, DataError, Seq2SeqError
 from .logs import stdout_logging
 from .plugins import get_backend, registry
-from .resume import data_fingerprint, resumed_config
+from .resume import MOVABLE, data_fingerprint, resumed_config
 from .spec import ModelSpec, OptimizerSpec
 from .trainer import TrainerState, fit
 from .vocab import EOS, Vocabulary, pad, tokenize
@@ -120,6 +120,10 @@ class Translator:
         """
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not one string")
+        texts = list(texts)
+        for number, text in enumerate(texts, start=1):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{number - 1}] is a {type(text).__name__}, not a string")
         options = self.decode_config(
             beam=beam,
             n_best=n_best,
@@ -309,7 +313,10 @@ def train(
         with stdout_logging():
             return _train(cfg, None, chosen, backend_name, pairs, saved, changes)
     # The real directory: a symlink or "." names the same place for the lock and the swap.
-    out = Path(out).resolve()
+    try:
+        out = Path(out).resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop
+        raise CheckpointError(f"{out}: cannot find the directory it names ({exc})") from None
     replace = cfg.train.overwrite or (saved is not None and out == Path(resume).resolve())
     check_output_dir(out, replace=replace)  # creates the parent the lock file lives in
     with writer_lock(out), stdout_logging():
@@ -413,9 +420,15 @@ def _train(
     dataset, train_pairs, valid_pairs, skipped = _load_pairs(cfg, pairs, saved)
     fingerprint = data_fingerprint(train_pairs, valid_pairs)
     if saved is not None and saved.meta.get("data_sha256", fingerprint) != fingerprint:
+        moved = [
+            f"{k} is {old!r} in the saved run but {new!r} now"
+            for k, (old, new) in changes.items()
+            if k in MOVABLE
+        ]
         raise DataError(
-            "the training or validation pairs differ from the saved run's (the data file "
-            "changed since?); a resumed run trains on what it started with",
+            "; ".join(moved + ["the training or validation pairs differ from the saved run's"])
+            + " (data given anew, or the file changed since?); a resumed run trains on the "
+            "pairs it started with: start a new run with --out to train on other data",
             dataset.path or dataset.name,
         )
 
@@ -440,9 +453,16 @@ def _train(
     state = None
     resumes: list[dict[str, Any]] = []
     if saved is not None:
-        model.set_weights(saved.extra["last"])
-        model.set_optimizer_state(saved.extra["optimizer"])
-        state = TrainerState.from_json(saved.meta["trainer"], saved.meta["history"])
+        try:
+            model.set_weights(saved.extra["last"])
+            model.set_optimizer_state(saved.extra["optimizer"])
+            state = TrainerState.from_json(saved.meta["trainer"], saved.meta["history"])
+            float(saved.meta.get("seconds", 0.0))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(
+                f"the saved run's model.json cannot be resumed: malformed training state "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
         state.best_weights = saved.weights if valid_pairs else None
         if "train.learning_rate" in changes:
             state.learning_rate = cfg.train.learning_rate
@@ -462,7 +482,7 @@ def _train(
         "valid_pairs": len(valid_pairs),
         "skipped_too_long": skipped,
         "config": cfg.model_dump(mode="json"),
-        "seconds": 0.0 if saved is None else saved.meta.get("seconds", 0.0),
+        "seconds": 0.0 if saved is None else float(saved.meta.get("seconds", 0.0)),
     }
     if resumes:
         meta["resumes"] = resumes
@@ -487,7 +507,7 @@ def _train(
         if state.best_weights is not None:
             ckpt.weights = state.best_weights
         ckpt.extra = {"last": model.get_weights(), "optimizer": model.optimizer_state()}
-        save_checkpoint(ckpt, out)
+        save_checkpoint(ckpt, out, claimed=True)
 
     first_epoch = 1 if state is None else state.epoch + 1
     hook = registry().manager.hook

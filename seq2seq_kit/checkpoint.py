@@ -39,6 +39,9 @@ FORMAT = "seq2seq-kit"
 FORMAT_VERSION = 1
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
+#: What a save writes (model.json and the tensor files training saves); anything else in a
+#: model directory is the user's and is kept.
+OWN_FILES = frozenset({MODEL_FILE, WEIGHTS_FILE, "last.safetensors", "optimizer.safetensors"})
 
 
 @dataclass
@@ -142,8 +145,13 @@ def writer_lock(path: str | os.PathLike[str]) -> Iterator[None]:
         lock.release()
 
 
-def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> Path:
+def save_checkpoint(
+    ckpt: Checkpoint, path: str | os.PathLike[str], *, claimed: bool = False
+) -> Path:
     """Write ``ckpt`` to directory ``path`` atomically, replacing an older checkpoint there.
+    Other files in the directory are kept. ``claimed``: the caller checked the directory with
+    :func:`check_output_dir` and holds its :func:`writer_lock`, so files that appeared in it
+    since (a note, a log) are no reason to refuse.
 
     Raises:
         CheckpointError: ``path`` exists and is not a checkpoint directory (it is never
@@ -152,7 +160,8 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> Path:
             stays as it was).
     """
     path = Path(path).resolve()  # a symlink's target is what gets swapped, not the link
-    _refuse_foreign(path)
+    if not claimed:
+        _refuse_foreign(path)
     try:
         check_weights(ckpt.spec, ckpt.weights)
     except ValueError as exc:
@@ -191,23 +200,29 @@ def _write(ckpt: Checkpoint, path: Path) -> Path:
 
 
 def _carry_other_files(path: Path, tmp: Path) -> None:
-    """Hard-link (or copy) into ``tmp`` whatever ``path`` holds besides the checkpoint's own
-    files (plots, notes, a data file), so that swapping ``tmp`` in keeps them."""
+    """Hard-link into ``tmp`` whatever ``path`` holds besides the checkpoint's own files
+    (plots, notes, logs, a data file; folders as trees of links), so that swapping ``tmp`` in
+    keeps them, and a file a program keeps open stays the same file."""
     if not path.is_dir():
         return
     for child in path.iterdir():
         target = tmp / child.name
-        if target.exists() or child.name.endswith(".safetensors"):
-            continue  # ours, written anew (an extra file no longer saved is dropped)
+        if target.exists() or child.name in OWN_FILES:
+            continue  # written anew
         if child.is_symlink():
             os.symlink(os.readlink(child), target)
         elif child.is_dir():
-            shutil.copytree(child, target, symlinks=True)
+            shutil.copytree(child, target, symlinks=True, copy_function=_link_or_copy)
         else:
-            try:
-                os.link(child, target)
-            except OSError:  # links not allowed here
-                shutil.copy2(child, target)
+            _link_or_copy(child, target)
+
+
+def _link_or_copy(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # links not allowed here (or a FIFO, a socket): a copy, or nothing
+        with contextlib.suppress(OSError):
+            shutil.copy2(source, target)
 
 
 def _fill_and_swap(ckpt: Checkpoint, path: Path, tmp: Path) -> Path:
@@ -288,10 +303,16 @@ def load_checkpoint(path: str | os.PathLike[str], extra: bool = False) -> Checkp
         spec = ModelSpec.from_dict(doc["spec"])
         source_vocab = Vocabulary.from_dict(doc["source_vocab"])
         target_vocab = Vocabulary.from_dict(doc["target_vocab"])
-        weights_info = doc["weights"]
-        weights_file = path / weights_info["file"]
-        expected_sha = weights_info["sha256"]
-    except (KeyError, TypeError, ValueError) as exc:
+        weights_file, expected_sha = _file_entry(path, doc["weights"])
+        max_length = doc.get("max_length", 50)
+        if type(max_length) is not int or max_length < 1:
+            raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+        meta = doc.get("meta", {})
+        if not isinstance(meta, dict):
+            raise TypeError(f"meta must be an object, got {type(meta).__name__}")
+        extras = doc.get("extra", {}) if extra else {}
+        entries = {name: (_file_entry(path, info), info) for name, info in extras.items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{model_file}: malformed ({type(exc).__name__}: {exc})") from None
     weights = _read_verified(weights_file, expected_sha, model_file)
     try:
@@ -299,21 +320,25 @@ def load_checkpoint(path: str | os.PathLike[str], extra: bool = False) -> Checkp
     except ValueError as exc:
         raise CheckpointError(f"{weights_file}: {exc}") from None
     tensors = {}
-    if extra:
-        for name, info in doc.get("extra", {}).items():
-            arrays = _read_verified(path / info["file"], info["sha256"], model_file)
-            for key in info.get("scalars", []):
-                arrays[key] = arrays[key].reshape(())
-            tensors[name] = arrays
-    return Checkpoint(
-        spec,
-        source_vocab,
-        target_vocab,
-        weights,
-        int(doc.get("max_length", 50)),
-        doc.get("meta", {}),
-        tensors,
-    )
+    for name, ((file, sha), info) in entries.items():
+        arrays = _read_verified(file, sha, model_file)
+        for key in info.get("scalars", []):
+            if key not in arrays:
+                raise CheckpointError(f"{model_file}: malformed (extra.{name}: no {key!r})")
+            arrays[key] = arrays[key].reshape(())
+        tensors[name] = arrays
+    return Checkpoint(spec, source_vocab, target_vocab, weights, max_length, meta, tensors)
+
+
+def _file_entry(path: Path, info: Any) -> tuple[Path, str]:
+    """The file and SHA-256 of a ``{"file": NAME, "sha256": HEX}`` entry; NAME must be a
+    plain file name inside the model directory."""
+    name, sha = info["file"], info["sha256"]
+    if not isinstance(name, str) or not isinstance(sha, str) or Path(name).name != name:
+        raise ValueError(f"file entry {info!r} must name a file inside the directory")
+    if name in ("", ".", ".."):
+        raise ValueError(f"file entry {info!r} must name a file inside the directory")
+    return path / name, sha
 
 
 def _read_verified(path: Path, sha256: str, model_file: Path) -> dict[str, np.ndarray]:

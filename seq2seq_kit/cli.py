@@ -63,7 +63,7 @@ def _add_config_flags(
             "help": f"{field.description} (config {section}.{key}; default {default!r})",
         }
         if field.annotation is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
+            kwargs["action"] = _OnceBool
         elif get_origin(field.annotation) is Literal:
             kwargs["choices"] = list(get_args(field.annotation))
         else:
@@ -180,6 +180,9 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.out is None and args.resume is None:
         raise ConfigError("train needs --out DIR (or --resume DIR)")
+    for flag, value in (("--out", args.out), ("--resume", args.resume)):
+        if value is not None and not value.strip():
+            raise ConfigError(f"{flag}: empty path")
     # Keys set in the file or by a flag stay "set" (model_fields_set): a resumed run checks
     # exactly those against the saved run.
     data = explicit_keys(load_config(args.config))
@@ -398,6 +401,15 @@ class _Once(argparse._StoreAction):
         super().__call__(parser, namespace, values, option_string)
 
 
+class _OnceBool(argparse.BooleanOptionalAction):
+    """``--x --no-x`` (or ``--x --x``) is an error, as for value flags."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"argument {option_string}: {self.dest} given more than once")
+        super().__call__(parser, namespace, values, option_string)
+
+
 class _Parser(argparse.ArgumentParser):
     """Unknown or mistyped flags are reported with the usage of the subcommand they were
     given to, not the top-level one; a value flag may be given once."""
@@ -429,10 +441,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .errors import Seq2SeqError, TrainingInterrupted
 
-    args = parser().parse_args(argv)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate)
     try:
+        args = parser().parse_args(argv)
         return args.run(args)
     except TrainingInterrupted as exc:
         print(str(exc), file=sys.stderr)

@@ -78,9 +78,11 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    hidden_size: int = Field(32, ge=1, description="units of each recurrent layer")
-    embedding_size: int = Field(0, ge=0, description="0: one-hot inputs")
-    num_layers: int = Field(1, ge=1, description="stacked recurrent layers on each side")
+    # Upper bounds far above any RNN anyone trains: a typo gets an error, not a hang or a
+    # crash inside the backend.
+    hidden_size: int = Field(32, ge=1, le=65536, description="units of each recurrent layer")
+    embedding_size: int = Field(0, ge=0, le=65536, description="0: one-hot inputs")
+    num_layers: int = Field(1, ge=1, le=128, description="stacked recurrent layers on each side")
     cell: Literal["lstm", "gru"] = Field("lstm", description="recurrent cell: lstm or gru")
     bidirectional: bool = Field(False, description="encoder reads both ways (H/2 units each)")
     attention: Literal["none", "dot", "general", "bahdanau"] = Field(

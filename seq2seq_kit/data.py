@@ -202,7 +202,7 @@ def check_pairs(pairs: Iterable[Any], name: str = "pairs") -> tuple[Pair, ...]:
     Raises:
         DataError: naming the 1-based position of the first bad pair, or no pairs at all.
     """
-    if isinstance(pairs, (str, bytes, os.PathLike, dict)):
+    if isinstance(pairs, (str, bytes, os.PathLike, dict)) or not isinstance(pairs, Iterable):
         kind = type(pairs).__name__
         raise DataError(f"expected a sequence of (source, target) pairs, got a {kind}")
     checked = []
@@ -217,6 +217,15 @@ def check_pairs(pairs: Iterable[Any], name: str = "pairs") -> tuple[Pair, ...]:
         if not pair[0].strip() or not pair[1].strip():
             role = "source" if not pair[0].strip() else "target"
             raise DataError(f"pair {number} has an empty {role}: {tuple(pair)!r}", name)
+        for role, text in zip(("source", "target"), pair, strict=True):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:  # lone surrogates: undecodable bytes
+                raise DataError(
+                    f"pair {number}: the {role} is not valid text (a lone surrogate at "
+                    f"character {exc.start + 1})",
+                    name,
+                ) from None
         checked.append((pair[0], pair[1]))
     if not checked:
         raise DataError("no pairs given", name)

@@ -22,6 +22,10 @@ from .config import RESUMABLE, Config, describe_errors, describe_resumable, expl
 from .data import Pair
 from .errors import CheckpointError, ConfigError
 
+#: Keys naming data that may move (another path, another copy): the caller then checks the
+#: pairs are the saved run's by :func:`data_fingerprint`.
+MOVABLE = frozenset({"data.source", "data.valid"})
+
 
 def _same_value(key: str, old: Any, new: Any) -> bool:
     if key in ("data.source", "data.valid") and isinstance(old, str) and isinstance(new, str):
@@ -39,12 +43,16 @@ def _saved_config(saved: Checkpoint, resume: str | os.PathLike[str]) -> Config:
     meta = saved.meta
     trainer = meta.get("trainer")
     problems = []
-    if not isinstance(trainer, dict) or not isinstance(trainer.get("epoch"), int):
+    epoch = trainer.get("epoch") if isinstance(trainer, dict) else None
+    if epoch is None:
         problems.append("meta.trainer.epoch is missing")
-    elif trainer["epoch"] < 0:
-        problems.append(f"meta.trainer.epoch is {trainer['epoch']}")
-    if not isinstance(meta.get("history"), list):
-        problems.append("meta.history is missing")
+    elif type(epoch) is not int or epoch < 0:
+        problems.append(f"meta.trainer.epoch is {epoch!r}, not a count of epochs")
+    history = meta.get("history")
+    if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+        problems.append("meta.history is not a list of epoch records")
+    if not isinstance(meta.get("resumes", []), list):
+        problems.append("meta.resumes is not a list")
     if not isinstance(meta.get("backend"), str):
         problems.append("meta.backend is missing")
     problems += [
@@ -85,7 +93,7 @@ def resumed_config(
             name, old = f"{section}.{key}", merged[section][key]
             if _same_value(name, old, new):
                 continue
-            if name in RESUMABLE:
+            if name in RESUMABLE or name in MOVABLE:
                 merged[section][key] = new
                 changes[name] = [old, new]
             else:

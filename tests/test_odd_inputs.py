@@ -191,3 +191,99 @@ def test_sizes_too_large_for_memory_are_exit_2(model_dir, monkeypatch, capsys):
     monkeypatch.setattr("seq2seq_kit.api.greedy", huge)
     assert main(["translate", "--model", str(model_dir), "--max-length", "999999999", "3"]) == 2
     assert "too large for this machine" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda d: d.update(meta=[]),
+        lambda d: d.update(max_length="abc"),
+        lambda d: d.update(max_length=None),
+        lambda d: d.update(source_vocab=[]),
+        lambda d: d["weights"].update(file="../elsewhere/weights.safetensors"),
+        lambda d: d.update(extra=[]),
+        lambda d: d["extra"].update(last={"sha256": "x"}),
+        lambda d: d["extra"]["optimizer"].update(scalars=["nope"]),
+        lambda d: d["meta"].update(history=["a", "b"]),
+        lambda d: d["meta"]["trainer"].pop("rng"),
+        lambda d: d["meta"]["trainer"].update(learning_rate="fast"),
+        lambda d: d["meta"]["trainer"].update(epoch=True),
+        lambda d: d["meta"].update(resumes=5),
+        lambda d: d["meta"].update(seconds="abc"),
+    ],
+)
+def test_a_damaged_model_json_is_a_clear_error(tmp_path, edit, capsys):
+    import json
+
+    out = tmp_path / "m"
+    seq2seq_kit.train(quick(), out=out)
+    doc = json.loads((out / "model.json").read_text())
+    edit(doc)
+    (out / "model.json").write_text(json.dumps(doc))
+    for args in (
+        ["train", "--resume", str(out), "--epochs", "4"],
+        ["translate", "--model", str(out), "1"],
+    ):
+        code = main(args)
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        assert code in (0, 2) and (code == 0 or "model.json" in err), (args, err)
+    assert main(["train", "--resume", str(out), "--epochs", "4"]) == 2
+
+
+def test_files_that_appear_during_training_and_user_tensors_are_kept(tmp_path, monkeypatch):
+    import seq2seq_kit.api as api
+
+    out = tmp_path / "m"
+    fit = api.fit
+
+    def fit_with_a_visitor(*args, **kwargs):
+        (out / "notes.txt").write_text("written while training\n")
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(api, "fit", fit_with_a_visitor)
+    out.mkdir()
+    seq2seq_kit.train(quick(), out=out)
+    assert (out / "notes.txt").exists() and (out / "model.json").exists()
+    monkeypatch.undo()
+    (out / "embeddings.safetensors").write_bytes(b"mine")
+    (out / "logs").mkdir()
+    (out / "logs" / "run.log").write_text("x")
+    inode = (out / "logs" / "run.log").stat().st_ino
+    seq2seq_kit.train(resume=out, epochs=3)
+    assert (out / "embeddings.safetensors").read_bytes() == b"mine"
+    assert (out / "logs" / "run.log").stat().st_ino == inode  # the same file, not a copy
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--bidirectional", "--no-bidirectional"], "given more than once"),
+        (["--hidden-size", "99999999999"], "argument --hidden-size"),
+        (["--num-layers", "100000"], "argument --num-layers"),
+    ],
+)
+def test_more_values_refused_before_anything_runs(tmp_path, args, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--out", str(tmp_path / "m"), *args])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_empty_and_looping_output_paths(tmp_path, capsys):
+    assert main(["train", "--out", ""]) == 2
+    assert "--out: empty path" in capsys.readouterr().err
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    assert main(["train", "--out", str(tmp_path / "a")]) == 2
+    assert "cannot find the directory" in capsys.readouterr().err
+
+
+def test_python_api_type_errors_name_the_item(model_dir):
+    translator = seq2seq_kit.load(model_dir)
+    with pytest.raises(TypeError, match=r"texts\[1\] is a NoneType"):
+        translator.translate(["1", None])
+    assert translator.translate(c for c in "12") == ["one", "two"]
+    with pytest.raises(DataError, match="got a int"):
+        seq2seq_kit.train(quick(), data=5)
+    with pytest.raises(DataError, match="lone surrogate"):
+        seq2seq_kit.train(quick(), data=[("\udcff", "c")])

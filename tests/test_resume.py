@@ -37,7 +37,7 @@ def saved(tmp_path):
 @pytest.mark.parametrize(
     "args, key",
     [
-        (["--data", "digits"], "data.source"),
+        (["--data", "OTHER"], "data.source"),
         (["--seed", "7"], "train.seed"),
         (["--limit", "10"], "data.limit"),
         (["--valid-fraction", "0.5"], "data.valid_fraction"),
@@ -49,6 +49,9 @@ def saved(tmp_path):
     ],
 )
 def test_conflicting_setting_is_refused_naming_key_and_both_values(saved, args, key, capsys):
+    other = saved.parent / "other.tsv"
+    other.write_text("1\tone\n2\ttwo\n")
+    args = [str(other) if a == "OTHER" else a for a in args]
     before = (saved / "model.json").read_text()
     assert main(["train", "--resume", str(saved), "--epochs", "5", *args]) == 2
     err = capsys.readouterr().err
@@ -65,8 +68,13 @@ def test_other_data_file_is_refused(tmp_path, capsys):
     assert main(["train", "--data", str(data), "--epochs", "2", "--out", str(out)]) == 0
     assert main(["train", "--resume", str(out), "--data", str(other), "--epochs", "4"]) == 2
     assert "data.source is" in capsys.readouterr().err
-    # the same file, changed on disk since, is refused too
-    data.write_text(data.read_text().replace("\t", "\tz", 1))
+    # the same pairs moved to another file are the same data
+    moved = tmp_path / "moved.tsv"
+    moved.write_text(data.read_text())
+    resumed = seq2seq_kit.train(resume=out, data=str(moved), epochs=3)
+    assert resumed.meta["resumes"][-1]["changed"]["data.source"][1] == str(moved)
+    # the same file, changed on disk since, is refused
+    moved.write_text(data.read_text().replace("\t", "\tz", 1))
     with pytest.raises(DataError, match="differ from the saved run"):
         seq2seq_kit.train(resume=out, epochs=4)
 
