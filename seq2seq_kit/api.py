@@ -37,8 +37,9 @@ from .logs import stdout_logging
 from .plugins import get_backend, registry
 from .resume import MOVABLE, data_fingerprint, resumed_config
 from .spec import ModelSpec, OptimizerSpec
+from .tokenizers import Tokenizer, make_tokenizer
 from .trainer import TrainerState, fit
-from .vocab import EOS, Vocabulary, pad, tokenize
+from .vocab import EOS, Vocabulary, normalize, pad
 
 log = logging.getLogger(__name__)
 
@@ -324,18 +325,56 @@ def train(
         return _train(cfg, out, chosen, backend_name, pairs, saved, changes)
 
 
-def _too_long(pairs: Sequence[Pair], cfg: Config) -> list[bool]:
-    """Per pair, whether it exceeds ``data.max_source_length``/``max_target_length`` tokens."""
+def _too_long(
+    pairs: Sequence[Pair], cfg: Config, tokenizers: tuple[Tokenizer, Tokenizer]
+) -> list[bool]:
+    """Per pair, whether it has more pieces than ``data.max_source_length`` (source) or
+    ``max_target_length`` (target), as its side's tokenizer splits it."""
     limits = (cfg.data.max_source_length, cfg.data.max_target_length)
     if limits == (None, None):
         return [False] * len(pairs)
     return [
         any(
-            cap is not None and len(tokenize(text, cfg.data.tokenizer)) > cap
-            for text, cap in zip(pair, limits, strict=True)
+            cap is not None and len(tokenizer.encode(normalize(text))) > cap
+            for text, cap, tokenizer in zip(pair, limits, tokenizers, strict=True)
         )
         for pair in pairs
     ]
+
+
+def _tokenizers(
+    cfg: Config, train_pairs: Sequence[Pair], saved: Checkpoint | None
+) -> tuple[Tokenizer, Tokenizer]:
+    """Each side's tokenizer: the saved run's, or made from ``cfg.data`` and trained on the
+    training pairs alone (one tokenizer over both sides with ``shared_vocabulary``).
+
+    Raises:
+        ConfigError: an unknown tokenizer or a bad option, naming the side's key.
+        DataError: the tokenizer cannot learn from these texts (e.g. too few for its
+            ``vocab_size``).
+    """
+    if saved is not None:
+        return saved.source_vocab.tokenizer, saved.target_vocab.tokenizer
+    sides = ("source", "target")
+    made = []
+    for side in sides:
+        name, options = cfg.data.side(side)
+        key = (
+            f"data.{side}_tokenizer" if getattr(cfg.data, f"{side}_tokenizer") else "data.tokenizer"
+        )
+        try:
+            made.append(make_tokenizer(name, options))
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+    texts = [[normalize(pair[i]) for pair in train_pairs] for i in range(2)]
+    if cfg.data.shared_vocabulary:
+        made, texts = [made[0]], [texts[0] + texts[1]]
+    for side, tokenizer, side_texts in zip(sides, made, texts, strict=False):
+        try:
+            tokenizer.train(side_texts)
+        except ValueError as exc:
+            raise DataError(f"training the {side} tokenizer ({tokenizer.name}): {exc}") from None
+    return (made[0], made[0]) if cfg.data.shared_vocabulary else (made[0], made[1])
 
 
 def _is_utf8(text: str) -> bool:
@@ -349,10 +388,11 @@ def _is_utf8(text: str) -> bool:
 
 def _load_pairs(
     cfg: Config, pairs: tuple[Pair, ...] | None, saved: Checkpoint | None
-) -> tuple[Dataset, list[Pair], list[Pair], int]:
+) -> tuple[Dataset, list[Pair], list[Pair], int, tuple[Tokenizer, Tokenizer]]:
     """The dataset, its training and validation pairs after the split and the length
-    filter, and how many training pairs the filter skipped. File paths in ``cfg.data`` are
-    made absolute, so that a saved run resumes from any folder.
+    filter, how many training pairs the filter skipped, and each side's tokenizer (trained
+    on the training pairs before the filter, which counts its pieces). File paths in
+    ``cfg.data`` are made absolute, so that a saved run resumes from any folder.
 
     Raises:
         DataError: no training pairs are left.
@@ -389,7 +429,13 @@ def _load_pairs(
         if value is not None and not _is_utf8(value):
             raise ConfigError(f"data.{key}: {value!r} is not valid UTF-8 (model.json stores it)")
     caps = {f"data.{k}": v for k, v in cfg.data.model_dump().items() if k.startswith("max_")}
-    too_long = _too_long(train_pairs, cfg)
+    if not train_pairs:
+        raise DataError(
+            f"no training pairs of {len(dataset.pairs)}: {split_away}; change that or add data",
+            dataset.path or dataset.name,
+        )
+    tokenizers = _tokenizers(cfg, train_pairs, saved)
+    too_long = _too_long(train_pairs, cfg, tokenizers)
     skipped = sum(too_long)
     if skipped:
         log.info(
@@ -400,12 +446,12 @@ def _load_pairs(
         )
         train_pairs = [p for p, drop in zip(train_pairs, too_long, strict=True) if not drop]
     if not train_pairs:
-        why = f"all {skipped} are longer than {' / '.join(caps)}" if skipped else split_away
         raise DataError(
-            f"no training pairs of {len(dataset.pairs)}: {why}; change that or add data",
+            f"no training pairs of {len(dataset.pairs)}: all {skipped} are longer than "
+            f"{' / '.join(caps)}; change that or add data",
             dataset.path or dataset.name,
         )
-    return dataset, train_pairs, valid_pairs, skipped
+    return dataset, train_pairs, valid_pairs, skipped, tokenizers
 
 
 def _train(
@@ -417,7 +463,7 @@ def _train(
     saved: Checkpoint | None,
     changes: dict[str, list[Any]],
 ) -> Translator:
-    dataset, train_pairs, valid_pairs, skipped = _load_pairs(cfg, pairs, saved)
+    dataset, train_pairs, valid_pairs, skipped, tokenizers = _load_pairs(cfg, pairs, saved)
     fingerprint = data_fingerprint(train_pairs, valid_pairs)
     if saved is not None and saved.meta.get("data_sha256", fingerprint) != fingerprint:
         moved = [
@@ -434,10 +480,12 @@ def _train(
 
     if saved is not None:
         source_vocab, target_vocab = saved.source_vocab, saved.target_vocab
+    elif cfg.data.shared_vocabulary:
+        texts = [s for s, _ in train_pairs] + [t for _, t in train_pairs]
+        source_vocab = target_vocab = Vocabulary.build(texts, tokenizers[0])
     else:
-        tokenizer = cfg.data.tokenizer
-        source_vocab = Vocabulary.build((s for s, _ in train_pairs), tokenizer)
-        target_vocab = Vocabulary.build((t for _, t in train_pairs), tokenizer)
+        source_vocab = Vocabulary.build((s for s, _ in train_pairs), tokenizers[0])
+        target_vocab = Vocabulary.build((t for _, t in train_pairs), tokenizers[1])
 
     def encode(pairs: Sequence[Pair]) -> tuple[list[list[int]], list[list[int]]]:
         # Validation may hold tokens training never saw: they become UNK, as at inference.

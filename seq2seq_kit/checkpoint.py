@@ -243,6 +243,10 @@ def _fill_and_swap(ckpt: Checkpoint, path: Path, tmp: Path) -> Path:
             # safetensors stores 0-d arrays as shape (1,): remember which were scalars
             "scalars": sorted(k for k, v in arrays.items() if v.ndim == 0),
         }
+    tokenizer_files = {}
+    for side, vocab in (("source", ckpt.source_vocab), ("target", ckpt.target_vocab)):
+        for name in vocab.tokenizer.save(tmp, f"{side}-"):
+            tokenizer_files[name] = _sha256(tmp / name)
     doc = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -252,6 +256,7 @@ def _fill_and_swap(ckpt: Checkpoint, path: Path, tmp: Path) -> Path:
         "max_length": ckpt.max_length,
         "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(tmp / WEIGHTS_FILE)},
         "extra": extra,
+        "tokenizer_files": tokenizer_files,
         "meta": ckpt.meta,
     }
     (tmp / MODEL_FILE).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
@@ -301,8 +306,11 @@ def load_checkpoint(path: str | os.PathLike[str], extra: bool = False) -> Checkp
         )
     try:
         spec = ModelSpec.from_dict(doc["spec"])
-        source_vocab = Vocabulary.from_dict(doc["source_vocab"])
-        target_vocab = Vocabulary.from_dict(doc["target_vocab"])
+        for name, sha in doc.get("tokenizer_files", {}).items():
+            file, sha = _file_entry(path, {"file": name, "sha256": sha})
+            _verify(file, sha, model_file)
+        source_vocab = Vocabulary.from_dict(doc["source_vocab"], path, "source-")
+        target_vocab = Vocabulary.from_dict(doc["target_vocab"], path, "target-")
         weights_file, expected_sha = _file_entry(path, doc["weights"])
         max_length = doc.get("max_length", 50)
         if type(max_length) is not int or max_length < 1:
@@ -341,11 +349,15 @@ def _file_entry(path: Path, info: Any) -> tuple[Path, str]:
     return path / name, sha
 
 
-def _read_verified(path: Path, sha256: str, model_file: Path) -> dict[str, np.ndarray]:
+def _verify(path: Path, sha256: str, model_file: Path) -> None:
     if not path.exists():
         raise CheckpointError(f"{path}: missing")
     if _sha256(path) != sha256:
         raise CheckpointError(f"{path}: corrupted or truncated (SHA-256 differs from {model_file})")
+
+
+def _read_verified(path: Path, sha256: str, model_file: Path) -> dict[str, np.ndarray]:
+    _verify(path, sha256, model_file)
     return _read_weights(path)
 
 

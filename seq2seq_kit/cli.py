@@ -15,8 +15,13 @@ from typing import Any
 #: Config keys whose flag is not ``--KEY``: the dataset is ``--data``; the progress bar's
 #: switch keeps its familiar ``--no-progress`` spelling (``--progress`` turns it on).
 _FLAG_NAMES = {("data", "source"): "data"}
-#: Config keys with no flag: a dict of loader options belongs in a config file.
-_NO_FLAG = {("data", "options")}
+#: Config keys with no flag: dicts of options belong in a config file.
+_NO_FLAG = {
+    ("data", "options"),
+    ("data", "tokenizer_options"),
+    ("data", "source_tokenizer_options"),
+    ("data", "target_tokenizer_options"),
+}
 
 
 _METAVARS: dict[Any, str] = {int: "N", int | None: "N", float: "X", float | None: "X"}

@@ -48,8 +48,26 @@ class DataConfig(_Section):
     valid: str | None = Field(
         None, description="validation set (TSV path or dataset); replaces valid_fraction"
     )
-    tokenizer: Literal["char", "word"] = Field(
-        "char", description="char: characters; word: whitespace-separated words"
+    tokenizer: str = Field(
+        "char",
+        description="both sides' tokenizer: char, word, sentencepiece, or a plugin's",
+    )
+    source_tokenizer: str | None = Field(None, description="the source side's; default: tokenizer")
+    target_tokenizer: str | None = Field(None, description="the target side's; default: tokenizer")
+    tokenizer_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="both sides' tokenizer options, e.g. word: {min_frequency, max_size}; "
+        "sentencepiece: {model_type = unigram|bpe, vocab_size, character_coverage}",
+    )
+    source_tokenizer_options: dict[str, Any] = Field(
+        default_factory=dict, description="the source side's, over tokenizer_options"
+    )
+    target_tokenizer_options: dict[str, Any] = Field(
+        default_factory=dict, description="the target side's, over tokenizer_options"
+    )
+    shared_vocabulary: bool = Field(
+        False,
+        description="one vocabulary (and one learned tokenizer model) over both sides",
     )
     options: dict[str, Any] = Field(
         default_factory=dict, description="keyword options of the dataset loader"
@@ -67,12 +85,22 @@ class DataConfig(_Section):
         "model.json); default: keep all",
     )
 
+    def side(self, side: str) -> tuple[str, dict[str, Any]]:
+        """The tokenizer name and options of ``side`` (``"source"`` or ``"target"``)."""
+        name = getattr(self, f"{side}_tokenizer") or self.tokenizer
+        return name, {**self.tokenizer_options, **getattr(self, f"{side}_tokenizer_options")}
+
     @model_validator(mode="after")
     def _one_validation_source(self) -> DataConfig:
         if self.valid is not None and self.valid_fraction is not None:
             raise ValueError(
                 "valid and valid_fraction exclude each other: a validation file replaces the "
                 "held-out share"
+            )
+        if self.shared_vocabulary and self.side("source") != self.side("target"):
+            raise ValueError(
+                "shared_vocabulary needs one tokenizer with the same options on both sides, "
+                f"got source {self.side('source')} and target {self.side('target')}"
             )
         return self
 

@@ -28,7 +28,7 @@ class UnknownTokenError(Seq2SeqError, ValueError):
     """An input token (character or word) is not in the model's source vocabulary."""
 
     def __init__(self, token: str, position: int, text: str, line: int | None, tokenizer: str):
-        kind = "character" if tokenizer == "char" else "word"
+        kind = {"char": "character", "word": "word"}.get(tokenizer, "piece")
         where = f"input line {line}, " if line is not None else ""
         super().__init__(
             f"{where}{kind} {position}: {token!r} (U+{ord(token[0]):04X}) in {text!r} was never "

@@ -32,6 +32,16 @@ def register_datasets(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def register_tokenizers(register: Callable[..., None]) -> None:
+    """Register tokenizers: call ``register(name, make)`` where ``make(options, directory,
+    prefix)`` returns a :class:`seq2seq_kit.tokenizers.Tokenizer`. ``options`` is the
+    JSON-able dict of the config (``data.tokenizer_options`` and the per-side ones) or of a
+    saved model; ``directory`` is None for a tokenizer about to be trained, or the model
+    directory where its ``save(directory, prefix)`` wrote its files (read them from there,
+    with that ``prefix``). ``make`` raises ``ValueError`` naming a bad option."""
+
+
+@hookspec
 def on_epoch_end(record: dict[str, Any], out_dir: str | None) -> None:
     """Called by the trainer after each epoch with ``{"epoch", "train_loss", "valid_loss",
     "valid_accuracy", "evaluated_on", "learning_rate", "seconds"}`` (losses in nats per

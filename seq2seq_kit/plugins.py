@@ -48,6 +48,7 @@ class Registry:
         manager: the pluggy manager holding every registered plugin.
         backends: backend name -> backend.
         datasets: dataset name -> loader.
+        tokenizers: tokenizer name -> ``make(options, directory)``.
         failures: plugin name (or ``plugin:backend``) -> why it was skipped.
         excluded: entry-point name -> distribution (or None), for each plugin that
             ``SEQ2SEQ_KIT_PLUGINS`` kept from loading.
@@ -58,6 +59,7 @@ class Registry:
     manager: pluggy.PluginManager
     backends: dict[str, Backend] = field(default_factory=dict)
     datasets: dict[str, Any] = field(default_factory=dict)
+    tokenizers: dict[str, Any] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     excluded: dict[str, str | None] = field(default_factory=dict)
     allow: frozenset[str] | None = None
@@ -96,8 +98,12 @@ def _candidates(
 ) -> list[tuple[str, str | None, Any]]:
     """(name, distribution, module) of every plugin to register, each module once."""
     from . import datasets as builtin_datasets
+    from . import tokenizers as builtin_tokenizers
 
-    found: list[tuple[str, str | None, Any]] = [("builtin", None, builtin_datasets)]
+    found: list[tuple[str, str | None, Any]] = [
+        ("builtin", None, builtin_datasets),
+        ("builtin-tokenizers", None, builtin_tokenizers),
+    ]
     names: set[str | None] = set()
     for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
         dist = ep.dist.name if ep.dist is not None else None
@@ -124,9 +130,10 @@ def _candidates(
 
 def _register(
     registry: Registry, name: str, module: Any
-) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]] | None:
-    """Register ``module`` and collect its backends and datasets; None (with the reason in
-    ``registry.failures``) when it fails, leaving every plugin registered before in place."""
+) -> dict[str, list[tuple[Any, ...]]] | None:
+    """Register ``module`` and collect its backends, datasets and tokenizers by hook name;
+    None (with the reason in ``registry.failures``) when it fails, leaving every plugin
+    registered before in place."""
     manager = registry.manager
     try:
         manager.register(module, name=name)
@@ -134,9 +141,10 @@ def _register(
         registry.failures[name] = f"registration failed: {type(exc).__name__}: {exc}"
         return None
     try:
-        return _collect(manager, "register_backends", module), _collect(
-            manager, "register_datasets", module
-        )
+        return {
+            hook: _collect(manager, hook, module)
+            for hook in ("register_backends", "register_datasets", "register_tokenizers")
+        }
     except Exception as exc:
         registry.failures[name] = f"registration failed: {type(exc).__name__}: {exc}"
         manager.unregister(module)
@@ -154,8 +162,7 @@ def build_registry(extra_plugins: tuple[Any, ...] = ()) -> Registry:
         registered = _register(registry, name, module)
         if registered is None:
             continue
-        backends, datasets = registered
-        for (backend,) in backends:
+        for (backend,) in registered["register_backends"]:
             backend = replace(backend, distribution=backend.distribution or dist or name)
             other = registry.backends.get(backend.name)
             if other is not None:
@@ -165,8 +172,10 @@ def build_registry(extra_plugins: tuple[Any, ...] = ()) -> Registry:
                 )
                 continue
             registry.backends[backend.name] = backend
-        for dataset_name, load in datasets:
+        for dataset_name, load in registered["register_datasets"]:
             registry.datasets.setdefault(dataset_name, load)
+        for tokenizer_name, make in registered["register_tokenizers"]:
+            registry.tokenizers.setdefault(tokenizer_name, make)
     return registry
 
 

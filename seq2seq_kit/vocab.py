@@ -1,25 +1,29 @@
-"""Tokenizers and the vocabulary: text <-> tokens <-> ids.
+"""The vocabulary: pieces <-> ids, over a tokenizer (:mod:`seq2seq_kit.tokenizers`).
 
-Specials live at fixed ids below every data token and are never characters or words of the
-data: a tab, a newline or the string ``"<s>"`` in the data is an ordinary token. Data tokens
-are numbered in code-point order, so ids do not depend on ``PYTHONHASHSEED`` or on the order
-of the pairs. Text is NFC-normalised before tokenizing, at training and at inference alike.
+Specials live at fixed ids below every data piece and are never characters or words of the
+data: a tab, a newline or the string ``"<s>"`` in the data is an ordinary piece. Ask a
+vocabulary for them (``vocab.pad_id``, ``bos_id``, ``eos_id``, ``unk_id``); the module
+constants are their values in every vocabulary this version builds. Data pieces are numbered
+in code-point order, so ids do not depend on ``PYTHONHASHSEED`` or on the order of the pairs.
+Text is NFC-normalised before tokenizing, at training and at inference alike.
 """
 
 from __future__ import annotations
 
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import UnknownTokenError
+from .tokenizers import CharTokenizer, Tokenizer, WordOptions, WordTokenizer, make_tokenizer
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
-TOKENIZERS = ("char", "word")
 
 
 def normalize(text: str) -> str:
@@ -27,47 +31,80 @@ def normalize(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
-def tokenize(text: str, tokenizer: str) -> list[str]:
-    """Split NFC-normalised ``text`` into characters (``"char"``) or whitespace-separated
-    words (``"word"``). Raises ``ValueError`` for another tokenizer name."""
-    text = normalize(text)
+def as_tokenizer(tokenizer: str | Tokenizer) -> Tokenizer:
+    """A tokenizer object for a name (``"char"``, ``"word"``: built in, no registry needed;
+    another registered name with default options) or the object itself.
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    if not isinstance(tokenizer, str):
+        return tokenizer
     if tokenizer == "char":
-        return list(text)
+        return CharTokenizer()
     if tokenizer == "word":
-        return text.split()
-    raise ValueError(f"unknown tokenizer {tokenizer!r}; choose one of {TOKENIZERS}")
-
-
-def detokenize(tokens: Sequence[str], tokenizer: str) -> str:
-    return ("" if tokenizer == "char" else " ").join(tokens)
+        return WordTokenizer(WordOptions())
+    return make_tokenizer(tokenizer)
 
 
 @dataclass(frozen=True)
 class Vocabulary:
     """Ids for one side (source or target) of a task.
 
-    Ids 0..3 are PAD, BOS, EOS and UNK; data tokens follow from id 4 in code-point order.
+    Ids 0..3 are PAD, BOS, EOS and UNK; data pieces follow from id 4 in code-point order.
+
+    Attributes:
+        tokens: the data pieces, in id order from id 4.
+        tokenizer: what splits text into those pieces (a name is turned into the built-in
+            tokenizer of that name).
     """
 
     tokens: tuple[str, ...]
-    tokenizer: str = "char"
+    tokenizer: Tokenizer = field(default_factory=CharTokenizer, compare=False)
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
+    pad_id = PAD
+    bos_id = BOS
+    eos_id = EOS
+    unk_id = UNK
+
     def __post_init__(self) -> None:
-        if self.tokenizer not in TOKENIZERS:
-            raise ValueError(f"unknown tokenizer {self.tokenizer!r}; choose one of {TOKENIZERS}")
+        object.__setattr__(self, "tokenizer", as_tokenizer(self.tokenizer))
         index = {tok: i + len(SPECIALS) for i, tok in enumerate(self.tokens)}
         if len(index) != len(self.tokens):
             raise ValueError("vocabulary tokens must be distinct")
         object.__setattr__(self, "_index", index)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Vocabulary):
+            return NotImplemented
+        return self.tokens == other.tokens and self.tokenizer_name == other.tokenizer_name
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self.tokenizer.name
+
+    def pieces(self, text: str) -> list[str]:
+        """The tokenizer's pieces of NFC-normalised ``text``."""
+        return self.tokenizer.encode(normalize(text))
+
     @classmethod
-    def build(cls, texts: Iterable[str], tokenizer: str = "char") -> Vocabulary:
-        """Collect every token of ``texts``; ids are deterministic (sorted by code point)."""
-        seen: set[str] = set()
+    def build(cls, texts: Iterable[str], tokenizer: str | Tokenizer = "char") -> Vocabulary:
+        """Collect the pieces of ``texts``; ids are deterministic (sorted by code point).
+        A tokenizer's ``min_frequency`` and ``max_size`` (``word``) drop rarer pieces, which
+        then encode as UNK; ``max_size`` keeps the most frequent, ties by code point."""
+        tokenizer = as_tokenizer(tokenizer)
+        counts: Counter[str] = Counter()
         for text in texts:
-            seen.update(tokenize(text, tokenizer))
-        return cls(tuple(sorted(seen)), tokenizer)
+            counts.update(tokenizer.encode(normalize(text)))
+        min_frequency = getattr(tokenizer, "min_frequency", 1)
+        kept = sorted(piece for piece, n in counts.items() if n >= min_frequency)
+        max_size = getattr(tokenizer, "max_size", None)
+        if max_size is not None and len(kept) > max_size:
+            kept = sorted(sorted(kept, key=lambda piece: -counts[piece])[:max_size])
+        return cls(tuple(kept), tokenizer)
 
     def __len__(self) -> int:
         return len(SPECIALS) + len(self.tokens)
@@ -85,12 +122,12 @@ class Vocabulary:
             line: the input line number to name in the error, if the text came from one.
         """
         ids = []
-        for position, tok in enumerate(tokenize(text, self.tokenizer), start=1):
+        for position, tok in enumerate(self.pieces(text), start=1):
             idx = self._index.get(tok)
             if idx is None:
                 if unknown != "replace":
-                    raise UnknownTokenError(tok, position, text, line, self.tokenizer)
-                idx = UNK
+                    raise UnknownTokenError(tok, position, text, line, self.tokenizer_name)
+                idx = self.unk_id
             ids.append(idx)
         return ids
 
@@ -107,24 +144,39 @@ class Vocabulary:
         offset = len(SPECIALS)
         for idx in ids:
             idx = int(idx)
-            if idx == EOS:
+            if idx == self.eos_id:
                 break
             if idx >= offset:
                 out.append(self.tokens[idx - offset])
-        return detokenize(out, self.tokenizer)
+        return self.tokenizer.decode(out)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able: pieces, specials, and the tokenizer's name and options (its files, if
+        any, are written by :meth:`Tokenizer.save <seq2seq_kit.tokenizers.Tokenizer.save>`)."""
         return {
-            "tokenizer": self.tokenizer,
+            "tokenizer": self.tokenizer_name,
+            "tokenizer_options": self.tokenizer.options(),
             "specials": list(SPECIALS),
             "tokens": list(self.tokens),
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Vocabulary:
+    def from_dict(
+        cls, data: dict[str, Any], directory: str | Path | None = None, prefix: str = ""
+    ) -> Vocabulary:
+        """Rebuild what :meth:`to_dict` gave, the tokenizer reading its files from
+        ``directory`` with ``prefix``. Dictionaries from before tokenizer options (``char``
+        and ``word`` by name) load unchanged.
+
+        Raises:
+            ValueError: other specials, an unknown tokenizer or bad options.
+        """
         if list(data.get("specials", SPECIALS)) != list(SPECIALS):
             raise ValueError(f"vocabulary specials {data.get('specials')} differ from {SPECIALS}")
-        return cls(tuple(data["tokens"]), data.get("tokenizer", "char"))
+        name = data.get("tokenizer", "char")
+        options = data.get("tokenizer_options", {})
+        tokenizer = make_tokenizer(name, options, directory, prefix)
+        return cls(tuple(data["tokens"]), tokenizer)
 
 
 def pad(sequences: Sequence[Sequence[int]], length: int | None = None) -> np.ndarray:
