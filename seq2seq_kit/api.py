@@ -39,7 +39,7 @@ from .resume import MOVABLE, data_fingerprint, resumed_config
 from .spec import ModelSpec, OptimizerSpec
 from .tokenizers import Tokenizer, make_tokenizer
 from .trainer import TrainerState, fit
-from .vocab import EOS, Vocabulary, normalize, pad
+from .vocab import Vocabulary, normalize, pad
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class Translator:
         )[0]
         output = [self.target_vocab.token(i) for i in hyp.ids]
         if not hyp.truncated:
-            output.append(self.target_vocab.token(EOS))
+            output.append(self.target_vocab.token(self.target_vocab.eos_id))
         source = [self.source_vocab.token(i) for i in ids]
         return source, output, hyp.attention[: len(output), : len(ids)]
 

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .backend import Model
-from .vocab import BOS, EOS, PAD, UNK, Vocabulary
+from .vocab import Vocabulary
 
 _NEG_INF = -np.inf
-_NEVER = (PAD, BOS, UNK)
 
 
 @dataclass(frozen=True)
@@ -46,9 +45,9 @@ def length_penalty(length: int | np.ndarray, alpha: float) -> float | np.ndarray
     return ((5.0 + np.asarray(length, dtype=np.float64)) / 6.0) ** alpha
 
 
-def _mask_specials(log_probs: np.ndarray) -> np.ndarray:
+def _mask_specials(log_probs: np.ndarray, vocab: Vocabulary) -> np.ndarray:
     log_probs = np.array(log_probs, dtype=np.float32, copy=True)
-    log_probs[:, _NEVER] = _NEG_INF
+    log_probs[:, [vocab.pad_id, vocab.bos_id, vocab.unk_id]] = _NEG_INF
     return log_probs
 
 
@@ -68,14 +67,14 @@ def greedy(
     """
     batch = src_ids.shape[0]
     state = model.encode(src_ids, src_lengths)
-    out = np.full((batch, max_length + 1), PAD, dtype=np.int32)
+    out = np.full((batch, max_length + 1), vocab.pad_id, dtype=np.int32)
     token_scores = np.zeros((batch, max_length + 1), dtype=np.float64)
     weights = np.zeros((batch, max_length + 1, src_ids.shape[1]), np.float32) if attention else None
     active = np.arange(batch)
-    prev = np.full(batch, BOS, dtype=np.int32)
+    prev = np.full(batch, vocab.bos_id, dtype=np.int32)
     for t in range(max_length + 1):
         log_probs, state = model.step(prev, state)
-        log_probs = _mask_specials(log_probs)
+        log_probs = _mask_specials(log_probs, vocab)
         nxt = log_probs.argmax(axis=1).astype(np.int32)
         token_scores[active, t] = log_probs[np.arange(len(active)), nxt]
         out[active, t] = nxt
@@ -83,7 +82,7 @@ def greedy(
             step_weights = model.attention(state)
             if step_weights is not None:
                 weights[active, t] = step_weights
-        finished = nxt == EOS
+        finished = nxt == vocab.eos_id
         if t == max_length:
             break
         if finished.any():
@@ -95,7 +94,7 @@ def greedy(
         prev = nxt
     hyps = []
     for row in range(batch):
-        ends = np.flatnonzero(out[row] == EOS)
+        ends = np.flatnonzero(out[row] == vocab.eos_id)
         if ends.size:
             ids, score = out[row, : ends[0]], token_scores[row, : ends[0] + 1].sum()
         else:
@@ -141,7 +140,7 @@ def beam_search(
     scores = np.full((n_sent, width), _NEG_INF)
     scores[:, 0] = 0.0  # every beam starts as the same BOS; keep one copy live
     history = np.zeros((n_sent, width, 0), dtype=np.int32)
-    prev = np.full(n_sent * width, BOS, dtype=np.int32)
+    prev = np.full(n_sent * width, vocab.bos_id, dtype=np.int32)
     alive = np.arange(n_sent)  # sentence ids of the rows still searched
     # per sentence: finished ids -> (normalised score, raw score, truncated); first kept
     finished: list[dict[tuple[int, ...], tuple[float, float, bool]]] = [{} for _ in range(n_sent)]
@@ -162,7 +161,7 @@ def beam_search(
 
     for t in range(max_length + 1):
         log_probs, state = model.step(prev, state)
-        log_probs = _mask_specials(log_probs)
+        log_probs = _mask_specials(log_probs, vocab)
         vocab_size = log_probs.shape[1]
         n_alive = len(alive)
         cand = scores[:, :, None] + log_probs.reshape(n_alive, width, vocab_size)
@@ -175,7 +174,7 @@ def beam_search(
         top_scores = np.take_along_axis(top_scores, order, axis=1)
         top_beam, top_tok = np.divmod(top, vocab_size)
         valid = np.isfinite(top_scores)
-        is_eos = (top_tok == EOS) & valid
+        is_eos = (top_tok == vocab.eos_id) & valid
 
         rows, ranks = np.nonzero(is_eos[:, :width])
         if rows.size:
