@@ -29,7 +29,7 @@ def token_error_rate(hypotheses: Sequence[str], references: Sequence[Sequence[st
     (substituted, deleted and inserted tokens) to the closest reference, divided by the summed
     token counts of those references, ``(S + D + I) / N`` as speech recognition's WER (Jurafsky
     and Martin, *Speech and Language Processing*, 3rd ed., "Word Error Rate"; NIST sclite). For
-    symbol-level targets such as ``"Charlie Alpha Bravo"`` each symbol counts once, where
+    symbol-level targets such as ``"Charlie Alfa Bravo"`` each symbol counts once, where
     :func:`character_error_rate` would count its characters.
 
     Args:
@@ -37,12 +37,13 @@ def token_error_rate(hypotheses: Sequence[str], references: Sequence[Sequence[st
         references: the references of each hypothesis, at least one each.
 
     Returns:
-        A rate ``>= 0``: 0 when every hypothesis equals a reference token for token, above 1
+        A rate ``>= 0``: 0 when every hypothesis equals a reference token for token, over 1
         when hypotheses insert more tokens than the references hold. An empty reference counts
         one token, so the rate stays defined.
 
     Raises:
-        ValueError: ``hypotheses`` and ``references`` differ in length.
+        ValueError: ``hypotheses`` and ``references`` differ in length, or a hypothesis has
+            no reference.
     """
     from rapidfuzz.distance import Levenshtein
 
