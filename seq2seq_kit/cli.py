@@ -317,6 +317,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"sentences:   {n} ({len(dataset.pairs)} pairs; all references of a source count)")
     print(f"exact match: {scores['exact_match']:.4f} ({round(scores['exact_match'] * n)}/{n})")
     print(f"CER:         {scores['cer']:.4f}")
+    print(f"token error rate: {scores['token_error_rate']:.4f}  (WER over whitespace tokens)")
     print(f"chrF:        {scores['chrf']:.2f}  ({scores['chrf_signature']})")
     print(f"BLEU:        {scores['bleu']:.2f}  ({scores['bleu_signature']})")
     if scores["bleu_note"]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import string
+
 import numpy as np
 
 from .data import Dataset
@@ -51,7 +53,105 @@ def number_words(
     return Dataset(pairs, f"num2words-{lang}")
 
 
+#: The ICAO/NATO spelling alphabet, in its official spellings ("Alfa", "Juliett", "X-ray").
+NATO_ALPHABET = dict(
+    zip(
+        string.ascii_lowercase,
+        (
+            "Alfa",
+            "Bravo",
+            "Charlie",
+            "Delta",
+            "Echo",
+            "Foxtrot",
+            "Golf",
+            "Hotel",
+            "India",
+            "Juliett",
+            "Kilo",
+            "Lima",
+            "Mike",
+            "November",
+            "Oscar",
+            "Papa",
+            "Quebec",
+            "Romeo",
+            "Sierra",
+            "Tango",
+            "Uniform",
+            "Victor",
+            "Whiskey",
+            "X-ray",
+            "Yankee",
+            "Zulu",
+        ),
+        strict=True,
+    )
+)
+
+#: The longest word :func:`nato` draws: every word of that length is one int64 draw.
+NATO_MAX_LENGTH = 12
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"nato {name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"nato {name} must be in {low}..{high}, got {value}")
+    return value
+
+
+def _spread(count: int, capacities: list[int]) -> list[int]:
+    """Share ``count`` among lengths as evenly as their capacities allow, shortest first;
+    what a short length cannot hold (26 one-letter words) goes to the longer ones."""
+    shares = []
+    for i, capacity in enumerate(capacities):
+        share = min(capacity, count // (len(capacities) - i))
+        shares.append(share)
+        count -= share
+    shares[-1] += count  # the floor divisions' remainder; the longest length holds it
+    return shares
+
+
+def nato(count: int = 1000, min_length: int = 1, max_length: int = 5, seed: int = 0) -> Dataset:
+    """``count`` distinct lowercase words of ``min_length`` to ``max_length`` random letters,
+    each paired with its spelling in the NATO alphabet, one symbol per letter, separated by
+    single spaces (``"cab" -> "Charlie Alfa Bravo"``): a characters-to-symbols task, to
+    train with ``tokenizer = "char"`` on the source and ``"word"`` on the target.
+
+    The words are drawn by ``seed`` from the 26 letters (nothing is downloaded), the lengths
+    as evenly as each length's 26**length words allow, in shuffled order.
+
+    Raises:
+        TypeError: an option that is not an integer.
+        ValueError: ``min_length`` outside ``1..12``, ``max_length`` outside
+            ``min_length..12``, ``count`` outside 1 up to the number of words of those
+            lengths, or a negative ``seed``.
+    """
+    _check_int("min_length", min_length, 1, NATO_MAX_LENGTH)
+    _check_int("max_length", max_length, min_length, NATO_MAX_LENGTH)
+    lengths = range(min_length, max_length + 1)
+    capacities = [26**length for length in lengths]
+    _check_int("count", count, 1, sum(capacities))
+    _check_int("seed", seed, 0, 2**32 - 1)
+    rng = np.random.default_rng(seed)
+    words = []
+    for length, capacity, share in zip(
+        lengths, capacities, _spread(count, capacities), strict=True
+    ):
+        for index in rng.choice(capacity, size=share, replace=False):
+            # the index's base-26 digits, most significant first, are the word's letters
+            digits = np.unravel_index(index, (26,) * length)
+            words.append("".join(string.ascii_lowercase[d] for d in digits))
+    pairs = tuple(
+        (words[i], " ".join(NATO_ALPHABET[c] for c in words[i]))
+        for i in rng.permutation(len(words))
+    )
+    return Dataset(pairs, "nato")
+
+
 @hookimpl
 def register_datasets(register):
     register("digits", digits)
     register("num2words", number_words)
+    register("nato", nato)
