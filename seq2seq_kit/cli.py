@@ -116,7 +116,7 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
-        help="exact match, CER, chrF and BLEU on a TSV file",
+        help="exact match, CER, token error rate, chrF and BLEU on a TSV file",
         description="Decoding flags default to the model's saved [decode] settings.",
     )
     p.add_argument("--model", required=True, help="model directory")

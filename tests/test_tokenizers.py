@@ -161,7 +161,8 @@ def test_characters_in_symbols_out_through_the_cli(tmp_path, capsys):
     assert main(["evaluate", "--model", str(out), "--data", str(data)]) == 0
     printed = capsys.readouterr().out
     exact = float(printed.split("exact match:")[1].split()[0])
-    assert exact > 0.9, printed
+    errors = float(printed.split("token error rate:")[1].split()[0])
+    assert exact > 0.9 and errors < 0.05, printed
 
 
 def test_model_directories_from_before_tokenizer_options_load(tmp_path):
