@@ -4,7 +4,6 @@ and a tokenizer plugin installed from a throwaway distribution."""
 import json
 import subprocess
 import sys
-import textwrap
 import unicodedata
 
 import pytest
@@ -176,62 +175,23 @@ def test_model_directories_from_before_tokenizer_options_load(tmp_path):
     assert seq2seq_kit.load(out).translate(["1", "2"]) == ["one", "two"]
 
 
-PYPROJECT = """
-[build-system]
-requires = ["setuptools>=61"]
-build-backend = "setuptools.build_meta"
+def docs_block(title: str) -> str:
+    """The code block titled ``title`` in docs/tokenizers.md: the test installs what the
+    page shows."""
+    import re
+    from pathlib import Path
 
-[project]
-name = "seq2seq-kit-reverse"
-version = "0.1.0"
-dependencies = []
-
-[project.entry-points.seq2seq_kit]
-reverse = "s2s_reverse"
-"""
-
-PLUGIN = '''
-"""A third-party tokenizer: characters, reversed (so decoding must undo it)."""
-from seq2seq_kit import hookimpl
-
-
-class Reverse:
-    name = "reverse"
-
-    def encode(self, text):
-        return list(reversed(text))
-
-    def decode(self, pieces):
-        return "".join(reversed(pieces))
-
-    def train(self, texts):
-        pass
-
-    def save(self, directory, prefix):
-        (directory / f"{prefix}reverse.txt").write_text("reversed characters")
-        return [f"{prefix}reverse.txt"]
-
-    def options(self):
-        return {}
-
-
-def make(options, directory, prefix):
-    if directory is not None:
-        assert (directory / f"{prefix}reverse.txt").read_text() == "reversed characters"
-    return Reverse()
-
-
-@hookimpl
-def register_tokenizers(register):
-    register("reverse", make)
-'''
+    page = (Path(__file__).resolve().parents[1] / "docs" / "tokenizers.md").read_text()
+    found = re.search(rf'^```\w+ title="{re.escape(title)}"\n(.*?)^```$', page, re.S | re.M)
+    assert found, title
+    return found.group(1)
 
 
 def test_tokenizer_plugin_from_a_throwaway_distribution(tmp_path):
     package = tmp_path / "pkg"
     (package / "s2s_reverse").mkdir(parents=True)
-    (package / "pyproject.toml").write_text(PYPROJECT)
-    (package / "s2s_reverse" / "__init__.py").write_text(textwrap.dedent(PLUGIN))
+    (package / "pyproject.toml").write_text(docs_block("pyproject.toml"))
+    (package / "s2s_reverse" / "__init__.py").write_text(docs_block("s2s_reverse/__init__.py"))
     env = install(package, tmp_path / "site")
     out = tmp_path / "m"
 
