@@ -18,6 +18,8 @@ Order of a run (each step a fresh subprocess, see ``_common.call``; logs in
 4. bench_memory: two processes per backend (100,000 and 10,000 pairs).
 5. bench_loading: two processes loading ``--limit 3`` pairs, from a large and a tiny TSV file.
 6. bench_startup: the CLI commands, in subprocesses.
+7. bench_batching: Tatoeba training with token against sentence batches, numpy backend,
+   one thread whatever ``--threads`` says (three processes).
 
 Threads: by default every framework keeps its own default (one thread per core for
 OpenBLAS, PyTorch and TensorFlow's pools) and perf.json records what each process used
@@ -54,7 +56,7 @@ from _common import (  # noqa: E402
     thread_env,
 )
 
-BENCHES = ("digits", "decode", "train", "memory", "loading", "startup")
+BENCHES = ("digits", "decode", "train", "memory", "loading", "startup", "batching")
 
 SIZES = {
     "full": {
@@ -71,6 +73,7 @@ SIZES = {
         "memory_steps": 200,
         "loading_mb": 300,
         "startup_runs": 11,
+        "batching_seconds": 60.0,
         "timeout": 3600,
     },
     "quick": {
@@ -87,6 +90,7 @@ SIZES = {
         "memory_steps": 3,
         "loading_mb": 30,
         "startup_runs": 3,
+        "batching_seconds": 5.0,
         "timeout": 900,
     },
 }
@@ -170,6 +174,7 @@ def main() -> None:
     parser.add_argument("--only", action="append", choices=BENCHES, help="run only these")
     args = parser.parse_args()
 
+    import bench_batching
     import bench_decode
     import bench_digits
     import bench_loading
@@ -254,6 +259,11 @@ def main() -> None:
         from seq2seq_kit.plugins import registry
 
         rows += bench_startup.rows(startup, sorted(registry().backends))
+    batching: dict[str, Any] = {}
+    if "batching" in benches:
+        print("batching", flush=True)
+        batching = bench_batching.run(sizes, env)
+        rows += bench_batching.rows(batching)
 
     meta = {
         "machine": machine(),
@@ -273,6 +283,7 @@ def main() -> None:
         "memory": memory,
         "loading": loading,
         "startup": startup,
+        "batching": batching,
         "rows": rows,
     }
     RESULTS.mkdir(exist_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -61,6 +62,10 @@ def make_batch(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]
     )
 
 
+#: Units of ``batch_size`` in :func:`batches`: pairs, or padded tokens per batch.
+BATCH_TYPES = ("sentences", "tokens")
+
+
 def batches(
     sources: Sequence[Sequence[int]],
     targets: Sequence[Sequence[int]],
@@ -68,22 +73,87 @@ def batches(
     *,
     rng: np.random.Generator | None = None,
     bucket: bool = False,
+    batch_type: Literal["sentences", "tokens"] = "sentences",
 ) -> Iterator[Batch]:
-    """Yield batches of at most ``batch_size`` pairs.
+    """Yield the :class:`Batch` es of one pass over the pairs, each pair in exactly one.
 
-    ``rng`` shuffles the pairs (and, with ``bucket``, the order of the batches); ``bucket``
-    groups pairs of similar source+target length so that batches carry little padding,
-    as torchtext's ``BucketIterator`` does.
+    Args:
+        sources, targets: id lists (no BOS/EOS), one per pair, of equal count.
+        batch_size: with ``batch_type="sentences"``, at most this many pairs per batch; with
+            ``"tokens"``, at most this many padded tokens per batch (:func:`token_cost`), as
+            fairseq's ``--max-tokens``: rows x the longest of the source and target widths.
+            A pair costing more than ``batch_size`` on its own is a batch by itself, never
+            dropped.
+        rng: shuffles the pairs (and, with ``bucket``, the order of the batches); None keeps
+            the order of the data. Every draw is made before the first batch is yielded, so
+            a run resumed mid-epoch replays an epoch's batches from the rng state at its
+            start.
+        bucket: group pairs of similar length so that batches carry little padding, as
+            torchtext's ``BucketIterator`` does: sorted by source+target length
+            (``"sentences"``) or by :func:`token_cost` of the pair then source+target length
+            (``"tokens"``), cut into batches, then the batches shuffled.
+        batch_type: ``"sentences"`` or ``"tokens"``.
+
+    Raises:
+        ValueError: ``batch_size`` below 1, an unknown ``batch_type``, or unequal counts.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = np.arange(len(sources)) if rng is None else rng.permutation(len(sources))
-    if bucket:
-        lengths = np.array([len(sources[i]) + len(targets[i]) for i in order])
-        order = order[np.argsort(lengths, kind="stable")]
-    starts = list(range(0, len(order), batch_size))
-    if bucket and rng is not None:
-        starts = [starts[i] for i in rng.permutation(len(starts))]
-    for start in starts:
-        chunk = order[start : start + batch_size]
+    if batch_type not in BATCH_TYPES:
+        raise ValueError(f"batch_type must be one of {', '.join(BATCH_TYPES)}, got {batch_type!r}")
+    if len(sources) != len(targets):
+        raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
+    for chunk in _plan(sources, targets, batch_size, rng, bucket, batch_type):
         yield make_batch([sources[i] for i in chunk], [targets[i] for i in chunk])
+
+
+def token_cost(source: Sequence[int], target: Sequence[int]) -> int:
+    """Padded positions one pair needs per batch row: ``max(len(source), len(target) + 1)``,
+    the widths of its ``src_ids`` and ``tgt_in`` rows (the target gains BOS / EOS). A batch
+    of ``B`` pairs costs ``B`` x the largest cost among them: the size of the larger of its
+    two padded id arrays, which bounds its padded target positions as well."""
+    return max(len(source), len(target) + 1)
+
+
+def _plan(
+    sources: Sequence[Sequence[int]],
+    targets: Sequence[Sequence[int]],
+    batch_size: int,
+    rng: np.random.Generator | None,
+    bucket: bool,
+    batch_type: str,
+) -> list[np.ndarray]:
+    """The pair indices of each batch, in yield order; all of ``rng``'s draws happen here."""
+    n = len(sources)
+    order = np.arange(n) if rng is None else rng.permutation(n)
+    if bucket:
+        totals = np.array([len(sources[i]) + len(targets[i]) for i in order], dtype=np.int64)
+    if batch_type == "tokens":
+        costs = np.array([token_cost(sources[i], targets[i]) for i in order], dtype=np.int64)
+        if bucket:
+            # lexsort is stable: equal lengths keep the shuffled order, so each epoch's
+            # batches hold different pairs
+            by_length = np.lexsort((totals, costs))
+            order, costs = order[by_length], costs[by_length]
+        chunks = [order[a:b] for a, b in _token_bounds(costs, batch_size)]
+    else:
+        if bucket:
+            order = order[np.argsort(totals, kind="stable")]
+        chunks = [order[a : a + batch_size] for a in range(0, n, batch_size)]
+    if bucket and rng is not None:
+        chunks = [chunks[i] for i in rng.permutation(len(chunks))]
+    return chunks
+
+
+def _token_bounds(costs: np.ndarray, budget: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` of consecutive runs of ``costs`` whose rows x largest cost stays
+    within ``budget``, filled greedily; a single pair over the budget is a run of its own."""
+    start, widest = 0, 0
+    for i, cost in enumerate(costs.tolist()):
+        wider = max(widest, cost)
+        if i > start and (i - start + 1) * wider > budget:
+            yield start, i
+            start, wider = i, cost
+        widest = wider
+    if len(costs):
+        yield start, len(costs)

@@ -130,7 +130,18 @@ class ModelConfig(_Section):
 
 class TrainConfig(_Section):
     epochs: int = Field(300, ge=1, description="passes over the training pairs")
-    batch_size: int = Field(2, ge=1, description="pairs per optimizer step")
+    batch_size: int = Field(
+        2,
+        ge=1,
+        description="per optimizer step: pairs (batch_type = sentences) or at most this many "
+        "padded tokens (batch_type = tokens)",
+    )
+    batch_type: Literal["sentences", "tokens"] = Field(
+        "sentences",
+        description="unit of batch_size: sentences (pairs) or tokens (rows x the longest "
+        "source or target, BOS included, in the batch, as fairseq's --max-tokens; a pair over "
+        "batch_size tokens trains alone); bucket = true batches pairs of similar length",
+    )
     learning_rate: float = Field(1e-3, gt=0, description="Adam step size")
     clip_norm: float = Field(5.0, ge=0, description="global gradient-norm clip; 0: off")
     # 2**32 - 1: the widest seed every framework's generator takes (NumPy, torch, TF, JAX)

@@ -358,7 +358,14 @@ def _train_epoch(
     start = time.perf_counter()
     try:
         for step, batch in enumerate(
-            batches(*train, config.batch_size, rng=rng, bucket=config.bucket), start=1
+            batches(
+                *train,
+                config.batch_size,
+                rng=rng,
+                bucket=config.bucket,
+                batch_type=config.batch_type,
+            ),
+            start=1,
         ):
             if step <= done:
                 if step == done:

@@ -68,24 +68,51 @@ def assert_same_training(a, b):
         np.testing.assert_array_equal(value, b.weights[key], err_msg=key)
 
 
+def record_batch_rows(monkeypatch):
+    """Rows of each batch the numpy model trains on, in order, until ``monkeypatch.undo``."""
+    cls = numpy_model_class()
+    original = cls.train_step
+    rows = []
+
+    def train_step(self, batch):
+        rows.append(len(batch))
+        return original(self, batch)
+
+    monkeypatch.setattr(cls, "train_step", train_step)
+    return rows
+
+
 @POSIX_ONLY
 @pytest.mark.parametrize(
-    ("number", "epoch", "step", "bucket"),
+    ("number", "epoch", "step", "bucket", "batch_type"),
     [
-        (signal.SIGINT, 3, 2, False),  # in the middle of an epoch
+        (signal.SIGINT, 3, 2, False, "sentences"),  # in the middle of an epoch
         # after the last step of an epoch, before its evaluation
-        (signal.SIGTERM, 2, STEPS_PER_EPOCH, True),
+        (signal.SIGTERM, 2, STEPS_PER_EPOCH, True, "sentences"),
+        # batches of at most 100 padded tokens, their rows varying with the lengths
+        (signal.SIGINT, 3, 2, True, "tokens"),
     ],
 )
 def test_signal_saves_mid_epoch_and_resume_is_exact(
-    tmp_path, monkeypatch, number, epoch, step, bucket
+    tmp_path, monkeypatch, number, epoch, step, bucket, batch_type
 ):
     config = small_config(5)  # dropout and scheduled sampling: both draw random numbers
     config.train.bucket = bucket
+    if batch_type == "tokens":
+        config.train.batch_type, config.train.batch_size = "tokens", 100
+    rows = record_batch_rows(monkeypatch)
     seq2seq_kit.train(config, out=tmp_path / "straight")
+    monkeypatch.undo()
+    # fixed-size batches, or sorted lengths cut the same way: the same steps each epoch
+    steps_per_epoch, rest = divmod(len(rows), config.train.epochs)
+    assert rest == 0 and sum(rows[:steps_per_epoch]) == 45
+    if batch_type == "sentences":
+        assert steps_per_epoch == STEPS_PER_EPOCH
+    else:
+        assert len(set(rows)) > 1 and max(rows) > 8  # not 8 pairs a batch
 
     config.train.save_seconds = 3600.0  # only the interruption saves
-    signal_after_steps(monkeypatch, (epoch - 1) * STEPS_PER_EPOCH + step, number)
+    signal_after_steps(monkeypatch, (epoch - 1) * steps_per_epoch + step, number)
     out = tmp_path / "split"
     with pytest.raises(TrainingInterrupted) as caught:
         seq2seq_kit.train(config, out=out)
