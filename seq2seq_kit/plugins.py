@@ -48,7 +48,7 @@ class Registry:
         manager: the pluggy manager holding every registered plugin.
         backends: backend name -> backend.
         datasets: dataset name -> loader.
-        tokenizers: tokenizer name -> ``make(options, directory)``.
+        tokenizers: tokenizer name -> ``make(options, directory, prefix)``.
         failures: plugin name (or ``plugin:backend``) -> why it was skipped.
         excluded: entry-point name -> distribution (or None), for each plugin that
             ``SEQ2SEQ_KIT_PLUGINS`` kept from loading.
