@@ -365,7 +365,8 @@ def _tokenizers(
         try:
             made.append(make_tokenizer(name, options))
         except ValueError as exc:
-            raise ConfigError(f"{key}: {exc}") from None
+            given = f" with options {options} (data.tokenizer_options, {side}_tokenizer_options)"
+            raise ConfigError(f"{key} = {name!r}{given if options else ''}: {exc}") from None
     texts = [[normalize(pair[i]) for pair in train_pairs] for i in range(2)]
     if cfg.data.shared_vocabulary:
         made, texts = [made[0]], [texts[0] + texts[1]]
@@ -373,7 +374,10 @@ def _tokenizers(
         try:
             tokenizer.train(side_texts)
         except ValueError as exc:
-            raise DataError(f"training the {side} tokenizer ({tokenizer.name}): {exc}") from None
+            which = "shared" if cfg.data.shared_vocabulary else side
+            raise DataError(
+                f"training the {which} tokenizer ({tokenizer.name}, data.tokenizer_options): {exc}"
+            ) from None
     return (made[0], made[0]) if cfg.data.shared_vocabulary else (made[0], made[1])
 
 

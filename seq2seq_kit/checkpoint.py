@@ -309,8 +309,7 @@ def load_checkpoint(path: str | os.PathLike[str], extra: bool = False) -> Checkp
         for name, sha in doc.get("tokenizer_files", {}).items():
             file, sha = _file_entry(path, {"file": name, "sha256": sha})
             _verify(file, sha, model_file)
-        source_vocab = Vocabulary.from_dict(doc["source_vocab"], path, "source-")
-        target_vocab = Vocabulary.from_dict(doc["target_vocab"], path, "target-")
+        source_vocab, target_vocab = _vocabularies(doc, path, model_file)
         weights_file, expected_sha = _file_entry(path, doc["weights"])
         max_length = doc.get("max_length", 50)
         if type(max_length) is not int or max_length < 1:
@@ -336,6 +335,25 @@ def load_checkpoint(path: str | os.PathLike[str], extra: bool = False) -> Checkp
             arrays[key] = arrays[key].reshape(())
         tensors[name] = arrays
     return Checkpoint(spec, source_vocab, target_vocab, weights, max_length, meta, tensors)
+
+
+def _vocabularies(doc: dict[str, Any], path: Path, model_file: Path) -> tuple[Any, Any]:
+    """Both vocabularies, each tokenizer reading its files; a tokenizer this installation
+    lacks (a plugin's) is named as such, not as a damaged file."""
+    from .plugins import registry
+
+    vocabularies = []
+    for side in ("source", "target"):
+        data = doc[f"{side}_vocab"]
+        name = data.get("tokenizer", "char") if isinstance(data, dict) else None
+        if isinstance(name, str) and name not in registry().tokenizers:
+            raise CheckpointError(
+                f"{model_file}: the {side} side needs tokenizer {name!r}, which is not "
+                f"installed (installed: {', '.join(sorted(registry().tokenizers))}); install "
+                f"the plugin that registers it"
+            )
+        vocabularies.append(Vocabulary.from_dict(data, path, f"{side}-"))
+    return vocabularies[0], vocabularies[1]
 
 
 def _file_entry(path: Path, info: Any) -> tuple[Path, str]:

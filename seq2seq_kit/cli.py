@@ -287,7 +287,7 @@ def _translate(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from .api import load
     from .data import load_dataset
-    from .errors import DataError, UnknownTokenError
+    from .errors import DataError, UnknownTokenError, describe_token
     from .metrics import group_references, score
 
     translator = load(args.model, backend=args.backend)
@@ -304,8 +304,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             (n for (s, _), n in zip(dataset.pairs, lines, strict=True) if s == source), None
         )
         raise DataError(
-            f"source character {exc.position}: {exc.token!r} (U+{ord(exc.token[0]):04X}) was "
-            f"never seen in training; --unknown replace maps it to <unk>",
+            f"source {describe_token(exc.token, exc.position, exc.kind)} was never seen in "
+            f"training; --unknown replace maps it to <unk>",
             dataset.path or dataset.name,
             line,
         ) from None

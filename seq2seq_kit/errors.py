@@ -28,13 +28,21 @@ class UnknownTokenError(Seq2SeqError, ValueError):
     """An input token (character or word) is not in the model's source vocabulary."""
 
     def __init__(self, token: str, position: int, text: str, line: int | None, tokenizer: str):
-        kind = {"char": "character", "word": "word"}.get(tokenizer, "piece")
         where = f"input line {line}, " if line is not None else ""
         super().__init__(
-            f"{where}{kind} {position}: {token!r} (U+{ord(token[0]):04X}) in {text!r} was never "
-            f"seen in training; pass unknown='replace' (CLI: --unknown replace) to map it to <unk>"
+            f"{where}{describe_token(token, position, tokenizer)} in {text!r} was never seen in "
+            f"training; pass unknown='replace' (CLI: --unknown replace) to map it to <unk>"
         )
         self.token, self.position, self.line = token, position, line
+        self.kind = tokenizer
+
+
+def describe_token(token: str, position: int, tokenizer: str) -> str:
+    """``character 2: 'a' (U+0061)``, ``word 3: 'here'`` or ``piece 1: '▁Hi'``: a code point
+    only where the token is one character."""
+    kind = {"char": "character", "word": "word"}.get(tokenizer, "piece")
+    code = f" (U+{ord(token):04X})" if len(token) == 1 else ""
+    return f"{kind} {position}: {token!r}{code}"
 
 
 class CheckpointError(Seq2SeqError):

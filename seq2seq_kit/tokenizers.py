@@ -9,7 +9,8 @@ The contract (a :class:`Tokenizer`):
 
 - ``encode(text) -> list[str]`` and ``decode(pieces) -> str``, with
   ``decode(encode(text)) == text`` for NFC text that the tokenizer keeps whole (``word``
-  joins words with one space: it keeps text whose words are separated by single spaces).
+  joins words with one space: it keeps text whose words are separated by single spaces;
+  ``sentencepiece`` keeps all text but U+2581, its own mark for a space).
 - ``train(texts)``: learn from the training texts only (never validation or test text); a
   tokenizer with nothing to learn does nothing.
 - ``save(directory, prefix) -> list[str]``: write the files a trained tokenizer needs into
@@ -24,6 +25,7 @@ The contract (a :class:`Tokenizer`):
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -191,6 +193,12 @@ class SentencePieceTokenizer:
                 minloglevel=2,
             )
         except RuntimeError as exc:
+            largest = re.search(r"<= (\d+)", str(exc))
+            if largest and "Vocabulary size" in str(exc):
+                raise ValueError(
+                    f"vocab_size {options.vocab_size} is more pieces than these training texts "
+                    f"allow; at most {largest.group(1)}"
+                ) from None
             raise ValueError(f"sentencepiece: {exc}") from None
         self._load(model.getvalue())
 

@@ -66,7 +66,7 @@ def test_bad_tokenizer_options_name_the_option():
     config = quick()
     config.data.tokenizer_options = {"min_frequncy": 2}
     config.data.tokenizer = "word"
-    with pytest.raises(ConfigError, match="data.tokenizer: tokenizer 'word' options: min_frequncy"):
+    with pytest.raises(ConfigError, match=r"data.tokenizer = 'word' with options .*min_frequncy"):
         seq2seq_kit.train(config, data=[("a b", "c d")] * 3)
 
 
@@ -94,8 +94,15 @@ TRAINED.train(SENTENCES)
 def test_too_large_a_vocabulary_is_a_data_error():
     config = quick()
     config.data.tokenizer, config.data.tokenizer_options = "sentencepiece", {"vocab_size": 5000}
-    with pytest.raises(DataError, match="training the source tokenizer"):
+    with pytest.raises(DataError, match=r"source tokenizer .*vocab_size 5000 .* at most \d+"):
         seq2seq_kit.train(config, data=[("ab", "cd")] * 5)
+
+
+def test_an_unseen_word_is_named_as_a_word():
+    vocab = Vocabulary.build(["the cat"], "word")
+    with pytest.raises(ValueError, match=r"word 2: 'dog' in 'the dog' was never seen") as info:
+        vocab.encode("the dog")
+    assert "U+" not in str(info.value)
 
 
 def test_sentencepiece_model_lives_in_the_model_directory_and_is_checked(tmp_path):
@@ -213,4 +220,4 @@ def test_tokenizer_plugin_from_a_throwaway_distribution(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert res.returncode == 2 and "unknown tokenizer 'reverse'" in res.stderr
+    assert res.returncode == 2 and "needs tokenizer 'reverse', which is not installed" in res.stderr
