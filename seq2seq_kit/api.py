@@ -30,7 +30,7 @@ from .config import (
     load_config,
     resolve_backend,
 )
-from .data import Dataset, Pair, check_pairs, load_dataset, split
+from .data import Dataset, Pair, check_pairs, load_dataset, split, surrogate_at
 from .decoding import Hypothesis, beam_search, greedy
 from .errors import BackendError, CheckpointError, ConfigError, DataError, Seq2SeqError
 from .logs import stdout_logging
@@ -381,15 +381,6 @@ def _tokenizers(
     return (made[0], made[0]) if cfg.data.shared_vocabulary else (made[0], made[1])
 
 
-def _is_utf8(text: str) -> bool:
-    """False for text holding surrogates: undecodable bytes of a path or argument."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _load_pairs(
     cfg: Config, pairs: tuple[Pair, ...] | None, saved: Checkpoint | None
 ) -> tuple[Dataset, list[Pair], list[Pair], int, tuple[Tokenizer, Tokenizer]]:
@@ -430,7 +421,7 @@ def _load_pairs(
         split_away = f"the validation split (valid_fraction {fraction}) holds out all pairs"
     for key in ("source", "valid"):
         value = getattr(cfg.data, key)
-        if value is not None and not _is_utf8(value):
+        if value is not None and surrogate_at(value) is not None:
             raise ConfigError(f"data.{key}: {value!r} is not valid UTF-8 (model.json stores it)")
     caps = {f"data.{k}": v for k, v in cfg.data.model_dump().items() if k.startswith("max_")}
     if not train_pairs:

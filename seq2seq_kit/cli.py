@@ -253,12 +253,12 @@ def _read_inputs(texts: Sequence[str]) -> list[str]:
 def _check_utf8(text: str, what: str) -> None:
     """Arguments reach Python with undecodable bytes as surrogates: refuse them as the
     stdin and file readers refuse invalid UTF-8."""
+    from .data import surrogate_at
     from .errors import DataError
 
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise DataError(f"{what} is not valid UTF-8 (character {exc.start + 1})") from None
+    at = surrogate_at(text)
+    if at is not None:
+        raise DataError(f"{what} is not valid UTF-8 (character {at})")
 
 
 def _translate(args: argparse.Namespace) -> int:

@@ -254,12 +254,6 @@ def describe_errors(exc: ValidationError, names: dict[tuple[str, ...], str] | No
     return "; ".join(problems)
 
 
-def looks_like_path(source: str, base: Path) -> bool:
-    """Whether a ``data.source``/``data.valid`` value names a file rather than a dataset, by
-    the rule :func:`seq2seq_kit.data.load_dataset` applies."""
-    return os.path.sep in source or source.endswith((".tsv", ".txt")) or (base / source).exists()
-
-
 def load_config(path: str | os.PathLike[str] | None) -> Config:
     """Read and validate a TOML config; ``None`` gives the defaults. Keys the file sets are
     the model's ``model_fields_set`` (a resumed run compares only those).
@@ -281,6 +275,7 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    from .data import looks_like_path
     from .plugins import registry
 
     base = path.resolve().parent

@@ -31,6 +31,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -195,6 +196,24 @@ def _rows(
             return
 
 
+def surrogate_at(text: str) -> int | None:
+    """1-based position of the first lone surrogate in ``text`` (how Python carries bytes
+    that were not valid UTF-8 in an argument or a path), or None for valid text."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start + 1
+    return None
+
+
+def looks_like_path(source: str, base: str | os.PathLike[str] = ".") -> bool:
+    """Whether a data source that is no registered dataset names a file: it has a path
+    separator, a ``.tsv``/``.txt`` suffix, or exists under ``base``."""
+    return (
+        os.path.sep in source or source.endswith((".tsv", ".txt")) or (Path(base) / source).exists()
+    )
+
+
 def check_pairs(pairs: Iterable[Any], name: str = "pairs") -> tuple[Pair, ...]:
     """Pairs given in Python, held to the rules of a TSV row: each a (source, target) of two
     strings, neither empty nor only whitespace. Returns them as a tuple of tuples.
@@ -218,14 +237,13 @@ def check_pairs(pairs: Iterable[Any], name: str = "pairs") -> tuple[Pair, ...]:
             role = "source" if not pair[0].strip() else "target"
             raise DataError(f"pair {number} has an empty {role}: {tuple(pair)!r}", name)
         for role, text in zip(("source", "target"), pair, strict=True):
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError as exc:  # lone surrogates: undecodable bytes
+            at = surrogate_at(text)
+            if at is not None:
                 raise DataError(
                     f"pair {number}: the {role} is not valid text (a lone surrogate at "
-                    f"character {exc.start + 1})",
+                    f"character {at})",
                     name,
-                ) from None
+                )
         checked.append((pair[0], pair[1]))
     if not checked:
         raise DataError("no pairs given", name)
@@ -292,7 +310,7 @@ def load_dataset(source: str, limit: int | None = None, **options: Any) -> Datas
                 dataset, pairs=dataset.pairs[:limit], lines=dataset.lines[:limit]
             )
         return dataset
-    if os.path.sep in source or source.endswith((".tsv", ".txt")) or os.path.exists(source):
+    if looks_like_path(source):
         rows = read_tsv_rows(source, limit)
         return Dataset(
             tuple((s, t) for _, s, t in rows),
