@@ -50,10 +50,15 @@ class DataConfig(_Section):
     )
     tokenizer: str = Field(
         "char",
+        min_length=1,
         description="both sides' tokenizer: char, word, sentencepiece, or a plugin's",
     )
-    source_tokenizer: str | None = Field(None, description="the source side's; default: tokenizer")
-    target_tokenizer: str | None = Field(None, description="the target side's; default: tokenizer")
+    source_tokenizer: str | None = Field(
+        None, min_length=1, description="the source side's; default: tokenizer"
+    )
+    target_tokenizer: str | None = Field(
+        None, min_length=1, description="the target side's; default: tokenizer"
+    )
     tokenizer_options: dict[str, Any] = Field(
         default_factory=dict,
         description="both sides' tokenizer options, e.g. word: {min_frequency, max_size}; "

@@ -261,6 +261,7 @@ def test_files_that_appear_during_training_and_user_tensors_are_kept(tmp_path, m
         (["--bidirectional", "--no-bidirectional"], "given more than once"),
         (["--hidden-size", "99999999999"], "argument --hidden-size"),
         (["--num-layers", "100000"], "argument --num-layers"),
+        (["--source-tokenizer", ""], "argument --source-tokenizer"),
     ],
 )
 def test_more_values_refused_before_anything_runs(tmp_path, args, message, capsys):
