@@ -21,7 +21,7 @@ import numpy as np
 
 from .batching import Batch
 from .errors import BackendError
-from .spec import ModelSpec, OptimizerSpec
+from .spec import ModelSpec, OptimizerSpec, Spec, TransformerSpec
 from .validation import CheckedModel, checked
 
 State = Any
@@ -38,6 +38,7 @@ KNOWN_CAPABILITIES = frozenset(
         "attention",
         "dropout",
         "resume",
+        "transformer",
     }
 )
 
@@ -48,19 +49,34 @@ class Model(Protocol):
     ``V`` the target vocabulary size.
 
     Loss everywhere is the mean cross-entropy, in nats, over the non-pad target positions
-    of the batch (``batch.tgt_mask``); pad positions contribute neither loss nor gradient.
+    of the batch (``batch.tgt_mask``), with label smoothing when the optimizer spec asks for
+    it (see :class:`~seq2seq_kit.spec.OptimizerSpec`); pad positions contribute neither loss
+    nor gradient.
 
     Called through :meth:`Backend.create`'s model, every method below receives arguments
     that :mod:`seq2seq_kit.validation` has checked: C-contiguous int32 ids inside the
     vocabulary, lengths in range, a mask matching its lengths, ``step`` and ``reorder``
-    arguments matching the state's rows. A backend need not check them again.
+    arguments matching the state's rows, widths within a Transformer's ``max_positions``.
+    A backend need not check them again.
+
+    Decoder states. ``step`` and ``reorder`` return a new state and leave the one they were
+    given valid and unchanged (the core may step a state twice, or keep a state while it
+    steps a reordered copy): a backend that keeps a key/value cache may grow it in a buffer
+    it owns only if older states still see what they saw. A Transformer's state holds each
+    decoder layer's self-attention keys and values for the positions so far, the
+    cross-attention keys and values of the encoder output, the source mask, and the next
+    position; ``reorder`` selects rows of all of them.
     """
 
-    spec: ModelSpec
+    spec: Spec
 
-    def train_step(self, batch: Batch) -> float:
-        """One optimizer step on ``batch``, with dropout if the spec asks for it; returns
-        the loss before the update."""
+    def train_step(self, batches: list[Batch]) -> float:
+        """One optimizer update from a non-empty list of batches, with dropout if the spec
+        asks for it; returns the loss before the update. Several batches accumulate their
+        gradients into one update (fairseq's ``--update-freq``): the loss and its gradient
+        are those of the batches' concatenation, the mean over all their non-pad target
+        positions, and clipping applies to that gradient. Dropout masks are drawn from
+        (seed, update, batch position in the list)."""
 
     def loss(self, batch: Batch) -> float:
         """The loss of ``batch`` without updating anything (no dropout: evaluation mode,
@@ -88,8 +104,9 @@ class Model(Protocol):
     def attention(self, state: State) -> np.ndarray | None:
         """Attention weights of the ``step`` that returned ``state``: float32 [B, S], S the
         width of the ``src_ids`` given to ``encode`` (zero past each source's length; rows
-        sum to 1, or are all zero for an empty source). ``None`` for a model without
-        attention or a state straight from ``encode``."""
+        sum to 1, or are all zero for an empty source). For a Transformer, the top decoder
+        layer's cross-attention averaged over heads (fairseq's choice). ``None`` for a model
+        without attention or a state straight from ``encode``."""
 
     def set_learning_rate(self, learning_rate: float) -> None:
         """Change the optimizer's step size from the next ``train_step`` on (schedules)."""
@@ -134,7 +151,9 @@ class Backend:
         name: what users select (``--backend NAME``).
         version: the plugin's version.
         capabilities: subset of :data:`KNOWN_CAPABILITIES` (and any the plugin adds).
-        build: ``build(spec: ModelSpec, *, seed: int, optimizer: OptimizerSpec) -> Model``.
+        build: ``build(spec: Spec, *, seed: int, optimizer: OptimizerSpec) -> Model``, with
+            ``spec`` a :class:`~seq2seq_kit.spec.ModelSpec` (RNN) or, for a backend declaring
+            ``transformer``, a :class:`~seq2seq_kit.spec.TransformerSpec`.
         distribution: the distribution that registered it (filled in by the core).
     """
 
@@ -145,7 +164,7 @@ class Backend:
     distribution: str = ""
 
     def create(
-        self, spec: ModelSpec, *, seed: int = 0, optimizer: OptimizerSpec | None = None
+        self, spec: Spec, *, seed: int = 0, optimizer: OptimizerSpec | None = None
     ) -> CheckedModel:
         """Build a model, importing the framework on first use. The model comes inside a
         :class:`~seq2seq_kit.validation.CheckedModel`, which checks (and converts) every
@@ -163,8 +182,10 @@ class Backend:
         return checked(self.build(spec, seed=seed, optimizer=optimizer or OptimizerSpec()))
 
 
-def required_capabilities(spec: ModelSpec) -> set[str]:
+def required_capabilities(spec: Spec) -> set[str]:
     """The capabilities a backend must declare to build ``spec``."""
+    if isinstance(spec, TransformerSpec):
+        return {"transformer"} | ({"dropout"} if spec.dropout or spec.attention_dropout else set())
     needed = {
         "embedding": spec.embedding_size > 0,
         "multilayer": spec.num_layers > 1,

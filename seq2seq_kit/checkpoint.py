@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .errors import CheckpointError
-from .spec import ModelSpec
+from .spec import Spec, spec_from_dict
 from .vocab import Vocabulary
 from .weights import check_weights
 
@@ -48,7 +48,7 @@ OWN_FILES = frozenset({MODEL_FILE, WEIGHTS_FILE, "last.safetensors", "optimizer.
 class Checkpoint:
     """Everything needed to rebuild a trained model in any backend."""
 
-    spec: ModelSpec
+    spec: Spec
     source_vocab: Vocabulary
     target_vocab: Vocabulary
     weights: dict[str, np.ndarray]
@@ -305,7 +305,7 @@ def load_checkpoint(path: str | os.PathLike[str], extra: bool = False) -> Checkp
             f"({FORMAT_VERSION}); upgrade seq2seq-kit"
         )
     try:
-        spec = ModelSpec.from_dict(doc["spec"])
+        spec = spec_from_dict(doc["spec"])
         for name, sha in doc.get("tokenizer_files", {}).items():
             file, sha = _file_entry(path, {"file": name, "sha256": sha})
             _verify(file, sha, model_file)

@@ -7,16 +7,22 @@ A spec holds no tensors and imports no framework; it is saved inside every check
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 CELLS = ("lstm", "gru")
 ATTENTION = ("none", "dot", "general", "bahdanau")
+ARCHITECTURES = ("rnn", "transformer")
+ACTIVATIONS = ("relu", "gelu")
+LAYER_NORMS = ("pre", "post")
+POSITIONS = ("sinusoidal", "learned")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """Architecture of an RNN encoder-decoder (Sutskever et al. 2014, "Sequence to Sequence
     Learning with Neural Networks"; the seed's Keras model is ``ModelSpec(V_src, V_tgt)``).
+
+    ``architecture`` is ``"rnn"`` (a class constant, saved by :meth:`to_dict`).
 
     Attributes:
         src_vocab_size: number of source ids, specials included.
@@ -49,6 +55,8 @@ class ModelSpec:
     attention: str = "none"
     dropout: float = 0.0
 
+    architecture: ClassVar[str] = "rnn"
+
     def __post_init__(self) -> None:
         for name in ("src_vocab_size", "tgt_vocab_size", "hidden_size", "num_layers"):
             if getattr(self, name) < 1:
@@ -75,15 +83,148 @@ class ModelSpec:
         return 4 if self.cell == "lstm" else 3
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"architecture": self.architecture, **asdict(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown model spec keys {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class TransformerSpec:
+    """Architecture of a Transformer encoder-decoder (Vaswani et al. 2017, "Attention Is All
+    You Need"; ``architecture`` is ``"transformer"``). ``D`` is ``d_model``.
+
+    Inputs are ``embedding[id] * sqrt(D) + position[t]`` (section 3.4), positions counted
+    from 0 on each side. Every attention is scaled dot-product multi-head attention
+    (section 3.2) with ``num_heads`` heads of ``D // num_heads`` units. A query that may see
+    no key (a source of length 0) gets zero weights and a zero context.
+
+    Attributes:
+        src_vocab_size: number of source ids, specials included.
+        tgt_vocab_size: number of target ids, specials included.
+        encoder_layers: encoder layers (self-attention, feed-forward).
+        decoder_layers: decoder layers (causal self-attention, cross-attention over the
+            encoder output, feed-forward).
+        d_model: width of every layer's input and output (and of the embeddings).
+        num_heads: attention heads; must divide ``d_model``.
+        ff_size: inner width of each position-wise feed-forward block.
+        dropout: inverted-dropout rate during ``train_step`` only: on the embedded inputs and
+            on each sub-layer's output before the residual sum (section 5.4).
+        attention_dropout: dropout rate on attention weights during ``train_step`` only.
+        activation: feed-forward non-linearity, ``"relu"`` (the paper's) or ``"gelu"``
+            (Hendrycks & Gimpel 2016, the exact erf form).
+        layer_norm: ``"pre"``: ``x + sublayer(norm(x))`` with a final norm on each side
+            (Wang et al. 2019; fairseq's ``--encoder-normalize-before``); ``"post"``:
+            ``norm(x + sublayer(x))``, the paper's. Norms use epsilon 1e-5.
+        positions: ``"sinusoidal"`` (section 3.5, sine on even and cosine on odd
+            features) or ``"learned"`` (a trained table per side).
+        max_positions: the longest sequence a side may have (the target counted with its
+            BOS); decoding stops there.
+        tie_output_embeddings: the output projection's kernel is the transposed target
+            embedding (Press & Wolf 2017); no ``decoder.output.kernel`` is stored.
+        share_embeddings: the source and target use one embedding table (needs equal
+            vocabularies, i.e. a shared vocabulary); no ``decoder.embedding`` is stored.
+    """
+
+    src_vocab_size: int
+    tgt_vocab_size: int
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    d_model: int = 64
+    num_heads: int = 4
+    ff_size: int = 256
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    activation: str = "relu"
+    layer_norm: str = "pre"
+    positions: str = "sinusoidal"
+    max_positions: int = 512
+    tie_output_embeddings: bool = False
+    share_embeddings: bool = False
+
+    architecture: ClassVar[str] = "transformer"
+
+    def __post_init__(self) -> None:
+        for name in (
+            "src_vocab_size",
+            "tgt_vocab_size",
+            "encoder_layers",
+            "decoder_layers",
+            "d_model",
+            "num_heads",
+            "ff_size",
+            "max_positions",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TransformerSpec.{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.num_heads:
+            raise ValueError(
+                f"TransformerSpec.num_heads ({self.num_heads}) must divide d_model ({self.d_model})"
+            )
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(
+                    f"TransformerSpec.{name} must be in [0, 1), got {getattr(self, name)}"
+                )
+        for name, allowed in (
+            ("activation", ACTIVATIONS),
+            ("layer_norm", LAYER_NORMS),
+            ("positions", POSITIONS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"TransformerSpec.{name} must be one of {allowed}, got {getattr(self, name)!r}"
+                )
+        if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
+            raise ValueError(
+                "TransformerSpec.share_embeddings needs one vocabulary for both sides "
+                f"(set [data] shared_vocabulary = true); the source has {self.src_vocab_size} "
+                f"ids and the target {self.tgt_vocab_size}"
+            )
+
+    @property
+    def head_size(self) -> int:
+        """Units of one attention head: ``d_model // num_heads``."""
+        return self.d_model // self.num_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"architecture": self.architecture, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TransformerSpec:
+        return _from_dict(cls, data)
+
+
+#: Any architecture's spec.
+Spec = ModelSpec | TransformerSpec
+
+_SPECS: dict[str, type] = {"rnn": ModelSpec, "transformer": TransformerSpec}
+
+
+def spec_from_dict(data: dict[str, Any]) -> Spec:
+    """Rebuild a spec saved by ``to_dict``; a dict without ``architecture`` (saved before
+    there was a choice) is an RNN.
+
+    Raises:
+        ValueError: an unknown architecture, an unknown key, or a value the spec refuses.
+    """
+    name = data.get("architecture", "rnn")
+    if name not in _SPECS:
+        raise ValueError(f"unknown model architecture {name!r}; known: {list(_SPECS)}")
+    return _SPECS[name].from_dict(data)
+
+
+def _from_dict(cls: type, data: dict[str, Any]):
+    data = dict(data)
+    architecture = data.pop("architecture", cls.architecture)
+    if architecture != cls.architecture:
+        raise ValueError(f"a {cls.__name__} cannot hold architecture {architecture!r}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown model spec keys {unknown}; known: {sorted(known)}")
+    return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -102,6 +243,12 @@ class OptimizerSpec:
         beta1, beta2: moment decay rates (paper defaults 0.9, 0.999).
         epsilon: numerical-stability term; 1e-7, Keras' default.
         clip_norm: maximum global L2 norm of the gradient; 0 disables clipping.
+        label_smoothing: epsilon of label smoothing (Szegedy et al. 2016, section 7): the
+            training objective at each non-pad target position is
+            ``(1 - epsilon) * -log p(y) + epsilon * mean_v(-log p(v))`` over all ``V`` ids,
+            i.e. cross-entropy against ``(1 - epsilon) * one_hot(y) + epsilon / V``
+            (PyTorch's ``CrossEntropyLoss(label_smoothing=)``, Keras' ``label_smoothing``).
+            ``train_step``, ``loss`` and ``gradients`` all use it; ``log_probs`` does not.
     """
 
     learning_rate: float = 1e-3
@@ -109,6 +256,13 @@ class OptimizerSpec:
     beta2: float = 0.999
     epsilon: float = 1e-7
     clip_norm: float = 5.0
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(
+                f"OptimizerSpec.label_smoothing must be in [0, 1), got {self.label_smoothing}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -14,7 +14,10 @@ every backend, ours or a third party's, rejects the same bad input with the same
   C-contiguous ``float32``, 1.0 on the first ``tgt_lengths[b]`` positions of row b and 0.0
   after;
 - ``step`` gets as many ``prev_ids`` as the state has rows; ``reorder`` gets a C-contiguous
-  ``int64`` [B'] index of rows that the state has.
+  ``int64`` [B'] index of rows that the state has;
+- for a Transformer, no source or target is wider than ``max_positions`` and ``step`` is never
+  called for a position at or past it;
+- ``train_step`` gets a non-empty list of batches (one, or several to accumulate).
 
 Any integer dtype is accepted for ids, lengths and indices (and any real or boolean dtype for
 the mask); the checked values are then converted, which cannot change them. Arrays that
@@ -30,7 +33,7 @@ import numpy as np
 
 from .batching import Batch
 from .errors import Seq2SeqError
-from .spec import ModelSpec
+from .spec import Spec, TransformerSpec
 
 
 class ModelInputError(Seq2SeqError, ValueError):
@@ -88,14 +91,25 @@ def _int32(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.int32)
 
 
-def _source(spec: ModelSpec, src_ids: Any, src_lengths: Any, prefix: str = ""):
+def _positions(spec: Spec, name: str, array: np.ndarray, side: str) -> None:
+    """A Transformer has positions 0 .. max_positions - 1 on each side."""
+    if isinstance(spec, TransformerSpec) and array.shape[1] > spec.max_positions:
+        raise ModelInputError(
+            name,
+            f"has {array.shape[1]} {side} positions but the model has max_positions "
+            f"{spec.max_positions}",
+        )
+
+
+def _source(spec: Spec, src_ids: Any, src_lengths: Any, prefix: str = ""):
     ids_name = prefix + "src_ids"
     ids = _ids(ids_name, src_ids, spec.src_vocab_size, "source", "[B, S]")
     lengths = _lengths(prefix + "src_lengths", src_lengths, *ids.shape, of=ids_name)
+    _positions(spec, ids_name, ids, "source")
     return _int32(ids), _int32(lengths)
 
 
-def check_source(spec: ModelSpec, src_ids: Any, src_lengths: Any) -> tuple[np.ndarray, ...]:
+def check_source(spec: Spec, src_ids: Any, src_lengths: Any) -> tuple[np.ndarray, ...]:
     """The arguments of ``encode``: ids [B, S] and lengths [B], as C-contiguous int32.
 
     Raises:
@@ -105,7 +119,7 @@ def check_source(spec: ModelSpec, src_ids: Any, src_lengths: Any) -> tuple[np.nd
     return _source(spec, src_ids, src_lengths)
 
 
-def check_prev_ids(spec: ModelSpec, prev_ids: Any, rows: int | None) -> np.ndarray:
+def check_prev_ids(spec: Spec, prev_ids: Any, rows: int | None) -> np.ndarray:
     """The ids given to ``step``: int32 [B] inside the target vocabulary, B = ``rows`` (the
     state's rows; None: unknown).
 
@@ -153,7 +167,7 @@ def _mask(value: Any, lengths: np.ndarray, shape: tuple[int, int]) -> np.ndarray
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def check_batch(spec: ModelSpec, batch: Any) -> Batch:
+def check_batch(spec: Spec, batch: Any) -> Batch:
     """A :class:`Batch` whose arrays have the form the module docstring lists: ``batch``
     itself when they already have it, else a converted copy.
 
@@ -169,6 +183,7 @@ def check_batch(spec: ModelSpec, batch: Any) -> Batch:
     tgt_in = _ids(tgt, batch.tgt_in, spec.tgt_vocab_size, "target", "[B, T]")
     expected = (src_ids.shape[0], tgt_in.shape[1])
     _same_shape(tgt, tgt_in, expected, "one row per row of batch.src_ids")
+    _positions(spec, tgt, tgt_in, "target")
     tgt_out = _ids("batch.tgt_out", batch.tgt_out, spec.tgt_vocab_size, "target", "[B, T]")
     _same_shape("batch.tgt_out", tgt_out, tgt_in.shape, "the shape of batch.tgt_in")
     tgt_lengths = _lengths("batch.tgt_lengths", batch.tgt_lengths, *tgt_in.shape, of=tgt)
@@ -184,6 +199,29 @@ def check_batch(spec: ModelSpec, batch: Any) -> Batch:
     return replace(batch, **changed) if changed else batch
 
 
+def check_batches(spec: Spec, batches: Any) -> list[Batch]:
+    """The argument of ``train_step``: one :class:`Batch`, or a non-empty sequence of them
+    (gradient accumulation), as a list of checked batches.
+
+    Raises:
+        ModelInputError: an empty sequence, or any batch :func:`check_batch` refuses (named
+            by its position).
+    """
+    if isinstance(batch := batches, Batch):
+        return [check_batch(spec, batch)]
+    if not isinstance(batches, list | tuple) or not batches:
+        raise ModelInputError(
+            "batches", f"must be a Batch or a non-empty list of Batch, got {batches!r:.80}"
+        )
+    checked = []
+    for i, batch in enumerate(batches):
+        try:
+            checked.append(check_batch(spec, batch))
+        except ModelInputError as error:
+            raise ModelInputError(f"batches[{i}]", str(error)) from None
+    return checked
+
+
 @dataclass(frozen=True)
 class CheckedState:
     """A decoder state handed out by :class:`CheckedModel`: the backend's own state and its
@@ -192,6 +230,7 @@ class CheckedState:
 
     inner: Any
     rows: int
+    position: int = 0
 
 
 def _unwrap(state: Any) -> tuple[Any, int | None]:
@@ -236,9 +275,10 @@ class CheckedModel:
     def __repr__(self) -> str:
         return f"CheckedModel({self.__wrapped__!r})"
 
-    def train_step(self, batch: Batch) -> float:
-        """The wrapped model's ``train_step`` on the checked ``batch``."""
-        return self.__wrapped__.train_step(check_batch(self.__wrapped__.spec, batch))
+    def train_step(self, batches: Batch | list[Batch]) -> float:
+        """The wrapped model's ``train_step`` on the checked batches: one :class:`Batch`,
+        or a list of them whose gradients are accumulated into one update."""
+        return self.__wrapped__.train_step(check_batches(self.__wrapped__.spec, batches))
 
     def loss(self, batch: Batch) -> float:
         """The wrapped model's ``loss`` on the checked ``batch``."""
@@ -260,15 +300,24 @@ class CheckedModel:
     def step(self, prev_ids: np.ndarray, state: Any) -> tuple[np.ndarray, CheckedState]:
         """The wrapped model's ``step``: int [B] ids -> (float32 [B, V], new state)."""
         inner, rows = _unwrap(state)
-        ids = check_prev_ids(self.__wrapped__.spec, prev_ids, rows)
+        spec = self.__wrapped__.spec
+        ids = check_prev_ids(spec, prev_ids, rows)
+        position = state.position if isinstance(state, CheckedState) else 0
+        if isinstance(spec, TransformerSpec) and position >= spec.max_positions:
+            raise ModelInputError(
+                "prev_ids",
+                f"would be target position {position} but the model has max_positions "
+                f"{spec.max_positions}",
+            )
         log_probs, new = self.__wrapped__.step(ids, inner)
-        return log_probs, CheckedState(new, ids.shape[0])
+        return log_probs, CheckedState(new, ids.shape[0], position + 1)
 
     def reorder(self, state: Any, index: np.ndarray) -> CheckedState:
         """The wrapped model's ``reorder`` by int [B'] ``index``."""
         inner, rows = _unwrap(state)
         index = check_index(index, rows)
-        return CheckedState(self.__wrapped__.reorder(inner, index), index.shape[0])
+        position = state.position if isinstance(state, CheckedState) else 0
+        return CheckedState(self.__wrapped__.reorder(inner, index), index.shape[0], position)
 
     def attention(self, state: Any) -> np.ndarray | None:
         """The wrapped model's ``attention`` of ``state``: float32 [B, S] or None."""

@@ -1,10 +1,11 @@
-"""The canonical weight layout shared by every backend, and its seeded initialisation.
+"""The canonical weight layouts shared by every backend, and their seeded initialisation.
 
 Every backend's ``get_weights()`` returns, and ``set_weights()`` accepts, a ``dict[str,
 numpy.ndarray]`` with exactly the names and shapes of :func:`weight_shapes`, float32. A model
-trained by one backend therefore loads into any other.
+trained by one backend therefore loads into any other. There is one layout per
+architecture: the RNN's (``ModelSpec``) and the Transformer's (``TransformerSpec``).
 
-Layout. ``H`` is ``hidden_size``; ``h`` the units of one encoder direction (``H`` or, with
+RNN layout. ``H`` is ``hidden_size``; ``h`` the units of one encoder direction (``H`` or, with
 a bidirectional encoder, ``H // 2``); ``G`` the gate count (4 for LSTM, 3 for GRU); ``In``
 the input width of a layer: ``embedding_size`` (or the vocabulary size, with one-hot
 inputs) for layer 0, the output width of the layer below otherwise (``H`` on both sides)::
@@ -49,17 +50,65 @@ concatenated, forward first), positions at or past the source length are masked,
 
 A one-hot input of id ``k`` multiplies ``kernel`` to its row ``k``, so one-hot and embedding
 models share one code path in a backend: a row gather.
+
+Transformer layout. ``D`` is ``d_model``, ``F`` ``ff_size``, ``P`` ``max_positions``, ``N``
+``num_heads``, ``d = D // N``; ``{l}`` counts layers from 0 at the bottom::
+
+    encoder.embedding                        [V_src, D]
+    encoder.positions                        [P, D]   positions = "learned" only
+    encoder.layers.{l}.self_attention.{query,key,value,output}.kernel   [D, D]
+    encoder.layers.{l}.self_attention.{query,key,value,output}.bias     [D]
+    encoder.layers.{l}.self_attention_norm.{scale,bias}                 [D]
+    encoder.layers.{l}.feed_forward.inner.kernel [D, F], .bias [F]
+    encoder.layers.{l}.feed_forward.outer.kernel [F, D], .bias [D]
+    encoder.layers.{l}.feed_forward_norm.{scale,bias}                   [D]
+    encoder.final_norm.{scale,bias}          [D]      layer_norm = "pre" only
+    decoder.embedding                        [V_tgt, D]  not with share_embeddings
+    decoder.positions                        [P, D]   positions = "learned" only
+    decoder.layers.{l}.self_attention.*, self_attention_norm.*          as the encoder's
+    decoder.layers.{l}.cross_attention.*, cross_attention_norm.*        as self_attention
+    decoder.layers.{l}.feed_forward.*, feed_forward_norm.*              as the encoder's
+    decoder.final_norm.{scale,bias}          [D]      layer_norm = "pre" only
+    decoder.output.kernel                    [D, V_tgt]  not with tie_output_embeddings
+    decoder.output.bias                      [V_tgt]
+
+With ``share_embeddings`` the decoder looks its ids up in ``encoder.embedding``; with
+``tie_output_embeddings`` the logits are ``h @ E.T + bias``, ``E`` the target embedding
+(``decoder.embedding``, or ``encoder.embedding`` when shared).
+
+Kernels act on row vectors, as the RNN's. In an attention block with query input ``x``
+[T, D] and key/value input ``m`` [S, D] (``m = x`` for self-attention)::
+
+    q = x @ query.kernel + query.bias;  k = m @ key.kernel + key.bias;  v = m @ value.kernel + ...
+    head n uses feature columns [n*d, (n+1)*d) of q, k and v
+    a_n = softmax(q_n @ k_n.T / sqrt(d) + mask)      [T, S]  (Vaswani et al. 2017, eq. 1)
+    out = concat_n(a_n @ v_n) @ output.kernel + output.bias
+
+The mask hides source positions at or past the source length (encoder self-attention and
+cross-attention) and, in decoder self-attention, every later target position (causal). A
+query that sees no key gets zero weights and a zero context. PyTorch's
+``nn.MultiheadAttention`` packs ``in_proj_weight = concat(query, key, value).kernel.T``.
+The feed-forward block is ``act(x @ inner.kernel + inner.bias) @ outer.kernel + outer.bias``
+and a norm is ``(x - mean) / sqrt(var + 1e-5) * scale + bias`` over the last axis (biased
+variance). With ``layer_norm = "pre"`` each sub-layer is ``x + drop(sublayer(norm(x)))`` and
+the stack's output passes ``final_norm``; with ``"post"`` it is ``norm(x + drop(sublayer(x)))``.
+Logits are ``y @ decoder.output.kernel + decoder.output.bias`` on the top decoder output ``y``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .spec import ModelSpec
+from .spec import ModelSpec, Spec, TransformerSpec
+
+#: Layer-norm epsilon of the Transformer layout (PyTorch's and fairseq's default).
+LAYER_NORM_EPSILON = 1e-5
 
 
-def weight_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+def weight_shapes(spec: Spec) -> dict[str, tuple[int, ...]]:
     """Return the canonical ``name -> shape`` map of ``spec``, in a fixed order."""
+    if isinstance(spec, TransformerSpec):
+        return _transformer_shapes(spec)
     hidden, emb, gates = spec.hidden_size, spec.embedding_size, spec.gates
     shapes: dict[str, tuple[int, ...]] = {}
 
@@ -92,7 +141,84 @@ def weight_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def initial_weights(spec: ModelSpec, seed: int) -> dict[str, np.ndarray]:
+def _transformer_shapes(spec: TransformerSpec) -> dict[str, tuple[int, ...]]:
+    d, ff, shapes = spec.d_model, spec.ff_size, {}
+
+    def norm(prefix: str) -> None:
+        shapes[f"{prefix}.scale"] = shapes[f"{prefix}.bias"] = (d,)
+
+    def attention(prefix: str) -> None:
+        for part in ("query", "key", "value", "output"):
+            shapes[f"{prefix}.{part}.kernel"] = (d, d)
+            shapes[f"{prefix}.{part}.bias"] = (d,)
+        norm(f"{prefix}_norm")
+
+    for side, vocab, layers in (
+        ("encoder", spec.src_vocab_size, spec.encoder_layers),
+        ("decoder", spec.tgt_vocab_size, spec.decoder_layers),
+    ):
+        if side == "encoder" or not spec.share_embeddings:
+            shapes[f"{side}.embedding"] = (vocab, d)
+        if spec.positions == "learned":
+            shapes[f"{side}.positions"] = (spec.max_positions, d)
+        for layer in range(layers):
+            prefix = f"{side}.layers.{layer}"
+            attention(f"{prefix}.self_attention")
+            if side == "decoder":
+                attention(f"{prefix}.cross_attention")
+            shapes[f"{prefix}.feed_forward.inner.kernel"] = (d, ff)
+            shapes[f"{prefix}.feed_forward.inner.bias"] = (ff,)
+            shapes[f"{prefix}.feed_forward.outer.kernel"] = (ff, d)
+            shapes[f"{prefix}.feed_forward.outer.bias"] = (d,)
+            norm(f"{prefix}.feed_forward_norm")
+        if spec.layer_norm == "pre":
+            norm(f"{side}.final_norm")
+    if not spec.tie_output_embeddings:
+        shapes["decoder.output.kernel"] = (d, spec.tgt_vocab_size)
+    shapes["decoder.output.bias"] = (spec.tgt_vocab_size,)
+    return shapes
+
+
+def sinusoidal_positions(count: int, width: int) -> np.ndarray:
+    """float32 [count, width] position encodings of Vaswani et al. 2017, section 3.5:
+    ``PE[t, 2i] = sin(t / 10000^(2i / width))``, ``PE[t, 2i+1] = cos(t / 10000^(2i / width))``
+    (for an odd ``width`` the last feature is a sine)."""
+    positions = np.arange(count, dtype=np.float64)[:, None]
+    rates = 10000.0 ** (-(np.arange(width) // 2 * 2) / width)
+    angles = positions * rates[None, :]
+    table = np.where(np.arange(width) % 2 == 0, np.sin(angles), np.cos(angles))
+    return table.astype(np.float32)
+
+
+def initial_weights(spec: Spec, seed: int) -> dict[str, np.ndarray]:
+    """Seeded float32 initial weights in ``spec``'s canonical layout. See
+    :func:`rnn_initial_weights` and :func:`transformer_initial_weights`."""
+    if isinstance(spec, TransformerSpec):
+        return transformer_initial_weights(spec, seed)
+    return rnn_initial_weights(spec, seed)
+
+
+def transformer_initial_weights(spec: TransformerSpec, seed: int) -> dict[str, np.ndarray]:
+    """fairseq's Transformer initialisation: embeddings and learned positions normal with
+    standard deviation ``d_model ** -0.5`` (they are scaled by ``sqrt(d_model)`` in the
+    forward pass), Glorot-uniform kernels, zero biases, norms with scale 1 and bias 0."""
+    rng = np.random.default_rng(seed)
+    weights: dict[str, np.ndarray] = {}
+    for name, shape in weight_shapes(spec).items():
+        if name.endswith(("embedding", "positions")):
+            value = rng.normal(0.0, spec.d_model**-0.5, shape)
+        elif name.endswith("kernel"):
+            limit = np.sqrt(6.0 / (shape[0] + shape[1]))
+            value = rng.uniform(-limit, limit, shape)
+        elif name.endswith("scale"):
+            value = np.ones(shape)
+        else:
+            value = np.zeros(shape)
+        weights[name] = value.astype(np.float32)
+    return weights
+
+
+def rnn_initial_weights(spec: ModelSpec, seed: int) -> dict[str, np.ndarray]:
     """Seeded float32 initial weights in the canonical layout, Keras' defaults for LSTM and
     Dense: Glorot-uniform kernels (Glorot & Bengio 2010), orthogonal recurrent kernels
     (Saxe et al. 2014), zero biases with the LSTM forget-gate bias set to 1 (Jozefowicz et
@@ -123,7 +249,7 @@ def initial_weights(spec: ModelSpec, seed: int) -> dict[str, np.ndarray]:
     return weights
 
 
-def check_weights(spec: ModelSpec, weights: dict[str, np.ndarray]) -> None:
+def check_weights(spec: Spec, weights: dict[str, np.ndarray]) -> None:
     """Raise ``ValueError`` naming every missing, unexpected or mis-shaped weight."""
     expected = weight_shapes(spec)
     problems = [
@@ -139,7 +265,7 @@ def check_weights(spec: ModelSpec, weights: dict[str, np.ndarray]) -> None:
         raise ValueError("weights do not match the model spec: " + "; ".join(problems))
 
 
-def check_optimizer_state(spec: ModelSpec, state: dict[str, np.ndarray]) -> None:
+def check_optimizer_state(spec: Spec, state: dict[str, np.ndarray]) -> None:
     """Raise ``ValueError`` naming every missing, unexpected or mis-shaped entry of an
     optimizer state of a ``spec`` model (see ``Model.optimizer_state``: ``step``, ``learning_rate``,
     ``seed``, ``m/NAME``, ``v/NAME``), and every bad value: a negative or non-integer step,

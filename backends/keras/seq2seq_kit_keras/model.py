@@ -387,7 +387,8 @@ class KerasModel:
 
     # ------------------------------------------------------------------ Model protocol
 
-    def train_step(self, batch: Batch) -> float:
+    def train_step(self, batches: list[Batch]) -> float:
+        (batch,) = batches if isinstance(batches, list) else [batches]  # TODO accumulate
         """One Adam step on ``batch`` (with dropout if ``spec.dropout`` > 0, masks drawn
         from (seed, updates so far)); returns the loss (nats per target token, with those
         masks) before it."""

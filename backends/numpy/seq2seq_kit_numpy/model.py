@@ -203,7 +203,8 @@ class NumpyModel:
 
     # ------------------------------------------------------------------ Model protocol
 
-    def train_step(self, batch: Batch) -> float:
+    def train_step(self, batches: list[Batch]) -> float:
+        (batch,) = batches if isinstance(batches, list) else [batches]  # TODO accumulate
         """One Adam step on ``batch`` (with dropout if ``spec.dropout`` > 0, masks drawn
         from ``default_rng((seed, updates so far))``); returns the loss (nats per target
         token, with those masks) before it."""

@@ -326,7 +326,8 @@ class TorchModel:
 
     # ------------------------------------------------------------------ Model protocol
 
-    def train_step(self, batch: Batch) -> float:
+    def train_step(self, batches: list[Batch]) -> float:
+        (batch,) = batches if isinstance(batches, list) else [batches]  # TODO accumulate
         """One clipped Adam step on ``batch`` (with dropout if ``spec.dropout`` > 0, masks
         drawn from a generator seeded by ``(seed, updates so far)``); returns the loss
         (nats per target token, with those masks) before it."""

@@ -164,7 +164,8 @@ class JaxModel:
 
     # ------------------------------------------------------------------ Model protocol
 
-    def train_step(self, batch: Batch) -> float:
+    def train_step(self, batches: list[Batch]) -> float:
+        (batch,) = batches if isinstance(batches, list) else [batches]  # TODO accumulate
         """One clipped Adam step on ``batch`` (with dropout if ``spec.dropout`` > 0, masks
         drawn from ``(seed, updates so far)``); returns the loss before it."""
         value, grads = self._loss_and_gradients(batch, self.spec.dropout)

@@ -31,9 +31,10 @@ class TemplateModel:
         # Replace: build your framework's network from seq2seq_kit.weights.initial_weights.
         self._impl = NumpyModel(spec, seed=seed, optimizer=optimizer)
 
-    # Training: mean cross-entropy (nats) over non-pad target positions.
-    def train_step(self, batch: Batch) -> float:
-        return self._impl.train_step(batch)
+    # Training: mean cross-entropy (nats) over non-pad target positions; train_step gets
+    # a list of batches whose gradients make one update (gradient accumulation).
+    def train_step(self, batches: list[Batch]) -> float:
+        return self._impl.train_step(batches)
 
     def loss(self, batch: Batch) -> float:
         return self._impl.loss(batch)
