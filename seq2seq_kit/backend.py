@@ -21,7 +21,7 @@ import numpy as np
 
 from .batching import Batch
 from .errors import BackendError
-from .spec import ModelSpec, OptimizerSpec, Spec, TransformerSpec
+from .spec import OptimizerSpec, Spec, TransformerSpec
 from .validation import CheckedModel, checked
 
 State = Any
