@@ -1,4 +1,6 @@
-"""Keras 3 (TensorFlow) backend for seq2seq-kit: registration only; numerics live in ``model``.
+"""Keras 3 (TensorFlow) backend for seq2seq-kit: registration only. The networks live in
+``rnn`` and ``transformer``, their canonical weight names in ``layout``, the contract
+adapter in ``model``.
 
 Importing this package imports neither Keras nor TensorFlow (registering must stay cheap);
 :func:`build` does, on the first model built.
@@ -28,6 +30,7 @@ CAPABILITIES = frozenset(
         "attention",
         "dropout",
         "resume",
+        "transformer",
     }
 )
 

@@ -18,7 +18,6 @@ output projection.
 
 from __future__ import annotations
 
-import keras
 import tensorflow as tf
 from keras import layers, ops
 
@@ -91,9 +90,3 @@ class Attention(layers.Layer):
         context = ops.matmul(weights, values)
         output = ops.tanh(ops.matmul(ops.concatenate([context, query], -1), self.output_kernel))
         return output, weights
-
-    def variables_by_name(self, prefix: str) -> dict[str, keras.Variable]:
-        """Canonical name (``prefix`` + its own name) -> variable, in the canonical order."""
-        names = {"general": ("kernel",), "bahdanau": ("query_kernel", "memory_kernel", "v")}
-        names = (*names.get(self.kind, ()), "output_kernel")
-        return {prefix + name: getattr(self, name) for name in names}
