@@ -138,11 +138,6 @@ class RNNConfig(_Section):
     )
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="during training only")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _own_keys(cls, data: Any) -> Any:
-        return _refuse_other_architecture(cls, data)
-
     @model_validator(mode="after")
     def _even_bidirectional(self) -> RNNConfig:
         if self.bidirectional and self.hidden_size % 2:
@@ -202,11 +197,6 @@ class TransformerConfig(_Section):
         description="one embedding table for both sides (needs data.shared_vocabulary = true)",
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _own_keys(cls, data: Any) -> Any:
-        return _refuse_other_architecture(cls, data)
-
     @model_validator(mode="after")
     def _heads_divide_width(self) -> TransformerConfig:
         if self.d_model % self.num_heads:
@@ -219,25 +209,6 @@ class TransformerConfig(_Section):
 
 #: Each architecture's ``[model]`` table, by the name ``model.architecture`` gives it.
 MODEL_CONFIGS: dict[str, type[_Section]] = {"rnn": RNNConfig, "transformer": TransformerConfig}
-
-
-def _refuse_other_architecture(cls: type[_Section], data: Any) -> Any:
-    """A key of another architecture's ``[model]`` (``num_heads`` beside ``architecture =
-    "rnn"``) is named as such, not as a mere unknown key."""
-    if not isinstance(data, dict):
-        return data
-    own = cls.model_fields["architecture"].default
-    for key in data:
-        if key in cls.model_fields:
-            continue
-        for name, other in MODEL_CONFIGS.items():
-            if key in other.model_fields:
-                default = "" if "architecture" in data else ", the default"
-                raise ValueError(
-                    f"{key} is a key of architecture {name!r}, but the model's architecture is "
-                    f"{own!r}{default}; set architecture = {name!r} or remove {key}"
-                )
-    return data
 
 
 def _architecture_of(data: Any) -> str | None:
@@ -418,11 +389,25 @@ def describe_errors(exc: ValidationError, names: dict[tuple[str, ...], str] | No
     problems = []
     for err in exc.errors():
         loc = tuple(str(p) for p in err["loc"])
-        if loc[:1] == ("model",) and loc[1:2] and loc[1] in MODEL_CONFIGS:
-            loc = loc[:1] + loc[2:]  # the union's tag: the user wrote model.KEY
         message = err["msg"].removeprefix("Value error, ")
+        if loc[:1] == ("model",) and loc[1:2] and loc[1] in MODEL_CONFIGS:
+            chosen, loc = loc[1], loc[:1] + loc[2:]  # the union's tag: the user wrote model.KEY
+            if err["type"] == "extra_forbidden" and len(loc) == 2:
+                message = _other_architecture(loc[1], chosen) or message
         problems.append(f"{names.get(loc, '.'.join(loc))}: {message}" if loc else message)
     return "; ".join(problems)
+
+
+def _other_architecture(key: str, chosen: str) -> str | None:
+    """Why ``key`` is refused in the ``[model]`` of architecture ``chosen`` when it is
+    another architecture's key (``num_heads`` beside ``architecture = "rnn"``); else None."""
+    for name, model in MODEL_CONFIGS.items():
+        if name != chosen and key in model.model_fields:
+            return (
+                f"a key of architecture {name!r}, but the model's architecture is {chosen!r} "
+                f"(model.architecture, default 'rnn'); set architecture = {name!r} or remove it"
+            )
+    return None
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:
