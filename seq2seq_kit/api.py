@@ -62,7 +62,9 @@ class Translator:
     """A trained model with its vocabularies, ready to translate text.
 
     Attributes:
-        model: the backend model (see :class:`seq2seq_kit.backend.Model`).
+        model: the backend model (see :class:`seq2seq_kit.backend.Model`); its ``spec`` is
+            a :class:`~seq2seq_kit.spec.ModelSpec` (RNN) or a
+            :class:`~seq2seq_kit.spec.TransformerSpec` (:attr:`architecture` says which).
         backend: name of the backend running it.
         history: per-epoch training records (empty for a model loaded without them).
     """
@@ -280,8 +282,10 @@ def default_max_length(targets: Sequence[Sequence[int]]) -> int:
 
 
 def model_spec(cfg: Config, src_vocab_size: int, tgt_vocab_size: int) -> Spec:
-    """The spec ``cfg.model`` describes (its architecture's: a :class:`ModelSpec` for an RNN,
-    a :class:`TransformerSpec` for a Transformer) for vocabularies of these sizes.
+    """The spec ``cfg.model`` describes (its architecture's: a
+    :class:`~seq2seq_kit.spec.ModelSpec` for an RNN, a
+    :class:`~seq2seq_kit.spec.TransformerSpec` for a Transformer) for vocabularies of these
+    sizes.
 
     Raises:
         ConfigError: a value the spec refuses (e.g. ``share_embeddings`` with vocabularies
@@ -334,6 +338,11 @@ def train(
     """Train a model as ``config`` says (a :class:`Config`, a TOML path, or ``None`` for
     the seed notebook's defaults on ``digits``); keyword arguments override it. ``data`` is
     a dataset name, a TSV path, or a list of (source, target) pairs.
+
+    ``config.model.architecture`` chooses the model (:func:`model_spec`); a Transformer's
+    ``max_positions`` also skips the training and validation pairs it cannot hold (counted
+    with those ``data.max_source_length`` / ``max_target_length`` skip) and caps the saved
+    decoding length at ``max_positions - 1``.
 
     With ``out``, the model directory is written there after every epoch: the best weights
     by ``train.early_stopping_metric`` on the validation pairs (the last weights without
