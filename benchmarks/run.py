@@ -14,8 +14,8 @@ Order of a run (each step a fresh subprocess, see ``_common.call``; logs in
    reference_seed_keras.py (the seed notebook's training and decoding loop),
    reference_torch.py (plain PyTorch encoder-decoder: greedy decoding and training).
 3. Per backend, one worker process: bench_digits, bench_decode, bench_train,
-   bench_transformer (so that no
-   two frameworks share a process, a thread pool or an import).
+   bench_transformer (so that no two frameworks share a process, a thread pool or an
+   import).
 4. bench_memory: two processes per backend (100,000 and 10,000 pairs).
 5. bench_loading: two processes loading ``--limit 3`` pairs, from a large and a tiny TSV file.
 6. bench_startup: the CLI commands, in subprocesses.
