@@ -46,7 +46,6 @@ from .resume import MOVABLE, data_fingerprint, resumed_config
 from .spec import (
     OptimizerSpec,
     Spec,
-    has_attention,
     max_source_tokens,
     max_target_tokens,
     spec_from_dict,
@@ -218,7 +217,7 @@ class Translator:
             Seq2SeqError: the model has no attention. UnknownTokenError: as translate.
             InputTooLongError: ``text`` is longer than the model can encode.
         """
-        if not has_attention(self.model.spec):
+        if not self.model.spec.has_attention:
             raise Seq2SeqError("this model has no attention (model.attention = none)")
         ids = self.source_vocab.encode(text, line=1)
         self._check_source_length(ids, 1)

@@ -437,7 +437,6 @@ def _plot(args: argparse.Namespace) -> int:
     from .api import load
     from .errors import ConfigError
     from .plots import plot_attention, plot_history
-    from .spec import has_attention
 
     translator = load(args.model, backend=args.backend)
     # Every refusal comes before anything is written: a half-done plot run is no success.
@@ -446,7 +445,7 @@ def _plot(args: argparse.Namespace) -> int:
         _check_utf8(args.input, "--input")
         if not args.input.strip():
             raise ConfigError("--input: empty; give the text whose attention to plot")
-        if not has_attention(translator.model.spec):
+        if not translator.model.spec.has_attention:
             raise ConfigError(
                 f"--input: {args.model} has no attention (model.attention = none), so there is "
                 f"no heatmap to plot; leave out --input to plot the training curves alone"

@@ -225,13 +225,6 @@ def spec_from_dict(data: dict[str, Any]) -> Spec:
     return _SPECS[name].from_dict(data)
 
 
-def has_attention(spec: Spec) -> bool:
-    """Whether the decoder attends over the source, so that ``Model.attention`` has weights
-    to give: always for a Transformer (its cross-attention), for an RNN unless
-    ``attention = "none"``."""
-    return isinstance(spec, TransformerSpec) or spec.attention != "none"
-
-
 def max_target_tokens(spec: Spec) -> int | None:
     """The most target tokens a model can be trained on or decode (EOS not counted): a
     Transformer's ``max_positions - 1``, since the decoder input starts with BOS; None (no
