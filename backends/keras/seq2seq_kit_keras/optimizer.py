@@ -74,22 +74,36 @@ class Adam(keras.optimizers.Adam):
         self.iterations.assign(int(arrays["step"]))
         self.set_learning_rate(float(arrays["learning_rate"]))
 
-    def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
-        gradient = ops.cast(gradient, dtype)
-        # Bias corrections in float64, as the reference computes them with Python floats.
+    def _step_scalars(self, learning_rate):
+        """(``lr / (1 - beta1^t)``, ``sqrt(1 - beta2^t)``) as float32, for the coming step
+        ``t``; the bias corrections in float64, as the reference computes them with Python
+        floats."""
         step = ops.cast(self.iterations + 1, "float64")
         bias1 = 1.0 - ops.power(ops.cast(self.beta_1, "float64"), step)
         bias2 = 1.0 - ops.power(ops.cast(self.beta_2, "float64"), step)
-        step_size = ops.cast(ops.cast(learning_rate, "float64") / bias1, dtype)
-        root_bias2 = ops.cast(ops.sqrt(bias2), dtype)
+        step_size = ops.cast(ops.cast(learning_rate, "float64") / bias1, "float32")
+        return step_size, ops.cast(ops.sqrt(bias2), "float32")
 
+    def _update(self, gradient, variable, step_size, root_bias2):
+        gradient = ops.cast(gradient, variable.dtype)
         m = self._momentums[self._get_variable_index(variable)]
         v = self._velocities[self._get_variable_index(variable)]
-        self.assign(m, m * self.beta_1 + gradient * (1.0 - self.beta_1))
-        self.assign(v, v * self.beta_2 + ops.square(gradient) * (1.0 - self.beta_2))
+        m.assign(m * self.beta_1 + gradient * (1.0 - self.beta_1))
+        v.assign(v * self.beta_2 + ops.square(gradient) * (1.0 - self.beta_2))
         denom = ops.sqrt(v) / root_bias2 + self.epsilon
-        self.assign_sub(variable, (m / denom) * step_size)
+        variable.assign_sub((m / denom) * step_size)
+
+    def update_step(self, gradient, variable, learning_rate):
+        self._update(gradient, variable, *self._step_scalars(learning_rate))
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        # Keras' TensorFlow version sends every weight through tf.distribute's per-variable
+        # update and recomputes the step scalars for each: tracing it for a Transformer's
+        # ~100 weights took seconds. Without a distribution strategy (this backend never
+        # sets one) the update is this loop, with the same arithmetic.
+        step_size, root_bias2 = self._step_scalars(learning_rate)
+        for gradient, variable in zip(grads, trainable_variables, strict=True):
+            self._update(gradient, variable, step_size, root_bias2)
 
 
 def make_optimizer(spec: OptimizerSpec) -> Adam:
