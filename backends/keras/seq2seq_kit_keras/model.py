@@ -80,7 +80,10 @@ class _Compiled:
     ``tf.function``'s per-call argument binding, which cuts a decoding step from about 0.55
     to 0.3 ms (measured, H=32). XLA (``jit_compile``) is not used: it compiles once per
     distinct batch shape, and digit training took ~5x longer with it than with the plain
-    graph.
+    graph. A Transformer's decoding step takes its key/value caches with an open length,
+    so the caches growing by one position a step never retrace it (measured: one trace for
+    256 steps; a step's time grows from 1.9 to 2.9 ms of CPU over those 256 positions, B=8,
+    d_model 64, as the caches are copied one position longer).
     """
 
     def __init__(self, fn, signature):
