@@ -291,8 +291,12 @@ class KerasModel:
             loss = self._summed_loss(batch, dropout_seed) / ops.maximum(total, 1.0)
         grads = tape.gradient(loss, self._trainable)
         # Embedding lookups give sparse (IndexedSlices) gradients; densify so that Adam
-        # decays the moments of every row, as a dense Adam does.
-        return loss, [tf.convert_to_tensor(g) for g in grads]
+        # decays the moments of every row, as a dense Adam does. A weight no gradient
+        # reaches (the Transformer's key biases) gets zeros, not None.
+        return loss, [
+            ops.zeros(v.shape, "float32") if g is None else tf.convert_to_tensor(g)
+            for g, v in zip(grads, self._trainable, strict=True)
+        ]
 
     def _accumulate(self, *arguments):
         """The loss part and gradients of the batch at ``position`` of an update whose

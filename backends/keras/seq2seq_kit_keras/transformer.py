@@ -72,14 +72,25 @@ class MultiHeadAttention(layers.Layer):
         self.built = True
 
     def _heads(self, dense: layers.Dense, x):
+        """``dense(x)`` for [B, T, D] ``x``, split into heads: [B, N, T, d]."""
+        return self._split(dense(x))
+
+    def _split(self, y):
         """[B, T, D] -> [B, N, T, d]: head n is feature columns [n*d, (n+1)*d)."""
-        batch, steps = ops.shape(x)[0], ops.shape(x)[1]
-        y = ops.reshape(dense(x), (batch, steps, self.num_heads, self.head_size))
+        batch, steps = ops.shape(y)[0], ops.shape(y)[1]
+        y = ops.reshape(y, (batch, steps, self.num_heads, self.head_size))
         return ops.transpose(y, (0, 2, 1, 3))
 
     def keys_values(self, memory):
-        """Keys and values of [B, S, D] ``memory``: two [B, N, S, d] tensors."""
-        return self._heads(self.key, memory), self._heads(self.value, memory)
+        """Keys and values of [B, S, D] ``memory``: two [B, N, S, d] tensors.
+
+        The key bias adds ``q . bias`` to every score of a query, which the softmax cancels:
+        its true gradient is zero, so none flows into it. Left to rounding it would be
+        ~1e-9, which Adam, normalising each weight's step, turns into moves of up to the
+        learning rate that differ between two orders of summation (one batch or an
+        accumulated list)."""
+        keys = ops.matmul(memory, self.key.kernel) + ops.stop_gradient(self.key.bias)
+        return self._split(keys), self._heads(self.value, memory)
 
     def call(self, x, keys, values, visible, dropout: Dropout | None = None, rate: float = 0.0):
         """Queries [B, T, D] over ``keys``/``values`` [B, N, S, d] with bool ``visible``
