@@ -178,11 +178,12 @@ class _Block(layers.Layer):
         return (x + y if self.pre else norm(x + y)), extra
 
     def _attend(self, attention, keys_values, visible, dropout: Dropout | None):
-        """The sub-layer function of ``attention``; ``keys_values(h)`` gives its keys and
-        values from the sub-layer input ``h`` (and any cache update, passed on)."""
+        """The sub-layer function of ``attention``, returning (output, (weights, keys,
+        values)); ``keys_values(h)`` gives the keys and values from the sub-layer input
+        ``h``."""
 
         def sublayer(h):
-            keys, values, extra = keys_values(h)
+            keys, values = keys_values(h)
             out, weights = attention(
                 h,
                 keys=keys,
@@ -191,7 +192,7 @@ class _Block(layers.Layer):
                 dropout=dropout,
                 rate=self.attention_dropout,
             )
-            return out, (weights, keys, values, extra)
+            return out, (weights, keys, values)
 
         return sublayer
 
@@ -210,12 +211,7 @@ class EncoderLayer(_Block):
     def call(self, x, visible, dropout: Dropout | None = None):
         """[B, S, D] inputs, bool ``visible`` [B, 1, 1, S] (real source positions) -> [B, S,
         D] outputs."""
-        own = self._attend(
-            self.self_attention,
-            lambda h: (*self.self_attention.keys_values(h), None),
-            visible,
-            dropout,
-        )
+        own = self._attend(self.self_attention, self.self_attention.keys_values, visible, dropout)
         x, _ = self._residual(x, self.self_attention_norm, own, dropout)
         return self.feed(x, dropout)
 
@@ -242,12 +238,12 @@ class DecoderLayer(_Block):
             if past is not None:
                 keys = ops.concatenate([past[0], keys], axis=2)
                 values = ops.concatenate([past[1], values], axis=2)
-            return keys, values, None
+            return keys, values
 
         own = self._attend(self.self_attention, own_keys_values, self_mask, dropout)
-        x, (_, keys, values, _) = self._residual(x, self.self_attention_norm, own, dropout)
-        other = self._attend(self.cross_attention, lambda h: (*cross, None), cross_mask, dropout)
-        x, (weights, *_) = self._residual(x, self.cross_attention_norm, other, dropout)
+        x, (_, keys, values) = self._residual(x, self.self_attention_norm, own, dropout)
+        other = self._attend(self.cross_attention, lambda h: cross, cross_mask, dropout)
+        x, (weights, _, _) = self._residual(x, self.cross_attention_norm, other, dropout)
         return self.feed(x, dropout), weights, (keys, values)
 
 
