@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from seq2seq_kit.batching import Batch
-from seq2seq_kit.spec import OptimizerSpec, Spec
+from seq2seq_kit.spec import OptimizerSpec, Spec, TransformerSpec
 from seq2seq_kit.weights import (
     check_optimizer_state,
     check_weights,
@@ -26,6 +26,7 @@ from seq2seq_kit.weights import (
 from .ops import Dropout
 from .optimizer import Adam
 from .rnn import RNN
+from .transformer import Transformer
 
 
 class NumpyModel:
@@ -73,7 +74,8 @@ class NumpyModel:
             self._g[name] = self._grad_flat[offset : offset + n].reshape(shape)
             offset += n
         self._accumulated: np.ndarray | None = None  # allocated by the first accumulation
-        self.network = RNN(spec, self._w, self._g, self.dtype)
+        network = Transformer if isinstance(spec, TransformerSpec) else RNN
+        self.network = network(spec, self._w, self._g, self.dtype)
         self.optimizer = Adam(self.optimizer_spec, self._shapes, self.dtype)
         self.set_weights(initial_weights(spec, seed))
 
