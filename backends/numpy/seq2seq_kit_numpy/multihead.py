@@ -91,7 +91,8 @@ def project_backward(
     parts: tuple[str, ...],
 ) -> np.ndarray:
     """Backward of :func:`project`: ``d_heads`` one [B, N, T, d] gradient per part; adds the
-    kernel and bias gradients of each part into ``g``; returns d loss / d x [B*T, D]."""
+    kernel and bias gradients of each part into ``g`` (the key bias's is exactly 0, so it
+    adds none there); returns d loss / d x [B*T, D]."""
     batch, _, steps, _ = d_heads[0].shape
     width = fused.kernel.shape[0]
     d_y = np.empty(
@@ -106,7 +107,11 @@ def project_backward(
     for i, part in enumerate(parts):
         columns = slice(i * width, (i + 1) * width)
         g[f"{prefix}{part}.kernel"] += g_kernel[:, columns]
-        g[f"{prefix}{part}.bias"] += g_bias[columns]
+        # The key bias adds q . bias to every score of a query alike, which softmax
+        # ignores: its gradient is exactly 0. Summing rounding noise instead would let
+        # Adam (which normalises each element's step) move it by up to lr per update.
+        if part != "key":
+            g[f"{prefix}{part}.bias"] += g_bias[columns]
     return d_y @ fused.kernel.T
 
 
