@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from seq2seq_kit_numpy import CAPABILITIES, activations
 from seq2seq_kit_numpy.model import NumpyModel
-from test_numpy_backend import pad_batch
+from test_numpy_backend import WORDS, digit_data, digit_trainer, greedy, pad_batch
 
 from seq2seq_kit.batching import Batch, make_batch
 from seq2seq_kit.spec import ModelSpec, OptimizerSpec, TransformerSpec
@@ -277,28 +277,23 @@ def test_step_past_max_positions_is_refused():
 
 @pytest.mark.parametrize(
     "spec",
-    [
-        tiny(dropout=0.3, attention_dropout=0.2),
-        ModelSpec(VOCAB, VOCAB, hidden_size=6, embedding_size=4),
-    ],
+    [tiny(), ModelSpec(VOCAB, VOCAB, hidden_size=6, embedding_size=4, attention="general")],
     ids=["transformer", "rnn"],
 )
 def test_accumulated_update_equals_one_concatenated_batch(spec):
     first = make_batch(SOURCES[:2], TARGETS[:2])
     second = make_batch(SOURCES[2:], TARGETS[2:])
     both = make_batch(SOURCES, TARGETS)
-    if spec.dropout:  # dropout masks depend on the split; compare without them
-        spec = tiny()
     split, joined = NumpyModel(spec, seed=3), NumpyModel(spec, seed=3)
-    loss_split = split.train_step([first, second])
-    loss_joined = joined.train_step([both])
-    assert loss_split == pytest.approx(loss_joined, rel=1e-5)
-    for name, value in joined.get_weights().items():
-        np.testing.assert_allclose(split.get_weights()[name], value, atol=1e-5, err_msg=name)
-    # The update really moved: a second step from there agrees too.
-    np.testing.assert_allclose(
-        split.train_step([first, second]), joined.train_step([both]), rtol=1e-4
-    )
+    start = joined.get_weights()
+    for _ in range(2):  # the second update starts from the first's weights
+        loss_split = split.train_step([first, second])
+        loss_joined = joined.train_step([both])
+        assert loss_split == pytest.approx(loss_joined, rel=1e-5)
+    after = joined.get_weights()
+    for name, value in split.get_weights().items():
+        np.testing.assert_allclose(value, after[name], atol=1e-5, err_msg=name)
+    assert any(not np.array_equal(after[name], start[name]) for name in start)
 
 
 def test_dropout_only_in_train_step_and_masks_follow_the_batch_position():
@@ -312,6 +307,23 @@ def test_dropout_only_in_train_step_and_masks_follow_the_batch_position():
     # the single batch's under the same update count.
     twice, once = NumpyModel(spec, seed=1), NumpyModel(spec, seed=1)
     assert twice.train_step([batch, batch]) != once.train_step([batch])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_learns_the_digit_words(seed):
+    """The seed's task and schedule (9 pairs, batch 2, Adam at 1e-3, 300 epochs) with a
+    2 + 2 layer Transformer of d_model 64: every word decodes exactly (measured: 9/9 from
+    epoch 100 on for seeds 0-2, full-data loss about 3e-4 at epoch 300)."""
+    src_vocab, tgt_vocab, sources, targets = digit_data()
+    spec = TransformerSpec(len(src_vocab), len(tgt_vocab), d_model=64, num_heads=4, ff_size=256)
+    model, train = digit_trainer(seed, spec=spec)
+    seconds = train(300)
+    decoded = [tgt_vocab.decode(ids) for ids in greedy(model, sources)]
+    loss = model.loss(make_batch(sources, targets))
+    print(f"\nseed {seed}: 300 epochs in {seconds:.2f} s, loss {loss:.4f}, {decoded}")
+    assert decoded == WORDS
+    assert loss < 0.01
 
 
 def test_gelu_uses_the_exact_erf():
