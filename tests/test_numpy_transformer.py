@@ -237,12 +237,33 @@ def test_step_and_reorder_leave_the_state_unchanged():
     np.testing.assert_array_equal(model.attention(reordered), model.attention(state)[index])
 
 
+def test_branches_of_one_state_decode_independently():
+    # Two continuations of one state, stepped in turns, each equal teacher forcing on its
+    # own path (the key/value cache is shared until the paths part).
+    spec = tiny()
+    model = NumpyModel(spec, dtype=np.float64)
+    model.set_weights(random_weights(spec, 8))
+    rows = len(SOURCES)
+    paths = {"a": [4, 6, 5], "b": [5, 6, 4]}
+    forced = {k: model.log_probs(make_batch(SOURCES, [p] * rows)) for k, p in paths.items()}
+    batch = make_batch(SOURCES, TARGETS)
+    _, root = model.step(
+        np.full(rows, BOS, np.int32), model.encode(batch.src_ids, batch.src_lengths)
+    )
+    states = dict.fromkeys(paths, root)
+    for t in range(3):
+        for key, path in paths.items():
+            logp, states[key] = model.step(np.full(rows, path[t], np.int32), states[key])
+            np.testing.assert_allclose(logp, forced[key][:, t + 1], atol=1e-6, err_msg=key)
+
+
 def _arrays(state):
     for part in state:
-        if isinstance(part, tuple):
-            yield from part
-        elif isinstance(part, np.ndarray):
-            yield part
+        for item in part if isinstance(part, tuple) else [part]:
+            if isinstance(item, np.ndarray):
+                yield item
+            elif hasattr(item, "keys"):  # a key/value cache
+                yield from (item.keys, item.values)
 
 
 def test_only_empty_sources_give_zero_attention_and_no_nan():

@@ -29,7 +29,8 @@ from seq2seq_kit.vocab import PAD
 from seq2seq_kit.weights import sinusoidal_positions
 
 from . import layers, multihead
-from .multihead import Mask
+from .kv_cache import KeyValueCache
+from .multihead import Fused, Mask
 from .ops import Dropout, cross_entropy, log_softmax, scatter_add_rows
 
 SELF = ("query", "key", "value")
@@ -41,8 +42,8 @@ class DecoderState(NamedTuple):
     """The decoder state of :meth:`Transformer.encode` and :meth:`Transformer.step`.
 
     Attributes:
-        self_keys, self_values: per decoder layer, the self-attention keys and values of
-            the positions decoded so far, [B, N, t, d] (t = ``position``).
+        self_attention: per decoder layer, the self-attention keys and values of the
+            positions decoded so far, [B, N, t, d] each (t = ``position``).
         cross_keys, cross_values: per decoder layer, the cross-attention keys and values of
             the encoder output, [B, N, S', d] (S' the longest source length, at least 1).
         source_bias: [B, 1, 1, S'] additive mask of the source positions (0 or hidden).
@@ -53,8 +54,7 @@ class DecoderState(NamedTuple):
         source_width: S, the width of the ``src_ids`` encoded (``attention`` pads to it).
     """
 
-    self_keys: tuple[np.ndarray, ...]
-    self_values: tuple[np.ndarray, ...]
+    self_attention: tuple[KeyValueCache, ...]
     cross_keys: tuple[np.ndarray, ...]
     cross_values: tuple[np.ndarray, ...]
     source_bias: np.ndarray
@@ -68,6 +68,16 @@ class _Sublayer(NamedTuple):
     norm: layers.NormCache
     inner: Any  # the sub-layer function's own cache
     drop_mask: np.ndarray | None
+
+
+class _AttentionCache(NamedTuple):
+    """One attention sub-layer's forward pass, kept for the backward pass."""
+
+    h: np.ndarray  # [B*T, D] the query input
+    merged: np.ndarray  # [B*T, D] the context, heads concatenated
+    attend: multihead.AttendCache
+    fused: Fused  # the query (self-attention: query, key, value) projection
+    fused_kv: Fused | None  # cross-attention: the memory's key, value projection
 
 
 class _Side(NamedTuple):
@@ -131,14 +141,12 @@ class Transformer:
             )
             keys.append(np.ascontiguousarray(k))
             values.append(np.ascontiguousarray(v))
-        empty = np.zeros((batch_size, self.heads, 0, self.spec.head_size), self.dtype)
-        caches = tuple(empty for _ in range(self.spec.decoder_layers))
+        empty = KeyValueCache.empty(batch_size, self.heads, self.spec.head_size, self.dtype)
         is_empty = np.zeros(batch_size, dtype=bool)
         if source.empty is not None:
             is_empty[source.empty] = True
         return DecoderState(
-            caches,
-            caches,
+            (empty,) * self.spec.decoder_layers,
             tuple(keys),
             tuple(values),
             source.bias,
@@ -168,7 +176,7 @@ class Transformer:
         x += self._positions("decoder", position + 1)[position]
         empty = np.flatnonzero(state.source_empty)
         source = Mask(state.source_bias, empty if empty.size else None)
-        keys, values, weights = [], [], None
+        caches, weights = [], None
         for layer in range(spec.decoder_layers):
             prefix = f"decoder.layers.{layer}."
 
@@ -176,9 +184,9 @@ class Transformer:
                 q, k, v = multihead.project(
                     h, multihead.fuse(w, prefix + "self_attention.", SELF), batch_size, self.heads
                 )
-                keys.append(np.concatenate([state.self_keys[layer], k], axis=2))
-                values.append(np.concatenate([state.self_values[layer], v], axis=2))
-                context, _ = multihead.attend(q * self.scale, keys[-1], values[-1], None)
+                caches.append(state.self_attention[layer].append(k, v))
+                keys, values = caches[-1].keys, caches[-1].values
+                context, _ = multihead.attend(q * self.scale, keys, values, None)
                 return self._attention_output(context, prefix + "self_attention."), None
 
             def cross_attention(h, layer=layer, prefix=prefix):
@@ -206,14 +214,13 @@ class Transformer:
         logits += w["decoder.output.bias"]
         log_probs = log_softmax(logits).astype(np.float32, copy=False)
         return log_probs, state._replace(
-            self_keys=tuple(keys), self_values=tuple(values), position=position + 1, weights=weights
+            self_attention=tuple(caches), position=position + 1, weights=weights
         )
 
     def reorder(self, state: DecoderState, index: np.ndarray) -> DecoderState:
         """Rows ``index`` (int64 [B']) of every array in ``state``, as a new state."""
         return DecoderState(
-            tuple(a[index] for a in state.self_keys),
-            tuple(a[index] for a in state.self_values),
+            tuple(cache.take(index) for cache in state.self_attention),
             tuple(a[index] for a in state.cross_keys),
             tuple(a[index] for a in state.cross_values),
             state.source_bias[index],
@@ -353,6 +360,7 @@ class Transformer:
         """The sub-layer function of the attention block ``prefix``: self-attention, or
         cross-attention over ``memory`` [B*S, D]."""
         w = self._w
+        fused_kv = None
         if memory is None:
             fused = multihead.fuse(w, prefix, SELF)
         else:
@@ -372,7 +380,7 @@ class Transformer:
             merged = multihead.merge_heads(context)
             out = merged @ w[prefix + "output.kernel"]
             out += w[prefix + "output.bias"]
-            return out, (h, merged, cache, fused, fused_kv if memory is not None else None)
+            return out, _AttentionCache(h, merged, cache, fused, fused_kv)
 
         return fn
 
@@ -528,12 +536,15 @@ class Transformer:
     def _attention_backward(
         self,
         d_out: np.ndarray,
-        inner,
+        inner: _AttentionCache,
         prefix: str,
         batch_size: int,
         d_memory: np.ndarray | None,
         memory: np.ndarray | None,
     ) -> np.ndarray:
+        """d loss / d (query input) of an attention sub-layer from d loss / d output
+        [B*T, D]; adds its weight gradients into ``g`` and, for cross-attention, d loss /
+        d memory into ``d_memory``."""
         w, g = self._w, self._g
         h, merged, cache, fused, fused_kv = inner
         g[prefix + "output.kernel"] += merged.T @ d_out
