@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from seq2seq_kit_numpy import CAPABILITIES, activations
 from seq2seq_kit_numpy.model import NumpyModel
+from seq2seq_kit_numpy.ops import Dropout
 from test_numpy_backend import WORDS, digit_data, digit_trainer, greedy, pad_batch
 
 from seq2seq_kit.batching import Batch, make_batch
@@ -82,13 +83,19 @@ def random_weights(spec, seed: int) -> dict[str, np.ndarray]:
     return weights
 
 
-def finite_difference_check(model, batch, base, eps=1e-5):
-    """Central differences of every element of every weight against the gradients. A key
-    bias adds the same amount to every score of a query, which softmax ignores: its exact
-    gradient is 0, which the backend must return exactly (Adam would turn rounding noise
-    there into steps), and the differences must be ~0."""
+def finite_difference_check(model, batch, base, eps=1e-5, drop=None):
+    """Central differences of every element of every weight against the gradients (with
+    ``drop()`` making the same dropout masks at every call, if given). A key bias adds the
+    same amount to every score of a query, which softmax ignores: its exact gradient is 0,
+    which the backend must return exactly (Adam would turn rounding noise there into
+    steps), and the differences must be ~0."""
+
+    def loss():
+        return model._loss_and_gradients(batch, backward=False, drop=drop and drop())
+
     model.set_weights(base)
-    grads = model.gradients(batch)
+    model._loss_and_gradients(batch, drop=drop and drop())
+    grads = {name: g.copy() for name, g in model._g.items()}
     assert set(grads) == set(base)
     for name, value in base.items():
         assert grads[name].dtype == np.float64 and grads[name].shape == value.shape
@@ -99,7 +106,7 @@ def finite_difference_check(model, batch, base, eps=1e-5):
                 shifted = value.copy()
                 shifted[index] += sign * eps
                 model.set_weights({**base, name: shifted})
-                values.append(model.loss(batch))
+                values.append(loss())
             fd[index] = (values[0] - values[1]) / (2 * eps)
         model.set_weights(base)
         if name.endswith("key.bias"):
@@ -125,6 +132,20 @@ def test_gradients_with_label_smoothing_match_finite_differences():
     spec = tiny(layer_norm="post", activation="gelu", tie_output_embeddings=True)
     model = NumpyModel(spec, dtype=np.float64, optimizer=OptimizerSpec(label_smoothing=0.2))
     finite_difference_check(model, make_batch(SOURCES, TARGETS), random_weights(spec, 2))
+
+
+def test_gradients_with_dropout_match_finite_differences_for_fixed_masks():
+    spec = tiny(encoder_layers=1, decoder_layers=1, dropout=0.3, attention_dropout=0.3)
+    model = NumpyModel(spec, dtype=np.float64)
+    batch = make_batch(SOURCES, TARGETS)
+
+    def drop():  # the same masks at every call
+        return Dropout(np.random.default_rng(7), spec.dropout, model.dtype)
+
+    base = random_weights(spec, 9)
+    model.set_weights(base)
+    assert model._loss_and_gradients(batch, backward=False, drop=drop()) != model.loss(batch)
+    finite_difference_check(model, batch, base, drop=drop)
 
 
 @pytest.mark.parametrize(

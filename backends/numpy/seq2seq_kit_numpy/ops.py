@@ -52,7 +52,7 @@ def cross_entropy(
     * -log p_n(y_n) + eps * mean_v(-log p_n(v)))`` (Szegedy et al. 2016, section 7; PyTorch's
     ``CrossEntropyLoss(label_smoothing=eps)``). Returns ``(loss, d loss / d logits)``, the
     gradient ``(softmax - (1 - eps) one_hot(y) - eps / V) * weights`` (None without
-    ``backward``); ``logits`` is consumed."""
+    ``backward``)."""
     logp, probs = log_softmax(logits, with_probs=True)
     rows = np.arange(targets.shape[0])
     nll = -logp[rows, targets]
