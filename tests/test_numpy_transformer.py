@@ -315,6 +315,8 @@ def test_step_past_max_positions_is_refused():
         _, state = model.step(np.array([BOS], dtype=np.int32), state)
     with pytest.raises(ValueError, match="max_positions"):
         model.step(np.array([BOS], dtype=np.int32), state)
+    with pytest.raises(ValueError, match="decoder ids are 3 positions wide"):
+        model.log_probs(make_batch([[4]], [[5, 6]]))
 
 
 @pytest.mark.parametrize(

@@ -307,8 +307,17 @@ class Transformer:
 
     def _embed(self, side: str, ids: np.ndarray, drop: Dropout | None):
         """``embedding[ids] * sqrt(D) + position`` of [B, T] ids -> ([B*T, D], dropout
-        mask or None)."""
+        mask or None).
+
+        Raises:
+            ValueError: ``T`` exceeds ``spec.max_positions``.
+        """
         batch_size, steps = ids.shape
+        if steps > self.spec.max_positions:
+            raise ValueError(
+                f"the {side} ids are {steps} positions wide; the model has "
+                f"max_positions = {self.spec.max_positions}"
+            )
         x = np.take(self._w[self._tables[side]], ids, axis=0)
         x *= self.embed_scale
         x += self._positions(side, steps)
