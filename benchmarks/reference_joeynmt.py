@@ -315,8 +315,12 @@ def joeynmt_config(args: argparse.Namespace, data: dict[str, Any], model_dir: Pa
         "training": {
             "optimizer": "adam",
             "adam_betas": [0.9, 0.98],
-            "scheduling": "warmupinversesquareroot",  # fairseq's inverse_sqrt, as ours
-            "learning_rate_peak": peak,
+            # Noam's rate (Vaswani et al. 2017, eq. 3) with this factor is fairseq's
+            # inverse_sqrt, ours: linear warm-up to `peak` at `warmup`, then
+            # peak * sqrt(warmup / update). (JoeyNMT's "warmupinversesquareroot" would do,
+            # but 2.3 hands it the parsed training args, which drop its learning_rate_peak.)
+            "scheduling": "noam",
+            "learning_rate_factor": peak * math.sqrt(args.d_model * warmup),
             "learning_rate_warmup": warmup,
             # its first update runs at `learning_rate`, before the scheduler's first step
             "learning_rate": peak / warmup,
@@ -370,10 +374,17 @@ def yaml_text(config: dict[str, Any]) -> str:
     return re.sub(r"(?<=[\s\[:])(-?\d+)e([-+]\d+)", r"\1.0e\2", text)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds of a running process (``/proc/PID/stat``, fields 14-15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(stat: Path) -> float:
+    """User plus system CPU seconds in a ``/proc/.../stat`` file (fields 14 and 15)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_threads(pid: int) -> int:
+    """Threads of a running process that did a tenth or more of its CPU work: 1 when it
+    computes on one thread, whatever else (loggers, I/O) it starts."""
+    tasks = [cpu_seconds(t / "stat") for t in Path(f"/proc/{pid}/task").iterdir()]
+    return sum(seconds >= 0.1 * sum(tasks) for seconds in tasks)
 
 
 def joeynmt_env() -> dict[str, str]:
@@ -384,8 +395,8 @@ def joeynmt_env() -> dict[str, str]:
 def train_both(
     args: argparse.Namespace, out: Path, data: dict[str, Any], budget: float
 ) -> dict[str, Any]:
-    """Start both trainings at once, stop both at the budget; CPU over wall time of each
-    (a one-thread process stays at or under 1)."""
+    """Start both trainings at once, stop both at the budget; for each, CPU over wall time
+    (at most 1 for one thread) and the threads that did its work, measured just before."""
     toml, left_out = our_config(args, data, budget)
     stops_itself = "max_time" not in left_out
     (out / "ours.toml").write_text(toml)
@@ -418,7 +429,8 @@ def train_both(
     load = {}
     for name, run in runs.items():
         if run.poll() is None:
-            load[name] = cpu_seconds(run.pid) / (time.perf_counter() - start)
+            cpu = cpu_seconds(Path(f"/proc/{run.pid}/stat"))
+            load[name] = (cpu / (time.perf_counter() - start), busy_threads(run.pid))
     runs["joeynmt"].send_signal(signal.SIGINT)
     if not stops_itself and runs["ours"].poll() is None:
         runs["ours"].send_signal(signal.SIGINT)
@@ -624,8 +636,8 @@ def main() -> int:
     print()
     print(
         f"{model}; ours on {args.backend}; {args.budget_minutes:g} minutes each, side by side, "
-        f"one thread each (CPU/wall while training: "
-        + ", ".join(f"{k} {v:.2f}" for k, v in trained["cpu_per_wall"].items())
+        "one thread each (CPU/wall, busy threads while training: "
+        + ", ".join(f"{k} {v[0]:.2f}, {v[1]}" for k, v in trained["cpu_per_wall"].items())
         + f"); {data['train_pairs']:,} training pairs, {len(data['sources']):,} test sources; "
         f"one SentencePiece model (same file in both: {figures['ours']['same_sentencepiece']}), "
         f"{data['vocab']:,} pieces + specials; JoeyNMT torch threads 1: "
