@@ -28,8 +28,11 @@ then, from the repository root:
         [--joeynmt-python .venv-joeynmt/bin/python]    # or $JOEYNMT_PYTHON
         [--architecture transformer] [--out models/joeynmt-reference]
 
-A quick run of every code path: ``--budget-minutes 1 --limit 2000 --valid-limit 100
---test-limit 300 --valid-every 10 --vocab-size 1000 --architecture rnn``.
+A quick run of every code path (validation, JoeyNMT's best checkpoint, both decoders):
+``--budget-minutes 1.5 --limit 2000 --valid-limit 5 --test-limit 40 --valid-every 2
+--vocab-size 1000 --architecture rnn``. Where our config does not know a training key yet
+(label smoothing, the schedule, Adam's betas...), the key is left out and the summary says
+the run is not comparable.
 
 Stopping. JoeyNMT has no time limit: it gets SIGINT once the budget has passed since both
 started, which ends its current step and saves the last weights (``training.py`` catches
@@ -37,6 +40,14 @@ started, which ends its current step and saves the last weights (``training.py``
 else by SIGINT at the same moment (as ``tokenizer_accuracy.py`` does). JoeyNMT's
 validation (every ``--valid-every`` updates, as ours) decodes the validation set greedily
 besides its loss; that time counts against its budget, as the toolkit is built.
+
+Known differences. JoeyNMT restricts SentencePiece to the vocabulary's pieces
+(``SetVocabulary``), so a test word whose best segmentation uses a piece never seen in
+training is split into seen pieces, where ours maps that piece to ``<unk>``; training
+segmentations are identical. JoeyNMT's first update runs at the rate of its second (set to
+the schedule's first), and it strips outputs. JoeyNMT's token batches close once they reach
+``batch_size`` padded tokens, ours before they pass it; with ``--batch-type sentences``
+(the default) both take the same number of pairs.
 
 Figures. Training target tokens per second (EOS included, padding excluded) over the
 training steps alone: JoeyNMT's own ``Tokens per Sec`` log figures, averaged; ours, the
