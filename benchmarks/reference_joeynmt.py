@@ -469,13 +469,14 @@ def our_training(model_dir: Path, data: dict[str, Any], args: argparse.Namespace
     times the training targets' tokens, plus the tokens of the current epoch's steps, over
     the seconds recorded for the steps."""
     doc = json.loads((model_dir / "model.json").read_text())
-    trainer, history = doc["meta"]["trainer"], doc["meta"].get("history", [])
-    tokens = trainer["epoch"] * data["train_target_tokens"] + trainer.get("epoch_tokens", 0.0)
+    trainer, history = doc["meta"].get("trainer", {}), doc["meta"].get("history", [])
+    epochs = trainer.get("epoch", 0)
+    tokens = epochs * data["train_target_tokens"] + trainer.get("epoch_tokens", 0.0)
     seconds = sum(r.get("seconds", 0.0) for r in history) + trainer.get("epoch_seconds", 0.0)
     updates = trainer.get("updates", trainer.get("update"))
     if updates is None and args.batch_type == "sentences":
         per_epoch = math.ceil(data["train_pairs"] / args.batch_size)
-        updates = trainer["epoch"] * per_epoch + trainer.get("step", 0)
+        updates = epochs * per_epoch + trainer.get("step", 0)
     return {
         "updates": updates,
         "epochs": tokens / data["train_target_tokens"],
