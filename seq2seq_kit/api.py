@@ -499,7 +499,12 @@ def _train(
         try:
             model.set_weights(saved.extra["last"])
             model.set_optimizer_state(saved.extra["optimizer"])
-            state = TrainerState.from_json(saved.meta["trainer"], saved.meta["history"])
+            # a state saved before updates were counted: the optimizer's count of them
+            state = TrainerState.from_json(
+                saved.meta["trainer"],
+                saved.meta["history"],
+                updates=int(saved.extra["optimizer"].get("step", 0)),
+            )
             float(saved.meta.get("seconds", 0.0))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(
@@ -554,11 +559,18 @@ def _train(
 
     first_epoch = 1 if state is None else state.epoch + 1
     hook = registry().manager.hook
+    out_dir = None if out is None else str(out)
 
     def on_epoch_end(record: dict[str, Any]) -> None:
         if changes and record["epoch"] == first_epoch:
             record["resumed_with"] = changes
-        hook.on_epoch_end(record=record, out_dir=None if out is None else str(out))
+        hook.on_epoch_end(record=record, out_dir=out_dir)
+
+    def on_update(record: dict[str, Any]) -> None:
+        hook.on_update(record=record, out_dir=out_dir)
+
+    def on_validation(record: dict[str, Any]) -> None:
+        hook.on_validation(record=record, out_dir=out_dir)
 
     state = fit(
         model,
@@ -568,9 +580,11 @@ def _train(
         on_epoch_end=on_epoch_end,
         state=state,
         save=None if out is None else save,
-        out_dir=None if out is None else str(out),
+        out_dir=out_dir,
+        on_update=on_update,
+        on_validation=on_validation,
     )
     meta["seconds"] += time.perf_counter() - clock
     meta["history"], meta["trainer"] = state.history, state.to_json()
-    hook.on_train_end(history=state.history, out_dir=None if out is None else str(out))
+    hook.on_train_end(history=state.history, out_dir=out_dir)
     return translator

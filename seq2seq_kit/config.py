@@ -179,6 +179,70 @@ class TrainConfig(_Section):
     overwrite: bool = Field(
         False, description="replace an existing model directory at the output path"
     )
+    # Training measured in updates (Transformer recipes). An update is one optimizer step
+    # on ``accumulate`` batches; updates are counted over the whole run, resumes included.
+    lr_schedule: Literal["constant", "noam", "inverse_sqrt"] = Field(
+        "constant",
+        description="step size of update n (from 1): constant (learning_rate, after a linear "
+        "warmup over warmup_steps), noam (learning_rate * d_model^-0.5 * min(n^-0.5, n * "
+        "warmup_steps^-1.5), Vaswani et al. 2017; d_model is hidden_size for an RNN) or "
+        "inverse_sqrt (learning_rate * min(n / warmup_steps, sqrt(warmup_steps / n)), fairseq)",
+    )
+    warmup_steps: int = Field(
+        0, ge=0, description="updates of warmup; noam and inverse_sqrt need >= 1; 0: none"
+    )
+    accumulate: int = Field(
+        1,
+        ge=1,
+        description="batches per update: the gradient of N consecutive batches together makes "
+        "one optimizer step (fairseq's --update-freq); an epoch's leftover batches make a "
+        "shorter last one",
+    )
+    valid_every: int = Field(
+        0,
+        ge=0,
+        description="also validate every N updates (patience and lr_patience then count "
+        "validations, not epochs); 0: at epoch ends only",
+    )
+    save_every: int = Field(
+        0,
+        ge=0,
+        description="also write the model directory every N updates (a mid-epoch save "
+        "resumes exactly); 0: at epoch ends only",
+    )
+    max_updates: int = Field(
+        0, ge=0, description="stop after N updates in all, validated and saved; 0: no limit"
+    )
+    max_time: float = Field(
+        0.0,
+        ge=0.0,
+        description="stop after the update that ends N seconds of this run's training "
+        "(a resumed run has its own budget), validated and saved; 0: no limit",
+    )
+    log_every: int = Field(
+        0,
+        ge=0,
+        description="a line every N updates: update, epoch, mean train loss since the last "
+        "line, learning rate, target tokens/s; 0: none",
+    )
+
+    @model_validator(mode="after")
+    def _schedule_needs(self) -> TrainConfig:
+        if self.lr_schedule == "constant":
+            return self
+        if self.warmup_steps < 1:
+            raise ValueError(
+                f"lr_schedule = {self.lr_schedule!r} needs warmup_steps >= 1 (updates of "
+                f"warmup), got {self.warmup_steps}"
+            )
+        if self.lr_patience:
+            # the schedule sets every update's rate; a plateau cut would be overwritten
+            raise ValueError(
+                f"lr_schedule = {self.lr_schedule!r} sets the learning rate of every update, "
+                f"so lr_patience = {self.lr_patience} (plateau reduction) cannot apply: set "
+                f"lr_patience = 0, or lr_schedule = 'constant'"
+            )
+        return self
 
 
 class DecodeConfig(_Section):
@@ -203,8 +267,14 @@ class Config(_Section):
 
 
 #: Keys a resumed run may change (OpenNMT's reset options in spirit): how long to train, when
-#: to stop, the learning-rate schedule, saving, display and decoding defaults. Every other key
-#: defines what is trained (data, split, seed, vocabulary, model) and must stay as saved.
+#: to stop, validate and save, the learning-rate's size and plateau cuts, display and decoding
+#: defaults. Every other key defines what is trained (data, split, seed, vocabulary, model)
+#: and must stay as saved. Two of those deserve a word: ``accumulate`` fixes how an epoch's
+#: batches group into updates (a mid-epoch save resumes at a group boundary, and the update
+#: count that the schedule reads depends on it); ``lr_schedule`` and ``warmup_steps`` are a
+#: function of the update count since the run began, so changing them mid-run would make the
+#: rate jump to a curve no single configuration describes (``learning_rate`` may change: it
+#: scales the curve, as it scales a constant rate).
 RESUMABLE = frozenset(
     {
         "train.epochs",
@@ -217,6 +287,11 @@ RESUMABLE = frozenset(
         "train.progress",
         "train.log_seconds",
         "train.overwrite",
+        "train.valid_every",
+        "train.save_every",
+        "train.max_updates",
+        "train.max_time",
+        "train.log_every",
     }
     | {f"decode.{name}" for name in DecodeConfig.model_fields}
 )
