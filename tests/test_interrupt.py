@@ -123,6 +123,7 @@ def test_signal_saves_mid_epoch_and_resume_is_exact(
     saved = load_checkpoint(out, extra=True)
     assert saved.meta["trainer"]["epoch"] == epoch - 1
     assert saved.meta["trainer"]["step"] == step
+    assert saved.meta["trainer"]["stopped"] == "interrupted"
     assert len(saved.meta["history"]) == epoch - 1
     seq2seq_kit.load(out).translate(["12"])  # the directory is a usable model already
 
