@@ -255,7 +255,9 @@ def train(
     the seed notebook's defaults on ``digits``); keyword arguments override it. ``data`` is
     a dataset name, a TSV path, or a list of (source, target) pairs.
 
-    With ``out``, the model directory is written there after every epoch: the best weights
+    With ``out``, the model directory is written there after epochs (at most every
+    ``train.save_seconds``), every ``train.save_every`` updates, and when training stops
+    (``meta.trainer.stopped`` says why, ``meta.trainer.updates`` counts updates): the best weights
     by ``train.early_stopping_metric`` on the validation pairs (the last weights without
     validation) as ``weights.safetensors``, plus the last weights and the optimizer state
     for ``resume``. ``out`` is checked before any work (writable; not a file; an existing

@@ -153,7 +153,12 @@ class TrainConfig(_Section):
     seed: int = Field(
         0, ge=0, le=2**32 - 1, description="initial weights, shuffling, dropout and the split"
     )
-    patience: int = Field(0, ge=0, description="early stopping after N epochs not better; 0: off")
+    patience: int = Field(
+        0,
+        ge=0,
+        description="early stopping after N validations not better (epochs, unless "
+        "valid_every); 0: off",
+    )
     early_stopping_metric: Literal["loss", "accuracy"] = Field(
         "loss",
         description="validation figure that picks the best weights and drives patience and "
@@ -163,7 +168,11 @@ class TrainConfig(_Section):
     teacher_forcing: float = Field(
         1.0, gt=0.0, le=1.0, description="share of decoder inputs taken from the reference"
     )
-    lr_patience: int = Field(0, ge=0, description="reduce the LR after N flat epochs; 0: off")
+    lr_patience: int = Field(
+        0,
+        ge=0,
+        description="reduce the LR after N flat validations (epochs, unless valid_every); 0: off",
+    )
     lr_factor: float = Field(0.5, gt=0.0, lt=1.0, description="LR multiplier on a plateau")
     min_learning_rate: float = Field(1e-6, ge=0.0, description="the LR is never reduced below")
     save_seconds: float = Field(
@@ -216,7 +225,7 @@ class TrainConfig(_Section):
     max_time: float = Field(
         0.0,
         ge=0.0,
-        description="stop after the update that ends N seconds of this run's training "
+        description="stop after the update that ends X seconds of this run's training "
         "(a resumed run has its own budget), validated and saved; 0: no limit",
     )
     log_every: int = Field(
