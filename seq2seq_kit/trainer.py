@@ -366,6 +366,8 @@ def fit(
                 if last_log is None or stop or now - last_log >= config.log_seconds:
                     _log_epoch(record, config.epochs)
                     last_log = now
+                if stop in ("max_updates", "max_time"):
+                    log.info("stopping: %s reached after %d updates", stop, state.updates)
                 if stop == "patience":
                     record["early_stopped"] = True
                     log.info(

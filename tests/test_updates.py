@@ -19,7 +19,7 @@ from seq2seq_kit import hookimpl, trainer
 from seq2seq_kit.checkpoint import load_checkpoint
 from seq2seq_kit.cli import main
 from seq2seq_kit.config import Config, TrainConfig
-from seq2seq_kit.errors import ConfigError
+from seq2seq_kit.errors import ConfigError, TrainingError
 from seq2seq_kit.plugins import build_registry
 from seq2seq_kit.schedules import learning_rate_at
 from seq2seq_kit.spec import ModelSpec
@@ -249,6 +249,24 @@ def test_resuming_a_fake_run_from_a_mid_epoch_snapshot_repeats_it():
     assert resumed.updates == straight.updates[6:]
 
 
+def test_a_non_finite_loss_names_the_mid_epoch_checkpoint_kept():
+    class Diverging(FakeModel):
+        def train_step(self, batches):
+            super().train_step(batches)
+            return float("nan") if len(self.updates) == 6 else 1.0
+
+    config = TrainConfig(batch_size=1, progress=False, epochs=2, save_every=4, accumulate=2)
+    saves = []
+    with pytest.raises(TrainingError) as caught:
+        fit(Diverging(), (SOURCES, TARGETS), None, config, save=saves.append, out_dir="DIR")
+    # updates of two batches: the sixth ends at epoch 2 step 2; the save at 4 is epoch 1's 8
+    assert str(caught.value) == (
+        "epoch 2 step 2: the training loss is nan (not finite; learning rate 0.001); "
+        "training stopped and DIR keeps the checkpoint written at epoch 1 step 8"
+    )
+    assert len(saves) == 1
+
+
 # Wall-clock budget, through the command line.
 
 
@@ -430,3 +448,17 @@ def test_accumulate_and_the_schedule_cannot_change_on_resume(saved_run, changed)
     key = next(iter(changed))
     with pytest.raises(ConfigError, match=f"train.{key} is .* in the saved run but"):
         seq2seq_kit.train(resume=saved_run, config=config)
+
+
+def test_lr_patience_added_on_resume_to_a_scheduled_run_is_refused(tmp_path):
+    config = Config()
+    config.train.epochs, config.train.progress = 1, False
+    config.train.warmup_steps, config.train.lr_schedule = 3, "noam"
+    seq2seq_kit.train(config, out=tmp_path / "m")
+    more = Config.model_validate({"train": {"epochs": 2, "lr_patience": 2}})
+    with pytest.raises(ConfigError, match=r"^--resume .*lr_schedule = 'noam' .* lr_patience = 2"):
+        seq2seq_kit.train(resume=tmp_path / "m", config=more)
+    rates = [r["learning_rate"] for r in seq2seq_kit.train(resume=tmp_path / "m", epochs=2).history]
+    # digits: 5 updates an epoch; noam with d_model = hidden_size 32
+    expected = [1e-3 * 32**-0.5 * min(n**-0.5, n * 3**-1.5) for n in (5, 10)]
+    assert rates == pytest.approx(expected, rel=1e-12)
