@@ -165,7 +165,7 @@ class _StopSignals:
     """SIGINT and SIGTERM handlers for the time training runs (main thread only: Python
     takes handlers nowhere else; a signal the parent process ignores, as shells do for
     SIGINT in background jobs, stays ignored). The first signal asks the loop to stop after
-    the current step; a second SIGINT raises ``KeyboardInterrupt`` at once, for a step that
+    the current update; a second SIGINT raises ``KeyboardInterrupt`` at once, for an update that
     hangs.
 
     Attributes:
