@@ -22,7 +22,7 @@ from seq2seq_kit.config import Config, TrainConfig
 from seq2seq_kit.errors import ConfigError, TrainingError
 from seq2seq_kit.plugins import build_registry
 from seq2seq_kit.schedules import learning_rate_at
-from seq2seq_kit.spec import ModelSpec
+from seq2seq_kit.spec import ModelSpec, TransformerSpec
 from seq2seq_kit.trainer import fit
 
 PAIRS = 10  # batches per epoch with batch_size 1
@@ -121,6 +121,17 @@ def test_the_learning_rate_is_set_before_every_update(schedule):
     assert rates == expected
     assert len(set(rates)) == 8
     assert state.history[-1]["learning_rate"] == expected[-1]
+
+
+def test_noam_reads_a_transformers_d_model():
+    model = FakeModel()
+    model.spec = TransformerSpec(128, 8, d_model=48, num_heads=4)
+    train_fake(model, epochs=1, lr_schedule="noam", warmup_steps=4)
+    rates = [rate for rate, _ in model.updates]
+    assert rates == [
+        pytest.approx(1e-3 * 48**-0.5 * min(n**-0.5, n * 4**-1.5), rel=1e-12)
+        for n in range(1, PAIRS + 1)
+    ]
 
 
 # Gradient accumulation.
