@@ -473,3 +473,25 @@ def test_lr_patience_added_on_resume_to_a_scheduled_run_is_refused(tmp_path):
     # digits: 5 updates an epoch; noam with d_model = hidden_size 32
     expected = [1e-3 * 32**-0.5 * min(n**-0.5, n * 3**-1.5) for n in (5, 10)]
     assert rates == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_mid_epoch_early_stop_is_recorded_and_resuming_needs_more_patience(tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer, "evaluate", lambda model, s, t: (1.0, 0.5))  # never better
+    config = Config()
+    config.data.source, config.data.options = "num2words", {"count": 40}
+    config.train.epochs, config.train.progress = 3, False
+    config.train.valid_every, config.train.patience = 2, 1
+    seq2seq_kit.train(config, out=tmp_path / "m")
+    saved = load_checkpoint(tmp_path / "m").meta["trainer"]
+    # validations at updates 2 (the best) and 4 (not better): a stop in epoch 1
+    assert (saved["stopped"], saved["updates"], saved["epoch"], saved["step"]) == (
+        "patience",
+        4,
+        0,
+        4,
+    )
+    with pytest.raises(ConfigError, match=r"stopped early in epoch 1 \(train.patience 1 valid"):
+        seq2seq_kit.train(resume=tmp_path / "m")
+    more = Config.model_validate({"train": {"patience": 0}})
+    resumed = seq2seq_kit.train(resume=tmp_path / "m", config=more)
+    assert resumed.meta["trainer"]["stopped"] == "epochs"
