@@ -1,4 +1,4 @@
-"""The JAX model: :mod:`.network` behind the :class:`seq2seq_kit.backend.Model` protocol,
+"""The JAX model: :mod:`.rnn` behind the :class:`seq2seq_kit.backend.Model` protocol,
 trained with :func:`jax.value_and_grad` and the clipped Adam of :mod:`.optimizer`.
 
 Weights are a dict of canonical names to float32 device arrays, the pytree the compiled
@@ -32,10 +32,10 @@ from seq2seq_kit.weights import (
     weight_shapes,
 )
 
-from . import network
+from . import rnn
 from .attention import Memory
-from .network import Arrays, LayerState
 from .optimizer import Hyper, flatten, step_scalars, unflatten, update
+from .rnn import Arrays, LayerState
 
 #: Smallest padded size of the batch and time axes: small batches (the seed task trains
 #: on pairs) then share one compilation; the padding costs little next to dispatch.
@@ -95,17 +95,17 @@ def compiled(spec: ModelSpec) -> Functions:
         drop = None
         if spec.dropout > 0.0:
             key = jax.random.wrap_key_data(key_data, impl="threefry2x32")
-            drop = network.dropout(jax.random.fold_in(key, step), rate)
-        return network.loss(spec, params, batch, drop)
+            drop = rnn.dropout(jax.random.fold_in(key, step), rate)
+        return rnn.loss(spec, params, batch, drop)
 
     def log_probs(params, batch):
-        return network.log_probs(spec, params, batch)
+        return rnn.log_probs(spec, params, batch)
 
     def encode(params, src_ids, src_lengths):
-        return network.encode(spec, params, src_ids, src_lengths)
+        return rnn.encode(spec, params, src_ids, src_lengths)
 
     def step(params, prev_ids, layers, mem):
-        logp, layers, probs = network.decode(spec, params, prev_ids[:, None], layers, mem)
+        logp, layers, probs = rnn.decode(spec, params, prev_ids[:, None], layers, mem)
         return logp[:, 0], layers, None if probs is None else probs[:, 0]
 
     return Functions(
