@@ -78,6 +78,11 @@ class ModelSpec:
             raise ValueError(f"ModelSpec.dropout must be in [0, 1), got {self.dropout}")
 
     @property
+    def has_attention(self) -> bool:
+        """Whether ``Model.attention`` returns weights (an attention model)."""
+        return self.attention != "none"
+
+    @property
     def gates(self) -> int:
         """Gate blocks per recurrent weight matrix: 4 for LSTM, 3 for GRU."""
         return 4 if self.cell == "lstm" else 3
@@ -182,6 +187,11 @@ class TransformerSpec:
                 f"(set [data] shared_vocabulary = true); the source has {self.src_vocab_size} "
                 f"ids and the target {self.tgt_vocab_size}"
             )
+
+    @property
+    def has_attention(self) -> bool:
+        """Always: ``Model.attention`` returns the top decoder layer's cross-attention."""
+        return True
 
     @property
     def head_size(self) -> int:
