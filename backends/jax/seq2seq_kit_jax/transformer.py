@@ -93,11 +93,14 @@ def _merge_heads(x: jax.Array) -> jax.Array:
 
 
 def key_values(spec: TransformerSpec, params: Params, prefix: str, m: jax.Array) -> KeyValues:
-    """Keys and values of attention ``prefix`` over [B, S, D] input ``m``, [B, N, S, d] each."""
-    return (
-        _split_heads(spec, _dense(params, f"{prefix}.key", m)),
-        _split_heads(spec, _dense(params, f"{prefix}.value", m)),
-    )
+    """Keys and values of attention ``prefix`` over [B, S, D] input ``m``, [B, N, S, d] each.
+
+    The keys leave out ``key.bias``: it adds ``q . bias`` to all the scores of a query
+    alike, which the softmax cancels, so the output is the same and its gradient is exactly
+    zero instead of rounding noise (which Adam, dividing by its own magnitude, would turn
+    into steps of the learning rate's size)."""
+    keys = m @ params[f"{prefix}.key.kernel"]
+    return _split_heads(spec, keys), _split_heads(spec, _dense(params, f"{prefix}.value", m))
 
 
 def attend(
