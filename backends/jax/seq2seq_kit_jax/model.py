@@ -40,23 +40,23 @@ from .padding import pad_batch
 
 @functools.lru_cache(maxsize=64)
 def compiled(spec: Spec):
-    """``loss_and_gradients(params, arrays, key_data, update, position, train, smoothing)``
+    """``loss_and_gradients(params, arrays, key_data, updates, position, train, smoothing)``
     for ``spec``, jitted (cached: models of one architecture share their compilations):
     the summed label-smoothed token loss of a padded batch (:func:`.objective.summed_loss`,
     ``smoothing`` its epsilon) and its gradient.
 
     One function serves ``train_step``, ``gradients`` and ``loss`` alike, so each batch
     shape compiles one backward pass: with dropout in the spec, masks are drawn from the
-    seed's key folded with ``update`` (updates so far) and ``position`` (the batch's place
+    seed's key folded with ``updates`` (taken so far) and ``position`` (the batch's place
     in the accumulation list) at the spec's rates times ``train``; ``train = 0`` keeps every
     unit with scale 1 (exactly no dropout)."""
     transformer_spec = isinstance(spec, TransformerSpec)
     attention_rate = spec.attention_dropout if transformer_spec else 0.0
     rates = (spec.dropout, attention_rate)
 
-    def loss(params, arrays, key_data, update, position, train, smoothing):
+    def loss(params, arrays, key_data, updates, position, train, smoothing):
         key = jax.random.wrap_key_data(key_data, impl="threefry2x32")
-        key = jax.random.fold_in(jax.random.fold_in(key, update), position)
+        key = jax.random.fold_in(jax.random.fold_in(key, updates), position)
         units, weights = (
             Dropout(jax.random.fold_in(key, i), rate * train) if rate > 0.0 else None
             for i, rate in enumerate(rates)
