@@ -225,6 +225,19 @@ def spec_from_dict(data: dict[str, Any]) -> Spec:
     return _SPECS[name].from_dict(data)
 
 
+def max_target_tokens(spec: Spec) -> int | None:
+    """The most target tokens a model can be trained on or decode (EOS not counted): a
+    Transformer's ``max_positions - 1``, since the decoder input starts with BOS; None (no
+    limit) for an RNN."""
+    return spec.max_positions - 1 if isinstance(spec, TransformerSpec) else None
+
+
+def max_source_tokens(spec: Spec) -> int | None:
+    """The longest source a model can encode: a Transformer's ``max_positions``; None (no
+    limit) for an RNN."""
+    return spec.max_positions if isinstance(spec, TransformerSpec) else None
+
+
 def _from_dict(cls: type, data: dict[str, Any]):
     data = dict(data)
     architecture = data.pop("architecture", cls.architecture)
