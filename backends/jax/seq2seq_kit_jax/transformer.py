@@ -24,6 +24,7 @@ attention weights; each has its own site number.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -40,6 +41,8 @@ from .objective import Arrays
 Params = dict[str, jax.Array]
 #: One attention's keys and values, heads split out: ([B, N, S, d], [B, N, S, d]).
 KeyValues = tuple[jax.Array, jax.Array]
+#: ``self_keys(layer, new)`` in :func:`decode`: the keys and values queries attend to.
+SelfKeys = Callable[[int, KeyValues], KeyValues]
 
 #: Dropout sites: side ``DECODER_SITE * side + LAYER_SITES * (l + 1) + k`` for sub-layer
 #: ``k`` of layer ``l`` (0 self-attention, 1 cross-attention, 2 feed-forward; +3 the
@@ -231,7 +234,7 @@ def decode(
     spec: TransformerSpec,
     params: Params,
     x: jax.Array,
-    self_keys,
+    self_keys: SelfKeys,
     self_mask: jax.Array,
     cross: tuple[KeyValues, ...],
     src_mask: jax.Array,
