@@ -32,7 +32,7 @@ FIRST_PARTY = {
     "numpy": ("seq2seq-kit-numpy", "backends/numpy"),
     "torch": ("seq2seq-kit-torch", "backends/torch"),
     "keras": ("seq2seq-kit-keras", "backends/keras"),
-    "jax": ("seq2seq-kit-jax", "plugins/seq2seq-kit-jax"),
+    "jax": ("seq2seq-kit-jax", "backends/jax"),
 }
 
 #: First-party distributions a package index serves. Until one is there, the install hint

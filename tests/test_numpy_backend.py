@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 from seq2seq_kit_numpy import CAPABILITIES
-from seq2seq_kit_numpy.model import NumpyModel, _Dropout
+from seq2seq_kit_numpy.model import NumpyModel
+from seq2seq_kit_numpy.ops import Dropout as _Dropout
 
 from seq2seq_kit.backend import Model
 from seq2seq_kit.batching import Batch, batches, make_batch

@@ -37,6 +37,18 @@ class TrainingTests(BackendTestBase):
         translator = train(config, backend=self.backend_name, data="digits")
         assert translator.translate(DIGIT_INPUTS) == DIGIT_WORDS
 
+    @requires("transformer")
+    def test_transformer_digits_nine_of_nine(self):
+        # the seed notebook's budget (300 epochs of batch 2) with a 2 + 2-layer Transformer
+        # of d_model 64 (the spec's defaults) in place of the LSTM
+        from ..api import train
+        from ..config import Config
+
+        config = Config.model_validate({"model": {"architecture": "transformer"}})
+        config.train.progress = False
+        translator = train(config, backend=self.backend_name, data="digits")
+        assert translator.translate(DIGIT_INPUTS) == DIGIT_WORDS
+
     def test_same_seed_same_weights(self):
         for spec in family_specs(self.backend(), last=True):  # dropout too, where declared
             self._check_same_seed(spec)

@@ -1,4 +1,5 @@
-"""NumPy reference backend for seq2seq-kit: registration only; numerics live in ``model``."""
+"""NumPy reference backend for seq2seq-kit: registration only; ``model`` is the
+model, ``rnn`` and ``transformer`` its networks."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ CAPABILITIES = frozenset(
         "attention",
         "dropout",
         "resume",
+        "transformer",
     }
 )
 

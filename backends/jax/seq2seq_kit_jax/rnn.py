@@ -1,4 +1,4 @@
-"""The encoder-decoder as pure JAX functions of ``(spec, params, arrays)``.
+"""The RNN encoder-decoder (``ModelSpec``) as pure JAX functions of ``(spec, params, arrays)``.
 
 ``params`` is a dict of canonical weight names (:mod:`seq2seq_kit.weights`) to arrays, so
 the weights a user sees are the pytree JAX differentiates. Inside, sequences are time-major
@@ -9,13 +9,11 @@ Shapes reaching these functions are padded (see :mod:`.model`): the batch with r
 source length 0 and target mask 0, the time axes with trailing positions. Padding changes
 no real result: encoder states are carried unchanged past each row's length, attention
 masks positions at or past it, the decoder is causal and the loss weights by the mask.
-Dropout masks are drawn per (site, row, position), so they too ignore padding.
+Dropout masks are drawn per (site, position, row) (:mod:`.dropout`), so they too ignore
+padding.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,53 +23,19 @@ from seq2seq_kit.spec import ModelSpec
 
 from . import attention, gru, lstm
 from .attention import Memory
+from .dropout import Dropout
+from .objective import Arrays
 
 #: The recurrent cell modules, by ``ModelSpec.cell``; they share one interface.
 CELLS = {"lstm": lstm, "gru": gru}
 
 Params = dict[str, jax.Array]
 LayerState = tuple[jax.Array, ...]
-#: ``drop(site, x)`` applies the dropout mask of ``site`` to time-major ``x`` [T, B, D].
-Dropout = Callable[[int, jax.Array], jax.Array]
 
 #: Dropout sites: the input of encoder layer ``l`` is ``l``, of decoder layer ``l``
 #: ``DECODER_SITE + l``; the top decoder output (before attention) is ``TOP_SITE``.
 DECODER_SITE = 1000
 TOP_SITE = 2000
-
-
-class Arrays(NamedTuple):
-    """A padded batch as device arrays: int32 ``src_ids`` [B, S], ``src_lengths`` [B],
-    ``tgt_in`` and ``tgt_out`` [B, T], float32 ``tgt_mask`` [B, T]."""
-
-    src_ids: jax.Array
-    src_lengths: jax.Array
-    tgt_in: jax.Array
-    tgt_out: jax.Array
-    tgt_mask: jax.Array
-
-
-def dropout(key: jax.Array, rate: float) -> Dropout:
-    """Inverted dropout (Srivastava et al. 2014) keyed by ``key``: site ``s`` multiplies
-    element ``(t, b, d)`` by 0 with probability ``rate``, else by ``1 / (1 - rate)``. The
-    uniform draw for ``(t, b)`` comes from ``key`` folded with ``s``, ``b`` and ``t``, so a
-    real position's mask does not depend on how far the batch was padded."""
-
-    def apply(site: int, x: jax.Array) -> jax.Array:
-        steps, batch, width = x.shape
-        site_key = jax.random.fold_in(key, site)
-
-        def row(b):
-            row_key = jax.random.fold_in(site_key, b)
-            return jax.vmap(lambda t: jax.random.uniform(jax.random.fold_in(row_key, t), (width,)))(
-                jnp.arange(steps)
-            )
-
-        uniform = jax.vmap(row)(jnp.arange(batch))  # [B, T, D]
-        keep = jnp.swapaxes(uniform, 0, 1) >= rate
-        return x * (keep.astype(x.dtype) * (1.0 / (1.0 - rate)))
-
-    return apply
 
 
 def run_layer(
@@ -203,17 +167,8 @@ def decode(
     return jax.nn.log_softmax(logits, axis=-1), finals, probs
 
 
-def log_probs(spec: ModelSpec, params: Params, batch: Arrays) -> jax.Array:
-    """Teacher-forced log-probabilities [B, T, V] of a batch (no dropout)."""
-    layers, mem = encode(spec, params, batch.src_ids, batch.src_lengths)
-    return decode(spec, params, batch.tgt_in, layers, mem)[0]
-
-
-def loss(spec: ModelSpec, params: Params, batch: Arrays, drop: Dropout | None = None):
-    """Mean cross-entropy in nats over the positions where ``tgt_mask`` is nonzero (0 when
-    there are none)."""
+def forward(spec: ModelSpec, params: Params, batch: Arrays, drop: Dropout | None = None):
+    """Teacher-forced log-probabilities [B, T, V] of a batch, with ``drop`` applied to
+    time-major activations [T, B, D] (sites above) during training."""
     layers, mem = encode(spec, params, batch.src_ids, batch.src_lengths, drop)
-    logp = decode(spec, params, batch.tgt_in, layers, mem, drop)[0]
-    gold = jnp.take_along_axis(logp, batch.tgt_out[..., None], axis=-1)[..., 0]
-    total = jnp.sum(batch.tgt_mask)
-    return -jnp.sum(gold * batch.tgt_mask) / jnp.maximum(total, 1.0)
+    return decode(spec, params, batch.tgt_in, layers, mem, drop)[0]

@@ -8,9 +8,9 @@ import pytest
 
 from seq2seq_kit.batching import Batch, make_batch
 from seq2seq_kit.plugins import get_backend
-from seq2seq_kit.spec import ModelSpec
+from seq2seq_kit.spec import ModelSpec, TransformerSpec
 
-SPEC = ModelSpec(
+RNN = ModelSpec(
     11,
     13,
     hidden_size=6,
@@ -21,6 +21,10 @@ SPEC = ModelSpec(
     attention="bahdanau",
     dropout=0.3,
 )
+TRANSFORMER = TransformerSpec(
+    11, 13, d_model=8, num_heads=2, ff_size=12, dropout=0.3, attention_dropout=0.2
+)
+SPECS = pytest.mark.parametrize("spec", [RNN, TRANSFORMER], ids=["rnn", "transformer"])
 
 
 def _batch() -> Batch:
@@ -47,15 +51,16 @@ def _padded(batch: Batch, rows: int, columns: int) -> Batch:
 
 
 def test_bucket_sizes():
-    from seq2seq_kit_jax.model import MIN_BUCKET, bucket
+    from seq2seq_kit_jax.padding import MIN_BUCKET, bucket
 
     assert [bucket(n) for n in (0, 1, MIN_BUCKET)] == [MIN_BUCKET] * 3
     assert bucket(MIN_BUCKET + 1) == 2 * MIN_BUCKET
     assert bucket(1000) == 1024
 
 
-def test_padding_past_a_bucket_changes_nothing():
-    model = get_backend("jax").create(SPEC, seed=1)
+@SPECS
+def test_padding_past_a_bucket_changes_nothing(spec):
+    model = get_backend("jax").create(spec, seed=1)
     batch = _batch()
     wide = _padded(batch, rows=7, columns=9)
     assert model.loss(wide) == pytest.approx(model.loss(batch), abs=1e-6)
@@ -67,12 +72,13 @@ def test_padding_past_a_bucket_changes_nothing():
     )
 
 
-def test_dropout_masks_ignore_padding():
+@SPECS
+def test_dropout_masks_ignore_padding(spec):
     batch = _batch()
     wide = _padded(batch, rows=7, columns=9)
     runs = []
     for b in (batch, wide):
-        model = get_backend("jax").create(SPEC, seed=3)
+        model = get_backend("jax").create(spec, seed=3)
         runs.append(([model.train_step(b) for _ in range(2)], model.get_weights()))
     np.testing.assert_allclose(runs[0][0], runs[1][0], atol=1e-6)
     for name, value in runs[0][1].items():

@@ -1,8 +1,10 @@
 """Adam with global gradient-norm clipping, as :class:`seq2seq_kit.spec.OptimizerSpec` says,
 as a pure function, plus the validation of a saved optimizer state.
 
-The update for step ``t`` (1-based), with ``g`` the clipped gradient::
+The update for step ``t`` (1-based), from the summed gradient ``G`` of the ``n`` real target
+positions of the batches accumulated into it::
 
+    g     <- G / n
     g     <- g * min(1, clip_norm / ||g||_2)       (all weights together; skipped if 0)
     m     <- beta1 * m + (1 - beta1) * g
     v     <- beta2 * v + (1 - beta2) * g^2
@@ -59,14 +61,16 @@ def update(
     grads: dict,
     m: jax.Array,
     v: jax.Array,
+    grad_scale: jax.Array,
     lr_scale: jax.Array,
     bias2_root: jax.Array,
 ) -> tuple[dict, jax.Array, jax.Array]:
     """One Adam step (pure): weights and gradients as dicts, the moments as flat vectors;
-    returns the new ``(params, m, v)``. ``lr_scale`` and ``bias2_root`` come from
+    returns the new ``(params, m, v)``. The gradient is ``grads * grad_scale`` (``1 / n``
+    for summed token gradients); ``lr_scale`` and ``bias2_root`` come from
     :func:`step_scalars`."""
     theta, unravel = ravel_pytree(params)
-    g, _ = ravel_pytree(grads)
+    g = ravel_pytree(grads)[0] * grad_scale
     if hyper.clip_norm > 0:
         norm = jnp.sqrt(jnp.sum(g * g))
         safe = jnp.where(norm > 0, norm, 1.0)
