@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from ..backend import Backend, Model
+from ..backend import Backend, Model, required_capabilities
 from ..batching import Batch, make_batch
 from ..plugins import get_backend, registry
 from ..spec import ModelSpec, OptimizerSpec, Spec, TransformerSpec
@@ -184,7 +184,11 @@ class BackendTestBase:
     def reference(self, spec: Spec, optimizer: OptimizerSpec | None = None) -> Model:
         if REFERENCE not in registry().backends:
             pytest.skip(f"reference backend {REFERENCE!r} is not installed")
-        return get_backend(REFERENCE).create(spec, seed=0, optimizer=optimizer)
+        reference = get_backend(REFERENCE)
+        missing = required_capabilities(spec) - reference.capabilities
+        if missing:
+            pytest.skip(f"the reference backend {REFERENCE!r} lacks {sorted(missing)}")
+        return reference.create(spec, seed=0, optimizer=optimizer)
 
     @pytest.fixture(scope="class")
     @classmethod
