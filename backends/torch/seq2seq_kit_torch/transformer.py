@@ -1,0 +1,441 @@
+"""The Transformer encoder-decoder (Vaswani et al. 2017) as ``torch.nn`` modules, with the
+formulas of :mod:`seq2seq_kit.weights` and :class:`seq2seq_kit.spec.TransformerSpec`.
+
+Written out rather than built from ``nn.TransformerEncoderLayer`` / ``nn.MultiheadAttention``
+so that the parameters map simply to the canonical layout (:mod:`.layout`: one
+``nn.Linear`` per projection, the self-attention's query, key and value packed into one)
+and so that masking follows the canonical rule exactly: a query that sees no key (an empty
+source) gets zero weights and a zero context. Tensors are batch-major; attention works on
+heads split out as ``[B, N, T, d]``.
+
+:class:`Transformer` has the interface :mod:`.model` drives (shared with
+:class:`.rnn.Seq2Seq`): ``forward`` (teacher-forced logits), ``encode``, ``step``,
+``reorder`` and a ``generator`` for the dropout masks. Incremental decoding keeps, per
+decoder layer, the self-attention keys and values of the positions so far and the
+cross-attention keys and values of the encoder output (computed once by ``encode``), so a
+step costs one position's projections plus attention over the cache (fairseq's
+incremental state).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seq2seq_kit.spec import TransformerSpec
+from seq2seq_kit.weights import LAYER_NORM_EPSILON, sinusoidal_positions
+
+from .dropout import Dropout, optional
+
+#: Keys and values of one attention, ``[B, N, S, d]`` each.
+KeyValue = tuple[torch.Tensor, torch.Tensor]
+
+
+class SourceMask(NamedTuple):
+    """Which source positions a query may see, in the form attention takes.
+
+    Attributes:
+        visible: bool ``[B, 1, 1, S]``, True where a key may be attended to; rows of an
+            empty source are all True (so that softmax stays finite) and zeroed through
+            ``has_key``. None when every position of every row is visible.
+        has_key: ``[B, 1, 1, 1]`` in the model's dtype, 0.0 for an empty source, 1.0
+            otherwise; None when no source is empty.
+    """
+
+    visible: torch.Tensor | None
+    has_key: torch.Tensor | None
+
+
+def source_mask(lengths: torch.Tensor, width: int, dtype: torch.dtype) -> SourceMask:
+    """The :class:`SourceMask` of int64 ``[B]`` ``lengths`` over ``width`` positions."""
+    visible = torch.arange(width)[None, :] < lengths[:, None]
+    if bool(visible.all()):
+        return SourceMask(None, None)
+    empty = lengths == 0
+    has_key = None
+    if bool(empty.any()):
+        visible = visible | empty[:, None]
+        has_key = (~empty).to(dtype)[:, None, None, None]
+    return SourceMask(visible[:, None, None, :], has_key)
+
+
+def _drop(dropout: Dropout | None, x: torch.Tensor) -> torch.Tensor:
+    return x if dropout is None else dropout(x)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head scaled dot-product attention (Vaswani et al. 2017, section 3.2).
+
+    Self-attention packs its query, key and value projections into ``qkv`` (``[3D, D]``);
+    cross-attention has ``query`` and ``key_value`` (``[2D, D]``: the encoder output is
+    projected once per source). ``output`` projects the concatenated heads.
+
+    Weights come from ``F.scaled_dot_product_attention`` unless they are wanted (the top
+    decoder layer's cross-attention while decoding) or dropped out (``attention_dropout``
+    in training, with masks from the model's generator rather than torch's global one).
+    """
+
+    def __init__(self, spec: TransformerSpec, cross: bool, dropout: Dropout | None):
+        super().__init__()
+        width = spec.d_model
+        self.heads, self.head_size = spec.num_heads, spec.head_size
+        if cross:
+            self.query = nn.Linear(width, width)
+            self.key_value = nn.Linear(width, 2 * width)
+        else:
+            self.qkv = nn.Linear(width, 3 * width)
+        self.output = nn.Linear(width, width)
+        self.dropout = dropout
+
+    def split(self, x: torch.Tensor, parts: int) -> torch.Tensor:
+        """``[B, T, parts*D]`` -> ``[parts, B, N, T, d]``."""
+        batch, steps, _ = x.shape
+        return x.view(batch, steps, parts, self.heads, self.head_size).permute(2, 0, 3, 1, 4)
+
+    def keys_values(self, memory: torch.Tensor) -> KeyValue:
+        """Cross-attention keys and values of ``[B, S, D]`` memory, ``[B, N, S, d]`` each."""
+        k, v = self.split(self.key_value(memory), 2)
+        return k, v
+
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: SourceMask | None = None,
+        causal: bool = False,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Queries ``[B, N, T, d]`` over keys and values ``[B, N, S, d]`` -> (output
+        ``[B, T, D]`` after the output projection, weights ``[B, N, T, S]`` or None unless
+        ``need_weights``). ``causal`` hides keys after each query (needs ``T == S``)."""
+        visible = None if mask is None else mask.visible
+        has_key = None if mask is None else mask.has_key
+        weights = None
+        if need_weights or (self.dropout is not None and self.training):
+            scores = q @ k.transpose(-1, -2) * self.head_size**-0.5
+            if causal:
+                hidden = torch.ones(scores.shape[-2:], dtype=torch.bool).triu(1)
+                scores = scores.masked_fill(hidden, -math.inf)
+            if visible is not None:
+                scores = scores.masked_fill(~visible, -math.inf)
+            weights = scores.softmax(dim=-1)
+            if has_key is not None:
+                weights = weights * has_key
+            context = _drop(self.dropout, weights) @ v
+        else:
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=visible, is_causal=causal)
+            if has_key is not None:
+                context = context * has_key
+        batch, _, steps, _ = context.shape
+        merged = context.transpose(1, 2).reshape(batch, steps, self.heads * self.head_size)
+        return self.output(merged), weights
+
+
+class FeedForward(nn.Module):
+    """``act(x @ inner.kernel + inner.bias) @ outer.kernel + outer.bias`` (section 3.3)."""
+
+    def __init__(self, spec: TransformerSpec):
+        super().__init__()
+        self.inner = nn.Linear(spec.d_model, spec.ff_size)
+        self.outer = nn.Linear(spec.ff_size, spec.d_model)
+        self.activation = F.relu if spec.activation == "relu" else F.gelu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.outer(self.activation(self.inner(x)))
+
+
+class Layer(nn.Module):
+    """What encoder and decoder layers share: the residual wiring of a sub-layer, pre-norm
+    ``x + drop(f(norm(x)))`` or post-norm ``norm(x + drop(f(x)))``, and the feed-forward
+    block."""
+
+    def __init__(self, spec: TransformerSpec, dropout: Dropout | None):
+        super().__init__()
+        self.pre = spec.layer_norm == "pre"
+        self.dropout = dropout
+        self.feed_forward = FeedForward(spec)
+        self.feed_forward_norm = nn.LayerNorm(spec.d_model, eps=LAYER_NORM_EPSILON)
+
+    def normed(self, x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+        """The sub-layer input: ``norm(x)`` pre-norm, ``x`` post-norm."""
+        return norm(x) if self.pre else x
+
+    def residual(self, x: torch.Tensor, out: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+        """Add sub-layer output ``out`` to its input ``x`` (dropout on ``out``)."""
+        x = x + _drop(self.dropout, out)
+        return x if self.pre else norm(x)
+
+    def feed(self, x: torch.Tensor) -> torch.Tensor:
+        """The feed-forward sub-layer with its residual."""
+        norm = self.feed_forward_norm
+        return self.residual(x, self.feed_forward(self.normed(x, norm)), norm)
+
+
+class EncoderLayer(Layer):
+    """Self-attention over the source, then the feed-forward block."""
+
+    def __init__(self, spec: TransformerSpec, dropout: Dropout | None, attention: Dropout | None):
+        super().__init__(spec, dropout)
+        self.self_attention = MultiHeadAttention(spec, False, attention)
+        self.self_attention_norm = nn.LayerNorm(spec.d_model, eps=LAYER_NORM_EPSILON)
+
+    def forward(self, x: torch.Tensor, mask: SourceMask) -> torch.Tensor:
+        norm = self.self_attention_norm
+        q, k, v = self.self_attention.split(self.self_attention.qkv(self.normed(x, norm)), 3)
+        x = self.residual(x, self.self_attention.attend(q, k, v, mask)[0], norm)
+        return self.feed(x)
+
+
+class DecoderLayer(Layer):
+    """Causal self-attention, cross-attention over the encoder output, feed-forward."""
+
+    def __init__(self, spec: TransformerSpec, dropout: Dropout | None, attention: Dropout | None):
+        super().__init__(spec, dropout)
+        self.self_attention = MultiHeadAttention(spec, False, attention)
+        self.self_attention_norm = nn.LayerNorm(spec.d_model, eps=LAYER_NORM_EPSILON)
+        self.cross_attention = MultiHeadAttention(spec, True, attention)
+        self.cross_attention_norm = nn.LayerNorm(spec.d_model, eps=LAYER_NORM_EPSILON)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: KeyValue | None,
+        cross: KeyValue,
+        mask: SourceMask,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, KeyValue, torch.Tensor | None]:
+        """``[B, T, D]`` inputs -> (outputs ``[B, T, D]``, the self-attention keys and
+        values including these positions, cross-attention weights ``[B, N, T, S]`` if
+        ``need_weights``).
+
+        Without ``cache`` the ``T`` positions are a whole prefix from position 0, attended
+        causally; with ``cache`` (keys and values of the earlier positions) ``T`` is 1
+        and the position sees all of them and itself. ``cache`` is not modified."""
+        attention, norm = self.self_attention, self.self_attention_norm
+        q, k, v = attention.split(attention.qkv(self.normed(x, norm)), 3)
+        if cache is not None:
+            k, v = torch.cat((cache[0], k), dim=2), torch.cat((cache[1], v), dim=2)
+        x = self.residual(x, attention.attend(q, k, v, causal=cache is None)[0], norm)
+        attention, norm = self.cross_attention, self.cross_attention_norm
+        query = attention.split(attention.query(self.normed(x, norm)), 1)[0]
+        out, weights = attention.attend(query, *cross, mask, need_weights=need_weights)
+        x = self.residual(x, out, norm)
+        return self.feed(x), (k, v), weights
+
+
+class Output(nn.Module):
+    """The output projection's parameters: ``weight`` ``[V, D]`` (None when tied to the
+    target embedding) and ``bias`` ``[V]``."""
+
+    def __init__(self, spec: TransformerSpec):
+        super().__init__()
+        weight = None
+        if not spec.tie_output_embeddings:
+            weight = nn.Parameter(torch.empty(spec.tgt_vocab_size, spec.d_model))
+        self.register_parameter("weight", weight)
+        self.bias = nn.Parameter(torch.zeros(spec.tgt_vocab_size))
+
+
+class Stack(nn.Module):
+    """What both sides share: the embedded input ``embedding[id] * sqrt(D) + position[t]``
+    (section 3.4) with dropout, a stack of layers, and (pre-norm) the final norm.
+
+    Attributes:
+        embedding: the side's ``nn.Embedding``.
+        positions: ``nn.Embedding(max_positions, D)`` for learned positions, else None
+            (the sinusoids are the buffer ``sinusoids``, not a weight).
+        final_norm: ``nn.LayerNorm`` for ``layer_norm = "pre"``, else None.
+    """
+
+    def __init__(self, spec: TransformerSpec, embedding: nn.Embedding, dropout: Dropout | None):
+        super().__init__()
+        self.embedding = embedding
+        self.positions = None
+        if spec.positions == "learned":
+            self.positions = nn.Embedding(spec.max_positions, spec.d_model)
+        else:
+            table = sinusoidal_positions(spec.max_positions, spec.d_model)
+            self.register_buffer("sinusoids", torch.from_numpy(table), persistent=False)
+        self.scale = math.sqrt(spec.d_model)
+        self.dropout = dropout
+        self.final_norm = None
+        if spec.layer_norm == "pre":
+            self.final_norm = nn.LayerNorm(spec.d_model, eps=LAYER_NORM_EPSILON)
+
+    def embed(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """int64 ``[B, T]`` ids at positions ``start ..`` -> ``[B, T, D]`` inputs."""
+        table = self.sinusoids if self.positions is None else self.positions.weight
+        x = self.embedding(ids) * self.scale + table[start : start + ids.shape[1]]
+        return _drop(self.dropout, x)
+
+    def normed(self, x: torch.Tensor) -> torch.Tensor:
+        """The stack's output: ``x`` through the final norm, if any."""
+        return x if self.final_norm is None else self.final_norm(x)
+
+
+class Encoder(Stack):
+    """The source side."""
+
+    def __init__(self, spec: TransformerSpec, dropout: Dropout | None, attention: Dropout | None):
+        super().__init__(spec, nn.Embedding(spec.src_vocab_size, spec.d_model), dropout)
+        self.layers = nn.ModuleList(
+            EncoderLayer(spec, dropout, attention) for _ in range(spec.encoder_layers)
+        )
+
+    def forward(self, ids: torch.Tensor, mask: SourceMask) -> torch.Tensor:
+        """int64 ``[B, S]`` ids -> ``[B, S, D]`` outputs (meaningless past each length)."""
+        x = self.embed(ids)
+        for layer in self.layers:
+            x = layer(x, mask)
+        return self.normed(x)
+
+
+class Decoder(Stack):
+    """The target side, with the output projection.
+
+    Attributes:
+        output: the :class:`Output` parameters.
+    """
+
+    def __init__(
+        self,
+        spec: TransformerSpec,
+        shared: nn.Embedding | None,
+        dropout: Dropout | None,
+        attention: Dropout | None,
+    ):
+        # A shared table is registered under the encoder first, so that named_parameters
+        # (which skips repeats) calls it ``encoder.embedding.weight``.
+        embedding = shared or nn.Embedding(spec.tgt_vocab_size, spec.d_model)
+        super().__init__(spec, embedding, dropout)
+        self.layers = nn.ModuleList(
+            DecoderLayer(spec, dropout, attention) for _ in range(spec.decoder_layers)
+        )
+        self.output = Output(spec)
+
+    def logits(self, y: torch.Tensor) -> torch.Tensor:
+        """Top-layer outputs ``[..., D]`` -> logits ``[..., V]`` (final norm first)."""
+        weight = self.embedding.weight if self.output.weight is None else self.output.weight
+        return F.linear(self.normed(y), weight, self.output.bias)
+
+
+class TransformerState(NamedTuple):
+    """The decoder state of :meth:`Transformer.encode` and :meth:`Transformer.step`.
+
+    Attributes:
+        keys, values: per decoder layer, self-attention keys / values ``[B, N, t, d]`` of
+            the ``t`` positions decoded so far.
+        cross: per decoder layer, cross-attention ``(keys, values)`` ``[B, N, S', d]`` of
+            the encoder output (``S'`` the longest source, at least 1).
+        mask: the :class:`SourceMask` of the sources over ``S'``.
+        position: ``t``, the position the next step decodes.
+        weights: ``[B, S']`` top-layer cross-attention of the step that produced this state,
+            averaged over heads; None from ``encode``.
+        source_width: ``S``, the width of the ``src_ids`` encoded.
+    """
+
+    keys: tuple[torch.Tensor, ...]
+    values: tuple[torch.Tensor, ...]
+    cross: tuple[KeyValue, ...]
+    mask: SourceMask
+    position: int
+    weights: torch.Tensor | None
+    source_width: int
+
+
+class Transformer(nn.Module):
+    """The encoder-decoder with teacher forcing and incremental decoding.
+
+    Attributes:
+        encoder, decoder: the :class:`Encoder` and :class:`Decoder`.
+        generator: the ``torch.Generator`` every dropout mask comes from (re-seeded before
+            each training batch).
+    """
+
+    def __init__(self, spec: TransformerSpec):
+        super().__init__()
+        self.generator = torch.Generator()
+        dropout = optional(spec.dropout, self.generator)
+        attention = optional(spec.attention_dropout, self.generator)
+        self.encoder = Encoder(spec, dropout, attention)
+        shared = self.encoder.embedding if spec.share_embeddings else None
+        self.decoder = Decoder(spec, shared, dropout, attention)
+
+    def memory(
+        self, src_ids: torch.Tensor, src_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, SourceMask]:
+        """int64 ``[B, S]`` ids and ``[B]`` lengths -> (encoder output ``[B, S', D]``, its
+        :class:`SourceMask`), ``S'`` the longest length, at least 1 (positions past it
+        change no result: every query hides them)."""
+        width = max(1, int(src_lengths.max())) if src_lengths.numel() else 1
+        if src_ids.shape[1] < width:  # an empty source of width 0: one PAD position
+            src_ids = src_ids.new_zeros(src_ids.shape[0], width)
+        src_ids = src_ids[:, :width]
+        mask = source_mask(src_lengths, width, self.decoder.output.bias.dtype)
+        return self.encoder(src_ids, mask), mask
+
+    def forward(
+        self, src_ids: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor
+    ) -> torch.Tensor:
+        """int64 ``[B, S]`` sources, ``[B]`` lengths, ``[B, T]`` decoder inputs ->
+        teacher-forced logits ``[B, T, V_tgt]``."""
+        memory, mask = self.memory(src_ids, src_lengths)
+        x = self.decoder.embed(tgt_in)
+        for layer in self.decoder.layers:
+            x = layer(x, None, layer.cross_attention.keys_values(memory), mask)[0]
+        return self.decoder.logits(x)
+
+    def encode(self, src_ids: torch.Tensor, src_lengths: torch.Tensor) -> TransformerState:
+        """The decoder's initial :class:`TransformerState`: empty self-attention caches,
+        each layer's cross-attention keys and values."""
+        memory, mask = self.memory(src_ids, src_lengths)
+        cross = tuple(layer.cross_attention.keys_values(memory) for layer in self.decoder.layers)
+        keys = cross[0][0]
+        empty = keys.new_zeros((keys.shape[0], keys.shape[1], 0, keys.shape[3]))
+        layers = len(cross)
+        return TransformerState(
+            (empty,) * layers, (empty,) * layers, cross, mask, 0, None, src_ids.shape[1]
+        )
+
+    def step(
+        self, prev_ids: torch.Tensor, state: TransformerState
+    ) -> tuple[torch.Tensor, TransformerState]:
+        """int64 ``[B]`` previous ids -> (logits ``[B, V_tgt]`` of the next token, the new
+        state); ``state`` is not modified."""
+        x = self.decoder.embed(prev_ids[:, None], state.position)
+        keys, values, top = [], [], len(self.decoder.layers) - 1
+        weights = None
+        for index, layer in enumerate(self.decoder.layers):
+            cache = (state.keys[index], state.values[index])
+            x, (k, v), weights = layer(
+                x, cache, state.cross[index], state.mask, need_weights=index == top
+            )
+            keys.append(k)
+            values.append(v)
+        logits = self.decoder.logits(x[:, 0])
+        return logits, state._replace(
+            keys=tuple(keys),
+            values=tuple(values),
+            position=state.position + 1,
+            weights=weights[:, :, 0].mean(dim=1),
+        )
+
+    @staticmethod
+    def reorder(state: TransformerState, index: torch.Tensor) -> TransformerState:
+        """Rows ``index`` (int64 ``[B']``) of every tensor in ``state``, as a new state."""
+
+        def take(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.index_select(0, index)
+
+        return state._replace(
+            keys=tuple(take(k) for k in state.keys),
+            values=tuple(take(v) for v in state.values),
+            cross=tuple((take(k), take(v)) for k, v in state.cross),
+            mask=SourceMask(take(state.mask.visible), take(state.mask.has_key)),
+            weights=take(state.weights),
+        )
