@@ -3,9 +3,9 @@
 :class:`optimizer.ClippedAdam`; :mod:`.layout` maps its parameters to the canonical layout.
 
 Both networks have one interface: ``net(src_ids, src_lengths, tgt_in)`` (teacher-forced
-logits), ``net.encode``, ``net.step``, ``net.reorder`` and ``net.generator`` (the dropout
-masks' source); their decoder states carry ``weights`` (attention of the last step, or
-None) and ``source_width``. So this adapter does not depend on the architecture.
+logits), ``net.encode``, ``net.step``, ``net.reorder``, ``net.attention`` (the attention weights
+of a state's last step, or None) and ``net.generator`` (the dropout masks' source); their
+decoder states carry ``source_width``. So this adapter does not depend on the architecture.
 
 NumPy arrays cross the boundary (int32 ids in, float32 log-probabilities and weights out);
 inside, ids are int64 tensors and everything runs on the CPU in the model's dtype.
@@ -156,10 +156,11 @@ class TorchModel:
         width of the encoded ``src_ids``; 0 past each source's length, rows summing to 1,
         or all 0 for an empty source; a Transformer's top decoder layer's cross-attention
         averaged over heads); None for an ``encode`` state or without attention."""
-        if state.weights is None:
+        with torch.inference_mode():
+            weights = self.net.attention(state)
+        if weights is None:
             return None
-        weights = self._to_numpy(state.weights, np.float32)
-        return attention_at_width(weights, state.source_width)
+        return attention_at_width(self._to_numpy(weights, np.float32), state.source_width)
 
     def set_learning_rate(self, learning_rate: float) -> None:
         """Adam's step size from the next :meth:`train_step` on."""

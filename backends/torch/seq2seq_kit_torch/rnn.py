@@ -13,7 +13,7 @@ the canonical layout.
 
 :class:`Seq2Seq` has the interface :mod:`.model` drives (shared with
 :class:`.transformer.Transformer`): ``forward`` (teacher-forced logits), ``encode``,
-``step``, ``reorder`` and a ``generator`` for the dropout masks.
+``step``, ``reorder``, ``attention`` and a ``generator`` for the dropout masks.
 """
 
 from __future__ import annotations
@@ -242,6 +242,12 @@ class Seq2Seq(nn.Module):
         state); ``state`` is not modified."""
         logits, state = self.decoder(prev_ids[:, None], state)
         return logits[:, 0], state
+
+    @staticmethod
+    def attention(state: DecoderState) -> torch.Tensor | None:
+        """``[B, S']`` attention weights of the step that produced ``state`` (``S'`` the
+        memory's width); None from ``encode`` or without attention."""
+        return state.weights
 
     @staticmethod
     def reorder(state: DecoderState, index: torch.Tensor) -> DecoderState:

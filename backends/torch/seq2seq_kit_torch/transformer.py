@@ -10,8 +10,8 @@ heads split out as ``[B, N, T, d]``.
 
 :class:`Transformer` has the interface :mod:`.model` drives (shared with
 :class:`.rnn.Seq2Seq`): ``forward`` (teacher-forced logits), ``encode``, ``step``,
-``reorder`` and a ``generator`` for the dropout masks. Incremental decoding keeps, per
-decoder layer, the self-attention keys and values of the positions so far and the
+``reorder``, ``attention`` and a ``generator`` for the dropout masks. Incremental decoding
+keeps, per decoder layer, the self-attention keys and values of the positions so far and the
 cross-attention keys and values of the encoder output (computed once by ``encode``), so a
 step costs one position's projections plus attention over the cache (fairseq's
 incremental state).
@@ -31,8 +31,9 @@ from seq2seq_kit.weights import LAYER_NORM_EPSILON, sinusoidal_positions
 
 from .dropout import Dropout, optional
 
-#: Keys and values of one attention, ``[B, N, S, d]`` each.
-KeyValue = tuple[torch.Tensor, torch.Tensor]
+#: Keys and values of one attention, stacked: ``[2, B, N, S, d]`` (one tensor, so that a
+#: decoding step extends a layer's cache with one ``torch.cat``).
+KeyValue = torch.Tensor
 
 
 class SourceMask(NamedTuple):
@@ -97,9 +98,25 @@ class MultiHeadAttention(nn.Module):
         return x.view(batch, steps, parts, self.heads, self.head_size).permute(2, 0, 3, 1, 4)
 
     def keys_values(self, memory: torch.Tensor) -> KeyValue:
-        """Cross-attention keys and values of ``[B, S, D]`` memory, ``[B, N, S, d]`` each."""
-        k, v = self.split(self.key_value(memory), 2)
-        return k, v
+        """Cross-attention keys and values of ``[B, S, D]`` memory: ``[2, B, N, S, d]``."""
+        return self.split(self.key_value(memory), 2)
+
+    def weights(
+        self, q: torch.Tensor, k: torch.Tensor, mask: SourceMask | None, causal: bool = False
+    ) -> torch.Tensor:
+        """Attention weights ``[B, N, T, S]`` of queries ``[B, N, T, d]`` over keys
+        ``[B, N, S, d]``: zero at hidden keys, and everywhere for a query that sees none.
+        ``causal`` hides keys after each query (needs ``T == S``)."""
+        scores = q @ k.transpose(-1, -2) * self.head_size**-0.5
+        if causal:
+            hidden = torch.ones(scores.shape[-2:], dtype=torch.bool).triu(1)
+            scores = scores.masked_fill(hidden, -math.inf)
+        if mask is not None and mask.visible is not None:
+            scores = scores.masked_fill(~mask.visible, -math.inf)
+        weights = scores.softmax(dim=-1)
+        if mask is not None and mask.has_key is not None:
+            weights = weights * mask.has_key
+        return weights
 
     def attend(
         self,
@@ -108,32 +125,20 @@ class MultiHeadAttention(nn.Module):
         v: torch.Tensor,
         mask: SourceMask | None = None,
         causal: bool = False,
-        need_weights: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Queries ``[B, N, T, d]`` over keys and values ``[B, N, S, d]`` -> (output
-        ``[B, T, D]`` after the output projection, weights ``[B, N, T, S]`` or None unless
-        ``need_weights``). ``causal`` hides keys after each query (needs ``T == S``)."""
-        visible = None if mask is None else mask.visible
-        has_key = None if mask is None else mask.has_key
-        weights = None
-        if need_weights or (self.dropout is not None and self.training):
-            scores = q @ k.transpose(-1, -2) * self.head_size**-0.5
-            if causal:
-                hidden = torch.ones(scores.shape[-2:], dtype=torch.bool).triu(1)
-                scores = scores.masked_fill(hidden, -math.inf)
-            if visible is not None:
-                scores = scores.masked_fill(~visible, -math.inf)
-            weights = scores.softmax(dim=-1)
-            if has_key is not None:
-                weights = weights * has_key
-            context = _drop(self.dropout, weights) @ v
+    ) -> torch.Tensor:
+        """Queries ``[B, N, T, d]`` over keys and values ``[B, N, S, d]`` -> output
+        ``[B, T, D]`` after the output projection. ``causal`` hides keys after each query
+        (needs ``T == S``)."""
+        if self.dropout is not None and self.training:
+            context = self.dropout(self.weights(q, k, mask, causal)) @ v
         else:
+            visible = None if mask is None else mask.visible
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=visible, is_causal=causal)
-            if has_key is not None:
-                context = context * has_key
+            if mask is not None and mask.has_key is not None:
+                context = context * mask.has_key
         batch, _, steps, _ = context.shape
         merged = context.transpose(1, 2).reshape(batch, steps, self.heads * self.head_size)
-        return self.output(merged), weights
+        return self.output(merged)
 
 
 class FeedForward(nn.Module):
@@ -187,7 +192,7 @@ class EncoderLayer(Layer):
     def forward(self, x: torch.Tensor, mask: SourceMask) -> torch.Tensor:
         norm = self.self_attention_norm
         q, k, v = self.self_attention.split(self.self_attention.qkv(self.normed(x, norm)), 3)
-        x = self.residual(x, self.self_attention.attend(q, k, v, mask)[0], norm)
+        x = self.residual(x, self.self_attention.attend(q, k, v, mask), norm)
         return self.feed(x)
 
 
@@ -207,25 +212,24 @@ class DecoderLayer(Layer):
         cache: KeyValue | None,
         cross: KeyValue,
         mask: SourceMask,
-        need_weights: bool = False,
-    ) -> tuple[torch.Tensor, KeyValue, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, KeyValue, torch.Tensor]:
         """``[B, T, D]`` inputs -> (outputs ``[B, T, D]``, the self-attention keys and
-        values including these positions, cross-attention weights ``[B, N, T, S]`` if
-        ``need_weights``).
+        values ``[2, B, N, t, d]`` including these positions, the cross-attention queries
+        ``[B, N, T, d]``).
 
         Without ``cache`` the ``T`` positions are a whole prefix from position 0, attended
         causally; with ``cache`` (keys and values of the earlier positions) ``T`` is 1
         and the position sees all of them and itself. ``cache`` is not modified."""
         attention, norm = self.self_attention, self.self_attention_norm
-        q, k, v = attention.split(attention.qkv(self.normed(x, norm)), 3)
+        qkv = attention.split(attention.qkv(self.normed(x, norm)), 3)
+        q, kv = qkv[0], qkv[1:]
         if cache is not None:
-            k, v = torch.cat((cache[0], k), dim=2), torch.cat((cache[1], v), dim=2)
-        x = self.residual(x, attention.attend(q, k, v, causal=cache is None)[0], norm)
+            kv = torch.cat((cache, kv), dim=3)
+        x = self.residual(x, attention.attend(q, kv[0], kv[1], causal=cache is None), norm)
         attention, norm = self.cross_attention, self.cross_attention_norm
         query = attention.split(attention.query(self.normed(x, norm)), 1)[0]
-        out, weights = attention.attend(query, *cross, mask, need_weights=need_weights)
-        x = self.residual(x, out, norm)
-        return self.feed(x), (k, v), weights
+        x = self.residual(x, attention.attend(query, cross[0], cross[1], mask), norm)
+        return self.feed(x), kv, query
 
 
 class Output(nn.Module):
@@ -328,23 +332,24 @@ class TransformerState(NamedTuple):
     """The decoder state of :meth:`Transformer.encode` and :meth:`Transformer.step`.
 
     Attributes:
-        keys, values: per decoder layer, self-attention keys / values ``[B, N, t, d]`` of
+        cache: per decoder layer, self-attention keys and values ``[2, B, N, t, d]`` of
             the ``t`` positions decoded so far.
-        cross: per decoder layer, cross-attention ``(keys, values)`` ``[B, N, S', d]`` of
+        cross: per decoder layer, cross-attention keys and values ``[2, B, N, S', d]`` of
             the encoder output (``S'`` the longest source, at least 1).
         mask: the :class:`SourceMask` of the sources over ``S'``.
         position: ``t``, the position the next step decodes.
-        weights: ``[B, S']`` top-layer cross-attention of the step that produced this state,
-            averaged over heads; None from ``encode``.
+        query: ``[B, N, 1, d]`` top-layer cross-attention queries of the step that produced
+            this state, None from ``encode``: :meth:`Transformer.attention` computes the
+            weights from them only when asked (decoding rarely asks; it saves a step the
+            explicit attention the fused kernel does not return).
         source_width: ``S``, the width of the ``src_ids`` encoded.
     """
 
-    keys: tuple[torch.Tensor, ...]
-    values: tuple[torch.Tensor, ...]
+    cache: tuple[KeyValue, ...]
     cross: tuple[KeyValue, ...]
     mask: SourceMask
     position: int
-    weights: torch.Tensor | None
+    query: torch.Tensor | None
     source_width: int
 
 
@@ -394,13 +399,13 @@ class Transformer(nn.Module):
         """The decoder's initial :class:`TransformerState`: empty self-attention caches,
         each layer's cross-attention keys and values."""
         memory, mask = self.memory(src_ids, src_lengths)
-        cross = tuple(layer.cross_attention.keys_values(memory) for layer in self.decoder.layers)
-        keys = cross[0][0]
-        empty = keys.new_zeros((keys.shape[0], keys.shape[1], 0, keys.shape[3]))
-        layers = len(cross)
-        return TransformerState(
-            (empty,) * layers, (empty,) * layers, cross, mask, 0, None, src_ids.shape[1]
+        # Contiguous once here rather than strided at every step.
+        cross = tuple(
+            layer.cross_attention.keys_values(memory).contiguous() for layer in self.decoder.layers
         )
+        two, batch, heads, _, size = cross[0].shape
+        empty = cross[0].new_zeros((two, batch, heads, 0, size))
+        return TransformerState((empty,) * len(cross), cross, mask, 0, None, src_ids.shape[1])
 
     def step(
         self, prev_ids: torch.Tensor, state: TransformerState
@@ -408,22 +413,25 @@ class Transformer(nn.Module):
         """int64 ``[B]`` previous ids -> (logits ``[B, V_tgt]`` of the next token, the new
         state); ``state`` is not modified."""
         x = self.decoder.embed(prev_ids[:, None], state.position)
-        keys, values, top = [], [], len(self.decoder.layers) - 1
-        weights = None
+        cache = []
         for index, layer in enumerate(self.decoder.layers):
-            cache = (state.keys[index], state.values[index])
-            x, (k, v), weights = layer(
-                x, cache, state.cross[index], state.mask, need_weights=index == top
-            )
-            keys.append(k)
-            values.append(v)
+            x, kv, query = layer(x, state.cache[index], state.cross[index], state.mask)
+            cache.append(kv)
         logits = self.decoder.logits(x[:, 0])
         return logits, state._replace(
-            keys=tuple(keys),
-            values=tuple(values),
+            cache=tuple(cache),
             position=state.position + 1,
-            weights=weights[:, :, 0].mean(dim=1),
+            query=query,
         )
+
+    def attention(self, state: TransformerState) -> torch.Tensor | None:
+        """``[B, S']`` cross-attention weights of the top decoder layer, averaged over heads
+        (fairseq's choice), of the step that produced ``state``; None from ``encode``."""
+        if state.query is None:
+            return None
+        layer = self.decoder.layers[-1].cross_attention
+        weights = layer.weights(state.query, state.cross[-1][0], state.mask)
+        return weights[:, :, 0].mean(dim=1)
 
     @staticmethod
     def reorder(state: TransformerState, index: torch.Tensor) -> TransformerState:
@@ -433,9 +441,8 @@ class Transformer(nn.Module):
             return None if t is None else t.index_select(0, index)
 
         return state._replace(
-            keys=tuple(take(k) for k in state.keys),
-            values=tuple(take(v) for v in state.values),
-            cross=tuple((take(k), take(v)) for k, v in state.cross),
+            cache=tuple(kv.index_select(1, index) for kv in state.cache),
+            cross=tuple(kv.index_select(1, index) for kv in state.cross),
             mask=SourceMask(take(state.mask.visible), take(state.mask.has_key)),
-            weights=take(state.weights),
+            query=take(state.query),
         )
