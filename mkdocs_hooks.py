@@ -49,7 +49,7 @@ def stray_tags(markdown: str) -> list[str]:
 
 
 def config_reference() -> str:
-    from seq2seq_kit.config import RESUMABLE, Config
+    from seq2seq_kit.config import RESUMABLE, Config, section_models
 
     out = ["| key | default | on resume | meaning |", "| --- | --- | --- | --- |"]
     backend = Config.model_fields["backend"]
@@ -58,14 +58,27 @@ def config_reference() -> str:
         f"{table_cell(backend.description)} |"
     )
     for section in ("data", "model", "train", "decode"):
-        model = Config.model_fields[section].default_factory()
-        for name, field in type(model).model_fields.items():
-            default = in_code(repr(getattr(model, name)))
-            resume = "may change" if f"{section}.{name}" in RESUMABLE else "fixed"
-            out.append(
-                f"| `{section}.{name}` | {default} | {resume} | "
-                f"{table_cell(field.description or '')} |"
-            )
+        models = section_models(section)
+        done = set()
+        for model in models:
+            # [model]: each architecture's keys, its name first ("rnn: units of..."); a key
+            # both have alike (architecture) is listed once
+            owner = f"{model.model_fields['architecture'].default}: " if len(models) > 1 else ""
+            for name, field in model.model_fields.items():
+                default = field.get_default(call_default_factory=True)
+                if name == "architecture":  # each class's own name; the config's default
+                    default = Config().model.architecture
+                if (name, repr(default), field.description) in done:
+                    continue
+                done.add((name, repr(default), field.description))
+                resume = "may change" if f"{section}.{name}" in RESUMABLE else "fixed"
+                meaning = field.description or ""
+                if owner and name != "architecture":
+                    meaning = owner + meaning
+                out.append(
+                    f"| `{section}.{name}` | {in_code(repr(default))} | {resume} | "
+                    f"{table_cell(meaning)} |"
+                )
     return "\n".join(out)
 
 

@@ -13,8 +13,9 @@ Order of a run (each step a fresh subprocess, see ``_common.call``; logs in
 2. References, measured in this run: reference_sgemm.py (fp32 matmul peak through NumPy),
    reference_seed_keras.py (the seed notebook's training and decoding loop),
    reference_torch.py (plain PyTorch encoder-decoder: greedy decoding and training).
-3. Per backend, one worker process: bench_digits, bench_decode, bench_train (so that no
-   two frameworks share a process, a thread pool or an import).
+3. Per backend, one worker process: bench_digits, bench_decode, bench_train,
+   bench_transformer (so that no two frameworks share a process, a thread pool or an
+   import).
 4. bench_memory: two processes per backend (100,000 and 10,000 pairs).
 5. bench_loading: two processes loading ``--limit 3`` pairs, from a large and a tiny TSV file.
 6. bench_startup: the CLI commands, in subprocesses.
@@ -56,7 +57,16 @@ from _common import (  # noqa: E402
     thread_env,
 )
 
-BENCHES = ("digits", "decode", "train", "memory", "loading", "startup", "batching")
+BENCHES = (
+    "digits",
+    "decode",
+    "train",
+    "transformer",
+    "memory",
+    "loading",
+    "startup",
+    "batching",
+)
 
 SIZES = {
     "full": {
@@ -104,11 +114,13 @@ def measure_backend(backend: str, benches: list[str], sizes: dict[str, Any]) -> 
     import bench_decode
     import bench_digits
     import bench_train
+    import bench_transformer
 
     jobs = {
         "digits": lambda: bench_digits.measure(backend),
         "decode": lambda: bench_decode.measure(backend, sizes),
         "train": lambda: bench_train.measure(backend, sizes),
+        "transformer": lambda: bench_transformer.measure(backend, sizes),
     }
     result = {}
     for name in benches:
@@ -181,6 +193,7 @@ def main() -> None:
     import bench_memory
     import bench_startup
     import bench_train
+    import bench_transformer
 
     sizes = dict(SIZES["quick" if args.quick else "full"])
     benches = args.only or list(BENCHES)
@@ -209,7 +222,7 @@ def main() -> None:
 
     measured: dict[str, Any] = {}
     threads: dict[str, Any] = {}
-    worker_benches = [b for b in benches if b in ("digits", "decode", "train")]
+    worker_benches = [b for b in benches if b in ("digits", "decode", "train", "transformer")]
     if worker_benches:
         for backend in backends:
             print(f"backend {backend}", flush=True)
@@ -242,6 +255,8 @@ def main() -> None:
         rows += bench_decode.rows(of("decode"), refs, sizes)
     if "train" in benches:
         rows += bench_train.rows(of("train"), refs)
+    if "transformer" in benches:
+        rows += bench_transformer.rows(of("transformer"))
     memory: dict[str, Any] = {}
     if "memory" in benches:
         print("memory", flush=True)

@@ -32,11 +32,24 @@ from .config import (
 )
 from .data import Dataset, Pair, check_pairs, load_dataset, split, surrogate_at
 from .decoding import Hypothesis, beam_search, greedy
-from .errors import BackendError, CheckpointError, ConfigError, DataError, Seq2SeqError
+from .errors import (
+    BackendError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    InputTooLongError,
+    Seq2SeqError,
+)
 from .logs import stdout_logging
 from .plugins import get_backend, registry
 from .resume import MOVABLE, data_fingerprint, resumed_config
-from .spec import ModelSpec, OptimizerSpec
+from .spec import (
+    OptimizerSpec,
+    Spec,
+    max_source_tokens,
+    max_target_tokens,
+    spec_from_dict,
+)
 from .tokenizers import Tokenizer, make_tokenizer
 from .trainer import TrainerState, fit
 from .vocab import Vocabulary, normalize, pad
@@ -48,7 +61,9 @@ class Translator:
     """A trained model with its vocabularies, ready to translate text.
 
     Attributes:
-        model: the backend model (see :class:`seq2seq_kit.backend.Model`).
+        model: the backend model (see :class:`seq2seq_kit.backend.Model`); its ``spec`` is
+            a :class:`~seq2seq_kit.spec.ModelSpec` (RNN) or a
+            :class:`~seq2seq_kit.spec.TransformerSpec` (:attr:`architecture` says which).
         backend: name of the backend running it.
         history: per-epoch training records (empty for a model loaded without them).
     """
@@ -111,11 +126,14 @@ class Translator:
         (``n_best`` above ``beam`` widens the beam). Returns, per text, its n-best list (one
         entry for greedy). Options left ``None`` take the model's saved ``[decode]``
         settings (:meth:`decode_config`); ``max_length`` then defaults to the cap saved
-        with the model.
+        with the model, and is lowered to what the model can decode (a Transformer's
+        ``max_positions - 1``: :meth:`decoding_limit`).
 
         Raises:
             UnknownTokenError: a token not in the source vocabulary, naming it, its position
                 and the 1-based input line, unless ``unknown="replace"`` maps it to UNK.
+            InputTooLongError: a text with more source tokens than the model can encode (a
+                Transformer's ``max_positions``), naming its line and both lengths.
             ConfigError: an option out of range (``beam=0``, ``length_penalty=nan``...).
             BackendError: beam search asked of a backend without the ``beam`` capability.
         """
@@ -134,7 +152,7 @@ class Translator:
             batch_size=batch_size,
         )
         beam, n_best, unknown = options.beam, options.n_best, options.unknown
-        max_length = options.max_length or self.max_length
+        max_length = self.decoding_limit(options.max_length)
         batch_size = options.batch_size
         searching = beam > 1 or n_best > 1
         if searching and "beam" not in get_backend(self.backend).capabilities:
@@ -144,6 +162,8 @@ class Translator:
             )
         todo = [i for i, t in enumerate(texts) if t.strip()]  # blank lines stay blank
         ids = {i: self.source_vocab.encode(texts[i], unknown=unknown, line=i + 1) for i in todo}
+        for i in todo:
+            self._check_source_length(ids[i], i + 1)
         results: list[list[Hypothesis]] = [[Hypothesis("", (), 0.0, False)] for _ in texts]
         todo.sort(key=lambda i: len(ids[i]))  # similar lengths share a batch: less padding
         for start in range(0, len(todo), batch_size):
@@ -169,6 +189,24 @@ class Translator:
                 results[i] = hyps
         return results
 
+    @property
+    def architecture(self) -> str:
+        """The model's architecture: ``"rnn"`` or ``"transformer"``."""
+        return self.model.spec.architecture
+
+    def decoding_limit(self, max_length: int | None = None) -> int:
+        """The most tokens a hypothesis may hold: ``max_length``, else the cap saved with
+        the model, lowered to what the model can decode (:func:`decoding_cap`)."""
+        return decoding_cap(self.model.spec, max_length or self.max_length)
+
+    def _check_source_length(self, ids: Sequence[int], line: int) -> None:
+        """Refuse a source longer than the model can encode (a Transformer's
+        ``max_positions``), as OpenNMT refuses one over ``-src_seq_length``: cutting it
+        would translate another sentence than the one given."""
+        limit = max_source_tokens(self.model.spec)
+        if limit is not None and len(ids) > limit:
+            raise InputTooLongError(len(ids), limit, line)
+
     def attention(
         self, text: str, max_length: int | None = None
     ) -> tuple[list[str], list[str], np.ndarray]:
@@ -177,13 +215,15 @@ class Translator:
 
         Raises:
             Seq2SeqError: the model has no attention. UnknownTokenError: as translate.
+            InputTooLongError: ``text`` is longer than the model can encode.
         """
-        if self.model.spec.attention == "none":
+        if not self.model.spec.has_attention:
             raise Seq2SeqError("this model has no attention (model.attention = none)")
         ids = self.source_vocab.encode(text, line=1)
+        self._check_source_length(ids, 1)
         src, lengths = pad([ids]), np.array([len(ids)], dtype=np.int32)
         hyp = greedy(
-            self.model, src, lengths, self.target_vocab, max_length or self.max_length, True
+            self.model, src, lengths, self.target_vocab, self.decoding_limit(max_length), True
         )[0]
         output = [self.target_vocab.token(i) for i in hyp.ids]
         if not hyp.truncated:
@@ -240,6 +280,49 @@ def default_max_length(targets: Sequence[Sequence[int]]) -> int:
     return max(2 * longest, longest + 10)
 
 
+def model_spec(cfg: Config, src_vocab_size: int, tgt_vocab_size: int) -> Spec:
+    """The spec ``cfg.model`` describes (its architecture's: a
+    :class:`~seq2seq_kit.spec.ModelSpec` for an RNN, a
+    :class:`~seq2seq_kit.spec.TransformerSpec` for a Transformer) for vocabularies of these
+    sizes.
+
+    Raises:
+        ConfigError: a value the spec refuses (e.g. ``share_embeddings`` with vocabularies
+            of different sizes).
+    """
+    try:
+        return spec_from_dict(
+            {
+                **cfg.model.model_dump(),
+                "src_vocab_size": src_vocab_size,
+                "tgt_vocab_size": tgt_vocab_size,
+            }
+        )
+    except ValueError as exc:
+        raise ConfigError(f"model: {exc}") from None
+
+
+def optimizer_spec(cfg: Config) -> OptimizerSpec:
+    """Adam, clipping and label smoothing as ``cfg.train`` sets them."""
+    train = cfg.train
+    return OptimizerSpec(
+        learning_rate=train.learning_rate,
+        beta1=train.adam_beta1,
+        beta2=train.adam_beta2,
+        epsilon=train.adam_epsilon,
+        clip_norm=train.clip_norm,
+        label_smoothing=train.label_smoothing,
+    )
+
+
+def decoding_cap(spec: Spec, max_length: int) -> int:
+    """``max_length`` within what the model can decode: a Transformer's decoder has
+    ``max_positions`` positions, BOS in the first, so at most ``max_positions - 1`` tokens
+    (a hypothesis stopped there is truncated, as at any ``max_length``)."""
+    limit = max_target_tokens(spec)
+    return max_length if limit is None else min(max_length, limit)
+
+
 def train(
     config: Config | str | os.PathLike[str] | None = None,
     *,
@@ -254,6 +337,11 @@ def train(
     """Train a model as ``config`` says (a :class:`Config`, a TOML path, or ``None`` for
     the seed notebook's defaults on ``digits``); keyword arguments override it. ``data`` is
     a dataset name, a TSV path, or a list of (source, target) pairs.
+
+    ``config.model.architecture`` chooses the model (:func:`model_spec`); a Transformer's
+    ``max_positions`` also skips the training and validation pairs it cannot hold (counted
+    with those ``data.max_source_length`` / ``max_target_length`` skip) and caps the saved
+    decoding length at ``max_positions - 1``.
 
     With ``out``, the model directory is written there after every epoch: the best weights
     by ``train.early_stopping_metric`` on the validation pairs (the last weights without
@@ -325,12 +413,37 @@ def train(
         return _train(cfg, out, chosen, backend_name, pairs, saved, changes)
 
 
+def _length_caps(cfg: Config) -> tuple[tuple[int | None, str], tuple[int | None, str]]:
+    """Per side (source, target), the most tokens a training pair may have and the keys
+    that set it, e.g. ``(20, "data.max_source_length = 20")``; ``(None, "")``: no limit.
+
+    The data keys are the user's choice; a Transformer adds ``model.max_positions``, which
+    the source may fill and the target fills with its BOS, so a target gets one token less.
+    Where both apply the smaller wins.
+    """
+    positions = getattr(cfg.model, "max_positions", None)
+    caps = []
+    for key, bos in (("max_source_length", 0), ("max_target_length", 1)):
+        limits: dict[str, int] = {}
+        value = getattr(cfg.data, key)
+        if value is not None:
+            limits[f"data.{key} = {value}"] = value
+        if positions is not None:
+            name = "model.max_positions - 1" if bos else "model.max_positions"
+            limits[f"{name} = {positions - bos}"] = positions - bos
+        cap = min(limits.values(), default=None)
+        caps.append((cap, " / ".join(k for k, v in limits.items() if v == cap)))
+    return caps[0], caps[1]
+
+
 def _too_long(
-    pairs: Sequence[Pair], cfg: Config, tokenizers: tuple[Tokenizer, Tokenizer]
+    pairs: Sequence[Pair],
+    caps: tuple[tuple[int | None, str], tuple[int | None, str]],
+    tokenizers: tuple[Tokenizer, Tokenizer],
 ) -> list[bool]:
-    """Per pair, whether it has more pieces than ``data.max_source_length`` (source) or
-    ``max_target_length`` (target), as its side's tokenizer splits it."""
-    limits = (cfg.data.max_source_length, cfg.data.max_target_length)
+    """Per pair, whether a side has more pieces than its cap (:func:`_length_caps`), as
+    its side's tokenizer splits it."""
+    limits = (caps[0][0], caps[1][0])
     if limits == (None, None):
         return [False] * len(pairs)
     return [
@@ -423,29 +536,44 @@ def _load_pairs(
         value = getattr(cfg.data, key)
         if value is not None and surrogate_at(value) is not None:
             raise ConfigError(f"data.{key}: {value!r} is not valid UTF-8 (model.json stores it)")
-    caps = {f"data.{k}": v for k, v in cfg.data.model_dump().items() if k.startswith("max_")}
     if not train_pairs:
         raise DataError(
             f"no training pairs of {len(dataset.pairs)}: {split_away}; change that or add data",
             dataset.path or dataset.name,
         )
     tokenizers = _tokenizers(cfg, train_pairs, saved)
-    too_long = _too_long(train_pairs, cfg, tokenizers)
+    caps = _length_caps(cfg)
+    named = " / ".join(name for _, name in caps if name)
+    too_long = _too_long(train_pairs, caps, tokenizers)
     skipped = sum(too_long)
     if skipped:
         log.info(
             "skipped %d of %d training pairs longer than %s tokens",
             skipped,
             len(train_pairs),
-            " / ".join(f"{k} = {v}" for k, v in caps.items() if v is not None),
+            named,
         )
         train_pairs = [p for p, drop in zip(train_pairs, too_long, strict=True) if not drop]
     if not train_pairs:
         raise DataError(
             f"no training pairs of {len(dataset.pairs)}: all {skipped} are longer than "
-            f"{' / '.join(caps)}; change that or add data",
+            f"{named}; change that or add data",
             dataset.path or dataset.name,
         )
+    if hasattr(cfg.model, "max_positions"):
+        # Validation pairs keep any length the data keys allow (they are only scored), but
+        # a Transformer has no position for a longer one: skipped too, and said so.
+        positional = ((cfg.model.max_positions, ""), (cfg.model.max_positions - 1, ""))
+        too_long = _too_long(valid_pairs, positional, tokenizers)
+        if any(too_long):
+            log.info(
+                "skipped %d of %d validation pairs longer than model.max_positions = %d "
+                "(the target with its BOS)",
+                sum(too_long),
+                len(valid_pairs),
+                cfg.model.max_positions,
+            )
+            valid_pairs = [p for p, drop in zip(valid_pairs, too_long, strict=True) if not drop]
     return dataset, train_pairs, valid_pairs, skipped, tokenizers
 
 
@@ -490,8 +618,8 @@ def _train(
         )
 
     train_ids, valid_ids = encode(train_pairs), encode(valid_pairs)
-    spec = ModelSpec(len(source_vocab), len(target_vocab), **cfg.model.model_dump())
-    optimizer = OptimizerSpec(learning_rate=cfg.train.learning_rate, clip_norm=cfg.train.clip_norm)
+    spec = model_spec(cfg, len(source_vocab), len(target_vocab))
+    optimizer = optimizer_spec(cfg)
     model = chosen.create(spec, seed=cfg.train.seed, optimizer=optimizer)
     state = None
     resumes: list[dict[str, Any]] = []
@@ -534,7 +662,7 @@ def _train(
         source_vocab,
         target_vocab,
         backend=backend_name,
-        max_length=default_max_length(train_ids[1]),
+        max_length=decoding_cap(spec, default_max_length(train_ids[1])),
         meta=meta,
     )
     translator.train_pairs, translator.valid_pairs = list(train_pairs), list(valid_pairs)

@@ -31,14 +31,22 @@ def _flag(section: str, key: str) -> str:
     return "--" + _FLAG_NAMES.get((section, key), key).replace("_", "-")
 
 
-def _field_checker(model: type[Any], key: str) -> Callable[[str], Any]:
+def _field_checker(field: Any, key: str) -> Callable[[str], Any]:
     """argparse ``type=``: the value as the config field would accept it, or an
-    ``ArgumentTypeError`` with pydantic's reason (so a flag obeys the config file's rules)."""
-    from pydantic import ValidationError
+    ``ArgumentTypeError`` with pydantic's reason (so a flag obeys the config file's rules).
+    The field alone is checked: rules across keys (num_heads divides d_model) wait for the
+    whole config, where the flags' values meet."""
+    from typing import Annotated
+
+    from pydantic import TypeAdapter, ValidationError
+
+    from .config import Config
+
+    adapter = TypeAdapter(Annotated[field.annotation, field], config=Config.model_config)
 
     def check(text: str) -> Any:
         try:
-            return getattr(model.model_validate_strings({key: text}), key)
+            return adapter.validate_strings(text)
         except ValidationError as exc:
             reasons = "; ".join(err["msg"] for err in exc.errors())
             raise argparse.ArgumentTypeError(f"{text!r}: {reasons}") from None
@@ -52,29 +60,67 @@ def _add_config_flags(
 ) -> None:
     """One flag per key of the ``[section]`` config model (or those in ``only``), with the
     key's description, choices and checks; ``dest`` is ``"section.key"``. A flag left out is
-    ``None``: the config file's value, or the default, stands."""
+    ``None``: the config file's value, or the default, stands.
+
+    ``[model]`` has one model per architecture: a key they share (``architecture``,
+    ``dropout``) is one flag, listed with its default for each; the others are listed in a
+    group of their architecture's."""
+    from typing import Literal, get_origin
+
+    from .config import section_models
+
+    models = section_models(section)
+    groups: dict[str, Any] = {}
+    seen: set[str] = set()
+    for model in models:
+        for key, field in model.model_fields.items():
+            if (section, key) in _NO_FLAG or (only is not None and key not in only) or key in seen:
+                continue
+            seen.add(key)
+            owners = [m for m in models if key in m.model_fields]
+            defaults = [m.model_fields[key].get_default(call_default_factory=True) for m in owners]
+            # architecture's default is the config's (rnn), not each class's own name
+            if key == "architecture" or len(set(map(repr, defaults))) == 1:
+                default = repr(defaults[0])
+            else:
+                default = ", ".join(
+                    f"{d!r} ({_architecture(m)})" for m, d in zip(owners, defaults, strict=True)
+                )
+            kwargs: dict[str, Any] = {
+                "dest": f"{section}.{key}",
+                "default": None,
+                "help": f"{field.description} (config {section}.{key}; default {default})",
+            }
+            choices = [c for m in owners for c in _literal(m.model_fields[key].annotation)]
+            if field.annotation is bool:
+                kwargs["action"] = _OnceBool
+            elif get_origin(field.annotation) is Literal:
+                kwargs["choices"] = list(dict.fromkeys(choices))
+            else:
+                kwargs["type"] = _field_checker(field, key)
+                kwargs["metavar"] = _METAVARS.get(field.annotation, "VALUE")
+            target = p
+            if len(owners) < len(models):  # one architecture's key
+                name = _architecture(owners[0])
+                if name not in groups:
+                    groups[name] = p.add_argument_group(
+                        f"[model] options of architecture {name}",
+                        f"only with --architecture {name} (config model.architecture)"
+                        + (", the default" if owners[0] is models[0] else ""),
+                    )
+                target = groups[name]
+            target.add_argument(_flag(section, key), **kwargs)
+
+
+def _literal(annotation: Any) -> tuple[Any, ...]:
     from typing import Literal, get_args, get_origin
 
-    from .config import Config
+    return get_args(annotation) if get_origin(annotation) is Literal else ()
 
-    model = type(Config.model_fields[section].default_factory())
-    for key, field in model.model_fields.items():
-        if (section, key) in _NO_FLAG or (only is not None and key not in only):
-            continue
-        default = field.get_default(call_default_factory=True)
-        kwargs: dict[str, Any] = {
-            "dest": f"{section}.{key}",
-            "default": None,
-            "help": f"{field.description} (config {section}.{key}; default {default!r})",
-        }
-        if field.annotation is bool:
-            kwargs["action"] = _OnceBool
-        elif get_origin(field.annotation) is Literal:
-            kwargs["choices"] = list(get_args(field.annotation))
-        else:
-            kwargs["type"] = _field_checker(model, key)
-            kwargs["metavar"] = _METAVARS.get(field.annotation, "VALUE")
-        p.add_argument(_flag(section, key), **kwargs)
+
+def _architecture(model: type[Any]) -> str:
+    """The architecture a ``[model]`` config class describes."""
+    return model.model_fields["architecture"].default
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -139,10 +185,32 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
         "plot", help="training curves, and an attention heatmap for an input, as PNG"
     )
     p.add_argument("--model", required=True, help="model directory")
-    p.add_argument("--input", help="text whose attention to plot (attention models)")
+    p.add_argument(
+        "--input",
+        help="text whose attention to plot: an RNN's (model.attention not none), or a "
+        "Transformer's top decoder layer's cross-attention averaged over heads",
+    )
     p.add_argument("--backend", help="backend to run the model with")
     p.add_argument("--out-dir", help="where to write the PNGs (default: the model directory)")
     p.set_defaults(run=_plot)
+
+
+def _attention_kind(spec: Any) -> str:
+    """What an attention heatmap of ``spec``'s model shows, in a few words."""
+    if spec.architecture == "transformer":
+        return "transformer cross-attention, top decoder layer, mean over heads"
+    return f"rnn {spec.attention} attention"
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "info",
+        help="what a model directory holds: architecture, sizes, vocabularies, training",
+        description="Reads model.json and checks the weights file; loads no backend.",
+    )
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--json", action="store_true", help="print it as JSON")
+    p.set_defaults(run=_info)
 
 
 def _add_backends(sub: argparse._SubParsersAction) -> None:
@@ -155,7 +223,7 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="seq2seq-kit", description="Pluggable sequence-to-sequence toolkit.")
     p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_translate, _add_evaluate, _add_plot, _add_backends):
+    for add in (_add_train, _add_translate, _add_evaluate, _add_plot, _add_info, _add_backends):
         add(sub)
     return p
 
@@ -194,6 +262,13 @@ def _train(args: argparse.Namespace) -> int:
     flags = _flag_values(args)
     for section, values in flags.items():
         data.setdefault(section, {}).update(values)
+    if args.resume is not None and data.get("model") and "architecture" not in data["model"]:
+        # [model] keys given on resume are the saved architecture's (then compared with
+        # the saved run), not the default's
+        from .checkpoint import load_checkpoint
+
+        data["model"]["architecture"] = load_checkpoint(args.resume).spec.architecture
+    _check_architecture_flags(flags.get("model", {}), data.get("model", {}))
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
@@ -206,6 +281,31 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_architecture_flags(flags: dict[str, Any], model: dict[str, Any]) -> None:
+    """A ``[model]`` flag of another architecture than the one chosen (by --architecture,
+    else the config file, else the default rnn) is refused naming the flag.
+
+    Raises:
+        ConfigError: naming the flag, its architecture and the model's.
+    """
+    from .config import MODEL_CONFIGS
+    from .errors import ConfigError
+
+    chosen = model.get("architecture", "rnn")
+    if chosen not in MODEL_CONFIGS:
+        return  # the config's own check names the unknown architecture
+    for key in flags:
+        if key in MODEL_CONFIGS[chosen].model_fields:
+            continue
+        owner = next(name for name, m in MODEL_CONFIGS.items() if key in m.model_fields)
+        how = "--architecture" if "architecture" in flags else "the config file or the default"
+        raise ConfigError(
+            f"{_flag('model', key)}: an option of architecture {owner}, but the model's "
+            f"architecture is {chosen} (from {how}); add --architecture {owner} or leave "
+            f"out {_flag('model', key)}"
+        )
+
+
 def _report(translator: Any) -> None:
     """Print the last epoch's figures and a sample of translations with exact matches."""
     from .metrics import group_references
@@ -213,7 +313,8 @@ def _report(translator: Any) -> None:
     meta = translator.meta
     last = meta["history"][-1]
     print(
-        f"backend {translator.backend}: {last['epoch']} epochs in {meta['seconds']:.2f} s; "
+        f"backend {translator.backend}, {translator.architecture} model: {last['epoch']} "
+        f"epochs in {meta['seconds']:.2f} s; "
         f"training loss {last['train_loss']:.4f}; on the {last['evaluated_on']} pairs: "
         f"loss {last['valid_loss']:.4f}, token accuracy {last['valid_accuracy']:.3f}"
     )
@@ -273,7 +374,7 @@ def _translate(args: argparse.Namespace) -> int:
         if any(h.truncated for h in hyps):
             print(
                 f"warning: input line {line_no}: output truncated at "
-                f"{options.max_length or translator.max_length} tokens (no end of sequence)",
+                f"{translator.decoding_limit(options.max_length)} tokens (no end of sequence)",
                 file=sys.stderr,
             )
         if options.n_best == 1:
@@ -287,7 +388,7 @@ def _translate(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from .api import load
     from .data import load_dataset
-    from .errors import DataError, UnknownTokenError, describe_token
+    from .errors import DataError, InputTooLongError, UnknownTokenError, describe_token
     from .metrics import group_references, score
 
     translator = load(args.model, backend=args.backend)
@@ -296,19 +397,24 @@ def _evaluate(args: argparse.Namespace) -> int:
     sources, references = group_references(dataset.pairs)
     try:
         outputs = translator.translate(sources, **options.model_dump())
-    except UnknownTokenError as exc:
+    except (UnknownTokenError, InputTooLongError) as exc:
         # Name the data file's line, not the position among the distinct sources.
         source = sources[exc.line - 1]
         lines = dataset.lines or range(1, len(dataset.pairs) + 1)  # datasets: pair number
         line = next(
             (n for (s, _), n in zip(dataset.pairs, lines, strict=True) if s == source), None
         )
-        raise DataError(
-            f"source {describe_token(exc.token, exc.position, exc.kind)} was never seen in "
-            f"training; --unknown replace maps it to <unk>",
-            dataset.path or dataset.name,
-            line,
-        ) from None
+        if isinstance(exc, InputTooLongError):
+            why = (
+                f"source has {exc.length} tokens but the model takes at most {exc.limit} "
+                f"(model.max_positions)"
+            )
+        else:
+            why = (
+                f"source {describe_token(exc.token, exc.position, exc.kind)} was never seen "
+                f"in training; --unknown replace maps it to <unk>"
+            )
+        raise DataError(why, dataset.path or dataset.name, line) from None
     scores = score(outputs, references)
     if args.json:
         print(json.dumps(scores, indent=2))
@@ -339,7 +445,7 @@ def _plot(args: argparse.Namespace) -> int:
         _check_utf8(args.input, "--input")
         if not args.input.strip():
             raise ConfigError("--input: empty; give the text whose attention to plot")
-        if translator.model.spec.attention == "none":
+        if not translator.model.spec.has_attention:
             raise ConfigError(
                 f"--input: {args.model} has no attention (model.attention = none), so there is "
                 f"no heatmap to plot; leave out --input to plot the training curves alone"
@@ -354,8 +460,46 @@ def _plot(args: argparse.Namespace) -> int:
     print(f"wrote {plot_history(translator.history, out_dir / 'curves.png')}")
     if attention is not None:
         source, output, weights = attention
-        path = plot_attention(source, output, weights, out_dir / "attention.png")
-        print(f"wrote {path} ({len(output)} output x {len(source)} source tokens)")
+        what = _attention_kind(translator.model.spec)
+        path = plot_attention(source, output, weights, out_dir / "attention.png", title=what)
+        print(f"wrote {path} ({what}: {len(output)} output x {len(source)} source tokens)")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(args.model)
+    spec = ckpt.spec.to_dict()
+    history = ckpt.meta.get("history") or []
+    summary = {
+        "architecture": spec.pop("architecture"),
+        "spec": spec,
+        "parameters": sum(int(w.size) for w in ckpt.weights.values()),
+        "source_vocab_size": len(ckpt.source_vocab),
+        "target_vocab_size": len(ckpt.target_vocab),
+        "source_tokenizer": ckpt.source_vocab.tokenizer.name,
+        "target_tokenizer": ckpt.target_vocab.tokenizer.name,
+        "max_length": ckpt.max_length,
+        "backend": ckpt.meta.get("backend"),
+        "epochs": history[-1].get("epoch") if history and isinstance(history[-1], dict) else None,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    sizes = ", ".join(
+        f"{k} {v}" for k, v in spec.items() if k not in ("src_vocab_size", "tgt_vocab_size")
+    )
+    print(f"architecture: {summary['architecture']} ({sizes})")
+    print(f"parameters:   {summary['parameters']}")
+    for side in ("source", "target"):
+        print(
+            f"{side}:       {summary[f'{side}_vocab_size']} ids, "
+            f"{summary[f'{side}_tokenizer']} tokenizer"
+        )
+    print(f"max length:   {summary['max_length']} output tokens")
+    if summary["backend"] is not None:
+        print(f"trained:      {summary['epochs']} epochs with backend {summary['backend']}")
     return 0
 
 

@@ -14,9 +14,17 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
 from .errors import ConfigError
 
@@ -110,7 +118,14 @@ class DataConfig(_Section):
         return self
 
 
-class ModelConfig(_Section):
+class RNNConfig(_Section):
+    """``[model]`` of an RNN encoder-decoder (:class:`seq2seq_kit.spec.ModelSpec`): the
+    architecture when ``architecture`` is absent, so configs and model directories written
+    before there was a choice load unchanged."""
+
+    architecture: Literal["rnn"] = Field(
+        "rnn", description="rnn (recurrent encoder-decoder) or transformer"
+    )
     # Upper bounds far above any RNN anyone trains: a typo gets an error, not a hang or a
     # crash inside the backend.
     hidden_size: int = Field(32, ge=1, le=65536, description="units of each recurrent layer")
@@ -124,13 +139,95 @@ class ModelConfig(_Section):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="during training only")
 
     @model_validator(mode="after")
-    def _even_bidirectional(self) -> ModelConfig:
+    def _even_bidirectional(self) -> RNNConfig:
         if self.bidirectional and self.hidden_size % 2:
             raise ValueError(
                 f"hidden_size must be even with bidirectional = true (each direction has "
                 f"hidden_size // 2 units), got {self.hidden_size}"
             )
         return self
+
+
+class TransformerConfig(_Section):
+    """``[model]`` of a Transformer encoder-decoder (:class:`seq2seq_kit.spec.TransformerSpec`,
+    whose defaults these are)."""
+
+    architecture: Literal["transformer"] = Field(
+        "transformer", description="rnn (recurrent encoder-decoder) or transformer"
+    )
+    # Upper bounds: as for the RNN, far above what anyone trains here, so a typo is an error.
+    encoder_layers: int = Field(2, ge=1, le=128, description="encoder layers")
+    decoder_layers: int = Field(2, ge=1, le=128, description="decoder layers")
+    d_model: int = Field(
+        64, ge=1, le=65536, description="width of every layer and of the embeddings"
+    )
+    num_heads: int = Field(4, ge=1, le=1024, description="attention heads; must divide d_model")
+    ff_size: int = Field(256, ge=1, le=262144, description="inner width of each feed-forward block")
+    dropout: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="on embedded inputs and each sub-layer's output, during training only",
+    )
+    attention_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="on attention weights, during training only"
+    )
+    activation: Literal["relu", "gelu"] = Field(
+        "relu", description="feed-forward non-linearity: relu or gelu"
+    )
+    layer_norm: Literal["pre", "post"] = Field(
+        "pre", description="pre: normalise each sub-layer's input; post: its residual sum"
+    )
+    positions: Literal["sinusoidal", "learned"] = Field(
+        "sinusoidal", description="position encodings: sinusoidal or learned"
+    )
+    # 2: a target needs a position for its BOS and one for a token.
+    max_positions: int = Field(
+        512,
+        ge=2,
+        le=65536,
+        description="longest source, and longest target counted with its BOS: longer "
+        "training pairs are skipped, decoding stops there, longer inputs are refused",
+    )
+    tie_output_embeddings: bool = Field(
+        False, description="output projection = transposed target embedding"
+    )
+    share_embeddings: bool = Field(
+        False,
+        description="one embedding table for both sides (needs data.shared_vocabulary = true)",
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TransformerConfig:
+        if self.d_model % self.num_heads:
+            raise ValueError(
+                f"num_heads ({self.num_heads}) must divide d_model ({self.d_model}): each head "
+                f"has d_model // num_heads units"
+            )
+        return self
+
+
+#: Each architecture's ``[model]`` table, by the name ``model.architecture`` gives it.
+MODEL_CONFIGS: dict[str, type[_Section]] = {"rnn": RNNConfig, "transformer": TransformerConfig}
+
+
+def _architecture_of(data: Any) -> str | None:
+    """The tag of a ``[model]`` table: its ``architecture``, ``"rnn"`` when absent."""
+    if isinstance(data, dict):
+        architecture = data.get("architecture", "rnn")
+        return architecture if isinstance(architecture, str) else None
+    return getattr(data, "architecture", "rnn")
+
+
+#: ``[model]``: one architecture's table, chosen by its ``architecture`` key.
+ModelConfig = Annotated[
+    Annotated[RNNConfig, Tag("rnn")] | Annotated[TransformerConfig, Tag("transformer")],
+    Discriminator(
+        _architecture_of,
+        custom_error_type="architecture",
+        custom_error_message=f"architecture must be one of {list(MODEL_CONFIGS)}",
+    ),
+]
 
 
 class TrainConfig(_Section):
@@ -149,6 +246,15 @@ class TrainConfig(_Section):
     )
     learning_rate: float = Field(1e-3, gt=0, description="Adam step size")
     clip_norm: float = Field(5.0, ge=0, description="global gradient-norm clip; 0: off")
+    label_smoothing: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="epsilon of label smoothing in the training loss (Szegedy et al. 2016); 0: off",
+    )
+    adam_beta1: float = Field(0.9, ge=0.0, lt=1.0, description="Adam's first-moment decay")
+    adam_beta2: float = Field(0.999, ge=0.0, lt=1.0, description="Adam's second-moment decay")
+    adam_epsilon: float = Field(1e-7, gt=0.0, description="Adam's stability term")
     # 2**32 - 1: the widest seed every framework's generator takes (NumPy, torch, TF, JAX)
     seed: int = Field(
         0, ge=0, le=2**32 - 1, description="initial weights, shuffling, dropout and the split"
@@ -197,19 +303,48 @@ class DecodeConfig(_Section):
 class Config(_Section):
     backend: str | None = Field(None, description="backend that trains the model (default numpy)")
     data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelConfig = Field(default_factory=RNNConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
+
+    @model_validator(mode="after")
+    def _shared_table_needs_shared_vocabulary(self) -> Config:
+        # Refused here, before any data is read, not when the spec meets two vocabularies.
+        if getattr(self.model, "share_embeddings", False) and not self.data.shared_vocabulary:
+            raise ValueError(
+                "model.share_embeddings = true needs one vocabulary for both sides: set "
+                "[data] shared_vocabulary = true (--shared-vocabulary)"
+            )
+        return self
+
+
+def section_models(section: str) -> tuple[type[_Section], ...]:
+    """The model classes of ``[section]``: its one class, or for ``[model]`` each
+    architecture's (:data:`MODEL_CONFIGS`), the default (RNN) first."""
+    if section == "model":
+        return tuple(MODEL_CONFIGS.values())
+    return (type(Config.model_fields[section].default_factory()),)
 
 
 #: Keys a resumed run may change (OpenNMT's reset options in spirit): how long to train, when
 #: to stop, the learning-rate schedule, saving, display and decoding defaults. Every other key
-#: defines what is trained (data, split, seed, vocabulary, model) and must stay as saved.
+#: defines what is trained (data, split, seed, vocabulary, model: any [model] key, the
+#: architecture included) and must stay as saved.
+#:
+#: train.label_smoothing may change, as the learning rate may: it shapes the objective of the
+#: steps still to come, not the weights or the optimizer state, and both fairseq (criterion
+#: arguments) and OpenNMT-py (the loss is built from the new options) take it from the resumed
+#: command line. The Adam keys (adam_beta1, adam_beta2, adam_epsilon) are fixed: the saved
+#: moments were averaged with the saved decay rates and the bias correction 1 - beta**t
+#: assumes one beta for all t; fairseq keeps the saved optimizer's betas unless
+#: --optimizer-overrides, and OpenNMT-py's default -reset_optim none restores the saved
+#: optimizer whole. Refusing the change says so instead of ignoring it.
 RESUMABLE = frozenset(
     {
         "train.epochs",
         "train.patience",
         "train.learning_rate",
+        "train.label_smoothing",
         "train.lr_patience",
         "train.lr_factor",
         "train.min_learning_rate",
@@ -255,8 +390,24 @@ def describe_errors(exc: ValidationError, names: dict[tuple[str, ...], str] | No
     for err in exc.errors():
         loc = tuple(str(p) for p in err["loc"])
         message = err["msg"].removeprefix("Value error, ")
-        problems.append(f"{names.get(loc, '.'.join(loc))}: {message}")
+        if loc[:1] == ("model",) and loc[1:2] and loc[1] in MODEL_CONFIGS:
+            chosen, loc = loc[1], loc[:1] + loc[2:]  # the union's tag: the user wrote model.KEY
+            if err["type"] == "extra_forbidden" and len(loc) == 2:
+                message = _other_architecture(loc[1], chosen) or message
+        problems.append(f"{names.get(loc, '.'.join(loc))}: {message}" if loc else message)
     return "; ".join(problems)
+
+
+def _other_architecture(key: str, chosen: str) -> str | None:
+    """Why ``key`` is refused in the ``[model]`` of architecture ``chosen`` when it is
+    another architecture's key (``num_heads`` beside ``architecture = "rnn"``); else None."""
+    for name, model in MODEL_CONFIGS.items():
+        if name != chosen and key in model.model_fields:
+            return (
+                f"a key of architecture {name!r}, but the model's architecture is {chosen!r} "
+                f"(model.architecture, default 'rnn'); set architecture = {name!r} or remove it"
+            )
+    return None
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:

@@ -37,6 +37,24 @@ class UnknownTokenError(Seq2SeqError, ValueError):
         self.kind = tokenizer
 
 
+class InputTooLongError(Seq2SeqError, ValueError):
+    """An input has more source tokens than the model can encode (a Transformer's
+    ``max_positions``).
+
+    Attributes:
+        length: the input's source tokens. limit: the most the model takes.
+        line: the 1-based input line, or None.
+    """
+
+    def __init__(self, length: int, limit: int, line: int | None):
+        where = f"input line {line} has" if line is not None else "the input has"
+        super().__init__(
+            f"{where} {length} source tokens but the model takes at most {limit} "
+            f"(model.max_positions); split it into shorter inputs"
+        )
+        self.length, self.limit, self.line = length, limit, line
+
+
 def describe_token(token: str, position: int, tokenizer: str) -> str:
     """``character 2: 'a' (U+0061)``, ``word 3: 'here'`` or ``piece 1: '▁Hi'``: a code point
     only where the token is one character."""

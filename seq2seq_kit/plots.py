@@ -56,9 +56,11 @@ def plot_attention(
     output: Sequence[str],
     weights: np.ndarray,
     path: str | os.PathLike[str],
+    title: str | None = None,
 ) -> Path:
     """Heatmap of float [len(output), len(source)] attention weights: one row per output
-    token, one column per source token, written as a PNG to ``path``."""
+    token, one column per source token, written as a PNG to ``path``; ``title`` names
+    which attention it is (e.g. a Transformer's top-layer cross-attention)."""
     plt = _pyplot()
     weights = np.asarray(weights)[: len(output), : len(source)]
     fig, ax = plt.subplots(
@@ -69,6 +71,8 @@ def plot_attention(
     ax.set_xticks(range(len(source)), [_visible(t) for t in source])
     ax.set_yticks(range(len(output)), [_visible(t) for t in output])
     ax.set(xlabel="source", ylabel="output")
+    if title:
+        ax.set_title(title)
     fig.colorbar(image, ax=ax, label="attention weight")
     path = Path(path)
     fig.savefig(path, dpi=120)

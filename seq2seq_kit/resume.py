@@ -1,9 +1,10 @@
 """What a resumed run may change: the requested settings against the saved run's.
 
-A key that defines what is trained (data, limit, split, seed, tokenizer, model) must agree
-with the saved run; the keys in :data:`seq2seq_kit.config.RESUMABLE` (how long to train,
-early stopping, the learning-rate schedule, saving, decoding defaults) may change, as
-OpenNMT's reset options allow, and are returned so that the run records them.
+A key that defines what is trained (data, limit, split, seed, tokenizer, every ``[model]``
+key and the architecture, Adam's betas and epsilon) must agree with the saved run; the keys
+in :data:`seq2seq_kit.config.RESUMABLE` (how long to train, early stopping, the
+learning-rate schedule, label smoothing, saving, decoding defaults) may change, as OpenNMT's
+reset options allow, and are returned so that the run records them.
 """
 
 from __future__ import annotations
@@ -90,7 +91,15 @@ def resumed_config(
         if not isinstance(values, dict):  # the top-level backend: any backend resumes any run
             continue
         for key, new in values.items():
-            name, old = f"{section}.{key}", merged[section][key]
+            name = f"{section}.{key}"
+            if key not in merged[section]:  # a key of another architecture's [model]
+                architecture = merged[section].get("architecture", "rnn")
+                conflicts.append(
+                    f"{name} is {new!r} now but no key of the saved run's model "
+                    f"(architecture {architecture!r})"
+                )
+                continue
+            old = merged[section][key]
             if _same_value(name, old, new):
                 continue
             if name in RESUMABLE or name in MOVABLE:

@@ -78,6 +78,11 @@ class ModelSpec:
             raise ValueError(f"ModelSpec.dropout must be in [0, 1), got {self.dropout}")
 
     @property
+    def has_attention(self) -> bool:
+        """Whether ``Model.attention`` returns weights (an attention model)."""
+        return self.attention != "none"
+
+    @property
     def gates(self) -> int:
         """Gate blocks per recurrent weight matrix: 4 for LSTM, 3 for GRU."""
         return 4 if self.cell == "lstm" else 3
@@ -184,6 +189,11 @@ class TransformerSpec:
             )
 
     @property
+    def has_attention(self) -> bool:
+        """Always: ``Model.attention`` returns the top decoder layer's cross-attention."""
+        return True
+
+    @property
     def head_size(self) -> int:
         """Units of one attention head: ``d_model // num_heads``."""
         return self.d_model // self.num_heads
@@ -213,6 +223,19 @@ def spec_from_dict(data: dict[str, Any]) -> Spec:
     if name not in _SPECS:
         raise ValueError(f"unknown model architecture {name!r}; known: {list(_SPECS)}")
     return _SPECS[name].from_dict(data)
+
+
+def max_target_tokens(spec: Spec) -> int | None:
+    """The most target tokens a model can be trained on or decode (EOS not counted): a
+    Transformer's ``max_positions - 1``, since the decoder input starts with BOS; None (no
+    limit) for an RNN."""
+    return spec.max_positions - 1 if isinstance(spec, TransformerSpec) else None
+
+
+def max_source_tokens(spec: Spec) -> int | None:
+    """The longest source a model can encode: a Transformer's ``max_positions``; None (no
+    limit) for an RNN."""
+    return spec.max_positions if isinstance(spec, TransformerSpec) else None
 
 
 def _from_dict(cls: type, data: dict[str, Any]):

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import signal
@@ -135,3 +136,55 @@ def test_killed_mid_save_leaves_a_loadable_checkpoint(tmp_path):
             except AssertionError:
                 pass
         assert matches == 1
+
+
+def test_a_transformer_round_trips_with_its_spec(tmp_path):
+    from seq2seq_kit.spec import TransformerSpec
+
+    src = tgt = Vocabulary.build(["123", "one two"])
+    spec = TransformerSpec(
+        len(src), len(tgt), 1, 2, 8, 2, 16, 0.0, 0.1, "gelu", "post", "learned", 20, True, True
+    )
+    path = tmp_path / "t"
+    save_checkpoint(Checkpoint(spec, src, tgt, initial_weights(spec, 3), 19), path)
+    loaded = load_checkpoint(path)
+    assert_same(loaded, Checkpoint(spec, src, tgt, initial_weights(spec, 3), 19))
+    assert isinstance(loaded.spec, TransformerSpec)
+    doc = json.loads((path / "model.json").read_text())
+    assert doc["spec"] == {"architecture": "transformer", **dataclasses.asdict(spec)}
+
+
+def test_a_model_json_from_before_the_architecture_choice_loads_as_an_rnn(tmp_path, capsys):
+    from seq2seq_kit.cli import main
+
+    path = tmp_path / "old"
+    save_checkpoint(make(hidden=6), path)
+    doc = json.loads((path / "model.json").read_text())
+    # the spec exactly as such files hold it: no architecture key
+    doc["spec"] = {
+        "src_vocab_size": doc["spec"]["src_vocab_size"],
+        "tgt_vocab_size": doc["spec"]["tgt_vocab_size"],
+        "hidden_size": 6,
+        "embedding_size": 0,
+        "num_layers": 1,
+        "cell": "lstm",
+        "bidirectional": False,
+        "attention": "none",
+        "dropout": 0.0,
+    }
+    (path / "model.json").write_text(json.dumps(doc))
+    assert_same(load_checkpoint(path), make(hidden=6))
+    assert main(["info", "--model", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["architecture"] == "rnn" and info["spec"]["hidden_size"] == 6
+    assert info["source_vocab_size"] == len(Vocabulary.build(["123"]))
+
+
+def test_an_unknown_architecture_in_model_json_is_a_checkpoint_error(tmp_path):
+    path = tmp_path / "m"
+    save_checkpoint(make(), path)
+    doc = json.loads((path / "model.json").read_text())
+    doc["spec"]["architecture"] = "cnn"
+    (path / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="unknown model architecture 'cnn'"):
+        load_checkpoint(path)

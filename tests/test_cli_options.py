@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from seq2seq_kit.cli import main, parser
-from seq2seq_kit.config import Config
+from seq2seq_kit.config import section_models
 
 BAD_VALUES = ["0", "-1", "1.5", "nan", "inf", "-inf", "x", "1e300"]
 
@@ -29,12 +29,17 @@ def _config_flags():
 
 
 def _config_accepts(section: str, key: str, value: str) -> bool:
-    model = type(Config.model_fields[section].default_factory())
-    try:
-        model.model_validate_strings({key: value})
-    except ValidationError:
-        return False
-    return True
+    """Whether a config model of ``[section]`` that has ``key`` (each architecture's, for
+    ``[model]``) takes ``value`` for it, the other keys at their defaults."""
+    for model in section_models(section):
+        if key not in model.model_fields:
+            continue
+        try:
+            model.model_validate_strings({key: value})
+        except ValidationError:
+            continue
+        return True
+    return False
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +64,8 @@ def test_every_option_of_every_command_comes_from_the_config():
     train = {(s, k) for c, _, s, k in flags if c == "train"}
     # every scalar key of [data], [model] and [train] has a train flag
     for section in ("data", "model", "train"):
-        model = type(Config.model_fields[section].default_factory())
-        for key, field in model.model_fields.items():
+        fields = [f for m in section_models(section) for f in m.model_fields.items()]
+        for key, field in fields:
             if field.annotation in (bool,) or key.endswith("options"):  # dicts: files only
                 continue
             if "Literal" in str(field.annotation):
@@ -138,3 +143,91 @@ def test_plot_input_without_attention_is_refused_before_writing(model_dir, tmp_p
     code = main(["plot", "--model", str(model_dir), "--input", "3", "--out-dir", str(out_dir)])
     assert code == 2 and "no attention" in capsys.readouterr().err
     assert not out_dir.exists()
+
+
+def test_architecture_flags_are_defined_once_and_grouped_by_architecture(capsys):
+    (train,) = [c for name, c in _subcommands().items() if name == "train"]
+    dests = [a.dest for a in train._actions]
+    assert len(dests) == len(set(dests))
+    assert {"model.architecture", "model.dropout", "model.d_model", "model.cell"} <= set(dests)
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = capsys.readouterr().out
+    rnn, transformer = (
+        help_text.index("[model] options of architecture rnn"),
+        help_text.index("[model] options of architecture transformer"),
+    )
+    listed = help_text.index("\n  --hidden-size N"), help_text.index("\n  --d-model N")
+    assert rnn < listed[0] < transformer < listed[1]
+    assert "default 0.0 (rnn), 0.1 (transformer)" in " ".join(help_text.split())
+
+
+@pytest.mark.parametrize(
+    "args, flag, owner, chosen",
+    [
+        (["--num-heads", "2"], "--num-heads", "transformer", "rnn"),
+        (["--architecture", "transformer", "--cell", "gru"], "--cell", "rnn", "transformer"),
+        (
+            ["--architecture", "rnn", "--max-positions", "9"],
+            "--max-positions",
+            "transformer",
+            "rnn",
+        ),
+        (
+            ["--architecture", "transformer", "--no-bidirectional"],
+            "--bidirectional",
+            "rnn",
+            "transformer",
+        ),
+    ],
+)
+def test_a_flag_of_the_other_architecture_exits_2_naming_it(
+    tmp_path, capsys, args, flag, owner, chosen
+):
+    out = tmp_path / "m"
+    assert main(["train", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag}: an option of architecture {owner}" in err and "Traceback" not in err
+    assert f"but the model's architecture is {chosen}" in err
+    assert not out.exists()
+
+
+def test_the_config_files_architecture_decides_which_flags_apply(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text('[model]\narchitecture = "transformer"\n')
+    out = tmp_path / "m"
+    assert main(["train", "--config", str(config), "--out", str(out), "--hidden-size", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "--hidden-size: an option of architecture rnn" in err
+    assert "transformer (from the config file or the default)" in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--num-heads", "5"], "num_heads (5) must divide d_model (64)"),
+        (["--d-model", "30"], "num_heads (4) must divide d_model (30)"),
+        (["--share-embeddings"], "set [data] shared_vocabulary = true (--shared-vocabulary)"),
+    ],
+)
+def test_transformer_rules_across_keys_exit_2(tmp_path, capsys, args, message):
+    out = tmp_path / "m"
+    assert main(["train", "--out", str(out), "--architecture", "transformer", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_a_rule_across_keys_is_checked_on_the_values_given_together(tmp_path, capsys):
+    """--num-heads 3 alone breaks 'divides d_model (64)'; with --d-model 48 it does not: a
+    flag is checked alone for its own bounds only."""
+    from seq2seq_kit.plugins import get_backend
+
+    args = ["--architecture", "transformer", "--num-heads", "3", "--d-model", "48"]
+    code = main(["train", "--out", str(tmp_path / "m"), *args, "--epochs", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert "must divide" not in err
+    if "transformer" in get_backend("numpy").capabilities:
+        assert code == 0
+    else:  # the config passed; the backend is what refuses
+        assert code == 2 and "lacks ['transformer']" in err

@@ -56,15 +56,20 @@ def test_backend_tutorial_builds_a_backend_that_passes_the_suite(tmp_path):
 
 
 def test_configuration_and_cli_reference_cover_everything():
-    from seq2seq_kit.config import Config
+    from seq2seq_kit.config import section_models
 
     table = hooks.config_reference()
     for section in ("data", "model", "train", "decode"):
-        for name in type(Config.model_fields[section].default_factory()).model_fields:
-            assert f"`{section}.{name}`" in table
+        for model in section_models(section):  # [model]: each architecture's keys
+            for name in model.model_fields:
+                assert f"`{section}.{name}`" in table
+    # a key both architectures have, with their own defaults, has a row for each
+    assert "| `model.dropout` | `0.0` | fixed | rnn: " in table
+    assert "| `model.dropout` | `0.1` | fixed | transformer: " in table
+    assert table.count("`model.architecture`") == 1
     assert "None |" not in table.replace("`None`", "")  # every key has a description
     help_text = hooks.cli_reference()
-    for command in ("train", "translate", "evaluate", "plot", "backends"):
+    for command in ("train", "translate", "evaluate", "plot", "info", "backends"):
         assert f"`seq2seq-kit {command}`" in help_text
     assert "{{ config_reference }}" in (DOCS / "configuration.md").read_text()
 

@@ -3,6 +3,7 @@ declared known failures, and the models the checks run on."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from ..backend import Backend, Model
 from ..batching import Batch, make_batch
 from ..plugins import get_backend, registry
-from ..spec import ModelSpec
+from ..spec import ModelSpec, OptimizerSpec, Spec, TransformerSpec
 from ..weights import initial_weights
 
 REFERENCE = "numpy"
@@ -65,21 +66,76 @@ VARIANTS: list[tuple[dict[str, Any], set[str]]] = [
 ]
 
 
-def spec_variants(backend: Backend) -> list[ModelSpec]:
-    """Small architectures covering every declared capability, alone and together."""
-    return [
+#: Transformer architectures the agreement checks run on, small enough for float64
+#: finite differences: (spec options, capabilities they need). No dropout unless named.
+TRANSFORMER_VARIANTS: list[tuple[dict[str, Any], set[str]]] = [
+    ({}, {"transformer"}),
+    (
+        {"layer_norm": "post", "activation": "gelu", "positions": "learned"},
+        {"transformer"},
+    ),
+    (
+        {"tgt_vocab_size": 11, "share_embeddings": True, "tie_output_embeddings": True},
+        {"transformer"},
+    ),
+    ({"dropout": 0.3, "attention_dropout": 0.2}, {"transformer", "dropout"}),
+]
+
+#: The suite's Transformer size: 2 + 2 layers, d_model 8 in 2 heads, feed-forward 12.
+TRANSFORMER_BASE = {
+    "encoder_layers": 2,
+    "decoder_layers": 2,
+    "d_model": 8,
+    "num_heads": 2,
+    "ff_size": 12,
+    "dropout": 0.0,
+    "max_positions": 24,
+}
+
+
+def spec_variants(backend: Backend) -> list[Spec]:
+    """Small architectures covering every declared capability, alone and together: the RNN
+    variants first, then the Transformer's (for a backend declaring ``transformer``)."""
+    rnn = [
         ModelSpec(11, 13, hidden_size=6, **options)
         for options, needs in VARIANTS
         if needs <= backend.capabilities
     ]
+    transformer = [
+        TransformerSpec(**{"src_vocab_size": 11, "tgt_vocab_size": 13, **TRANSFORMER_BASE, **o})
+        for o, needs in TRANSFORMER_VARIANTS
+        if needs <= backend.capabilities
+    ]
+    return rnn + transformer
 
 
-def attention_spec(backend: Backend) -> ModelSpec:
-    """The richest attention model the backend can build."""
-    return [s for s in spec_variants(backend) if s.attention != "none"][-1]
+def family_specs(backend: Backend, last: bool = False) -> list[Spec]:
+    """The plainest (or, with ``last``, the richest) variant of each architecture the
+    backend builds: the checks that need one model run once per architecture."""
+    by_family: dict[str, list[Spec]] = {}
+    for spec in spec_variants(backend):
+        by_family.setdefault(spec.architecture, []).append(spec)
+    return [specs[-1] if last else specs[0] for specs in by_family.values()]
 
 
-def perturbed_weights(spec: ModelSpec, seed: int) -> dict[str, np.ndarray]:
+def attention_specs(backend: Backend) -> list[Spec]:
+    """The richest attention model of each architecture the backend builds (none for a
+    backend without ``attention`` or ``transformer``)."""
+    by_family: dict[str, Spec] = {}
+    for spec in spec_variants(backend):
+        if spec.has_attention:
+            by_family[spec.architecture] = spec
+    return list(by_family.values())
+
+
+def without_dropout(spec: Spec) -> Spec:
+    """``spec`` with every dropout rate 0."""
+    if isinstance(spec, TransformerSpec):
+        return replace(spec, dropout=0.0, attention_dropout=0.0)
+    return replace(spec, dropout=0.0)
+
+
+def perturbed_weights(spec: Spec, seed: int) -> dict[str, np.ndarray]:
     """Initial weights plus noise, so biases and every gate matter in comparisons."""
     rng = np.random.default_rng(seed + 1000)
     return {
@@ -88,7 +144,7 @@ def perturbed_weights(spec: ModelSpec, seed: int) -> dict[str, np.ndarray]:
     }
 
 
-def mixed_batch(spec: ModelSpec, seed: int = 0) -> Batch:
+def mixed_batch(spec: Spec, seed: int = 0) -> Batch:
     """A batch mixing source lengths 1 and 9 (and between), with padded targets."""
     rng = np.random.default_rng(seed)
     src_lengths = [1, 9, 4, 1, 6]
@@ -122,13 +178,13 @@ class BackendTestBase:
             raise TypeError(f"{cls.__name__}.backend_name is not set")
         return get_backend(cls.backend_name)
 
-    def build(self, spec: ModelSpec, seed: int = 0, **kwargs: Any) -> Model:
+    def build(self, spec: Spec, seed: int = 0, **kwargs: Any) -> Model:
         return self.backend().create(spec, seed=seed, **kwargs)
 
-    def reference(self, spec: ModelSpec) -> Model:
+    def reference(self, spec: Spec, optimizer: OptimizerSpec | None = None) -> Model:
         if REFERENCE not in registry().backends:
             pytest.skip(f"reference backend {REFERENCE!r} is not installed")
-        return get_backend(REFERENCE).create(spec, seed=0)
+        return get_backend(REFERENCE).create(spec, seed=0, optimizer=optimizer)
 
     @pytest.fixture(scope="class")
     @classmethod

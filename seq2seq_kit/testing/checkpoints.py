@@ -6,9 +6,18 @@ import numpy as np
 import pytest
 
 from ..api import load
+from ..checkpoint import Checkpoint, save_checkpoint
 from ..errors import CheckpointError
 from ..plugins import registry
-from .base import DIGIT_INPUTS, DIGIT_WORDS, BackendTestBase, assert_same_hypotheses
+from ..vocab import Vocabulary
+from .base import (
+    DIGIT_INPUTS,
+    DIGIT_WORDS,
+    BackendTestBase,
+    assert_same_hypotheses,
+    family_specs,
+    perturbed_weights,
+)
 from .decoding import MIXED
 
 
@@ -34,6 +43,27 @@ class CheckpointTests(BackendTestBase):
             assert [h[0].ids for h in got] == [h[0].ids for h in expected], other
             scores = [h[0].score for h in got]
             np.testing.assert_allclose(scores, [h[0].score for h in expected], atol=1e-4)
+
+    def test_every_architecture_loads_into_every_other_backend(self, tmp_path):
+        # weights this backend holds, saved, decode alike in every backend that builds them
+        source, target = Vocabulary(tuple("1234567")), Vocabulary(tuple("abcdefghi"))
+        texts = ["1", "7654321", "", "42", "3333333"]
+        for spec in family_specs(self.backend()):  # 11 source and 13 target ids, as these
+            model = self.build(spec)
+            model.set_weights(perturbed_weights(spec, 15))
+            path = tmp_path / spec.architecture
+            save_checkpoint(Checkpoint(spec, source, target, model.get_weights(), 9), path)
+            mine = load(path, backend=self.backend_name).hypotheses(texts)
+            for other in sorted(registry().backends):
+                if spec.architecture == "transformer" and "transformer" not in (
+                    registry().backends[other].capabilities
+                ):
+                    continue
+                got = load(path, backend=other).hypotheses(texts)
+                assert [h[0].ids for h in got] == [h[0].ids for h in mine], (other, spec)
+                np.testing.assert_allclose(
+                    [h[0].score for h in got], [h[0].score for h in mine], atol=1e-4
+                )
 
     @pytest.mark.parametrize("damage", ["missing", "truncated"])
     def test_damaged_weights_file(self, digits_model, tmp_path, damage):

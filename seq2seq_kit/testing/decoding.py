@@ -10,9 +10,9 @@ from .base import (
     DIGIT_INPUTS,
     BackendTestBase,
     assert_same_hypotheses,
+    family_specs,
     perturbed_weights,
     requires,
-    spec_variants,
 )
 
 MIXED = ["123456789", "7", "42", "9", "5318", "1", "98765432"]  # lengths 1 to 9
@@ -36,7 +36,10 @@ class DecodingTests(BackendTestBase):
 
     def test_batched_greedy_equals_one_by_one_untrained(self):
         # random weights: long, varied outputs stress the shrinking batch
-        spec = spec_variants(self.backend())[0]
+        for spec in family_specs(self.backend()):
+            self._check_batched_greedy(spec)
+
+    def _check_batched_greedy(self, spec):
         model = self.build(spec)
         model.set_weights(perturbed_weights(spec, 7))
         vocab = Vocabulary(tuple("abcdefghi"))
@@ -56,6 +59,19 @@ class DecodingTests(BackendTestBase):
         g = greedy(translator.model, src, lengths, vocab, 20)
         b = beam_search(translator.model, src, lengths, vocab, 20, beam=1)
         assert [h.ids for h in g] == [hyps[0].ids for hyps in b]
+
+    @requires("beam")
+    def test_beam_one_equals_greedy_untrained(self):
+        for spec in family_specs(self.backend()):
+            model = self.build(spec)
+            model.set_weights(perturbed_weights(spec, 10))
+            rows = [[4 + (i * j) % 7 for j in range(n)] for i, n in enumerate([2, 9, 1, 5])]
+            src, lengths = pad(rows), np.array([len(r) for r in rows], dtype=np.int32)
+            vocab = Vocabulary(tuple("abcdefghi"))
+            g = greedy(model, src, lengths, vocab, 12)
+            b = beam_search(model, src, lengths, vocab, 12, beam=1)
+            assert [h.ids for h in g] == [hyps[0].ids for hyps in b], spec
+            np.testing.assert_allclose([h.score for h in g], [h[0].score for h in b], atol=1e-4)
 
     @requires("beam")
     def test_beam_search_keeps_the_digits(self, digits_model):
@@ -82,7 +98,10 @@ class DecodingTests(BackendTestBase):
 
     @requires("beam")
     def test_untrained_model_never_emitting_eos_is_capped(self):
-        spec = spec_variants(self.backend())[0]
+        for spec in family_specs(self.backend()):
+            self._check_capped(spec)
+
+    def _check_capped(self, spec):
         model = self.build(spec)
         weights = perturbed_weights(spec, 0)
         weights["decoder.output.bias"][2] = -50.0  # EOS never wins

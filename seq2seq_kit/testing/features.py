@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 
@@ -11,20 +9,29 @@ from ..decoding import beam_search, greedy
 from ..vocab import Vocabulary, pad
 from .base import (
     BackendTestBase,
-    attention_spec,
+    attention_specs,
+    family_specs,
     mixed_batch,
     perturbed_weights,
     requires,
-    spec_variants,
+    without_dropout,
 )
 
 VOCAB = Vocabulary(tuple("abcdefghi"))  # 13 target ids, as the variants' tgt_vocab_size
 
 
 class FeatureTests(BackendTestBase):
-    @requires("attention")
+    def _attention_specs(self):
+        specs = attention_specs(self.backend())
+        if not specs:
+            pytest.skip(f"backend {self.backend_name!r} builds no attention model")
+        return specs
+
     def test_attention_weights_of_each_step(self):
-        spec = attention_spec(self.backend())
+        for spec in self._attention_specs():
+            self._check_attention_weights(spec)
+
+    def _check_attention_weights(self, spec):
         model = self.build(spec)
         model.set_weights(perturbed_weights(spec, 5))
         batch = mixed_batch(spec)
@@ -39,9 +46,11 @@ class FeatureTests(BackendTestBase):
             np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
             assert np.all(weights >= 0.0)
 
-    @requires("attention")
     def test_attention_over_an_empty_source_is_zero(self):
-        spec = attention_spec(self.backend())
+        for spec in self._attention_specs():
+            self._check_empty_source(spec)
+
+    def _check_empty_source(self, spec):
         model = self.build(spec)
         model.set_weights(perturbed_weights(spec, 5))
         src, lengths = pad([[4, 5, 6], []]), np.array([3, 0], dtype=np.int32)
@@ -51,9 +60,11 @@ class FeatureTests(BackendTestBase):
         np.testing.assert_allclose(weights[0].sum(), 1.0, atol=1e-5)
         assert np.all(weights[1] == 0.0) and np.all(np.isfinite(log_probs))
 
-    @requires("attention")
     def test_attention_matches_reference(self):
-        spec = attention_spec(self.backend())
+        for spec in self._attention_specs():
+            self._check_attention_reference(spec)
+
+    def _check_attention_reference(self, spec):
         weights = perturbed_weights(spec, 6)
         model, ref = self.build(spec), self.reference(spec)
         model.set_weights(weights)
@@ -66,9 +77,12 @@ class FeatureTests(BackendTestBase):
             got, expected = (m.attention(s) for m, s in zip((model, ref), states, strict=True))
             np.testing.assert_allclose(got, expected, atol=1e-5)
 
-    @requires("attention", "beam")
+    @requires("beam")
     def test_attention_state_survives_reorder(self):
-        spec = attention_spec(self.backend())
+        for spec in self._attention_specs():
+            self._check_reorder(spec)
+
+    def _check_reorder(self, spec):
         model = self.build(spec)
         model.set_weights(perturbed_weights(spec, 8))
         rows = [[4, 5, 6, 7, 8, 9, 10, 4, 5], [6], [7, 8, 9], [10, 4]]
@@ -83,8 +97,11 @@ class FeatureTests(BackendTestBase):
 
     @requires("dropout")
     def test_dropout_only_in_training_and_seeded(self):
-        dropped = [s for s in spec_variants(self.backend()) if s.dropout > 0][-1]
-        plain = replace(dropped, dropout=0.0)
+        for dropped in family_specs(self.backend(), last=True):
+            if dropped != without_dropout(dropped):
+                self._check_dropout(dropped, without_dropout(dropped))
+
+    def _check_dropout(self, dropped, plain):
         weights = perturbed_weights(dropped, 9)
         batch = mixed_batch(dropped)
         with_dropout, without = self.build(dropped, seed=2), self.build(plain, seed=2)
@@ -104,7 +121,10 @@ class FeatureTests(BackendTestBase):
         assert runs[0][0] != pytest.approx(undropped[0], abs=1e-7)
 
     def test_learning_rate_can_be_changed(self):
-        spec = spec_variants(self.backend())[0]
+        for spec in family_specs(self.backend()):
+            self._check_learning_rate(spec)
+
+    def _check_learning_rate(self, spec):
         model = self.build(spec)
         before = model.get_weights()
         model.set_learning_rate(0.0)
@@ -117,8 +137,8 @@ class FeatureTests(BackendTestBase):
 
     @requires("resume")
     def test_resume_repeats_uninterrupted_training(self):
-        variants = spec_variants(self.backend())
-        for spec in {variants[0], variants[-1]}:  # the plainest and the richest model
+        # the plainest and the richest model of each architecture
+        for spec in set(family_specs(self.backend()) + family_specs(self.backend(), True)):
             batch, other = mixed_batch(spec), mixed_batch(spec, seed=3)
             straight = self.build(spec, seed=4)
             for b in (batch, other, batch, other, batch, other):
@@ -140,7 +160,10 @@ class FeatureTests(BackendTestBase):
 
     @requires("resume")
     def test_optimizer_state_is_validated(self):
-        spec = spec_variants(self.backend())[0]
+        for spec in family_specs(self.backend()):
+            self._check_optimizer_state(spec)
+
+    def _check_optimizer_state(self, spec):
         model = self.build(spec)
         model.train_step(mixed_batch(spec))
         state = model.optimizer_state()

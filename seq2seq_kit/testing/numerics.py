@@ -7,12 +7,31 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from ..batching import make_batch
+from ..batching import Batch, make_batch
+from ..spec import OptimizerSpec
 from ..weights import weight_shapes
-from .base import BackendTestBase, mixed_batch, perturbed_weights, spec_variants
+from .base import BackendTestBase, family_specs, mixed_batch, perturbed_weights, spec_variants
 
 LOG_PROB_ATOL = 1e-5
 GRAD_RTOL = 1e-4
+
+
+def _rows(batch: Batch, rows: slice) -> tuple[list[list[int]], list[list[int]]]:
+    """The unpadded sources and targets of ``rows`` of ``batch`` (for re-batching)."""
+    src = zip(batch.src_ids[rows], batch.src_lengths[rows], strict=True)
+    tgt = zip(batch.tgt_in[rows], batch.tgt_lengths[rows], strict=True)
+    sources = [ids[:n].tolist() for ids, n in src]
+    targets = [ids[1:n].tolist() for ids, n in tgt]  # tgt_in is BOS + target
+    return sources, targets
+
+
+def smoothed_loss(log_probs: np.ndarray, batch: Batch, epsilon: float) -> float:
+    """The contract's loss with label smoothing ``epsilon``, from teacher-forced
+    log-probabilities [B, T, V] (``OptimizerSpec.label_smoothing``)."""
+    lp = log_probs.astype(np.float64)
+    nll = -np.take_along_axis(lp, batch.tgt_out[..., None].astype(np.int64), axis=-1)[..., 0]
+    per_token = (1.0 - epsilon) * nll - epsilon * lp.mean(axis=-1)
+    return float((per_token * batch.tgt_mask).sum() / batch.tgt_mask.sum())
 
 
 def _step_through(model, batch) -> np.ndarray:
@@ -92,8 +111,73 @@ class NumericsTests(BackendTestBase):
             for name, value in model.get_weights().items():
                 np.testing.assert_array_equal(value, weights[name], err_msg=name)
 
+    def test_incremental_decoding_equals_teacher_forcing(self):
+        # encode + step one position at a time gives what the full teacher-forced pass
+        # gives, at every real position, for every architecture (a Transformer's key/value
+        # cache included)
+        for spec in spec_variants(self.backend()):
+            model = self.build(spec)
+            model.set_weights(perturbed_weights(spec, 12))
+            batch = mixed_batch(spec, seed=4)
+            mask = batch.tgt_mask.astype(bool)
+            full = np.asarray(model.log_probs(batch))
+            stepped = _step_through(model, batch)
+            np.testing.assert_allclose(
+                stepped[mask], full[mask], atol=LOG_PROB_ATOL, rtol=0, err_msg=str(spec)
+            )
+
+    def test_accumulated_batches_make_one_update(self):
+        # train_step([b1, b2]) is one update with the gradient of the concatenated batch
+        for spec in family_specs(self.backend()):
+            batch = mixed_batch(spec, seed=5)
+            whole = make_batch(*_rows(batch, slice(None)))
+            parts = [
+                make_batch(*_rows(batch, slice(0, 2))),
+                make_batch(*_rows(batch, slice(2, None))),
+            ]
+            weights = perturbed_weights(spec, 13)
+            one, two = self.build(spec, seed=1), self.build(spec, seed=1)
+            one.set_weights(weights)
+            two.set_weights(weights)
+            for _ in range(2):
+                loss_whole = one.train_step(whole)
+                loss_parts = two.train_step(parts)
+                assert loss_parts == pytest.approx(loss_whole, abs=LOG_PROB_ATOL), spec
+            got = two.get_weights()
+            for name, value in one.get_weights().items():
+                np.testing.assert_allclose(got[name], value, atol=1e-5, rtol=0, err_msg=name)
+
+    def test_label_smoothing_enters_the_loss(self):
+        smoothing = OptimizerSpec(label_smoothing=0.1)
+        for spec in family_specs(self.backend()):
+            weights = perturbed_weights(spec, 14)
+            model, ref = self.build(spec, optimizer=smoothing), self.reference(spec, smoothing)
+            model.set_weights(weights)
+            ref.set_weights(weights)
+            batch = mixed_batch(spec, seed=6)
+            log_probs = np.asarray(model.log_probs(batch))
+            assert model.loss(batch) == pytest.approx(
+                smoothed_loss(log_probs, batch, 0.1), abs=LOG_PROB_ATOL
+            )
+            got, expected = model.gradients(batch), ref.gradients(batch)
+            for name in expected:
+                scale = float(np.abs(expected[name]).max())
+                np.testing.assert_allclose(
+                    got[name],
+                    expected[name],
+                    rtol=GRAD_RTOL,
+                    atol=GRAD_RTOL * scale + 1e-7,
+                    err_msg=name,
+                )
+            # train_step returns the smoothed loss before its update
+            expected_loss = smoothed_loss(log_probs, batch, 0.1)
+            assert model.train_step(batch) == pytest.approx(expected_loss, abs=LOG_PROB_ATOL)
+
     def test_padding_changes_nothing(self):
-        spec = spec_variants(self.backend())[0]
+        for spec in family_specs(self.backend()):
+            self._check_padding(spec)
+
+    def _check_padding(self, spec):
         model = self.build(spec)
         model.set_weights(perturbed_weights(spec, 4))
         sources, targets = [[4, 5, 6], [7]], [[8, 9], [10, 11, 12]]
@@ -112,7 +196,10 @@ class NumericsTests(BackendTestBase):
             np.testing.assert_allclose(g1[name], g2[name], atol=1e-6, err_msg=name)
 
     def test_train_step_reduces_loss_and_returns_it(self):
-        spec = spec_variants(self.backend())[0]
+        for spec in family_specs(self.backend()):
+            self._check_train_step(spec)
+
+    def _check_train_step(self, spec):
         model = self.build(spec)
         batch = mixed_batch(spec)
         before = model.loss(batch)
