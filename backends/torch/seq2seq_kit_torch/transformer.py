@@ -19,6 +19,7 @@ incremental state).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -64,6 +65,18 @@ def source_mask(lengths: torch.Tensor, width: int, dtype: torch.dtype) -> Source
     return SourceMask(visible[:, None, None, :], has_key)
 
 
+def _without_key_bias(grad: torch.Tensor, rows: slice) -> torch.Tensor:
+    """``grad`` of a packed projection bias with the key bias's rows set to 0.
+
+    Softmax ignores a shift shared by all keys of a query, and ``q . key.bias`` is one, so
+    d loss / d key.bias is exactly 0; computed, it is rounding noise (~1e-9), which Adam's
+    per-element normalisation would turn into steps of about the learning rate, different
+    for each way of batching the same data."""
+    grad = grad.clone()
+    grad[rows] = 0.0
+    return grad
+
+
 def _drop(dropout: Dropout | None, x: torch.Tensor) -> torch.Tensor:
     return x if dropout is None else dropout(x)
 
@@ -87,10 +100,13 @@ class MultiHeadAttention(nn.Module):
         if cross:
             self.query = nn.Linear(width, width)
             self.key_value = nn.Linear(width, 2 * width)
+            key_bias, rows = self.key_value.bias, slice(0, width)
         else:
             self.qkv = nn.Linear(width, 3 * width)
+            key_bias, rows = self.qkv.bias, slice(width, 2 * width)
         self.output = nn.Linear(width, width)
         self.dropout = dropout
+        key_bias.register_hook(functools.partial(_without_key_bias, rows=rows))
 
     def split(self, x: torch.Tensor, parts: int) -> torch.Tensor:
         """``[B, T, parts*D]`` -> ``[parts, B, N, T, d]``."""
