@@ -238,19 +238,25 @@ class TorchModel:
                 self._seed_dropout(index)
             # The decoder is causal: positions after the last unmasked one change nothing.
             steps = int(used[-1]) + 1
+            # Logits only where the mask is nonzero; weighting by the mask, not
+            # ignore_index=PAD, follows the contract: the mask decides what counts.
+            flat_mask = mask[:, :steps].reshape(-1)
+            positions = np.flatnonzero(flat_mask)
             logits = self.net(
-                _ids(batch.src_ids), _ids(batch.src_lengths), _ids(batch.tgt_in[:, :steps])
+                _ids(batch.src_ids),
+                _ids(batch.src_lengths),
+                _ids(batch.tgt_in[:, :steps]),
+                _ids(positions),
             )
             # (1 - eps) * nll + eps * mean_v(-log p_v) per position (torch's label
-            # smoothing); weighting by the mask, not ignore_index=PAD, follows the
-            # contract to the letter: the mask decides which positions count.
+            # smoothing).
             token_losses = F.cross_entropy(
-                logits.flatten(0, 1),
-                _ids(batch.tgt_out[:, :steps]).flatten(),
+                logits,
+                _ids(batch.tgt_out[:, :steps].reshape(-1)[positions]),
                 reduction="none",
                 label_smoothing=self.optimizer_spec.label_smoothing,
             )
-            weights = torch.tensor(mask[:, :steps], dtype=self.dtype).flatten()
+            weights = torch.tensor(flat_mask[positions], dtype=self.dtype)
             batch_loss = torch.dot(token_losses, weights)
             if backward:
                 (batch_loss / total).backward()

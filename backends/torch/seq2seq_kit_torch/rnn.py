@@ -179,10 +179,13 @@ class Decoder(RNNStack):
             self.attention = Attention(spec.attention, spec.hidden_size)
         self.output = nn.Linear(spec.hidden_size, spec.tgt_vocab_size)
 
-    def forward(self, ids: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+    def forward(
+        self, ids: torch.Tensor, state: DecoderState, positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, DecoderState]:
         """int64 ``[B, T]`` input ids and the state to start from -> (logits ``[B, T, V]``,
-        the state after the last position, with that position's attention weights).
-        ``state`` is not modified, so ``T = 1`` is one decoding step."""
+        or ``[K, V]`` at the int64 ``[K]`` flat ``positions`` of ``[B, T]`` only; the state
+        after the last position, with that position's attention weights). ``state`` is not
+        modified, so ``T = 1`` is one decoding step."""
         x = self.embed(ids)
         layers = []
         for layer, rnn in enumerate(self.rnn):
@@ -195,6 +198,8 @@ class Decoder(RNNStack):
         if self.attention is not None:
             x, weights = self.attention(x, state.memory)
             weights = weights[:, -1]
+        if positions is not None:
+            x = x.flatten(0, 1).index_select(0, positions)
         return self.output(x), state._replace(layers=tuple(layers), weights=weights)
 
 
@@ -228,11 +233,16 @@ class Seq2Seq(nn.Module):
         return DecoderState(layers, memory, None, src_ids.shape[1])
 
     def forward(
-        self, src_ids: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor
+        self,
+        src_ids: torch.Tensor,
+        src_lengths: torch.Tensor,
+        tgt_in: torch.Tensor,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """int64 ``[B, S]`` sources, int64 ``[B]`` lengths, int64 ``[B, T]`` decoder inputs
-        -> teacher-forced logits ``[B, T, V_tgt]``."""
-        logits, _ = self.decoder(tgt_in, self.encode(src_ids, src_lengths))
+        -> teacher-forced logits ``[B, T, V_tgt]``, or ``[K, V_tgt]`` at the int64 ``[K]``
+        flat ``positions`` of ``[B, T]`` only (the loss skips padding's output layer)."""
+        logits, _ = self.decoder(tgt_in, self.encode(src_ids, src_lengths), positions)
         return logits
 
     def step(

@@ -401,14 +401,22 @@ class Transformer(nn.Module):
         return self.encoder(src_ids, mask), mask
 
     def forward(
-        self, src_ids: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor
+        self,
+        src_ids: torch.Tensor,
+        src_lengths: torch.Tensor,
+        tgt_in: torch.Tensor,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """int64 ``[B, S]`` sources, ``[B]`` lengths, ``[B, T]`` decoder inputs ->
-        teacher-forced logits ``[B, T, V_tgt]``."""
+        teacher-forced logits ``[B, T, V_tgt]``, or ``[K, V_tgt]`` at the int64 ``[K]``
+        flat ``positions`` of ``[B, T]`` only (the loss skips padding's final norm and
+        output layer, the largest matmul with a large vocabulary)."""
         memory, mask = self.memory(src_ids, src_lengths)
         x = self.decoder.embed(tgt_in)
         for layer in self.decoder.layers:
             x = layer(x, None, layer.cross_attention.keys_values(memory), mask)[0]
+        if positions is not None:
+            x = x.flatten(0, 1).index_select(0, positions)
         return self.decoder.logits(x)
 
     def encode(self, src_ids: torch.Tensor, src_lengths: torch.Tensor) -> TransformerState:
