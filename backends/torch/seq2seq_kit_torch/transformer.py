@@ -14,7 +14,9 @@ heads split out as ``[B, N, T, d]``.
 keeps, per decoder layer, the self-attention keys and values of the positions so far and the
 cross-attention keys and values of the encoder output (computed once by ``encode``), so a
 step costs one position's projections plus attention over the cache (fairseq's
-incremental state).
+incremental state). A step runs :func:`decode_layer`, the decoder layer's formulas as torch
+functions on the layer's parameters, because module dispatch would cost as much as the
+arithmetic at small batches; the tests hold it to the modules' teacher-forced results.
 """
 
 from __future__ import annotations
