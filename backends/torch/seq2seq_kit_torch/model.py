@@ -2,10 +2,11 @@
 :class:`seq2seq_kit.backend.Model` protocol, trained with autograd and
 :class:`optimizer.ClippedAdam`; :mod:`.layout` maps its parameters to the canonical layout.
 
-Both networks have one interface: ``net(src_ids, src_lengths, tgt_in)`` (teacher-forced
-logits), ``net.encode``, ``net.step``, ``net.reorder``, ``net.attention`` (the attention weights
-of a state's last step, or None) and ``net.generator`` (the dropout masks' source); their
-decoder states carry ``source_width``. So this adapter does not depend on the architecture.
+Both networks have one interface: ``net(src_ids, src_lengths, tgt_in, positions=None)``
+(teacher-forced logits, at the given flat positions only if any), ``net.encode``,
+``net.step``, ``net.reorder``, ``net.attention`` (the attention weights of a state's last
+step, or None) and ``net.generator`` (the dropout masks' source); their decoder states
+carry ``source_width``. So this adapter does not depend on the architecture.
 
 NumPy arrays cross the boundary (int32 ids in, float32 log-probabilities and weights out);
 inside, ids are int64 tensors and everything runs on the CPU in the model's dtype.
@@ -264,11 +265,10 @@ class TorchModel:
         return summed.item() / total
 
     def _seed_dropout(self, index: int) -> None:
-        """Seed the dropout generator for batch ``index`` of this update. The first batch
-        keeps the ``(seed, update)`` entropy of updates before accumulation existed, so
-        that resumed runs draw the masks they drew before."""
-        key = (self.seed, self.optimizer.steps) + ((index,) if index else ())
-        entropy = np.random.SeedSequence(key)
+        """Seed the dropout generator for batch ``index`` of this update from ``(seed,
+        updates so far, index)``: masks depend on nothing else, so a resumed run draws the
+        masks the uninterrupted one would have."""
+        entropy = np.random.SeedSequence((self.seed, self.optimizer.steps, index))
         self.net.generator.manual_seed(int(entropy.generate_state(1, np.uint64)[0]))
 
     @staticmethod
