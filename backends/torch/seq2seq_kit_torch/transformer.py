@@ -359,8 +359,12 @@ class Stack(nn.Module):
     def embed(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
         """int64 ``[B, T]`` ids at positions ``start ..`` -> ``[B, T, D]`` inputs."""
         table = self.sinusoids if self.positions is None else self.positions.weight
-        x = self.embedding(ids) * self.scale + table[start : start + ids.shape[1]]
-        return _drop(self.dropout, x)
+        # F.embedding, not the module: this runs at every decoding step.
+        x = F.embedding(ids, self.embedding.weight) * self.scale
+        x = x + table[start : start + ids.shape[1]]
+        if self.dropout is not None and self.training:
+            x = self.dropout(x)
+        return x
 
     def normed(self, x: torch.Tensor) -> torch.Tensor:
         """The stack's output: ``x`` through the final norm, if any."""
