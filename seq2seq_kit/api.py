@@ -343,7 +343,9 @@ def train(
     with those ``data.max_source_length`` / ``max_target_length`` skip) and caps the saved
     decoding length at ``max_positions - 1``.
 
-    With ``out``, the model directory is written there after every epoch: the best weights
+    With ``out``, the model directory is written there after epochs (at most every
+    ``train.save_seconds``), every ``train.save_every`` updates, and when training stops
+    (``meta.trainer.stopped`` says why, ``meta.trainer.updates`` counts updates): the best weights
     by ``train.early_stopping_metric`` on the validation pairs (the last weights without
     validation) as ``weights.safetensors``, plus the last weights and the optimizer state
     for ``resume``. ``out`` is checked before any work (writable; not a file; an existing
@@ -627,7 +629,12 @@ def _train(
         try:
             model.set_weights(saved.extra["last"])
             model.set_optimizer_state(saved.extra["optimizer"])
-            state = TrainerState.from_json(saved.meta["trainer"], saved.meta["history"])
+            # a state saved before updates were counted: the optimizer's count of them
+            state = TrainerState.from_json(
+                saved.meta["trainer"],
+                saved.meta["history"],
+                updates=int(saved.extra["optimizer"].get("step", 0)),
+            )
             float(saved.meta.get("seconds", 0.0))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(
@@ -682,11 +689,18 @@ def _train(
 
     first_epoch = 1 if state is None else state.epoch + 1
     hook = registry().manager.hook
+    out_dir = None if out is None else str(out)
 
     def on_epoch_end(record: dict[str, Any]) -> None:
         if changes and record["epoch"] == first_epoch:
             record["resumed_with"] = changes
-        hook.on_epoch_end(record=record, out_dir=None if out is None else str(out))
+        hook.on_epoch_end(record=record, out_dir=out_dir)
+
+    def on_update(record: dict[str, Any]) -> None:
+        hook.on_update(record=record, out_dir=out_dir)
+
+    def on_validation(record: dict[str, Any]) -> None:
+        hook.on_validation(record=record, out_dir=out_dir)
 
     state = fit(
         model,
@@ -696,9 +710,11 @@ def _train(
         on_epoch_end=on_epoch_end,
         state=state,
         save=None if out is None else save,
-        out_dir=None if out is None else str(out),
+        out_dir=out_dir,
+        on_update=on_update,
+        on_validation=on_validation,
     )
     meta["seconds"] += time.perf_counter() - clock
     meta["history"], meta["trainer"] = state.history, state.to_json()
-    hook.on_train_end(history=state.history, out_dir=None if out is None else str(out))
+    hook.on_train_end(history=state.history, out_dir=out_dir)
     return translator

@@ -307,17 +307,26 @@ def _check_architecture_flags(flags: dict[str, Any], model: dict[str, Any]) -> N
 
 
 def _report(translator: Any) -> None:
-    """Print the last epoch's figures and a sample of translations with exact matches."""
+    """Print the last epoch's figures (or, for a run stopped within its first epoch, its
+    updates) and a sample of translations with exact matches."""
     from .metrics import group_references
 
     meta = translator.meta
-    last = meta["history"][-1]
-    print(
-        f"backend {translator.backend}, {translator.architecture} model: {last['epoch']} "
-        f"epochs in {meta['seconds']:.2f} s; "
-        f"training loss {last['train_loss']:.4f}; on the {last['evaluated_on']} pairs: "
-        f"loss {last['valid_loss']:.4f}, token accuracy {last['valid_accuracy']:.3f}"
-    )
+    if meta["history"]:
+        last = meta["history"][-1]
+        print(
+            f"backend {translator.backend}, {translator.architecture} model: {last['epoch']} "
+            f"epochs in {meta['seconds']:.2f} s; "
+            f"training loss {last['train_loss']:.4f}; on the {last['evaluated_on']} pairs: "
+            f"loss {last['valid_loss']:.4f}, token accuracy {last['valid_accuracy']:.3f}"
+        )
+    else:
+        trainer = meta["trainer"]
+        print(
+            f"backend {translator.backend}, {translator.architecture} model: "
+            f"{trainer['updates']} updates in {meta['seconds']:.2f} s, stopped by "
+            f"{trainer['stopped']} within the first epoch"
+        )
     held_out = bool(translator.valid_pairs)
     pairs = (translator.valid_pairs or translator.train_pairs)[:1000]
     if not pairs:

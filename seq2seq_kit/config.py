@@ -259,7 +259,12 @@ class TrainConfig(_Section):
     seed: int = Field(
         0, ge=0, le=2**32 - 1, description="initial weights, shuffling, dropout and the split"
     )
-    patience: int = Field(0, ge=0, description="early stopping after N epochs not better; 0: off")
+    patience: int = Field(
+        0,
+        ge=0,
+        description="early stopping after N validations not better (epochs, unless "
+        "valid_every); 0: off",
+    )
     early_stopping_metric: Literal["loss", "accuracy"] = Field(
         "loss",
         description="validation figure that picks the best weights and drives patience and "
@@ -269,7 +274,11 @@ class TrainConfig(_Section):
     teacher_forcing: float = Field(
         1.0, gt=0.0, le=1.0, description="share of decoder inputs taken from the reference"
     )
-    lr_patience: int = Field(0, ge=0, description="reduce the LR after N flat epochs; 0: off")
+    lr_patience: int = Field(
+        0,
+        ge=0,
+        description="reduce the LR after N flat validations (epochs, unless valid_every); 0: off",
+    )
     lr_factor: float = Field(0.5, gt=0.0, lt=1.0, description="LR multiplier on a plateau")
     min_learning_rate: float = Field(1e-6, ge=0.0, description="the LR is never reduced below")
     save_seconds: float = Field(
@@ -285,6 +294,70 @@ class TrainConfig(_Section):
     overwrite: bool = Field(
         False, description="replace an existing model directory at the output path"
     )
+    # Training measured in updates (Transformer recipes). An update is one optimizer step
+    # on ``accumulate`` batches; updates are counted over the whole run, resumes included.
+    lr_schedule: Literal["constant", "noam", "inverse_sqrt"] = Field(
+        "constant",
+        description="step size of update n (from 1): constant (learning_rate, after a linear "
+        "warmup over warmup_steps), noam (learning_rate * d_model^-0.5 * min(n^-0.5, n * "
+        "warmup_steps^-1.5), Vaswani et al. 2017; d_model is hidden_size for an RNN) or "
+        "inverse_sqrt (learning_rate * min(n / warmup_steps, sqrt(warmup_steps / n)), fairseq)",
+    )
+    warmup_steps: int = Field(
+        0, ge=0, description="updates of warmup; noam and inverse_sqrt need >= 1; 0: none"
+    )
+    accumulate: int = Field(
+        1,
+        ge=1,
+        description="batches per update: the gradient of N consecutive batches together makes "
+        "one optimizer step (fairseq's --update-freq); an epoch's leftover batches make a "
+        "shorter last one",
+    )
+    valid_every: int = Field(
+        0,
+        ge=0,
+        description="also validate every N updates (patience and lr_patience then count "
+        "validations, not epochs); 0: at epoch ends only",
+    )
+    save_every: int = Field(
+        0,
+        ge=0,
+        description="also write the model directory every N updates (a mid-epoch save "
+        "resumes exactly); 0: at epoch ends only",
+    )
+    max_updates: int = Field(
+        0, ge=0, description="stop after N updates in all, validated and saved; 0: no limit"
+    )
+    max_time: float = Field(
+        0.0,
+        ge=0.0,
+        description="stop after the update that ends X seconds of this run's training "
+        "(a resumed run has its own budget), validated and saved; 0: no limit",
+    )
+    log_every: int = Field(
+        0,
+        ge=0,
+        description="a line every N updates: update, epoch, mean train loss since the last "
+        "line, learning rate, target tokens/s; 0: none",
+    )
+
+    @model_validator(mode="after")
+    def _schedule_needs(self) -> TrainConfig:
+        if self.lr_schedule == "constant":
+            return self
+        if self.warmup_steps < 1:
+            raise ValueError(
+                f"lr_schedule = {self.lr_schedule!r} needs warmup_steps >= 1 (updates of "
+                f"warmup), got {self.warmup_steps}"
+            )
+        if self.lr_patience:
+            # the schedule sets every update's rate; a plateau cut would be overwritten
+            raise ValueError(
+                f"lr_schedule = {self.lr_schedule!r} sets the learning rate of every update, "
+                f"so lr_patience = {self.lr_patience} (plateau reduction) cannot apply: set "
+                f"lr_patience = 0, or lr_schedule = 'constant'"
+            )
+        return self
 
 
 class DecodeConfig(_Section):
@@ -327,9 +400,16 @@ def section_models(section: str) -> tuple[type[_Section], ...]:
 
 
 #: Keys a resumed run may change (OpenNMT's reset options in spirit): how long to train, when
-#: to stop, the learning-rate schedule, saving, display and decoding defaults. Every other key
-#: defines what is trained (data, split, seed, vocabulary, model: any [model] key, the
-#: architecture included) and must stay as saved.
+#: to stop, validate and save, the learning-rate's size and plateau cuts, display and decoding
+#: defaults. Every other key defines what is trained (data, split, seed, vocabulary, model:
+#: any [model] key, the architecture included) and must stay as saved.
+#:
+#: ``accumulate`` is fixed: it decides how an epoch's batches group into updates (a mid-epoch
+#: save resumes at a group boundary, and the update count that the schedule reads depends on
+#: it). ``lr_schedule`` and ``warmup_steps`` are fixed: the rate is a function of the update
+#: count since the run began, so changing them mid-run would make it jump to a curve no single
+#: configuration describes (``learning_rate`` may change: it scales the curve, as it scales a
+#: constant rate).
 #:
 #: train.label_smoothing may change, as the learning rate may: it shapes the objective of the
 #: steps still to come, not the weights or the optimizer state, and both fairseq (criterion
@@ -352,6 +432,11 @@ RESUMABLE = frozenset(
         "train.progress",
         "train.log_seconds",
         "train.overwrite",
+        "train.valid_every",
+        "train.save_every",
+        "train.max_updates",
+        "train.max_time",
+        "train.log_every",
     }
     | {f"decode.{name}" for name in DecodeConfig.model_fields}
 )

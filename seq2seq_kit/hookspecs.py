@@ -44,9 +44,28 @@ def register_tokenizers(register: Callable[..., None]) -> None:
 @hookspec
 def on_epoch_end(record: dict[str, Any], out_dir: str | None) -> None:
     """Called by the trainer after each epoch with ``{"epoch", "train_loss", "valid_loss",
-    "valid_accuracy", "evaluated_on", "learning_rate", "seconds"}`` (losses in nats per
-    target token, accuracy 0..1, seconds of wall time) and the model directory being
+    "valid_accuracy", "evaluated_on", "learning_rate", "seconds", "updates"}`` (losses in
+    nats per target token, accuracy 0..1, seconds of wall time, updates over the whole
+    run) and the model directory being
     written, or None. An implementation may take either argument alone."""
+
+
+@hookspec
+def on_update(record: dict[str, Any], out_dir: str | None) -> None:
+    """Called every ``train.log_every`` updates (none when it is 0) with ``{"update",
+    "epoch", "step", "train_loss", "learning_rate", "target_tokens_per_second"}``: the
+    update count over the whole run, the epoch being trained and its batches done, the
+    token-weighted mean training loss (nats per target token) since the previous call, the
+    last update's learning rate, and target tokens per second of update time; ``out_dir``
+    as for ``on_epoch_end``."""
+
+
+@hookspec
+def on_validation(record: dict[str, Any], out_dir: str | None) -> None:
+    """Called after every validation (at each epoch end, every ``train.valid_every``
+    updates, and when ``max_updates`` or ``max_time`` stops training) with ``{"update",
+    "epoch", "step", "valid_loss", "valid_accuracy", "evaluated_on", "best"}`` (``best``:
+    the score improved on the best so far); ``out_dir`` as for ``on_epoch_end``."""
 
 
 @hookspec

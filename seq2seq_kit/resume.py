@@ -81,8 +81,10 @@ def resumed_config(
     (:func:`seq2seq_kit.config.explicit_keys`) are compared; file paths by where they point.
 
     Raises:
-        ConfigError: naming every conflicting key with both values; or no epochs are left
-            to train; or the saved run stopped early and ``train.patience`` is unchanged.
+        ConfigError: naming every conflicting key with both values; or a change that
+            contradicts the saved keys (``lr_patience`` with an ``lr_schedule``); or no
+            epochs, or no updates under ``train.max_updates``, are left to train; or the
+            saved run stopped early and ``train.patience`` is unchanged.
     """
     merged = _saved_config(saved, resume).model_dump()
     changes: dict[str, list[Any]] = {}
@@ -113,19 +115,33 @@ def resumed_config(
             f"started with; to change these, start a new run with --out (what may change on "
             f"resume: the backend, {describe_resumable()})"
         )
-    cfg = Config.model_validate(merged)
-    done = int(saved.meta["trainer"]["epoch"])
+    try:
+        cfg = Config.model_validate(merged)
+    except ValidationError as exc:  # a change that contradicts a saved key
+        raise ConfigError(f"--resume {resume}: {describe_errors(exc)}") from None
+    trainer = saved.meta["trainer"]
+    done = int(trainer["epoch"])
     if cfg.train.epochs <= done:
         raise ConfigError(
             f"--resume {resume}: the saved run has done {done} epochs and train.epochs is "
             f"{cfg.train.epochs}: nothing to train; ask for more (--epochs N with N > {done})"
         )
-    history = saved.meta.get("history") or [{}]
-    if history[-1].get("early_stopped") and "train.patience" not in changes:
+    updates = trainer.get("updates")
+    if type(updates) is int and 0 < cfg.train.max_updates <= updates:
         raise ConfigError(
-            f"--resume {resume}: training stopped early at epoch {done} (train.patience "
-            f"{cfg.train.patience} epochs without a better validation score); raise --patience, "
-            f"or set it to 0, to train on"
+            f"--resume {resume}: the saved run has done {updates} updates and "
+            f"train.max_updates is {cfg.train.max_updates}: nothing to train; ask for more "
+            f"(--max-updates N with N > {updates}, or 0 for no limit)"
+        )
+    history = saved.meta.get("history") or [{}]
+    early = history[-1].get("early_stopped") or trainer.get("stopped") == "patience"
+    if early and "train.patience" not in changes:
+        counted = "validations" if cfg.train.valid_every else "epochs"
+        at = f"in epoch {done + 1}" if trainer.get("step") else f"at epoch {done}"
+        raise ConfigError(
+            f"--resume {resume}: training stopped early {at} "
+            f"(train.patience {cfg.train.patience} {counted} without a better validation "
+            f"score); raise --patience, or set it to 0, to train on"
         )
     return cfg, changes
 

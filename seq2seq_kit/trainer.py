@@ -1,15 +1,19 @@
-"""The training loop: epochs of shuffled batches, per-epoch evaluation, early stopping,
-learning-rate reduction on plateau, scheduled sampling, one log line per epoch, a stop on
-SIGINT/SIGTERM that saves first, and exact resumption, also from the middle of an epoch."""
+"""The training loop: epochs of shuffled batches grouped into updates (gradient
+accumulation), a learning rate set before every update (schedules), evaluation at epoch ends
+and every ``valid_every`` updates, early stopping, learning-rate reduction on plateau,
+scheduled sampling, log lines per epoch and every ``log_every`` updates, saves at epoch ends
+and every ``save_every`` updates, limits in updates and wall time, a stop on SIGINT/SIGTERM
+that saves first, and exact resumption, also from the middle of an epoch."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any
@@ -21,12 +25,20 @@ from .batching import Batch, batches
 from .config import TrainConfig
 from .errors import TrainingError, TrainingInterrupted
 from .logs import stdout_logging
+from .schedules import learning_rate_at, model_width
 
 log = logging.getLogger(__name__)
 
 EVAL_BATCH_SIZE = 256
 
 Ids = Sequence[Sequence[int]]
+
+#: Why a run stopped, as ``TrainerState.stopped`` records it: every epoch done, early
+#: stopping, ``max_updates`` or ``max_time`` reached, or SIGINT/SIGTERM.
+STOP_REASONS = ("epochs", "patience", "max_updates", "max_time", "interrupted")
+
+#: The wall clock ``max_time`` reads, in seconds (monotonic); replaceable for tests.
+clock: Callable[[], float] = time.monotonic
 
 
 @dataclass
@@ -36,22 +48,27 @@ class TrainerState:
     Attributes:
         epoch: epochs completed.
         rng: the shuffling generator's ``bit_generator.state`` (JSON-serialisable).
-        learning_rate: the current step size (reduced on plateaus).
+        learning_rate: the base step size: ``train.learning_rate``, reduced on plateaus;
+            each update's rate is the schedule's at that update from this base.
         best_score: best validation score so far, lower is better: the loss, or minus the
             token accuracy with ``early_stopping_metric = "accuracy"`` (``inf`` before the
             first epoch).
         best_weights: the weights that reached it (the last weights without validation).
-        bad_epochs: epochs since ``best_score`` improved (early stopping).
-        plateau_epochs: epochs since the learning rate was last reduced or ``best_score``
-            improved.
+        bad_epochs: validations since ``best_score`` improved (early stopping); one
+            validation per epoch unless ``valid_every`` > 0.
+        plateau_epochs: validations since the learning rate was last reduced or
+            ``best_score`` improved.
         history: one record per completed epoch.
-        step: steps of epoch ``epoch + 1`` already taken (0 at an epoch boundary; more
-            when training was interrupted in the middle of that epoch).
+        step: batches of epoch ``epoch + 1`` already trained on (0 at an epoch boundary;
+            more when training stopped or saved in the middle of that epoch); a multiple of
+            ``accumulate`` unless it is the epoch's last batch.
         epoch_rng: the shuffling generator's state when epoch ``epoch + 1`` began, which
             replays its batch order on resumption (None at an epoch boundary).
         epoch_loss: sum over those ``step`` steps of loss times target tokens.
         epoch_tokens: target tokens of those steps.
         epoch_seconds: wall time spent on those steps.
+        updates: optimizer updates taken over the whole run (the schedule's ``n - 1``).
+        stopped: why training stopped (one of :data:`STOP_REASONS`), None while it runs.
     """
 
     epoch: int = 0
@@ -67,6 +84,8 @@ class TrainerState:
     epoch_loss: float = 0.0
     epoch_tokens: float = 0.0
     epoch_seconds: float = 0.0
+    updates: int = 0
+    stopped: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON-able part (``best_weights`` is saved as weights, not here)."""
@@ -82,10 +101,16 @@ class TrainerState:
             "epoch_loss": self.epoch_loss,
             "epoch_tokens": self.epoch_tokens,
             "epoch_seconds": self.epoch_seconds,
+            "updates": self.updates,
+            "stopped": self.stopped,
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], history: list[dict[str, Any]]) -> TrainerState:
+    def from_json(
+        cls, data: dict[str, Any], history: list[dict[str, Any]], updates: int = 0
+    ) -> TrainerState:
+        """The state :meth:`to_json` wrote; ``updates`` counts the updates of a state
+        written before they were counted (the optimizer state's ``step``)."""
         # states written before early_stopping_metric existed hold a loss as best_loss
         best = data.get("best_score", data.get("best_loss"))
         return cls(
@@ -102,6 +127,8 @@ class TrainerState:
             epoch_loss=float(data.get("epoch_loss", 0.0)),
             epoch_tokens=float(data.get("epoch_tokens", 0.0)),
             epoch_seconds=float(data.get("epoch_seconds", 0.0)),
+            updates=int(data.get("updates", updates)),
+            stopped=data.get("stopped"),
         )
 
 
@@ -138,7 +165,7 @@ class _StopSignals:
     """SIGINT and SIGTERM handlers for the time training runs (main thread only: Python
     takes handlers nowhere else; a signal the parent process ignores, as shells do for
     SIGINT in background jobs, stays ignored). The first signal asks the loop to stop after
-    the current step; a second SIGINT raises ``KeyboardInterrupt`` at once, for a step that
+    the current update; a second SIGINT raises ``KeyboardInterrupt`` at once, for an update that
     hangs.
 
     Attributes:
@@ -181,13 +208,15 @@ class _Checkpoints:
     ):
         self.save, self.out_dir, self.every_seconds = save, out_dir, every_seconds
         self.last_time = time.perf_counter()
-        self.saved_at: tuple[int, int] | None = None  # (epoch, step) of this run's last save
+        # (epoch, step, stopped) of this run's last save: a second save of the same state is
+        # skipped, one that records why training stopped is not
+        self.saved_at: tuple[int, int, str | None] | None = None
 
     def due(self) -> bool:
         return time.perf_counter() - self.last_time >= self.every_seconds
 
     def write(self, model: Model, state: TrainerState, where: str) -> None:
-        if self.save is None or self.saved_at == (state.epoch, state.step):
+        if self.save is None or self.saved_at == (state.epoch, state.step, state.stopped):
             return
         bad = [name for name, w in model.get_weights().items() if not np.isfinite(w).all()]
         if bad:
@@ -197,7 +226,7 @@ class _Checkpoints:
             )
         self.save(state)
         self.last_time = time.perf_counter()
-        self.saved_at = (state.epoch, state.step)
+        self.saved_at = (state.epoch, state.step, state.stopped)
 
     def kept(self) -> str:
         """What a run that stops now leaves behind, e.g. for a non-finite loss."""
@@ -206,7 +235,10 @@ class _Checkpoints:
         where = self.out_dir or "the model directory"
         if self.saved_at is None:
             return f"nothing was written to {where}"
-        return f"{where} keeps the checkpoint written after epoch {self.saved_at[0]}"
+        epoch, step, _ = self.saved_at
+        if step:
+            return f"{where} keeps the checkpoint written at epoch {epoch + 1} step {step}"
+        return f"{where} keeps the checkpoint written after epoch {epoch}"
 
     def interrupted(self, epoch: int, step: int) -> str:
         said = f"interrupted at epoch {epoch} step {step}"
@@ -226,48 +258,80 @@ def fit(
     state: TrainerState | None = None,
     save: Callable[[TrainerState], None] | None = None,
     out_dir: str | None = None,
+    on_update: Callable[[dict[str, Any]], None] | None = None,
+    on_validation: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainerState:
     """Train ``model`` in place up to ``config.epochs`` epochs; returns the final state.
 
+    Updates. Each epoch's shuffled batches are taken ``config.accumulate`` at a time (the
+    epoch's leftover batches make a shorter last group) and handed as one list to
+    ``model.train_step``: one optimizer update each. Before every update the step size is
+    set with ``model.set_learning_rate`` to the ``config.lr_schedule`` value at that update
+    (:func:`seq2seq_kit.schedules.learning_rate_at`, ``d_model`` from the model's spec).
+
     Each epoch record has ``epoch``, ``train_loss`` (token-weighted mean over the epoch's
-    steps, before each update), ``valid_loss`` and ``valid_accuracy`` (on the validation
+    updates, before each update), ``valid_loss`` and ``valid_accuracy`` (on the validation
     pairs, or on the training pairs when there are none, as ``evaluated_on`` says),
-    ``learning_rate`` and ``seconds``; it is also logged as one line on the
-    ``seq2seq_kit.trainer`` logger at INFO, which goes to stdout, flushed, when the
-    application configured no logging (see :func:`seq2seq_kit.logs.stdout_logging`).
-    With validation pairs, "better" means a lower
-    validation loss, or a higher validation token accuracy with
-    ``config.early_stopping_metric = "accuracy"`` (JoeyNMT's option of that name):
-    ``config.patience`` > 0 stops after that many epochs without a better one,
+    ``learning_rate`` (of the epoch's last update), ``seconds`` and ``updates`` (in all so
+    far); it is also logged as one line on the ``seq2seq_kit.trainer`` logger at INFO, which
+    goes to stdout, flushed, when the application configured no logging (see
+    :func:`seq2seq_kit.logs.stdout_logging`). With ``config.log_every`` > 0, every that many
+    updates a line gives the update, epoch, mean training loss since the previous line,
+    learning rate and target tokens per second of update time, and ``on_update`` receives
+    it as ``{"update", "epoch", "step", "train_loss", "learning_rate",
+    "target_tokens_per_second"}``.
+
+    Validation runs at every epoch end and, with ``config.valid_every`` > 0, after every
+    that many updates (an epoch end at such an update validates once); a stop on
+    ``max_updates`` or ``max_time`` validates the weights it ends with. ``on_validation``
+    receives each as ``{"update", "epoch", "step", "valid_loss", "valid_accuracy",
+    "evaluated_on", "best"}``. With validation pairs, "better" means a lower validation
+    loss, or a higher validation token accuracy with ``config.early_stopping_metric =
+    "accuracy"`` (JoeyNMT's option of that name): ``config.patience`` > 0 stops after that
+    many validations without a better one (epochs, unless ``valid_every`` > 0),
     ``config.lr_patience`` > 0 multiplies the learning rate by ``config.lr_factor`` after
     that many (Keras' ``ReduceLROnPlateau``), and the best weights are restored at the end.
 
+    Training stops after ``config.epochs`` epochs, on early stopping, after
+    ``config.max_updates`` updates in all, or after the update that ends
+    ``config.max_time`` seconds of this call (read from :data:`clock`); the reason is
+    ``state.stopped``.
+
     ``state`` resumes from a saved :class:`TrainerState` (weights and optimizer state
-    already restored in ``model``); ``save(state)`` is called after the last epoch and after
-    any epoch that ends ``config.save_seconds`` or more after the previous save.
-    ``out_dir`` is where ``save`` writes, named in messages. Resumed training repeats
-    uninterrupted training exactly for a deterministic backend, also from a state saved in
-    the middle of an epoch.
+    already restored in ``model``); ``save(state)`` is called when training stops, after
+    any epoch that ends ``config.save_seconds`` or more after the previous save, and every
+    ``config.save_every`` updates (in the middle of an epoch too). ``out_dir`` is where
+    ``save`` writes, named in messages. Resumed training repeats uninterrupted training
+    exactly for a deterministic backend, also from a state saved in the middle of an epoch.
 
     Raises:
         TrainingError: a non-finite training loss (naming epoch and step), validation loss
             or weight; raised before anything non-finite is saved, so the last checkpoint
             stays as it was.
         TrainingInterrupted: SIGINT or SIGTERM (handled only while this runs in the main
-            thread) stopped training after the current step and after ``save(state)``.
+            thread) stopped training after the current update and after ``save(state)``.
     """
     from tqdm.auto import tqdm
 
     state = state or TrainerState(learning_rate=config.learning_rate)
+    state.stopped = None
     rng = np.random.default_rng(config.seed)
     if state.rng is not None:
         rng.bit_generator.state = state.rng
-    model.set_learning_rate(state.learning_rate)
     has_valid = bool(valid and len(valid[0]))
-    eval_src, eval_tgt = valid if has_valid else train
     checkpoints = _Checkpoints(save, out_dir, config.save_seconds)
     last_log: float | None = None  # the first epoch of a run is always logged
     with stdout_logging(), _StopSignals() as signals:
+        run = _Run(
+            model,
+            config,
+            state,
+            rng,
+            (valid if has_valid else train, has_valid),
+            signals,
+            checkpoints,
+            (on_update, on_validation),
+        )
         if state.step:
             log.info("resuming at epoch %d step %d", state.epoch + 1, state.step)
         elif state.epoch:
@@ -281,22 +345,13 @@ def fit(
         )
         try:
             for epoch in range(state.epoch + 1, config.epochs + 1):
-                if not _train_epoch(model, train, config, rng, state, signals, checkpoints):
-                    state.rng = rng.bit_generator.state
-                    checkpoints.write(model, state, f"epoch {epoch} step {state.step}")
-                    raise TrainingInterrupted(
-                        checkpoints.interrupted(epoch, state.step), signals.received
-                    )
-                steps, start = state.step, time.perf_counter()
-                valid_loss, valid_acc = evaluate(model, eval_src, eval_tgt)
-                state.epoch_seconds += time.perf_counter() - start
-                if not math.isfinite(valid_loss):
-                    on = "validation" if has_valid else "training-set"
-                    raise TrainingError(
-                        f"epoch {epoch} step {steps}: the {on} loss is {valid_loss} (not "
-                        f"finite); training stopped and {checkpoints.kept()}"
-                    )
-                record = _end_epoch(state, epoch, valid_loss, valid_acc, has_valid, rng)
+                stop = run.train_epoch(train)
+                if stop is not None:  # in the middle of the epoch
+                    run.stop(stop)
+                    break
+                steps, rate = state.step, run.rate()  # before a plateau cut
+                valid_loss, valid_acc, patience_out = run.validation()
+                record = _end_epoch(state, epoch, (valid_loss, valid_acc), has_valid, rate, rng)
                 bar.set_postfix(
                     loss=f"{record['train_loss']:.4f}",
                     val=f"{valid_loss:.4f}",
@@ -304,25 +359,29 @@ def fit(
                     refresh=False,
                 )
                 bar.update(1)
-                score = valid_loss if config.early_stopping_metric == "loss" else -valid_acc
-                stop = _track_best(model, state, config, score, has_valid)
+                stop = "patience" if patience_out else run.limit_reached()
+                if stop is None and epoch == config.epochs:
+                    stop = "epochs"
                 now = time.perf_counter()
-                if (
-                    last_log is None
-                    or stop
-                    or epoch == config.epochs
-                    or now - last_log >= config.log_seconds
-                ):
+                if last_log is None or stop or now - last_log >= config.log_seconds:
                     _log_epoch(record, config.epochs)
                     last_log = now
-                if stop:
+                if stop in ("max_updates", "max_time"):
+                    log.info("stopping: %s reached after %d updates", stop, state.updates)
+                if stop == "patience":
                     record["early_stopped"] = True
-                    log.info("early stopping: %d epochs without a better score", state.bad_epochs)
+                    log.info(
+                        "early stopping: %d %s without a better score",
+                        state.bad_epochs,
+                        "validations" if config.valid_every else "epochs",
+                    )
                 if on_epoch_end is not None:
                     on_epoch_end(record)
-                if stop or epoch == config.epochs or checkpoints.due():
+                state.stopped = stop
+                if stop or checkpoints.due() or run.save_due():
                     checkpoints.write(model, state, f"epoch {epoch} step {steps}")
                 if signals.received is not None:  # arrived during the evaluation
+                    state.stopped = "interrupted"
                     checkpoints.write(model, state, f"epoch {epoch} step {steps}")
                     raise TrainingInterrupted(
                         checkpoints.interrupted(epoch, steps), signals.received
@@ -336,28 +395,68 @@ def fit(
     return state
 
 
-def _train_epoch(
-    model: Model,
-    train: tuple[Ids, Ids],
-    config: TrainConfig,
-    rng: np.random.Generator,
-    state: TrainerState,
-    signals: _StopSignals,
-    checkpoints: _Checkpoints,
-) -> bool:
-    """Take the steps of epoch ``state.epoch + 1`` not yet taken, adding them up in
-    ``state``; False when a signal stopped it after ``state.step`` steps."""
-    epoch, done = state.epoch + 1, state.step
-    if done:
-        # replay the epoch's shuffle from its start, then go on from where it stopped
-        resumed = rng.bit_generator.state
-        rng.bit_generator.state = state.epoch_rng
-    else:
-        state.epoch_rng = rng.bit_generator.state
-        state.epoch_loss = state.epoch_tokens = state.epoch_seconds = 0.0
-    start = time.perf_counter()
-    try:
-        for step, batch in enumerate(
+def _groups(items: Iterator[Any], size: int) -> Iterator[tuple[list[Any], bool]]:
+    """``items`` in consecutive lists of ``size`` (the last one shorter when they run out),
+    each with whether it is the last (known by reading the next list ahead)."""
+    group = list(itertools.islice(items, size))
+    while group:
+        following = list(itertools.islice(items, size))
+        yield group, not following
+        group = following
+
+
+class _Run:
+    """One call of :func:`fit`: takes updates, validates, logs and saves between epoch ends."""
+
+    def __init__(
+        self,
+        model: Model,
+        config: TrainConfig,
+        state: TrainerState,
+        rng: np.random.Generator,
+        evaluation: tuple[tuple[Ids, Ids], bool],
+        signals: _StopSignals,
+        checkpoints: _Checkpoints,
+        callbacks: tuple[
+            Callable[[dict[str, Any]], None] | None, Callable[[dict[str, Any]], None] | None
+        ],
+    ):
+        self.model, self.config, self.state, self.rng = model, config, state, rng
+        (self.eval_pairs, self.has_valid) = evaluation
+        self.signals, self.checkpoints = signals, checkpoints
+        self.on_update, self.on_validation = callbacks
+        self.d_model = model_width(model.spec)
+        self.deadline = clock() + config.max_time if config.max_time else None
+        self.validated_at: int | None = None  # update count of the last validation
+        self.last_validation: tuple[float, float, bool] = (math.nan, math.nan, False)
+        # since the last log_every line: loss x tokens, target tokens, seconds of updates
+        self.meter = [0.0, 0.0, 0.0]
+
+    def rate(self, update: int | None = None) -> float:
+        """The step size of ``update`` (default: the last one taken, or the first)."""
+        n = max(self.state.updates if update is None else update, 1)
+        return learning_rate_at(
+            self.config.lr_schedule,
+            n,
+            self.state.learning_rate,
+            warmup_steps=self.config.warmup_steps,
+            d_model=self.d_model,
+        )
+
+    def train_epoch(self, train: tuple[Ids, Ids]) -> str | None:
+        """Take the updates of epoch ``state.epoch + 1`` not yet taken, adding them up in
+        ``state``; None when the epoch is done, else why training stops in its middle
+        (after the stop's validation; the caller saves)."""
+        config, state, rng = self.config, self.state, self.rng
+        done = state.step
+        if done:
+            # replay the epoch's shuffle from its start, then go on from where it stopped
+            resumed = rng.bit_generator.state
+            rng.bit_generator.state = state.epoch_rng
+        else:
+            state.epoch_rng = rng.bit_generator.state
+            state.epoch_loss = state.epoch_tokens = state.epoch_seconds = 0.0
+        numbered = enumerate(
             batches(
                 *train,
                 config.batch_size,
@@ -366,48 +465,180 @@ def _train_epoch(
                 batch_type=config.batch_type,
             ),
             start=1,
-        ):
-            if step <= done:
+        )
+        if done:
+            for step, _ in numbered:
                 if step == done:
-                    rng.bit_generator.state = resumed
-                continue
-            if config.teacher_forcing < 1.0:
-                batch = scheduled_sampling(model, batch, config.teacher_forcing, rng)
-            loss = model.train_step(batch)
-            if not math.isfinite(loss):
-                raise TrainingError(
-                    f"epoch {epoch} step {step}: the training loss is {loss} (not finite; "
-                    f"learning rate {state.learning_rate:g}); training stopped and "
-                    f"{checkpoints.kept()}"
-                )
-            n = batch.num_target_tokens
-            state.epoch_loss += loss * n
-            state.epoch_tokens += n
-            state.step = step
-            if signals.received is not None:
-                return False
-    finally:
+                    break
+            rng.bit_generator.state = resumed
+        for group, last in _groups(numbered, config.accumulate):
+            self._update([batch for _, batch in group], group[-1][0])
+            patience_out = False
+            if not last and self._every(config.valid_every):
+                patience_out = self.validation(mid_epoch=True)[2]
+            if self.signals.received is not None:
+                self.stop("interrupted")
+            if patience_out:
+                return "patience"
+            if last:
+                break
+            reason = self.limit_reached()
+            if reason is not None:
+                return reason
+            if self._every(config.save_every):
+                state.rng = rng.bit_generator.state
+                self.checkpoints.write(self.model, state, self._where())
+        return None
+
+    def _update(self, group: list[Batch], step: int) -> None:
+        """One optimizer update on ``group``, the epoch's batches up to number ``step``."""
+        config, state, model = self.config, self.state, self.model
+        start = time.perf_counter()
+        if config.teacher_forcing < 1.0:
+            group = [
+                scheduled_sampling(model, batch, config.teacher_forcing, self.rng)
+                for batch in group
+            ]
+        rate = self.rate(state.updates + 1)
+        model.set_learning_rate(rate)
+        loss = model.train_step(group)
+        seconds = time.perf_counter() - start
+        state.epoch_seconds += seconds
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"epoch {state.epoch + 1} step {step}: the training loss is {loss} (not "
+                f"finite; learning rate {rate:g}); training stopped and "
+                f"{self.checkpoints.kept()}"
+            )
+        tokens = float(sum(batch.num_target_tokens for batch in group))
+        state.epoch_loss += loss * tokens
+        state.epoch_tokens += tokens
+        state.step, state.updates = step, state.updates + 1
+        loss_sum, token_sum, time_sum = self.meter
+        self.meter = [loss_sum + loss * tokens, token_sum + tokens, time_sum + seconds]
+        if self._every(config.log_every):
+            self._log_updates(rate)
+
+    def _every(self, period: int) -> bool:
+        return period > 0 and self.state.updates % period == 0
+
+    def _where(self) -> str:
+        return f"epoch {self.state.epoch + 1} step {self.state.step}"
+
+    def _log_updates(self, rate: float) -> None:
+        loss_sum, tokens, seconds = self.meter
+        record = {
+            "update": self.state.updates,
+            "epoch": self.state.epoch + 1,
+            "step": self.state.step,
+            "train_loss": loss_sum / max(tokens, 1.0),
+            "learning_rate": rate,
+            "target_tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
+        }
+        self.meter = [0.0, 0.0, 0.0]
+        log.info(
+            "update %d (epoch %d): train loss %.4f; learning rate %.3g; %.0f target tokens/s",
+            record["update"],
+            record["epoch"],
+            record["train_loss"],
+            record["learning_rate"],
+            record["target_tokens_per_second"],
+        )
+        if self.on_update is not None:
+            self.on_update(record)
+
+    def validation(self, mid_epoch: bool = False) -> tuple[float, float, bool]:
+        """Evaluate the model now (once per update count: a second call at the same update
+        gives the first one's figures) and track the best score; returns the loss, the
+        accuracy and whether patience ran out."""
+        state, config = self.state, self.config
+        if self.validated_at == state.updates:
+            return self.last_validation
+        start = time.perf_counter()
+        loss, accuracy = evaluate(self.model, *self.eval_pairs)
         state.epoch_seconds += time.perf_counter() - start
-    return True
+        on = "validation" if self.has_valid else "training-set"
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"{self._where()}: the {on} loss is {loss} (not finite); training stopped "
+                f"and {self.checkpoints.kept()}"
+            )
+        before = state.best_score
+        score = loss if config.early_stopping_metric == "loss" else -accuracy
+        patience_out = _track_best(self.model, state, config, score, self.has_valid)
+        self.validated_at, self.last_validation = state.updates, (loss, accuracy, patience_out)
+        if mid_epoch:
+            log.info(
+                "update %d (epoch %d step %d): %s loss %.4f, accuracy %.3f",
+                state.updates,
+                state.epoch + 1,
+                state.step,
+                "valid" if self.has_valid else "train-set",
+                loss,
+                accuracy,
+            )
+        if self.on_validation is not None:
+            self.on_validation(
+                {
+                    "update": state.updates,
+                    "epoch": state.epoch + 1,
+                    "step": state.step,
+                    "valid_loss": loss,
+                    "valid_accuracy": accuracy,
+                    "evaluated_on": "valid" if self.has_valid else "train",
+                    "best": self.has_valid and state.best_score < before,
+                }
+            )
+        return self.last_validation
+
+    def limit_reached(self) -> str | None:
+        """``"max_updates"`` or ``"max_time"`` once that limit is reached, else None."""
+        if self.config.max_updates and self.state.updates >= self.config.max_updates:
+            return "max_updates"
+        if self.deadline is not None and clock() >= self.deadline:
+            return "max_time"
+        return None
+
+    def save_due(self) -> bool:
+        return self._every(self.config.save_every)
+
+    def stop(self, reason: str) -> None:
+        """End training in the middle of an epoch for ``reason``: validate the weights it
+        ends with (unless just done), save, and raise on a signal."""
+        state = self.state
+        if reason in ("max_updates", "max_time"):
+            self.validation(mid_epoch=True)
+            log.info("stopping: %s reached after %d updates", reason, state.updates)
+        elif reason == "patience":
+            log.info("early stopping: %d validations without a better score", state.bad_epochs)
+        state.rng, state.stopped = self.rng.bit_generator.state, reason
+        self.checkpoints.write(self.model, state, self._where())
+        if reason == "interrupted":
+            raise TrainingInterrupted(
+                self.checkpoints.interrupted(state.epoch + 1, state.step), self.signals.received
+            )
 
 
 def _end_epoch(
     state: TrainerState,
     epoch: int,
-    valid_loss: float,
-    valid_acc: float,
+    validation: tuple[float, float],
     has_valid: bool,
+    learning_rate: float,
     rng: np.random.Generator,
 ) -> dict[str, Any]:
-    """Append the record of the epoch just trained and evaluated; back to a boundary."""
+    """Append the record of the epoch just trained and evaluated (``validation``: loss and
+    accuracy; ``learning_rate``: of its last update); back to a boundary."""
+    valid_loss, valid_acc = validation
     record = {
         "epoch": epoch,
         "train_loss": state.epoch_loss / max(state.epoch_tokens, 1.0),
         "valid_loss": valid_loss,
         "valid_accuracy": valid_acc,
         "evaluated_on": "valid" if has_valid else "train",
-        "learning_rate": state.learning_rate,
+        "learning_rate": learning_rate,
         "seconds": state.epoch_seconds,
+        "updates": state.updates,
     }
     state.history.append(record)
     state.epoch, state.step, state.epoch_rng = epoch, 0, None

@@ -66,3 +66,22 @@ def test_training_log_and_curves(tmp_path, event_plugins):
     seq2seq_kit.train(resume=tmp_path / "model", epochs=6)
     log = (tmp_path / "model.log.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in log] == list(range(1, 7))
+
+
+def test_update_lines_are_logged_appended_on_resume_and_restarted(tmp_path, event_plugins):
+    import seq2seq_kit
+
+    config = Config()
+    config.train.epochs, config.train.progress, config.train.log_every = 2, False, 2
+    seq2seq_kit.train(config, out=tmp_path / "model")  # digits: 5 updates an epoch
+
+    def logged():
+        text = (tmp_path / "model.log.updates.jsonl").read_text()
+        return [(r["update"], r["epoch"]) for r in map(json.loads, text.splitlines())]
+
+    assert logged() == [(2, 1), (4, 1), (6, 2), (8, 2), (10, 2)]
+    seq2seq_kit.train(resume=tmp_path / "model", epochs=3)
+    assert logged()[5:] == [(12, 3), (14, 3)]
+    config.train.overwrite, config.train.epochs = True, 1
+    seq2seq_kit.train(config, out=tmp_path / "model")  # a new run starts a new log
+    assert logged() == [(2, 1), (4, 1)]

@@ -74,9 +74,9 @@ def record_batch_rows(monkeypatch):
     original = cls.train_step
     rows = []
 
-    def train_step(self, batch):
-        rows.append(len(batch))
-        return original(self, batch)
+    def train_step(self, batches):
+        rows.append(sum(len(batch) for batch in batches))  # one batch a step: accumulate 1
+        return original(self, batches)
 
     monkeypatch.setattr(cls, "train_step", train_step)
     return rows
@@ -123,6 +123,7 @@ def test_signal_saves_mid_epoch_and_resume_is_exact(
     saved = load_checkpoint(out, extra=True)
     assert saved.meta["trainer"]["epoch"] == epoch - 1
     assert saved.meta["trainer"]["step"] == step
+    assert saved.meta["trainer"]["stopped"] == "interrupted"
     assert len(saved.meta["history"]) == epoch - 1
     seq2seq_kit.load(out).translate(["12"])  # the directory is a usable model already
 
