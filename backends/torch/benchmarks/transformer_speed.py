@@ -14,7 +14,8 @@ steadier one).
 - decode: greedy decoding (:func:`seq2seq_kit.decoding.greedy`) of num2words sources, in
   batches of 64 and one sentence at a time; output tokens/s and sentences/s.
 
-Run from the repository root::
+Run from the repository root (``--d-model 256 --ff-size 1024`` for the size of
+``benchmarks/bench_transformer.py``)::
 
     OMP_NUM_THREADS=1 python backends/torch/benchmarks/transformer_speed.py
 """
@@ -35,10 +36,12 @@ from seq2seq_kit.spec import TransformerSpec
 from seq2seq_kit.vocab import Vocabulary
 
 MODEL = dict(encoder_layers=2, decoder_layers=2, d_model=64, num_heads=4, ff_size=256, dropout=0.1)
+#: Overrides of MODEL from the command line (``--d-model``, ``--ff-size``).
+SIZE: dict[str, int] = {}
 
 
 def build(src: Vocabulary, tgt: Vocabulary, seed: int = 0):
-    spec = TransformerSpec(len(src), len(tgt), **MODEL)
+    spec = TransformerSpec(len(src), len(tgt), **{**MODEL, **SIZE})
     return registry().backends["torch"].create(spec, seed=seed)
 
 
@@ -122,7 +125,10 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=50)
     parser.add_argument("--sentences", type=int, default=640)
     parser.add_argument("--skip", nargs="*", default=[], choices=["digits", "train", "decode"])
+    parser.add_argument("--d-model", type=int, default=MODEL["d_model"])
+    parser.add_argument("--ff-size", type=int, default=MODEL["ff_size"])
     args = parser.parse_args()
+    SIZE.update(d_model=args.d_model, ff_size=args.ff_size)
     torch.set_num_threads(1)
     if "digits" not in args.skip:
         for seed in args.seeds:
