@@ -293,3 +293,22 @@ def test_label_smoothing_is_the_documented_mixture(name):
     per_token = (1 - epsilon) * nll + epsilon * uniform
     expected = (per_token * b.tgt_mask).sum() / b.tgt_mask.sum()
     assert model.loss(b) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.3])
+def test_smoothed_cross_entropy_matches_torch_in_value_and_gradient(epsilon):
+    from seq2seq_kit_torch.loss import smoothed_cross_entropy
+
+    generator = torch.Generator().manual_seed(16)
+    logits = torch.randn(9, 13, dtype=torch.float64, generator=generator, requires_grad=True)
+    targets = torch.randint(0, 13, (9,), generator=generator)
+    weights = torch.rand(9, dtype=torch.float64, generator=generator)
+    ours = smoothed_cross_entropy(logits, targets, weights, epsilon)
+    (ours_grad,) = torch.autograd.grad(ours, logits)
+    per_token = torch.nn.functional.cross_entropy(
+        logits, targets, reduction="none", label_smoothing=epsilon
+    )
+    theirs = torch.dot(per_token, weights)
+    (theirs_grad,) = torch.autograd.grad(theirs, logits)
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-12)
+    torch.testing.assert_close(ours_grad, theirs_grad, rtol=1e-10, atol=1e-12)

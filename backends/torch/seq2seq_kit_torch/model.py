@@ -25,6 +25,7 @@ from seq2seq_kit.spec import OptimizerSpec, Spec, TransformerSpec
 from seq2seq_kit.weights import check_optimizer_state, check_weights, initial_weights
 
 from .layout import Layout
+from .loss import smoothed_cross_entropy
 from .optimizer import ClippedAdam
 from .rnn import Seq2Seq
 from .transformer import Transformer
@@ -249,16 +250,12 @@ class TorchModel:
                 _ids(batch.tgt_in[:, :steps]),
                 _ids(positions),
             )
-            # (1 - eps) * nll + eps * mean_v(-log p_v) per position (torch's label
-            # smoothing).
-            token_losses = F.cross_entropy(
+            batch_loss = smoothed_cross_entropy(
                 logits,
                 _ids(batch.tgt_out[:, :steps].reshape(-1)[positions]),
-                reduction="none",
-                label_smoothing=self.optimizer_spec.label_smoothing,
+                torch.tensor(flat_mask[positions], dtype=self.dtype),
+                self.optimizer_spec.label_smoothing,
             )
-            weights = torch.tensor(flat_mask[positions], dtype=self.dtype)
-            batch_loss = torch.dot(token_losses, weights)
             if backward:
                 (batch_loss / total).backward()
             summed += batch_loss.detach()
