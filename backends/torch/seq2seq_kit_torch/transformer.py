@@ -91,9 +91,12 @@ class MultiHeadAttention(nn.Module):
     cross-attention has ``query`` and ``key_value`` (``[2D, D]``: the encoder output is
     projected once per source). ``output`` projects the concatenated heads.
 
-    Weights come from ``F.scaled_dot_product_attention`` unless they are wanted (the top
-    decoder layer's cross-attention while decoding) or dropped out (``attention_dropout``
-    in training, with masks from the model's generator rather than torch's global one).
+    Contexts come from ``F.scaled_dot_product_attention``, except with ``attention_dropout``
+    in training: then :meth:`weights` are computed explicitly and dropped out with masks
+    from the model's generator (the fused kernel would draw from torch's global one).
+    :meth:`weights` also serves :meth:`Transformer.attention`.
+
+    The key bias's gradient is held at exactly 0 (see :func:`_without_key_bias`).
     """
 
     def __init__(self, spec: TransformerSpec, cross: bool, dropout: Dropout | None):
