@@ -27,6 +27,7 @@ CAPABILITIES = frozenset(
         "attention",
         "dropout",
         "resume",
+        "transformer",
     }
 )
 
