@@ -33,7 +33,7 @@ from seq2seq_kit.weights import (
 from . import rnn, transformer
 from .decoding import decoder
 from .dropout import Dropout
-from .objective import summed_loss
+from .loss import summed_loss
 from .optimizer import Hyper, flatten, step_scalars, unflatten, update
 from .padding import pad_batch
 
@@ -42,7 +42,7 @@ from .padding import pad_batch
 def compiled(spec: Spec):
     """``loss_and_gradients(params, arrays, key_data, updates, position, train, smoothing)``
     for ``spec``, jitted (cached: models of one architecture share their compilations):
-    the summed label-smoothed token loss of a padded batch (:func:`.objective.summed_loss`,
+    the summed label-smoothed token loss of a padded batch (:func:`.loss.summed_loss`,
     ``smoothing`` its epsilon) and its gradient.
 
     One function serves ``train_step``, ``gradients`` and ``loss`` alike, so each batch

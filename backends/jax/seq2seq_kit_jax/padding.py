@@ -12,7 +12,7 @@ import numpy as np
 
 from seq2seq_kit.batching import Batch
 
-from .objective import Arrays
+from .loss import Arrays
 
 #: Smallest padded size of the batch and time axes: small batches (the seed task trains
 #: on pairs) then share one compilation; the padding costs little next to dispatch.

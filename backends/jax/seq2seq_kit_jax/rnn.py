@@ -24,7 +24,7 @@ from seq2seq_kit.spec import ModelSpec
 from . import attention, gru, lstm
 from .attention import Memory
 from .dropout import Dropout
-from .objective import Arrays
+from .loss import Arrays
 
 #: The recurrent cell modules, by ``ModelSpec.cell``; they share one interface.
 CELLS = {"lstm": lstm, "gru": gru}

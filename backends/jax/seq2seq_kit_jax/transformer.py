@@ -36,7 +36,7 @@ from seq2seq_kit.weights import LAYER_NORM_EPSILON, sinusoidal_positions
 
 from .attention import masked_softmax
 from .dropout import Dropout
-from .objective import Arrays
+from .loss import Arrays
 
 Params = dict[str, jax.Array]
 #: One attention's keys and values, heads split out: ([B, N, S, d], [B, N, S, d]).

@@ -104,7 +104,7 @@ def test_autodiff_matches_finite_differences_in_float64():
     import jax
     import jax.numpy as jnp
     from seq2seq_kit_jax import transformer
-    from seq2seq_kit_jax.objective import summed_loss
+    from seq2seq_kit_jax.loss import summed_loss
     from seq2seq_kit_jax.padding import pad_batch
 
     from seq2seq_kit.weights import initial_weights
