@@ -146,6 +146,13 @@ def parse_args() -> argparse.Namespace:
         "ours before it passes it",
     )
     p.add_argument("--valid-every", type=int, default=500, help="updates between validations")
+    p.add_argument(
+        "--joeynmt-valid-every",
+        type=int,
+        help="JoeyNMT's validation_freq when it should differ from --valid-every; 0: never "
+        "(its validation decodes the validation set greedily, which an early model's "
+        "100-token outputs make take minutes of the budget; it then uses its last weights)",
+    )
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--length-penalty", type=float, default=0.0, help="GNMT alpha, both")
     p.add_argument(
@@ -345,9 +352,9 @@ def joeynmt_config(args: argparse.Namespace, data: dict[str, Any], model_dir: Pa
             "batch_type": "sentence" if args.batch_type == "sentences" else "token",
             "batch_multiplier": 1,
             "epochs": 1000,
-            "validation_freq": args.valid_every,
+            "validation_freq": joeynmt_valid_every(args),
             # often enough for a tokens/s figure in a short run; must divide validation_freq
-            "logging_freq": 10 if args.valid_every % 10 == 0 else 1,
+            "logging_freq": 10 if joeynmt_valid_every(args) % 10 == 0 else 1,
             "early_stopping_metric": "loss",
             "eval_metrics": [],
             "keep_best_ckpts": 1,
@@ -610,6 +617,12 @@ def table(
     for label, a, b, fmt in rows:
         lines.append(f"| {label} | {num(a, fmt)} | {num(b, fmt)} | {ratio(a, b)} |")
     return "\n".join(lines)
+
+
+def joeynmt_valid_every(args: argparse.Namespace) -> int:
+    """JoeyNMT's validation_freq: --joeynmt-valid-every (0: past any budget), else ours."""
+    every = args.valid_every if args.joeynmt_valid_every is None else args.joeynmt_valid_every
+    return every or 10**9
 
 
 def main() -> int:
