@@ -355,7 +355,7 @@ def train(
     vocabularies) and gives the same result as one uninterrupted run. Keys set in ``config``
     (its ``model_fields_set``: a file's keys, or flags) or by keyword must agree with the
     saved run, except those in :data:`seq2seq_kit.config.RESUMABLE` (epochs, patience, the
-    learning-rate schedule...), which are applied and recorded in the model's metadata
+    learning rate and its plateau decay...), which are applied and recorded in the model's metadata
     (``meta["resumes"]``) and in the first resumed epoch's history record.
 
     Raises:

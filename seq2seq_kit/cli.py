@@ -460,13 +460,21 @@ def _plot(args: argparse.Namespace) -> int:
                 f"no heatmap to plot; leave out --input to plot the training curves alone"
             )
         attention = translator.attention(args.input)
+    elif not translator.history:
+        raise ConfigError(
+            f"{args.model}: no epoch has ended, so there are no training curves to plot; "
+            "give --input to plot an attention heatmap"
+        )
     if args.out_dir == "":
         raise ConfigError("--out-dir: empty path")
     out_dir = Path(args.out_dir or args.model)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out-dir: {out_dir} exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"wrote {plot_history(translator.history, out_dir / 'curves.png')}")
+    if translator.history:
+        print(f"wrote {plot_history(translator.history, out_dir / 'curves.png')}")
+    else:  # stopped inside its first epoch (max_updates, max_time, an interrupt)
+        print("no training curves: no epoch has ended")
     if attention is not None:
         source, output, weights = attention
         what = _attention_kind(translator.model.spec)
@@ -491,7 +499,9 @@ def _info(args: argparse.Namespace) -> int:
         "target_tokenizer": ckpt.target_vocab.tokenizer.name,
         "max_length": ckpt.max_length,
         "backend": ckpt.meta.get("backend"),
-        "epochs": history[-1].get("epoch") if history and isinstance(history[-1], dict) else None,
+        "epochs": history[-1].get("epoch") if history and isinstance(history[-1], dict) else 0,
+        "updates": (ckpt.meta.get("trainer") or {}).get("updates"),
+        "stopped": (ckpt.meta.get("trainer") or {}).get("stopped"),
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -508,7 +518,12 @@ def _info(args: argparse.Namespace) -> int:
         )
     print(f"max length:   {summary['max_length']} output tokens")
     if summary["backend"] is not None:
-        print(f"trained:      {summary['epochs']} epochs with backend {summary['backend']}")
+        done = f"{summary['epochs']} epochs"
+        if summary["updates"] is not None:
+            done += f" ({summary['updates']} updates)"
+        if summary["stopped"] not in (None, "epochs"):
+            done += f", stopped by {summary['stopped']}"
+        print(f"trained:      {done} with backend {summary['backend']}")
     return 0
 
 

@@ -6,6 +6,7 @@ A spec holds no tensors and imports no framework; it is saved inside every check
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
@@ -58,6 +59,7 @@ class ModelSpec:
     architecture: ClassVar[str] = "rnn"
 
     def __post_init__(self) -> None:
+        _check_types(self)
         for name in ("src_vocab_size", "tgt_vocab_size", "hidden_size", "num_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ModelSpec.{name} must be >= 1, got {getattr(self, name)}")
@@ -151,6 +153,7 @@ class TransformerSpec:
     architecture: ClassVar[str] = "transformer"
 
     def __post_init__(self) -> None:
+        _check_types(self)
         for name in (
             "src_vocab_size",
             "tgt_vocab_size",
@@ -163,6 +166,11 @@ class TransformerSpec:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"TransformerSpec.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_positions < 2:
+            raise ValueError(
+                "TransformerSpec.max_positions must be >= 2 (the target's BOS and one token), "
+                f"got {self.max_positions}"
+            )
         if self.d_model % self.num_heads:
             raise ValueError(
                 f"TransformerSpec.num_heads ({self.num_heads}) must divide d_model ({self.d_model})"
@@ -219,8 +227,10 @@ def spec_from_dict(data: dict[str, Any]) -> Spec:
     Raises:
         ValueError: an unknown architecture, an unknown key, or a value the spec refuses.
     """
+    if not isinstance(data, dict):
+        raise ValueError(f"a model spec must be a mapping of keys to values, got {data!r:.80}")
     name = data.get("architecture", "rnn")
-    if name not in _SPECS:
+    if not isinstance(name, str) or name not in _SPECS:
         raise ValueError(f"unknown model architecture {name!r}; known: {list(_SPECS)}")
     return _SPECS[name].from_dict(data)
 
@@ -236,6 +246,30 @@ def max_source_tokens(spec: Spec) -> int | None:
     """The longest source a model can encode: a Transformer's ``max_positions``; None (no
     limit) for an RNN."""
     return spec.max_positions if isinstance(spec, TransformerSpec) else None
+
+
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _check_types(spec: Any) -> None:
+    """Refuse a field whose value is not of its annotated type (a spec read from a hand-edited
+    ``model.json`` or built in Python): ints are ints (not bools or floats), floats are
+    finite numbers, flags are bools and choices are strings."""
+    for f in fields(spec):
+        value, expected = getattr(spec, f.name), _TYPES[f.type]
+        if expected is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value)
+        elif expected is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, expected)
+        if not ok:
+            kind = {"int": "an integer", "float": "a finite number", "bool": "true or false"}
+            raise ValueError(
+                f"{type(spec).__name__}.{f.name} must be {kind.get(f.type, 'a string')}, "
+                f"got {value!r:.40}"
+            )
 
 
 def _from_dict(cls: type, data: dict[str, Any]):

@@ -332,6 +332,22 @@ def fit(
             checkpoints,
             (on_update, on_validation),
         )
+        if config.lr_schedule != "constant" or config.warmup_steps:
+            # a schedule's factor is easy to get wrong by orders of magnitude (noam's is
+            # about 1, not a step size): say what it gives before training on it
+            warmup = max(config.warmup_steps, 1)
+            log.info(
+                "learning rate: %s schedule, %.3g at update %d (the peak, after warm-up)",
+                config.lr_schedule,
+                learning_rate_at(
+                    config.lr_schedule,
+                    warmup,
+                    config.learning_rate,
+                    warmup_steps=config.warmup_steps,
+                    d_model=model_width(model.spec),
+                ),
+                warmup,
+            )
         if state.step:
             log.info("resuming at epoch %d step %d", state.epoch + 1, state.step)
         elif state.epoch:

@@ -495,3 +495,30 @@ def test_a_mid_epoch_early_stop_is_recorded_and_resuming_needs_more_patience(tmp
     more = Config.model_validate({"train": {"patience": 0}})
     resumed = seq2seq_kit.train(resume=tmp_path / "m", config=more)
     assert resumed.meta["trainer"]["stopped"] == "epochs"
+
+
+def test_a_model_stopped_inside_its_first_epoch_reports_and_plots(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "early"
+    tiny = ["--d-model", "8", "--num-heads", "2", "--ff-size", "8", "--no-progress"]
+    args = ["train", "--data", "digits", "--architecture", "transformer", *tiny]
+    assert main([*args, "--batch-size", "1", "--max-updates", "3", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["info", "--model", str(out)]) == 0
+    assert "0 epochs (3 updates), stopped by max_updates" in capsys.readouterr().out
+    # no epoch ended: no curves, but the attention heatmap is drawn
+    assert main(["plot", "--model", str(out), "--input", "7"]) == 0
+    printed = capsys.readouterr().out
+    assert "no training curves" in printed and (out / "attention.png").is_file()
+    assert not (out / "curves.png").exists()
+    assert main(["plot", "--model", str(out)]) == 2
+    assert "no epoch has ended" in capsys.readouterr().err
+
+
+def test_a_schedule_says_its_peak_learning_rate_before_training(tmp_path, capsys):
+    # noam's learning_rate is a factor near 1: left at Adam's 0.001 it peaks near 1e-5
+    args = ["train", "--data", "digits", "--epochs", "1", "--no-progress"]
+    args += ["--lr-schedule", "noam", "--warmup-steps", "100", "--out", str(tmp_path / "m")]
+    assert main(args) == 0
+    expected = learning_rate_at("noam", 100, 1e-3, warmup_steps=100, d_model=32)
+    assert f"noam schedule, {expected:.3g} at update 100" in capsys.readouterr().out
