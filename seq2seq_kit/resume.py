@@ -2,9 +2,9 @@
 
 A key that defines what is trained (data, limit, split, seed, tokenizer, every ``[model]``
 key and the architecture, Adam's betas and epsilon) must agree with the saved run; the keys
-in :data:`seq2seq_kit.config.RESUMABLE` (how long to train, early stopping, the
-learning rate and its plateau decay, label smoothing, saving, decoding defaults) may change, as OpenNMT's
-reset options allow, and are returned so that the run records them.
+in :data:`seq2seq_kit.config.RESUMABLE` (how long to train, early stopping, the learning
+rate and its plateau decay, label smoothing, saving, decoding defaults) may change, as
+OpenNMT's reset options allow, and are returned so that the run records them.
 """
 
 from __future__ import annotations

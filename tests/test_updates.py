@@ -515,10 +515,11 @@ def test_a_model_stopped_inside_its_first_epoch_reports_and_plots(tmp_path, caps
     assert "no epoch has ended" in capsys.readouterr().err
 
 
-def test_a_schedule_says_its_peak_learning_rate_before_training(tmp_path, capsys):
+def test_a_schedule_says_its_peak_learning_rate_before_training(tmp_path, caplog):
     # noam's learning_rate is a factor near 1: left at Adam's 0.001 it peaks near 1e-5
     args = ["train", "--data", "digits", "--epochs", "1", "--no-progress"]
     args += ["--lr-schedule", "noam", "--warmup-steps", "100", "--out", str(tmp_path / "m")]
-    assert main(args) == 0
+    with caplog.at_level("INFO", logger="seq2seq_kit"):
+        assert main(args) == 0
     expected = learning_rate_at("noam", 100, 1e-3, warmup_steps=100, d_model=32)
-    assert f"noam schedule, {expected:.3g} at update 100" in capsys.readouterr().out
+    assert f"noam schedule, {expected:.3g} at update 100" in caplog.text
