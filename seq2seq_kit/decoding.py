@@ -123,16 +123,32 @@ def beam_search(
     At each step every live hypothesis is extended by every token; of the 2 x beam best
     extensions of a sentence, those ending in EOS within the first ``beam`` are finished,
     and the best ``beam`` others stay live (the scheme of fairseq's ``SequenceGenerator``).
-    A sentence is done when it has ``beam`` finished hypotheses, or at ``max_length``, when
-    its live hypotheses are added as truncated. Returns, per sentence, up to ``n_best``
-    distinct hypotheses ordered by ``score / length_penalty(len, alpha)``, best first.
-    ``n_best`` above ``beam`` widens the beam to ``n_best``.
+    Hypotheses are ranked by ``score / length_penalty(len, alpha)``.
+
+    A sentence is done when it has at least ``beam`` finished hypotheses and no live one
+    can still rank above the worst of its ``beam`` best finished ones, or at
+    ``max_length``, when its live hypotheses are added as truncated. The bound is exact:
+    a live hypothesis's raw score ``s <= 0`` only decreases as tokens are added, and any
+    output it leads to holds at most ``max_length`` tokens plus EOS, so its best possible
+    rank is ``s / length_penalty(max_length + 1, alpha)`` (``s`` itself when
+    ``alpha = 0``). fairseq stops at ``beam`` finished hypotheses, which with a small
+    vocabulary can end a sentence on low-probability early EOS candidates before the
+    likely output finishes; Hugging Face's ``BeamHypotheses.is_done`` (early_stopping
+    False) bounds with the current length instead, which undercounts the growth of the
+    penalty for ``alpha > 0``. With ``beam = 1`` and ``alpha = 0`` the search is greedy
+    decoding.
+
+    Returns, per sentence, up to ``n_best`` distinct hypotheses ordered by rank, best
+    first. ``n_best`` above ``beam`` widens the beam to ``n_best``.
 
     Raises:
-        ValueError: ``beam`` or ``n_best`` below 1.
+        ValueError: ``beam`` or ``n_best`` below 1, or ``alpha`` negative (the stopping
+            bound assumes a penalty that grows with length).
     """
     if beam < 1 or n_best < 1:
         raise ValueError(f"beam and n_best must be >= 1, got beam={beam}, n_best={n_best}")
+    if not alpha >= 0:
+        raise ValueError(f"beam_search: alpha (length penalty) must be >= 0, got {alpha}")
     width = max(beam, n_best)
     n_sent = src_ids.shape[0]
     state = model.encode(src_ids, src_lengths)
@@ -144,7 +160,13 @@ def beam_search(
     alive = np.arange(n_sent)  # sentence ids of the rows still searched
     # per sentence: finished ids -> (normalised score, raw score, truncated); first kept
     finished: list[dict[tuple[int, ...], tuple[float, float, bool]]] = [{} for _ in range(n_sent)]
-    n_finished = np.zeros(n_sent, dtype=np.int64)
+    # per sentence: the ranks of its `width` best finished hypotheses, best first; the last
+    # column is -inf until `width` have finished
+    best_ranks = np.full((n_sent, width), _NEG_INF)
+    # No output holds more than max_length tokens plus EOS, and length_penalty grows with
+    # length for alpha >= 0 (checked above): dividing a raw score s <= 0 by this bounds
+    # every rank that a live hypothesis scoring s can still reach.
+    max_penalty = float(length_penalty(max_length + 1, alpha))
 
     def finish(rows, beams, raw_scores, length: int, truncated: bool) -> None:
         # every hypothesis finishing at one step has the same length: one penalty
@@ -156,8 +178,12 @@ def beam_search(
             bucket = finished[sentence]
             key = tuple(ids)
             if key not in bucket:  # keep n-best lists free of duplicates
-                bucket[key] = (raw / penalty, raw, truncated)
-                n_finished[sentence] += 1
+                rank = raw / penalty
+                bucket[key] = (rank, raw, truncated)
+                kept = best_ranks[sentence]
+                if rank > kept[-1]:
+                    kept[-1] = rank
+                    kept[::-1].sort()  # descending, in place
 
     for t in range(max_length + 1):
         log_probs, state = model.step(prev, state)
@@ -200,7 +226,11 @@ def beam_search(
             axis=2,
         )
         scores = new_scores
-        done = (n_finished[alive] >= width) | ~np.isfinite(scores).any(axis=1)
+        # Done when no live hypothesis can still displace the worst of the `width` best
+        # finished ones (ties do not displace: the finished one ranks first). A -inf worst
+        # (fewer than `width` finished) never satisfies this while some hypothesis lives.
+        reachable = scores.max(axis=1) / max_penalty
+        done = (best_ranks[alive, -1] >= reachable) | ~np.isfinite(scores).any(axis=1)
         rows = (np.arange(n_alive)[:, None] * width + new_beam).reshape(-1)
         if done.any():
             keep = np.flatnonzero(~done)

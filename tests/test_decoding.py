@@ -2,7 +2,7 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scripted import ScriptedModel
 
@@ -135,3 +135,63 @@ def test_batch_decoding_equals_one_by_one(sources):
         s1, n1 = src(row)
         assert greedy(model, s1, n1, VOCAB, 5)[0] == batched[i]
         assert beam_search(model, s1, n1, VOCAB, 5, beam=3, n_best=2)[0] == beamed[i]
+
+
+def _likely_path_with_early_eos(path_length: int) -> ScriptedModel:
+    """Model whose likely output is ``a`` * path_length: on that path EOS has probability
+    0.06 at every step (second only to ``a``, so within any beam's top candidates), off
+    it every token and EOS are equally likely."""
+
+    def next_log_probs(source, prefix):
+        if prefix == (A,) * path_length:
+            p = probs(eos=0.97, a=0.01, b=0.01, c=0.01)
+        elif prefix == (A,) * len(prefix):
+            p = probs(a=0.9, eos=0.06, b=0.02, c=0.02)
+        else:
+            p = probs(a=0.25, b=0.25, c=0.25, eos=0.25)
+        with np.errstate(divide="ignore"):
+            return np.log(p).astype(np.float32)
+
+    model = ScriptedModel(7)
+    model.next_log_probs = next_log_probs
+    return model
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+@pytest.mark.parametrize("beam", [2, 3, 4, 5])
+def test_early_unlikely_eos_does_not_end_the_search(beam, alpha):
+    # Stopping at `beam` finished hypotheses would end the search on the early
+    # low-probability EOS candidates before the likely output reaches its EOS.
+    model = _likely_path_with_early_eos(6)
+    s, n = src([4])
+    expected = np.log(0.9) * 6 + np.log(0.97)
+    assert greedy(model, s, n, VOCAB, 10)[0].ids == (A,) * 6
+    best = beam_search(model, s, n, VOCAB, 10, beam=beam, alpha=alpha)[0][0]
+    assert best.ids == (A,) * 6 and not best.truncated
+    assert best.score == pytest.approx(expected, abs=1e-5)
+
+
+def test_negative_length_penalty_is_refused():
+    s, n = src([4])
+    with pytest.raises(ValueError, match="alpha"):
+        beam_search(ScriptedModel(7), s, n, VOCAB, 3, beam=2, alpha=-0.5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.integers(4, 6), min_size=1, max_size=4),
+    st.floats(0.0, 3.0),
+    st.integers(1, 3),
+)
+def test_exhaustive_width_beam_never_below_greedy(source, eos_bonus, max_length):
+    # A width of 4 ** max_length (every continuation: 3 tokens and EOS, at every step)
+    # prunes nothing, so the search must find greedy's output or a better one. (A narrower
+    # beam, even as wide as the vocabulary, may prune greedy's path.) Only outputs that end
+    # in EOS: a truncated output's score lacks the EOS term, and the n-best list keeps one
+    # hypothesis per token sequence, so it may hold the same tokens ended by EOS instead.
+    model = ScriptedModel(7, eos_bonus=eos_bonus)
+    s, n = src(source)
+    g = greedy(model, s, n, VOCAB, max_length)[0]
+    assume(not g.truncated)
+    best = beam_search(model, s, n, VOCAB, max_length, beam=4**max_length)[0][0]
+    assert best.score >= g.score - 1e-5
