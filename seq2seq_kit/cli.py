@@ -310,10 +310,12 @@ def _report(translator: Any) -> None:
     """Print the last epoch's figures (or, for a run stopped within its first epoch, its
     updates) and a sample of translations with exact matches."""
     from .metrics import group_references
+    from .trainer import epoch_records
 
     meta = translator.meta
-    if meta["history"]:
-        last = meta["history"][-1]
+    epochs = epoch_records(meta["history"])
+    if epochs:
+        last = epochs[-1]
         print(
             f"backend {translator.backend}, {translator.architecture} model: {last['epoch']} "
             f"epochs in {meta['seconds']:.2f} s; "
@@ -477,10 +479,13 @@ def _plot(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
+    from .trainer import epoch_records
 
     ckpt = load_checkpoint(args.model)
     spec = ckpt.spec.to_dict()
     history = ckpt.meta.get("history") or []
+    if all(isinstance(record, dict) for record in history):
+        history = epoch_records(history)
     summary = {
         "architecture": spec.pop("architecture"),
         "spec": spec,
