@@ -592,13 +592,16 @@ class _Run:
         self.validated_at, self.last_validation = state.updates, (loss, accuracy, patience_out)
         if mid_epoch:
             log.info(
-                "update %d (epoch %d step %d): %s loss %.4f, accuracy %.3f",
+                "update %d (epoch %d step %d): %s loss %.4f, accuracy %.3f%s",
                 state.updates,
                 state.epoch + 1,
                 state.step,
                 "valid" if self.has_valid else "train-set",
                 loss,
                 accuracy,
+                " (at the stop: not counted for patience, learning rate or best weights)"
+                if at_stop
+                else "",
             )
         if self.on_validation is not None:
             self.on_validation(
