@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -65,7 +66,9 @@ class Translator:
             a :class:`~seq2seq_kit.spec.ModelSpec` (RNN) or a
             :class:`~seq2seq_kit.spec.TransformerSpec` (:attr:`architecture` says which).
         backend: name of the backend running it.
-        history: per-epoch training records (empty for a model loaded without them).
+        history: per-epoch training records (empty for a model loaded without them), and
+            one marked ``"at_stop": True`` for each stop by ``max_updates`` or ``max_time``
+            within an epoch (:func:`seq2seq_kit.trainer.epoch_records` drops those).
     """
 
     def __init__(
@@ -641,7 +644,10 @@ def _train(
                 f"the saved run's model.json cannot be resumed: malformed training state "
                 f"({type(exc).__name__}: {exc})"
             ) from None
-        state.best_weights = saved.weights if valid_pairs else None
+        # weights.safetensors holds the last weights when no validation has scored any:
+        # they are no best weights to fall back on
+        scored = valid_pairs and math.isfinite(state.best_score)
+        state.best_weights = saved.weights if scored else None
         if "train.learning_rate" in changes:
             state.learning_rate = cfg.train.learning_rate
         resumes = list(saved.meta.get("resumes", []))

@@ -310,10 +310,12 @@ def _report(translator: Any) -> None:
     """Print the last epoch's figures (or, for a run stopped within its first epoch, its
     updates) and a sample of translations with exact matches."""
     from .metrics import group_references
+    from .trainer import epoch_records
 
     meta = translator.meta
-    if meta["history"]:
-        last = meta["history"][-1]
+    epochs = epoch_records(meta["history"])
+    if epochs:
+        last = epochs[-1]
         print(
             f"backend {translator.backend}, {translator.architecture} model: {last['epoch']} "
             f"epochs in {meta['seconds']:.2f} s; "
@@ -446,6 +448,7 @@ def _plot(args: argparse.Namespace) -> int:
     from .api import load
     from .errors import ConfigError
     from .plots import plot_attention, plot_history
+    from .trainer import epoch_records
 
     translator = load(args.model, backend=args.backend)
     # Every refusal comes before anything is written: a half-done plot run is no success.
@@ -460,7 +463,8 @@ def _plot(args: argparse.Namespace) -> int:
                 f"no heatmap to plot; leave out --input to plot the training curves alone"
             )
         attention = translator.attention(args.input)
-    elif not translator.history:
+    epochs = epoch_records(translator.history)  # a stop within an epoch is no epoch
+    if attention is None and not epochs:
         raise ConfigError(
             f"{args.model}: no epoch has ended, so there are no training curves to plot; "
             "give --input to plot an attention heatmap"
@@ -471,7 +475,7 @@ def _plot(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out-dir: {out_dir} exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    if translator.history:
+    if epochs:
         print(f"wrote {plot_history(translator.history, out_dir / 'curves.png')}")
     else:  # stopped inside its first epoch (max_updates, max_time, an interrupt)
         print("no training curves: no epoch has ended")
@@ -485,10 +489,13 @@ def _plot(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
+    from .trainer import epoch_records
 
     ckpt = load_checkpoint(args.model)
     spec = ckpt.spec.to_dict()
     history = ckpt.meta.get("history") or []
+    if all(isinstance(record, dict) for record in history):
+        history = epoch_records(history)
     summary = {
         "architecture": spec.pop("architecture"),
         "spec": spec,

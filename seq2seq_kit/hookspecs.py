@@ -64,11 +64,16 @@ def on_update(record: dict[str, Any], out_dir: str | None) -> None:
 def on_validation(record: dict[str, Any], out_dir: str | None) -> None:
     """Called after every validation (at each epoch end, every ``train.valid_every``
     updates, and when ``max_updates`` or ``max_time`` stops training) with ``{"update",
-    "epoch", "step", "valid_loss", "valid_accuracy", "evaluated_on", "best"}`` (``best``:
-    the score improved on the best so far); ``out_dir`` as for ``on_epoch_end``."""
+    "epoch", "step", "valid_loss", "valid_accuracy", "evaluated_on", "best", "at_stop"}``
+    (``best``: the score improved on the best so far; ``at_stop``: a validation made only
+    because training stopped between validation points, which is never ``best`` and
+    counts for neither patience nor the learning rate); ``out_dir`` as for
+    ``on_epoch_end``."""
 
 
 @hookspec
 def on_train_end(history: list[dict[str, Any]], out_dir: str | None) -> None:
-    """Called once training is done with every epoch record and the model directory (None
+    """Called once training is done with every epoch record (and the ``"at_stop"`` records
+    of stops within an epoch: :func:`seq2seq_kit.trainer.epoch_records` drops them) and
+    the model directory (None
     when the model is not saved). The directory is complete when this runs."""

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .errors import Seq2SeqError
+from .trainer import epoch_records
 
 
 def _pyplot():
@@ -31,6 +32,7 @@ def plot_history(history: Sequence[dict[str, Any]], path: str | os.PathLike[str]
     Raises:
         Seq2SeqError: no epochs recorded, or matplotlib missing.
     """
+    history = epoch_records(history)  # a stop's record within an epoch is no epoch
     if not history:
         raise Seq2SeqError("the model has no training history to plot")
     plt = _pyplot()

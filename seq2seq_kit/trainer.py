@@ -58,7 +58,9 @@ class TrainerState:
             validation per epoch unless ``valid_every`` > 0.
         plateau_epochs: validations since the learning rate was last reduced or
             ``best_score`` improved.
-        history: one record per completed epoch.
+        history: one record per completed epoch, and one marked ``"at_stop": True`` for
+            each stop by ``max_updates`` or ``max_time`` between validation points (see
+            :func:`epoch_records`).
         step: batches of epoch ``epoch + 1`` already trained on (0 at an epoch boundary;
             more when training stopped or saved in the middle of that epoch); a multiple of
             ``accumulate`` unless it is the epoch's last batch.
@@ -130,6 +132,12 @@ class TrainerState:
             updates=int(data.get("updates", updates)),
             stopped=data.get("stopped"),
         )
+
+
+def epoch_records(history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of completed epochs in ``history``, without those of stops within an
+    epoch (``"at_stop": True``)."""
+    return [record for record in history if not record.get("at_stop")]
 
 
 def evaluate(model: Model, sources: Ids, targets: Ids) -> tuple[float, float]:
@@ -282,10 +290,16 @@ def fit(
     "target_tokens_per_second"}``.
 
     Validation runs at every epoch end and, with ``config.valid_every`` > 0, after every
-    that many updates (an epoch end at such an update validates once); a stop on
-    ``max_updates`` or ``max_time`` validates the weights it ends with. ``on_validation``
-    receives each as ``{"update", "epoch", "step", "valid_loss", "valid_accuracy",
-    "evaluated_on", "best"}``. With validation pairs, "better" means a lower validation
+    that many updates (an epoch end at such an update validates once). A stop on
+    ``max_updates`` or ``max_time`` at any other update also validates the weights it ends
+    with, for the record only: that validation is logged, appended to ``state.history``
+    with ``"at_stop": True`` (and ``epoch``, ``step``, ``train_loss`` of the epoch so far)
+    and passed to ``on_validation``, but changes no patience count, learning rate, best
+    score or best weights, so a run resumed from the stop repeats the uninterrupted one
+    (at such a stop, as at an interrupt, the best weights are those of the validations due
+    so far). ``on_validation`` receives each validation as ``{"update", "epoch", "step",
+    "valid_loss", "valid_accuracy", "evaluated_on", "best", "at_stop"}``. With validation
+    pairs, "better" means a lower validation
     loss, or a higher validation token accuracy with ``config.early_stopping_metric =
     "accuracy"`` (JoeyNMT's option of that name): ``config.patience`` > 0 stops after that
     many validations without a better one (epochs, unless ``valid_every`` > 0),
@@ -563,10 +577,17 @@ class _Run:
         if self.on_update is not None:
             self.on_update(record)
 
-    def validation(self, mid_epoch: bool = False) -> tuple[float, float, bool]:
+    def validation(
+        self, mid_epoch: bool = False, at_stop: bool = False
+    ) -> tuple[float, float, bool]:
         """Evaluate the model now (once per update count: a second call at the same update
-        gives the first one's figures) and track the best score; returns the loss, the
-        accuracy and whether patience ran out."""
+        gives the first one's figures) and, unless ``at_stop``, track the best score;
+        returns the loss, the accuracy and whether patience ran out.
+
+        ``at_stop``: a validation due only because training stops here; it is reported
+        and recorded, but an uninterrupted run would not have made it, so it must not
+        move what a resumed run carries on from (patience, plateau, best score and
+        weights)."""
         state, config = self.state, self.config
         if self.validated_at == state.updates:
             return self.last_validation
@@ -581,17 +602,22 @@ class _Run:
             )
         before = state.best_score
         score = loss if config.early_stopping_metric == "loss" else -accuracy
-        patience_out = _track_best(self.model, state, config, score, self.has_valid)
+        patience_out = (
+            False if at_stop else _track_best(self.model, state, config, score, self.has_valid)
+        )
         self.validated_at, self.last_validation = state.updates, (loss, accuracy, patience_out)
         if mid_epoch:
             log.info(
-                "update %d (epoch %d step %d): %s loss %.4f, accuracy %.3f",
+                "update %d (epoch %d step %d): %s loss %.4f, accuracy %.3f%s",
                 state.updates,
                 state.epoch + 1,
                 state.step,
                 "valid" if self.has_valid else "train-set",
                 loss,
                 accuracy,
+                " (at the stop: not counted for patience, learning rate or best weights)"
+                if at_stop
+                else "",
             )
         if self.on_validation is not None:
             self.on_validation(
@@ -603,9 +629,27 @@ class _Run:
                     "valid_accuracy": accuracy,
                     "evaluated_on": "valid" if self.has_valid else "train",
                     "best": self.has_valid and state.best_score < before,
+                    "at_stop": at_stop,
                 }
             )
         return self.last_validation
+
+    def _stop_record(self, loss: float, accuracy: float) -> dict[str, Any]:
+        """The history record of a validation at a stop within epoch ``state.epoch + 1``:
+        an epoch record's keys for the epoch so far, plus ``step`` and ``at_stop``."""
+        state = self.state
+        return {
+            "epoch": state.epoch + 1,
+            "step": state.step,
+            "train_loss": state.epoch_loss / max(state.epoch_tokens, 1.0),
+            "valid_loss": loss,
+            "valid_accuracy": accuracy,
+            "evaluated_on": "valid" if self.has_valid else "train",
+            "learning_rate": self.rate(),
+            "seconds": state.epoch_seconds,
+            "updates": state.updates,
+            "at_stop": True,
+        }
 
     def limit_reached(self) -> str | None:
         """``"max_updates"`` or ``"max_time"`` once that limit is reached, else None."""
@@ -619,11 +663,14 @@ class _Run:
         return self._every(self.config.save_every)
 
     def stop(self, reason: str) -> None:
-        """End training in the middle of an epoch for ``reason``: validate the weights it
-        ends with (unless just done), save, and raise on a signal."""
+        """End training in the middle of an epoch for ``reason``: on a limit, validate the
+        weights it ends with for the record (unless a validation was due here anyway), save,
+        and raise on a signal."""
         state = self.state
         if reason in ("max_updates", "max_time"):
-            self.validation(mid_epoch=True)
+            if self.validated_at != state.updates:
+                loss, accuracy, _ = self.validation(mid_epoch=True, at_stop=True)
+                state.history.append(self._stop_record(loss, accuracy))
             log.info("stopping: %s reached after %d updates", reason, state.updates)
         elif reason == "patience":
             log.info("early stopping: %d validations without a better score", state.bad_epochs)

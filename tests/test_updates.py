@@ -20,7 +20,7 @@ from seq2seq_kit.checkpoint import load_checkpoint
 from seq2seq_kit.cli import main
 from seq2seq_kit.config import Config, TrainConfig
 from seq2seq_kit.errors import ConfigError, TrainingError
-from seq2seq_kit.plugins import build_registry
+from seq2seq_kit.plugins import build_registry, get_backend
 from seq2seq_kit.schedules import learning_rate_at
 from seq2seq_kit.spec import ModelSpec, TransformerSpec
 from seq2seq_kit.trainer import fit
@@ -523,3 +523,130 @@ def test_a_schedule_says_its_peak_learning_rate_before_training(tmp_path, caplog
         assert main(args) == 0
     expected = learning_rate_at("noam", 100, 1e-3, warmup_steps=100, d_model=32)
     assert f"noam schedule, {expected:.3g} at update 100" in caplog.text
+
+
+# A stop between validation points: its validation is a report, not a plateau.
+
+STOP_PAIRS = 8  # in batches of 2: 4 updates an epoch, 12 in 3 epochs
+STOP_SOURCES = [[3 + i % 5, 4 + i % 3] for i in range(STOP_PAIRS)]
+STOP_TARGETS = [[5 + i % 4] * (1 + i % 2) for i in range(STOP_PAIRS)]
+
+
+def scores_by_update(monkeypatch, at_stop):
+    """``evaluate`` scores the model by its optimizer's update count, so flat and better
+    validations fall where the test puts them: 1.0 before update 8, 0.5 from there on
+    (epoch ends at 4, 8, 12), and ``at_stop`` at any update no validation is due at."""
+    due = {3, 4, 6, 8, 9, 12}  # epoch ends and multiples of valid_every 3
+
+    def evaluate(model, sources, targets):
+        update = int(model.optimizer_state()["step"])
+        return (1.0 if update < 8 else 0.5) if update in due else at_stop, 0.5
+
+    monkeypatch.setattr(trainer, "evaluate", evaluate)
+
+
+def tiny_numpy_model():
+    spec = ModelSpec(16, 16, embedding_size=4, hidden_size=4)
+    return get_backend("numpy").create(spec, seed=1)
+
+
+@pytest.mark.parametrize("at_stop", [2.0, 0.1])  # flat, better than every other
+@pytest.mark.parametrize(
+    "valid_every, patience, lr_patience", [(0, 0, 1), (0, 2, 0), (3, 0, 1), (3, 3, 0)]
+)
+def test_resuming_after_a_stop_at_any_update_repeats_the_uninterrupted_run(
+    monkeypatch, at_stop, valid_every, patience, lr_patience
+):
+    scores_by_update(monkeypatch, at_stop)
+    options = {"batch_size": 2, "progress": False, "epochs": 3, "learning_rate": 0.03}
+    options |= {"valid_every": valid_every, "patience": patience, "lr_patience": lr_patience}
+    pairs = (STOP_SOURCES, STOP_TARGETS)
+    straight = tiny_numpy_model()
+    done = fit(straight, pairs, pairs, TrainConfig(**options))
+    assert done.stopped == "epochs" and done.updates == 12
+    for stop in range(1, 12):
+        model, saved = tiny_numpy_model(), []
+
+        def save(state, model=model, saved=saved):
+            saved[:] = [copy.deepcopy(state), model.get_weights(), model.optimizer_state()]
+
+        config, validations = TrainConfig(**options, max_updates=stop), []
+        state = fit(model, pairs, pairs, config, save=save, on_validation=validations.append)
+        assert state.stopped == "max_updates" and state.updates == stop
+        due = stop % 4 == 0 or (valid_every and stop % valid_every == 0)
+        assert (validations[-1]["update"], validations[-1]["at_stop"]) == (stop, not due)
+        assert [r["updates"] for r in state.history if r.get("at_stop")] == ([] if due else [stop])
+        if not due:
+            assert not validations[-1]["best"]
+        state, last, optimizer = saved
+        model = tiny_numpy_model()
+        model.set_weights(last)
+        model.set_optimizer_state(optimizer)
+        state = fit(model, pairs, pairs, TrainConfig(**options), state=state)
+        epochs = [record for record in state.history if not record.get("at_stop")]
+        assert len(epochs) == len(done.history), stop
+        for a, b in zip(done.history, epochs, strict=True):
+            for key in ("epoch", "valid_loss", "learning_rate", "updates"):
+                assert a[key] == b[key], (stop, a["epoch"], key)
+        for key in ("learning_rate", "best_score", "bad_epochs", "plateau_epochs", "updates"):
+            assert getattr(state, key) == getattr(done, key), (stop, key)
+        for key, value in straight.get_weights().items():
+            np.testing.assert_allclose(model.get_weights()[key], value, atol=1e-7, rtol=0)
+
+
+def stop_config(tmp_path, **train):
+    """A tiny RNN on 8 training pairs in batches of 2 (4 updates an epoch), 3 epochs."""
+    (tmp_path / "d.tsv").write_text(
+        "".join(f"{i}\t{'ab'[i % 2] * (1 + i % 3)}\n" for i in range(8))
+    )
+    (tmp_path / "v.tsv").write_text("1\tbb\n6\taa\n")
+    config = Config()
+    config.data.source, config.data.valid = str(tmp_path / "d.tsv"), str(tmp_path / "v.tsv")
+    config.model.hidden_size, config.model.embedding_size = 4, 4
+    config.train.epochs, config.train.batch_size, config.train.progress = 3, 2, False
+    config.train.learning_rate, config.train.lr_patience = 0.03, 1
+    for key, value in train.items():
+        setattr(config.train, key, value)
+    return config
+
+
+def test_a_stop_between_epoch_ends_records_its_validation_and_resumes_exactly(
+    tmp_path, monkeypatch
+):
+    scores_by_update(monkeypatch, at_stop=2.0)  # flat: a plateau cut if it counted
+    seq2seq_kit.train(stop_config(tmp_path), out=tmp_path / "straight")
+    seq2seq_kit.train(stop_config(tmp_path, max_updates=4), out=tmp_path / "four")
+    seq2seq_kit.train(stop_config(tmp_path, max_updates=7), out=tmp_path / "split")
+    stopped = load_checkpoint(tmp_path / "split", extra=True)
+    assert [r.get("at_stop", False) for r in stopped.meta["history"]] == [False, True]
+    record = stopped.meta["history"][1]
+    assert (record["epoch"], record["step"], record["updates"]) == (2, 3, 7)
+    assert (record["valid_loss"], record["learning_rate"]) == (2.0, 0.03)
+    trainer_state = stopped.meta["trainer"]
+    assert trainer_state["learning_rate"] == 0.03 and trainer_state["best_score"] == 1.0
+    assert trainer_state["plateau_epochs"] == trainer_state["bad_epochs"] == 0
+    # the saved weights: the best of the validations due so far, the end of epoch 1
+    best = load_checkpoint(tmp_path / "four", extra=True).extra["last"]
+    for key, value in best.items():
+        np.testing.assert_array_equal(stopped.weights[key], value, err_msg=key)
+    more = Config.model_validate({"train": {"max_updates": 0}})
+    resumed = seq2seq_kit.train(resume=tmp_path / "split", config=more)
+    assert [r.get("at_stop", False) for r in resumed.history] == [False, True, False, False]
+    assert [r["learning_rate"] for r in trainer.epoch_records(resumed.history)] == [0.03] * 3
+    done = [load_checkpoint(tmp_path / d, extra=True) for d in ("straight", "split")]
+    done[1].meta["history"] = trainer.epoch_records(done[1].meta["history"])
+    assert_same_training(*done)
+
+
+def test_a_stop_before_any_validation_keeps_the_last_weights_also_when_resumed(
+    tmp_path, monkeypatch
+):
+    scores_by_update(monkeypatch, at_stop=2.0)
+    out = tmp_path / "m"
+    seq2seq_kit.train(stop_config(tmp_path, max_updates=1), out=out)
+    seq2seq_kit.train(resume=out, config=Config.model_validate({"train": {"max_updates": 2}}))
+    saved = load_checkpoint(out, extra=True)
+    assert [(r["updates"], r["at_stop"]) for r in saved.meta["history"]] == [(1, True), (2, True)]
+    assert saved.meta["trainer"]["best_score"] is None
+    for key, value in saved.extra["last"].items():
+        np.testing.assert_array_equal(saved.weights[key], value, err_msg=key)
