@@ -4,6 +4,7 @@ matplotlib). Imported only by the ``plot`` command and plot plugins."""
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,8 @@ def plot_attention(
     ax.set_yticks(range(len(output)), [_visible(t) for t in output])
     ax.set(xlabel="source", ylabel="output")
     if title:
-        ax.set_title(title)
+        # wrapped: a narrow heatmap (a short source) must not cut its title off
+        ax.set_title(textwrap.fill(title, width=max(24, int(4 * fig.get_figwidth()))))
     fig.colorbar(image, ax=ax, label="attention weight")
     path = Path(path)
     fig.savefig(path, dpi=120)
