@@ -7,6 +7,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace as replaced
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from .errors import (
 from .logs import stdout_logging
 from .plugins import get_backend, registry
 from .resume import MOVABLE, data_fingerprint, resumed_config
+from .runtime import Launch, LaunchError, Runtime, launch_environment, resolve_threads
 from .spec import (
     OptimizerSpec,
     Spec,
@@ -90,6 +92,9 @@ class Translator:
         #: the (source, target) pairs it was trained and validated on, when just trained
         self.train_pairs: list[Pair] = []
         self.valid_pairs: list[Pair] = []
+        #: this process's rank in the data-parallel run that trained the model (0 alone);
+        #: only rank 0 writes the model directory
+        self.rank = 0
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -265,7 +270,9 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> Translator
             f"diverged); retrain, e.g. with a smaller learning rate"
         )
     name = resolve_backend(backend, Config())
-    model = get_backend(name).create(ckpt.spec, seed=0)
+    model = get_backend(name).create(
+        ckpt.spec, seed=0, runtime=Runtime(threads=resolve_threads(0), device="auto")
+    )
     model.set_weights(ckpt.weights)
     return Translator(
         model,
@@ -403,9 +410,12 @@ def train(
             f"backend {backend_name!r} does not declare the 'resume' capability: it cannot "
             f"continue a saved training; start a new run, or resume with another backend"
         )
-    if out is None:
+    launch = _launch(chosen, backend_name, cfg)
+    if out is None or (launch is not None and launch.rank != 0):
+        # rank 0 alone checks, locks and writes the model directory
         with stdout_logging():
-            return _train(cfg, None, chosen, backend_name, pairs, saved, changes)
+            shown = None if out is None else Path(out)
+            return _train(cfg, shown, chosen, backend_name, pairs, saved, changes, launch)
     # The real directory: a symlink or "." names the same place for the lock and the swap.
     try:
         out = Path(out).resolve()
@@ -415,7 +425,46 @@ def train(
     check_output_dir(out, replace=replace)  # creates the parent the lock file lives in
     with writer_lock(out), stdout_logging():
         check_output_dir(out, replace=replace)  # again, now that no one else can write it
-        return _train(cfg, out, chosen, backend_name, pairs, saved, changes)
+        return _train(cfg, out, chosen, backend_name, pairs, saved, changes, launch)
+
+
+def _launch(chosen: Backend, backend_name: str, cfg: Config) -> Launch | None:
+    """The data-parallel launch this process is part of (None alone), once checked that
+    the backend and the config can train that way.
+
+    Raises:
+        ConfigError: malformed launcher variables, or a config data-parallel training
+            cannot follow.
+        BackendError: the backend does not declare ``distributed``.
+    """
+    try:
+        launch = launch_environment()
+    except LaunchError as exc:
+        raise ConfigError(str(exc)) from None
+    if launch is None:
+        return None
+    started = (
+        f"this process was started as rank {launch.rank} of {launch.world_size} by "
+        f"{'torchrun' if launch.launcher == 'torchrun' else 'TF_CONFIG'}"
+    )
+    if "distributed" not in chosen.capabilities or chosen.join is None:
+        able = sorted(
+            b.name
+            for b in registry().backends.values()
+            if "distributed" in b.capabilities and b.join is not None
+        )
+        raise BackendError(
+            f"{started}, but backend {backend_name!r} does not declare the 'distributed' "
+            f"capability: it trains in one process only (data-parallel backends installed: "
+            f"{', '.join(able) or 'none'}); run it without the launcher"
+        )
+    if cfg.train.teacher_forcing < 1.0:
+        raise ConfigError(
+            f"{started}: train.teacher_forcing = {cfg.train.teacher_forcing} (scheduled "
+            f"sampling) is not supported in data-parallel training; set it to 1.0 or train "
+            f"in one process"
+        )
+    return launch
 
 
 def _length_caps(cfg: Config) -> tuple[tuple[int | None, str], tuple[int | None, str]]:
@@ -590,6 +639,7 @@ def _train(
     pairs: tuple[Pair, ...] | None,
     saved: Checkpoint | None,
     changes: dict[str, list[Any]],
+    launch: Launch | None = None,
 ) -> Translator:
     dataset, train_pairs, valid_pairs, skipped, tokenizers = _load_pairs(cfg, pairs, saved)
     fingerprint = data_fingerprint(train_pairs, valid_pairs)
@@ -625,7 +675,47 @@ def _train(
     train_ids, valid_ids = encode(train_pairs), encode(valid_pairs)
     spec = model_spec(cfg, len(source_vocab), len(target_vocab))
     optimizer = optimizer_spec(cfg)
-    model = chosen.create(spec, seed=cfg.train.seed, optimizer=optimizer)
+    local_processes = 1 if launch is None else launch.local_world_size
+    runtime = Runtime(
+        threads=resolve_threads(cfg.train.threads, local_processes),
+        device=cfg.train.device,
+        precision=cfg.train.precision,
+    )
+    group = None
+    if launch is not None:
+        assert chosen.join is not None  # checked by _launch
+        group = chosen.join(launch, runtime)
+        runtime = replaced(runtime, group=group)
+    try:
+        return _train_model(
+            cfg,
+            out,
+            (chosen, backend_name, runtime),
+            (dataset, train_pairs, valid_pairs, skipped, train_ids, valid_ids),
+            (source_vocab, target_vocab, fingerprint, spec, optimizer),
+            saved,
+            changes,
+        )
+    finally:
+        if group is not None:
+            group.close()
+
+
+def _train_model(
+    cfg: Config,
+    out: Path | None,
+    backend: tuple[Backend, str, Runtime],
+    data: tuple[Dataset, list[Pair], list[Pair], int, Any, Any],
+    model_parts: tuple[Vocabulary, Vocabulary, str, Spec, OptimizerSpec],
+    saved: Checkpoint | None,
+    changes: dict[str, list[Any]],
+) -> Translator:
+    chosen, backend_name, runtime = backend
+    dataset, train_pairs, valid_pairs, skipped, train_ids, valid_ids = data
+    source_vocab, target_vocab, fingerprint, spec, optimizer = model_parts
+    group = runtime.group
+    rank, world_size = (0, 1) if group is None else (group.rank, group.world_size)
+    model = chosen.create(spec, seed=cfg.train.seed, optimizer=optimizer, runtime=runtime)
     state = None
     resumes: list[dict[str, Any]] = []
     if saved is not None:
@@ -650,6 +740,7 @@ def _train(
         state.best_weights = saved.weights if scored else None
         if "train.learning_rate" in changes:
             state.learning_rate = cfg.train.learning_rate
+        _check_world_size(saved, state, world_size)
         resumes = list(saved.meta.get("resumes", []))
         resumes.append({"after_epoch": state.epoch, "backend": backend_name, "changed": changes})
         described = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
@@ -667,6 +758,12 @@ def _train(
         "skipped_too_long": skipped,
         "config": cfg.model_dump(mode="json"),
         "seconds": 0.0 if saved is None else float(saved.meta.get("seconds", 0.0)),
+        "distributed": {
+            "launcher": "none" if group is None else group.launcher,
+            "world_size": world_size,
+            "batch_size_per_rank": cfg.train.batch_size,
+            "global_batch_size": cfg.train.batch_size * world_size,
+        },
     }
     if resumes:
         meta["resumes"] = resumes
@@ -708,19 +805,39 @@ def _train(
     def on_validation(record: dict[str, Any]) -> None:
         hook.on_validation(record=record, out_dir=out_dir)
 
+    lead = rank == 0  # the other ranks of a data-parallel run train the same updates
     state = fit(
         model,
         train_ids,
         valid_ids if valid_pairs else None,
         cfg.train,
-        on_epoch_end=on_epoch_end,
+        on_epoch_end=on_epoch_end if lead else None,
         state=state,
-        save=None if out is None else save,
+        save=None if out is None or not lead else save,
         out_dir=out_dir,
-        on_update=on_update,
-        on_validation=on_validation,
+        on_update=on_update if lead else None,
+        on_validation=on_validation if lead else None,
+        group=group,
     )
     meta["seconds"] += time.perf_counter() - clock
     meta["history"], meta["trainer"] = state.history, state.to_json()
-    hook.on_train_end(history=state.history, out_dir=out_dir)
+    if lead:
+        hook.on_train_end(history=state.history, out_dir=out_dir)
+    translator.rank = rank
     return translator
+
+
+def _check_world_size(saved: Checkpoint, state: TrainerState, world_size: int) -> None:
+    """A run saved in the middle of an epoch resumes with the world size it ran with: the
+    saved step counts batches of ``batch_size`` x that many ranks.
+
+    Raises:
+        ConfigError: another world size, mid-epoch.
+    """
+    before = int(saved.meta.get("distributed", {}).get("world_size", 1))
+    if before != world_size and state.step:
+        raise ConfigError(
+            f"the saved run stopped at epoch {state.epoch + 1} step {state.step} with "
+            f"{before} process(es) and resumes with {world_size}: in the middle of an epoch a "
+            f"run resumes only with the world size it ran with (at an epoch end any will do)"
+        )

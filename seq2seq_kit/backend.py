@@ -13,6 +13,7 @@ rejects the same bad input with the same :class:`~seq2seq_kit.validation.ModelIn
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -21,6 +22,7 @@ import numpy as np
 
 from .batching import Batch
 from .errors import BackendError
+from .runtime import ProcessGroup, Runtime
 from .spec import OptimizerSpec, Spec, TransformerSpec
 from .validation import CheckedModel, checked
 
@@ -39,6 +41,9 @@ KNOWN_CAPABILITIES = frozenset(
         "dropout",
         "resume",
         "transformer",
+        "devices",
+        "mixed_precision",
+        "distributed",
     }
 )
 
@@ -70,13 +75,22 @@ class Model(Protocol):
 
     spec: Spec
 
-    def train_step(self, batches: list[Batch]) -> float:
+    def train_step(self, batches: list[Batch], total_tokens: int | None = None) -> float:
         """One optimizer update from a non-empty list of batches, with dropout if the spec
         asks for it; returns the loss before the update. Several batches accumulate their
         gradients into one update (fairseq's ``--update-freq``): the loss and its gradient
         are those of the batches' concatenation, the mean over all their non-pad target
         positions, and clipping applies to that gradient. Dropout masks are drawn from
-        (seed, update, batch position in the list)."""
+        (seed, update, batch position in the list).
+
+        Data-parallel training (a model built with ``runtime.group``): each rank passes its
+        share of the update's batches (possibly none: an epoch's last batch may hold fewer
+        pairs than there are ranks) and ``total_tokens``, the non-pad target positions of
+        the whole update over all ranks. The loss is then the sum of this rank's token
+        losses divided by ``total_tokens``, its gradient is summed over the ranks before
+        clipping and the update (so every rank takes the update of the ranks' batches
+        concatenated), and the return value is this rank's share of the loss: the trainer
+        sums the shares over the ranks."""
 
     def loss(self, batch: Batch) -> float:
         """The loss of ``batch`` without updating anything (no dropout: evaluation mode,
@@ -151,9 +165,17 @@ class Backend:
         name: what users select (``--backend NAME``).
         version: the plugin's version.
         capabilities: subset of :data:`KNOWN_CAPABILITIES` (and any the plugin adds).
-        build: ``build(spec: Spec, *, seed: int, optimizer: OptimizerSpec) -> Model``, with
-            ``spec`` a :class:`~seq2seq_kit.spec.ModelSpec` (RNN) or, for a backend declaring
-            ``transformer``, a :class:`~seq2seq_kit.spec.TransformerSpec`.
+        build: ``build(spec: Spec, *, seed: int, optimizer: OptimizerSpec, runtime:
+            Runtime) -> Model``, with ``spec`` a :class:`~seq2seq_kit.spec.ModelSpec` (RNN)
+            or, for a backend declaring ``transformer``, a
+            :class:`~seq2seq_kit.spec.TransformerSpec`. ``runtime`` says how many threads
+            to use, and where and how to run (a GPU only with ``devices``, ``bf16``/``fp16``
+            only with ``mixed_precision``, a process group only with ``distributed``). A
+            ``build`` without a ``runtime`` parameter (written for an earlier contract) is
+            called without it and runs with its framework's own thread defaults.
+        join: for a backend declaring ``distributed``: ``join(launch: Launch, runtime:
+            Runtime) -> ProcessGroup`` joins the data-parallel run the launcher started
+            (this process's rank in ``launch``), on the framework's own collectives.
         distribution: the distribution that registered it (filled in by the core).
     """
 
@@ -162,24 +184,37 @@ class Backend:
     capabilities: frozenset[str]
     build: BuildFn
     distribution: str = ""
+    join: Callable[..., ProcessGroup] | None = None
 
     def create(
-        self, spec: Spec, *, seed: int = 0, optimizer: OptimizerSpec | None = None
+        self,
+        spec: Spec,
+        *,
+        seed: int = 0,
+        optimizer: OptimizerSpec | None = None,
+        runtime: Runtime | None = None,
     ) -> CheckedModel:
         """Build a model, importing the framework on first use. The model comes inside a
         :class:`~seq2seq_kit.validation.CheckedModel`, which checks (and converts) every
         array argument before the backend sees it: backends do not check their inputs.
 
         Raises:
-            BackendError: ``spec`` needs a capability this backend does not declare.
+            BackendError: ``spec`` or ``runtime`` needs a capability this backend does not
+                declare.
         """
-        missing = sorted(required_capabilities(spec) - self.capabilities)
+        runtime = runtime or Runtime()
+        missing = sorted(
+            (required_capabilities(spec) | runtime_capabilities(runtime)) - self.capabilities
+        )
         if missing:
             raise BackendError(
                 f"backend {self.name!r} cannot build this model: it lacks {missing} "
                 f"(it declares {sorted(self.capabilities)})"
             )
-        return checked(self.build(spec, seed=seed, optimizer=optimizer or OptimizerSpec()))
+        options = {"seed": seed, "optimizer": optimizer or OptimizerSpec()}
+        if _takes_runtime(self.build):
+            options["runtime"] = runtime
+        return checked(self.build(spec, **options))
 
 
 def required_capabilities(spec: Spec) -> set[str]:
@@ -195,3 +230,23 @@ def required_capabilities(spec: Spec) -> set[str]:
         "dropout": spec.dropout > 0,
     }
     return {name for name, used in needed.items() if used}
+
+
+def runtime_capabilities(runtime: Runtime) -> set[str]:
+    """The capabilities a backend must declare to run as ``runtime`` says: ``devices`` for
+    a GPU (``auto`` falls back to the CPU in a backend without it), ``mixed_precision``
+    for bf16/fp16, ``distributed`` for a process group."""
+    needed = {
+        "devices": runtime.device.startswith("cuda"),
+        "mixed_precision": runtime.precision != "fp32",
+        "distributed": runtime.group is not None and runtime.group.world_size > 1,
+    }
+    return {name for name, used in needed.items() if used}
+
+
+def _takes_runtime(build: BuildFn) -> bool:
+    try:
+        parameters = inspect.signature(build).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: assume the current contract
+        return True
+    return any(p.name == "runtime" or p.kind is p.VAR_KEYWORD for p in parameters)

@@ -107,6 +107,49 @@ def batches(
         yield make_batch([sources[i] for i in chunk], [targets[i] for i in chunk])
 
 
+def shards(
+    sources: Sequence[Sequence[int]],
+    targets: Sequence[Sequence[int]],
+    batch_size: int,
+    *,
+    rank: int,
+    world_size: int,
+    rng: np.random.Generator | None = None,
+    bucket: bool = False,
+    batch_type: Literal["sentences", "tokens"] = "sentences",
+) -> Iterator[tuple[Batch | None, int]]:
+    """This rank's share of each batch of one pass, for data-parallel training: the pass
+    is planned as by :func:`batches` with ``batch_size * world_size`` (every rank draws the
+    same plan from the same ``rng``), then each batch's pairs are dealt out in
+    ``world_size`` contiguous, near-equal parts (:func:`numpy.array_split`), as
+    ``DistributedSampler`` deals samples; part ``rank`` is this rank's.
+
+    Yields:
+        ``(batch, total_tokens)``: this rank's :class:`Batch`, or None when the batch held
+        fewer pairs than there are ranks and none fell to it; and the target tokens (EOS
+        included) of the whole batch over all ranks, which normalises the loss.
+
+    Raises:
+        ValueError: as :func:`batches`, or a rank outside ``0 .. world_size - 1``.
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside world_size {world_size}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_type not in BATCH_TYPES:
+        raise ValueError(f"batch_type must be one of {', '.join(BATCH_TYPES)}, got {batch_type!r}")
+    if len(sources) != len(targets):
+        raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
+    plan = _plan(sources, targets, batch_size * world_size, rng, bucket, batch_type)
+    for chunk in plan:
+        total = sum(len(targets[i]) + 1 for i in chunk)
+        part = np.array_split(chunk, world_size)[rank]
+        if not len(part):
+            yield None, total
+            continue
+        yield make_batch([sources[i] for i in part], [targets[i] for i in part]), total
+
+
 def token_cost(source: Sequence[int], target: Sequence[int]) -> int:
     """Padded positions one pair needs per batch row: ``max(len(source), len(target) + 1)``,
     the widths of its ``src_ids`` and ``tgt_in`` rows (the target gains BOS / EOS). A batch

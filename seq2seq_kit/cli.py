@@ -276,6 +276,8 @@ def _train(args: argparse.Namespace) -> int:
         where = f"{args.config}: " if args.config else ""
         raise ConfigError(where + describe_errors(exc, names)) from None
     translator = train(cfg, out=args.out, resume=args.resume, backend=args.backend)
+    if translator.rank != 0:  # rank 0 of the data-parallel run reports and saves
+        return 0
     _report(translator)
     print(f"saved model to {args.out or args.resume}")
     return 0

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
+from .runtime import DEVICE_PATTERN
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -340,6 +341,24 @@ class TrainConfig(_Section):
         description="a line every N updates: update, epoch, mean train loss since the last "
         "line, learning rate, target tokens/s; 0: none",
     )
+    threads: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="intra-op threads of each training process; 0: the usable cores shared "
+        "among this machine's processes of the run",
+    )
+    device: str = Field(
+        "auto",
+        pattern=DEVICE_PATTERN,
+        description="auto (a GPU when the backend finds one), cpu, cuda or cuda:N; under "
+        "a launcher, cuda is each process's local rank's GPU",
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="fp32, or mixed precision bf16 / fp16 (weights, loss and optimizer "
+        "state stay float32; fp16 scales the loss)",
+    )
 
     @model_validator(mode="after")
     def _schedule_needs(self) -> TrainConfig:
@@ -437,6 +456,9 @@ RESUMABLE = frozenset(
         "train.max_updates",
         "train.max_time",
         "train.log_every",
+        "train.threads",
+        "train.device",
+        "train.precision",
     }
     | {f"decode.{name}" for name in DecodeConfig.model_fields}
 )

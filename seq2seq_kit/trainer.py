@@ -7,6 +7,7 @@ that saves first, and exact resumption, also from the middle of an epoch."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -21,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from .backend import Model
-from .batching import Batch, batches
+from .batching import Batch, batches, shards
 from .config import TrainConfig
 from .errors import TrainingError, TrainingInterrupted
 from .logs import stdout_logging
+from .runtime import ProcessGroup, SingleProcess
 from .schedules import learning_rate_at, model_width
 
 log = logging.getLogger(__name__)
@@ -140,9 +142,17 @@ def epoch_records(history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [record for record in history if not record.get("at_stop")]
 
 
-def evaluate(model: Model, sources: Ids, targets: Ids) -> tuple[float, float]:
+def evaluate(
+    model: Model, sources: Ids, targets: Ids, group: ProcessGroup | None = None
+) -> tuple[float, float]:
     """Teacher-forced mean loss (nats per target token, EOS included) and token accuracy
-    (argmax equals the target, over non-pad positions) of ``model`` on the pairs."""
+    (argmax equals the target, over non-pad positions) of ``model`` on the pairs. With a
+    data-parallel ``group``, each rank scores every ``world_size``-th pair from its rank on
+    and the sums are added over the ranks, so every rank gets the same figures."""
+    group = group or SingleProcess()
+    if group.world_size > 1:
+        mine = range(group.rank, len(sources), group.world_size)
+        sources, targets = [sources[i] for i in mine], [targets[i] for i in mine]
     loss_sum = correct = count = 0.0
     for batch in batches(sources, targets, EVAL_BATCH_SIZE):
         log_probs = model.log_probs(batch)
@@ -151,6 +161,7 @@ def evaluate(model: Model, sources: Ids, targets: Ids) -> tuple[float, float]:
         loss_sum -= float(gold[mask].sum())
         correct += float((log_probs.argmax(axis=2) == batch.tgt_out)[mask].sum())
         count += float(mask.sum())
+    loss_sum, correct, count = group.all_reduce([loss_sum, correct, count])
     return loss_sum / max(count, 1.0), correct / max(count, 1.0)
 
 
@@ -238,6 +249,8 @@ class _Checkpoints:
 
     def kept(self) -> str:
         """What a run that stops now leaves behind, e.g. for a non-finite loss."""
+        if self.save is None and self.out_dir is not None:  # a rank other than 0
+            return f"{self.out_dir} keeps the last checkpoint rank 0 wrote"
         if self.save is None:
             return "nothing was saved (no output directory)"
         where = self.out_dir or "the model directory"
@@ -250,6 +263,8 @@ class _Checkpoints:
 
     def interrupted(self, epoch: int, step: int) -> str:
         said = f"interrupted at epoch {epoch} step {step}"
+        if self.save is None and self.out_dir is not None:  # a rank other than 0
+            return f"{said}; rank 0 saved to {self.out_dir}"
         if self.save is None:
             return f"{said}; nothing was saved (no output directory)"
         if self.out_dir is None:
@@ -268,6 +283,7 @@ def fit(
     out_dir: str | None = None,
     on_update: Callable[[dict[str, Any]], None] | None = None,
     on_validation: Callable[[dict[str, Any]], None] | None = None,
+    group: ProcessGroup | None = None,
 ) -> TrainerState:
     """Train ``model`` in place up to ``config.epochs`` epochs; returns the final state.
 
@@ -318,15 +334,27 @@ def fit(
     ``save`` writes, named in messages. Resumed training repeats uninterrupted training
     exactly for a deterministic backend, also from a state saved in the middle of an epoch.
 
+    Data-parallel training (a ``group`` of more than one process, and ``model`` built with
+    it): ``config.batch_size`` is per rank. Every rank draws the same shuffled plan of
+    batches of ``batch_size * world_size`` and trains on its part of each
+    (:func:`seq2seq_kit.batching.shards`); ``model.train_step`` sums the gradients over the
+    ranks, so the updates are those of one process with the whole batches. The loss, the
+    validation sums, a received SIGINT/SIGTERM and ``max_time`` are added up over the ranks
+    at every update, so all ranks take the same decisions (early stopping, learning rate,
+    stops). Only rank 0 should be given ``save`` and the callbacks; the other ranks log
+    only warnings and show no progress bar.
+
     Raises:
         TrainingError: a non-finite training loss (naming epoch and step), validation loss
-            or weight; raised before anything non-finite is saved, so the last checkpoint
-            stays as it was.
+            or weight, raised before anything non-finite is saved, so the last checkpoint
+            stays as it was; or, in data-parallel training, a collective operation that
+            failed because another rank failed or stopped (naming the ranks found gone).
         TrainingInterrupted: SIGINT or SIGTERM (handled only while this runs in the main
             thread) stopped training after the current update and after ``save(state)``.
     """
     from tqdm.auto import tqdm
 
+    group = group or SingleProcess()
     state = state or TrainerState(learning_rate=config.learning_rate)
     state.stopped = None
     rng = np.random.default_rng(config.seed)
@@ -335,7 +363,7 @@ def fit(
     has_valid = bool(valid and len(valid[0]))
     checkpoints = _Checkpoints(save, out_dir, config.save_seconds)
     last_log: float | None = None  # the first epoch of a run is always logged
-    with stdout_logging(), _StopSignals() as signals:
+    with stdout_logging(), _quiet_unless(group.rank == 0), _StopSignals() as signals:
         run = _Run(
             model,
             config,
@@ -345,6 +373,7 @@ def fit(
             signals,
             checkpoints,
             (on_update, on_validation),
+            group,
         )
         if config.lr_schedule != "constant" or config.warmup_steps:
             # a schedule's factor is easy to get wrong by orders of magnitude (noam's is
@@ -371,7 +400,7 @@ def fit(
             unit="epoch",
             initial=state.epoch,
             total=config.epochs,
-            disable=None if config.progress else True,
+            disable=None if config.progress and group.rank == 0 else True,
         )
         try:
             for epoch in range(state.epoch + 1, config.epochs + 1):
@@ -381,6 +410,7 @@ def fit(
                     break
                 steps, rate = state.step, run.rate()  # before a plateau cut
                 valid_loss, valid_acc, patience_out = run.validation()
+                run.vote()  # a signal or the deadline during the evaluation, on any rank
                 record = _end_epoch(state, epoch, (valid_loss, valid_acc), has_valid, rate, rng)
                 bar.set_postfix(
                     loss=f"{record['train_loss']:.4f}",
@@ -410,19 +440,38 @@ def fit(
                 state.stopped = stop
                 if stop or checkpoints.due() or run.save_due():
                     checkpoints.write(model, state, f"epoch {epoch} step {steps}")
-                if signals.received is not None:  # arrived during the evaluation
+                if run.signalled:  # arrived during the evaluation
                     state.stopped = "interrupted"
                     checkpoints.write(model, state, f"epoch {epoch} step {steps}")
-                    raise TrainingInterrupted(
-                        checkpoints.interrupted(epoch, steps), signals.received
-                    )
+                    raise TrainingInterrupted(checkpoints.interrupted(epoch, steps), run.signal)
                 if stop:
                     break
+        except (TrainingError, TrainingInterrupted):
+            raise
+        except Exception as exc:
+            if group.world_size == 1:
+                raise
+            raise run.failure(exc) from exc
         finally:
             bar.close()
     if state.best_weights is not None and has_valid:
         model.set_weights(state.best_weights)
     return state
+
+
+@contextlib.contextmanager
+def _quiet_unless(speaking: bool) -> Iterator[None]:
+    """Log only warnings and errors from the trainer while not ``speaking`` (the ranks
+    other than 0 of a data-parallel run, which train the same updates)."""
+    if speaking:
+        yield
+        return
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _groups(items: Iterator[Any], size: int) -> Iterator[tuple[list[Any], bool]]:
@@ -450,8 +499,12 @@ class _Run:
         callbacks: tuple[
             Callable[[dict[str, Any]], None] | None, Callable[[dict[str, Any]], None] | None
         ],
+        group: ProcessGroup,
     ):
         self.model, self.config, self.state, self.rng = model, config, state, rng
+        self.group = group
+        # whether any rank received SIGINT/SIGTERM, or reached max_time, at the last vote
+        self.signalled = self.time_up = False
         (self.eval_pairs, self.has_valid) = evaluation
         self.signals, self.checkpoints = signals, checkpoints
         self.on_update, self.on_validation = callbacks
@@ -487,9 +540,11 @@ class _Run:
             state.epoch_rng = rng.bit_generator.state
             state.epoch_loss = state.epoch_tokens = state.epoch_seconds = 0.0
         numbered = enumerate(
-            batches(
+            shards(
                 *train,
                 config.batch_size,
+                rank=self.group.rank,
+                world_size=self.group.world_size,
                 rng=rng,
                 bucket=config.bucket,
                 batch_type=config.batch_type,
@@ -502,11 +557,12 @@ class _Run:
                     break
             rng.bit_generator.state = resumed
         for group, last in _groups(numbered, config.accumulate):
-            self._update([batch for _, batch in group], group[-1][0])
+            self._update([shard for _, shard in group], group[-1][0])
             patience_out = False
             if not last and self._every(config.valid_every):
                 patience_out = self.validation(mid_epoch=True)[2]
-            if self.signals.received is not None:
+                self.vote()
+            if self.signalled:
                 self.stop("interrupted")
             if patience_out:
                 return "patience"
@@ -520,18 +576,25 @@ class _Run:
                 self.checkpoints.write(self.model, state, self._where())
         return None
 
-    def _update(self, group: list[Batch], step: int) -> None:
-        """One optimizer update on ``group``, the epoch's batches up to number ``step``."""
+    def _update(self, group: list[tuple[Batch | None, int]], step: int) -> None:
+        """One optimizer update on ``group``, this rank's shares of the epoch's batches up
+        to number ``step`` with each batch's target tokens over all ranks."""
         config, state, model = self.config, self.state, self.model
         start = time.perf_counter()
+        batches = [batch for batch, _ in group if batch is not None]
+        tokens = float(sum(total for _, total in group))
         if config.teacher_forcing < 1.0:
-            group = [
+            batches = [
                 scheduled_sampling(model, batch, config.teacher_forcing, self.rng)
-                for batch in group
+                for batch in batches
             ]
         rate = self.rate(state.updates + 1)
         model.set_learning_rate(rate)
-        loss = model.train_step(group)
+        if self.group.world_size == 1:
+            loss = model.train_step(batches)
+            self.vote()
+        else:
+            (loss,) = self.vote(model.train_step(batches, total_tokens=int(tokens)))
         seconds = time.perf_counter() - start
         state.epoch_seconds += seconds
         if not math.isfinite(loss):
@@ -540,7 +603,6 @@ class _Run:
                 f"finite; learning rate {rate:g}); training stopped and "
                 f"{self.checkpoints.kept()}"
             )
-        tokens = float(sum(batch.num_target_tokens for batch in group))
         state.epoch_loss += loss * tokens
         state.epoch_tokens += tokens
         state.step, state.updates = step, state.updates + 1
@@ -551,6 +613,40 @@ class _Run:
 
     def _every(self, period: int) -> bool:
         return period > 0 and self.state.updates % period == 0
+
+    def vote(self, *values: float) -> list[float]:
+        """``values`` summed over the ranks, and whether any rank has received SIGINT or
+        SIGTERM or passed ``max_time`` (:attr:`signalled`, :attr:`time_up`), so that every
+        rank stops at the same update. One collective call, at every update."""
+        flags = [
+            float(self.signals.received is not None),
+            float(self.deadline is not None and clock() >= self.deadline),
+        ]
+        if self.group.world_size == 1:
+            reduced = [*values, *flags]
+        else:
+            reduced = self.group.all_reduce([*values, *flags])
+        self.signalled, self.time_up = reduced[-2] > 0, reduced[-1] > 0
+        return reduced[:-2]
+
+    @property
+    def signal(self) -> int:
+        """The signal to report: this rank's, or SIGTERM for one received by another."""
+        return self.signals.received or int(signal.SIGTERM)
+
+    def failure(self, error: Exception) -> TrainingError:
+        """The error of a data-parallel run whose collective operation raised ``error``."""
+        failed = self.group.failed_ranks(error)
+        world, launcher = self.group.world_size, self.group.launcher
+        if failed:
+            who = f"rank{'s' if len(failed) > 1 else ''} {', '.join(map(str, failed))}"
+            said = f"{who} of {world} ({launcher}) failed or stopped"
+        else:
+            said = f"a collective operation of the {world} ranks ({launcher}) failed"
+        return TrainingError(
+            f"rank {self.group.rank}: {said} at {self._where()} ({type(error).__name__}: "
+            f"{str(error).strip()[:300]}); training stopped and {self.checkpoints.kept()}"
+        )
 
     def _where(self) -> str:
         return f"epoch {self.state.epoch + 1} step {self.state.step}"
@@ -592,7 +688,7 @@ class _Run:
         if self.validated_at == state.updates:
             return self.last_validation
         start = time.perf_counter()
-        loss, accuracy = evaluate(self.model, *self.eval_pairs)
+        loss, accuracy = evaluate(self.model, *self.eval_pairs, self.group)
         state.epoch_seconds += time.perf_counter() - start
         on = "validation" if self.has_valid else "training-set"
         if not math.isfinite(loss):
@@ -655,6 +751,9 @@ class _Run:
         """``"max_updates"`` or ``"max_time"`` once that limit is reached, else None."""
         if self.config.max_updates and self.state.updates >= self.config.max_updates:
             return "max_updates"
+        if self.group.world_size > 1:
+            # the deadline as voted by all ranks, so that they stop at the same update
+            return "max_time" if self.time_up else None
         if self.deadline is not None and clock() >= self.deadline:
             return "max_time"
         return None
@@ -678,7 +777,7 @@ class _Run:
         self.checkpoints.write(self.model, state, self._where())
         if reason == "interrupted":
             raise TrainingInterrupted(
-                self.checkpoints.interrupted(state.epoch + 1, state.step), self.signals.received
+                self.checkpoints.interrupted(state.epoch + 1, state.step), self.signal
             )
 
 

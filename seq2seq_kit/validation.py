@@ -17,7 +17,8 @@ every backend, ours or a third party's, rejects the same bad input with the same
   ``int64`` [B'] index of rows that the state has;
 - for a Transformer, no source or target is wider than ``max_positions`` and ``step`` is never
   called for a position at or past it;
-- ``train_step`` gets a non-empty list of batches (one, or several to accumulate).
+- ``train_step`` gets a non-empty list of batches (one, or several to accumulate), or,
+  with ``total_tokens`` (data-parallel training), a possibly empty one.
 
 Any integer dtype is accepted for ids, lengths and indices (and any real or boolean dtype for
 the mask); the checked values are then converted, which cannot change them. Arrays that
@@ -275,10 +276,24 @@ class CheckedModel:
     def __repr__(self) -> str:
         return f"CheckedModel({self.__wrapped__!r})"
 
-    def train_step(self, batches: Batch | list[Batch]) -> float:
+    def train_step(self, batches: Batch | list[Batch], total_tokens: int | None = None) -> float:
         """The wrapped model's ``train_step`` on the checked batches: one :class:`Batch`,
-        or a list of them whose gradients are accumulated into one update."""
-        return self.__wrapped__.train_step(check_batches(self.__wrapped__.spec, batches))
+        or a list of them whose gradients are accumulated into one update; with
+        ``total_tokens`` (data-parallel training), the list may be empty and
+        ``total_tokens`` must be at least its batches' target tokens."""
+        model = self.__wrapped__
+        if total_tokens is None:
+            return model.train_step(check_batches(model.spec, batches))
+        checked = check_batches(model.spec, batches) if batches else []
+        own = sum(batch.num_target_tokens for batch in checked)
+        if isinstance(total_tokens, bool) or not isinstance(total_tokens, int | np.integer):
+            raise ModelInputError("total_tokens", f"must be an int, got {total_tokens!r:.80}")
+        if total_tokens < max(own, 1):
+            raise ModelInputError(
+                "total_tokens",
+                f"must be >= 1 and >= this rank's {own} target tokens, got {total_tokens}",
+            )
+        return model.train_step(checked, total_tokens=int(total_tokens))
 
     def loss(self, batch: Batch) -> float:
         """The wrapped model's ``loss`` on the checked ``batch``."""

@@ -164,7 +164,7 @@ def test_accumulate_larger_than_an_epoch_makes_one_update_per_epoch():
 def test_valid_every_validates_every_n_updates_and_at_epoch_ends(monkeypatch):
     seen = []
 
-    def evaluate(model, sources, targets):
+    def evaluate(model, sources, targets, group=None):
         seen.append(len(model.updates))
         return 1.0, 0.5
 
@@ -186,7 +186,7 @@ def test_valid_every_validates_every_n_updates_and_at_epoch_ends(monkeypatch):
 
 def test_patience_counts_validations_with_valid_every(monkeypatch):
     scores = iter([1.0, 1.0, 1.0, 0.5])  # the third validation is the second not better
-    monkeypatch.setattr(trainer, "evaluate", lambda model, s, t: (next(scores), 0.5))
+    monkeypatch.setattr(trainer, "evaluate", lambda model, s, t, group=None: (next(scores), 0.5))
     model = FakeModel()
     config = TrainConfig(batch_size=1, progress=False, epochs=5, valid_every=3, patience=2)
     state = fit(model, (SOURCES, TARGETS), (SOURCES, TARGETS), config)
@@ -219,7 +219,7 @@ def test_save_every_at_an_epoch_end_saves_once_after_the_epoch():
 def test_max_updates_stops_exactly_with_a_validation_and_a_save(monkeypatch, limit, save):
     validated = []
 
-    def evaluate(model, sources, targets):
+    def evaluate(model, sources, targets, group=None):
         validated.append(len(model.updates))
         return 1.0, 0.5
 
@@ -476,7 +476,8 @@ def test_lr_patience_added_on_resume_to_a_scheduled_run_is_refused(tmp_path):
 
 
 def test_a_mid_epoch_early_stop_is_recorded_and_resuming_needs_more_patience(tmp_path, monkeypatch):
-    monkeypatch.setattr(trainer, "evaluate", lambda model, s, t: (1.0, 0.5))  # never better
+    never_better = lambda *args, **kwargs: (1.0, 0.5)  # noqa: E731
+    monkeypatch.setattr(trainer, "evaluate", never_better)
     config = Config()
     config.data.source, config.data.options = "num2words", {"count": 40}
     config.train.epochs, config.train.progress = 3, False
@@ -538,7 +539,7 @@ def scores_by_update(monkeypatch, at_stop):
     (epoch ends at 4, 8, 12), and ``at_stop`` at any update no validation is due at."""
     due = {3, 4, 6, 8, 9, 12}  # epoch ends and multiples of valid_every 3
 
-    def evaluate(model, sources, targets):
+    def evaluate(model, sources, targets, group=None):
         update = int(model.optimizer_state()["step"])
         return (1.0 if update < 8 else 0.5) if update in due else at_stop, 0.5
 

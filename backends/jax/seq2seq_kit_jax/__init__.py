@@ -32,7 +32,7 @@ CAPABILITIES = frozenset(
 )
 
 
-def build(spec, *, seed, optimizer):
+def build(spec, *, seed, optimizer, runtime=None):
     from .model import JaxModel
 
     return JaxModel(spec, seed=seed, optimizer=optimizer)

@@ -29,9 +29,14 @@ CAPABILITIES = frozenset(
 )
 
 
-def build(spec, *, seed, optimizer):
+def build(spec, *, seed, optimizer, runtime=None):
     from .model import NumpyModel
 
+    if runtime is not None:
+        # NumPy's matrix products run on its BLAS's thread pool: the process's only one
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=runtime.threads, user_api="blas")
     return NumpyModel(spec, seed=seed, optimizer=optimizer)
 
 

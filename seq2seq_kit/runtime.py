@@ -1,0 +1,206 @@
+"""Where and how a model runs: intra-op threads, device, precision, and the data-parallel
+process group of a run started by a launcher (``torchrun``, or ``TF_CONFIG`` for
+``tf.distribute``).
+
+The core imports no framework: a backend that declares the ``distributed`` capability
+provides :attr:`seq2seq_kit.backend.Backend.join`, which makes a :class:`ProcessGroup` on
+its framework's own collectives, and the trainer uses only the few operations below
+(world size, rank, a sum of a few floats, a barrier).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+#: ``[train] device`` values: ``auto`` (a GPU when the backend finds one, else the CPU),
+#: ``cpu``, ``cuda`` (the first GPU, or the local rank's under a launcher), ``cuda:N``.
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
+
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+@runtime_checkable
+class ProcessGroup(Protocol):
+    """The processes of one data-parallel run, as the trainer sees them.
+
+    Attributes:
+        rank: this process's number, 0 .. ``world_size - 1``; rank 0 alone writes the
+            model directory, logs and shows progress.
+        world_size: the number of processes.
+        launcher: what started them (``"torchrun"``, ``"tf_config"``), for messages and
+            the model's metadata.
+    """
+
+    rank: int
+    world_size: int
+    launcher: str
+
+    def all_reduce(self, values: Sequence[float]) -> list[float]:
+        """The element-wise sum over all ranks of ``values`` (a few float64 numbers, the
+        same count on every rank). Blocks until every rank has called it.
+
+        Raises:
+            Exception: the framework's error when a rank has failed or stopped.
+        """
+
+    def barrier(self) -> None:
+        """Return once every rank has called it."""
+
+    def failed_ranks(self, error: BaseException) -> list[int]:
+        """After a collective raised ``error``: the ranks found to have failed or stopped
+        (best effort; empty when it cannot tell)."""
+
+    def close(self) -> None:
+        """Leave the group (at the end of the run, or after a failure)."""
+
+
+@dataclass(frozen=True)
+class SingleProcess:
+    """The group of a run in one process: every operation is the identity."""
+
+    rank: int = 0
+    world_size: int = 1
+    launcher: str = "none"
+
+    def all_reduce(self, values: Sequence[float]) -> list[float]:
+        return [float(v) for v in values]
+
+    def barrier(self) -> None:
+        return None
+
+    def failed_ranks(self, error: BaseException) -> list[int]:
+        return []
+
+    def close(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a backend runs a model: handed to ``Backend.build`` as ``runtime=``.
+
+    Attributes:
+        threads: intra-op threads for this process (>= 1; see :func:`resolve_threads`).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (``[train] device``).
+        precision: ``"fp32"``, or mixed precision ``"bf16"`` / ``"fp16"`` (weights, loss
+            and optimizer state stay float32; fp16 scales the loss, bf16 needs no scaling).
+        group: the data-parallel :class:`ProcessGroup`, or None in one process. A model
+            built with a group sums its gradients over the group's ranks in
+            ``train_step`` (see :class:`seq2seq_kit.backend.Model`).
+    """
+
+    threads: int = 1
+    device: str = "cpu"
+    precision: Precision = "fp32"
+    group: ProcessGroup | None = None
+
+    @property
+    def world_size(self) -> int:
+        return 1 if self.group is None else self.group.world_size
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A data-parallel launch found in the environment (:func:`launch_environment`).
+
+    Attributes:
+        launcher: ``"torchrun"`` or ``"tf_config"``.
+        rank, world_size: this process's rank and the number of processes.
+        local_rank, local_world_size: the same among the processes of this machine
+            (unknown for ``TF_CONFIG``: 0 and 1).
+    """
+
+    launcher: str
+    rank: int
+    world_size: int
+    local_rank: int = 0
+    local_world_size: int = 1
+
+
+class LaunchError(ValueError):
+    """The launcher's environment variables are malformed (named in the message)."""
+
+
+def launch_environment(environ: Mapping[str, str] | None = None) -> Launch | None:
+    """The data-parallel launch this process belongs to, read from the variables that
+    ``torchrun`` sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``; see
+    torch.distributed.run) or from ``TF_CONFIG`` (``cluster.worker``, ``task.index``; see
+    ``tf.distribute.cluster_resolver.TFConfigClusterResolver``); None for a single process
+    (neither set, or a world of one).
+
+    Raises:
+        LaunchError: a variable that is not a number, a rank outside the world, or a
+            ``TF_CONFIG`` that is not JSON of that shape.
+    """
+    env = os.environ if environ is None else environ
+    if "WORLD_SIZE" in env or "RANK" in env:
+        try:
+            world = int(env.get("WORLD_SIZE", "1"))
+            rank = int(env.get("RANK", "0"))
+            local_rank = int(env.get("LOCAL_RANK", str(rank)))
+            local_world = int(env.get("LOCAL_WORLD_SIZE", str(world)))
+        except ValueError as exc:
+            raise LaunchError(f"torchrun's environment: {exc}") from None
+        if world < 1 or not 0 <= rank < world:
+            raise LaunchError(f"torchrun's environment: RANK={rank} outside WORLD_SIZE={world}")
+        if world == 1:
+            return None
+        return Launch("torchrun", rank, world, local_rank, max(local_world, 1))
+    if env.get("TF_CONFIG"):
+        try:
+            config = json.loads(env["TF_CONFIG"])
+            workers = list(config["cluster"]["worker"])
+            task = config["task"]
+            kind, index = task["type"], int(task["index"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LaunchError(
+                f"TF_CONFIG is not {{'cluster': {{'worker': [...]}}, 'task': {{'type': "
+                f"'worker', 'index': N}}}} ({type(exc).__name__}: {exc})"
+            ) from None
+        if kind != "worker" or not 0 <= index < len(workers):
+            raise LaunchError(
+                f"TF_CONFIG: task {kind!r} {index} is not one of the {len(workers)} workers"
+            )
+        if len(workers) == 1:
+            return None
+        return Launch("tf_config", index, len(workers))
+    return None
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; the cgroup's CPU quota when
+    one is set and smaller)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cores, quota) if quota else cores)
+
+
+def _cgroup_cpu_quota() -> int | None:
+    """Whole CPUs of a cgroup v2 quota (``cpu.max``), rounded up; None without one."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as file:
+            quota, period = file.read().split()
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return max(1, -(-int(quota) // int(period)))
+
+
+def resolve_threads(configured: int, local_processes: int = 1) -> int:
+    """Intra-op threads for one process: ``configured`` when above 0, else the usable
+    cores shared among this machine's ``local_processes`` of the run, at least 1.
+
+    Frameworks default to a thread per core and spin while they wait for each other, so
+    several processes (or a busy machine) each using every core slow down many times.
+    """
+    if configured > 0:
+        return configured
+    return max(1, usable_cores() // max(local_processes, 1))
