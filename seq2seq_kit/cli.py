@@ -511,6 +511,7 @@ def _info(args: argparse.Namespace) -> int:
         "epochs": history[-1].get("epoch") if history and isinstance(history[-1], dict) else 0,
         "updates": (ckpt.meta.get("trainer") or {}).get("updates"),
         "stopped": (ckpt.meta.get("trainer") or {}).get("stopped"),
+        "distributed": ckpt.meta.get("distributed"),
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -532,6 +533,12 @@ def _info(args: argparse.Namespace) -> int:
             done += f" ({summary['updates']} updates)"
         if summary["stopped"] not in (None, "epochs"):
             done += f", stopped by {summary['stopped']}"
+        parallel = summary["distributed"]
+        if isinstance(parallel, dict) and parallel.get("world_size", 1) > 1:
+            done += (
+                f" on {parallel['world_size']} processes ({parallel.get('launcher')}, batch "
+                f"{parallel.get('batch_size_per_rank')} per rank)"
+            )
         print(f"trained:      {done} with backend {summary['backend']}")
     return 0
 
