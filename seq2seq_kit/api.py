@@ -412,8 +412,10 @@ def train(
         )
     launch = _launch(chosen, backend_name, cfg)
     if out is None or (launch is not None and launch.rank != 0):
-        # rank 0 alone checks, locks and writes the model directory
-        with stdout_logging():
+        # rank 0 alone checks, locks and writes the model directory, and logs
+        quiet = launch is not None and launch.rank != 0
+        level, prefix = (logging.WARNING, f"rank {launch.rank}: ") if quiet else (logging.INFO, "")
+        with stdout_logging(level, prefix):
             shown = None if out is None else Path(out)
             return _train(cfg, shown, chosen, backend_name, pairs, saved, changes, launch)
     # The real directory: a symlink or "." names the same place for the lock and the swap.

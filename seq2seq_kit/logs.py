@@ -32,16 +32,17 @@ class _ProgressSafeHandler(logging.Handler):
 
 
 @contextmanager
-def stdout_logging(level: int = logging.INFO) -> Iterator[None]:
+def stdout_logging(level: int = logging.INFO, prefix: str = "") -> Iterator[None]:
     """While the block runs, send ``seq2seq_kit`` records of ``level`` and above to stdout,
-    one flushed line each, unless the application configured logging (the root or the
-    ``seq2seq_kit`` logger has a handler): then its configuration decides, as usual."""
+    one flushed line each starting with ``prefix``, unless the application configured
+    logging (the root or the ``seq2seq_kit`` logger has a handler): then its configuration
+    decides, as usual."""
     logger = logging.getLogger(LOGGER_NAME)
     if logger.handlers or logging.getLogger().handlers:
         yield
         return
     handler = _ProgressSafeHandler(level)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(logging.Formatter(prefix.replace("%", "%%") + "%(message)s"))
     previous_level = logger.level
     logger.addHandler(handler)
     if logger.getEffectiveLevel() > level:
