@@ -31,6 +31,7 @@ from .config import (
     load_config,
     resolve_backend,
 )
+from .corpus import TrainingData, is_corpus, training_data
 from .data import Dataset, Pair, check_pairs, load_dataset, split, surrogate_at
 from .decoding import Hypothesis, beam_search, greedy
 from .errors import (
@@ -88,8 +89,9 @@ class Translator:
         self.max_length = max_length
         self.meta = meta or {}
         #: the (source, target) pairs it was trained and validated on, when just trained
-        self.train_pairs: list[Pair] = []
-        self.valid_pairs: list[Pair] = []
+        #: (from a corpus: decoded from its ids when read)
+        self.train_pairs: Sequence[Pair] = []
+        self.valid_pairs: Sequence[Pair] = []
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -278,8 +280,13 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> Translator
 
 
 def default_max_length(targets: Sequence[Sequence[int]]) -> int:
-    """Decoding cap saved with a model: twice the longest training target, at least +10."""
-    longest = max((len(t) for t in targets), default=0)
+    """Decoding cap saved with a model: twice the longest training target, at least +10
+    (read from the targets' ``lengths`` array when they carry one: a corpus)."""
+    lengths = getattr(targets, "lengths", None)
+    if lengths is not None:
+        longest = int(np.max(lengths, initial=0))
+    else:
+        longest = max((len(t) for t in targets), default=0)
     return max(2 * longest, longest + 10)
 
 
@@ -582,30 +589,13 @@ def _load_pairs(
     return dataset, train_pairs, valid_pairs, skipped, tokenizers
 
 
-def _train(
-    cfg: Config,
-    out: Path | None,
-    chosen: Backend,
-    backend_name: str,
-    pairs: tuple[Pair, ...] | None,
-    saved: Checkpoint | None,
-    changes: dict[str, list[Any]],
-) -> Translator:
+def _text_data(
+    cfg: Config, pairs: tuple[Pair, ...] | None, saved: Checkpoint | None
+) -> TrainingData:
+    """Training data from text pairs (a dataset, a TSV file, pairs given in Python): split,
+    length-filtered, tokenized and encoded in memory."""
     dataset, train_pairs, valid_pairs, skipped, tokenizers = _load_pairs(cfg, pairs, saved)
     fingerprint = data_fingerprint(train_pairs, valid_pairs)
-    if saved is not None and saved.meta.get("data_sha256", fingerprint) != fingerprint:
-        moved = [
-            f"{k} is {old!r} in the saved run but {new!r} now"
-            for k, (old, new) in changes.items()
-            if k in MOVABLE
-        ]
-        raise DataError(
-            "; ".join(moved + ["the training or validation pairs differ from the saved run's"])
-            + " (data given anew, or the file changed since?); a resumed run trains on the "
-            "pairs it started with: start a new run with --out to train on other data",
-            dataset.path or dataset.name,
-        )
-
     if saved is not None:
         source_vocab, target_vocab = saved.source_vocab, saved.target_vocab
     elif cfg.data.shared_vocabulary:
@@ -622,7 +612,49 @@ def _train(
             [target_vocab.encode(t, unknown="replace") for _, t in pairs],
         )
 
-    train_ids, valid_ids = encode(train_pairs), encode(valid_pairs)
+    return TrainingData(
+        name=dataset.name,
+        where=dataset.path or dataset.name,
+        train=encode(train_pairs),
+        valid=encode(valid_pairs),
+        train_pairs=list(train_pairs),
+        valid_pairs=list(valid_pairs),
+        vocabs=(source_vocab, target_vocab),
+        skipped=skipped,
+        fingerprint=fingerprint,
+    )
+
+
+def _train(
+    cfg: Config,
+    out: Path | None,
+    chosen: Backend,
+    backend_name: str,
+    pairs: tuple[Pair, ...] | None,
+    saved: Checkpoint | None,
+    changes: dict[str, list[Any]],
+) -> Translator:
+    if pairs is None and is_corpus(cfg.data.source):
+        saved_vocabs = None if saved is None else (saved.source_vocab, saved.target_vocab)
+        data = training_data(cfg, saved_vocabs)
+    else:
+        data = _text_data(cfg, pairs, saved)
+    fingerprint = data.fingerprint
+    if saved is not None and saved.meta.get("data_sha256", fingerprint) != fingerprint:
+        moved = [
+            f"{k} is {old!r} in the saved run but {new!r} now"
+            for k, (old, new) in changes.items()
+            if k in MOVABLE
+        ]
+        raise DataError(
+            "; ".join(moved + ["the training or validation pairs differ from the saved run's"])
+            + " (data given anew, or the file changed since?); a resumed run trains on the "
+            "pairs it started with: start a new run with --out to train on other data",
+            data.where,
+        )
+    source_vocab, target_vocab = data.vocabs
+    train_ids, valid_ids = data.train, data.valid
+    train_pairs, valid_pairs = data.train_pairs, data.valid_pairs
     spec = model_spec(cfg, len(source_vocab), len(target_vocab))
     optimizer = optimizer_spec(cfg)
     model = chosen.create(spec, seed=cfg.train.seed, optimizer=optimizer)
@@ -660,11 +692,12 @@ def _train(
         "seq2seq_kit_version": __version__,
         "backend": backend_name,
         "backend_version": chosen.version,
-        "data": dataset.name,
+        "data": data.name,
         "data_sha256": fingerprint,
+        **data.meta,
         "train_pairs": len(train_pairs),
         "valid_pairs": len(valid_pairs),
-        "skipped_too_long": skipped,
+        "skipped_too_long": data.skipped,
         "config": cfg.model_dump(mode="json"),
         "seconds": 0.0 if saved is None else float(saved.meta.get("seconds", 0.0)),
     }
@@ -678,7 +711,7 @@ def _train(
         max_length=decoding_cap(spec, default_max_length(train_ids[1])),
         meta=meta,
     )
-    translator.train_pairs, translator.valid_pairs = list(train_pairs), list(valid_pairs)
+    translator.train_pairs, translator.valid_pairs = train_pairs, valid_pairs
     clock = time.perf_counter()
 
     def save(state: TrainerState) -> None:
@@ -711,7 +744,7 @@ def _train(
     state = fit(
         model,
         train_ids,
-        valid_ids if valid_pairs else None,
+        valid_ids if len(valid_ids[0]) else None,
         cfg.train,
         on_epoch_end=on_epoch_end,
         state=state,
