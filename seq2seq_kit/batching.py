@@ -116,12 +116,12 @@ def token_cost(source: Sequence[int], target: Sequence[int]) -> int:
 
 
 def row_lengths(rows: Sequence[Sequence[int]]) -> np.ndarray:
-    """int64 [len(rows)]: each row's length; from the rows' ``lengths`` array when they
-    carry one (a memory-mapped corpus: :class:`seq2seq_kit.corpus.TokenArrays`), so that
-    no row is read."""
+    """[len(rows)] each row's length: int64, or the rows' own ``lengths`` array (int32)
+    when they carry one (a corpus on disk: :class:`seq2seq_kit.corpus.TokenArrays`), so
+    that no row is read."""
     lengths = getattr(rows, "lengths", None)
     if lengths is not None:
-        return np.asarray(lengths, dtype=np.int64)
+        return np.asarray(lengths)  # int32 there: half the memory of a copy in int64
     return np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
 
 

@@ -77,25 +77,58 @@ _CHUNK = 1 << 24
 # --------------------------------------------------------------------------------------
 
 
+class _RowFile:
+    """Reads rows of one ``.bin`` / ``.idx`` pair with ``os.pread``: a row's offset, then
+    its ids, into a fresh buffer. Unlike a memory map, rows read stay out of the process's
+    resident memory (they live in the page cache), so a run over a corpus of any size
+    holds only the rows of its current batch. ``pread`` leaves the file position alone, so
+    a forked process (a data-parallel rank) shares the descriptors safely."""
+
+    def __init__(self, bin_path: Path, idx_path: Path, dtype: np.dtype) -> None:
+        self.bin_path, self.idx_path, self.dtype = bin_path, idx_path, dtype
+        self._fds: tuple[int, int] | None = None
+
+    def fds(self) -> tuple[int, int]:
+        if self._fds is None:
+            self._fds = (os.open(self.bin_path, os.O_RDONLY), os.open(self.idx_path, os.O_RDONLY))
+        return self._fds
+
+    def read(self, row: int, length: int) -> np.ndarray:
+        """int32 [length]: the ids of ``row``.
+
+        Raises:
+            DataError: the files end before the row does (truncated since opened).
+        """
+        bin_fd, idx_fd = self.fds()
+        start = int.from_bytes(os.pread(idx_fd, 8, _HEADER + 8 * row), "little", signed=True)
+        size = length * self.dtype.itemsize
+        data = os.pread(bin_fd, size, start * self.dtype.itemsize) if size else b""
+        if len(data) != size:
+            raise DataError(
+                f"row {row} ends past the end of the file (truncated?)", str(self.bin_path)
+            )
+        return np.frombuffer(data, dtype=self.dtype).astype(np.int32)
+
+    def __del__(self) -> None:
+        if self._fds is not None:
+            for fd in self._fds:
+                os.close(fd)
+
+
 class TokenArrays(Sequence[np.ndarray]):
     """One side of one split of a corpus: row ``i`` is an int32 array of its ids (no
-    BOS/EOS), read from the memory-mapped ``.bin`` when asked for.
+    BOS/EOS), read from the ``.bin`` file when asked for (:class:`_RowFile`).
 
     Attributes:
-        lengths: int32 [len(self)] the rows' lengths (memory-mapped for a whole split),
-            which :func:`seq2seq_kit.batching.batches` reads instead of the rows.
+        lengths: int32 [len(self)] the rows' lengths, in memory (4 bytes a row), which
+            :func:`seq2seq_kit.batching.batches` reads instead of the rows.
     """
 
     def __init__(
-        self,
-        ids: np.ndarray,
-        offsets: np.ndarray,
-        lengths: np.ndarray,
-        index: np.ndarray | None = None,
+        self, rows: _RowFile, lengths: np.ndarray, index: np.ndarray | None = None
     ) -> None:
-        self._ids, self._offsets, self._all_lengths = ids, offsets, lengths
-        self._index = index
-        self.lengths = lengths if index is None else np.asarray(lengths[index], dtype=np.int32)
+        self._rows, self._all_lengths, self._index = rows, lengths, index
+        self.lengths = lengths if index is None else lengths[index]
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -114,8 +147,7 @@ class TokenArrays(Sequence[np.ndarray]):
         if not -n <= i < n:
             raise IndexError(f"row {i} of {n}")
         row = i % n if self._index is None else int(self._index[i % n])
-        start = int(self._offsets[row])
-        return np.asarray(self._ids[start : start + int(self._all_lengths[row])], dtype=np.int32)
+        return self._rows.read(row, int(self._all_lengths[row]))
 
     def subset(self, rows: np.ndarray) -> TokenArrays:
         """The rows at positions ``rows`` (int array) or where ``rows`` is True (bool
@@ -123,7 +155,7 @@ class TokenArrays(Sequence[np.ndarray]):
         rows = np.asarray(rows)
         positions = np.flatnonzero(rows) if rows.dtype == bool else rows.astype(np.int64)
         index = positions if self._index is None else self._index[positions]
-        return TokenArrays(self._ids, self._offsets, self._all_lengths, index)
+        return TokenArrays(self._rows, self._all_lengths, index)
 
 
 class DecodedPairs(Sequence[Pair]):
@@ -241,7 +273,8 @@ def _vocabularies(doc: dict[str, Any], path: Path) -> tuple[Vocabulary, Vocabula
 
 
 def _open_rows(path: Path, split: str, side: str, count: int, dtype: str) -> TokenArrays:
-    """Memory-map ``SPLIT.SIDE.bin`` and ``.idx`` after checking they agree."""
+    """The rows of ``SPLIT.SIDE.bin`` and ``.idx`` after checking they agree; the
+    lengths are read into memory, the ids stay on disk."""
     if type(count) is not int or count < 0:
         raise ValueError(f"counts.{split} is {count!r}, not a row count")
     if dtype not in ("uint16", "int32"):
@@ -259,9 +292,10 @@ def _open_rows(path: Path, split: str, side: str, count: int, dtype: str) -> Tok
             f"rows ({expected} bytes)",
             str(idx),
         )
-    offsets = _map(idx, np.int64, _HEADER, count + 1)
-    lengths = _map(idx, np.int32, _HEADER + 8 * (count + 1), count)
-    total = int(offsets[-1])
+    with idx.open("rb") as fh:
+        fh.seek(_HEADER + 8 * count)
+        total = int.from_bytes(fh.read(8), "little", signed=True)
+        lengths = np.fromfile(fh, dtype="<i4", count=count).astype(np.int32, copy=False)
     itemsize = np.dtype(dtype).itemsize
     if bin_.stat().st_size != total * itemsize:
         raise DataError(
@@ -269,15 +303,7 @@ def _open_rows(path: Path, split: str, side: str, count: int, dtype: str) -> Tok
             f"({total * itemsize} bytes of {dtype})",
             str(bin_),
         )
-    return TokenArrays(_map(bin_, np.dtype(dtype), 0, total), offsets, lengths)
-
-
-def _map(file: Path, dtype: Any, offset: int, count: int) -> np.ndarray:
-    """A read-only memory map of ``count`` items (a plain empty array for none: a
-    zero-length map is refused by the OS)."""
-    if count == 0:
-        return np.zeros(0, dtype=dtype)
-    return np.asarray(np.memmap(file, dtype=dtype, mode="r", offset=offset, shape=(count,)))
+    return TokenArrays(_RowFile(bin_, idx, np.dtype(dtype)), lengths)
 
 
 # --------------------------------------------------------------------------------------
