@@ -8,7 +8,7 @@ process whose peak RSS is reported too), then a second child trains from the cor
 the NumPy backend on one thread: an LSTM of 64 units over 16-wide embeddings, batches of 64
 pairs, for ``--updates`` updates (``train.max_updates``), validated at the stop.
 
-Figure: the training child's peak RSS (``ru_maxrss``, MB = 10^6 bytes) at the largest N.
+Figure: the training child's peak RSS (``VmHWM``, MB = 10^6 bytes) at the largest N.
 Target: <= 1,000 MB at 10,000,000 pairs. The ratios to the smallest N show how little of
 it grows with the corpus (an epoch's shuffled index, 8 bytes a pair, does).
 
@@ -55,7 +55,9 @@ def write_tsv(path: Path, pairs: int, seed: int) -> None:
 
 def _child(code: str, *args: str) -> dict:
     """Run ``code`` in a fresh interpreter on one thread; the JSON it prints last, which
-    holds its own peak RSS (``ru_maxrss`` of RUSAGE_SELF, read at its end)."""
+    holds its own peak RSS (``VmHWM`` of ``/proc/self/status``: the high-water mark of the
+    child's own address space; ``ru_maxrss`` would also count the parent's resident memory
+    at the fork, which Linux carries across ``exec``)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     done = subprocess.run(
         [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True
@@ -65,8 +67,17 @@ def _child(code: str, *args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-PREPROCESS = """
-import json, resource, sys, time
+PEAK = """
+def peak_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024 / 1e6
+"""
+
+PREPROCESS = (
+    PEAK
+    + """
+import json, sys, time
 from seq2seq_kit.config import Config
 from seq2seq_kit.corpus import preprocess
 cfg = Config()
@@ -74,11 +85,14 @@ cfg.data.source, cfg.data.valid, cfg.train.seed = sys.argv[1], sys.argv[2], 0
 start = time.perf_counter()
 preprocess(cfg, sys.argv[3])
 print(json.dumps({"seconds": time.perf_counter() - start,
-    "self_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6}))
+    "self_peak_mb": peak_mb()}))
 """
+)
 
-TRAIN = """
-import json, resource, sys, time
+TRAIN = (
+    PEAK
+    + """
+import json, sys, time
 import seq2seq_kit
 from seq2seq_kit.config import Config
 cfg = Config()
@@ -92,8 +106,9 @@ t = seq2seq_kit.train(cfg, backend="numpy")
 record = t.history[-1]
 print(json.dumps({"seconds": time.perf_counter() - start, "updates": t.meta["trainer"]["updates"],
     "train_pairs": t.meta["train_pairs"], "valid_loss": record["valid_loss"],
-    "self_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6}))
+    "self_peak_mb": peak_mb()}))
 """
+)
 
 
 def main() -> None:
@@ -116,7 +131,9 @@ def main() -> None:
             made = _child(PREPROCESS, str(tsv), str(valid), str(corpus))
             tsv.unlink()  # the corpus is what training reads
             size = sum(f.stat().st_size for f in corpus.iterdir()) / 1e6
-            trained = _child(TRAIN, str(corpus), str(args.updates), str(args.bucket and "bucket"))
+            trained = _child(
+                TRAIN, str(corpus), str(args.updates), "bucket" if args.bucket else "plain"
+            )
             rows.append(
                 {
                     "pairs": pairs,
