@@ -31,7 +31,7 @@ from .config import (
     load_config,
     resolve_backend,
 )
-from .corpus import TrainingData, is_corpus, training_data
+from .corpus import TrainingData, names_corpus, training_data
 from .data import Dataset, Pair, check_pairs, load_dataset, split, surrogate_at
 from .decoding import Hypothesis, beam_search, greedy
 from .errors import (
@@ -634,7 +634,7 @@ def _train(
     saved: Checkpoint | None,
     changes: dict[str, list[Any]],
 ) -> Translator:
-    if pairs is None and is_corpus(cfg.data.source):
+    if pairs is None and names_corpus(cfg.data.source):
         saved_vocabs = None if saved is None else (saved.source_vocab, saved.target_vocab)
         data = training_data(cfg, saved_vocabs)
     else:

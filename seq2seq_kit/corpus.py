@@ -207,6 +207,15 @@ def is_corpus(source: str | os.PathLike[str]) -> bool:
     return os.path.isdir(source) and os.path.isfile(os.path.join(source, CORPUS_FILE))
 
 
+def names_corpus(source: str) -> bool:
+    """Whether a ``data.source`` is to be read as a corpus: a directory that is no
+    registered dataset's name (datasets win, as in :func:`seq2seq_kit.data.load_dataset`);
+    :func:`open_corpus` then says what is wrong with one that holds no corpus."""
+    from .plugins import registry
+
+    return source not in registry().datasets and os.path.isdir(source)
+
+
 def open_corpus(path: str | os.PathLike[str]) -> Corpus:
     """Open a corpus directory written by :func:`preprocess`: every file is checked against
     the SHA-256 in ``corpus.json`` (read in chunks: nothing stays in memory), then the id

@@ -186,6 +186,12 @@ def test_an_interrupted_preprocess_leaves_no_corpus(tmp_path, monkeypatch):
         open_corpus(tmp_path / "c")
 
 
+def test_a_folder_without_a_corpus_is_named_as_such(tmp_path):
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(DataError, match="folder/corpus.json: missing; .* no preprocessed corpus"):
+        seq2seq_kit.train(tiny(str(tmp_path / "folder")))
+
+
 def test_an_interrupted_overwrite_keeps_the_old_corpus(tmp_path, monkeypatch):
     preprocess(tiny(), tmp_path / "c")
     before = open_corpus(tmp_path / "c").fingerprint
@@ -229,3 +235,19 @@ def test_cli_preprocess_then_train(tmp_path, capsys):
     assert "saved model" in capsys.readouterr().out
     assert main(["train", "--data", out, "--out", str(tmp_path / "m2"), "--tokenizer", "word"]) == 2
     assert "data.tokenizer" in capsys.readouterr().err
+
+
+def test_a_transformer_skips_pairs_over_max_positions_as_from_the_text(tmp_path):
+    cfg = tiny(epochs=2)
+    cfg.model = {"architecture": "transformer", "d_model": 8, "num_heads": 2, "ff_size": 8}
+    cfg.model.encoder_layers = cfg.model.decoder_layers = 1
+    cfg.model.max_positions = 20  # num2words' longer spellings do not fit
+    preprocess(cfg, tmp_path / "c")
+    direct = seq2seq_kit.train(cfg)
+    stored = seq2seq_kit.train(from_corpus(cfg, tmp_path / "c"))
+    assert direct.meta["skipped_too_long"] > 0
+    for key in ("skipped_too_long", "train_pairs", "valid_pairs"):
+        assert stored.meta[key] == direct.meta[key], key
+    assert stored.max_length == direct.max_length == 19
+    assert stored.target_vocab == direct.target_vocab  # the skipped pairs had no rarer letter
+    assert_same_training(direct, stored)
