@@ -68,8 +68,10 @@ _UNTRAINED = ("char", "word")
 SAMPLE_PAIRS = 1_000_000
 #: Ids buffered per (split, side) before they are appended to the temporary id file.
 _FLUSH = 1 << 20
-#: Ids read at once when counting and renumbering the temporary id files.
-_CHUNK = 1 << 24
+#: Ids read at once when counting and renumbering the temporary id files (16 MB of int32,
+#: about 50 MB at the peak of a renumbering): what bounds preprocess's memory besides the
+#: row lengths and the pieces.
+_CHUNK = 1 << 22
 
 
 # --------------------------------------------------------------------------------------
@@ -701,7 +703,7 @@ def _write(
         vocab, numbering = vocabs[side_index], numbers[side_index]
         dtype = np.uint16 if len(vocab) <= 1 << 16 else np.int32
         doc["dtypes"][side] = np.dtype(dtype).name
-        table = np.full(max(len(numbering.index), 1), UNK, dtype=np.int64)
+        table = np.full(max(len(numbering.index), 1), UNK, dtype=np.int32)
         for piece, provisional in numbering.index.items():
             table[provisional] = vocab._index.get(piece, UNK)
         for split in SPLITS:
