@@ -34,6 +34,7 @@ import tempfile
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any, overload
 
@@ -45,7 +46,7 @@ from .checkpoint import _fsync, _sha256
 from .config import Config, DataConfig, describe_errors
 from .data import Pair, held_out_sources, looks_like_path, read_lines
 from .errors import ConfigError, DataError
-from .tokenizers import Tokenizer
+from .tokenizers import CharTokenizer, Tokenizer
 from .vocab import UNK, Vocabulary, normalize
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,8 @@ _UNTRAINED = ("char", "word")
 #: it, every training pair in order, as training from the text does. SentencePiece itself
 #: samples a million sentences by default (``input_sentence_size``).
 SAMPLE_PAIRS = 1_000_000
-#: Ids buffered per (split, side) before they are appended to the temporary id file.
-_FLUSH = 1 << 20
+#: Rows encoded together (one NFC pass and one lookup per block for characters).
+_BLOCK = 1 << 16
 #: Ids read at once when counting and renumbering the temporary id files (16 MB of int32,
 #: about 50 MB at the peak of a renumbering): what bounds preprocess's memory besides the
 #: row lengths and the pieces.
@@ -485,29 +486,24 @@ def _source(source: str, limit: int | None, options: dict[str, Any]) -> _Source:
 @dataclass
 class _Side:
     """Ids of one (split, side) as they are encoded: appended to a temporary int32 file
-    in provisional numbering (first seen, first numbered), lengths kept in memory."""
+    in provisional numbering (see :class:`_Numbering`), lengths kept in memory."""
 
     file: Path
     lengths: array = field(default_factory=lambda: array("i"))
-    buffer: array = field(default_factory=lambda: array("i"))
 
-    def add(self, ids: list[int]) -> None:
-        self.lengths.append(len(ids))
-        self.buffer.extend(ids)
-        if len(self.buffer) >= _FLUSH:
-            self.flush()
-
-    def flush(self) -> None:
+    def add(self, ids: np.ndarray, lengths: np.ndarray) -> None:
         with self.file.open("ab") as fh:
-            self.buffer.tofile(fh)
-        del self.buffer[:]
+            ids.astype(np.int32, copy=False).tofile(fh)
+        self.lengths.frombytes(lengths.astype(np.int32).tobytes())
 
 
 class _Numbering:
-    """Provisional ids of pieces in first-seen order, for one vocabulary."""
+    """Provisional ids of pieces in first-seen order, for one vocabulary; renumbered into
+    the vocabulary's ids once every piece has been counted."""
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.tokenizer, self.index = tokenizer, {}  # type: dict[str, int]
+        self._codes: np.ndarray | None = None  # code point -> id, for characters
 
     def encode(self, text: str) -> list[int]:
         pieces = self.tokenizer.encode(normalize(text))
@@ -516,6 +512,37 @@ class _Numbering:
         if -1 in ids:
             index = self.index
             ids = [index.setdefault(piece, len(index)) for piece in pieces]
+        return ids
+
+    def encode_block(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """int32 ids of all ``texts`` back to back, and int64 [len(texts)] their lengths."""
+        if type(self.tokenizer) is CharTokenizer:
+            # One NFC pass over the block: "\n" never composes or reorders with its
+            # neighbours, so normalising the joined texts normalises each; a text that
+            # itself holds "\n" (no file row can) takes the per-text path.
+            parts = normalize("\n".join(texts)).split("\n")
+            if len(parts) == len(texts):
+                try:
+                    codes = np.frombuffer("".join(parts).encode("utf-32-le"), dtype="<u4")
+                except UnicodeEncodeError:  # a lone surrogate: the per-text path keeps it
+                    pass
+                else:
+                    lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+                    return self._characters(codes), lengths
+        rows = [self.encode(text) for text in texts]
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        flat = np.fromiter(chain.from_iterable(rows), dtype=np.int32, count=int(lengths.sum()))
+        return flat, lengths
+
+    def _characters(self, codes: np.ndarray) -> np.ndarray:
+        if self._codes is None:
+            self._codes = np.full(0x110000, -1, dtype=np.int32)
+        ids = self._codes[codes]
+        unseen = ids < 0
+        if unseen.any():
+            for code in np.unique(codes[unseen]).tolist():
+                self._codes[code] = self.index.setdefault(chr(code), len(self.index))
+            ids = self._codes[codes]
         return ids
 
 
@@ -662,19 +689,22 @@ def _write(
         side.file.touch()
     skipped = 0
     for split, rows in (("train", train_rows), ("valid", valid_rows)):
-        source_side, target_side = sides[split, "source"], sides[split, "target"]
-        for source, target in rows():
-            src, tgt = numbers[0].encode(source), numbers[1].encode(target)
-            if split == "train" and (
-                (caps[0] is not None and len(src) > caps[0])
-                or (caps[1] is not None and len(tgt) > caps[1])
-            ):
-                skipped += 1
-                continue
-            source_side.add(src)
-            target_side.add(tgt)
-    for side in sides.values():
-        side.flush()
+        pairs = rows()
+        while block := list(islice(pairs, _BLOCK)):
+            src, src_lengths = numbers[0].encode_block([source for source, _ in block])
+            tgt, tgt_lengths = numbers[1].encode_block([target for _, target in block])
+            if split == "train" and caps != (None, None):
+                keep = np.ones(len(block), dtype=bool)
+                if caps[0] is not None:
+                    keep &= src_lengths <= caps[0]
+                if caps[1] is not None:
+                    keep &= tgt_lengths <= caps[1]
+                if not keep.all():
+                    skipped += int(len(keep) - keep.sum())
+                    src, src_lengths = src[np.repeat(keep, src_lengths)], src_lengths[keep]
+                    tgt, tgt_lengths = tgt[np.repeat(keep, tgt_lengths)], tgt_lengths[keep]
+            sides[split, "source"].add(src, src_lengths)
+            sides[split, "target"].add(tgt, tgt_lengths)
     if skipped:
         named = " / ".join(
             f"data.{key} = {cap}"
