@@ -251,3 +251,45 @@ def test_a_transformer_skips_pairs_over_max_positions_as_from_the_text(tmp_path)
     assert stored.max_length == direct.max_length == 19
     assert stored.target_vocab == direct.target_vocab  # the skipped pairs had no rarer letter
     assert_same_training(direct, stored)
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["two", "shared"])
+def test_a_learned_tokenizer_is_trained_as_from_the_text(tmp_path, shared):
+    cfg = tiny(epochs=2)
+    cfg.data.tokenizer, cfg.data.tokenizer_options = "sentencepiece", {"vocab_size": 32}
+    cfg.data.shared_vocabulary = shared
+    preprocess(cfg, tmp_path / "c")
+    names = {p.name for p in (tmp_path / "c").glob("*.model")}
+    assert names == (
+        {"source-sentencepiece.model"}
+        if shared
+        else {"source-sentencepiece.model", "target-sentencepiece.model"}
+    )
+    direct = seq2seq_kit.train(cfg)
+    stored = seq2seq_kit.train(from_corpus(cfg, tmp_path / "c"))
+    assert stored.source_vocab == direct.source_vocab
+    assert stored.target_vocab == direct.target_vocab
+    assert (stored.source_vocab is stored.target_vocab) is shared
+    assert_same_training(direct, stored)
+    assert stored.translate(["123"]) == direct.translate(["123"])
+
+
+def test_a_learned_tokenizer_trains_on_a_sample_of_a_large_corpus(tmp_path, monkeypatch):
+    import seq2seq_kit.api as api
+
+    seen = []
+    train_tokenizers = api._tokenizers
+
+    def spy(cfg, pairs, saved):
+        seen.append(list(pairs))
+        return train_tokenizers(cfg, pairs, saved)
+
+    monkeypatch.setattr(api, "_tokenizers", spy)
+    monkeypatch.setattr(corpus_module, "SAMPLE_PAIRS", 50)
+    cfg = tiny(epochs=1)
+    cfg.data.tokenizer, cfg.data.tokenizer_options = "sentencepiece", {"vocab_size": 25}
+    preprocess(cfg, tmp_path / "c")
+    sample, training = seen[0], list(seq2seq_kit.train(cfg).train_pairs)
+    assert len(sample) == 50 and len(set(sample)) == 50 and set(sample) <= set(training)
+    assert sample != training[:50]  # a sample of all 60, not the first 50
+    assert seq2seq_kit.train(from_corpus(cfg, tmp_path / "c")).meta["train_pairs"] == 60
