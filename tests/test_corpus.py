@@ -293,3 +293,19 @@ def test_a_learned_tokenizer_trains_on_a_sample_of_a_large_corpus(tmp_path, monk
     assert len(sample) == 50 and len(set(sample)) == 50 and set(sample) <= set(training)
     assert sample != training[:50]  # a sample of all 60, not the first 50
     assert seq2seq_kit.train(from_corpus(cfg, tmp_path / "c")).meta["train_pairs"] == 60
+
+
+def test_a_tsv_split_by_valid_fraction_keeps_a_source_on_one_side(tmp_path):
+    tsv = tmp_path / "pairs.tsv"
+    # every source twice (alternative translations): both land on the same side
+    tsv.write_text("".join(f"{n}\t{n * k}\n" for n in range(50) for k in (2, 3)))
+    cfg = tiny(str(tsv), epochs=1)
+    cfg.data.valid_fraction = 0.2
+    preprocess(cfg, tmp_path / "c")
+    direct = seq2seq_kit.train(cfg)
+    stored = seq2seq_kit.train(from_corpus(cfg, tmp_path / "c"))
+    assert list(stored.valid_pairs) == list(direct.valid_pairs)
+    assert list(stored.train_pairs) == list(direct.train_pairs)
+    assert len(stored.valid_pairs) == 20
+    assert not {s for s, _ in stored.valid_pairs} & {s for s, _ in stored.train_pairs}
+    assert_same_training(direct, stored)
