@@ -221,8 +221,8 @@ def names_corpus(source: str) -> bool:
 
 def open_corpus(path: str | os.PathLike[str]) -> Corpus:
     """Open a corpus directory written by :func:`preprocess`: every file is checked against
-    the SHA-256 in ``corpus.json`` (read in chunks: nothing stays in memory), then the id
-    arrays are memory-mapped.
+    the SHA-256 in ``corpus.json`` (read in chunks: nothing stays in memory), then the row
+    lengths are read; the ids stay on disk until a row is asked for.
 
     Raises:
         DataError: naming the file: ``corpus.json`` missing, not JSON, of another format or
@@ -251,6 +251,15 @@ def open_corpus(path: str | os.PathLike[str]) -> Corpus:
         )
     try:
         files = doc["files"]
+        unlisted = [
+            f"{split}.{side}.{kind}"
+            for split in SPLITS
+            for side in SIDES
+            for kind in ("bin", "idx")
+            if f"{split}.{side}.{kind}" not in files
+        ]
+        if unlisted:
+            raise ValueError(f"files lists no SHA-256 for {', '.join(unlisted)}")
         for name, sha in sorted(files.items()):
             if Path(name).name != name or name in ("", ".", ".."):
                 raise ValueError(f"file entry {name!r} must name a file inside the directory")

@@ -161,6 +161,15 @@ def test_a_damaged_corpus_is_refused_naming_the_file(tmp_path, name, damage, mes
     assert str(tmp_path / "c" / name) in str(info.value)
 
 
+def test_a_file_corpus_json_does_not_vouch_for_is_refused(tmp_path):
+    preprocess(tiny(), tmp_path / "c")
+    doc = json.loads((tmp_path / "c" / "corpus.json").read_text())
+    del doc["files"]["valid.target.idx"]
+    (tmp_path / "c" / "corpus.json").write_text(json.dumps(doc))
+    with pytest.raises(DataError, match="corpus.json: malformed .*no SHA-256 for valid.target.idx"):
+        open_corpus(tmp_path / "c")
+
+
 def test_an_index_that_disagrees_with_its_file_is_refused_even_with_matching_hashes(tmp_path):
     # corpus.json re-hashed after the damage: the structural checks still catch it
     preprocess(tiny(), tmp_path / "c")
