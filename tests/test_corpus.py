@@ -318,3 +318,19 @@ def test_a_tsv_split_by_valid_fraction_keeps_a_source_on_one_side(tmp_path):
     assert len(stored.valid_pairs) == 20
     assert not {s for s, _ in stored.valid_pairs} & {s for s, _ in stored.train_pairs}
     assert_same_training(direct, stored)
+
+
+def test_the_files_follow_the_documented_layout(tmp_path):
+    # what another tool reads with numpy.memmap, from the module documentation alone
+    preprocess(tiny(), tmp_path / "c")
+    doc = json.loads((tmp_path / "c" / "corpus.json").read_text())
+    rows = open_corpus(tmp_path / "c").splits["train"][1]
+    idx = (tmp_path / "c" / "train.target.idx").read_bytes()
+    n = int.from_bytes(idx[8:16], "little")
+    assert idx[:8] == b"S2SKIDX1" and n == doc["counts"]["train"] == len(rows)
+    offsets = np.frombuffer(idx, dtype="<i8", count=n + 1, offset=16)
+    lengths = np.frombuffer(idx, dtype="<i4", count=n, offset=16 + 8 * (n + 1))
+    ids = np.memmap(tmp_path / "c" / "train.target.bin", dtype=doc["dtypes"]["target"], mode="r")
+    np.testing.assert_array_equal(np.diff(offsets), lengths)
+    for i in (0, 17, n - 1):
+        np.testing.assert_array_equal(ids[offsets[i] : offsets[i + 1]], rows[i])
