@@ -32,6 +32,7 @@ from .config import (
     load_config,
     resolve_backend,
 )
+from .corpus import TrainingData, names_corpus, training_data
 from .data import Dataset, Pair, check_pairs, load_dataset, split, surrogate_at
 from .decoding import Hypothesis, beam_search, greedy
 from .errors import (
@@ -90,8 +91,9 @@ class Translator:
         self.max_length = max_length
         self.meta = meta or {}
         #: the (source, target) pairs it was trained and validated on, when just trained
-        self.train_pairs: list[Pair] = []
-        self.valid_pairs: list[Pair] = []
+        #: (from a corpus: decoded from its ids when read)
+        self.train_pairs: Sequence[Pair] = []
+        self.valid_pairs: Sequence[Pair] = []
         #: this process's rank in the data-parallel run that trained the model (0 alone);
         #: only rank 0 writes the model directory
         self.rank = 0
@@ -285,8 +287,13 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> Translator
 
 
 def default_max_length(targets: Sequence[Sequence[int]]) -> int:
-    """Decoding cap saved with a model: twice the longest training target, at least +10."""
-    longest = max((len(t) for t in targets), default=0)
+    """Decoding cap saved with a model: twice the longest training target, at least +10
+    (read from the targets' ``lengths`` array when they carry one: a corpus)."""
+    lengths = getattr(targets, "lengths", None)
+    if lengths is not None:
+        longest = int(np.max(lengths, initial=0))
+    else:
+        longest = max((len(t) for t in targets), default=0)
     return max(2 * longest, longest + 10)
 
 
@@ -633,31 +640,13 @@ def _load_pairs(
     return dataset, train_pairs, valid_pairs, skipped, tokenizers
 
 
-def _train(
-    cfg: Config,
-    out: Path | None,
-    chosen: Backend,
-    backend_name: str,
-    pairs: tuple[Pair, ...] | None,
-    saved: Checkpoint | None,
-    changes: dict[str, list[Any]],
-    launch: Launch | None = None,
-) -> Translator:
+def _text_data(
+    cfg: Config, pairs: tuple[Pair, ...] | None, saved: Checkpoint | None
+) -> TrainingData:
+    """Training data from text pairs (a dataset, a TSV file, pairs given in Python): split,
+    length-filtered, tokenized and encoded in memory."""
     dataset, train_pairs, valid_pairs, skipped, tokenizers = _load_pairs(cfg, pairs, saved)
     fingerprint = data_fingerprint(train_pairs, valid_pairs)
-    if saved is not None and saved.meta.get("data_sha256", fingerprint) != fingerprint:
-        moved = [
-            f"{k} is {old!r} in the saved run but {new!r} now"
-            for k, (old, new) in changes.items()
-            if k in MOVABLE
-        ]
-        raise DataError(
-            "; ".join(moved + ["the training or validation pairs differ from the saved run's"])
-            + " (data given anew, or the file changed since?); a resumed run trains on the "
-            "pairs it started with: start a new run with --out to train on other data",
-            dataset.path or dataset.name,
-        )
-
     if saved is not None:
         source_vocab, target_vocab = saved.source_vocab, saved.target_vocab
     elif cfg.data.shared_vocabulary:
@@ -674,7 +663,48 @@ def _train(
             [target_vocab.encode(t, unknown="replace") for _, t in pairs],
         )
 
-    train_ids, valid_ids = encode(train_pairs), encode(valid_pairs)
+    return TrainingData(
+        name=dataset.name,
+        where=dataset.path or dataset.name,
+        train=encode(train_pairs),
+        valid=encode(valid_pairs),
+        train_pairs=list(train_pairs),
+        valid_pairs=list(valid_pairs),
+        vocabs=(source_vocab, target_vocab),
+        skipped=skipped,
+        fingerprint=fingerprint,
+    )
+
+
+def _train(
+    cfg: Config,
+    out: Path | None,
+    chosen: Backend,
+    backend_name: str,
+    pairs: tuple[Pair, ...] | None,
+    saved: Checkpoint | None,
+    changes: dict[str, list[Any]],
+    launch: Launch | None = None,
+) -> Translator:
+    if pairs is None and names_corpus(cfg.data.source):
+        saved_vocabs = None if saved is None else (saved.source_vocab, saved.target_vocab)
+        data = training_data(cfg, saved_vocabs)
+    else:
+        data = _text_data(cfg, pairs, saved)
+    fingerprint = data.fingerprint
+    if saved is not None and saved.meta.get("data_sha256", fingerprint) != fingerprint:
+        moved = [
+            f"{k} is {old!r} in the saved run but {new!r} now"
+            for k, (old, new) in changes.items()
+            if k in MOVABLE
+        ]
+        raise DataError(
+            "; ".join(moved + ["the training or validation pairs differ from the saved run's"])
+            + " (data given anew, or the file changed since?); a resumed run trains on the "
+            "pairs it started with: start a new run with --out to train on other data",
+            data.where,
+        )
+    source_vocab, target_vocab = data.vocabs
     spec = model_spec(cfg, len(source_vocab), len(target_vocab))
     optimizer = optimizer_spec(cfg)
     local_processes = 1 if launch is None else launch.local_world_size
@@ -693,8 +723,8 @@ def _train(
             cfg,
             out,
             (chosen, backend_name, runtime),
-            (dataset, train_pairs, valid_pairs, skipped, train_ids, valid_ids),
-            (source_vocab, target_vocab, fingerprint, spec, optimizer),
+            data,
+            (spec, optimizer),
             saved,
             changes,
         )
@@ -707,14 +737,17 @@ def _train_model(
     cfg: Config,
     out: Path | None,
     backend: tuple[Backend, str, Runtime],
-    data: tuple[Dataset, list[Pair], list[Pair], int, Any, Any],
-    model_parts: tuple[Vocabulary, Vocabulary, str, Spec, OptimizerSpec],
+    data: TrainingData,
+    specs: tuple[Spec, OptimizerSpec],
     saved: Checkpoint | None,
     changes: dict[str, list[Any]],
 ) -> Translator:
     chosen, backend_name, runtime = backend
-    dataset, train_pairs, valid_pairs, skipped, train_ids, valid_ids = data
-    source_vocab, target_vocab, fingerprint, spec, optimizer = model_parts
+    spec, optimizer = specs
+    source_vocab, target_vocab = data.vocabs
+    train_ids, valid_ids = data.train, data.valid
+    train_pairs, valid_pairs = data.train_pairs, data.valid_pairs
+    fingerprint = data.fingerprint
     group = runtime.group
     rank, world_size = (0, 1) if group is None else (group.rank, group.world_size)
     model = chosen.create(spec, seed=cfg.train.seed, optimizer=optimizer, runtime=runtime)
@@ -753,11 +786,12 @@ def _train_model(
         "seq2seq_kit_version": __version__,
         "backend": backend_name,
         "backend_version": chosen.version,
-        "data": dataset.name,
+        "data": data.name,
         "data_sha256": fingerprint,
+        **data.meta,
         "train_pairs": len(train_pairs),
         "valid_pairs": len(valid_pairs),
-        "skipped_too_long": skipped,
+        "skipped_too_long": data.skipped,
         "config": cfg.model_dump(mode="json"),
         "seconds": 0.0 if saved is None else float(saved.meta.get("seconds", 0.0)),
         "distributed": {
@@ -777,7 +811,7 @@ def _train_model(
         max_length=decoding_cap(spec, default_max_length(train_ids[1])),
         meta=meta,
     )
-    translator.train_pairs, translator.valid_pairs = list(train_pairs), list(valid_pairs)
+    translator.train_pairs, translator.valid_pairs = train_pairs, valid_pairs
     clock = time.perf_counter()
 
     def save(state: TrainerState) -> None:
@@ -811,7 +845,7 @@ def _train_model(
     state = fit(
         model,
         train_ids,
-        valid_ids if valid_pairs else None,
+        valid_ids if len(valid_ids[0]) else None,
         cfg.train,
         on_epoch_end=on_epoch_end if lead else None,
         state=state,

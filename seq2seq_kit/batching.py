@@ -158,6 +158,16 @@ def token_cost(source: Sequence[int], target: Sequence[int]) -> int:
     return max(len(source), len(target) + 1)
 
 
+def row_lengths(rows: Sequence[Sequence[int]]) -> np.ndarray:
+    """[len(rows)] each row's length: int64, or the rows' own ``lengths`` array (int32)
+    when they carry one (a corpus on disk: :class:`seq2seq_kit.corpus.TokenArrays`), so
+    that no row is read."""
+    lengths = getattr(rows, "lengths", None)
+    if lengths is not None:
+        return np.asarray(lengths)  # int32 there: half the memory of a copy in int64
+    return np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
+
+
 def _plan(
     sources: Sequence[Sequence[int]],
     targets: Sequence[Sequence[int]],
@@ -169,10 +179,12 @@ def _plan(
     """The pair indices of each batch, in yield order; all of ``rng``'s draws happen here."""
     n = len(sources)
     order = np.arange(n) if rng is None else rng.permutation(n)
+    if bucket or batch_type == "tokens":
+        source_lengths, target_lengths = row_lengths(sources)[order], row_lengths(targets)[order]
     if bucket:
-        totals = np.array([len(sources[i]) + len(targets[i]) for i in order], dtype=np.int64)
+        totals = source_lengths + target_lengths
     if batch_type == "tokens":
-        costs = np.array([token_cost(sources[i], targets[i]) for i in order], dtype=np.int64)
+        costs = np.maximum(source_lengths, target_lengths + 1)  # token_cost of each pair
         if bucket:
             # lexsort is stable: equal lengths keep the shuffled order, so each epoch's
             # batches hold different pairs

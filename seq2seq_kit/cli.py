@@ -1,4 +1,4 @@
-"""The ``seq2seq-kit`` command line: train, translate, evaluate, backends.
+"""The ``seq2seq-kit`` command line: train, preprocess, translate, evaluate, backends.
 
 Imports stay inside the commands so that ``--help`` and ``backends`` load no framework and
 little else.
@@ -144,6 +144,22 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_train)
 
 
+def _add_preprocess(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "preprocess",
+        help="tokenize the [data] once into memory-mapped id arrays to train from",
+        description="Reads the data a training run with this config would read, splits it "
+        "(by --seed), trains the tokenizers, builds the vocabularies and writes them with the "
+        "ids to --out; train from it with [data] source = OUT (--data OUT). Every flag but "
+        "--config and --out sets the config key it names.",
+    )
+    p.add_argument("--config", help="TOML config file (its [data] and train.seed are read)")
+    p.add_argument("--out", required=True, metavar="DIR", help="corpus directory to write")
+    _add_config_flags(p, "data")
+    _add_config_flags(p, "train", ["seed", "overwrite"])
+    p.set_defaults(run=_preprocess)
+
+
 def _add_translate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "translate",
@@ -223,7 +239,15 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="seq2seq-kit", description="Pluggable sequence-to-sequence toolkit.")
     p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_translate, _add_evaluate, _add_plot, _add_info, _add_backends):
+    for add in (
+        _add_train,
+        _add_preprocess,
+        _add_translate,
+        _add_evaluate,
+        _add_plot,
+        _add_info,
+        _add_backends,
+    ):
         add(sub)
     return p
 
@@ -280,6 +304,37 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     _report(translator)
     print(f"saved model to {args.out or args.resume}")
+    return 0
+
+
+def _preprocess(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from .config import Config, describe_errors, explicit_keys, load_config
+    from .corpus import open_corpus, preprocess
+    from .errors import ConfigError
+
+    if not args.out.strip():
+        raise ConfigError("--out: empty path")
+    data = explicit_keys(load_config(args.config))
+    flags = _flag_values(args)
+    for section, values in flags.items():
+        data.setdefault(section, {}).update(values)
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        names = {(s, k): _flag(s, k) for s, values in flags.items() for k in values}
+        where = f"{args.config}: " if args.config else ""
+        raise ConfigError(where + describe_errors(exc, names)) from None
+    out = preprocess(cfg, args.out)
+    corpus = open_corpus(out)
+    counts, doc = corpus.doc["counts"], corpus.doc
+    print(
+        f"wrote {out}: {counts['train']} training and {counts['valid']} validation pairs"
+        + (f" ({doc['skipped_too_long']} too long skipped)" if doc["skipped_too_long"] else "")
+        + f"; vocabularies {len(corpus.vocabs[0])} / {len(corpus.vocabs[1])} ids"
+    )
+    print(f"train from it with: seq2seq-kit train --data {out} --out MODEL_DIR")
     return 0
 
 

@@ -49,7 +49,11 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    source: str = Field("digits", description="dataset name (digits, num2words, nato) or TSV path")
+    source: str = Field(
+        "digits",
+        description="dataset name (digits, num2words, nato), TSV path, or a corpus folder "
+        "written by seq2seq-kit preprocess",
+    )
     limit: int | None = Field(None, ge=1, description="use only the first N pairs")
     valid_fraction: float | None = Field(
         None, ge=0.0, lt=1.0, description="held-out share; default: the dataset's own"

@@ -263,17 +263,30 @@ def split(pairs: Sequence[Pair], valid_fraction: float, seed: int) -> tuple[list
     that appears several times (Tatoeba's alternative translations) lands on one side only,
     so validation never scores a sentence seen in training.
     """
-    if not 0.0 <= valid_fraction < 1.0:
-        raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
-    sources = sorted({s for s, _ in pairs})
-    n_valid = round(valid_fraction * len(sources))
-    if n_valid == 0:
+    held = held_out_sources({s for s, _ in pairs}, valid_fraction, seed)
+    if not held:
         return list(pairs), []
-    rng = np.random.default_rng(seed)
-    held = {sources[i] for i in rng.permutation(len(sources))[:n_valid]}
     train = [p for p in pairs if p[0] not in held]
     valid = [p for p in pairs if p[0] in held]
     return train, valid
+
+
+def held_out_sources(sources: set[str], valid_fraction: float, seed: int) -> set[str]:
+    """The distinct sources :func:`split` holds out: ``round(valid_fraction * n)`` of the
+    ``n`` sources, sorted by code point then permuted by ``seed``. Streaming readers that
+    collect the distinct sources first use it to split as :func:`split` does.
+
+    Raises:
+        ValueError: ``valid_fraction`` outside ``[0, 1)``.
+    """
+    if not 0.0 <= valid_fraction < 1.0:
+        raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
+    ordered = sorted(sources)
+    n_valid = round(valid_fraction * len(ordered))
+    if n_valid == 0:
+        return set()
+    rng = np.random.default_rng(seed)
+    return {ordered[i] for i in rng.permutation(len(ordered))[:n_valid]}
 
 
 def load_dataset(source: str, limit: int | None = None, **options: Any) -> Dataset:

@@ -35,8 +35,9 @@ def _same_value(key: str, old: Any, new: Any) -> bool:
 
 
 def _source_key(source: str) -> str:
-    """A data source as compared on resume: files by their absolute path."""
-    return str(Path(source).resolve()) if os.path.isfile(source) else source
+    """A data source as compared on resume: files and corpus folders by their absolute
+    path."""
+    return str(Path(source).resolve()) if os.path.exists(source) else source
 
 
 def _saved_config(saved: Checkpoint, resume: str | os.PathLike[str]) -> Config:

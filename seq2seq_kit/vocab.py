@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,14 @@ class Vocabulary:
         counts: Counter[str] = Counter()
         for text in texts:
             counts.update(tokenizer.encode(normalize(text)))
+        return cls.from_counts(counts, tokenizer)
+
+    @classmethod
+    def from_counts(cls, counts: Mapping[str, int], tokenizer: str | Tokenizer) -> Vocabulary:
+        """The vocabulary :meth:`build` makes from these piece counts (pieces of count 0
+        are never kept), for callers that count pieces their own way (a streamed corpus)."""
+        tokenizer = as_tokenizer(tokenizer)
+        counts = {piece: n for piece, n in counts.items() if n > 0}
         min_frequency = getattr(tokenizer, "min_frequency", 1)
         kept = sorted(piece for piece, n in counts.items() if n >= min_frequency)
         max_size = getattr(tokenizer, "max_size", None)

@@ -52,6 +52,7 @@ def model_dir(tmp_path_factory):
 def _required_args(command: str, model_dir) -> list[str]:
     return {
         "train": ["--out", str(model_dir.parent / "never")],
+        "preprocess": ["--out", str(model_dir.parent / "never-corpus")],
         "translate": ["--model", str(model_dir)],
         "evaluate": ["--model", str(model_dir), "--data", "digits"],
     }[command]
