@@ -1,0 +1,179 @@
+"""Data-parallel training in the torch backend: torchrun starts real processes on the
+loopback interface (gloo on the CPU), which must train the weights one process trains on
+the ranks' batches together, stop with an error naming a rank that dies, and leave a
+model directory that loads."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torch.distributed.run")
+if not torch.distributed.is_available():
+    pytest.skip("torch built without torch.distributed", allow_module_level=True)
+
+from safetensors.numpy import load_file  # noqa: E402
+
+import seq2seq_kit  # noqa: E402
+from seq2seq_kit import cli  # noqa: E402
+
+#: a small attention RNN on num2words pairs, no validation split
+MODEL = [
+    "--data", "num2words", "--valid-fraction", "0", "--backend", "torch",
+    "--hidden-size", "32", "--embedding-size", "16", "--attention", "dot",
+    "--threads", "1", "--no-progress", "--epochs", "100",
+]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun(args: list[str], nproc: int = 2) -> subprocess.Popen:
+    """``python -m torch.distributed.run ... -m seq2seq_kit train ARGS`` on loopback."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "TF_CONFIG"):
+        env.pop(name, None)
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+        "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+        "-m", "seq2seq_kit", "train", *args,
+    ]  # fmt: skip
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = 60) -> tuple[int, str]:
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        pytest.fail(f"torchrun did not finish in {timeout} s:\n{out}\n{err}")
+    return process.returncode, out + err
+
+
+def max_difference(a: Path, b: Path) -> float:
+    """The largest absolute difference between the tensors of two safetensors files
+    holding the same names."""
+    left, right = load_file(a), load_file(b)
+    assert sorted(left) == sorted(right)
+    return max(float(np.abs(left[k] - right[k]).max()) for k in left)
+
+
+@pytest.mark.parametrize(
+    "pairs, accumulate",
+    [
+        (40, 1),  # batches of 8 = 4 + 4 pairs
+        # 33 pairs: each epoch's fifth batch holds one pair, so rank 1 has none for it and
+        # joins the update's all-reduce with nothing; with accumulate 2 that update is the
+        # third, and the first two accumulate two batches on each rank
+        (33, 2),
+    ],
+)
+def test_two_ranks_train_the_weights_of_one_process(tmp_path, capsys, pairs, accumulate):
+    data = [*MODEL, "--limit", str(pairs), "--accumulate", str(accumulate), "--max-updates", "6"]
+    code, output = finish(torchrun([*data, "--batch-size", "4", "--out", str(tmp_path / "two")]))
+    assert code == 0, output
+    assert cli.main(["train", *data, "--batch-size", "8", "--out", str(tmp_path / "one")]) == 0
+    capsys.readouterr()
+    for name in ("weights.safetensors", "last.safetensors", "optimizer.safetensors"):
+        difference = max_difference(tmp_path / "one" / name, tmp_path / "two" / name)
+        assert difference <= 1e-5, f"{name}: {difference}"
+    meta = json.loads((tmp_path / "two" / "model.json").read_text())["meta"]
+    assert meta["distributed"] == {
+        "launcher": "torchrun",
+        "world_size": 2,
+        "batch_size_per_rank": 4,
+        "global_batch_size": 8,
+    }
+    assert meta["trainer"]["updates"] == 6
+    single = json.loads((tmp_path / "one" / "model.json").read_text())["meta"]
+    assert single["distributed"]["world_size"] == 1
+    # every rank's loss share summed, and the evaluation's sums over the ranks' pairs:
+    # the same figures as one process
+    for key in ("train_loss", "valid_loss", "valid_accuracy"):
+        assert meta["history"][-1][key] == pytest.approx(single["history"][-1][key], rel=1e-5)
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # the parent pid follows the ")" that ends the command name
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def rank_of(pid: int) -> int | None:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    ranks = [v[len(b"RANK=") :] for v in environ if v.startswith(b"RANK=")]
+    return int(ranks[0]) if ranks else None
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the ranks in /proc")
+def test_a_killed_rank_stops_the_run_with_its_number_and_the_directory_loads(tmp_path):
+    out = tmp_path / "model"
+    args = [*MODEL, "--limit", "40", "--batch-size", "4", "--save-every", "2"]
+    process = torchrun([*args, "--max-updates", "1000000", "--out", str(out)])
+    try:
+        deadline = time.monotonic() + 45
+        while not (out / "model.json").exists():
+            assert process.poll() is None, finish(process)[1]
+            assert time.monotonic() < deadline, "no checkpoint within 45 s"
+            time.sleep(0.1)
+        workers = {rank_of(pid): pid for pid in children(process.pid)}
+        assert set(workers) == {0, 1}, workers
+        os.kill(workers[1], signal.SIGKILL)
+        code, output = finish(process, timeout=45)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code != 0, output
+    assert "error: rank 0: rank 1 of 2 (torchrun) failed or stopped" in output, output
+    assert "training stopped" in output, output
+    translator = seq2seq_kit.load(out)
+    assert translator.translate(["12"])[0]  # a usable model
+
+
+def test_a_backend_without_the_capability_is_refused_under_torchrun(tmp_path, monkeypatch, capsys):
+    for name, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(name, value)
+    code = cli.main(["train", "--backend", "numpy", "--out", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "rank 1 of 2 by torchrun" in err and "'distributed'" in err, err
+    assert "torch" in err  # names the backend that can
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs (NCCL, one each)")
+def test_two_gpu_ranks_train_the_weights_of_one(tmp_path, capsys):
+    data = [*MODEL, "--limit", "40", "--max-updates", "6", "--device", "cuda"]
+    code, output = finish(torchrun([*data, "--batch-size", "4", "--out", str(tmp_path / "two")]))
+    assert code == 0, output
+    assert cli.main(["train", *data, "--batch-size", "8", "--out", str(tmp_path / "one")]) == 0
+    capsys.readouterr()
+    # GPU kernels sum in their own orders: equal up to float32 rounding over 6 updates
+    names = [tmp_path / run / "last.safetensors" for run in ("one", "two")]
+    assert max_difference(*names) <= 1e-4
