@@ -107,6 +107,63 @@ def test_two_ranks_train_the_weights_of_one_process(tmp_path, capsys, pairs, acc
         assert meta["history"][-1][key] == pytest.approx(single["history"][-1][key], rel=1e-5)
 
 
+#: per update, each rank's batches (pairs of source and target ids): rank 0's first batch
+#: has only empty sources (the RNN encoder does not run); rank 1 has no batch in the
+#: second update and accumulates two in the third
+UPDATES = [
+    ([[([], [3, 4]), ([], [5])]], [[([3, 5], [5]), ([4], [6, 7, 8])]]),
+    ([[([3], [4])], [([4, 4, 5], [3])]], []),
+    ([[([5, 6], [7, 7])]], [[([3], [4])], [([6], [8, 3])]]),
+]
+
+
+def spec():
+    from seq2seq_kit.spec import ModelSpec
+
+    return ModelSpec(
+        src_vocab_size=8, tgt_vocab_size=9, hidden_size=6, embedding_size=4, attention="general"
+    )
+
+
+def batches_of(pairs_lists):
+    from seq2seq_kit.batching import make_batch
+
+    return [make_batch([s for s, _ in pairs], [t for _, t in pairs]) for pairs in pairs_lists]
+
+
+def train_rank(rank: int, port: int, out: str) -> None:
+    """One rank of :func:`test_train_step_sums_the_gradients_of_the_ranks` (spawned)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from seq2seq_kit_torch import build, join
+
+    from seq2seq_kit.runtime import Launch, Runtime
+
+    group = join(Launch("torchrun", rank, 2), Runtime())
+    model = build(spec(), seed=3, optimizer=None, runtime=Runtime(group=group))
+    shares = []
+    for update in UPDATES:
+        total = sum(b.num_target_tokens for part in update for b in batches_of(part))
+        shares.append(model.train_step(batches_of(update[rank]), total_tokens=total))
+    np.savez(Path(out) / f"rank{rank}.npz", shares=shares, **model.get_weights())
+    group.close()
+
+
+def test_train_step_sums_the_gradients_of_the_ranks(tmp_path):
+    """The contract of ``train_step(batches, total_tokens)``: the ranks' update is that of
+    their batches accumulated in one process, also when a rank's batch skips the encoder
+    or a rank has no batch at all; the returned shares sum to the one process's loss."""
+    from seq2seq_kit_torch import build
+
+    torch.multiprocessing.spawn(train_rank, args=(free_port(), str(tmp_path)), nprocs=2)
+    ranks = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
+    single = build(spec(), seed=3, optimizer=None)
+    losses = [single.train_step(batches_of(update[0] + update[1])) for update in UPDATES]
+    np.testing.assert_allclose(ranks[0]["shares"] + ranks[1]["shares"], losses, rtol=1e-6)
+    for name, weight in single.get_weights().items():
+        for rank in ranks:
+            np.testing.assert_allclose(rank[name], weight, atol=1e-6, err_msg=name)
+
+
 def children(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (from /proc)."""
     found = []
