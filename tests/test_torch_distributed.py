@@ -224,6 +224,20 @@ def test_a_backend_without_the_capability_is_refused_under_torchrun(tmp_path, mo
     assert not (tmp_path / "m").exists()
 
 
+def test_a_rank_without_a_rendezvous_address_is_refused(tmp_path, monkeypatch, capsys):
+    for name, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_USE_AGENT_STORE"):
+        monkeypatch.delenv(name, raising=False)
+    args = ["train", *MODEL, "--limit", "8", "--max-updates", "1", "--out", str(tmp_path / "m")]
+    code = cli.main(args)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "error: rank 0 of 2 cannot join the torch.distributed group" in err, err
+    assert "MASTER_ADDR=(not set)" in err, err
+    assert not (tmp_path / "m").exists()
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs (NCCL, one each)")
 def test_two_gpu_ranks_train_the_weights_of_one(tmp_path, capsys):
     data = [*MODEL, "--limit", "40", "--max-updates", "6", "--device", "cuda"]

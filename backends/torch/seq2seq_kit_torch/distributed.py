@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from seq2seq_kit.errors import BackendError
 from seq2seq_kit.runtime import Launch, Runtime
 
 #: How long a collective waits for the other ranks before it fails. Rank 0 alone saves
@@ -31,6 +32,9 @@ TIMEOUT = timedelta(minutes=10)
 #: survivors within ``--monitor-interval`` (0.1 s) of a worker's death and SIGKILL 30 s
 #: later; the trainer absorbs the SIGTERM, so a second is well within the grace period.
 CHECK_IN_SECONDS = 1.0
+
+#: The variables of the ``env://`` rendezvous (torchrun sets them), for error messages.
+_RENDEZVOUS = ("MASTER_ADDR", "MASTER_PORT")
 
 
 def uses_cuda(runtime: Runtime) -> bool:
@@ -46,20 +50,28 @@ def join(launch: Launch, runtime: Runtime) -> TorchGroup:
     ``launch.local_rank`` as its ``cuda`` device).
 
     Raises:
-        RuntimeError: torch's own, when the rendezvous fails (``MASTER_ADDR``/``MASTER_PORT``
-            missing or unreachable, or the other ranks not there within :data:`TIMEOUT`).
+        BackendError: the rendezvous failed (``MASTER_ADDR``/``MASTER_PORT`` missing or
+            unreachable, the other ranks not there within :data:`TIMEOUT`), with torch's
+            reason.
     """
     cuda = uses_cuda(runtime)
     if cuda and runtime.device in ("auto", "cuda"):
         # "cuda" means the current GPU: make it this process's own on a shared machine
         torch.cuda.set_device(launch.local_rank)
-    dist.init_process_group(
-        "nccl" if cuda else "gloo",
-        init_method="env://",
-        rank=launch.rank,
-        world_size=launch.world_size,
-        timeout=TIMEOUT,
-    )
+    try:
+        dist.init_process_group(
+            "nccl" if cuda else "gloo",
+            init_method="env://",
+            rank=launch.rank,
+            world_size=launch.world_size,
+            timeout=TIMEOUT,
+        )
+    except (ValueError, RuntimeError) as exc:
+        where = ", ".join(f"{k}={os.environ.get(k, '(not set)')}" for k in _RENDEZVOUS)
+        raise BackendError(
+            f"rank {launch.rank} of {launch.world_size} cannot join the torch.distributed "
+            f"group ({where}): {str(exc).strip()[:300]}; start the run with torchrun"
+        ) from None
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
     return TorchGroup(launch.rank, launch.world_size, launch.launcher, device)
 
