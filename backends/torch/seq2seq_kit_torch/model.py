@@ -318,8 +318,8 @@ class TorchModel:
             with contextlib.nullcontext() if last else ddp.no_sync():
                 batch_loss = self._summed_loss(ddp, batch, mask)
                 (batch_loss * (scale * weight)).backward()
-            summed += weight * batch_loss.item()
-        return summed / float(total_tokens)
+            summed = summed + weight * batch_loss.detach()  # one device sync, at the end
+        return float(summed) / float(total_tokens)
 
     def _summed_loss(self, forward: nn.Module, batch: Batch, mask: np.ndarray) -> torch.Tensor:
         """The sum of ``batch``'s token losses (weighted by ``mask``, label-smoothed) with
