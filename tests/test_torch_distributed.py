@@ -164,6 +164,56 @@ def test_train_step_sums_the_gradients_of_the_ranks(tmp_path):
             np.testing.assert_allclose(rank[name], weight, atol=1e-6, err_msg=name)
 
 
+def group_on(store, rank: int, world_size: int):
+    """A :class:`TorchGroup` on ``store`` without a process group (failed_ranks uses the
+    store alone)."""
+    from seq2seq_kit_torch.distributed import TorchGroup
+
+    group = TorchGroup.__new__(TorchGroup)
+    group.rank, group.world_size, group.launcher = rank, world_size, "torchrun"
+    group._store, group._keys = store, "seq2seq-kit/0"
+    return group
+
+
+GLOO_ERROR = RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer")
+
+
+def test_failed_ranks_are_the_silent_and_the_self_declared(monkeypatch):
+    import seq2seq_kit_torch.distributed as distributed
+
+    monkeypatch.setattr(distributed, "CHECK_IN_SECONDS", 0.3)
+    store = torch.distributed.HashStore()
+    # rank 2 fails on its own (not in a collective): it names itself and tells the others
+    assert group_on(store, 2, 4).failed_ranks(ValueError("bad batch")) == [2]
+    store.set("seq2seq-kit/0/alive/3", "1")
+    start = time.monotonic()
+    # rank 0's collective failed: 3 checked in, 2 declared itself, 1 says nothing
+    assert group_on(store, 0, 4).failed_ranks(GLOO_ERROR) == [1, 2]
+    assert 0.3 <= time.monotonic() - start < 2.0  # waited for rank 1, then gave up
+    store.set("seq2seq-kit/0/alive/1", "1")
+    start = time.monotonic()
+    assert group_on(store, 0, 4).failed_ranks(GLOO_ERROR) == [2]
+    assert time.monotonic() - start < 0.3  # everyone accounted for: no wait
+
+
+class GoneStore:
+    """A store whose host process has died."""
+
+    def set(self, key, value):
+        raise RuntimeError("Connection reset by peer")
+
+    check = set
+
+
+def test_failed_ranks_without_the_store(monkeypatch):
+    monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
+    # rank 0's process hosted the store: when it is unreachable, rank 0 is gone
+    assert group_on(GoneStore(), 1, 2).failed_ranks(GLOO_ERROR) == [0]
+    assert group_on(GoneStore(), 0, 2).failed_ranks(GLOO_ERROR) == []
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")  # torchrun's agent held it
+    assert group_on(GoneStore(), 1, 2).failed_ranks(GLOO_ERROR) == []
+
+
 def children(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (from /proc)."""
     found = []
