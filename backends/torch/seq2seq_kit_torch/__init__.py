@@ -28,14 +28,22 @@ CAPABILITIES = frozenset(
         "dropout",
         "resume",
         "transformer",
+        "distributed",
     }
 )
 
 
-def build(spec, *, seed, optimizer):
+def build(spec, *, seed, optimizer, runtime=None):
     from .model import TorchModel
 
-    return TorchModel(spec, seed=seed, optimizer=optimizer)
+    return TorchModel(spec, seed=seed, optimizer=optimizer, runtime=runtime)
+
+
+def join(launch, runtime):
+    """Join a torchrun launch (:func:`.distributed.join`); imports torch."""
+    from .distributed import join
+
+    return join(launch, runtime)
 
 
 @hookimpl
@@ -46,5 +54,6 @@ def register_backends(register):
             version=__version__,
             capabilities=CAPABILITIES,
             build=build,
+            join=join,
         )
     )

@@ -14,13 +14,17 @@ inside, ids are int64 tensors and everything runs on the CPU in the model's dtyp
 
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from seq2seq_kit.backend import attention_at_width
-from seq2seq_kit.batching import Batch
+from seq2seq_kit.batching import Batch, make_batch
+from seq2seq_kit.runtime import Runtime
 from seq2seq_kit.spec import OptimizerSpec, Spec, TransformerSpec
 from seq2seq_kit.weights import check_optimizer_state, check_weights, initial_weights
 
@@ -50,6 +54,9 @@ class TorchModel:
         optimizer: Adam settings and label smoothing (default ``OptimizerSpec()``).
         dtype: compute dtype, float32 (default) or float64 (for gradient checks), as a
             NumPy or torch dtype. Weights cross the API as float32 either way.
+        runtime: with a ``group`` of more than one process (joined by
+            :func:`.distributed.join`), :meth:`train_step` trains through
+            ``DistributedDataParallel`` and sums the gradients over the ranks.
 
     Raises:
         ValueError: ``dtype`` is neither float32 nor float64.
@@ -60,6 +67,7 @@ class TorchModel:
         net: the :func:`network`, in eval mode outside :meth:`train_step`.
         layout: its :class:`.layout.Layout`.
         optimizer: the :class:`optimizer.ClippedAdam` over ``net``'s trained parameters.
+        world_size: the processes of a data-parallel run (1 alone).
 
     The decoder state handed out by :meth:`encode` and :meth:`step` is the network's
     (:class:`.rnn.DecoderState` or :class:`.transformer.TransformerState`). Arguments are
@@ -74,6 +82,7 @@ class TorchModel:
         seed: int = 0,
         optimizer: OptimizerSpec | None = None,
         dtype=torch.float32,
+        runtime: Runtime | None = None,
     ):
         self.spec = spec
         self.seed = int(seed)
@@ -87,23 +96,42 @@ class TorchModel:
         self._dropout = spec.dropout > 0.0 or getattr(spec, "attention_dropout", 0.0) > 0.0
         self.optimizer = ClippedAdam(self.net.parameters(), self.optimizer_spec)
         self.set_weights(initial_weights(spec, seed))
+        group = None if runtime is None else runtime.group
+        self.world_size = 1 if group is None else group.world_size
+        self._data_parallel = None
+        if self.world_size > 1:
+            from .distributed import data_parallel
+
+            # Wraps self.net (sharing its parameters) for training only: inference,
+            # loss and gradients go through self.net, with no collectives.
+            self._data_parallel = data_parallel(self.net)
 
     # ------------------------------------------------------------------ Model protocol
 
-    def train_step(self, batches: list[Batch]) -> float:
+    def train_step(self, batches: list[Batch], total_tokens: int | None = None) -> float:
         """One clipped Adam step on the gradient of the batches' concatenation (the sum of
         every batch's token losses over the non-pad tokens of all of them; fairseq's
         ``--update-freq``), with dropout if the spec asks for it, the masks of batch ``i``
         drawn from a generator seeded by ``(seed, updates so far, i)``; returns that loss
-        (nats per target token, with those masks) before the update."""
+        (nats per target token, with those masks) before the update.
+
+        Data-parallel (built with a group, given ``total_tokens``): this rank's batches,
+        possibly none, and the update's target tokens over all ranks; the gradient is that
+        of the sum of every rank's token losses over ``total_tokens``; returns this rank's
+        share of that loss."""
+        if self._data_parallel is not None and total_tokens is not None:
+            losses = self._distributed_loss_and_gradients
+            losses = functools.partial(losses, total_tokens=total_tokens)
+        else:
+            losses = self._loss_and_gradients
         if not self._dropout:
             # Training mode only switches dropout on; Module.train() + eval() walk every
             # submodule (~45 us, 3-4% of a step of the seed's model), so skip them here.
-            loss = self._loss_and_gradients(batches)
+            loss = losses(batches)
         else:
             self.net.train()
             try:
-                loss = self._loss_and_gradients(batches, reseed=True)
+                loss = losses(batches, reseed=True)
             finally:
                 self.net.eval()
         self.optimizer.step()
@@ -260,6 +288,66 @@ class TorchModel:
                 (batch_loss / total).backward()
             summed += batch_loss.detach()
         return summed.item() / total
+
+    def _distributed_loss_and_gradients(
+        self, batches: list[Batch], total_tokens: int, reseed: bool = False
+    ) -> float:
+        """This rank's share of the update's loss, the sum of its batches' token losses
+        over ``total_tokens`` (the update's non-pad target tokens on all ranks), leaving in
+        each parameter's ``.grad`` d (the sum over the ranks of those shares) / d parameter.
+
+        Each batch's backward runs through the ``DistributedDataParallel`` wrapper, which
+        averages the gradients over the ranks: scaling the loss by ``world_size`` makes that
+        average the sum. Only the last backward all-reduces (``no_sync`` before it, so
+        accumulated batches cost one all-reduce). A rank without batches runs a one-token
+        dummy batch with its loss times 0: every rank must join each update's all-reduce.
+        """
+        self.optimizer.zero_grad()
+        ddp = self._data_parallel
+        assert ddp is not None
+        scale = self.world_size / float(total_tokens)
+        summed = 0.0
+        work = [(batch, np.asarray(batch.tgt_mask), 1.0) for batch in batches]
+        if not work:
+            dummy = make_batch([[]], [[]])  # BOS -> EOS, an empty source
+            work = [(dummy, np.asarray(dummy.tgt_mask), 0.0)]
+        for index, (batch, mask, weight) in enumerate(work):
+            if reseed:
+                self._seed_dropout(index)
+            last = index == len(work) - 1
+            with contextlib.nullcontext() if last else ddp.no_sync():
+                batch_loss = self._summed_loss(ddp, batch, mask)
+                (batch_loss * (scale * weight)).backward()
+            summed = summed + weight * batch_loss.detach()  # one device sync, at the end
+        return float(summed) / float(total_tokens)
+
+    def _summed_loss(self, forward: nn.Module, batch: Batch, mask: np.ndarray) -> torch.Tensor:
+        """The sum of ``batch``'s token losses (weighted by ``mask``, label-smoothed) with
+        the network called as ``forward`` (``self.net`` or its data-parallel wrapper);
+        logits only where the mask is nonzero (the decoder is causal: positions after the
+        last one change nothing). Through the wrapper, every trained parameter is in the
+        graph."""
+        steps = int(np.flatnonzero(mask.any(axis=0))[-1]) + 1 if mask.any() else 1
+        flat_mask = mask[:, :steps].reshape(-1)
+        positions = np.flatnonzero(flat_mask)
+        logits = forward(
+            _ids(batch.src_ids),
+            _ids(batch.src_lengths),
+            _ids(batch.tgt_in[:, :steps]),
+            _ids(positions),
+        )
+        loss = smoothed_cross_entropy(
+            logits,
+            _ids(batch.tgt_out[:, :steps].reshape(-1)[positions]),
+            torch.tensor(flat_mask[positions], dtype=self.dtype),
+            self.optimizer_spec.label_smoothing,
+        )
+        skipped_encoder = isinstance(self.net, Seq2Seq) and not batch.src_lengths.any()
+        if forward is not self.net and skipped_encoder:
+            # every source empty: the RNN encoder did not run, yet each rank must give
+            # each parameter a gradient (see .distributed.data_parallel)
+            loss = loss + 0.0 * sum(p.sum() for p in self.optimizer.params)
+        return loss
 
     def _seed_dropout(self, index: int) -> None:
         """Seed the dropout generator for batch ``index`` of this update from ``(seed,
