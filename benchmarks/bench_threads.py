@@ -4,18 +4,20 @@
         [--env KEY=VALUE ...]
 
 Times ``python -m seq2seq_kit train --backend torch --out DIR --overwrite`` (the default
-config: the digits dataset) in a fresh process, first on the machine as it is ("quiet"),
-then while another process burns one core (``python -c "while True: pass"``, started
-and stopped here; "busy"), and prints both wall times (the median of ``--repeats``) and
-their ratio. ``--threads`` passes ``--threads N`` (default: none, so the toolkit's default
+config: the digits dataset) in fresh processes, on the machine as it is ("quiet") and
+while another process burns one core (``python -c "while True: pass"``, started and
+stopped here; "busy"), in ``--repeats`` rounds of one quiet and one busy run, and prints
+the median wall times and their ratio, next to the same ratio for a one-thread
+pure-Python loop (what other work on the machine costs a process without any thread
+pool). ``--threads`` passes ``--threads N`` (default: none, so the toolkit's default
 applies); ``--env`` sets environment variables of the training process (e.g.
-``OMP_WAIT_POLICY=PASSIVE``). The training processes inherit no ``OMP_NUM_THREADS``,
+``OMP_WAIT_POLICY=ACTIVE``). The training processes inherit no ``OMP_NUM_THREADS``,
 ``MKL_NUM_THREADS`` or ``OPENBLAS_NUM_THREADS``, so nothing but the toolkit picks their
 threads.
 
-Target (issue 14): busy <= 2x quiet with the default threads. Frameworks' OpenMP pools
-spin while they wait for a thread whose core is taken; on a 2-core machine a thread per
-core made this run ~30x slower when one core was busy.
+Target (issue 14): busy <= 2x quiet with the default threads. OpenMP pools spin by
+default while they wait for a thread whose core is taken: on a 2-core machine, 2 spinning
+threads made this run over 15x slower than one thread when the cores were busy.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+REFERENCE_LOOP = "sum(i * i for i in range(20_000_000))"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -52,9 +55,13 @@ def train_seconds(
     return seconds
 
 
-def median_seconds(repeats: int, *args) -> tuple[float, list[float]]:
-    times = [train_seconds(*args) for _ in range(repeats)]
-    return statistics.median(times), times
+def reference_seconds() -> float:
+    """Wall seconds of a one-thread pure-Python loop in a fresh process: how much the
+    burner (and any other work) slows a process that uses no thread pool at all; no
+    thread setting can do better than this ratio."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", REFERENCE_LOOP], check=True)
+    return time.perf_counter() - start
 
 
 def default_threads(threads: int | None) -> int:
@@ -86,33 +93,49 @@ def main() -> None:
 
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
     env.update(item.split("=", 1) for item in args.env)
+    runs = {"quiet": [], "busy": []}
+    loops = {"quiet": [], "busy": []}
+    picked = {"quiet": set(), "busy": set()}
+    loads = [load()]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "model"
         train_seconds(args.backend, 1, env, out, args.timeout)  # warm the file caches
-        loads = [load()]
-        picked = [default_threads(args.threads)]
-        quiet, quiet_all = median_seconds(
-            args.repeats, args.backend, args.threads, env, out, args.timeout
-        )
-        loads.append(load())
-        burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-        try:
-            time.sleep(0.5)  # let the burner reach its core
-            picked.append(default_threads(args.threads))
-            busy, busy_all = median_seconds(
-                args.repeats, args.backend, args.threads, env, out, args.timeout
-            )
+        # Quiet and busy runs alternate, so that other work on the machine, which comes
+        # and goes, weighs on both alike.
+        for _ in range(args.repeats):
+            for phase in ("quiet", "busy"):
+                burner = None
+                if phase == "busy":
+                    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                    time.sleep(0.5)  # let the burner reach its core
+                try:
+                    picked[phase].add(default_threads(args.threads))
+                    runs[phase].append(
+                        train_seconds(args.backend, args.threads, env, out, args.timeout)
+                    )
+                    loops[phase].append(reference_seconds())
+                finally:
+                    if burner is not None:
+                        burner.kill()
+                        burner.wait()
             loads.append(load())
-        finally:
-            burner.kill()
-            burner.wait()
     threads = "default" if args.threads is None else args.threads
     print(f"backend {args.backend}, threads {threads}, env {' '.join(args.env) or '-'}")
-    print(f"quiet: {quiet:.2f} s  (runs: {', '.join(f'{t:.2f}' for t in quiet_all)})")
-    print(f"busy (one core burnt): {busy:.2f} s  (runs: {', '.join(f'{t:.2f}' for t in busy_all)})")
+    quiet, busy = (statistics.median(runs[p]) for p in ("quiet", "busy"))
+    for phase, figure in (("quiet", quiet), ("busy (one core burnt)", busy)):
+        times = ", ".join(f"{t:.2f}" for t in runs[phase.split()[0]])
+        print(f"{phase}: {figure:.2f} s  (runs: {times})")
     print(f"busy / quiet: {busy / quiet:.2f}x  (target <= 2x)")
-    print(f"threads a run started now would use: quiet {picked[0]}, busy {picked[1]}")
-    print(f"1-minute load average before, between and after: {', '.join(loads)}")
+    loop_quiet, loop_busy = (statistics.median(loops[p]) for p in ("quiet", "busy"))
+    print(
+        f"one-thread Python loop ({REFERENCE_LOOP}): quiet {loop_quiet:.2f} s, busy "
+        f"{loop_busy:.2f} s, {loop_busy / loop_quiet:.2f}x (no thread setting does better)"
+    )
+    print(
+        f"threads a run started then would use: quiet {sorted(picked['quiet'])}, "
+        f"busy {sorted(picked['busy'])}"
+    )
+    print(f"1-minute load average at the start and after each round: {', '.join(loads)}")
 
 
 if __name__ == "__main__":

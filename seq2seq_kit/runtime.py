@@ -203,12 +203,11 @@ def resolve_threads(
     among this machine's ``local_processes`` of the run, less one for each other process
     running at this moment (:func:`busy_elsewhere`), at least 1.
 
-    Frameworks default to a thread per core and wait for each other's threads at the end
-    of every parallel operator; a thread whose core another process holds makes all the
-    others wait (and spin, with OpenMP's default policy), so a busy machine slowed a
-    2-thread run of the digits model more than 20x, against 2.5x for one thread. A
-    process that starts later still finds the cores taken; backends also make their
-    thread pools sleep rather than spin while they wait (see the torch backend).
+    Frameworks default to a thread per core and wait for all of them at the end of every
+    parallel operator; a thread whose core another process holds makes the others wait
+    (spinning, with OpenMP's default policy): on a busy 2-core machine a 2-thread digits
+    run took over 15x as long as a 1-thread one. Work that arrives after the start is not
+    seen; ``--threads 1`` or ``OMP_WAIT_POLICY=PASSIVE`` guard against it.
     """
     if configured > 0:
         return configured

@@ -6,7 +6,6 @@ Importing this module must not import torch (the core builds its registry on eve
 
 from __future__ import annotations
 
-import os
 from importlib.metadata import PackageNotFoundError, version
 
 from seq2seq_kit import hookimpl
@@ -38,10 +37,6 @@ CAPABILITIES = frozenset(
 def build(spec, *, seed, optimizer, runtime=None):
     """A :class:`.model.TorchModel` of ``spec`` running as ``runtime`` says (threads,
     device, precision; see :mod:`.placement`)."""
-    # OpenMP threads that wait for a straggler spin by default, taking the cores other
-    # processes (or the straggler) need: a 2-thread digits run on a busy 2-core machine
-    # took over 120 s spinning, 26-43 s sleeping. libgomp reads this when torch loads it.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .model import TorchModel
     from .placement import apply_threads
 

@@ -66,6 +66,7 @@ class TorchModel:
         net: the :func:`network`, in eval mode outside :meth:`train_step`.
         layout: its :class:`.layout.Layout`.
         optimizer: the :class:`optimizer.ClippedAdam` over ``net``'s trained parameters.
+        placement: the :class:`.placement.Placement`: device, precision, fp16 scaler.
 
     The decoder state handed out by :meth:`encode` and :meth:`step` is the network's
     (:class:`.rnn.DecoderState` or :class:`.transformer.TransformerState`). Arguments are
