@@ -349,8 +349,9 @@ class TrainConfig(_Section):
         0,
         ge=0,
         le=1024,
-        description="intra-op threads of each training process; 0: the usable cores shared "
-        "among this machine's processes of the run",
+        description="intra-op threads of each training process; 0: OMP_NUM_THREADS when "
+        "set, else the cores no other process runs on at the start, shared among this "
+        "machine's processes of the run",
     )
     device: str = Field(
         "auto",

@@ -194,13 +194,54 @@ def _cgroup_cpu_quota() -> int | None:
     return max(1, -(-int(quota) // int(period)))
 
 
-def resolve_threads(configured: int, local_processes: int = 1) -> int:
-    """Intra-op threads for one process: ``configured`` when above 0, else the usable
-    cores shared among this machine's ``local_processes`` of the run, at least 1.
+def resolve_threads(
+    configured: int, local_processes: int = 1, environ: Mapping[str, str] | None = None
+) -> int:
+    """Intra-op threads for one process: ``configured`` when above 0; else
+    ``OMP_NUM_THREADS`` when the environment sets it (the convention of every OpenMP
+    program); else this process's share of the cores idle now: the usable cores shared
+    among this machine's ``local_processes`` of the run, less one for each other process
+    running at this moment (:func:`busy_elsewhere`), at least 1.
 
-    Frameworks default to a thread per core and spin while they wait for each other, so
-    several processes (or a busy machine) each using every core slow down many times.
+    Frameworks default to a thread per core and wait for all of them at the end of every
+    parallel operator; a thread whose core another process holds makes the others wait
+    (spinning, with OpenMP's default policy): on a busy 2-core machine a 2-thread digits
+    run took over 15x as long as a 1-thread one. Work that arrives after the start is not
+    seen; ``--threads 1`` or ``OMP_WAIT_POLICY=PASSIVE`` guard against it.
     """
     if configured > 0:
         return configured
-    return max(1, usable_cores() // max(local_processes, 1))
+    env = os.environ if environ is None else environ
+    try:
+        from_env = int(env.get("OMP_NUM_THREADS", "").split(",")[0])
+    except ValueError:  # unset, empty or malformed: ignored, as OpenMP runtimes do
+        from_env = 0
+    if from_env > 0:
+        return from_env
+    share = usable_cores() // max(local_processes, 1)
+    return max(1, min(share, usable_cores() - busy_elsewhere()))
+
+
+def busy_elsewhere() -> int:
+    """Processes (threads, strictly) running or ready to run now besides this one: the
+    kernel's count of runnable tasks (``/proc/loadavg``'s fourth field, ``running/total``;
+    see proc(5)), less this process, the least of three looks 10 ms apart (a look sees a
+    short-lived task or two as well). 0 where there is no ``/proc``.
+
+    It is a snapshot, not the 1-minute load average, which trails a process that just
+    started by most of a minute; it counts the whole machine, also outside a container's
+    CPU quota (so it errs towards fewer threads).
+    """
+    import time
+
+    looks = []
+    for attempt in range(3):
+        if attempt:
+            time.sleep(0.01)
+        try:
+            with open("/proc/loadavg", encoding="ascii") as file:
+                running = int(file.read().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            return 0
+        looks.append(running - 1)  # this process, reading the file, is running
+    return max(0, min(looks))

@@ -19,8 +19,6 @@ from seq2seq_kit.runtime import (
     Runtime,
     SingleProcess,
     launch_environment,
-    resolve_threads,
-    usable_cores,
 )
 from seq2seq_kit.spec import ModelSpec
 
@@ -144,13 +142,6 @@ def test_a_backend_without_distributed_is_refused_under_a_launcher(monkeypatch, 
     assert code == 2
     assert "rank 0 of 2 by torchrun" in err and "'distributed'" in err
     assert not (tmp_path / "m").exists()
-
-
-def test_threads_default_to_the_cores_shared_among_local_processes():
-    assert resolve_threads(3) == 3
-    cores = usable_cores()
-    assert resolve_threads(0) == cores
-    assert resolve_threads(0, local_processes=cores * 2) == 1
 
 
 @pytest.mark.parametrize(

@@ -28,14 +28,21 @@ CAPABILITIES = frozenset(
         "dropout",
         "resume",
         "transformer",
+        "devices",
+        "mixed_precision",
         "distributed",
     }
 )
 
 
 def build(spec, *, seed, optimizer, runtime=None):
+    """A :class:`.model.TorchModel` of ``spec`` running as ``runtime`` says (threads,
+    device, precision; see :mod:`.placement`; a process group: :mod:`.distributed`)."""
     from .model import TorchModel
+    from .placement import apply_threads
 
+    if runtime is not None:
+        apply_threads(runtime.threads)
     return TorchModel(spec, seed=seed, optimizer=optimizer, runtime=runtime)
 
 

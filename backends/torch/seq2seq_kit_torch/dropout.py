@@ -47,7 +47,8 @@ class Dropout(nn.Module):
         words = torch.randint(
             -(2**63), 2**63 - 1, ((count + 3) // 4,), dtype=torch.int64, generator=self.generator
         )
-        draws = words.view(torch.int16)[:count].view(x.shape)
+        # Drawn on the CPU generator whatever the device: the same masks everywhere.
+        draws = words.view(torch.int16)[:count].view(x.shape).to(x.device)
         return x * torch.where(draws >= self.threshold, self.scale, 0.0).to(x.dtype)
 
 

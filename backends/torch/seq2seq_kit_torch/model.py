@@ -9,7 +9,8 @@ step, or None) and ``net.generator`` (the dropout masks' source); their decoder 
 carry ``source_width``. So this adapter does not depend on the architecture.
 
 NumPy arrays cross the boundary (int32 ids in, float32 log-probabilities and weights out);
-inside, ids are int64 tensors and everything runs on the CPU in the model's dtype.
+inside, ids are int64 tensors on the model's device (:mod:`.placement`), and the forward
+passes run in its precision (autocast for bf16/fp16; parameters stay in the model's dtype).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from seq2seq_kit.weights import check_optimizer_state, check_weights, initial_we
 from .layout import Layout
 from .loss import smoothed_cross_entropy
 from .optimizer import ClippedAdam
+from .placement import Placement
 from .rnn import Seq2Seq
 from .transformer import Transformer
 
@@ -54,12 +56,15 @@ class TorchModel:
         optimizer: Adam settings and label smoothing (default ``OptimizerSpec()``).
         dtype: compute dtype, float32 (default) or float64 (for gradient checks), as a
             NumPy or torch dtype. Weights cross the API as float32 either way.
-        runtime: with a ``group`` of more than one process (joined by
+        runtime: the device and precision (:class:`.placement.Placement`; default the CPU
+            in fp32); with a ``group`` of more than one process (joined by
             :func:`.distributed.join`), :meth:`train_step` trains through
-            ``DistributedDataParallel`` and sums the gradients over the ranks.
+            ``DistributedDataParallel`` and sums the gradients over the ranks. Threads are
+            set by the backend's ``build``.
 
     Raises:
         ValueError: ``dtype`` is neither float32 nor float64.
+        seq2seq_kit.errors.BackendError: a device that is not there.
 
     Attributes:
         spec, optimizer_spec, seed: as given (``seed`` is restored by
@@ -67,6 +72,7 @@ class TorchModel:
         net: the :func:`network`, in eval mode outside :meth:`train_step`.
         layout: its :class:`.layout.Layout`.
         optimizer: the :class:`optimizer.ClippedAdam` over ``net``'s trained parameters.
+        placement: the :class:`.placement.Placement`: device, precision, fp16 scaler.
         world_size: the processes of a data-parallel run (1 alone).
 
     The decoder state handed out by :meth:`encode` and :meth:`step` is the network's
@@ -90,7 +96,9 @@ class TorchModel:
         self.dtype = dtype if isinstance(dtype, torch.dtype) else _DTYPES.get(np.dtype(dtype))
         if self.dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-        self.net = network(spec).to(self.dtype).eval()
+        self.placement = Placement(runtime or Runtime())
+        self._ids = self.placement.ids
+        self.net = network(spec).to(self.placement.device, self.dtype).eval()
         self.layout = Layout(spec)
         self._params = dict(self.net.named_parameters())
         self._dropout = spec.dropout > 0.0 or getattr(spec, "attention_dropout", 0.0) > 0.0
@@ -134,7 +142,7 @@ class TorchModel:
                 loss = losses(batches, reseed=True)
             finally:
                 self.net.eval()
-        self.optimizer.step()
+        self.optimizer.step(self.placement.scaler)
         return loss
 
     def loss(self, batch: Batch) -> float:
@@ -150,7 +158,7 @@ class TorchModel:
         grads = self.layout.to_canonical(
             {n: torch.zeros_like(p) if p.grad is None else p.grad for n, p in self._params.items()}
         )
-        grads = {name: self._to_numpy(g) for name, g in grads.items()}
+        grads = {name: self._to_numpy(self.placement.unscale(g)) for name, g in grads.items()}
         self.optimizer.zero_grad()
         return grads
 
@@ -158,7 +166,9 @@ class TorchModel:
         """Teacher-forced log-probabilities, float32 [B, T, V], for every ``tgt_in``
         position (padding included; no label smoothing)."""
         with torch.inference_mode():
-            logits = self.net(_ids(batch.src_ids), _ids(batch.src_lengths), _ids(batch.tgt_in))
+            logits = self._net(
+                self._ids(batch.src_ids), self._ids(batch.src_lengths), self._ids(batch.tgt_in)
+            )
             return self._to_numpy(F.log_softmax(logits, dim=-1), np.float32)
 
     def encode(self, src_ids: np.ndarray, src_lengths: np.ndarray):
@@ -166,20 +176,21 @@ class TorchModel:
         state (the RNN's: per layer the encoder's state after ``src_lengths[b]`` tokens and
         the attention memory; the Transformer's: empty self-attention caches and each
         layer's cross-attention keys and values)."""
-        with torch.inference_mode():
-            return self.net.encode(_ids(src_ids), _ids(src_lengths))
+        with torch.inference_mode(), self.placement.autocast():
+            return self.net.encode(self._ids(src_ids), self._ids(src_lengths))
 
     def step(self, prev_ids: np.ndarray, state):
         """One decoder step: int32 [B] previous ids and the state -> (float32 [B, V]
         log-probabilities of the next token, new state). ``state`` is not modified."""
+        with torch.inference_mode(), self.placement.autocast():
+            logits, state = self.net.step(self._ids(prev_ids), state)
         with torch.inference_mode():
-            logits, state = self.net.step(_ids(prev_ids), state)
-            return self._to_numpy(F.log_softmax(logits, dim=-1), np.float32), state
+            return self._to_numpy(F.log_softmax(logits.to(self.dtype), dim=-1), np.float32), state
 
     def reorder(self, state, index: np.ndarray):
         """Rows ``index`` (int64 [B']) of every tensor in ``state``, as a new state."""
         with torch.inference_mode():
-            return self.net.reorder(state, _ids(index))
+            return self.net.reorder(state, self._ids(index))
 
     def attention(self, state) -> np.ndarray | None:
         """Float32 [B, S] attention weights of the step that returned ``state`` (S the
@@ -259,7 +270,7 @@ class TorchModel:
         total = sum(float(mask.sum(dtype=np.float64)) for mask in masks)
         if total == 0.0:
             return 0.0
-        summed = torch.zeros((), dtype=self.dtype)
+        summed = torch.zeros((), dtype=self.dtype, device=self.placement.device)
         for index, (batch, mask) in enumerate(zip(batches, masks, strict=True)):
             used = np.flatnonzero(mask.any(axis=0))
             if not used.size:
@@ -272,20 +283,20 @@ class TorchModel:
             # ignore_index=PAD, follows the contract: the mask decides what counts.
             flat_mask = mask[:, :steps].reshape(-1)
             positions = np.flatnonzero(flat_mask)
-            logits = self.net(
-                _ids(batch.src_ids),
-                _ids(batch.src_lengths),
-                _ids(batch.tgt_in[:, :steps]),
-                _ids(positions),
+            logits = self._net(
+                self._ids(batch.src_ids),
+                self._ids(batch.src_lengths),
+                self._ids(batch.tgt_in[:, :steps]),
+                self._ids(positions),
             )
             batch_loss = smoothed_cross_entropy(
                 logits,
-                _ids(batch.tgt_out[:, :steps].reshape(-1)[positions]),
-                torch.tensor(flat_mask[positions], dtype=self.dtype),
+                self._ids(batch.tgt_out[:, :steps].reshape(-1)[positions]),
+                torch.tensor(flat_mask[positions], dtype=self.dtype, device=self.placement.device),
                 self.optimizer_spec.label_smoothing,
             )
             if backward:
-                (batch_loss / total).backward()
+                self.placement.backward(batch_loss / total)
             summed += batch_loss.detach()
         return summed.item() / total
 
@@ -317,7 +328,7 @@ class TorchModel:
             last = index == len(work) - 1
             with contextlib.nullcontext() if last else ddp.no_sync():
                 batch_loss = self._summed_loss(ddp, batch, mask)
-                (batch_loss * (scale * weight)).backward()
+                self.placement.backward(batch_loss * (scale * weight))
             summed = summed + weight * batch_loss.detach()  # one device sync, at the end
         return float(summed) / float(total_tokens)
 
@@ -330,16 +341,17 @@ class TorchModel:
         steps = int(np.flatnonzero(mask.any(axis=0))[-1]) + 1 if mask.any() else 1
         flat_mask = mask[:, :steps].reshape(-1)
         positions = np.flatnonzero(flat_mask)
-        logits = forward(
-            _ids(batch.src_ids),
-            _ids(batch.src_lengths),
-            _ids(batch.tgt_in[:, :steps]),
-            _ids(positions),
+        logits = self._net(
+            self._ids(batch.src_ids),
+            self._ids(batch.src_lengths),
+            self._ids(batch.tgt_in[:, :steps]),
+            self._ids(positions),
+            forward=forward,
         )
         loss = smoothed_cross_entropy(
             logits,
-            _ids(batch.tgt_out[:, :steps].reshape(-1)[positions]),
-            torch.tensor(flat_mask[positions], dtype=self.dtype),
+            self._ids(batch.tgt_out[:, :steps].reshape(-1)[positions]),
+            torch.tensor(flat_mask[positions], dtype=self.dtype, device=self.placement.device),
             self.optimizer_spec.label_smoothing,
         )
         skipped_encoder = isinstance(self.net, Seq2Seq) and not batch.src_lengths.any()
@@ -348,6 +360,14 @@ class TorchModel:
             # each parameter a gradient (see .distributed.data_parallel)
             loss = loss + 0.0 * sum(p.sum() for p in self.optimizer.params)
         return loss
+
+    def _net(self, *inputs: torch.Tensor, forward: nn.Module | None = None) -> torch.Tensor:
+        """``self.net(*inputs)`` (or ``forward``, its data-parallel wrapper) in the model's
+        precision; the logits in the model's dtype (the loss and log-probabilities are
+        computed in float32 even under autocast)."""
+        with self.placement.autocast():
+            logits = (forward or self.net)(*inputs)
+        return logits.to(self.dtype)
 
     def _seed_dropout(self, index: int) -> None:
         """Seed the dropout generator for batch ``index`` of this update from ``(seed,
@@ -359,15 +379,8 @@ class TorchModel:
     @staticmethod
     def _to_numpy(tensor: torch.Tensor, dtype=None) -> np.ndarray:
         """A C-contiguous copy (``tensor.numpy()`` would share the parameter's memory, and
-        be transposed for a ``.T`` view)."""
-        array = tensor.detach().cpu().numpy()
+        be transposed for a ``.T`` view). NumPy has no bfloat16: such tensors come out as
+        float32 unless ``dtype`` says otherwise."""
+        tensor = tensor.detach().cpu()
+        array = (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
         return np.array(array, dtype=dtype or array.dtype, order="C", copy=True)
-
-
-def _ids(array: np.ndarray) -> torch.Tensor:
-    """Integer array -> int64 CPU tensor (one-hot and packing want int64). Copies unless
-    the array is already writable int64 (torch warns on read-only arrays)."""
-    array = np.asarray(array)
-    if array.dtype != np.int64 or not array.flags.writeable:
-        array = array.astype(np.int64)
-    return torch.from_numpy(array)

@@ -49,15 +49,27 @@ class ClippedAdam:
     def zero_grad(self) -> None:
         self.adam.zero_grad(set_to_none=True)
 
-    def step(self) -> None:
-        """Clip the gradients in place, then one Adam update."""
+    def step(self, scaler: torch.amp.GradScaler | None = None) -> None:
+        """Clip the gradients in place, then one Adam update. With the ``scaler`` of fp16
+        training the gradients are unscaled first, and an update whose gradients hold an
+        inf or NaN is skipped (not counted in :attr:`steps`) while the scale shrinks."""
         for p in self.params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
+        if scaler is not None:
+            scaler.unscale_(self.adam)
         if self.spec.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.spec.clip_norm)
-        self.adam.step()
-        self.steps += 1
+        if scaler is None:
+            self.adam.step()
+            self.steps += 1
+            return
+        scale = scaler.get_scale()
+        scaler.step(self.adam)
+        scaler.update()
+        # The scale only shrinks after an overflow, i.e. when scaler.step skipped Adam.
+        if scaler.get_scale() >= scale:
+            self.steps += 1
 
     @property
     def learning_rate(self) -> float:
@@ -80,11 +92,14 @@ class ClippedAdam:
 
     def load(self, moments: dict[nn.Parameter, tuple[torch.Tensor, torch.Tensor]], steps: int):
         """Replace the moments of every parameter and the update count (for resuming)."""
+        # The fused kernel wants the count on the parameter's device (a GPU's too).
+        fused = bool(self.adam.defaults.get("fused"))
         for param in self.params:
+            step_device = param.device if fused else None
             m, v = moments[param]
             self.adam.state[param] = {
                 # Adam keeps the count per parameter as a float32 scalar tensor.
-                "step": torch.tensor(float(steps), dtype=torch.float32),
+                "step": torch.tensor(float(steps), dtype=torch.float32, device=step_device),
                 # Fresh tensors laid out as the parameter: the fused kernel walks the
                 # parameter and its moments with one set of strides.
                 "exp_avg": torch.empty_like(param).copy_(m),

@@ -57,7 +57,7 @@ class SourceMask(NamedTuple):
 
 def source_mask(lengths: torch.Tensor, width: int, dtype: torch.dtype) -> SourceMask:
     """The :class:`SourceMask` of int64 ``[B]`` ``lengths`` over ``width`` positions."""
-    visible = torch.arange(width)[None, :] < lengths[:, None]
+    visible = torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]
     if bool(visible.all()):
         return SourceMask(None, None)
     empty = lengths == 0
@@ -131,7 +131,7 @@ class MultiHeadAttention(nn.Module):
         ``causal`` hides keys after each query (needs ``T == S``)."""
         scores = q @ k.transpose(-1, -2) * self.head_size**-0.5
         if causal:
-            hidden = torch.ones(scores.shape[-2:], dtype=torch.bool).triu(1)
+            hidden = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device).triu(1)
             scores = scores.masked_fill(hidden, -math.inf)
         if mask is not None and mask.visible is not None:
             scores = scores.masked_fill(~mask.visible, -math.inf)
