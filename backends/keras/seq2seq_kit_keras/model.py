@@ -25,6 +25,7 @@ from keras import ops  # noqa: E402
 
 from seq2seq_kit.backend import attention_at_width  # noqa: E402
 from seq2seq_kit.batching import Batch  # noqa: E402
+from seq2seq_kit.runtime import Runtime  # noqa: E402
 from seq2seq_kit.spec import OptimizerSpec, Spec, TransformerSpec  # noqa: E402
 from seq2seq_kit.weights import (  # noqa: E402
     check_optimizer_state,
@@ -35,6 +36,7 @@ from seq2seq_kit.weights import (  # noqa: E402
 from .dropout import step_seed  # noqa: E402
 from .layout import variables_by_name  # noqa: E402
 from .optimizer import make_optimizer  # noqa: E402
+from .placement import placement  # noqa: E402
 from .rnn import Seq2Seq  # noqa: E402
 from .transformer import Transformer  # noqa: E402
 
@@ -111,6 +113,13 @@ class KerasModel:
             once).
         optimizer: Adam settings and label smoothing for :meth:`train_step` (default
             ``OptimizerSpec()``).
+        runtime: threads, device, precision and data-parallel group
+            (:func:`.placement.placement`); default one CPU thread-pool setting, the CPU,
+            float32, one process. With ``bf16`` the layers compute in bfloat16 (Keras'
+            ``mixed_bfloat16`` policy) while weights, Adam's moments, the loss and every
+            returned array stay float32. With a group (:mod:`.distributed`) the variables
+            are mirrored by its strategy and :meth:`train_step` sums the gradients over
+            the workers.
 
     Attributes:
         spec: the spec.
@@ -129,18 +138,21 @@ class KerasModel:
         *,
         seed: int = 0,
         optimizer: OptimizerSpec | None = None,
+        runtime: Runtime | None = None,
     ):
         self.spec = spec
         self.optimizer_spec = optimizer or OptimizerSpec()
         self.label_smoothing = self.optimizer_spec.label_smoothing
-        self.network = Transformer(spec) if isinstance(spec, TransformerSpec) else Seq2Seq(spec)
-        self._variables = variables_by_name(self.network)
-        self._trainable = list(self._variables.values())
-        self.optimizer = make_optimizer(self.optimizer_spec)
-        # Build the moments now: a tf.function must not create variables on a later call.
-        self.optimizer.build(self._trainable)
-        # A variable, not a constant of the traces: restoring a saved seed retraces nothing.
-        self._seed = tf.Variable(seed, dtype=tf.int64, trainable=False, name="dropout_seed")
+        self.placement = placement(runtime)
+        with self.placement.building():
+            self.network = Transformer(spec) if isinstance(spec, TransformerSpec) else Seq2Seq(spec)
+            self._variables = variables_by_name(self.network)
+            self._trainable = list(self._variables.values())
+            self.optimizer = make_optimizer(self.optimizer_spec)
+            # Build the moments now: a tf.function must not create variables later.
+            self.optimizer.build(self._trainable)
+            # A variable, not a constant of the traces: restoring a seed retraces nothing.
+            self._seed = tf.Variable(seed, dtype=tf.int64, trainable=False, name="dropout_seed")
         self.set_weights(initial_weights(spec, seed))
 
         state = self.network.state_signature()
@@ -149,6 +161,8 @@ class KerasModel:
         self._train_fn = _Compiled(self._train, (*_BATCH, _FLOAT_SCALAR))
         self._accumulate_fn = _Compiled(self._accumulate, (*_BATCH, _INT_SCALAR, _FLOAT_SCALAR))
         self._apply_fn = _Compiled(self._apply, (gradients,))
+        if self.placement.strategy is not None:
+            self._sum_apply_fn = _Compiled(self._sum_and_apply, (gradients,))
         self._loss_fn = _Compiled(self._loss, _BATCH)
         self._gradients_fn = _Compiled(self._gradients, _BATCH)
         self._log_probs_fn = _Compiled(self._log_probs, _BATCH[:3])
@@ -159,15 +173,23 @@ class KerasModel:
 
     # ------------------------------------------------------------------ Model protocol
 
-    def train_step(self, batches: list[Batch]) -> float:
+    def train_step(self, batches: list[Batch], total_tokens: int | None = None) -> float:
         """One Adam step on the concatenation of ``batches`` (a non-empty list): the
         gradient of (sum of token losses) / (non-pad target tokens of all batches), summed
         batch by batch, then clipped and applied once. Dropout (if the spec asks) draws its
         masks from (seed, updates so far, position in ``batches``). Returns that mean loss
         (nats per target token, label-smoothed if asked, with those masks) before the
-        step."""
+        step.
+
+        Data-parallel (built with a group): ``batches`` are this worker's share (possibly
+        none) and ``total_tokens`` the target tokens of the whole update; the gradient of
+        (this worker's token losses) / ``total_tokens`` is summed over the workers by the
+        strategy's all-reduce before clipping, every worker applies that same update, and
+        the return value is this worker's share of the loss."""
         arrays = [self._batch_arrays(batch) for batch in batches]
         total = np.float32(sum(float(a[4].sum()) for a in arrays))
+        if self.placement.strategy is not None:
+            return self._train_shared(arrays, np.float32(total_tokens or total))
         if len(arrays) == 1:  # one fused graph: no gradients cross back to Python
             return float(self._train_fn(*arrays[0], total))
         loss, summed = 0.0, None
@@ -178,6 +200,21 @@ class KerasModel:
                 grads if summed is None else [a + g for a, g in zip(summed, grads, strict=True)]
             )
         self._apply_fn(summed)
+        return loss
+
+    def _train_shared(self, arrays: list[tuple[np.ndarray, ...]], total: np.float32) -> float:
+        """This worker's part of a data-parallel update (:meth:`train_step`): its batches'
+        loss and gradient (zeros without batches: it still joins the all-reduce)."""
+        loss, summed = 0.0, None
+        for position, batch in enumerate(arrays):
+            part, grads = self._accumulate_fn(*batch, np.int32(position), total)
+            loss += float(part)
+            summed = (
+                grads if summed is None else [a + g for a, g in zip(summed, grads, strict=True)]
+            )
+        if summed is None:
+            summed = [np.zeros(v.shape, np.float32) for v in self._trainable]
+        self._sum_apply_fn(summed)
         return loss
 
     def loss(self, batch: Batch) -> float:
@@ -282,6 +319,7 @@ class KerasModel:
         """Sum over the non-pad positions of ``batch`` of the token losses."""
         src_ids, src_lengths, tgt_in, tgt_out, tgt_mask = batch
         logits = self.network(src_ids, src_lengths, tgt_in, dropout_seed=dropout_seed)
+        logits = ops.cast(logits, "float32")  # the loss in float32 under mixed precision
         return ops.sum(self._token_losses(logits, tgt_out) * tgt_mask)
 
     def _loss_and_gradients(self, batch, total, dropout_seed=None):
@@ -309,6 +347,17 @@ class KerasModel:
         self.optimizer.apply(grads, self._trainable)  # clips the summed gradient first
         return self.optimizer.iterations
 
+    def _sum_and_apply(self, grads):
+        """Sum ``grads`` over the workers (the strategy's all-reduce, in replica context),
+        then clip and apply them as :meth:`_apply` does, on every worker alike."""
+
+        def replica(grads):
+            context = tf.distribute.get_replica_context()
+            # identity: a tensor on the replica's device (an argument has none to send from)
+            return context.all_reduce(tf.distribute.ReduceOp.SUM, [tf.identity(g) for g in grads])
+
+        return self._apply(self.placement.strategy.run(replica, args=(grads,)))
+
     def _train(self, *arguments):
         *batch, total = arguments
         loss, grads = self._accumulate(*batch, tf.constant(0, tf.int32), total)
@@ -322,14 +371,15 @@ class KerasModel:
         return self._loss_and_gradients(batch, ops.sum(batch[4]))[1]
 
     def _log_probs(self, src_ids, src_lengths, tgt_in):
-        return ops.log_softmax(self.network(src_ids, src_lengths, tgt_in), axis=-1)
+        logits = self.network(src_ids, src_lengths, tgt_in)
+        return ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
 
     def _encode(self, src_ids, src_lengths):
         return self.network.encode(src_ids, src_lengths)
 
     def _step(self, prev_ids, tensors):
         logits, tensors, weights = self.network.step(prev_ids, tensors)
-        return ops.log_softmax(logits, axis=-1), tensors, weights
+        return ops.log_softmax(ops.cast(logits, "float32"), axis=-1), tensors, weights
 
     def _reorder(self, tensors, index):
         return tf.nest.map_structure(lambda t: ops.take(t, index, axis=0), tensors)

@@ -1,0 +1,120 @@
+"""Data-parallel training with ``tf.distribute.MultiWorkerMirroredStrategy``: one process
+per worker, started with ``TF_CONFIG`` (the cluster's ``worker`` addresses and this
+process's ``task.index``), collective operations over gRPC between the workers.
+
+:func:`join` makes the strategy and returns a :class:`KerasGroup`, the core's
+:class:`seq2seq_kit.runtime.ProcessGroup`. A model built with it
+(:class:`..model.KerasModel`) creates its variables under ``strategy.scope()`` and sums
+its gradients over the workers with the strategy's all-reduce.
+
+A worker that dies is noticed by TensorFlow's coordination service, which task 0 runs:
+the others stop sending it heartbeats, and it aborts every pending collective with an
+``UnavailableError`` naming the task (``/job:worker/replica:0/task:N``). Measured with
+TF 2.21 on loopback: a worker killed between two updates is reported to the other in
+about 10 s.
+"""
+
+from __future__ import annotations
+
+from . import configure_environment
+
+configure_environment()
+
+import re  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+import tensorflow as tf  # noqa: E402
+
+from seq2seq_kit.errors import BackendError  # noqa: E402
+from seq2seq_kit.runtime import Launch, Runtime  # noqa: E402
+
+from .placement import apply_threads  # noqa: E402
+
+# A task TensorFlow names in an error: "/job:worker/replica:0/task:1", "/job:worker/task:1".
+_TASK = re.compile(r"/job:worker/(?:replica:\d+/)?task:(\d+)")
+
+
+class KerasGroup:
+    """The workers of a ``MultiWorkerMirroredStrategy`` run, as the trainer sees them.
+
+    Attributes:
+        rank, world_size: this worker's ``task.index`` and the number of workers.
+        launcher: ``"tf_config"``.
+        strategy: the ``tf.distribute.MultiWorkerMirroredStrategy``.
+    """
+
+    launcher = "tf_config"
+
+    def __init__(self, strategy: tf.distribute.Strategy, rank: int, world_size: int):
+        self.strategy = strategy
+        self.rank = rank
+        self.world_size = world_size
+        self._sum = tf.function(self._sum_replicas, autograph=False)
+
+    def _sum_replicas(self, values: tf.Tensor) -> tf.Tensor:
+        def replica(values):
+            context = tf.distribute.get_replica_context()
+            # identity: the all-reduce sends a tensor from the replica's own device (a
+            # function argument has none, and the strategy then finds no destination)
+            return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(values))
+
+        return self.strategy.run(replica, args=(values,))
+
+    def all_reduce(self, values: Sequence[float]) -> list[float]:
+        """The element-wise float64 sum of ``values`` over the workers (a collective every
+        worker must call with as many values).
+
+        Raises:
+            tf.errors.OpError: a worker failed or stopped (see :meth:`failed_ranks`).
+        """
+        summed = self._sum(tf.constant([float(v) for v in values], tf.float64))
+        return [float(v) for v in summed.numpy()]
+
+    def barrier(self) -> None:
+        """Return once every worker has called it (an all-reduce of nothing much)."""
+        self.all_reduce([0.0])
+
+    def failed_ranks(self, error: BaseException) -> list[int]:
+        """The workers other than this one that ``error``'s message names (TensorFlow's
+        coordination service names the tasks that stopped sending heartbeats); empty when
+        it names none."""
+        named = {int(task) for task in _TASK.findall(str(error))}
+        return sorted(r for r in named if r != self.rank and r < self.world_size)
+
+    def close(self) -> None:
+        """Nothing to release: the strategy's servers end with the process (TensorFlow
+        cannot shut them down earlier)."""
+
+
+def join(launch: Launch, runtime: Runtime) -> KerasGroup:
+    """Join the ``TF_CONFIG`` run this process is worker ``launch.rank`` of. Must come
+    before anything else in the process uses TensorFlow (collective operations are set up
+    when its runtime starts); applies ``runtime.threads`` first for the same reason.
+
+    Blocks until every worker of ``TF_CONFIG``'s cluster has started.
+
+    Raises:
+        BackendError: a launcher other than ``TF_CONFIG``, or TensorFlow already running.
+    """
+    if launch.launcher != "tf_config":
+        raise BackendError(
+            f"the keras backend trains data-parallel with TF_CONFIG "
+            f"(MultiWorkerMirroredStrategy), not under {launch.launcher}; start one process "
+            f"per worker with TF_CONFIG set, or use a backend that supports {launch.launcher}"
+        )
+    apply_threads(runtime.threads)
+    try:
+        if runtime.device == "cpu":  # the strategy would otherwise take every visible GPU
+            tf.config.set_visible_devices([], "GPU")
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    except (RuntimeError, ValueError) as exc:
+        raise BackendError(
+            f"cannot join the TF_CONFIG run as worker {launch.rank}: {exc} (TensorFlow must "
+            f"not have run anything in this process before)"
+        ) from None
+    if strategy.num_replicas_in_sync != launch.world_size:
+        raise BackendError(
+            f"TF_CONFIG names {launch.world_size} workers but the strategy has "
+            f"{strategy.num_replicas_in_sync} replicas (one device per worker is supported)"
+        )
+    return KerasGroup(strategy, launch.rank, launch.world_size)
