@@ -375,11 +375,11 @@ class KerasModel:
         return ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
 
     def _encode(self, src_ids, src_lengths):
-        return self.network.encode(src_ids, src_lengths)
+        return _float32(self.network.encode(src_ids, src_lengths))
 
     def _step(self, prev_ids, tensors):
-        logits, tensors, weights = self.network.step(prev_ids, tensors)
-        return ops.log_softmax(ops.cast(logits, "float32"), axis=-1), tensors, weights
+        logits, tensors, weights = _float32(self.network.step(prev_ids, tensors))
+        return ops.log_softmax(logits, axis=-1), tensors, weights
 
     def _reorder(self, tensors, index):
         return tf.nest.map_structure(lambda t: ops.take(t, index, axis=0), tensors)
@@ -393,6 +393,16 @@ class KerasModel:
         tgt_out = np.asarray(batch.tgt_out, dtype=np.int32)
         tgt_mask = np.asarray(batch.tgt_mask, dtype=np.float32)
         return src_ids, src_lengths, tgt_in, tgt_out, tgt_mask
+
+
+def _float32(tensors):
+    """``tensors`` (a nest) with every floating tensor float32: decoder states and logits
+    computed in bfloat16 under mixed precision cross the boundary as float32 (the traces'
+    signatures, and the contract, say float32); a no-op in float32."""
+    return tf.nest.map_structure(
+        lambda t: ops.cast(t, "float32") if t is not None and t.dtype.is_floating else t,
+        tensors,
+    )
 
 
 def _trim_sources(src_ids: np.ndarray, src_lengths: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -325,7 +325,9 @@ class Transformer(layers.Layer):
     def _embed(self, ids, positions, embedding, learned, dropout: Dropout | None):
         """int32 ids [B, T] at int32 ``positions`` [T] -> [B, T, D] inputs (dropped)."""
         table = self.sinusoids if learned is None else learned.embeddings
-        x = embedding(ids) * self.scale + ops.take(table, positions, axis=0)[None]
+        x = embedding(ids) * self.scale
+        # the sinusoid table is float32; x is bfloat16 under mixed precision
+        x = x + ops.cast(ops.take(table, positions, axis=0)[None], x.dtype)
         return x if dropout is None else dropout(x)
 
     def _logits(self, y):
