@@ -16,6 +16,7 @@ from . import configure_environment
 # Must run before the first import of Keras / TensorFlow in the process.
 configure_environment()
 
+import functools  # noqa: E402
 from typing import Any, NamedTuple  # noqa: E402
 
 import keras  # noqa: E402
@@ -88,13 +89,17 @@ class _Compiled:
     d_model 64, as the caches are copied one position longer).
     """
 
-    def __init__(self, fn, signature):
+    def __init__(self, fn, signature, device: str | None = None):
         self._function = tf.function(fn, input_signature=signature, autograph=False)
         self._concrete = None
+        self._device = device
 
     def __call__(self, *args):
         if self._concrete is None:
-            self._concrete = self._function.get_concrete_function()
+            # ops take the device scope they are traced in (the model's device: otherwise
+            # TensorFlow would put them on a GPU whenever there is one)
+            with tf.device(self._device):
+                self._concrete = self._function.get_concrete_function()
         return self._concrete(*args)
 
 
@@ -149,27 +154,34 @@ class KerasModel:
             self._variables = variables_by_name(self.network)
             self._trainable = list(self._variables.values())
             self.optimizer = make_optimizer(self.optimizer_spec)
+            # fp16: Keras' dynamic loss scaling around Adam (it skips an update whose
+            # gradient overflows and halves the scale; unscales before Adam clips)
+            self._scaler = None
+            if self.placement.precision == "fp16":
+                self._scaler = keras.optimizers.LossScaleOptimizer(self.optimizer)
             # Build the moments now: a tf.function must not create variables later.
-            self.optimizer.build(self._trainable)
+            (self._scaler or self.optimizer).build(self._trainable)
             # A variable, not a constant of the traces: restoring a seed retraces nothing.
             self._seed = tf.Variable(seed, dtype=tf.int64, trainable=False, name="dropout_seed")
         self.set_weights(initial_weights(spec, seed))
 
         state = self.network.state_signature()
+        device = None if self.placement.strategy is not None else self.placement.device
+        compiled = functools.partial(_Compiled, device=device)
         gradients = [tf.TensorSpec(v.shape, tf.float32) for v in self._trainable]
         index = tf.TensorSpec([None], tf.int64)
-        self._train_fn = _Compiled(self._train, (*_BATCH, _FLOAT_SCALAR))
-        self._accumulate_fn = _Compiled(self._accumulate, (*_BATCH, _INT_SCALAR, _FLOAT_SCALAR))
-        self._apply_fn = _Compiled(self._apply, (gradients,))
+        self._train_fn = compiled(self._train, (*_BATCH, _FLOAT_SCALAR))
+        self._accumulate_fn = compiled(self._accumulate, (*_BATCH, _INT_SCALAR, _FLOAT_SCALAR))
+        self._apply_fn = compiled(self._apply, (gradients,))
         if self.placement.strategy is not None:
-            self._sum_apply_fn = _Compiled(self._sum_and_apply, (gradients,))
-        self._loss_fn = _Compiled(self._loss, _BATCH)
-        self._gradients_fn = _Compiled(self._gradients, _BATCH)
-        self._log_probs_fn = _Compiled(self._log_probs, _BATCH[:3])
-        self._encode_fn = _Compiled(self._encode, (_IDS_2D, _IDS_1D))
-        self._step_fn = _Compiled(self._step, (_IDS_1D, state))
-        self._reorder_fn = _Compiled(self._reorder, (state, index))
-        self._take_fn = _Compiled(self._reorder, (_FLOATS_2D, index))
+            self._sum_apply_fn = compiled(self._sum_and_apply, (gradients,))
+        self._loss_fn = compiled(self._loss, _BATCH)
+        self._gradients_fn = compiled(self._gradients, _BATCH)
+        self._log_probs_fn = compiled(self._log_probs, _BATCH[:3])
+        self._encode_fn = compiled(self._encode, (_IDS_2D, _IDS_1D))
+        self._step_fn = compiled(self._step, (_IDS_1D, state))
+        self._reorder_fn = compiled(self._reorder, (state, index))
+        self._take_fn = compiled(self._reorder, (_FLOATS_2D, index))
 
     # ------------------------------------------------------------------ Model protocol
 
@@ -322,12 +334,14 @@ class KerasModel:
         logits = ops.cast(logits, "float32")  # the loss in float32 under mixed precision
         return ops.sum(self._token_losses(logits, tgt_out) * tgt_mask)
 
-    def _loss_and_gradients(self, batch, total, dropout_seed=None):
+    def _loss_and_gradients(self, batch, total, dropout_seed=None, scaled=False):
         """(summed loss / total, its gradients, dense) with ``total`` the token count the
-        mean is over; a count of 0 gives loss 0 and zero gradients, not 0 / 0."""
+        mean is over; a count of 0 gives loss 0 and zero gradients, not 0 / 0. ``scaled``:
+        under fp16, the gradients of the loss times the loss scale (for :meth:`_apply`)."""
         with tf.GradientTape() as tape:
             loss = self._summed_loss(batch, dropout_seed) / ops.maximum(total, 1.0)
-        grads = tape.gradient(loss, self._trainable)
+            target = loss if self._scaler is None or not scaled else self._scaler.scale_loss(loss)
+        grads = tape.gradient(target, self._trainable)
         # Embedding lookups give sparse (IndexedSlices) gradients; densify so that Adam
         # decays the moments of every row, as a dense Adam does. A weight no gradient
         # reaches (the Transformer's key biases) gets zeros, not None.
@@ -341,10 +355,16 @@ class KerasModel:
         batches hold ``total`` target tokens, with that batch's dropout masks."""
         *batch, position, total = arguments
         seed = step_seed(self._seed, self.optimizer.iterations, position)
-        return self._loss_and_gradients(batch, total, seed)
+        return self._loss_and_gradients(batch, total, seed, scaled=True)
 
     def _apply(self, grads):
-        self.optimizer.apply(grads, self._trainable)  # clips the summed gradient first
+        if self._scaler is None:
+            self.optimizer.apply(grads, self._trainable)  # clips the summed gradient first
+        else:
+            # LossScaleOptimizer.apply's own path for TensorFlow's default strategy, and
+            # for a mirrored one too: the gradients are already summed, so every worker
+            # takes the same decision on overflow (apply() refuses cross-replica context)
+            self._scaler._common_apply(grads, self._trainable)
         return self.optimizer.iterations
 
     def _sum_and_apply(self, grads):
@@ -361,7 +381,7 @@ class KerasModel:
     def _train(self, *arguments):
         *batch, total = arguments
         loss, grads = self._accumulate(*batch, tf.constant(0, tf.int32), total)
-        self.optimizer.apply(grads, self._trainable)
+        self._apply(grads)
         return loss
 
     def _loss(self, *batch):

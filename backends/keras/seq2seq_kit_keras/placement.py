@@ -95,24 +95,19 @@ def device_name(device: str) -> str:
     return f"/GPU:{index}"
 
 
-def check_precision(precision: str, device: str) -> None:
-    """Refuse a precision this backend cannot train in on ``device``.
+def check_precision(precision: str) -> None:
+    """Refuse a precision this backend does not know.
 
-    bf16 runs everywhere (on CPUs TensorFlow's oneDNN kernels compute bfloat16 matmuls,
-    natively with AVX512_BF16 / AMX). fp16 needs a GPU: TensorFlow's CPU kernels compute
-    float16 matmuls without hardware support, slower than float32, so the dynamic loss
-    scaling it needs buys nothing there.
+    All three train on a CPU as on a GPU. Measured with TF 2.21 on a CPU with AVX512_BF16
+    (num2words LSTM, H 256, batch 64, one thread): bf16 trains about 2x as many tokens/s
+    as fp32 (oneDNN's bfloat16 matmuls), fp16 as many as fp32 (no float16 arithmetic on
+    that CPU: it only adds the loss scaling).
 
     Raises:
-        BackendError: fp16 on a CPU, or a precision that is not fp32, bf16 or fp16.
+        BackendError: a precision that is not fp32, bf16 or fp16.
     """
     if precision not in POLICIES:
         raise BackendError(f"precision {precision!r}: expected one of {sorted(POLICIES)}")
-    if precision == "fp16" and not device.startswith("/GPU"):
-        raise BackendError(
-            "precision 'fp16' in the keras backend needs a GPU (TensorFlow's CPU float16 "
-            "kernels are slower than float32); on a CPU use --precision bf16 or fp32"
-        )
 
 
 @dataclass(frozen=True)
@@ -156,8 +151,8 @@ def placement(runtime: Runtime | None) -> Placement:
     """Apply ``runtime``'s threads and resolve its device, precision and strategy.
 
     Raises:
-        BackendError: a device TensorFlow does not see, a precision it cannot train in
-            there, or a group this backend did not make (:func:`.distributed.join`).
+        BackendError: a device TensorFlow does not see, an unknown precision, or a
+            group this backend did not make (:func:`.distributed.join`).
     """
     runtime = runtime or Runtime(device="cpu")
     apply_threads(runtime.threads)
@@ -171,5 +166,5 @@ def placement(runtime: Runtime | None) -> Placement:
                 f"{runtime.group.launcher!r}"
             )
     device = device_name(runtime.device)
-    check_precision(runtime.precision, device)
+    check_precision(runtime.precision)
     return Placement(device, runtime.precision, strategy)
