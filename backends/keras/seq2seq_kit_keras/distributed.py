@@ -28,7 +28,7 @@ import tensorflow as tf  # noqa: E402
 from seq2seq_kit.errors import BackendError  # noqa: E402
 from seq2seq_kit.runtime import Launch, Runtime  # noqa: E402
 
-from .placement import apply_threads  # noqa: E402
+from .placement import apply_threads, device_name  # noqa: E402
 
 # A task TensorFlow names in an error: "/job:worker/replica:0/task:1", "/job:worker/task:1".
 _TASK = re.compile(r"/job:worker/(?:replica:\d+/)?task:(\d+)")
@@ -86,6 +86,23 @@ class KerasGroup:
         cannot shut them down earlier)."""
 
 
+def worker_gpus(device: str) -> list:
+    """The one GPU a worker trains on for ``[train] device`` (``cuda:N``: GPU N; ``cuda``
+    and ``auto``: GPU 0, so workers sharing a machine each need their own ``cuda:N``), or
+    none (``cpu``, or no GPU with ``auto``).
+
+    Raises:
+        BackendError: a ``cuda`` device TensorFlow does not see.
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "cpu" or (device == "auto" and not gpus):
+        return []
+    index = int(device.partition(":")[2] or 0)
+    if index >= len(gpus):
+        device_name(device)  # raises, naming what TensorFlow sees
+    return [gpus[index]]
+
+
 def join(launch: Launch, runtime: Runtime) -> KerasGroup:
     """Join the ``TF_CONFIG`` run this process is worker ``launch.rank`` of. Must come
     before anything else in the process uses TensorFlow (collective operations are set up
@@ -94,7 +111,8 @@ def join(launch: Launch, runtime: Runtime) -> KerasGroup:
     Blocks until every worker of ``TF_CONFIG``'s cluster has started.
 
     Raises:
-        BackendError: a launcher other than ``TF_CONFIG``, or TensorFlow already running.
+        BackendError: a launcher other than ``TF_CONFIG``, TensorFlow already running, or
+            a ``cuda`` device it does not see.
     """
     if launch.launcher != "tf_config":
         raise BackendError(
@@ -104,8 +122,8 @@ def join(launch: Launch, runtime: Runtime) -> KerasGroup:
         )
     apply_threads(runtime.threads)
     try:
-        if runtime.device == "cpu":  # the strategy would otherwise take every visible GPU
-            tf.config.set_visible_devices([], "GPU")
+        # The strategy makes a replica of every visible GPU: leave this worker one, or none
+        tf.config.set_visible_devices(worker_gpus(runtime.device), "GPU")
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     except (RuntimeError, ValueError) as exc:
         raise BackendError(

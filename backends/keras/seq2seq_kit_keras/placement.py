@@ -165,6 +165,7 @@ def placement(runtime: Runtime | None) -> Placement:
                 f"(TF_CONFIG); got {type(runtime.group).__name__} from "
                 f"{runtime.group.launcher!r}"
             )
-    device = device_name(runtime.device)
+    # a worker sees only its own device (.distributed.worker_gpus): the first one there is
+    device = device_name(runtime.device if strategy is None else "auto")
     check_precision(runtime.precision)
     return Placement(device, runtime.precision, strategy)
