@@ -30,6 +30,10 @@ from seq2seq_kit.runtime import Launch, Runtime  # noqa: E402
 
 from .placement import apply_threads, device_name  # noqa: E402
 
+#: How long a worker other than 0 waits to register with worker 0's coordination service
+#: before it gives up (TensorFlow's default is to wait forever).
+REGISTER_TIMEOUT_S = 300
+
 # A task TensorFlow names in an error: "/job:worker/replica:0/task:1", "/job:worker/task:1".
 _TASK = re.compile(r"/job:worker/(?:replica:\d+/)?task:(\d+)")
 
@@ -103,16 +107,34 @@ def worker_gpus(device: str) -> list:
     return [gpus[index]]
 
 
+def _configure_coordination(workers: int) -> None:
+    """Set up TensorFlow's coordination service as MultiWorkerMirroredStrategy would (task
+    0 leads; see collective_all_reduce_strategy.py, which skips its own set-up when one is
+    configured), with :data:`REGISTER_TIMEOUT_S` to wait for the workers."""
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.eager import context
+
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader="/job:worker/replica:0/task:0",
+        cluster_register_timeout_in_ms=REGISTER_TIMEOUT_S * 1000,
+        coordinated_jobs=[coordination_config_pb2.CoordinatedJob(name="worker", num_tasks=workers)],
+    )
+
+
 def join(launch: Launch, runtime: Runtime) -> KerasGroup:
     """Join the ``TF_CONFIG`` run this process is worker ``launch.rank`` of. Must come
     before anything else in the process uses TensorFlow (collective operations are set up
     when its runtime starts); applies ``runtime.threads`` first for the same reason.
 
-    Blocks until every worker of ``TF_CONFIG``'s cluster has started.
+    Blocks until every worker of ``TF_CONFIG``'s cluster has started: a worker other than
+    0 gives up after :data:`REGISTER_TIMEOUT_S`; worker 0 waits for as long as it takes
+    (TensorFlow's coordination service has no limit there, measured with TF 2.21), and
+    ignores SIGTERM meanwhile: stop it with SIGKILL.
 
     Raises:
-        BackendError: a launcher other than ``TF_CONFIG``, TensorFlow already running, or
-            a ``cuda`` device it does not see.
+        BackendError: a launcher other than ``TF_CONFIG``, TensorFlow already running, a
+            ``cuda`` device it does not see, or worker 0 not found in time.
     """
     if launch.launcher != "tf_config":
         raise BackendError(
@@ -124,7 +146,14 @@ def join(launch: Launch, runtime: Runtime) -> KerasGroup:
     try:
         # The strategy makes a replica of every visible GPU: leave this worker one, or none
         tf.config.set_visible_devices(worker_gpus(runtime.device), "GPU")
+        _configure_coordination(launch.world_size)
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    except tf.errors.DeadlineExceededError:
+        raise BackendError(
+            f"worker {launch.rank}: worker 0 of TF_CONFIG's cluster did not take this worker "
+            f"in within {REGISTER_TIMEOUT_S} s (not started, or another address or port); "
+            f"start every worker with the same cluster list"
+        ) from None
     except (RuntimeError, ValueError) as exc:
         raise BackendError(
             f"cannot join the TF_CONFIG run as worker {launch.rank}: {exc} (TensorFlow must "
