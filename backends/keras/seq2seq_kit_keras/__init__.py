@@ -31,6 +31,9 @@ CAPABILITIES = frozenset(
         "dropout",
         "resume",
         "transformer",
+        "devices",
+        "mixed_precision",
+        "distributed",
     }
 )
 
@@ -51,11 +54,19 @@ def configure_environment() -> None:
     # hides it).
 
 
-def build(spec, *, seed, optimizer):
+def build(spec, *, seed, optimizer, runtime=None):
     configure_environment()
     from .model import KerasModel
 
-    return KerasModel(spec, seed=seed, optimizer=optimizer)
+    return KerasModel(spec, seed=seed, optimizer=optimizer, runtime=runtime)
+
+
+def join(launch, runtime):
+    """Join a ``TF_CONFIG`` launch (:func:`.distributed.join`)."""
+    configure_environment()
+    from .distributed import join
+
+    return join(launch, runtime)
 
 
 @hookimpl
@@ -66,5 +77,6 @@ def register_backends(register):
             version=__version__,
             capabilities=CAPABILITIES,
             build=build,
+            join=join,
         )
     )

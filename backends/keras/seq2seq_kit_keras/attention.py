@@ -28,6 +28,13 @@ KINDS = ("dot", "general", "bahdanau")
 _MASKED_SCORE = -1e9
 
 
+def masked_score(dtype) -> float:
+    """:data:`_MASKED_SCORE` in ``dtype``: -1e9 overflows float16 (mixed precision fp16)
+    to -inf, and a fully masked row's softmax to NaN; -3e4 still underflows exp() there
+    next to any real score."""
+    return -3e4 if tf.as_dtype(dtype) == tf.float16 else _MASKED_SCORE
+
+
 class Attention(layers.Layer):
     """Attention of a decoder over the encoder's memory, with the canonical variables
     ``kernel`` ("general"), ``query_kernel``, ``memory_kernel``, ``v`` ("bahdanau") and
@@ -84,7 +91,7 @@ class Attention(layers.Layer):
             hidden = ops.tanh(projected[:, :, None, :] + memory["keys"][:, None, :, :])
             scores = ops.sum(hidden * self.v, axis=-1)
         mask = memory["mask"][:, None, :]
-        weights = ops.softmax(ops.where(mask, scores, _MASKED_SCORE), axis=-1)
+        weights = ops.softmax(ops.where(mask, scores, masked_score(scores.dtype)), axis=-1)
         # A row with no real position softmaxes to uniform weights; the mask zeroes them.
         weights = weights * ops.cast(mask, weights.dtype)
         context = ops.matmul(weights, values)

@@ -16,6 +16,7 @@ from . import configure_environment
 # Must run before the first import of Keras / TensorFlow in the process.
 configure_environment()
 
+import functools  # noqa: E402
 from typing import Any, NamedTuple  # noqa: E402
 
 import keras  # noqa: E402
@@ -25,6 +26,7 @@ from keras import ops  # noqa: E402
 
 from seq2seq_kit.backend import attention_at_width  # noqa: E402
 from seq2seq_kit.batching import Batch  # noqa: E402
+from seq2seq_kit.runtime import Runtime  # noqa: E402
 from seq2seq_kit.spec import OptimizerSpec, Spec, TransformerSpec  # noqa: E402
 from seq2seq_kit.weights import (  # noqa: E402
     check_optimizer_state,
@@ -35,6 +37,7 @@ from seq2seq_kit.weights import (  # noqa: E402
 from .dropout import step_seed  # noqa: E402
 from .layout import variables_by_name  # noqa: E402
 from .optimizer import make_optimizer  # noqa: E402
+from .placement import placement  # noqa: E402
 from .rnn import Seq2Seq  # noqa: E402
 from .transformer import Transformer  # noqa: E402
 
@@ -86,13 +89,17 @@ class _Compiled:
     d_model 64, as the caches are copied one position longer).
     """
 
-    def __init__(self, fn, signature):
+    def __init__(self, fn, signature, device: str | None = None):
         self._function = tf.function(fn, input_signature=signature, autograph=False)
         self._concrete = None
+        self._device = device
 
     def __call__(self, *args):
         if self._concrete is None:
-            self._concrete = self._function.get_concrete_function()
+            # ops take the device scope they are traced in (the model's device: otherwise
+            # TensorFlow would put them on a GPU whenever there is one)
+            with tf.device(self._device):
+                self._concrete = self._function.get_concrete_function()
         return self._concrete(*args)
 
 
@@ -111,6 +118,13 @@ class KerasModel:
             once).
         optimizer: Adam settings and label smoothing for :meth:`train_step` (default
             ``OptimizerSpec()``).
+        runtime: threads, device, precision and data-parallel group
+            (:func:`.placement.placement`); default one CPU thread-pool setting, the CPU,
+            float32, one process. With ``bf16`` the layers compute in bfloat16 (Keras'
+            ``mixed_bfloat16`` policy) while weights, Adam's moments, the loss and every
+            returned array stay float32. With a group (:mod:`.distributed`) the variables
+            are mirrored by its strategy and :meth:`train_step` sums the gradients over
+            the workers.
 
     Attributes:
         spec: the spec.
@@ -129,45 +143,65 @@ class KerasModel:
         *,
         seed: int = 0,
         optimizer: OptimizerSpec | None = None,
+        runtime: Runtime | None = None,
     ):
         self.spec = spec
         self.optimizer_spec = optimizer or OptimizerSpec()
         self.label_smoothing = self.optimizer_spec.label_smoothing
-        self.network = Transformer(spec) if isinstance(spec, TransformerSpec) else Seq2Seq(spec)
-        self._variables = variables_by_name(self.network)
-        self._trainable = list(self._variables.values())
-        self.optimizer = make_optimizer(self.optimizer_spec)
-        # Build the moments now: a tf.function must not create variables on a later call.
-        self.optimizer.build(self._trainable)
-        # A variable, not a constant of the traces: restoring a saved seed retraces nothing.
-        self._seed = tf.Variable(seed, dtype=tf.int64, trainable=False, name="dropout_seed")
+        self.placement = placement(runtime)
+        with self.placement.building():
+            self.network = Transformer(spec) if isinstance(spec, TransformerSpec) else Seq2Seq(spec)
+            self._variables = variables_by_name(self.network)
+            self._trainable = list(self._variables.values())
+            self.optimizer = make_optimizer(self.optimizer_spec)
+            # fp16: Keras' dynamic loss scaling around Adam (it skips an update whose
+            # gradient overflows and halves the scale; unscales before Adam clips)
+            self._scaler = None
+            if self.placement.precision == "fp16":
+                self._scaler = keras.optimizers.LossScaleOptimizer(self.optimizer)
+            # Build the moments now: a tf.function must not create variables later.
+            (self._scaler or self.optimizer).build(self._trainable)
+            # A variable, not a constant of the traces: restoring a seed retraces nothing.
+            self._seed = tf.Variable(seed, dtype=tf.int64, trainable=False, name="dropout_seed")
         self.set_weights(initial_weights(spec, seed))
 
         state = self.network.state_signature()
+        device = None if self.placement.strategy is not None else self.placement.device
+        compiled = functools.partial(_Compiled, device=device)
         gradients = [tf.TensorSpec(v.shape, tf.float32) for v in self._trainable]
         index = tf.TensorSpec([None], tf.int64)
-        self._train_fn = _Compiled(self._train, (*_BATCH, _FLOAT_SCALAR))
-        self._accumulate_fn = _Compiled(self._accumulate, (*_BATCH, _INT_SCALAR, _FLOAT_SCALAR))
-        self._apply_fn = _Compiled(self._apply, (gradients,))
-        self._loss_fn = _Compiled(self._loss, _BATCH)
-        self._gradients_fn = _Compiled(self._gradients, _BATCH)
-        self._log_probs_fn = _Compiled(self._log_probs, _BATCH[:3])
-        self._encode_fn = _Compiled(self._encode, (_IDS_2D, _IDS_1D))
-        self._step_fn = _Compiled(self._step, (_IDS_1D, state))
-        self._reorder_fn = _Compiled(self._reorder, (state, index))
-        self._take_fn = _Compiled(self._reorder, (_FLOATS_2D, index))
+        self._train_fn = compiled(self._train, (*_BATCH, _FLOAT_SCALAR))
+        self._accumulate_fn = compiled(self._accumulate, (*_BATCH, _INT_SCALAR, _FLOAT_SCALAR))
+        self._apply_fn = compiled(self._apply, (gradients,))
+        if self.placement.strategy is not None:
+            self._sum_apply_fn = compiled(self._sum_and_apply, (gradients,))
+        self._loss_fn = compiled(self._loss, _BATCH)
+        self._gradients_fn = compiled(self._gradients, _BATCH)
+        self._log_probs_fn = compiled(self._log_probs, _BATCH[:3])
+        self._encode_fn = compiled(self._encode, (_IDS_2D, _IDS_1D))
+        self._step_fn = compiled(self._step, (_IDS_1D, state))
+        self._reorder_fn = compiled(self._reorder, (state, index))
+        self._take_fn = compiled(self._reorder, (_FLOATS_2D, index))
 
     # ------------------------------------------------------------------ Model protocol
 
-    def train_step(self, batches: list[Batch]) -> float:
+    def train_step(self, batches: list[Batch], total_tokens: int | None = None) -> float:
         """One Adam step on the concatenation of ``batches`` (a non-empty list): the
         gradient of (sum of token losses) / (non-pad target tokens of all batches), summed
         batch by batch, then clipped and applied once. Dropout (if the spec asks) draws its
         masks from (seed, updates so far, position in ``batches``). Returns that mean loss
         (nats per target token, label-smoothed if asked, with those masks) before the
-        step."""
+        step.
+
+        Data-parallel (built with a group): ``batches`` are this worker's share (possibly
+        none) and ``total_tokens`` the target tokens of the whole update; the gradient of
+        (this worker's token losses) / ``total_tokens`` is summed over the workers by the
+        strategy's all-reduce before clipping, every worker applies that same update, and
+        the return value is this worker's share of the loss."""
         arrays = [self._batch_arrays(batch) for batch in batches]
         total = np.float32(sum(float(a[4].sum()) for a in arrays))
+        if self.placement.strategy is not None:
+            return self._train_shared(arrays, np.float32(total_tokens or total))
         if len(arrays) == 1:  # one fused graph: no gradients cross back to Python
             return float(self._train_fn(*arrays[0], total))
         loss, summed = 0.0, None
@@ -178,6 +212,21 @@ class KerasModel:
                 grads if summed is None else [a + g for a, g in zip(summed, grads, strict=True)]
             )
         self._apply_fn(summed)
+        return loss
+
+    def _train_shared(self, arrays: list[tuple[np.ndarray, ...]], total: np.float32) -> float:
+        """This worker's part of a data-parallel update (:meth:`train_step`): its batches'
+        loss and gradient (zeros without batches: it still joins the all-reduce)."""
+        loss, summed = 0.0, None
+        for position, batch in enumerate(arrays):
+            part, grads = self._accumulate_fn(*batch, np.int32(position), total)
+            loss += float(part)
+            summed = (
+                grads if summed is None else [a + g for a, g in zip(summed, grads, strict=True)]
+            )
+        if summed is None:
+            summed = [np.zeros(v.shape, np.float32) for v in self._trainable]
+        self._sum_apply_fn(summed)
         return loss
 
     def loss(self, batch: Batch) -> float:
@@ -282,14 +331,17 @@ class KerasModel:
         """Sum over the non-pad positions of ``batch`` of the token losses."""
         src_ids, src_lengths, tgt_in, tgt_out, tgt_mask = batch
         logits = self.network(src_ids, src_lengths, tgt_in, dropout_seed=dropout_seed)
+        logits = ops.cast(logits, "float32")  # the loss in float32 under mixed precision
         return ops.sum(self._token_losses(logits, tgt_out) * tgt_mask)
 
-    def _loss_and_gradients(self, batch, total, dropout_seed=None):
+    def _loss_and_gradients(self, batch, total, dropout_seed=None, scaled=False):
         """(summed loss / total, its gradients, dense) with ``total`` the token count the
-        mean is over; a count of 0 gives loss 0 and zero gradients, not 0 / 0."""
+        mean is over; a count of 0 gives loss 0 and zero gradients, not 0 / 0. ``scaled``:
+        under fp16, the gradients of the loss times the loss scale (for :meth:`_apply`)."""
         with tf.GradientTape() as tape:
             loss = self._summed_loss(batch, dropout_seed) / ops.maximum(total, 1.0)
-        grads = tape.gradient(loss, self._trainable)
+            target = loss if self._scaler is None or not scaled else self._scaler.scale_loss(loss)
+        grads = tape.gradient(target, self._trainable)
         # Embedding lookups give sparse (IndexedSlices) gradients; densify so that Adam
         # decays the moments of every row, as a dense Adam does. A weight no gradient
         # reaches (the Transformer's key biases) gets zeros, not None.
@@ -303,16 +355,33 @@ class KerasModel:
         batches hold ``total`` target tokens, with that batch's dropout masks."""
         *batch, position, total = arguments
         seed = step_seed(self._seed, self.optimizer.iterations, position)
-        return self._loss_and_gradients(batch, total, seed)
+        return self._loss_and_gradients(batch, total, seed, scaled=True)
 
     def _apply(self, grads):
-        self.optimizer.apply(grads, self._trainable)  # clips the summed gradient first
+        if self._scaler is None:
+            self.optimizer.apply(grads, self._trainable)  # clips the summed gradient first
+        else:
+            # LossScaleOptimizer.apply's own path for TensorFlow's default strategy, and
+            # for a mirrored one too: the gradients are already summed, so every worker
+            # takes the same decision on overflow (apply() refuses cross-replica context)
+            self._scaler._common_apply(grads, self._trainable)
         return self.optimizer.iterations
+
+    def _sum_and_apply(self, grads):
+        """Sum ``grads`` over the workers (the strategy's all-reduce, in replica context),
+        then clip and apply them as :meth:`_apply` does, on every worker alike."""
+
+        def replica(grads):
+            context = tf.distribute.get_replica_context()
+            # identity: a tensor on the replica's device (an argument has none to send from)
+            return context.all_reduce(tf.distribute.ReduceOp.SUM, [tf.identity(g) for g in grads])
+
+        return self._apply(self.placement.strategy.run(replica, args=(grads,)))
 
     def _train(self, *arguments):
         *batch, total = arguments
         loss, grads = self._accumulate(*batch, tf.constant(0, tf.int32), total)
-        self.optimizer.apply(grads, self._trainable)
+        self._apply(grads)
         return loss
 
     def _loss(self, *batch):
@@ -322,13 +391,14 @@ class KerasModel:
         return self._loss_and_gradients(batch, ops.sum(batch[4]))[1]
 
     def _log_probs(self, src_ids, src_lengths, tgt_in):
-        return ops.log_softmax(self.network(src_ids, src_lengths, tgt_in), axis=-1)
+        logits = self.network(src_ids, src_lengths, tgt_in)
+        return ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
 
     def _encode(self, src_ids, src_lengths):
-        return self.network.encode(src_ids, src_lengths)
+        return _float32(self.network.encode(src_ids, src_lengths))
 
     def _step(self, prev_ids, tensors):
-        logits, tensors, weights = self.network.step(prev_ids, tensors)
+        logits, tensors, weights = _float32(self.network.step(prev_ids, tensors))
         return ops.log_softmax(logits, axis=-1), tensors, weights
 
     def _reorder(self, tensors, index):
@@ -343,6 +413,16 @@ class KerasModel:
         tgt_out = np.asarray(batch.tgt_out, dtype=np.int32)
         tgt_mask = np.asarray(batch.tgt_mask, dtype=np.float32)
         return src_ids, src_lengths, tgt_in, tgt_out, tgt_mask
+
+
+def _float32(tensors):
+    """``tensors`` (a nest) with every floating tensor float32: decoder states and logits
+    computed in bfloat16 under mixed precision cross the boundary as float32 (the traces'
+    signatures, and the contract, say float32); a no-op in float32."""
+    return tf.nest.map_structure(
+        lambda t: ops.cast(t, "float32") if t is not None and t.dtype.is_floating else t,
+        tensors,
+    )
 
 
 def _trim_sources(src_ids: np.ndarray, src_lengths: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -29,11 +29,8 @@ from keras import layers, ops
 from seq2seq_kit.spec import TransformerSpec
 from seq2seq_kit.weights import LAYER_NORM_EPSILON, sinusoidal_positions
 
+from .attention import masked_score
 from .dropout import Dropout
-
-#: What a score drops to at a hidden key before the softmax; exp() of it is exactly 0 next
-#: to any visible score, and it stays finite so a query with no visible key is not NaN.
-_MASKED_SCORE = -1e9
 
 
 class Cache(NamedTuple):
@@ -101,7 +98,7 @@ class MultiHeadAttention(layers.Layer):
         q = self._heads(self.query, x)
         scores = ops.einsum("bntd,bnsd->bnts", q, keys) / math.sqrt(self.head_size)
         if visible is not None:
-            scores = ops.where(visible, scores, _MASKED_SCORE)
+            scores = ops.where(visible, scores, masked_score(scores.dtype))
         weights = ops.softmax(scores, axis=-1)
         if visible is not None:
             # A row with no visible key softmaxes to uniform weights; the mask zeroes them.
@@ -325,7 +322,9 @@ class Transformer(layers.Layer):
     def _embed(self, ids, positions, embedding, learned, dropout: Dropout | None):
         """int32 ids [B, T] at int32 ``positions`` [T] -> [B, T, D] inputs (dropped)."""
         table = self.sinusoids if learned is None else learned.embeddings
-        x = embedding(ids) * self.scale + ops.take(table, positions, axis=0)[None]
+        x = embedding(ids) * self.scale
+        # the sinusoid table is float32; x is bfloat16 under mixed precision
+        x = x + ops.cast(ops.take(table, positions, axis=0)[None], x.dtype)
         return x if dropout is None else dropout(x)
 
     def _logits(self, y):
