@@ -1,8 +1,9 @@
-"""Mixed-precision training throughput of the PyTorch backend on num2words: bf16 against
-fp32, the num2words RNN and the Transformer of bench_transformer, one thread, on the CPU.
+"""Mixed-precision training throughput on num2words: bf16 against fp32, the num2words RNN
+and the Transformer of bench_transformer, one thread, on the CPU, in the PyTorch backend
+(default) or another that declares ``mixed_precision`` (``--backend keras``).
 
-    python benchmarks/bench_precision.py [--steps N] [--warmup N] [--threads N]
-        [--device cpu] [--precision bf16]
+    python benchmarks/bench_precision.py [--backend torch] [--steps N] [--warmup N]
+        [--threads N] [--device cpu] [--precision bf16]
 
 Each model starts from ``seq2seq_kit.weights.initial_weights(spec, 0)`` and trains on the
 same num2words batches of 64 pairs (``fixtures.warmup_and_timed``; the fixtures are made
@@ -22,11 +23,11 @@ import fixtures
 from bench_transformer import MODEL as TRANSFORMER
 
 
-def train(spec, weights, runtime, warm, timed) -> dict[str, Any]:
+def train(backend, spec, weights, runtime, warm, timed) -> dict[str, Any]:
     """Tokens/s and losses of one model trained from ``weights`` as ``runtime`` says."""
     from seq2seq_kit.plugins import get_backend
 
-    model = get_backend("torch").create(spec, seed=0, runtime=runtime)
+    model = get_backend(backend).create(spec, seed=0, runtime=runtime)
     model.set_weights(weights)
     losses = [model.train_step([b]) for b in warm]
     start = time.perf_counter()
@@ -45,6 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=100, help="timed updates (default 100)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed updates first")
+    parser.add_argument("--backend", default="torch")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp16"])
@@ -65,8 +67,8 @@ def main() -> None:
     }
     warm, timed = fixtures.warmup_and_timed(args.warmup, args.steps)
     print(
-        f"torch, {args.threads} thread(s), device {args.device}, {args.steps} timed updates "
-        f"of 64 num2words pairs after {len(warm)} warm-up ones"
+        f"{args.backend}, {args.threads} thread(s), device {args.device}, {args.steps} timed "
+        f"updates of 64 num2words pairs after {len(warm)} warm-up ones"
     )
     print("| model | precision | target tok/s | vs fp32 | first loss | mean of last 10 losses |")
     print("|---|---|---|---|---|---|")
@@ -75,7 +77,7 @@ def main() -> None:
         base = None
         for precision in ("fp32", args.precision):
             runtime = Runtime(threads=args.threads, device=args.device, precision=precision)
-            m = train(spec, weights, runtime, warm, timed)
+            m = train(args.backend, spec, weights, runtime, warm, timed)
             base = base or m["tokens_per_second"]
             print(
                 f"| {name} | {precision} | {m['tokens_per_second']:.0f} | "
