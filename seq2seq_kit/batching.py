@@ -97,14 +97,18 @@ def batches(
     Raises:
         ValueError: ``batch_size`` below 1, an unknown ``batch_type``, or unequal counts.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if batch_type not in BATCH_TYPES:
-        raise ValueError(f"batch_type must be one of {', '.join(BATCH_TYPES)}, got {batch_type!r}")
-    if len(sources) != len(targets):
-        raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
-    for chunk in _plan(sources, targets, batch_size, rng, bucket, batch_type):
-        yield make_batch([sources[i] for i in chunk], [targets[i] for i in chunk])
+    whole = shards(
+        sources,
+        targets,
+        batch_size,
+        rank=0,
+        world_size=1,
+        rng=rng,
+        bucket=bucket,
+        batch_type=batch_type,
+    )
+    for batch, _ in whole:
+        yield batch
 
 
 def shards(

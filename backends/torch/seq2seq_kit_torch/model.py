@@ -272,29 +272,11 @@ class TorchModel:
             return 0.0
         summed = torch.zeros((), dtype=self.dtype, device=self.placement.device)
         for index, (batch, mask) in enumerate(zip(batches, masks, strict=True)):
-            used = np.flatnonzero(mask.any(axis=0))
-            if not used.size:
+            if not mask.any():
                 continue
             if reseed:
                 self._seed_dropout(index)
-            # The decoder is causal: positions after the last unmasked one change nothing.
-            steps = int(used[-1]) + 1
-            # Logits only where the mask is nonzero; weighting by the mask, not
-            # ignore_index=PAD, follows the contract: the mask decides what counts.
-            flat_mask = mask[:, :steps].reshape(-1)
-            positions = np.flatnonzero(flat_mask)
-            logits = self._net(
-                self._ids(batch.src_ids),
-                self._ids(batch.src_lengths),
-                self._ids(batch.tgt_in[:, :steps]),
-                self._ids(positions),
-            )
-            batch_loss = smoothed_cross_entropy(
-                logits,
-                self._ids(batch.tgt_out[:, :steps].reshape(-1)[positions]),
-                torch.tensor(flat_mask[positions], dtype=self.dtype, device=self.placement.device),
-                self.optimizer_spec.label_smoothing,
-            )
+            batch_loss = self._summed_loss(self.net, batch, mask)
             if backward:
                 self.placement.backward(batch_loss / total)
             summed += batch_loss.detach()
@@ -336,8 +318,9 @@ class TorchModel:
         """The sum of ``batch``'s token losses (weighted by ``mask``, label-smoothed) with
         the network called as ``forward`` (``self.net`` or its data-parallel wrapper);
         logits only where the mask is nonzero (the decoder is causal: positions after the
-        last one change nothing). Through the wrapper, every trained parameter is in the
-        graph."""
+        last one change nothing; weighting by the mask, not ``ignore_index=PAD``, follows
+        the contract: the mask decides what counts). Through the wrapper, every trained
+        parameter is in the graph."""
         steps = int(np.flatnonzero(mask.any(axis=0))[-1]) + 1 if mask.any() else 1
         flat_mask = mask[:, :steps].reshape(-1)
         positions = np.flatnonzero(flat_mask)
