@@ -386,6 +386,14 @@ def _report(translator: Any) -> None:
             f"{trainer['updates']} updates in {meta['seconds']:.2f} s, stopped by "
             f"{trainer['stopped']} within the first epoch"
         )
+    if "corpus" in meta:
+        # its pairs are ids: decoded, a piece that became <unk> is lost from the text, so
+        # sources and references would not be the data's
+        print(
+            "exact match: not measured for a model trained from a corpus, which holds ids, "
+            "not the text; score it with seq2seq-kit evaluate --model DIR --data FILE.tsv"
+        )
+        return
     held_out = bool(translator.valid_pairs)
     pairs = (translator.valid_pairs or translator.train_pairs)[:1000]
     if not pairs:

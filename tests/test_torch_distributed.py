@@ -288,6 +288,27 @@ def test_a_rank_without_a_rendezvous_address_is_refused(tmp_path, monkeypatch, c
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal of a missing GPU")
+def test_a_missing_gpu_is_refused_by_name_before_the_rendezvous(tmp_path, monkeypatch, capsys):
+    for name, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(name, value)
+    args = ["train", *MODEL, "--device", "cuda", "--out", str(tmp_path / "m")]
+    code = cli.main(args)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "error: device 'cuda' -> cuda:1 (LOCAL_RANK=1): torch sees no GPU" in err, err
+
+
+def test_a_tf_config_launch_is_refused_naming_torchrun(tmp_path, monkeypatch, capsys):
+    workers = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    config = {"cluster": workers, "task": {"type": "worker", "index": 0}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(config))
+    code = cli.main(["train", *MODEL, "--out", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "trains data-parallel under torchrun" in err and "--backend keras" in err, err
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs (NCCL, one each)")
 def test_two_gpu_ranks_train_the_weights_of_one(tmp_path, capsys):
     data = [*MODEL, "--limit", "40", "--max-updates", "6", "--device", "cuda"]

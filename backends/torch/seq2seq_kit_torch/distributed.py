@@ -23,6 +23,8 @@ from torch import nn
 from seq2seq_kit.errors import BackendError
 from seq2seq_kit.runtime import Launch, Runtime
 
+from .placement import resolve_device
+
 #: How long a collective waits for the other ranks before it fails. Rank 0 alone saves
 #: checkpoints while the others wait at the next update, so this bounds a save too.
 TIMEOUT = timedelta(minutes=10)
@@ -54,10 +56,19 @@ def join(launch: Launch, runtime: Runtime) -> TorchGroup:
             unreachable, the other ranks not there within :data:`TIMEOUT`), with torch's
             reason.
     """
+    if launch.launcher != "torchrun":
+        raise BackendError(
+            f"backend 'torch' trains data-parallel under torchrun, and this process was "
+            f"started by {launch.launcher} (TF_CONFIG is tf.distribute's: use --backend keras, "
+            f"or start the run with torchrun)"
+        )
     cuda = uses_cuda(runtime)
-    if cuda and runtime.device in ("auto", "cuda"):
-        # "cuda" means the current GPU: make it this process's own on a shared machine
-        torch.cuda.set_device(launch.local_rank)
+    if cuda:
+        # a GPU that is not there is refused by name before anything touches CUDA
+        device = resolve_device(runtime.device)
+        if runtime.device in ("auto", "cuda"):
+            # "cuda" means the current GPU: make it this process's own on a shared machine
+            torch.cuda.set_device(device)
     try:
         dist.init_process_group(
             "nccl" if cuda else "gloo",
