@@ -464,7 +464,7 @@ def _launch(chosen: Backend, backend_name: str, cfg: Config) -> Launch | None:
         )
         raise BackendError(
             f"{started}, but backend {backend_name!r} does not declare the 'distributed' "
-            f"capability: it trains in one process only (data-parallel backends installed: "
+            f"capability: it trains in one process only (installed backends that declare it: "
             f"{', '.join(able) or 'none'}); run it without the launcher"
         )
     if cfg.train.teacher_forcing < 1.0:
@@ -775,7 +775,10 @@ def _train_model(
         state.best_weights = saved.weights if scored else None
         if "train.learning_rate" in changes:
             state.learning_rate = cfg.train.learning_rate
-        _check_world_size(saved, state, world_size)
+        before = _check_world_size(saved, state, world_size)
+        if before != world_size:
+            # the global batch changes with it: said and recorded as a change of the run
+            changes = {**changes, "distributed.world_size": [before, world_size]}
         resumes = list(saved.meta.get("resumes", []))
         resumes.append({"after_epoch": state.epoch, "backend": backend_name, "changed": changes})
         described = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
@@ -863,9 +866,9 @@ def _train_model(
     return translator
 
 
-def _check_world_size(saved: Checkpoint, state: TrainerState, world_size: int) -> None:
-    """A run saved in the middle of an epoch resumes with the world size it ran with: the
-    saved step counts batches of ``batch_size`` x that many ranks.
+def _check_world_size(saved: Checkpoint, state: TrainerState, world_size: int) -> int:
+    """The saved run's world size, once checked that a run saved in the middle of an epoch
+    resumes with it: the saved step counts batches of ``batch_size`` x that many ranks.
 
     Raises:
         ConfigError: another world size, mid-epoch.
@@ -877,3 +880,4 @@ def _check_world_size(saved: Checkpoint, state: TrainerState, world_size: int) -
             f"{before} process(es) and resumes with {world_size}: in the middle of an epoch a "
             f"run resumes only with the world size it ran with (at an epoch end any will do)"
         )
+    return before

@@ -710,8 +710,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, _Terminated) as exc:
         name, code = ("SIGINT", 130) if isinstance(exc, KeyboardInterrupt) else ("SIGTERM", 143)
         print(
-            f"interrupted by {name} before or after training steps: nothing new was saved; "
-            f"a model directory keeps its last complete checkpoint",
+            f"interrupted by {name}: nothing new was saved; a model directory keeps its last "
+            f"complete checkpoint, a corpus folder its last complete version",
             file=sys.stderr,
         )
         return code

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
-from .runtime import DEVICE_PATTERN
+from .runtime import DEVICE_PATTERN, MAX_THREADS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -348,7 +348,7 @@ class TrainConfig(_Section):
     threads: int = Field(
         0,
         ge=0,
-        le=1024,
+        le=MAX_THREADS,
         description="intra-op threads of each training process; 0: OMP_NUM_THREADS when "
         "set, else the cores no other process runs on at the start, shared among this "
         "machine's processes of the run",

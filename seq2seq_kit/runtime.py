@@ -138,13 +138,10 @@ def launch_environment(environ: Mapping[str, str] | None = None) -> Launch | Non
     """
     env = os.environ if environ is None else environ
     if "WORLD_SIZE" in env or "RANK" in env:
-        try:
-            world = int(env.get("WORLD_SIZE", "1"))
-            rank = int(env.get("RANK", "0"))
-            local_rank = int(env.get("LOCAL_RANK", str(rank)))
-            local_world = int(env.get("LOCAL_WORLD_SIZE", str(world)))
-        except ValueError as exc:
-            raise LaunchError(f"torchrun's environment: {exc}") from None
+        world = _int_variable(env, "WORLD_SIZE", "1")
+        rank = _int_variable(env, "RANK", "0")
+        local_rank = _int_variable(env, "LOCAL_RANK", str(rank))
+        local_world = _int_variable(env, "LOCAL_WORLD_SIZE", str(world))
         if world < 1 or not 0 <= rank < world:
             raise LaunchError(f"torchrun's environment: RANK={rank} outside WORLD_SIZE={world}")
         if world == 1:
@@ -171,6 +168,15 @@ def launch_environment(environ: Mapping[str, str] | None = None) -> Launch | Non
     return None
 
 
+def _int_variable(env: Mapping[str, str], name: str, default: str) -> int:
+    try:
+        return int(env.get(name, default))
+    except ValueError:
+        raise LaunchError(
+            f"torchrun's environment: {name}={env[name]!r} is not a whole number"
+        ) from None
+
+
 def usable_cores() -> int:
     """CPU cores this process may run on (its affinity mask; the cgroup's CPU quota when
     one is set and smaller)."""
@@ -192,6 +198,11 @@ def _cgroup_cpu_quota() -> int | None:
     if quota == "max":
         return None
     return max(1, -(-int(quota) // int(period)))
+
+
+#: The most threads ``[train] threads`` and ``OMP_NUM_THREADS`` may ask for; a larger
+#: ``OMP_NUM_THREADS`` is ignored like a malformed one (frameworks crash creating that many).
+MAX_THREADS = 1024
 
 
 def resolve_threads(
@@ -216,7 +227,7 @@ def resolve_threads(
         from_env = int(env.get("OMP_NUM_THREADS", "").split(",")[0])
     except ValueError:  # unset, empty or malformed: ignored, as OpenMP runtimes do
         from_env = 0
-    if from_env > 0:
+    if 0 < from_env <= MAX_THREADS:
         return from_env
     share = usable_cores() // max(local_processes, 1)
     return max(1, min(share, usable_cores() - busy_elsewhere()))

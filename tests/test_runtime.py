@@ -171,3 +171,48 @@ def test_a_build_written_before_runtimes_is_called_without_one():
     with pytest.raises(RuntimeError, match="built"):
         old.create(ModelSpec(src_vocab_size=5, tgt_vocab_size=5), seed=3)
     assert seen == [3]
+
+
+def _claim_world_size(model_dir, world_size):
+    """Edit a saved run's record as if it had trained on ``world_size`` processes."""
+    path = model_dir / "model.json"
+    doc = json.loads(path.read_text())
+    doc["meta"]["distributed"]["world_size"] = world_size
+    path.write_text(json.dumps(doc))
+
+
+def test_resuming_with_another_world_size_is_a_recorded_change(tmp_path, caplog):
+    out = tmp_path / "m"
+    base = ["train", "--backend", "numpy", "--hidden-size", "8", "--no-progress"]
+    assert main([*base, "--epochs", "2", "--out", str(out)]) == 0
+    _claim_world_size(out, 2)
+    with caplog.at_level("INFO", logger="seq2seq_kit"):
+        assert main(["train", "--resume", str(out), "--epochs", "3", "--no-progress"]) == 0
+    assert "distributed.world_size 2 -> 1" in caplog.text
+    meta = json.loads((out / "model.json").read_text())["meta"]
+    assert meta["resumes"][-1]["changed"]["distributed.world_size"] == [2, 1]
+    assert meta["distributed"]["world_size"] == 1
+
+
+def test_resuming_mid_epoch_with_another_world_size_is_refused(tmp_path, capsys):
+    out = tmp_path / "m"
+    base = ["train", "--backend", "numpy", "--hidden-size", "8", "--no-progress"]
+    assert main([*base, "--max-updates", "3", "--out", str(out)]) == 0
+    _claim_world_size(out, 2)
+    before = (out / "model.json").read_text()
+    assert main(["train", "--resume", str(out), "--max-updates", "6"]) == 2
+    assert "resumes only with the world size it ran with" in capsys.readouterr().err
+    assert (out / "model.json").read_text() == before
+
+
+@pytest.mark.parametrize("value", ["100000", "99999999999999999999"])
+def test_an_omp_num_threads_too_large_for_any_framework_is_ignored(value, monkeypatch):
+    from seq2seq_kit import runtime
+
+    monkeypatch.setattr(runtime, "busy_elsewhere", lambda: 0)
+    assert runtime.resolve_threads(0, environ={"OMP_NUM_THREADS": value}) == runtime.usable_cores()
+
+
+def test_a_malformed_torchrun_variable_is_named():
+    with pytest.raises(LaunchError, match="WORLD_SIZE='x' is not a whole number"):
+        launch_environment({"WORLD_SIZE": "x", "RANK": "0"})
