@@ -229,7 +229,6 @@ def _fill_and_swap(ckpt: Checkpoint, path: Path, tmp: Path) -> Path:
     """Write every file into ``tmp``, sync it, then swap it in for ``path``."""
     from safetensors.numpy import save_file
 
-    previous = _previous(path)
     weights = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in ckpt.weights.items()}
     save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
     extra = {}
@@ -265,6 +264,14 @@ def _fill_and_swap(ckpt: Checkpoint, path: Path, tmp: Path) -> Path:
         if child.is_file() and not child.is_symlink():
             _fsync(child)
     _fsync(tmp)
+    swap_in(tmp, path)
+    return path
+
+
+def swap_in(tmp: Path, path: Path) -> None:
+    """Put the finished directory ``tmp`` (synced) in the place of ``path``: the old one is
+    renamed aside first and removed after, so a crash leaves the old or the new one whole."""
+    previous = _previous(path)
     if previous.exists():
         shutil.rmtree(previous)
     if path.exists():
@@ -272,7 +279,6 @@ def _fill_and_swap(ckpt: Checkpoint, path: Path, tmp: Path) -> Path:
     os.rename(tmp, path)
     _fsync(path.parent)
     shutil.rmtree(previous, ignore_errors=True)
-    return path
 
 
 def load_checkpoint(path: str | os.PathLike[str], extra: bool = False) -> Checkpoint:

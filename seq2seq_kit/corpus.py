@@ -42,9 +42,9 @@ import numpy as np
 from pydantic import ValidationError
 
 from . import __version__
-from .checkpoint import _fsync, _sha256
+from .checkpoint import _fsync, _sha256, swap_in
 from .config import Config, DataConfig, describe_errors
-from .data import Pair, held_out_sources, looks_like_path, read_lines
+from .data import Pair, held_out_sources, iter_tsv_rows, looks_like_path
 from .errors import ConfigError, DataError
 from .tokenizers import CharTokenizer, Tokenizer
 from .vocab import UNK, Vocabulary, normalize
@@ -465,7 +465,7 @@ class _Source:
 def _source(source: str, limit: int | None, options: dict[str, Any]) -> _Source:
     """A registered dataset (built in memory by its loader: they are small) or a TSV file,
     read row by row by the rules of :func:`seq2seq_kit.data.read_tsv_rows`."""
-    from .data import _check_limit, _rows, load_dataset
+    from .data import _check_limit, load_dataset
     from .plugins import registry
 
     _check_limit(limit)
@@ -476,18 +476,7 @@ def _source(source: str, limit: int | None, options: dict[str, Any]) -> _Source:
         raise DataError("a folder, not a TSV file (and no preprocessed corpus)", source)
 
     def rows() -> Iterator[Pair]:
-        try:
-            with open(source, "rb") as stream:
-                found = False
-                for _, src, tgt in _rows(read_lines(stream, source), source, limit):
-                    found = True
-                    yield src, tgt
-        except FileNotFoundError:
-            raise DataError("no such file", source) from None
-        except OSError as exc:
-            raise DataError(f"cannot read: {exc.strerror}", source) from None
-        if not found:
-            raise DataError("no source<TAB>target rows (empty file, or only blank lines)", source)
+        return ((src, tgt) for _, src, tgt in iter_tsv_rows(source, limit))
 
     return _Source(os.path.basename(source), str(Path(source).resolve()), 0.1, rows)
 
@@ -623,7 +612,7 @@ def preprocess(cfg: Config, out: str | os.PathLike[str], *, overwrite: bool | No
         for child in tmp.iterdir():
             _fsync(child)
         _fsync(tmp)
-        _swap(tmp, out)
+        swap_in(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -642,18 +631,6 @@ def _check_out(out: Path, overwrite: bool) -> None:
                 f"--out {out}: already holds a corpus; replace it with --overwrite "
                 f"(config train.overwrite = true) or choose another folder"
             )
-
-
-def _swap(tmp: Path, out: Path) -> None:
-    """Rename the finished ``tmp`` to ``out``, the old corpus (if any) out of the way first."""
-    previous = out.parent / f".{out.name}.previous"
-    if previous.exists():
-        shutil.rmtree(previous)
-    if out.exists():
-        os.rename(out, previous)
-    os.rename(tmp, out)
-    _fsync(out.parent)
-    shutil.rmtree(previous, ignore_errors=True)
 
 
 def _trained_tokenizers(

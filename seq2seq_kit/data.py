@@ -156,17 +156,27 @@ def read_tsv_rows(
             (names file and 1-based line); ``limit`` below 1.
     """
     _check_limit(limit)
+    return list(iter_tsv_rows(path, limit))
+
+
+def iter_tsv_rows(
+    path: str | os.PathLike[str], limit: int | None = None
+) -> Iterator[tuple[int, str, str]]:
+    """The rows of :func:`read_tsv_rows` one at a time, as the file is read (for a corpus
+    too large to hold); the same errors, raised when reading reaches them."""
     name = str(path)
+    found = False
     try:
         with open(path, "rb") as stream:
-            rows = list(_rows(read_lines(stream, name), name, limit))
+            for row in _rows(read_lines(stream, name), name, limit):
+                found = True
+                yield row
     except FileNotFoundError:
         raise DataError("no such file", name) from None
     except OSError as exc:
         raise DataError(f"cannot read: {exc.strerror}", name) from None
-    if not rows:
+    if not found:
         raise DataError("no source<TAB>target rows (empty file, or only blank lines)", name)
-    return rows
 
 
 def _rows(
