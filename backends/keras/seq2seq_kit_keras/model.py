@@ -204,19 +204,22 @@ class KerasModel:
             return self._train_shared(arrays, np.float32(total_tokens or total))
         if len(arrays) == 1:  # one fused graph: no gradients cross back to Python
             return float(self._train_fn(*arrays[0], total))
-        loss, summed = 0.0, None
-        for position, batch in enumerate(arrays):
-            part, grads = self._accumulate_fn(*batch, np.int32(position), total)
-            loss += float(part)
-            summed = (
-                grads if summed is None else [a + g for a, g in zip(summed, grads, strict=True)]
-            )
+        loss, summed = self._accumulated(arrays, total)
         self._apply_fn(summed)
         return loss
 
     def _train_shared(self, arrays: list[tuple[np.ndarray, ...]], total: np.float32) -> float:
         """This worker's part of a data-parallel update (:meth:`train_step`): its batches'
         loss and gradient (zeros without batches: it still joins the all-reduce)."""
+        loss, summed = self._accumulated(arrays, total)
+        if summed is None:
+            summed = [np.zeros(v.shape, np.float32) for v in self._trainable]
+        self._sum_apply_fn(summed)
+        return loss
+
+    def _accumulated(self, arrays: list[tuple[np.ndarray, ...]], total: np.float32) -> tuple:
+        """The summed loss and gradients of ``arrays`` (batch by batch, each over ``total``
+        target tokens); gradients None without batches."""
         loss, summed = 0.0, None
         for position, batch in enumerate(arrays):
             part, grads = self._accumulate_fn(*batch, np.int32(position), total)
@@ -224,10 +227,7 @@ class KerasModel:
             summed = (
                 grads if summed is None else [a + g for a, g in zip(summed, grads, strict=True)]
             )
-        if summed is None:
-            summed = [np.zeros(v.shape, np.float32) for v in self._trainable]
-        self._sum_apply_fn(summed)
-        return loss
+        return loss, summed
 
     def loss(self, batch: Batch) -> float:
         """Mean cross-entropy in nats over the positions where ``batch.tgt_mask`` is 1
