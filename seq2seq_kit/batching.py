@@ -145,8 +145,15 @@ def shards(
     if len(sources) != len(targets):
         raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
     plan = _plan(sources, targets, batch_size * world_size, rng, bucket, batch_type)
+    if world_size == 1:
+        for chunk in plan:
+            batch = make_batch([sources[i] for i in chunk], [targets[i] for i in chunk])
+            yield batch, batch.num_target_tokens
+        return
+    # the other ranks' rows count too: from the lengths (a corpus's index), not reading them
+    target_lengths = row_lengths(targets)
     for chunk in plan:
-        total = sum(len(targets[i]) + 1 for i in chunk)
+        total = int(target_lengths[chunk].sum(dtype=np.int64)) + len(chunk)  # + EOS each
         part = np.array_split(chunk, world_size)[rank]
         if not len(part):
             yield None, total
