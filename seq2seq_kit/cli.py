@@ -1,4 +1,5 @@
-"""The ``seq2seq-kit`` command line: train, preprocess, translate, evaluate, backends.
+"""The ``seq2seq-kit`` command line: train, preprocess, translate, evaluate, plot, info,
+serve, backends.
 
 Imports stay inside the commands so that ``--help`` and ``backends`` load no framework and
 little else.
@@ -229,6 +230,29 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_info)
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve models over HTTP: a JSON translation API and a web page",
+        description="Loads each model once and serves GET /healthz, GET /v1/models, "
+        "POST /v1/translate and a web page at /, until SIGTERM or Ctrl-C (exit 0). Every "
+        "flag but --model, --backend and --config sets the [serve] key it names. Needs the "
+        "serve extra: pip install 'seq2seq-kit[serve]'.",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="[NAME=]DIR",
+        help="model directory; repeat as NAME=DIR to serve several (one plain DIR is named "
+        "'default'); a request without \"model\" gets the first",
+    )
+    p.add_argument("--backend", help="backend to run the models with")
+    p.add_argument("--config", help="TOML config file; its [serve] table is read")
+    _add_config_flags(p, "serve")
+    p.set_defaults(run=_serve)
+
+
 def _add_backends(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("backends", help="list installed backends and plugin load errors")
     p.add_argument("--json", action="store_true")
@@ -246,6 +270,7 @@ def parser() -> argparse.ArgumentParser:
         _add_evaluate,
         _add_plot,
         _add_info,
+        _add_serve,
         _add_backends,
     ):
         add(sub)
@@ -643,6 +668,106 @@ def _backends(args: argparse.Namespace) -> int:
     for name, reason in reg.failures.items():
         print(f"error: plugin {name}: {reason}")
     return 0
+
+
+def _model_dirs(values: Sequence[str]) -> dict[str, str]:
+    """``--model`` values as name -> directory: ``NAME=DIR``, or one plain ``DIR`` named
+    ``default``.
+
+    Raises:
+        ConfigError: a name given twice, or several directories not all named.
+    """
+    import os
+    import re
+
+    from .errors import ConfigError
+
+    named: dict[str, str] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or os.path.isdir(value):
+            if len(values) > 1:
+                raise ConfigError(
+                    f"--model {value}: with several models, name each: --model NAME=DIR"
+                )
+            name, path = "default", value
+        if not path.strip():
+            raise ConfigError(f"--model {value}: empty directory")
+        if name in named:
+            raise ConfigError(f"--model {value}: the name {name!r} is given twice")
+        named[name] = path
+    return named
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import os
+    import signal
+
+    from pydantic import ValidationError
+
+    from .config import ServeConfig, describe_errors, explicit_keys, load_config
+    from .errors import ConfigError
+
+    try:
+        import starlette  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        raise ConfigError(
+            f"serve needs Starlette and uvicorn ({exc}): pip install 'seq2seq-kit[serve]'"
+        ) from None
+    data = explicit_keys(load_config(args.config)).get("serve", {})
+    flags = _flag_values(args).get("serve", {})
+    try:
+        settings = ServeConfig.model_validate({**data, **flags})
+    except ValidationError as exc:
+        names = {(k,): _flag("serve", k) for k in flags}
+        where = f"{args.config}: " if args.config else ""
+        raise ConfigError(where + describe_errors(exc, names)) from None
+    from .api import load
+    from .serving.app import create_app
+
+    models = {
+        name: load(path, backend=args.backend) for name, path in _model_dirs(args.model).items()
+    }
+    app = create_app(models, settings)
+    sock = _listen(settings.host, settings.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    listed = ", ".join(f"{n} ({t.architecture}, {t.backend})" for n, t in models.items())
+    print(f"serving {listed} on http://{shown}:{port} (pid {os.getpid()})", flush=True)
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    )
+    # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again once its
+    # own handlers are gone: a stop asked for is a normal end (exit 0), not an interruption
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: None)
+    server.run(sockets=[sock])
+    sock.close()
+    print("stopped", flush=True)
+    return 0
+
+
+def _listen(host: str, port: int) -> Any:
+    """A listening TCP socket on ``host``:``port`` (0: a free port the system picks).
+
+    Raises:
+        ConfigError: the address cannot be bound (in use, not this machine's).
+    """
+    import socket
+
+    from .errors import ConfigError
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
 
 
 class _Once(argparse._StoreAction):

@@ -397,12 +397,48 @@ class DecodeConfig(_Section):
     batch_size: int = Field(256, ge=1, description="inputs decoded together")
 
 
+class ServeConfig(_Section):
+    host: str = Field(
+        "127.0.0.1",
+        description="address to listen on (0.0.0.0: every interface; put a proxy before it)",
+    )
+    port: int = Field(8000, ge=0, le=65535, description="TCP port; 0: any free one (printed)")
+    batch_window_ms: float = Field(
+        5.0,
+        ge=0,
+        le=1000,
+        description="how long the first waiting request waits for others to decode with it (ms)",
+    )
+    max_batch: int = Field(64, ge=1, description="texts of several requests decoded together")
+    max_queue: int = Field(
+        1024, ge=1, description="texts accepted and not yet answered, per model, before 503"
+    )
+    max_texts: int = Field(64, ge=1, description="texts per request (more: 413)")
+    max_text_chars: int = Field(1000, ge=1, description="characters per text (more: 413)")
+    max_beam: int = Field(16, ge=1, description="largest beam a request may ask for")
+    max_n_best: int = Field(16, ge=1, description="largest n_best a request may ask for")
+    max_max_length: int = Field(
+        512, ge=1, description="largest max_length a request may ask for (and the default's cap)"
+    )
+    max_body_bytes: int = Field(1 << 20, ge=1, description="request body size in bytes (more: 413)")
+
+    @model_validator(mode="after")
+    def _queue_holds_a_request(self) -> ServeConfig:
+        if self.max_queue < self.max_texts:
+            raise ValueError(
+                f"max_queue = {self.max_queue} is below max_texts = {self.max_texts}: a "
+                f"request of max_texts texts could never be queued; raise max_queue"
+            )
+        return self
+
+
 class Config(_Section):
     backend: str | None = Field(None, description="backend that trains the model (default numpy)")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=RNNConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
     @model_validator(mode="after")
     def _shared_table_needs_shared_vocabulary(self) -> Config:
@@ -466,6 +502,7 @@ RESUMABLE = frozenset(
         "train.precision",
     }
     | {f"decode.{name}" for name in DecodeConfig.model_fields}
+    | {f"serve.{name}" for name in ServeConfig.model_fields}
 )
 
 
@@ -486,8 +523,8 @@ def explicit_keys(config: Config) -> dict[str, Any]:
 
 def describe_resumable() -> str:
     """:data:`RESUMABLE` for messages: ``train.epochs, ..., decode.*``."""
-    train = sorted(k for k in RESUMABLE if not k.startswith("decode."))
-    return ", ".join([*train, "decode.*"])
+    train = sorted(k for k in RESUMABLE if k.startswith("train."))
+    return ", ".join([*train, "decode.*", "serve.*"])
 
 
 #: Keys holding paths, resolved against the config file's folder.

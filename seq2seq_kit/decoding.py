@@ -8,12 +8,13 @@ one that reached that many without the model choosing EOS is flagged ``truncated
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .backend import Model
-from .vocab import Vocabulary
+from .vocab import PAD, Vocabulary
 
 _NEG_INF = -np.inf
 
@@ -247,6 +248,47 @@ def beam_search(
         ranked = sorted(bucket.items(), key=lambda item: -item[1][0])[:n_best]
         results.append([_hypothesis(ids, raw, trunc, vocab) for ids, (_, raw, trunc) in ranked])
     return results
+
+
+def forced_attention(
+    model: Model,
+    src_ids: np.ndarray,
+    src_lengths: np.ndarray,
+    hypotheses: Sequence[Hypothesis],
+    bos_id: int,
+) -> list[np.ndarray]:
+    """The model's attention weights while it reads each hypothesis (teacher forcing): row
+    ``i`` of int32 [B, S] ``src_ids`` is the source of ``hypotheses[i]``; the decoder is fed
+    BOS then the hypothesis's ids, one ``step`` each, and ``model.attention(state)`` is
+    kept after every step. This gives the weights of any hypothesis, a beam search's n-best
+    included, where :func:`greedy` gives them only for its own output.
+
+    Returns, per hypothesis, float32 [len(ids) + 1, S]: one row per output token and one
+    for its EOS (the step that chose it), or [len(ids), S] for a truncated hypothesis
+    (no EOS was chosen). Rows are zeros for a model without attention. For a greedy
+    hypothesis these are the rows :func:`greedy` returns with ``attention=True``.
+    """
+    rows = [len(h.ids) + (0 if h.truncated else 1) for h in hypotheses]
+    batch, width = src_ids.shape
+    out = [np.zeros((n, width), dtype=np.float32) for n in rows]
+    if batch == 0 or max(rows, default=0) == 0:
+        return out
+    # every row steps max(rows) times; a row's steps past its own end are discarded (their
+    # input is PAD, a valid id), which keeps one batch with no reordering
+    fed = np.full((batch, max(rows)), PAD, dtype=np.int32)
+    for i, h in enumerate(hypotheses):
+        seq = (bos_id, *h.ids)[: rows[i]]
+        fed[i, : len(seq)] = seq
+    state = model.encode(src_ids, src_lengths)
+    for t in range(fed.shape[1]):
+        _, state = model.step(fed[:, t], state)
+        weights = model.attention(state)
+        if weights is None:
+            continue
+        for i, n in enumerate(rows):
+            if t < n:
+                out[i][t] = weights[i]
+    return out
 
 
 def _hypothesis(ids, score: float, truncated: bool, vocab: Vocabulary) -> Hypothesis:

@@ -1,0 +1,8 @@
+"""An HTTP translation server: ``seq2seq-kit serve`` (see ``docs/serving.md``).
+
+:mod:`.app` builds the ASGI application (Starlette) with ``create_app``; :mod:`.requests`
+validates request bodies; :mod:`.batcher` queues requests and decodes those that arrive
+together in one batch, in one worker thread per model; :mod:`.decode` turns hypotheses
+into the JSON of a response. Importing this package, or any module of it but :mod:`.app`,
+imports no web framework and no tensor library.
+"""

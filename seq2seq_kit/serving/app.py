@@ -1,0 +1,155 @@
+"""The ASGI application of ``seq2seq-kit serve`` (Starlette).
+
+Routes: ``GET /`` (the web page), ``GET /healthz``, ``GET /v1/models``,
+``POST /v1/translate``. Every error is JSON ``{"error": {"field", "message"}}`` with its
+status (see ``docs/serving.md``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from functools import partial
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from ..config import ServeConfig
+from .batcher import Batcher
+from .decode import describe_model, translate_requests
+from .errors import RequestError
+from .requests import TranslateRequest, parse_body, prepare
+
+if TYPE_CHECKING:
+    from ..api import Translator
+
+log = logging.getLogger(__name__)
+
+
+def create_app(models: Mapping[str, Translator], settings: ServeConfig | None = None) -> Starlette:
+    """An application serving ``models`` (name -> loaded :class:`Translator`; a request
+    without ``"model"`` gets the first) within ``settings``' limits.
+
+    The batchers (one per model, see :mod:`.batcher`) start and stop with the application's
+    lifespan: run it under a server that runs the lifespan (uvicorn does), or, in tests,
+    use ``with TestClient(app)``. They are ``app.state.batchers`` (name -> Batcher).
+
+    Raises:
+        ValueError: no models.
+    """
+    if not models:
+        raise ValueError("create_app needs at least one model")
+    settings = settings or ServeConfig()
+    models = dict(models)
+    default_model = next(iter(models))
+    batchers = {
+        name: Batcher(
+            partial(translate_requests, translator),
+            key=lambda request: request.options,
+            window_s=settings.batch_window_ms / 1000,
+            max_batch=settings.max_batch,
+            max_queue=settings.max_queue,
+            name=name,
+        )
+        for name, translator in models.items()
+    }
+    listing = {
+        "models": [describe_model(name, t) for name, t in models.items()],
+        "limits": {
+            key: getattr(settings, key)
+            for key in ("max_texts", "max_text_chars", "max_beam", "max_n_best", "max_max_length")
+        },
+    }
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        for batcher in batchers.values():
+            batcher.start()
+        try:
+            yield
+        finally:
+            for batcher in batchers.values():
+                await batcher.close()
+
+    async def index(request: Request) -> Response:
+        page = resources.files(__package__).joinpath("static/index.html")
+        return HTMLResponse(page.read_text(encoding="utf-8"))
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def list_models(request: Request) -> Response:
+        return JSONResponse(listing)
+
+    async def translate(request: Request) -> Response:
+        try:
+            body = parse_body(await _read_body(request, settings.max_body_bytes))
+            job: TranslateRequest = prepare(body, models, settings, default_model)
+            translations = await batchers[job.model].submit(job, len(job.texts))
+        except RequestError as exc:
+            return _error(exc)
+        return JSONResponse({"model": job.model, "translations": translations})
+
+    app = Starlette(
+        routes=[
+            Route("/", index, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/translate", translate, methods=["POST"]),
+        ],
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        lifespan=lifespan,
+    )
+    app.state.batchers = batchers
+    return app
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it passes ``limit`` bytes, so that a huge body
+    is neither read whole nor held in memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(f"{declared} bytes", limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(f"more than {limit} bytes", limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: str, limit: int) -> RequestError:
+    return RequestError(
+        413, f"the body has {size} but this server takes at most {limit} (serve.max_body_bytes)"
+    )
+
+
+def _error(exc: RequestError) -> Response:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+async def _http_error(request: Request, exc: Any) -> Response:
+    """Starlette's own refusals (404 unknown path, 405 wrong method) in the API's shape."""
+    if exc.status_code == 404:
+        message = (
+            f"no such endpoint: {request.url.path} (the API: GET /healthz, GET /v1/models, "
+            f"POST /v1/translate)"
+        )
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"{request.method} is not allowed on {request.url.path}; use {allowed}"
+    else:
+        message = str(exc.detail)
+    return _error(RequestError(exc.status_code, message, headers=dict(exc.headers or {})))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _error(RequestError(500, f"internal error: {type(exc).__name__}: {exc}"))

@@ -1,0 +1,206 @@
+"""Micro-batching: requests for one model that arrive within a short window are decoded
+together, in one worker thread per model.
+
+Decoding a batch of B texts costs far less than B decodings of one text (one ``step`` call
+per output position serves every row), so a server answering many small requests gains by
+waiting a few milliseconds for others to join the first (the scheme of TensorFlow
+Serving's and Triton's dynamic batchers). The batcher takes the first waiting request,
+waits until ``window_s`` has passed since it arrived or ``max_batch`` texts are waiting,
+then groups the taken requests by their decoding options and makes one ``decode`` call
+per group. A model is not thread-safe, so each model has one thread; the event loop stays
+free for other endpoints while it decodes.
+
+If a group's call raises, its requests are decoded again one by one, so that only a
+request that fails alone is answered with the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from .errors import RequestError
+
+log = logging.getLogger(__name__)
+
+Item = TypeVar("Item")
+
+#: Seconds a client is told to wait before retrying an overloaded server (Retry-After).
+RETRY_AFTER_S = 1
+
+
+@dataclass
+class _Job(Generic[Item]):
+    item: Item
+    size: int  # texts
+    future: asyncio.Future[Any]
+    arrived: float = field(default_factory=time.monotonic)
+
+
+class Batcher(Generic[Item]):
+    """A queue of requests for one model and the task that decodes them.
+
+    Args:
+        decode: runs in the worker thread: ``decode(items)`` returns one result per item,
+            in order; every item of one call has the same ``key``.
+        key: the decoding options of an item (items with equal keys may share a call).
+        window_s: how long the first waiting request waits for others (seconds).
+        max_batch: the most texts taken for one round (one request of more is taken alone).
+        max_queue: the most texts accepted and not yet answered; past it, 503.
+        name: the model's name, for messages and the thread's name.
+
+    Attributes:
+        decode_calls: how many ``decode`` calls were made (one per group).
+    """
+
+    def __init__(
+        self,
+        decode: Callable[[list[Item]], Sequence[Any]],
+        key: Callable[[Item], Hashable],
+        *,
+        window_s: float,
+        max_batch: int,
+        max_queue: int,
+        name: str = "default",
+    ):
+        self._decode, self._key = decode, key
+        self.window_s, self.max_batch, self.max_queue = window_s, max_batch, max_queue
+        self.name = name
+        self.decode_calls = 0
+        self._jobs: deque[_Job[Item]] = deque()
+        self._queued = 0  # texts in self._jobs
+        self._pending = 0  # texts accepted and not yet answered
+        self._closing = False
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    def start(self) -> None:
+        """Start the decoding task in the running event loop, and the worker thread."""
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"decode-{self.name}")
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
+        """Accept no more requests (503), finish those queued, stop the worker thread."""
+        self._closing = True
+        if self._task is not None and self._wake is not None:
+            self._wake.set()
+            await self._task
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        self._task = self._executor = None
+
+    async def submit(self, item: Item, size: int) -> Any:
+        """Queue ``item`` (``size`` texts) and wait for its result.
+
+        Raises:
+            RequestError: 503 when the server is shutting down or ``max_queue`` texts
+                would be exceeded; 500 when decoding the item alone failed.
+        """
+        if self._closing or self._wake is None:
+            raise RequestError(
+                503, "the server is shutting down", headers={"Retry-After": str(RETRY_AFTER_S)}
+            )
+        if self._pending + size > self.max_queue:
+            raise RequestError(
+                503,
+                f"overloaded: {self._pending} texts are waiting for model {self.name!r} and "
+                f"this request's {size} would pass serve.max_queue = {self.max_queue}; retry "
+                f"after {RETRY_AFTER_S} s",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+        future = asyncio.get_running_loop().create_future()
+        self._jobs.append(_Job(item, size, future))
+        self._queued += size
+        self._pending += size
+        self._wake.set()
+        return await future
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            while not self._jobs:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+            # wait for company until the first request has waited window_s
+            deadline = self._jobs[0].arrived + self.window_s
+            while self._queued < self.max_batch and not self._closing:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+            await self._decode_round(self._take())
+
+    def _take(self) -> list[_Job[Item]]:
+        """The first job, and those after it while they fit in ``max_batch`` texts."""
+        taken: list[_Job[Item]] = []
+        texts = 0
+        while self._jobs and (not taken or texts + self._jobs[0].size <= self.max_batch):
+            job = self._jobs.popleft()
+            self._queued -= job.size
+            if job.future.done():  # the client went away
+                self._pending -= job.size
+                continue
+            taken.append(job)
+            texts += job.size
+        return taken
+
+    async def _decode_round(self, jobs: list[_Job[Item]]) -> None:
+        groups: dict[Hashable, list[_Job[Item]]] = {}
+        for job in jobs:
+            groups.setdefault(self._key(job.item), []).append(job)
+        for group in groups.values():
+            try:
+                results = await self._call([job.item for job in group])
+            except Exception as exc:
+                if len(group) == 1:
+                    self._answer(group[0], error=exc)
+                    continue
+                log.warning(
+                    "decoding %d requests together failed (%s: %s): decoding them one by one",
+                    len(group),
+                    type(exc).__name__,
+                    exc,
+                )
+                for job in group:
+                    try:
+                        self._answer(job, (await self._call([job.item]))[0])
+                    except Exception as alone:
+                        self._answer(job, error=alone)
+                continue
+            for job, result in zip(group, results, strict=True):
+                self._answer(job, result)
+
+    async def _call(self, items: list[Item]) -> Sequence[Any]:
+        self.decode_calls += 1
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(self._executor, self._decode, items)
+        if len(results) != len(items):
+            raise RuntimeError(f"decode returned {len(results)} results for {len(items)}")
+        return results
+
+    def _answer(self, job: _Job[Item], result: Any = None, error: Exception | None = None) -> None:
+        self._pending -= job.size
+        if job.future.done():  # cancelled: the client went away
+            return
+        if error is None:
+            job.future.set_result(result)
+            return
+        log.error("decoding failed for model %r", self.name, exc_info=error)
+        job.future.set_exception(
+            RequestError(500, f"decoding failed: {type(error).__name__}: {error}")
+        )

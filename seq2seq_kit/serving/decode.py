@@ -1,0 +1,145 @@
+"""Hypotheses into the JSON of ``POST /v1/translate``, and the model listing of
+``GET /v1/models``. Runs in a model's worker thread; imports no web framework."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..decoding import Hypothesis, forced_attention
+from ..vocab import pad
+
+if TYPE_CHECKING:
+    from ..api import Translator
+    from .requests import TranslateRequest
+
+
+def translate_requests(
+    translator: Translator, requests: list[TranslateRequest]
+) -> list[list[dict[str, Any]]]:
+    """Decode the texts of ``requests`` (which share their options) in one
+    :meth:`Translator.hypotheses` call; per request, one translation per text, in order.
+
+    A translation is ``{"source_tokens", "hypotheses": [{"text", "tokens", "score",
+    "truncated", "attention"}]}``, hypotheses best first; ``attention`` is None unless the
+    options ask for it, then rows = output tokens and ``"</s>"`` (unless truncated) by
+    columns = source tokens, each hypothesis's own weights (:func:`forced_attention`).
+    """
+    options = requests[0].options
+    texts = [text for r in requests for text in r.texts]
+    ids = [row for r in requests for row in r.source_ids]
+    results = translator.hypotheses(
+        texts,
+        beam=options.beam,
+        n_best=options.n_best,
+        length_penalty=options.length_penalty,
+        max_length=options.max_length,
+        unknown=options.unknown,
+    )
+    weights = _attention(translator, ids, results) if options.attention else None
+    source, target = translator.source_vocab, translator.target_vocab
+    translations = []
+    for i, (row, hyps) in enumerate(zip(ids, results, strict=True)):
+        listed = []
+        for j, h in enumerate(hyps):
+            listed.append(
+                {
+                    "text": h.text,
+                    "tokens": [target.token(t) for t in h.ids],
+                    "score": _finite(h.score),
+                    "truncated": h.truncated,
+                    "attention": None if weights is None else weights[i][j].tolist(),
+                }
+            )
+        translations.append({"source_tokens": [source.token(t) for t in row], "hypotheses": listed})
+    out, start = [], 0
+    for r in requests:
+        out.append(translations[start : start + len(r.texts)])
+        start += len(r.texts)
+    return out
+
+
+def _attention(
+    translator: Translator, ids: list[list[int]], results: list[list[Hypothesis]]
+) -> list[list[np.ndarray]]:
+    """Per text, per hypothesis, float32 [output tokens (+ EOS), source tokens]: every
+    hypothesis of every text forced through the decoder in one batch. A blank text's
+    (nothing decoded) is [0, 0]."""
+    rows = [(i, j) for i, hyps in enumerate(results) for j in range(len(hyps)) if ids[i]]
+    out = [[np.zeros((0, 0), np.float32) for _ in hyps] for hyps in results]
+    if not rows:
+        return out
+    src = pad([ids[i] for i, _ in rows])
+    lengths = np.array([len(ids[i]) for i, _ in rows], dtype=np.int32)
+    hyps = [results[i][j] for i, j in rows]
+    forced = forced_attention(translator.model, src, lengths, hyps, translator.target_vocab.bos_id)
+    for (i, j), weights in zip(rows, forced, strict=True):
+        out[i][j] = weights[:, : len(ids[i])]
+    return out
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats as None and tuples as lists (JSON has neither)."""
+    if isinstance(value, float):
+        return _finite(value)
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def describe_model(name: str, translator: Translator) -> dict[str, Any]:
+    """One entry of ``GET /v1/models``: what the model is, its decoding defaults and a
+    summary of its training, from ``model.json``."""
+    from ..trainer import epoch_records
+
+    spec = translator.model.spec.to_dict()
+    decode = translator.decode_config().model_dump()
+    decode["max_length"] = translator.decoding_limit(decode["max_length"])
+    meta = translator.meta
+    history = meta.get("history") or []
+    if isinstance(history, list) and all(isinstance(r, dict) for r in history):
+        history = epoch_records(history)
+    else:
+        history = []
+    losses = [
+        r["valid_loss"]
+        for r in history
+        if isinstance(r.get("valid_loss"), (int, float)) and math.isfinite(r["valid_loss"])
+    ]
+    trainer = meta.get("trainer") if isinstance(meta.get("trainer"), dict) else {}
+    training = {
+        "dataset": meta.get("data"),
+        "backend": meta.get("backend"),
+        "epochs": history[-1].get("epoch") if history else 0,
+        "updates": trainer.get("updates"),
+        "stopped": trainer.get("stopped"),
+        "best_valid_loss": min(losses) if losses else None,
+        "train_pairs": meta.get("train_pairs"),
+        "valid_pairs": meta.get("valid_pairs"),
+        "seconds": meta.get("seconds"),
+        "seq2seq_kit_version": meta.get("seq2seq_kit_version"),
+    }
+    return json_safe(
+        {
+            "name": name,
+            "backend": translator.backend,
+            "architecture": translator.architecture,
+            "has_attention": bool(translator.model.spec.has_attention),
+            "spec": spec,
+            "source_vocab_size": len(translator.source_vocab),
+            "target_vocab_size": len(translator.target_vocab),
+            "max_length": translator.max_length,
+            "decode": decode,
+            "training": training,
+        }
+    )

@@ -1,0 +1,256 @@
+"""Request bodies of ``POST /v1/translate``: parsed, validated against the server's limits
+and the chosen model, and encoded, all before a request is queued, so that a bad request
+is refused alone and never fails the batch it would have joined."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import ConfigError, UnknownTokenError, describe_token
+from ..spec import max_source_tokens
+from .errors import RequestError
+
+if TYPE_CHECKING:
+    from ..api import Translator
+    from ..config import ServeConfig
+
+
+class TranslateBody(BaseModel):
+    """The JSON object a client sends; options left out take the model's saved ``[decode]``
+    settings. Strict: ``"beam": "5"`` or ``"beam": true`` is refused, not converted."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    texts: list[str] = Field(min_length=1)
+    beam: int | None = Field(None, ge=1)
+    n_best: int | None = Field(None, ge=1)
+    max_length: int | None = Field(None, ge=1)
+    length_penalty: float | None = Field(None, ge=0)
+    attention: bool = False
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """What a request's texts are decoded with, resolved against the model's defaults.
+    Requests with equal options are decoded in one call."""
+
+    beam: int
+    n_best: int
+    max_length: int
+    length_penalty: float
+    attention: bool
+    unknown: str
+
+
+@dataclass(frozen=True)
+class TranslateRequest:
+    """A validated request: ``source_ids[i]`` are the ids of ``texts[i]`` (empty for a
+    blank text, which is answered with an empty translation, as ``translate`` does)."""
+
+    model: str
+    texts: list[str]
+    source_ids: list[list[int]]
+    options: DecodeOptions
+
+
+def field_path(loc: tuple[Any, ...]) -> str | None:
+    """``("texts", 2)`` -> ``"texts[2]"``; ``()`` -> None."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or None
+
+
+def parse_body(raw: bytes) -> TranslateBody:
+    """The body as a :class:`TranslateBody`.
+
+    Raises:
+        RequestError: 400 for bytes that are not a JSON object (naming the line and column
+            of a JSON error); 422 for a wrong type, a missing or empty ``texts``, a value out
+            of range or an unknown key, naming the first such field.
+    """
+    try:
+        data = json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise RequestError(400, f"the body is not UTF-8 text (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise RequestError(
+            400,
+            f"the body is not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
+        ) from None
+    if not isinstance(data, dict):
+        raise RequestError(
+            400,
+            f"the body is a JSON {_json_type(data)}, not an object such as "
+            f'{{"texts": ["3", "12"]}}',
+        )
+    try:
+        return TranslateBody.model_validate(data)
+    except ValidationError as exc:
+        # an unknown key first: {"text": [...]} is a misspelt texts, not a missing one
+        err = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        field = field_path(err["loc"])
+        raise RequestError(422, _describe(err, field), field) from None
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+def _describe(err: Mapping[str, Any], field: str | None) -> str:
+    """A sentence for one pydantic error, naming the field and, for a wrong type, what was
+    given."""
+    kind = err["type"]
+    if kind == "missing":
+        return f'{field} is missing: the body needs at least {{"texts": [...]}}'
+    if kind == "extra_forbidden":
+        known = ", ".join(TranslateBody.model_fields)
+        return f"unknown key {field!r}; the keys are: {known}"
+    if kind == "too_short" and field == "texts":
+        return "texts is an empty list: give at least one text"
+    message = err["msg"]
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        message += f", not the JSON {_json_type(err['input'])} {json.dumps(err['input'])[:40]}"
+    return f"{field}: {message}"
+
+
+def prepare(
+    body: TranslateBody,
+    models: Mapping[str, Translator],
+    limits: ServeConfig,
+    default_model: str,
+) -> TranslateRequest:
+    """Check ``body`` against the server's ``limits`` and its model, resolve its decoding
+    options and encode its texts.
+
+    Raises:
+        RequestError: 404 for an unknown model; 413 for too many texts or a text over
+            ``max_text_chars``; 422 for an option over its limit, attention asked of a model
+            without it, beam search asked of a backend without it, a character the model
+            never saw (naming the text's index, the character and its position) or a text
+            longer than the model can encode.
+    """
+    name = default_model if body.model is None else body.model
+    if name not in models:
+        have = ", ".join(repr(n) for n in models)
+        raise RequestError(404, f"no model named {name!r}; this server has {have}", "model")
+    translator = models[name]
+    if len(body.texts) > limits.max_texts:
+        raise RequestError(
+            413,
+            f"texts holds {len(body.texts)} texts but a request may hold at most "
+            f"{limits.max_texts} (serve.max_texts); split it into several requests",
+            "texts",
+        )
+    for i, text in enumerate(body.texts):
+        if len(text) > limits.max_text_chars:
+            raise RequestError(
+                413,
+                f"texts[{i}] has {len(text)} characters but a text may have at most "
+                f"{limits.max_text_chars} (serve.max_text_chars)",
+                f"texts[{i}]",
+            )
+    for key, limit in (
+        ("beam", limits.max_beam),
+        ("n_best", limits.max_n_best),
+        ("max_length", limits.max_max_length),
+    ):
+        value = getattr(body, key)
+        if value is not None and value > limit:
+            raise RequestError(
+                422,
+                f"{key} is {value} but this server allows at most {limit} (serve.max_{key})",
+                key,
+            )
+    options = resolve_options(body, translator, limits)
+    if body.attention and not translator.model.spec.has_attention:
+        raise RequestError(
+            422,
+            f"attention: model {name!r} has no attention (its spec's attention is none); "
+            f"leave attention false",
+            "attention",
+        )
+    if options.beam > 1 or options.n_best > 1:
+        from ..plugins import get_backend
+
+        if "beam" not in get_backend(translator.backend).capabilities:
+            raise RequestError(
+                422,
+                f"backend {translator.backend!r} does not declare the 'beam' capability: "
+                f"ask for beam 1 and n_best 1",
+                "beam",
+            )
+    return TranslateRequest(
+        name, list(body.texts), encode(body.texts, translator, options), options
+    )
+
+
+def resolve_options(
+    body: TranslateBody, translator: Translator, limits: ServeConfig
+) -> DecodeOptions:
+    """The request's options over the model's saved ``[decode]`` settings; a ``max_length``
+    left out is the model's cap, lowered to ``limits.max_max_length``."""
+    try:
+        saved = translator.decode_config(
+            beam=body.beam,
+            n_best=body.n_best,
+            length_penalty=body.length_penalty,
+            max_length=body.max_length,
+        )
+    except ConfigError as exc:  # the model's saved [decode] table breaks a rule
+        raise RequestError(422, f"the model's decoding settings: {exc}") from None
+    max_length = translator.decoding_limit(saved.max_length)
+    if body.max_length is None:
+        max_length = min(max_length, limits.max_max_length)
+    assert math.isfinite(saved.length_penalty)  # allow_inf_nan=False, body and config
+    return DecodeOptions(
+        beam=saved.beam,
+        n_best=saved.n_best,
+        max_length=max_length,
+        length_penalty=saved.length_penalty,
+        attention=body.attention,
+        unknown=saved.unknown,
+    )
+
+
+def encode(texts: list[str], translator: Translator, options: DecodeOptions) -> list[list[int]]:
+    """Source ids of each text, as :meth:`Translator.hypotheses` will encode it (a blank
+    text: none).
+
+    Raises:
+        RequestError: 422 naming ``texts[i]`` for a token the model never saw (unless the
+            model's ``unknown`` setting is ``replace``) or a text longer than the model can
+            encode.
+    """
+    limit = max_source_tokens(translator.model.spec)
+    ids = []
+    for i, text in enumerate(texts):
+        if not text.strip():
+            ids.append([])
+            continue
+        try:
+            row = translator.source_vocab.encode(text, unknown=options.unknown)
+        except UnknownTokenError as exc:
+            raise RequestError(
+                422,
+                f"texts[{i}]: {describe_token(exc.token, exc.position, exc.kind)} in {text!r} "
+                f"was never seen in training (it is not in the model's source vocabulary)",
+                f"texts[{i}]",
+            ) from None
+        if limit is not None and len(row) > limit:
+            raise RequestError(
+                422,
+                f"texts[{i}] has {len(row)} source tokens but the model takes at most {limit} "
+                f"(model.max_positions); split it into shorter texts",
+                f"texts[{i}]",
+            )
+        ids.append(row)
+    return ids
