@@ -195,3 +195,35 @@ def test_exhaustive_width_beam_never_below_greedy(source, eos_bonus, max_length)
     assume(not g.truncated)
     best = beam_search(model, s, n, VOCAB, max_length, beam=4**max_length)[0][0]
     assert best.score >= g.score - 1e-5
+
+
+@pytest.mark.parametrize("architecture", ["rnn", "transformer"])
+def test_forced_attention_equals_greedy_attention(architecture):
+    # a random model's greedy outputs, some ending in EOS and some truncated at max_length:
+    # forcing each output back through the decoder gives the weights greedy saw
+    from seq2seq_kit.decoding import forced_attention
+    from seq2seq_kit.plugins import get_backend
+    from seq2seq_kit.spec import ModelSpec, TransformerSpec
+
+    vocab = Vocabulary(tuple("abcdefgh"))
+    if architecture == "rnn":
+        spec = ModelSpec(len(vocab), len(vocab), hidden_size=8, attention="general")
+    else:
+        spec = TransformerSpec(
+            len(vocab), len(vocab), d_model=8, num_heads=2, ff_size=16, max_positions=16
+        )
+        if "transformer" not in get_backend("numpy").capabilities:
+            pytest.skip("the numpy backend builds no Transformer")
+    model = get_backend("numpy").create(spec, seed=4)  # a seed whose outputs mix both ends
+    s, n = src([4, 5, 6], [7], [8, 9, 10, 11, 4])
+    hyps = greedy(model, s, n, vocab, 6, attention=True)
+    forced = forced_attention(model, s, n, hyps, vocab.bos_id)
+    for hyp, weights in zip(hyps, forced, strict=True):
+        rows = len(hyp.ids) + (0 if hyp.truncated else 1)
+        assert weights.shape == (rows, s.shape[1]) and weights.dtype == np.float32
+        np.testing.assert_allclose(weights, hyp.attention[:rows], atol=1e-6)
+    lengths = n.tolist()
+    for weights, length in zip(forced, lengths, strict=True):
+        np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
+        assert not weights[:, length:].any()
+    assert {h.truncated for h in hyps} == {True, False}

@@ -1,0 +1,452 @@
+"""``seq2seq-kit serve``: the HTTP API against in-process decoding of the same model."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")
+
+import seq2seq_kit  # noqa: E402
+from seq2seq_kit.config import Config, ServeConfig  # noqa: E402
+from seq2seq_kit.serving.app import create_app  # noqa: E402
+
+with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 beside httpx
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _train(out, attention, epochs):
+    config = Config()
+    config.train.progress = False
+    config.model.attention = attention
+    config.train.epochs = epochs
+    seq2seq_kit.train(config, out=out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """digits with Luong attention: 150 epochs (about a second) translate all nine."""
+    return _train(tmp_path_factory.mktemp("serve") / "digits", "general", 150)
+
+
+@pytest.fixture(scope="module")
+def plain_dir(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("serve") / "plain", "none", 2)
+
+
+@pytest.fixture(scope="module")
+def models(model_dir, plain_dir):
+    return {"default": seq2seq_kit.load(model_dir), "plain": seq2seq_kit.load(plain_dir)}
+
+
+@pytest.fixture(scope="module")
+def client(models):
+    with TestClient(create_app(models, ServeConfig())) as client:
+        yield client
+
+
+def translate(client, **body):
+    return client.post("/v1/translate", json=body)
+
+
+def test_healthz_and_page(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<title>seq2seq-kit</title>" in page.text
+
+
+def test_models_listing(client, models):
+    listing = client.get("/v1/models").json()
+    assert [m["name"] for m in listing["models"]] == ["default", "plain"]
+    first = listing["models"][0]
+    translator = models["default"]
+    assert first["backend"] == "numpy" and first["architecture"] == "rnn"
+    assert first["has_attention"] is True and listing["models"][1]["has_attention"] is False
+    assert first["spec"] == translator.model.spec.to_dict()
+    assert first["source_vocab_size"] == len(translator.source_vocab)
+    assert first["target_vocab_size"] == len(translator.target_vocab)
+    assert first["max_length"] == translator.max_length
+    assert first["decode"]["beam"] == 1 and first["decode"]["max_length"] == translator.max_length
+    assert first["training"]["epochs"] == 150 and first["training"]["dataset"] == "digits"
+    assert first["training"]["updates"] > 0
+    assert listing["limits"] == {
+        "max_texts": 64,
+        "max_text_chars": 1000,
+        "max_beam": 16,
+        "max_n_best": 16,
+        "max_max_length": 512,
+    }
+
+
+def test_greedy_translation_equals_in_process(client, models):
+    texts = ["3", "12", "", "987", "5"]
+    reply = translate(client, texts=texts)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["model"] == "default" and len(body["translations"]) == len(texts)
+    expected = models["default"].hypotheses(texts)
+    for text, got, hyps in zip(texts, body["translations"], expected, strict=True):
+        assert got["source_tokens"] == list(text)
+        [hyp] = got["hypotheses"]
+        assert hyp["text"] == hyps[0].text and hyp["score"] == pytest.approx(hyps[0].score)
+        assert "".join(hyp["tokens"]) == hyps[0].text
+        assert hyp["truncated"] is hyps[0].truncated and hyp["attention"] is None
+    assert body["translations"][0]["hypotheses"][0]["text"] == "three"
+
+
+def test_beam_n_best_equal_in_process(client, models):
+    texts = ["7", "41"]
+    reply = translate(client, texts=texts, beam=4, n_best=3, length_penalty=0.5, max_length=9)
+    assert reply.status_code == 200, reply.text
+    expected = models["default"].hypotheses(
+        texts, beam=4, n_best=3, length_penalty=0.5, max_length=9
+    )
+    for got, hyps in zip(reply.json()["translations"], expected, strict=True):
+        assert len(got["hypotheses"]) == 3
+        assert [h["text"] for h in got["hypotheses"]] == [h.text for h in hyps]
+        assert [h["score"] for h in got["hypotheses"]] == pytest.approx([h.score for h in hyps])
+        assert [h["truncated"] for h in got["hypotheses"]] == [h.truncated for h in hyps]
+
+
+def test_attention_per_hypothesis(client, models):
+    reply = translate(client, texts=["12", "4"], beam=3, n_best=2, attention=True)
+    assert reply.status_code == 200, reply.text
+    for translation in reply.json()["translations"]:
+        columns = len(translation["source_tokens"])
+        for hyp in translation["hypotheses"]:
+            weights = np.array(hyp["attention"])
+            rows = len(hyp["tokens"]) + (0 if hyp["truncated"] else 1)
+            assert weights.shape == (rows, columns)
+            np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
+    # greedy: the weights the CLI's heatmap shows
+    greedy = translate(client, texts=["12"], attention=True).json()["translations"][0]
+    source, output, weights = models["default"].attention("12")
+    assert greedy["source_tokens"] == source
+    assert greedy["hypotheses"][0]["tokens"] + ["</s>"] == output
+    np.testing.assert_allclose(greedy["hypotheses"][0]["attention"], weights, atol=1e-6)
+
+
+def test_second_model_by_name(client, models):
+    reply = translate(client, texts=["3"], model="plain")
+    assert reply.status_code == 200 and reply.json()["model"] == "plain"
+    assert (
+        reply.json()["translations"][0]["hypotheses"][0]["text"]
+        == (models["plain"].translate(["3"])[0])
+    )
+
+
+BAD = [
+    # (body as bytes, status, field, words the message must hold)
+    (b'{"texts": ["3"', 400, None, ["not JSON", "line 1, column 15"]),
+    (b'{\n  "texts": [3,]\n}', 400, None, ["line 2, column 15"]),
+    (b'["3"]', 400, None, ["array", "not an object"]),
+    (b"\xff\xfe\x00", 400, None, []),
+    (b'{"texts": "3"}', 422, "texts", ["valid list", "string"]),
+    (b'{"texts": ["3", "4", 5]}', 422, "texts[2]", ["valid string", "number 5"]),
+    (b"{}", 422, "texts", ["missing"]),
+    (b'{"beam": 2}', 422, "texts", ["missing"]),
+    (b'{"texts": []}', 422, "texts", ["empty"]),
+    (b'{"texts": ["3"], "bean": 2}', 422, "bean", ["unknown key", "beam"]),
+    (b'{"text": ["3"]}', 422, "text", ["unknown key"]),
+    (b'{"texts": ["3"], "beam": 0}', 422, "beam", ["greater than or equal to 1"]),
+    (b'{"texts": ["3"], "beam": "2"}', 422, "beam", ["valid integer"]),
+    (b'{"texts": ["3"], "beam": 17}', 422, "beam", ["at most 16", "max_beam"]),
+    (b'{"texts": ["3"], "n_best": 0}', 422, "n_best", ["greater than or equal to 1"]),
+    (b'{"texts": ["3"], "n_best": 17}', 422, "n_best", ["at most 16"]),
+    (b'{"texts": ["3"], "max_length": 0}', 422, "max_length", ["greater than or equal"]),
+    (b'{"texts": ["3"], "max_length": 513}', 422, "max_length", ["at most 512"]),
+    (b'{"texts": ["3"], "length_penalty": NaN}', 422, "length_penalty", ["finite"]),
+    (b'{"texts": ["3"], "length_penalty": -1}', 422, "length_penalty", ["greater than"]),
+    (b'{"texts": ["3"], "attention": 1}', 422, "attention", ["boolean"]),
+    (b'{"texts": ["3"], "model": 1}', 422, "model", ["string"]),
+    (
+        b'{"texts": ["3", "12", "4x5"]}',
+        422,
+        "texts[2]",
+        ["texts[2]", "character 2", "'x'", "U+0078", "never seen"],
+    ),
+    (b'{"texts": ["3"], "model": "nope"}', 404, "model", ["'nope'", "'default', 'plain'"]),
+    (b'{"texts": ["3"], "model": "plain", "attention": true}', 422, "attention", ["plain"]),
+    (json.dumps({"texts": ["1"] * 65}).encode(), 413, "texts", ["65", "at most 64"]),
+    (json.dumps({"texts": ["1", "2" * 1001]}).encode(), 413, "texts[1]", ["1001", "1000"]),
+    (json.dumps({"texts": ["1" * (1 << 20)]}).encode(), 413, None, ["at most 1048576"]),
+]
+
+
+@pytest.mark.parametrize(("raw", "status", "field", "words"), BAD, ids=lambda v: str(v)[:30])
+def test_bad_requests_are_refused_naming_the_field(client, raw, status, field, words):
+    reply = client.post("/v1/translate", content=raw, headers={"content-type": "application/json"})
+    assert reply.status_code == status, reply.text
+    error = reply.json()["error"]
+    assert error["field"] == field
+    for word in words:
+        assert word in error["message"], error["message"]
+    # the server keeps serving
+    assert translate(client, texts=["3"]).status_code == 200
+
+
+def test_body_over_the_limit_without_a_length_header(models):
+    # a chunked body: refused as soon as it passes the limit
+    settings = ServeConfig(max_body_bytes=64)
+    with TestClient(create_app(models, settings)) as client:
+        chunks = iter([b'{"texts": ["', b"1" * 100, b'"]}'])
+        reply = client.post("/v1/translate", content=chunks)
+        assert reply.status_code == 413 and "at most 64" in reply.json()["error"]["message"]
+
+
+def test_unknown_path_and_wrong_method(client):
+    reply = client.get("/v1/translate")
+    assert reply.status_code == 405 and reply.headers["allow"] == "POST"
+    assert "GET is not allowed" in reply.json()["error"]["message"]
+    assert client.post("/healthz").status_code == 405
+    reply = client.get("/v2/nothing")
+    assert reply.status_code == 404 and reply.json()["error"]["field"] is None
+
+
+def test_a_decoding_error_fails_only_its_request(client, models, monkeypatch):
+    model = models["default"].model
+    model = getattr(model, "__wrapped__", model)  # the backend's model, under its checks
+    step, calls = model.step, []
+
+    def broken_once(prev, state):
+        calls.append(1)
+        if len(calls) == 1:
+            raise FloatingPointError("injected fault")
+        return step(prev, state)
+
+    monkeypatch.setattr(model, "step", broken_once)
+    reply = translate(client, texts=["3"])
+    assert reply.status_code == 500
+    assert reply.json()["error"] == {
+        "field": None,
+        "message": "decoding failed: FloatingPointError: injected fault",
+    }
+    reply = translate(client, texts=["3"])
+    assert reply.status_code == 200 and reply.json()["translations"][0]["hypotheses"][0][
+        "text"
+    ] == ("three")
+
+
+def test_a_failed_batch_is_decoded_again_request_by_request(models, monkeypatch):
+    translator = models["default"]
+    hypotheses = translator.hypotheses
+
+    def refuse_nine(texts, **options):  # a fault that only one request's text triggers
+        if "9" in texts:
+            raise RuntimeError("cannot decode 9")
+        return hypotheses(texts, **options)
+
+    monkeypatch.setattr(translator, "hypotheses", refuse_nine)
+    settings = ServeConfig(batch_window_ms=300)
+    with TestClient(create_app({"default": translator}, settings)) as client:
+        replies = {}
+
+        def send(text):
+            replies[text] = translate(client, texts=[text])
+
+        threads = [threading.Thread(target=send, args=(t,)) for t in "389"]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert replies["9"].status_code == 500
+    assert "cannot decode 9" in replies["9"].json()["error"]["message"]
+    assert replies["3"].json()["translations"][0]["hypotheses"][0]["text"] == "three"
+    assert replies["8"].json()["translations"][0]["hypotheses"][0]["text"] == "eight"
+
+
+def test_concurrent_requests_are_batched(models, monkeypatch):
+    translator = models["default"]
+    hypotheses, calls = translator.hypotheses, []
+
+    def counted(texts, **options):
+        calls.append(len(texts))
+        return hypotheses(texts, **options)
+
+    monkeypatch.setattr(translator, "hypotheses", counted)
+    texts = [*"123456789", "11", "12", "13", "14", "15", "16", "17", "25", "3"]
+    expected = {t: hyps[0].text for t, hyps in zip(texts, hypotheses(texts), strict=True)}
+    settings = ServeConfig(batch_window_ms=300)
+    with TestClient(create_app({"default": translator}, settings)) as client:
+        replies = {}
+
+        def send(text, beam):
+            replies[(text, beam)] = translate(client, texts=[text], beam=beam)
+
+        threads = [threading.Thread(target=send, args=(t, 1)) for t in texts[:16]]
+        threads += [threading.Thread(target=send, args=(t, 2)) for t in texts[16:]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(replies) == 18
+    for (text, _), reply in replies.items():
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["translations"][0]["source_tokens"] == list(text)
+        if _ == 1:
+            assert reply.json()["translations"][0]["hypotheses"][0]["text"] == expected[text]
+    # 18 requests in two option groups (beam 1, beam 2): a few calls, not one per request
+    assert len(calls) < 8, calls
+    assert max(calls) > 1
+
+
+def test_a_full_queue_answers_503(models, monkeypatch):
+    translator = models["default"]
+    hypotheses = translator.hypotheses
+    entered, release = threading.Event(), threading.Event()
+
+    def blocked(texts, **options):
+        entered.set()
+        release.wait(10)
+        return hypotheses(texts, **options)
+
+    monkeypatch.setattr(translator, "hypotheses", blocked)
+    settings = ServeConfig(batch_window_ms=0, max_texts=2, max_queue=2)
+    with TestClient(create_app({"default": translator}, settings)) as client:
+        first = {}
+        worker = threading.Thread(
+            target=lambda: first.setdefault("reply", translate(client, texts=["1", "2"]))
+        )
+        worker.start()
+        try:
+            assert entered.wait(10)
+            assert client.get("/healthz").status_code == 200  # the loop is free meanwhile
+            reply = translate(client, texts=["3"])
+            assert reply.status_code == 503 and reply.headers["retry-after"] == "1"
+            assert "max_queue = 2" in reply.json()["error"]["message"]
+        finally:
+            release.set()
+            worker.join()
+        assert first["reply"].status_code == 200
+        assert translate(client, texts=["3"]).status_code == 200
+
+
+def test_serve_config_refuses_a_queue_smaller_than_a_request():
+    with pytest.raises(ValueError, match="max_queue = 4 is below max_texts = 8"):
+        ServeConfig(max_queue=4, max_texts=8)
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+
+
+def test_importing_the_serving_package_loads_no_framework():
+    code = (
+        "import sys, seq2seq_kit.serving, seq2seq_kit.serving.requests, "
+        "seq2seq_kit.serving.batcher, seq2seq_kit.serving.decode\n"
+        "print(sorted(m for m in ('torch', 'tensorflow', 'starlette', 'uvicorn') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env())
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_serve_without_starlette_says_what_to_install(model_dir):
+    code = (
+        "import sys; sys.modules['starlette'] = None\n"
+        "from seq2seq_kit.cli import main\n"
+        f"sys.exit(main(['serve', '--model', {str(model_dir)!r}]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env())
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: ") and "pip install 'seq2seq-kit[serve]'" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--port", "70000"], ["--port", "less than or equal to 65535"]),
+        (["--max-texts", "0"], ["--max-texts"]),
+        (["--max-queue", "2"], ["max_queue = 2 is below max_texts = 64"]),
+        (["--model", "a=x", "--model", "y"], ["name each"]),
+        (["--model", "a=x", "--model", "a=y"], ["'a' is given twice"]),
+    ],
+)
+def test_serve_refuses_bad_options(model_dir, args, words):
+    argv = ["serve", *args]
+    if "--model" not in args:
+        argv += ["--model", str(model_dir)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "seq2seq_kit", *argv], capture_output=True, text=True, env=_env()
+    )
+    assert proc.returncode == 2, proc.stderr
+    for word in words:
+        assert word in proc.stderr
+
+
+def test_serve_config_file_and_flags(model_dir, tmp_path, monkeypatch):
+    # the [serve] table of a config file, under the flags, reaches the application
+    from seq2seq_kit import cli
+
+    config = tmp_path / "serve.toml"
+    config.write_text("[serve]\nmax_texts = 3\nmax_beam = 4\n\n[decode]\nbeam = 1\n")
+    seen = {}
+
+    def fake_app(models, settings):
+        seen["models"], seen["settings"] = models, settings
+        raise SystemExit(0)
+
+    monkeypatch.setattr("seq2seq_kit.serving.app.create_app", fake_app)
+    with pytest.raises(SystemExit):
+        cli.main(
+            ["serve", "--model", f"digits={model_dir}", "--config", str(config), "--max-beam", "5"]
+        )
+    assert list(seen["models"]) == ["digits"]
+    settings = seen["settings"]
+    assert (settings.max_texts, settings.max_beam, settings.max_text_chars) == (3, 5, 1000)
+
+
+def _read_line(stream, timeout):
+    """The next line of ``stream``, or "" after ``timeout`` seconds."""
+    box = []
+    reader = threading.Thread(target=lambda: box.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return box[0] if box else ""
+
+
+def test_the_real_server_translates_and_stops_on_sigterm(model_dir):
+    import httpx
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seq2seq_kit", "serve", "--model", str(model_dir), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        line = _read_line(proc.stdout, 60)
+        found = re.search(r"on http://127\.0\.0\.1:(\d+) ", line)
+        assert found, (line, proc.poll())
+        url = f"http://127.0.0.1:{found.group(1)}"
+        for _ in range(100):
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        reply = httpx.post(f"{url}/v1/translate", json={"texts": ["3", "42"]})
+        assert reply.status_code == 200
+        texts = [t["hypotheses"][0]["text"] for t in reply.json()["translations"]]
+        assert texts == seq2seq_kit.load(model_dir).translate(["3", "42"])
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
