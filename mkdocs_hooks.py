@@ -57,7 +57,7 @@ def config_reference() -> str:
         f"| `backend` | {in_code(repr(backend.default))} | may change | "
         f"{table_cell(backend.description)} |"
     )
-    for section in ("data", "model", "train", "decode"):
+    for section in ("data", "model", "train", "decode", "serve"):
         models = section_models(section)
         done = set()
         for model in models:

@@ -59,7 +59,7 @@ def test_configuration_and_cli_reference_cover_everything():
     from seq2seq_kit.config import section_models
 
     table = hooks.config_reference()
-    for section in ("data", "model", "train", "decode"):
+    for section in ("data", "model", "train", "decode", "serve"):
         for model in section_models(section):  # [model]: each architecture's keys
             for name in model.model_fields:
                 assert f"`{section}.{name}`" in table
@@ -69,7 +69,7 @@ def test_configuration_and_cli_reference_cover_everything():
     assert table.count("`model.architecture`") == 1
     assert "None |" not in table.replace("`None`", "")  # every key has a description
     help_text = hooks.cli_reference()
-    for command in ("train", "translate", "evaluate", "plot", "info", "backends"):
+    for command in ("train", "translate", "evaluate", "plot", "info", "serve", "backends"):
         assert f"`seq2seq-kit {command}`" in help_text
     assert "{{ config_reference }}" in (DOCS / "configuration.md").read_text()
 
