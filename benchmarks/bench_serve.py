@@ -12,7 +12,9 @@ warm-up.
 
 Figures per model and client count: requests (= texts) per second, median and 99th
 percentile latency (ms, from sending a request to having read its reply), failed requests
-(any reply but 200, or a transport error: the script exits 1 if any). Reference: texts
+(any reply but 200, or a transport error: the script exits 1 if any), and the share of a
+core the clients' process used (``client_cpu``: 1.0 means the load generator, not the
+server, may be the limit). Reference: texts
 per second of ``Translator.hypotheses`` on the same texts in one call in this process
 (one batch, one thread). The ratio server / in-process says what serving costs against
 the best batching: HTTP and JSON, the batching window, and batches no larger than the
@@ -143,9 +145,10 @@ async def load(url: str, texts: list[str], clients: int, requests: int, seconds:
                 sent += 1
                 await one(text)
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(client() for _ in range(clients)))
         elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu
     latencies.sort()
     return {
         "requests": len(latencies) + len(failures),
@@ -157,6 +160,7 @@ async def load(url: str, texts: list[str], clients: int, requests: int, seconds:
         else float("nan"),
         "failures": len(failures),
         "first_failure": failures[0] if failures else "",
+        "client_cpu": cpu / elapsed,
     }
 
 
@@ -211,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                 "failures",
                 "in_process_texts_per_s",
                 "server/in-process",
+                "client_cpu",
             ],
         )
     )
