@@ -55,13 +55,16 @@ def _required_args(command: str, model_dir) -> list[str]:
         "preprocess": ["--out", str(model_dir.parent / "never-corpus")],
         "translate": ["--model", str(model_dir)],
         "evaluate": ["--model", str(model_dir), "--data", "digits"],
+        "serve": ["--model", str(model_dir)],
     }[command]
 
 
 def test_every_option_of_every_command_comes_from_the_config():
     flags = list(_config_flags())
     commands = {command for command, *_ in flags}
-    assert {"train", "translate", "evaluate"} <= commands
+    assert {"train", "translate", "evaluate", "serve"} <= commands
+    serve = {k for c, _, s, k in flags if c == "serve" and s == "serve"}
+    assert serve == set(section_models("serve")[0].model_fields)  # every [serve] key
     train = {(s, k) for c, _, s, k in flags if c == "train"}
     # every scalar key of [data], [model] and [train] has a train flag
     for section in ("data", "model", "train"):
