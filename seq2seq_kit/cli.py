@@ -766,9 +766,13 @@ def _listen(host: str, port: int) -> Any:
         # and without it a response's header and body writes wait ~40 ms (Nagle's
         # algorithm against the client's delayed ACK)
         sock = socket.socket(family, kind, proto)
+    except OSError as exc:  # socket.gaierror too: a host name that does not resolve
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
     except OSError as exc:
+        sock.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.listen(2048)
     sock.set_inheritable(True)

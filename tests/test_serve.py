@@ -388,6 +388,25 @@ def test_serve_refuses_bad_options(model_dir, args, words):
         assert word in proc.stderr
 
 
+def test_serve_refuses_a_port_in_use(model_dir):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["serve", "--model", str(model_dir), "--port", str(port)]
+        proc = subprocess.run(
+            [sys.executable, "-m", "seq2seq_kit", *argv],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=60,
+        )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}: "), proc.stderr
+
+
 def test_serve_config_file_and_flags(model_dir, tmp_path, monkeypatch):
     # the [serve] table of a config file, under the flags, reaches the application
     from seq2seq_kit import cli
@@ -450,3 +469,35 @@ def test_the_real_server_translates_and_stops_on_sigterm(model_dir):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_closing_the_batcher_answers_what_is_queued_and_refuses_the_rest():
+    import asyncio
+
+    from seq2seq_kit.serving.batcher import Batcher
+    from seq2seq_kit.serving.errors import RequestError
+
+    calls = []
+
+    def decode(items):
+        calls.append(list(items))
+        time.sleep(0.05)
+        return [item * 10 for item in items]
+
+    async def scenario():
+        batcher = Batcher(
+            decode, key=lambda item: item % 2, window_s=0.05, max_batch=4, max_queue=8
+        )
+        batcher.start()
+        waiting = [asyncio.ensure_future(batcher.submit(n, 1)) for n in range(6)]
+        await asyncio.sleep(0)  # every request is queued before the server stops
+        await batcher.close()
+        with pytest.raises(RequestError) as refused:
+            await batcher.submit(9, 1)
+        return await asyncio.gather(*waiting), refused.value
+
+    results, refused = asyncio.run(scenario())
+    assert results == [0, 10, 20, 30, 40, 50]
+    assert refused.status == 503 and refused.headers["Retry-After"] == "1"
+    # 4 texts per round at most, each round split by key (odd, even): 4 calls, not 6
+    assert sorted(map(sorted, calls)) == [[0, 2], [1, 3], [4], [5]]
