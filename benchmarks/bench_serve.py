@@ -7,8 +7,8 @@ fixture model (``fixtures.py``: the digits model, trained on the nine digits, an
 num2words-shaped model with random weights, whose outputs run to the length cap) with the
 default ``[serve]`` settings (5 ms batching window, 64 texts per batch). Each client
 (``asyncio`` and one ``httpx.AsyncClient``) sends one-text greedy requests back to back
-until ``--requests`` requests in all or ``--seconds`` have passed, after a short untimed
-warm-up.
+until ``--requests`` requests in all or ``--seconds`` have passed, after an untimed
+warm-up request per client.
 
 Figures per model and client count: requests (= texts) per second, median and 99th
 percentile latency (ms, from sending a request to having read its reply), failed requests
@@ -41,7 +41,6 @@ from typing import Any
 from _common import table, thread_env, write
 
 HERE = Path(__file__).resolve().parent
-WARMUP = 20
 
 
 def ensure_fixtures() -> None:
@@ -112,43 +111,49 @@ class Server:
 
 
 async def load(url: str, texts: list[str], clients: int, requests: int, seconds: float) -> dict:
-    """``clients`` clients sending one-text requests back to back: figures of the run."""
+    """``clients`` clients sending one-text requests back to back: figures of the run.
+    Each client has its own ``httpx.AsyncClient`` and keep-alive connection (one pool
+    shared by 64 connections costs the load generator more than the server)."""
     import httpx
 
     latencies: list[float] = []
     failures: list[str] = []
     sent = 0
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
 
-        async def one(text: str) -> None:
-            begin = time.perf_counter()
-            try:
-                reply = await http.post("/v1/translate", json={"texts": [text]})
-                if reply.status_code != 200:
-                    failures.append(f"{reply.status_code} {reply.text[:200]}")
-                    return
-                reply.json()
-            except httpx.HTTPError as exc:
-                failures.append(f"{type(exc).__name__}: {exc}")
+    async def one(http: httpx.AsyncClient, text: str) -> None:
+        begin = time.perf_counter()
+        try:
+            reply = await http.post("/v1/translate", json={"texts": [text]})
+            if reply.status_code != 200:
+                failures.append(f"{reply.status_code} {reply.text[:200]}")
                 return
-            latencies.append(time.perf_counter() - begin)
+            reply.json()
+        except httpx.HTTPError as exc:
+            failures.append(f"{type(exc).__name__}: {exc}")
+            return
+        latencies.append(time.perf_counter() - begin)
 
-        await asyncio.gather(*(one(texts[i % len(texts)]) for i in range(WARMUP)))
+    https = [httpx.AsyncClient(base_url=url, timeout=60) for _ in range(clients)]
+    try:
+        # warm-up: each client opens its connection
+        await asyncio.gather(*(one(http, texts[i % len(texts)]) for i, http in enumerate(https)))
         latencies.clear()
         deadline = time.perf_counter() + seconds
 
-        async def client() -> None:
+        async def client(http: httpx.AsyncClient) -> None:
             nonlocal sent
             while sent < requests and time.perf_counter() < deadline:
                 text = texts[sent % len(texts)]
                 sent += 1
-                await one(text)
+                await one(http, text)
 
         start, cpu = time.perf_counter(), time.process_time()
-        await asyncio.gather(*(client() for _ in range(clients)))
+        await asyncio.gather(*(client(http) for http in https))
         elapsed = time.perf_counter() - start
         cpu = time.process_time() - cpu
+    finally:
+        for http in https:
+            await http.aclose()
     latencies.sort()
     return {
         "requests": len(latencies) + len(failures),
