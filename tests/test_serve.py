@@ -149,6 +149,38 @@ def test_second_model_by_name(client, models):
     )
 
 
+def test_a_transformer_with_attention_and_its_length_limit():
+    from seq2seq_kit.api import Translator
+    from seq2seq_kit.plugins import get_backend
+    from seq2seq_kit.spec import TransformerSpec
+    from seq2seq_kit.vocab import Vocabulary
+
+    if "transformer" not in get_backend("numpy").capabilities:
+        pytest.skip("the numpy backend builds no Transformer")
+    vocab = Vocabulary(tuple("0123456789"))
+    spec = TransformerSpec(
+        len(vocab), len(vocab), d_model=8, num_heads=2, ff_size=16, max_positions=4
+    )
+    translator = Translator(
+        get_backend("numpy").create(spec, seed=1), vocab, vocab, backend="numpy", max_length=3
+    )
+    with TestClient(create_app({"t": translator})) as client:
+        reply = translate(client, texts=["123", "4"], beam=2, n_best=2, attention=True)
+        assert reply.status_code == 200, reply.text
+        for text, translation in zip(["123", "4"], reply.json()["translations"], strict=True):
+            expected = translator.hypotheses([text], beam=2, n_best=2)[0]
+            assert [h["text"] for h in translation["hypotheses"]] == [h.text for h in expected]
+            for hyp in translation["hypotheses"]:
+                weights = np.array(hyp["attention"])
+                rows = len(hyp["tokens"]) + (0 if hyp["truncated"] else 1)
+                assert weights.shape == (rows, len(text))
+                np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
+        reply = translate(client, texts=["1", "12345"])
+        assert reply.status_code == 422 and reply.json()["error"]["field"] == "texts[1]"
+        message = reply.json()["error"]["message"]
+        assert "texts[1] has 5 source tokens but the model takes at most 4" in message
+
+
 BAD = [
     # (body as bytes, status, field, words the message must hold)
     (b'{"texts": ["3"', 400, None, ["not JSON", "line 1, column 15"]),

@@ -5,7 +5,6 @@ is refused alone and never fails the batch it would have joined."""
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -210,7 +209,6 @@ def resolve_options(
     max_length = translator.decoding_limit(saved.max_length)
     if body.max_length is None:
         max_length = min(max_length, limits.max_max_length)
-    assert math.isfinite(saved.length_penalty)  # allow_inf_nan=False, body and config
     return DecodeOptions(
         beam=saved.beam,
         n_best=saved.n_best,
