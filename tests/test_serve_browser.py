@@ -70,7 +70,7 @@ def server(model_dir, tmp_path_factory, request):
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "seq2seq_kit", "serve", "--model", str(model_dir)]
-            + ["--host", "127.0.0.1", "--port", str(port)],
+            + ["--port", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
@@ -149,6 +149,12 @@ def _forced_attention(translator, text: str, hyp) -> np.ndarray:
     return np.array(rows)
 
 
+def _alpha(color: str) -> float:
+    """The opacity of a computed CSS colour, ``rgba(r, g, b, a)`` or ``rgb(r, g, b)``."""
+    parts = color[color.index("(") + 1 : color.index(")")].split(",")
+    return float(parts[3]) if len(parts) == 4 else 1.0
+
+
 def test_the_page_shows_what_the_python_api_decodes(server, browser, model_dir, tmp_path):
     wait = _open(browser, server)
     assert browser.find_element(By.ID, "model-name").text == "default"
@@ -197,8 +203,15 @@ def test_the_page_shows_what_the_python_api_decodes(server, browser, model_dir, 
         assert weights.shape == (len(rows), len(text))
         np.testing.assert_allclose(weights, _forced_attention(translator, text, best), atol=1e-6)
         np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
-        title = rows[0].find_element(By.TAG_NAME, "td").get_attribute("title")
-        assert title.endswith(f"{weights[0, 0]:.4f}")
+        cell = rows[0].find_element(By.TAG_NAME, "td")
+        assert cell.get_attribute("title").endswith(f"{weights[0, 0]:.4f}")
+        shades = np.array(
+            [
+                [_alpha(td.value_of_css_property("background-color")) for td in row_cells]
+                for row_cells in (row.find_elements(By.TAG_NAME, "td") for row in rows)
+            ]
+        )
+        np.testing.assert_allclose(shades, weights, atol=0.002)  # the shade is the weight
 
     assert not browser.find_element(By.ID, "error").is_displayed()
     shots = [tmp_path / "page.png"]
@@ -229,9 +242,16 @@ def test_an_unseen_character_shows_the_api_error(server, browser, model_dir):
     assert browser.find_elements(By.CSS_SELECTOR, "#results .translation") == []
 
     _set(source, "7")  # the alert goes once a request succeeds
+    _set(browser.find_element(By.ID, "max-length"), "3")
     browser.find_element(By.ID, "translate").click()
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#results .translation"))
     assert not browser.find_element(By.ID, "error").is_displayed()
-    shown = browser.find_elements(By.CSS_SELECTOR, "#results .hypothesis .text")
-    expected = seq2seq_kit.load(model_dir).hypotheses(["7"])[0]  # the saved beam 3, n-best 2
-    assert [item.text for item in shown] == [hyp.text for hyp in expected]
+    shown = browser.find_elements(By.CSS_SELECTOR, "#results .hypothesis")
+    # the saved beam 3 and n-best 2
+    expected = seq2seq_kit.load(model_dir).hypotheses(["7"], max_length=3)[0]
+    assert [hyp.truncated for hyp in expected] == [True, True]
+    for item, hyp in zip(shown, expected, strict=True):
+        assert item.find_element(By.CSS_SELECTOR, ".text").text == hyp.text
+        assert item.find_element(By.CSS_SELECTOR, ".truncated").text == "truncated"
+    rows = browser.find_elements(By.CSS_SELECTOR, "#heatmap-0 tbody tr")
+    assert len(rows) == 3  # no EOS row: the best hypothesis stopped at max_length
