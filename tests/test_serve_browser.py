@@ -37,22 +37,32 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 WAIT_S = 20
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """Digits -> words with dot attention, trained in about a second; its saved decode
-    settings (beam 3, n-best 2) are the page's defaults."""
+def _train(out: Path, attention: str, beam: int, n_best: int) -> Path:
+    """Digits -> words, trained in about a second."""
     config = Config()
     config.train.progress = False
-    config.model.attention = "dot"
-    config.decode.beam, config.decode.n_best = 3, 2
-    out = tmp_path_factory.mktemp("browser") / "digits"
+    config.model.attention = attention
+    config.decode.beam, config.decode.n_best = beam, n_best
     seq2seq_kit.train(config, out=out)
     return out
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """With dot attention; its saved decode settings (beam 3, n-best 2) are the page's
+    defaults."""
+    return _train(tmp_path_factory.mktemp("browser") / "digits", "dot", 3, 2)
+
+
+@pytest.fixture(scope="module")
+def plain_dir(tmp_path_factory):
+    """Without attention, decoding greedily."""
+    return _train(tmp_path_factory.mktemp("browser") / "plain", "none", 1, 1)
 
 
 def _free_port() -> int:
@@ -62,14 +72,15 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(model_dir, tmp_path_factory, request):
-    """``seq2seq-kit serve`` as a user starts it; yields its base URL."""
+def server(model_dir, plain_dir, tmp_path_factory, request):
+    """``seq2seq-kit serve`` as a user starts it, with two models; returns its base URL."""
     port = _free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "seq2seq_kit", "serve", "--model", str(model_dir)]
+            [sys.executable, "-m", "seq2seq_kit", "serve"]
+            + ["--model", f"default={model_dir}", "--model", f"plain={plain_dir}"]
             + ["--port", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -255,3 +266,20 @@ def test_an_unseen_character_shows_the_api_error(server, browser, model_dir):
         assert item.find_element(By.CSS_SELECTOR, ".truncated").text == "truncated"
     rows = browser.find_elements(By.CSS_SELECTOR, "#heatmap-0 tbody tr")
     assert len(rows) == 3  # no EOS row: the best hypothesis stopped at max_length
+
+
+def test_a_model_without_attention_is_chosen_from_the_list(server, browser, plain_dir):
+    wait = _open(browser, server)
+    assert browser.find_element(By.ID, "model-choice").is_displayed()
+    Select(browser.find_element(By.ID, "model")).select_by_visible_text("plain")
+    assert browser.find_element(By.ID, "model-name").text == "plain"
+    assert "without attention" in browser.find_element(By.ID, "model-info").text
+    assert browser.find_element(By.ID, "beam").get_attribute("value") == "1"  # its own
+    _set(browser.find_element(By.ID, "source"), "4\n8")
+    browser.find_element(By.ID, "translate").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .translation")) == 2)
+    assert not browser.find_element(By.ID, "error").is_displayed()  # no "attention" asked
+    shown = browser.find_elements(By.CSS_SELECTOR, "#results .hypothesis .text")
+    expected = seq2seq_kit.load(plain_dir).translate(["4", "8"])
+    assert [item.text for item in shown] == expected
+    assert browser.find_elements(By.CSS_SELECTOR, "#results table") == []
