@@ -49,7 +49,7 @@ class Graph:
 
     def weight(self, name: str, array: np.ndarray) -> str:
         """An initializer (a float32 weight, or an int64 table) named ``name``."""
-        array = np.ascontiguousarray(array)
+        array = np.array(array, order="C")  # not ascontiguousarray: it makes scalars [1]
         if array.dtype.kind == "f":
             array = array.astype(np.float32)
         self.initializers.append(numpy_helper.from_array(array, name))
