@@ -94,9 +94,21 @@ class OnnxModel:
         self.spec = spec
         self.threads = max(1, int(threads))
         self._weights: dict[str, np.ndarray] = {}
-        self._encoder = self._step = None
-        self._outputs: list[str] = []
         self.set_weights(initial_weights(spec, seed))
+
+    @classmethod
+    def from_sessions(cls, spec: Spec, encoder, step) -> OnnxModel:
+        """A model over two ready sessions (an exported directory's): it decodes, but holds
+        no weights (``get_weights`` is empty and ``set_weights`` builds new sessions)."""
+        model = cls.__new__(cls)
+        model.spec, model.threads, model._weights = spec, 1, {}
+        model._use(encoder, step)
+        return model
+
+    def _use(self, encoder, step) -> None:
+        self._encoder, self._step = encoder, step
+        self._outputs = [o.name for o in step.get_outputs()]
+        self._inputs = [i.name for i in step.get_inputs() if i.name != "prev_ids"]
 
     # ------------------------------------------------------------------ weights
 
@@ -118,9 +130,7 @@ class OnnxModel:
                 sessions = (session(encoder, self.threads), session(step, self.threads))
                 _SESSIONS[key] = sessions
         self._weights = copied
-        self._encoder, self._step = sessions
-        self._outputs = [o.name for o in self._step.get_outputs()]
-        self._inputs = [i.name for i in self._step.get_inputs() if i.name != "prev_ids"]
+        self._use(*sessions)
 
     # ------------------------------------------------------------------ decoding
 
