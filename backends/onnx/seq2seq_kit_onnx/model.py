@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,9 +26,11 @@ from seq2seq_kit.weights import check_weights, initial_weights
 
 from . import rnn
 
-# Sessions built in this process, by (spec, weights digest, threads): loading the same model
-# again (a server's reload, the conformance suite) reuses them.
-_SESSIONS: dict[tuple, tuple[Any, Any]] = {}
+# The sessions built last in this process, by (spec and weights digest, threads): loading
+# the same model again (a server's reload, a second Translator) reuses them. Bounded, so
+# that a process building many models does not keep every one.
+_SESSIONS: OrderedDict[tuple, tuple[Any, Any]] = OrderedDict()
+_KEEP = 8
 _LOCK = threading.Lock()
 
 
@@ -129,6 +132,9 @@ class OnnxModel:
                 encoder, step = graphs(self.spec, copied)
                 sessions = (session(encoder, self.threads), session(step, self.threads))
                 _SESSIONS[key] = sessions
+                while len(_SESSIONS) > _KEEP:
+                    _SESSIONS.popitem(last=False)
+            _SESSIONS.move_to_end(key)
         self._weights = copied
         self._use(*sessions)
 
