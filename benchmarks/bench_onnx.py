@@ -83,7 +83,7 @@ def main() -> None:
 
     if not fixtures.NUM2WORDS_MODEL_DIR.exists():
         fixtures.prepare()
-    measured = {}
+    measured, threads = {}, {}
     for backend in backends:
         outcome = call(
             "bench_onnx",
@@ -96,7 +96,8 @@ def main() -> None:
         )
         if outcome.error:
             raise SystemExit(f"{backend}: {outcome.error} (log: {outcome.log})")
-        measured[backend] = outcome.value
+        measured[backend] = outcome.value["result"]
+        threads[backend] = outcome.value["threads"]
     base = "numpy" if "numpy" in measured else backends[0]
     for model, expected in measured[base].items():
         for backend, m in measured.items():
@@ -108,6 +109,8 @@ def main() -> None:
         f"greedy decoding, {args.batch} num2words sources in one call, 1 thread, "
         f"median of {args.repeats} calls; outputs identical across backends"
     )
+    for backend, used in threads.items():
+        print(f"{backend} process: {used}")
     others = [b for b in backends if b != "onnx"]
     ratio_heads = "".join(f" onnx / {b} |" for b in others)
     print(f"| model | backend | sentences/s | target tokens/s | cap |{ratio_heads}")

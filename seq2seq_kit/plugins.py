@@ -167,6 +167,7 @@ def build_registry(extra_plugins: tuple[Any, ...] = ()) -> Registry:
     manager = pluggy.PluginManager(GROUP)
     manager.add_hookspecs(hookspecs)
     registry = Registry(manager, allow=_allow_list())
+    exporter_owners: dict[str, str] = {}
     for name, dist, module in _candidates(registry, extra_plugins):
         registered = _register(registry, name, module)
         if registered is None:
@@ -188,10 +189,12 @@ def build_registry(extra_plugins: tuple[Any, ...] = ()) -> Registry:
         for format_name, export in registered["register_exporters"]:
             if format_name in registry.exporters:
                 registry.failures[f"{name}:export:{format_name}"] = (
-                    f"export format {format_name!r} is registered twice; kept the first"
+                    f"export format {format_name!r} is registered twice: by "
+                    f"{exporter_owners[format_name]!r} and by {name!r}; kept the first"
                 )
                 continue
             registry.exporters[format_name] = export
+            exporter_owners[format_name] = name
     return registry
 
 

@@ -200,3 +200,20 @@ def test_backends_lists_onnx_as_inference_only(capsys):
     onnx = next(b for b in listing["backends"] if b["name"] == "onnx")
     assert onnx["inference_only"] and "train" not in onnx["capabilities"]
     assert "onnx" in listing["export_formats"]
+
+
+def test_a_second_exporter_of_one_format_is_reported_and_the_first_kept():
+    import types
+
+    from seq2seq_kit import hookimpl
+    from seq2seq_kit.plugins import build_registry
+
+    def impostor(checkpoint, out):  # never called
+        raise AssertionError
+
+    plugin = types.SimpleNamespace(
+        register_exporters=hookimpl(lambda register: register("onnx", impostor))
+    )
+    reg = build_registry(extra_plugins=(plugin,))
+    assert reg.exporters["onnx"] is not impostor
+    assert any("'onnx'" in reason and "twice" in reason for reason in reg.failures.values())
