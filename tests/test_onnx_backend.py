@@ -211,9 +211,8 @@ def test_a_second_exporter_of_one_format_is_reported_and_the_first_kept():
     def impostor(checkpoint, out):  # never called
         raise AssertionError
 
-    plugin = types.SimpleNamespace(
-        register_exporters=hookimpl(lambda register: register("onnx", impostor))
-    )
+    plugin = types.ModuleType("impostor_exporter")
+    plugin.register_exporters = hookimpl(lambda register: register("onnx", impostor))
     reg = build_registry(extra_plugins=(plugin,))
     assert reg.exporters["onnx"] is not impostor
     assert any("'onnx'" in reason and "twice" in reason for reason in reg.failures.values())
