@@ -210,7 +210,7 @@ class NumericsTests(BackendTestBase):
         np.testing.assert_allclose(
             np.asarray(model.log_probs(wide))[:, : mask.shape[1]][mask],
             np.asarray(model.log_probs(batch))[mask],
-            atol=1e-6,
+            atol=LOG_PROB_ATOL,
         )
         if "train" not in self.backend().capabilities:
             return
