@@ -194,6 +194,18 @@ def test_training_with_onnx_is_refused(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_resuming_with_onnx_is_refused(tmp_path, capsys):
+    out = tmp_path / "m"
+    args = ["train", "--data", "digits", "--epochs", "2", "--out", str(out), "--no-progress"]
+    assert main([*args, "--backend", "numpy"]) == 0
+    before = (out / "weights.safetensors").read_bytes()
+    capsys.readouterr()
+    resume = ["train", "--resume", str(out), "--epochs", "4", "--backend", "onnx"]
+    assert main(resume) == 2
+    assert "'train'" in capsys.readouterr().err
+    assert (out / "weights.safetensors").read_bytes() == before
+
+
 def test_backends_lists_onnx_as_inference_only(capsys):
     assert main(["backends", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
