@@ -382,7 +382,8 @@ def train(
             epochs left to train.
         CheckpointError: ``out`` cannot be written, holds another model or is being
             written by another process.
-        BackendError: the backend is missing or lacks a capability the run needs.
+        BackendError: the backend is missing, inference only (no ``train`` capability), or
+            lacks a capability the run needs.
         TrainingError: a non-finite loss or weights (naming epoch and step).
         TrainingInterrupted: SIGINT or SIGTERM; the checkpoint was written first.
     """
@@ -412,6 +413,12 @@ def train(
         out = resume if out is None else out
     backend_name = resolve_backend(backend, cfg)
     chosen = get_backend(backend_name)
+    if "train" not in chosen.capabilities:
+        raise BackendError(
+            f"backend {backend_name!r} is inference only: it does not declare the 'train' "
+            f"capability (it declares {sorted(chosen.capabilities)}); train with another "
+            f"backend, then translate or serve the model with --backend {backend_name}"
+        )
     if saved is not None and "resume" not in chosen.capabilities:
         raise BackendError(
             f"backend {backend_name!r} does not declare the 'resume' capability: it cannot "

@@ -29,6 +29,7 @@ from .validation import CheckedModel, checked
 State = Any
 
 #: Capabilities a backend may declare; the conformance suite skips checks of undeclared ones.
+#: Without ``train`` a backend is inference only (see :class:`Model`).
 KNOWN_CAPABILITIES = frozenset(
     {
         "train",
@@ -71,6 +72,16 @@ class Model(Protocol):
     decoder layer's self-attention keys and values for the positions so far, the
     cross-attention keys and values of the encoder output, the source mask, and the next
     position; ``reorder`` selects rows of all of them.
+
+    Inference-only backends. A backend that does not declare the ``train`` capability (e.g.
+    ONNX Runtime running exported graphs) implements the decoding half: ``encode``,
+    ``step``, ``reorder``, ``attention``, ``log_probs``, ``loss`` (which may come from
+    ``log_probs``: there is no label smoothing to apply without an optimizer),
+    ``get_weights`` and ``set_weights``. Its ``train_step``, ``gradients``,
+    ``set_learning_rate``, ``optimizer_state`` and ``set_optimizer_state`` may raise
+    (``NotImplementedError``): the core never calls them, since ``seq2seq_kit.train``
+    refuses such a backend before any work, and the conformance suite runs every decoding
+    check on it (weights set through ``set_weights``) and skips those that train.
     """
 
     spec: Spec

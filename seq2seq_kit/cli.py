@@ -1,5 +1,5 @@
 """The ``seq2seq-kit`` command line: train, preprocess, translate, evaluate, plot, info,
-serve, backends.
+serve, export, backends.
 
 Imports stay inside the commands so that ``--help`` and ``backends`` load no framework and
 little else.
@@ -253,6 +253,20 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_serve)
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a model directory in another format (e.g. onnx) through an export plugin",
+        description="Checks the model (integrity, finite weights), writes the export into a "
+        "new directory beside --out and moves it into place; prints the files written.",
+    )
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--format", required=True, help="export format (see: seq2seq-kit backends)")
+    p.add_argument("--out", required=True, help="directory to write (new, or empty)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+    p.set_defaults(run=_export)
+
+
 def _add_backends(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("backends", help="list installed backends and plugin load errors")
     p.add_argument("--json", action="store_true")
@@ -271,6 +285,7 @@ def parser() -> argparse.ArgumentParser:
         _add_plot,
         _add_info,
         _add_serve,
+        _add_export,
         _add_backends,
     ):
         add(sub)
@@ -631,6 +646,14 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_model
+
+    for path in export_model(args.model, args.format, args.out, overwrite=args.overwrite):
+        print(path)
+    return 0
+
+
 def _backends(args: argparse.Namespace) -> int:
     from .plugins import install_hint, registry
 
@@ -641,6 +664,7 @@ def _backends(args: argparse.Namespace) -> int:
             "version": b.version,
             "distribution": b.distribution,
             "capabilities": sorted(b.capabilities),
+            "inference_only": "train" not in b.capabilities,
         }
         for b in sorted(reg.backends.values(), key=lambda b: b.name)
     ]
@@ -651,13 +675,15 @@ def _backends(args: argparse.Namespace) -> int:
             "errors": reg.failures,
             "excluded": sorted(reg.excluded),  # by SEQ2SEQ_KIT_PLUGINS
             "unmatched": sorted(reg.unmatched),  # its names that no plugin has
+            "export_formats": sorted(reg.exporters),
         }
         print(json.dumps(listing, indent=2))
         return 0
     for row in rows:
+        only = " (inference only: no train)" if row["inference_only"] else ""
         print(
             f"{row['name']:<10} {row['version']:<10} {row['distribution']:<22} "
-            f"{', '.join(row['capabilities'])}"
+            f"{', '.join(row['capabilities'])}{only}"
         )
     if not rows and note:
         print(f"no backends loaded: {note}")
@@ -665,6 +691,8 @@ def _backends(args: argparse.Namespace) -> int:
         print(f"no backends installed; try: {install_hint('numpy')}")
     elif note:
         print(f"note: {note}")
+    if reg.exporters:
+        print(f"export formats: {', '.join(sorted(reg.exporters))}")
     for name, reason in reg.failures.items():
         print(f"error: plugin {name}: {reason}")
     return 0

@@ -71,6 +71,11 @@ class BackendError(Seq2SeqError):
     """A backend is unknown, not installed, or failed to load."""
 
 
+class ExportError(Seq2SeqError):
+    """A model cannot be exported: an unknown format, an output in the way, or something
+    the format cannot express (named)."""
+
+
 class ConfigError(Seq2SeqError):
     """A configuration file or option is invalid (names file and key)."""
 

@@ -42,6 +42,18 @@ def register_tokenizers(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def register_exporters(register: Callable[..., None]) -> None:
+    """Register export formats: call ``register(name, export)`` where
+    ``export(checkpoint: seq2seq_kit.checkpoint.Checkpoint, out: pathlib.Path)
+    -> list[pathlib.Path]`` writes the model in that format at ``out`` (a directory it
+    creates) and returns the files written; raises ``seq2seq_kit.errors.ExportError`` (a
+    Seq2SeqError) naming what it cannot export.
+
+    ``seq2seq-kit export --format NAME`` calls it with a checked checkpoint (finite
+    weights) and a fresh path, then moves the directory into place."""
+
+
+@hookspec
 def on_epoch_end(record: dict[str, Any], out_dir: str | None) -> None:
     """Called by the trainer after each epoch with ``{"epoch", "train_loss", "valid_loss",
     "valid_accuracy", "evaluated_on", "learning_rate", "seconds", "updates"}`` (losses in

@@ -33,6 +33,7 @@ FIRST_PARTY = {
     "torch": ("seq2seq-kit-torch", "backends/torch"),
     "keras": ("seq2seq-kit-keras", "backends/keras"),
     "jax": ("seq2seq-kit-jax", "backends/jax"),
+    "onnx": ("seq2seq-kit-onnx", "backends/onnx"),
 }
 
 #: First-party distributions a package index serves. Until one is there, the install hint
@@ -49,6 +50,7 @@ class Registry:
         backends: backend name -> backend.
         datasets: dataset name -> loader.
         tokenizers: tokenizer name -> ``make(options, directory, prefix)``.
+        exporters: export format name -> ``export(checkpoint, out) -> list[Path]``.
         failures: plugin name (or ``plugin:backend``) -> why it was skipped.
         excluded: entry-point name -> distribution (or None), for each plugin that
             ``SEQ2SEQ_KIT_PLUGINS`` kept from loading.
@@ -60,6 +62,7 @@ class Registry:
     backends: dict[str, Backend] = field(default_factory=dict)
     datasets: dict[str, Any] = field(default_factory=dict)
     tokenizers: dict[str, Any] = field(default_factory=dict)
+    exporters: dict[str, Any] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     excluded: dict[str, str | None] = field(default_factory=dict)
     allow: frozenset[str] | None = None
@@ -131,7 +134,8 @@ def _candidates(
 def _register(
     registry: Registry, name: str, module: Any
 ) -> dict[str, list[tuple[Any, ...]]] | None:
-    """Register ``module`` and collect its backends, datasets and tokenizers by hook name;
+    """Register ``module`` and collect its backends, datasets, tokenizers and exporters by hook
+    name;
     None (with the reason in ``registry.failures``) when it fails, leaving every plugin
     registered before in place."""
     manager = registry.manager
@@ -143,7 +147,12 @@ def _register(
     try:
         return {
             hook: _collect(manager, hook, module)
-            for hook in ("register_backends", "register_datasets", "register_tokenizers")
+            for hook in (
+                "register_backends",
+                "register_datasets",
+                "register_tokenizers",
+                "register_exporters",
+            )
         }
     except Exception as exc:
         registry.failures[name] = f"registration failed: {type(exc).__name__}: {exc}"
@@ -158,6 +167,7 @@ def build_registry(extra_plugins: tuple[Any, ...] = ()) -> Registry:
     manager = pluggy.PluginManager(GROUP)
     manager.add_hookspecs(hookspecs)
     registry = Registry(manager, allow=_allow_list())
+    exporter_owners: dict[str, str] = {}
     for name, dist, module in _candidates(registry, extra_plugins):
         registered = _register(registry, name, module)
         if registered is None:
@@ -176,6 +186,15 @@ def build_registry(extra_plugins: tuple[Any, ...] = ()) -> Registry:
             registry.datasets.setdefault(dataset_name, load)
         for tokenizer_name, make in registered["register_tokenizers"]:
             registry.tokenizers.setdefault(tokenizer_name, make)
+        for format_name, export in registered["register_exporters"]:
+            if format_name in registry.exporters:
+                registry.failures[f"{name}:export:{format_name}"] = (
+                    f"export format {format_name!r} is registered twice: by "
+                    f"{exporter_owners[format_name]!r} and by {name!r}; kept the first"
+                )
+                continue
+            registry.exporters[format_name] = export
+            exporter_owners[format_name] = name
     return registry
 
 

@@ -8,7 +8,9 @@ Usage, in a test module of a backend plugin::
         backend_name = "mybackend"
         known_failures = {"test_gradients_match_reference": "float16 accumulators"}
 
-then run ``pytest``. Checks that need a capability the backend does not declare are skipped;
+then run ``pytest``. Checks that need a capability the backend does not declare are skipped
+(those that train or take gradients need ``train``: an inference-only backend runs every
+decoding check, on weights given through ``set_weights``);
 ``known_failures`` are reported as (strict) xfail. Agreement checks compare against the
 NumPy reference backend (``seq2seq-kit-numpy``), which must be installed too. The classes
 per concern (``RegistrationTests``, ``NumericsTests``, ...) can be used one by one, as

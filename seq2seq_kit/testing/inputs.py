@@ -191,6 +191,7 @@ class InputTests(BackendTestBase):
         assert info.value.argument == "batch"
         assert str(info.value).startswith("batch must be a seq2seq_kit.batching.Batch")
 
+    @requires("train")
     def test_refused_train_step_changes_nothing(self):
         model = self.build(spec_variants(self.backend())[0])
         before = model.get_weights()

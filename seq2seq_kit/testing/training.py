@@ -17,16 +17,18 @@ from .base import (
 
 
 class TrainingTests(BackendTestBase):
+    # for a backend without "train", the digits model is the reference's, loaded into it
     def test_digits_nine_of_nine(self, digits_model):
         translator, _ = digits_model
         assert translator.translate(DIGIT_INPUTS) == DIGIT_WORDS
 
+    @requires("train")
     @pytest.mark.parametrize("seed", [1, 2])
     def test_digits_nine_of_nine_other_seeds(self, seed):
         translator = train_digits(self.backend_name, seed=seed)
         assert translator.translate(DIGIT_INPUTS) == DIGIT_WORDS
 
-    @requires("attention", "gru", "embedding")
+    @requires("train", "attention", "gru", "embedding")
     def test_digits_with_attention_and_gru(self):
         from ..api import train
         from ..config import Config
@@ -37,7 +39,7 @@ class TrainingTests(BackendTestBase):
         translator = train(config, backend=self.backend_name, data="digits")
         assert translator.translate(DIGIT_INPUTS) == DIGIT_WORDS
 
-    @requires("transformer")
+    @requires("train", "transformer")
     def test_transformer_digits_nine_of_nine(self):
         # the seed notebook's budget (300 epochs of batch 2) with a 2 + 2-layer Transformer
         # of d_model 64 (the spec's defaults) in place of the LSTM
@@ -49,6 +51,7 @@ class TrainingTests(BackendTestBase):
         translator = train(config, backend=self.backend_name, data="digits")
         assert translator.translate(DIGIT_INPUTS) == DIGIT_WORDS
 
+    @requires("train")
     def test_same_seed_same_weights(self):
         for spec in family_specs(self.backend(), last=True):  # dropout too, where declared
             self._check_same_seed(spec)
@@ -64,6 +67,7 @@ class TrainingTests(BackendTestBase):
         for name, value in runs[0][1].items():
             np.testing.assert_array_equal(value, runs[1][1][name], err_msg=name)
 
+    @requires("train")
     def test_a_diverging_run_stops_and_saves_no_nan_weights(self, tmp_path):
         from ..api import train
         from ..checkpoint import load_checkpoint, non_finite

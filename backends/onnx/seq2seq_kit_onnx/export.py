@@ -1,0 +1,149 @@
+"""The ``onnx`` export format: a directory that plain onnxruntime runs without seq2seq-kit.
+
+``export(checkpoint, out)`` writes into ``out`` (a directory it creates):
+
+- ``encoder.onnx`` and ``decoder_step.onnx``: the graphs of :mod:`.rnn` or
+  :mod:`.transformer` (ONNX opset 17, IR version 8), weights inside;
+- ``export.json``: ``format`` (``"seq2seq-kit-onnx"``), ``opset``, ``ir_version``, each
+  graph's inputs and outputs (``name``, ``dtype``, ``shape`` with named symbolic
+  dimensions), ``state`` (the decoder state names: step input ``NAME`` comes back as output
+  ``next_NAME``; the other step inputs pass unchanged), the special ids (``pad``, ``bos``,
+  ``eos``, ``unk``), ``max_length`` (the decoding cap saved with the model), the model
+  ``spec`` and both vocabularies (pieces and tokenizer, as in ``model.json``);
+- the tokenizers' files, if any (``source-*`` / ``target-*``, as in the model directory).
+
+Decoding with plain onnxruntime (greedy)::
+
+    enc = ort.InferenceSession("encoder.onnx"); dec = ort.InferenceSession("decoder_step.onnx")
+    state = dict(zip([o.name for o in enc.get_outputs()], enc.run(None, {"src_ids": ids,
+                 "src_lengths": lengths})))
+    prev = np.full(len(ids), bos)
+    loop: out = dict(zip(names, dec.run(None, {"prev_ids": prev, **inputs of state})))
+          prev = out["log_probs"].argmax(-1); state[NAME] = out["next_" + NAME]; stop at eos
+
+:func:`load` reads such a directory back into this backend's model and the vocabularies.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from seq2seq_kit import __version__ as core_version
+from seq2seq_kit.checkpoint import Checkpoint
+from seq2seq_kit.errors import ExportError
+from seq2seq_kit.spec import spec_from_dict
+from seq2seq_kit.vocab import BOS, EOS, PAD, UNK, Vocabulary
+
+from .graph import IR_VERSION, OPSET, describe
+
+FORMAT = "seq2seq-kit-onnx"
+FORMAT_VERSION = 1
+ENCODER_FILE, STEP_FILE, META_FILE = "encoder.onnx", "decoder_step.onnx", "export.json"
+
+
+def export(checkpoint: Checkpoint, out: Path) -> list[Path]:
+    """Write ``checkpoint`` as ONNX graphs in the new directory ``out``; returns the files
+    written.
+
+    Raises:
+        ExportError: ``out`` exists, or the graphs cannot be built (naming why).
+    """
+    from .model import graphs
+
+    out = Path(out)
+    try:
+        out.mkdir(parents=True)
+    except FileExistsError:
+        raise ExportError(f"{out}: already exists; export writes a new directory") from None
+    try:
+        encoder, step = graphs(checkpoint.spec, checkpoint.weights)
+    except (ValueError, KeyError) as exc:
+        raise ExportError(f"cannot express this model in ONNX: {exc}") from exc
+    written = []
+    for model, name in ((encoder, ENCODER_FILE), (step, STEP_FILE)):
+        (out / name).write_bytes(model.SerializeToString())
+        written.append(out / name)
+    tokenizer_files = []
+    for side, vocab in (("source", checkpoint.source_vocab), ("target", checkpoint.target_vocab)):
+        tokenizer_files += vocab.tokenizer.save(out, f"{side}-")
+    step_inputs = {i.name for i in step.graph.input}
+    carried = sorted(
+        o.name[len("next_") :] for o in step.graph.output if o.name.startswith("next_")
+    )
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "producer": f"seq2seq-kit {core_version}",
+        "opset": OPSET,
+        "ir_version": IR_VERSION,
+        "encoder": {
+            "file": ENCODER_FILE,
+            "inputs": describe(encoder.graph.input),
+            "outputs": describe(encoder.graph.output),
+        },
+        "decoder_step": {
+            "file": STEP_FILE,
+            "inputs": describe(step.graph.input),
+            "outputs": describe(step.graph.output),
+        },
+        "state": {
+            "carried": carried,
+            "constant": sorted(step_inputs - set(carried) - {"prev_ids"}),
+        },
+        "special_ids": {"pad": PAD, "bos": BOS, "eos": EOS, "unk": UNK},
+        "max_length": checkpoint.max_length,
+        "spec": checkpoint.spec.to_dict(),
+        "source_vocab": checkpoint.source_vocab.to_dict(),
+        "target_vocab": checkpoint.target_vocab.to_dict(),
+        "tokenizer_files": sorted(tokenizer_files),
+    }
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    written.append(out / META_FILE)
+    written += [out / name for name in sorted(tokenizer_files)]
+    return written
+
+
+@dataclass
+class Exported:
+    """An exported directory read back by :func:`load`."""
+
+    model: object  # the backend's OnnxModel
+    source_vocab: Vocabulary
+    target_vocab: Vocabulary
+    max_length: int
+    meta: dict
+
+
+def load(directory: str | Path, threads: int = 1) -> Exported:
+    """Read an ``onnx`` export: its two graphs into onnxruntime sessions (the weights are
+    not needed) and its vocabularies.
+
+    Raises:
+        ExportError: not an export of this format, or a file is missing.
+    """
+    import onnx
+
+    from .model import OnnxModel, session
+
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"{directory / META_FILE}: cannot read it ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise ExportError(f"{directory / META_FILE}: not a {FORMAT} export")
+    try:
+        encoder, step = (
+            onnx.load(directory / meta[g]["file"]) for g in ("encoder", "decoder_step")
+        )
+    except (OSError, KeyError) as exc:
+        raise ExportError(f"{directory}: a graph file is missing ({exc})") from None
+    spec = spec_from_dict(meta["spec"])
+    model = OnnxModel.from_sessions(spec, session(encoder, threads), session(step, threads))
+    vocabs = [
+        Vocabulary.from_dict(meta[f"{side}_vocab"], directory, f"{side}-")
+        for side in ("source", "target")
+    ]
+    return Exported(model, vocabs[0], vocabs[1], int(meta["max_length"]), meta)

@@ -1,0 +1,230 @@
+"""The ONNX Runtime backend (inference only) and the ``onnx`` export format, against the
+NumPy backend on models it trained: CLI export, translation with ``--backend onnx``, an
+exported directory run with plain onnxruntime sessions, and the refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from seq2seq_kit.api import train  # noqa: E402
+from seq2seq_kit.cli import main  # noqa: E402
+from seq2seq_kit.config import Config  # noqa: E402
+from seq2seq_kit.decoding import greedy  # noqa: E402
+from seq2seq_kit.plugins import registry  # noqa: E402
+from seq2seq_kit.vocab import pad  # noqa: E402
+
+if "onnx" not in registry().backends:
+    pytest.skip("the onnx backend is not installed", allow_module_level=True)
+
+INPUTS = ["12", "7", "305", "48", "999", "1000", "61"]
+
+
+def _train(out, model: dict, epochs: int = 20) -> None:
+    config = Config.model_validate(
+        {
+            "data": {"source": "num2words", "limit": 200},
+            "model": model,
+            "train": {
+                "epochs": epochs,
+                "batch_size": 16,
+                "learning_rate": 0.005,
+                "progress": False,
+                "seed": 3,
+            },
+        }
+    )
+    train(config, backend="numpy", out=out)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """``{"rnn": dir, "transformer": dir}``: an RNN with general attention over a
+    bidirectional GRU encoder, and a pre-norm Transformer, each trained briefly by NumPy."""
+    root = tmp_path_factory.mktemp("onnx-models")
+    rnn = {
+        "architecture": "rnn",
+        "hidden_size": 24,
+        "embedding_size": 12,
+        "cell": "gru",
+        "bidirectional": True,
+        "attention": "general",
+    }
+    transformer = {
+        "architecture": "transformer",
+        "d_model": 16,
+        "num_heads": 2,
+        "ff_size": 32,
+        "encoder_layers": 1,
+        "decoder_layers": 2,
+        "activation": "gelu",
+        "positions": "learned",
+        "max_positions": 64,
+    }
+    _train(root / "rnn", rnn)  # about a second each: outputs like "three hundred and fifty"
+    _train(root / "transformer", transformer)
+    return {"rnn": root / "rnn", "transformer": root / "transformer"}
+
+
+def _translate(capsys, model, backend, *extra) -> list[str]:
+    assert main(["translate", "--model", str(model), "--backend", backend, *extra, *INPUTS]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+@pytest.mark.parametrize("kind", ["rnn", "transformer"])
+def test_translate_with_onnx_equals_numpy(models, capsys, kind):
+    expected = _translate(capsys, models[kind], "numpy")
+    assert len(expected) == len(INPUTS) and len(set(expected)) > 3  # varied, trained outputs
+    assert _translate(capsys, models[kind], "onnx") == expected
+    beam = ["--beam", "3", "--n-best", "2"]
+    assert _translate(capsys, models[kind], "onnx", *beam) == _translate(
+        capsys, models[kind], "numpy", *beam
+    )
+
+
+@dataclass
+class _PlainSessions:
+    """The decoding contract over an export's two graphs run with plain onnxruntime
+    sessions, as ``export.json`` documents them: nothing of the onnx backend is used."""
+
+    encoder: object
+    step_session: object
+    meta: dict
+
+    def encode(self, src_ids, src_lengths):
+        names = [o["name"] for o in self.meta["encoder"]["outputs"]]
+        feed = {"src_ids": src_ids.astype(np.int64), "src_lengths": src_lengths.astype(np.int64)}
+        return dict(zip(names, self.encoder.run(None, feed), strict=True))
+
+    def step(self, prev_ids, state):
+        names = [o["name"] for o in self.meta["decoder_step"]["outputs"]]
+        feed = {name: state[name] for name in self.meta["state"]["carried"]}
+        feed.update({name: state[name] for name in self.meta["state"]["constant"]})
+        feed["prev_ids"] = np.asarray(prev_ids, dtype=np.int64)
+        out = dict(zip(names, self.step_session.run(None, feed), strict=True))
+        new = dict(state)
+        new.update({name: out[f"next_{name}"] for name in self.meta["state"]["carried"]})
+        return out["log_probs"], new
+
+    def reorder(self, state, index):
+        return {k: v if v.ndim == 0 else v[index] for k, v in state.items()}
+
+
+@pytest.mark.parametrize("kind", ["rnn", "transformer"])
+def test_exported_directory_runs_with_plain_onnxruntime(models, tmp_path, capsys, kind):
+    import onnxruntime as ort
+
+    from seq2seq_kit.api import load
+
+    out = tmp_path / "exported"
+    assert (
+        main(["export", "--model", str(models[kind]), "--format", "onnx", "--out", str(out)]) == 0
+    )
+    printed = capsys.readouterr().out.split()
+    assert {p.rsplit("/", 1)[-1] for p in printed} >= {
+        "encoder.onnx",
+        "decoder_step.onnx",
+        "export.json",
+    }
+    meta = json.loads((out / "export.json").read_text())
+    assert meta["opset"] == 17 and meta["spec"]["architecture"] == kind
+    sessions = _PlainSessions(
+        ort.InferenceSession(str(out / "encoder.onnx"), providers=["CPUExecutionProvider"]),
+        ort.InferenceSession(str(out / "decoder_step.onnx"), providers=["CPUExecutionProvider"]),
+        meta,
+    )
+    reference = load(models[kind], backend="numpy")
+    ids = [reference.source_vocab.encode(text) for text in INPUTS]
+    src, lengths = pad(ids), np.array([len(i) for i in ids], dtype=np.int32)
+    vocab = reference.target_vocab
+    plain = greedy(sessions, src, lengths, vocab, meta["max_length"])
+    expected = greedy(reference.model, src, lengths, vocab, meta["max_length"])
+    assert [h.ids for h in plain] == [h.ids for h in expected]
+    np.testing.assert_allclose([h.score for h in plain], [h.score for h in expected], atol=1e-4)
+    # the backend's own loader reads the directory back, vocabularies included
+    from seq2seq_kit_onnx.export import load as load_export
+
+    exported = load_export(out)
+    assert exported.target_vocab == vocab and exported.source_vocab == reference.source_vocab
+    again = greedy(exported.model, src, lengths, vocab, meta["max_length"])
+    assert [h.ids for h in again] == [h.ids for h in expected]
+
+
+def test_export_refusals(models, tmp_path, capsys):
+    model = str(models["rnn"])
+    assert main(["export", "--model", model, "--format", "nope", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown export format 'nope'" in err and "onnx" in err
+    assert not (tmp_path / "x").exists()
+
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("mine")
+    assert main(["export", "--model", model, "--format", "onnx", "--out", str(taken)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (taken / "keep.txt").read_text() == "mine"
+    args = ["export", "--model", model, "--format", "onnx", "--out", str(taken), "--overwrite"]
+    assert main(args) == 0
+    assert not (taken / "keep.txt").exists() and (taken / "encoder.onnx").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dir left
+
+    corrupted = tmp_path / "corrupted"
+    shutil.copytree(models["rnn"], corrupted)
+    weights = corrupted / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    out = tmp_path / "y"
+    assert main(["export", "--model", str(corrupted), "--format", "onnx", "--out", str(out)]) == 2
+    assert "weights.safetensors" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_training_with_onnx_is_refused(tmp_path, capsys):
+    out = tmp_path / "m"
+    args = ["train", "--data", "digits", "--backend", "onnx", "--out", str(out), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "'onnx'" in err and "'train'" in err and "inference only" in err
+    assert not out.exists()
+
+
+def test_resuming_with_onnx_is_refused(tmp_path, capsys):
+    out = tmp_path / "m"
+    args = ["train", "--data", "digits", "--epochs", "2", "--out", str(out), "--no-progress"]
+    assert main([*args, "--backend", "numpy"]) == 0
+    before = (out / "weights.safetensors").read_bytes()
+    capsys.readouterr()
+    resume = ["train", "--resume", str(out), "--epochs", "4", "--backend", "onnx"]
+    assert main(resume) == 2
+    assert "'train'" in capsys.readouterr().err
+    assert (out / "weights.safetensors").read_bytes() == before
+
+
+def test_backends_lists_onnx_as_inference_only(capsys):
+    assert main(["backends", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    onnx = next(b for b in listing["backends"] if b["name"] == "onnx")
+    assert onnx["inference_only"] and "train" not in onnx["capabilities"]
+    assert "onnx" in listing["export_formats"]
+
+
+def test_a_second_exporter_of_one_format_is_reported_and_the_first_kept():
+    import types
+
+    from seq2seq_kit import hookimpl
+    from seq2seq_kit.plugins import build_registry
+
+    def impostor(checkpoint, out):  # never called
+        raise AssertionError
+
+    plugin = types.ModuleType("impostor_exporter")
+    plugin.register_exporters = hookimpl(lambda register: register("onnx", impostor))
+    reg = build_registry(extra_plugins=(plugin,))
+    assert reg.exporters["onnx"] is not impostor
+    assert any("'onnx'" in reason and "twice" in reason for reason in reg.failures.values())
