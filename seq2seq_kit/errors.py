@@ -88,3 +88,8 @@ class TrainingInterrupted(Seq2SeqError):
         super().__init__(message)
         self.signal_number = signal_number
         self.exit_code = 128 + signal_number
+
+
+class ExportError(Seq2SeqError):
+    """A model cannot be written in an export format (names the format and what it cannot
+    express)."""

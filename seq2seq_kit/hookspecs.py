@@ -77,3 +77,12 @@ def on_train_end(history: list[dict[str, Any]], out_dir: str | None) -> None:
     of stops within an epoch: :func:`seq2seq_kit.trainer.epoch_records` drops them) and
     the model directory (None
     when the model is not saved). The directory is complete when this runs."""
+
+
+@hookspec
+def register_exporters(register: Callable[..., None]) -> None:
+    """Register export formats: call ``register(name, export)`` where
+    ``export(checkpoint: seq2seq_kit.checkpoint.Checkpoint, out: pathlib.Path)
+    -> list[pathlib.Path]`` writes the model in that format at ``out`` (a directory it
+    creates) and returns the files written; raises ``seq2seq_kit.errors.ExportError`` (a
+    Seq2SeqError) naming what it cannot export."""
