@@ -136,7 +136,7 @@ def test_beam_and_n_best_close_to_the_core(trained):
             assert len({h.ids for h in hyps}) == len(hyps)
             ranks = [h.score / ((5 + len(h.ids) + 1) / 6) ** alpha for h in hyps]
             assert ranks == sorted(ranks, reverse=True)
-    assert ct2.translate(INPUTS, beam=5) == translator.translate(INPUTS)
+    assert ct2.translate(INPUTS, beam=5) == translator.translate(INPUTS, beam=5)
 
 
 def test_rnn_refused_by_name():
