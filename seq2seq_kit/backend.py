@@ -211,6 +211,9 @@ class Backend:
             Runtime) -> ProcessGroup`` joins the data-parallel run the launcher started
             (this process's rank in ``launch``), on the framework's own collectives.
         distribution: the distribution that registered it (filled in by the core).
+        architectures: the architectures it builds, when not every one its capabilities
+            allow (an engine that runs Transformers only: ``frozenset({"transformer"})``);
+            None: ``"rnn"``, and ``"transformer"`` with that capability.
     """
 
     name: str
@@ -219,6 +222,13 @@ class Backend:
     build: BuildFn
     distribution: str = ""
     join: Callable[..., ProcessGroup] | None = None
+    architectures: frozenset[str] | None = None
+
+    def builds(self, architecture: str) -> bool:
+        """Whether it builds models of ``architecture`` (``"rnn"``, ``"transformer"``)."""
+        if self.architectures is not None:
+            return architecture in self.architectures
+        return architecture == "rnn" or architecture in self.capabilities
 
     def create(
         self,
@@ -234,9 +244,14 @@ class Backend:
 
         Raises:
             BackendError: ``spec`` or ``runtime`` needs a capability this backend does not
-                declare.
+                declare, or ``spec`` is of an architecture it does not build.
         """
         runtime = runtime or Runtime()
+        if self.architectures is not None and spec.architecture not in self.architectures:
+            raise BackendError(
+                f"backend {self.name!r} builds {' and '.join(sorted(self.architectures))} "
+                f"models only; this model's architecture is {spec.architecture!r}"
+            )
         missing = sorted(
             (required_capabilities(spec) | runtime_capabilities(runtime)) - self.capabilities
         )

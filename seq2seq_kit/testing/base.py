@@ -42,6 +42,14 @@ def requires(*capabilities: str):
     return mark
 
 
+def uses_step(func):
+    """Mark a check as driving ``encode`` / ``step`` / ``reorder`` / ``attention`` itself:
+    it is skipped for a backend declaring ``search`` (an engine with its own search and no
+    step-by-step decoder, :class:`seq2seq_kit.backend.SearchModel`)."""
+    func._seq2seq_uses_step = True
+    return func
+
+
 #: Architectures the agreement checks run on: (spec options, capabilities they need).
 VARIANTS: list[tuple[dict[str, Any], set[str]]] = [
     ({}, set()),
@@ -104,7 +112,7 @@ def spec_variants(backend: Backend) -> list[Spec]:
     rnn = [
         ModelSpec(11, 13, hidden_size=6, **options)
         for options, needs in VARIANTS
-        if needs <= backend.capabilities
+        if needs <= backend.capabilities and backend.builds("rnn")
     ]
     transformer = [
         TransformerSpec(**{"src_vocab_size": 11, "tgt_vocab_size": 13, **TRANSFORMER_BASE, **o})
@@ -171,6 +179,12 @@ class BackendTestBase:
         name = request.node.originalname or request.node.name
         if name in self.known_failures:
             request.applymarker(pytest.mark.xfail(reason=self.known_failures[name], strict=True))
+        stepping = getattr(request.function, "_seq2seq_uses_step", False)
+        if stepping and "search" in self.backend().capabilities:
+            pytest.skip(
+                f"backend {self.backend_name!r} decodes with its own search (capability "
+                f"'search'): it has no encode/step to drive"
+            )
         needed = getattr(request.function, "_seq2seq_requires", ())
         if needed:
             missing = set(needed) - set(self.backend().capabilities)
@@ -200,6 +214,8 @@ class BackendTestBase:
     def digits_model(cls, tmp_path_factory: pytest.TempPathFactory):
         """``(translator, model_dir)``: the seed configuration trained on digits by this
         backend and saved."""
+        if not cls.backend().builds("rnn"):
+            pytest.skip(f"backend {cls.backend_name!r} builds no RNN (the digits model is one)")
         out = tmp_path_factory.mktemp(f"digits-{cls.backend_name}") / "model"
         return train_digits(cls.backend_name, seed=0, out=out), out
 

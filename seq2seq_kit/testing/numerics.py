@@ -10,7 +10,15 @@ import pytest
 from ..batching import Batch, make_batch
 from ..spec import OptimizerSpec
 from ..weights import weight_shapes
-from .base import BackendTestBase, family_specs, mixed_batch, perturbed_weights, spec_variants
+from .base import (
+    BackendTestBase,
+    family_specs,
+    mixed_batch,
+    perturbed_weights,
+    requires,
+    spec_variants,
+    uses_step,
+)
 
 LOG_PROB_ATOL = 1e-5
 GRAD_RTOL = 1e-4
@@ -73,6 +81,7 @@ class NumericsTests(BackendTestBase):
         assert all(np.array_equal(a[k], b[k]) for k in a)
         assert not all(np.array_equal(a[k], c[k]) for k in a)
 
+    @requires("train")
     def test_log_probs_match_reference(self):
         for spec in spec_variants(self.backend()):
             weights = perturbed_weights(spec, 2)
@@ -89,6 +98,7 @@ class NumericsTests(BackendTestBase):
             np.testing.assert_allclose(stepped[mask], expected[mask], atol=LOG_PROB_ATOL, rtol=0)
             assert model.loss(batch) == pytest.approx(ref.loss(batch), abs=LOG_PROB_ATOL)
 
+    @requires("train")
     def test_gradients_match_reference(self):
         for spec in spec_variants(self.backend()):
             weights = perturbed_weights(spec, 3)
@@ -111,6 +121,8 @@ class NumericsTests(BackendTestBase):
             for name, value in model.get_weights().items():
                 np.testing.assert_array_equal(value, weights[name], err_msg=name)
 
+    @uses_step
+    @requires("train")
     def test_incremental_decoding_equals_teacher_forcing(self):
         # encode + step one position at a time gives what the full teacher-forced pass
         # gives, at every real position, for every architecture (a Transformer's key/value
@@ -126,6 +138,7 @@ class NumericsTests(BackendTestBase):
                 stepped[mask], full[mask], atol=LOG_PROB_ATOL, rtol=0, err_msg=str(spec)
             )
 
+    @requires("train")
     def test_accumulated_batches_make_one_update(self):
         # train_step([b1, b2]) is one update with the gradient of the concatenated batch
         for spec in family_specs(self.backend()):
@@ -152,6 +165,7 @@ class NumericsTests(BackendTestBase):
             for name, value in one.get_weights().items():
                 np.testing.assert_allclose(got[name], value, atol=1e-5, rtol=0, err_msg=name)
 
+    @requires("train")
     def test_label_smoothing_enters_the_loss(self):
         smoothing = OptimizerSpec(label_smoothing=0.1)
         for spec in family_specs(self.backend()):
@@ -178,6 +192,7 @@ class NumericsTests(BackendTestBase):
             expected_loss = smoothed_loss(log_probs, batch, 0.1)
             assert model.train_step(batch) == pytest.approx(expected_loss, abs=LOG_PROB_ATOL)
 
+    @requires("train")
     def test_padding_changes_nothing(self):
         for spec in family_specs(self.backend()):
             self._check_padding(spec)
@@ -200,6 +215,7 @@ class NumericsTests(BackendTestBase):
         for name in g1:
             np.testing.assert_allclose(g1[name], g2[name], atol=1e-6, err_msg=name)
 
+    @requires("train")
     def test_train_step_reduces_loss_and_returns_it(self):
         for spec in family_specs(self.backend()):
             self._check_train_step(spec)

@@ -21,6 +21,7 @@ class TrainingTests(BackendTestBase):
         translator, _ = digits_model
         assert translator.translate(DIGIT_INPUTS) == DIGIT_WORDS
 
+    @requires("train")
     @pytest.mark.parametrize("seed", [1, 2])
     def test_digits_nine_of_nine_other_seeds(self, seed):
         translator = train_digits(self.backend_name, seed=seed)
@@ -37,6 +38,7 @@ class TrainingTests(BackendTestBase):
         translator = train(config, backend=self.backend_name, data="digits")
         assert translator.translate(DIGIT_INPUTS) == DIGIT_WORDS
 
+    @requires("train")
     @requires("transformer")
     def test_transformer_digits_nine_of_nine(self):
         # the seed notebook's budget (300 epochs of batch 2) with a 2 + 2-layer Transformer
@@ -49,6 +51,7 @@ class TrainingTests(BackendTestBase):
         translator = train(config, backend=self.backend_name, data="digits")
         assert translator.translate(DIGIT_INPUTS) == DIGIT_WORDS
 
+    @requires("train")
     def test_same_seed_same_weights(self):
         for spec in family_specs(self.backend(), last=True):  # dropout too, where declared
             self._check_same_seed(spec)
@@ -64,6 +67,7 @@ class TrainingTests(BackendTestBase):
         for name, value in runs[0][1].items():
             np.testing.assert_array_equal(value, runs[1][1][name], err_msg=name)
 
+    @requires("train")
     def test_a_diverging_run_stops_and_saves_no_nan_weights(self, tmp_path):
         from ..api import train
         from ..checkpoint import load_checkpoint, non_finite

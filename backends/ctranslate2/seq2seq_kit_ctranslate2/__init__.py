@@ -40,6 +40,7 @@ def register_backends(register):
             version=__version__,
             capabilities=CAPABILITIES,
             build=build,
+            architectures=frozenset({"transformer"}),
         )
     )
 

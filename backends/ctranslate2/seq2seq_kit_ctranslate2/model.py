@@ -14,6 +14,9 @@ the difference:
   length"), not GNMT's ``((5 + length) / 6) ** alpha``: it searches with ``alpha`` and a
   larger patience (:data:`LENGTH_PENALTY_PATIENCE`), and the rescored hypotheses are ranked
   here by GNMT's.
+- That penalty is 0 for the empty hypothesis (EOS first), which it so never returns; with
+  a penalty, the empty hypothesis is added where the core's search would finish it (EOS
+  among the beam's best first tokens).
 - ``max_decoding_length`` counts EOS as a token; the core allows ``max_length`` tokens and
   then EOS. It decodes ``max_length + 1`` positions and cuts a hypothesis that did not end
   to ``max_length`` tokens, flagged truncated.
@@ -155,6 +158,10 @@ class CTranslate2Model:
             return_end_token=True,
         )
         candidates = [self._candidates(result.hypotheses, max_length) for result in results]
+        if length_penalty != 0:
+            for row in self._eos_first(sources, width):
+                if () not in dict(candidates[row]):
+                    candidates[row].append(((), True))
         flat = [(row, ids, done) for row, found in enumerate(candidates) for ids, done in found]
         rescored = self._rescore(sources, flat)
         per_row: list[list[Hypothesis]] = [[] for _ in sources]
@@ -174,6 +181,30 @@ class CTranslate2Model:
             key = tuple(ids[:max_length])
             found.setdefault(key, done and len(ids) <= max_length)
         return list(found.items())
+
+    def _eos_first(self, sources: list[list[str]], width: int) -> list[int]:
+        """The rows whose EOS is among the ``width`` best first tokens (specials masked,
+        ties to the lower id): the core's beam search then finishes the empty hypothesis
+        at its first step. CTranslate2's length penalty divides by ``length ** alpha``,
+        which for that hypothesis (length 0) is 0, so it never returns it."""
+        results = self.engine().translate_batch(
+            sources,
+            beam_size=1,
+            max_decoding_length=1,
+            min_decoding_length=0,
+            max_input_length=0,
+            return_logits_vocab=True,
+        )
+        rows = []
+        eos = self._target_ids[_EOS]
+        masked = [self._target_ids[t] for t in (_PAD, _BOS, _UNK)]
+        for row, result in enumerate(results):
+            logits = np.asarray(result.logits[0], dtype=np.float64).reshape(-1)
+            logits[masked] = -np.inf
+            better = np.sum(logits > logits[eos]) + np.sum(logits[:eos] == logits[eos])
+            if better < width:
+                rows.append(row)
+        return rows
 
     def _rescore(self, sources: list[list[str]], flat: list[tuple]) -> list[float]:
         """The core's score of each ``(row, ids, finished)``: the sum of the full softmax's
