@@ -5,17 +5,17 @@ which decodes with its own greedy and beam search (the ``search`` capability,
 Where CTranslate2's search differs from the core's, :meth:`CTranslate2Model.search` makes up
 the difference:
 
-- CTranslate2 removes PAD, BOS and UNK (``suppress_sequences``, ``disable_unk``) before its
-  softmax, so its scores are renormalised over the other tokens; the core masks them after
-  the softmax. Every hypothesis is therefore rescored with ``score_batch`` (one
-  teacher-forced pass): the sum of the full softmax's log-probabilities of its tokens, EOS
-  included when reached, as the core's.
-- CTranslate2's ``length_penalty`` is its own ("exponential penalty applied to the
-  length"), not GNMT's ``((5 + length) / 6) ** alpha``: it searches with ``alpha`` and a
-  larger patience (:data:`LENGTH_PENALTY_PATIENCE`), and the rescored hypotheses are ranked
-  here by GNMT's.
-- That penalty is 0 for the empty hypothesis (EOS first), which it so never returns; with
-  a penalty, the empty hypothesis is added where the core's search would finish it (EOS
+- Scores. CTranslate2 first decodes with nothing masked: its scores are then the sums of
+  the full softmax's log-probabilities, EOS included, as the core's (its length penalty,
+  ``score / length ** alpha`` with EOS counted, is undone). Where it chose PAD, BOS or UNK
+  (the core never emits them), that row is searched again with them removed
+  (``suppress_sequences``, ``disable_unk``); CTranslate2 removes them before its softmax,
+  renormalising over the other tokens, so those hypotheses are rescored with
+  ``score_batch`` (one teacher-forced pass), as is every hypothesis cut at ``max_length``.
+- Ranking. CTranslate2's length penalty is not GNMT's ``((5 + length) / 6) ** alpha``: it
+  searches with ``alpha`` and a larger patience (:data:`LENGTH_PENALTY_PATIENCE`), and the
+  hypotheses are ranked here by GNMT's. Its penalty favours long hypotheses far more, so
+  the empty hypothesis (EOS first) is added where the core's search would finish it (EOS
   among the beam's best first tokens).
 - ``max_decoding_length`` counts EOS as a token; the core allows ``max_length`` tokens and
   then EOS. It decodes ``max_length + 1`` positions and cuts a hypothesis that did not end
@@ -25,7 +25,9 @@ Greedy output is so the core's exactly; a beam search keeps CTranslate2's choice
 hypotheses and stopping rule (without a penalty it stops once its best hypothesis has
 finished; the core goes on until no live hypothesis can still enter the n-best list), so
 its n-best lists may differ from the core's below the best hypothesis, and the best
-hypothesis too where candidates are close.
+hypothesis too where candidates are close. Without masking, a hypothesis through PAD, BOS
+or UNK may take a beam slot before it is dropped, where the core's masked search would
+keep another.
 """
 
 from __future__ import annotations
@@ -41,12 +43,13 @@ from seq2seq_kit.decoding import length_penalty as gnmt_penalty
 from seq2seq_kit.errors import BackendError, ExportError
 from seq2seq_kit.runtime import Runtime
 from seq2seq_kit.spec import Spec, TransformerSpec
-from seq2seq_kit.vocab import SPECIALS
+from seq2seq_kit.vocab import BOS, PAD, SPECIALS, UNK
 from seq2seq_kit.weights import check_weights, initial_weights
 
 from .convert import check_convertible, id_tokens, to_ctranslate2
 
 _PAD, _BOS, _EOS, _UNK = SPECIALS
+_SPECIAL_IDS = frozenset({PAD, BOS, UNK})
 
 #: CTranslate2's beam-search patience (Kasai et al. 2022: it stops after ``beam * patience``
 #: finished hypotheses) with a length penalty. Its search then keeps looking for the longer
@@ -137,56 +140,81 @@ class CTranslate2Model:
                 f"src_lengths[{int(empty[0])}] = 0: CTranslate2 cannot decode an empty source "
                 f"(it returns an empty output without scoring EOS)"
             )
-        engine = self.engine()
         tokens = self._source_tokens
         sources = [
             [tokens[i] for i in row[:n]]
             for row, n in zip(src_ids.tolist(), src_lengths.tolist(), strict=True)
         ]
         width = max(beam, n_best)
-        results = engine.translate_batch(
-            sources,
-            beam_size=width,
-            num_hypotheses=width,
-            length_penalty=length_penalty,
-            patience=1.0 if length_penalty == 0 else LENGTH_PENALTY_PATIENCE,
-            max_decoding_length=max_length + 1,
-            min_decoding_length=0,
-            max_input_length=0,
-            disable_unk=True,
-            suppress_sequences=[[_PAD], [_BOS]],
-            return_end_token=True,
-        )
-        candidates = [self._candidates(result.hypotheses, max_length) for result in results]
+        options = {
+            "beam_size": width,
+            "num_hypotheses": width,
+            "length_penalty": length_penalty,
+            "patience": 1.0 if length_penalty == 0 else LENGTH_PENALTY_PATIENCE,
+            "max_decoding_length": max_length + 1,
+            "min_decoding_length": 0,
+            "max_input_length": 0,
+            "return_end_token": True,
+            "return_scores": True,
+        }
+        # unmasked first: its scores are the full softmax's, as the core's
+        results = self.engine().translate_batch(sources, **options)
+        candidates = [self._candidates(r, max_length, length_penalty) for r in results]
+        special = [row for row, found in enumerate(candidates) if found is None]
+        if special:  # the engine chose PAD, BOS or UNK somewhere: search again without them
+            masked = self.engine().translate_batch(
+                [sources[row] for row in special],
+                disable_unk=True,
+                suppress_sequences=[[_PAD], [_BOS]],
+                **options,
+            )
+            for row, result in zip(special, masked, strict=True):
+                # renormalised over the other tokens: rescored below
+                found = self._candidates(result, max_length, length_penalty)
+                candidates[row] = {ids: (done, None) for ids, (done, _) in found.items()}
         if length_penalty != 0:
             for row in self._eos_first(sources, width):
-                if () not in dict(candidates[row]):
-                    candidates[row].append(((), True))
-        flat = [(row, ids, done) for row, found in enumerate(candidates) for ids, done in found]
-        rescored = self._rescore(sources, flat)
+                candidates[row].setdefault((), (True, None))
+        flat = [
+            (row, ids, done, score)
+            for row, found in enumerate(candidates)
+            for ids, (done, score) in found.items()
+        ]
+        missing = [i for i, (_, _, _, score) in enumerate(flat) if score is None]
+        rescored = self._rescore(sources, [flat[i][:3] for i in missing])
+        scores = [score for _, _, _, score in flat]
+        for i, score in zip(missing, rescored, strict=True):
+            scores[i] = score
         per_row: list[list[Hypothesis]] = [[] for _ in sources]
-        for (row, ids, done), score in zip(flat, rescored, strict=True):
+        for (row, ids, done, _), score in zip(flat, scores, strict=True):
             per_row[row].append(Hypothesis("", ids, score, not done))
         return [self._ranked(hyps, n_best, length_penalty) for hyps in per_row]
 
     def _candidates(
-        self, hypotheses: list[list[str]], max_length: int
-    ) -> list[tuple[tuple[int, ...], bool]]:
-        """Distinct ``(ids, finished)`` of CTranslate2's hypotheses: ``</s>`` dropped from
-        a finished one, an unfinished one cut to ``max_length`` tokens."""
-        found: dict[tuple[int, ...], bool] = {}
-        for tokens in hypotheses:
+        self, result: Any, max_length: int, alpha: float
+    ) -> dict[tuple[int, ...], tuple[bool, float | None]] | None:
+        """Distinct ``ids -> (finished, score)`` of a CTranslate2 result: ``</s>`` dropped
+        from a finished hypothesis, an unfinished one cut to ``max_length`` tokens. The
+        score is the sum of log-probabilities, undoing CTranslate2's length penalty (its
+        score is that sum over ``length ** alpha``, EOS counted), or None where it must be
+        recomputed (a cut hypothesis: the engine scored one token more). None for a result
+        holding PAD, BOS or UNK."""
+        found: dict[tuple[int, ...], tuple[bool, float | None]] = {}
+        for tokens, score in zip(result.hypotheses, result.scores, strict=True):
             done = bool(tokens) and tokens[-1] == _EOS
             ids = [self._target_ids[t] for t in (tokens[:-1] if done else tokens)]
-            key = tuple(ids[:max_length])
-            found.setdefault(key, done and len(ids) <= max_length)
-        return list(found.items())
+            if any(i in _SPECIAL_IDS for i in ids):
+                return None
+            cut = len(ids) > max_length
+            raw = None if cut else float(score) * float(len(tokens)) ** alpha
+            found.setdefault(tuple(ids[:max_length]), (done and not cut, raw))
+        return found
 
     def _eos_first(self, sources: list[list[str]], width: int) -> list[int]:
         """The rows whose EOS is among the ``width`` best first tokens (specials masked,
         ties to the lower id): the core's beam search then finishes the empty hypothesis
-        at its first step. CTranslate2's length penalty divides by ``length ** alpha``,
-        which for that hypothesis (length 0) is 0, so it never returns it."""
+        at its first step. CTranslate2's length penalty (``length ** alpha``) favours long
+        hypotheses far more than GNMT's and may drop that one from its n-best list."""
         results = self.engine().translate_batch(
             sources,
             beam_size=1,
