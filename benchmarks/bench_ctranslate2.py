@@ -194,8 +194,8 @@ def main() -> None:
             row = {
                 "decoding": mode,
                 "backend": backend,
-                "sentences/s": len(texts) / r["seconds"],
-                "target tokens/s": r["tokens"] / r["seconds"],
+                "sentences/s": round(len(texts) / r["seconds"], 1),
+                "target tokens/s": round(r["tokens"] / r["seconds"]),
                 "identical to numpy": "n/a" if same is None else f"{same:.1%}",
                 "vs fastest other": "",
             }
