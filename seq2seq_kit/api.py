@@ -34,7 +34,7 @@ from .config import (
 )
 from .corpus import TrainingData, names_corpus, training_data
 from .data import Dataset, Pair, check_pairs, load_dataset, split, surrogate_at
-from .decoding import Hypothesis, beam_search, greedy
+from .decoding import Hypothesis, beam_search, greedy, search
 from .errors import (
     BackendError,
     CheckpointError,
@@ -165,7 +165,8 @@ class Translator:
         max_length = self.decoding_limit(options.max_length)
         batch_size = options.batch_size
         searching = beam > 1 or n_best > 1
-        if searching and "beam" not in get_backend(self.backend).capabilities:
+        capabilities = get_backend(self.backend).capabilities
+        if searching and "beam" not in capabilities:
             raise BackendError(
                 f"backend {self.backend!r} does not declare the 'beam' capability: decode "
                 f"greedily (beam 1, n-best 1) or choose another backend"
@@ -180,7 +181,18 @@ class Translator:
             chunk = todo[start : start + batch_size]
             src = pad([ids[i] for i in chunk])
             lengths = np.array([len(ids[i]) for i in chunk], dtype=np.int32)
-            if not searching:
+            if "search" in capabilities:  # the engine's own search (backend.SearchModel)
+                decoded = search(
+                    self.model,
+                    src,
+                    lengths,
+                    self.target_vocab,
+                    max_length,
+                    beam,
+                    n_best,
+                    options.length_penalty,
+                )
+            elif not searching:
                 decoded = [
                     [h] for h in greedy(self.model, src, lengths, self.target_vocab, max_length)
                 ]
@@ -224,11 +236,19 @@ class Translator:
         tokens with "</s>" last unless truncated, float32 weights [outputs, sources])``.
 
         Raises:
-            Seq2SeqError: the model has no attention. UnknownTokenError: as translate.
+            Seq2SeqError: the model has no attention, or its backend decodes only with its
+                own search (the ``search`` capability), which returns no attention.
+            UnknownTokenError: as translate.
             InputTooLongError: ``text`` is longer than the model can encode.
         """
         if not self.model.spec.has_attention:
             raise Seq2SeqError("this model has no attention (model.attention = none)")
+        if "search" in get_backend(self.backend).capabilities:
+            raise Seq2SeqError(
+                f"backend {self.backend!r} decodes with its own search (capability 'search') "
+                f"and returns no attention weights; load the model with another backend "
+                f"(e.g. --backend numpy) to see them"
+            )
         ids = self.source_vocab.encode(text, line=1)
         self._check_source_length(ids, 1)
         src, lengths = pad([ids]), np.array([len(ids)], dtype=np.int32)

@@ -45,6 +45,7 @@ KNOWN_CAPABILITIES = frozenset(
         "devices",
         "mixed_precision",
         "distributed",
+        "search",
     }
 )
 
@@ -155,6 +156,39 @@ class Model(Protocol):
         """Replace all weights; raises ``ValueError`` naming any missing or mis-shaped one."""
 
 
+@runtime_checkable
+class SearchModel(Protocol):
+    """The optional piece of a backend declaring ``search``: an engine that runs its own
+    search (CTranslate2's ``translate_batch``, say) and has no step-by-step decoder with an
+    external state. Such a model may leave ``encode``, ``step``, ``reorder`` and
+    ``attention`` raising ``NotImplementedError``; the core then decodes through ``search``
+    alone, and refuses what needs a step (``Translator.attention``)."""
+
+    def search(
+        self,
+        src_ids: np.ndarray,
+        src_lengths: np.ndarray,
+        *,
+        max_length: int,
+        beam: int,
+        n_best: int,
+        length_penalty: float,
+    ) -> list[list[Any]]:
+        """Decode int32 [B, S] sources with int32 [B] lengths (each at least 1): per row,
+        up to ``n_best`` distinct :class:`seq2seq_kit.decoding.Hypothesis` best first,
+        with the semantics of :func:`seq2seq_kit.decoding.greedy` (``beam == n_best ==
+        1``) and :func:`seq2seq_kit.decoding.beam_search` (otherwise; ``n_best`` above
+        ``beam`` widens the beam): PAD, BOS and UNK are never emitted, EOS ends a
+        hypothesis, ``ids`` holds at most ``max_length`` tokens (EOS excluded) and
+        ``truncated`` says the output stopped there without EOS, ``score`` is the sum of
+        the log-probabilities in nats of the chosen tokens (of the full softmax, EOS
+        included when reached), and hypotheses rank by ``score / length_penalty(|Y|,
+        length_penalty)`` (GNMT, :func:`seq2seq_kit.decoding.length_penalty`). ``text`` may
+        be left empty: the core fills it from the target vocabulary. Engines may differ from
+        the core's beam search in which hypotheses they keep and when they stop; greedy
+        output must be the core's."""
+
+
 BuildFn = Callable[..., Model]
 
 
@@ -188,6 +222,9 @@ class Backend:
             Runtime) -> ProcessGroup`` joins the data-parallel run the launcher started
             (this process's rank in ``launch``), on the framework's own collectives.
         distribution: the distribution that registered it (filled in by the core).
+        architectures: the architectures it builds, when not every one its capabilities
+            allow (an engine that runs Transformers only: ``frozenset({"transformer"})``);
+            None: ``"rnn"``, and ``"transformer"`` with that capability.
     """
 
     name: str
@@ -196,6 +233,13 @@ class Backend:
     build: BuildFn
     distribution: str = ""
     join: Callable[..., ProcessGroup] | None = None
+    architectures: frozenset[str] | None = None
+
+    def builds(self, architecture: str) -> bool:
+        """Whether it builds models of ``architecture`` (``"rnn"``, ``"transformer"``)."""
+        if self.architectures is not None:
+            return architecture in self.architectures
+        return architecture == "rnn" or architecture in self.capabilities
 
     def create(
         self,
@@ -211,9 +255,14 @@ class Backend:
 
         Raises:
             BackendError: ``spec`` or ``runtime`` needs a capability this backend does not
-                declare.
+                declare, or ``spec`` is of an architecture it does not build.
         """
         runtime = runtime or Runtime()
+        if self.architectures is not None and spec.architecture not in self.architectures:
+            raise BackendError(
+                f"backend {self.name!r} builds {' and '.join(sorted(self.architectures))} "
+                f"models only; this model's architecture is {spec.architecture!r}"
+            )
         missing = sorted(
             (required_capabilities(spec) | runtime_capabilities(runtime)) - self.capabilities
         )

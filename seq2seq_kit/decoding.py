@@ -294,3 +294,36 @@ def forced_attention(
 def _hypothesis(ids, score: float, truncated: bool, vocab: Vocabulary) -> Hypothesis:
     ids = tuple(int(i) for i in ids)
     return Hypothesis(vocab.decode(ids), ids, float(score), truncated)
+
+
+def search(
+    model: Model,
+    src_ids: np.ndarray,
+    src_lengths: np.ndarray,
+    vocab: Vocabulary,
+    max_length: int,
+    beam: int = 1,
+    n_best: int = 1,
+    alpha: float = 0.0,
+) -> list[list[Hypothesis]]:
+    """Decode with the model's own search (a backend declaring the ``search`` capability,
+    :class:`seq2seq_kit.backend.SearchModel`): greedy for ``beam == n_best == 1``, else
+    beam search, with the semantics of :func:`greedy` and :func:`beam_search`. Fills each
+    hypothesis's text from ``vocab``.
+
+    Raises:
+        ValueError: ``beam`` or ``n_best`` below 1, or ``alpha`` negative.
+    """
+    if beam < 1 or n_best < 1:
+        raise ValueError(f"beam and n_best must be >= 1, got beam={beam}, n_best={n_best}")
+    if not alpha >= 0:
+        raise ValueError(f"search: alpha (length penalty) must be >= 0, got {alpha}")
+    found = model.search(
+        src_ids,
+        src_lengths,
+        max_length=max_length,
+        beam=beam,
+        n_best=n_best,
+        length_penalty=alpha,
+    )
+    return [[_hypothesis(h.ids, h.score, h.truncated, vocab) for h in hyps] for hyps in found]

@@ -334,6 +334,12 @@ class CheckedModel:
         position = state.position if isinstance(state, CheckedState) else 0
         return CheckedState(self.__wrapped__.reorder(inner, index), index.shape[0], position)
 
+    def search(self, src_ids: np.ndarray, src_lengths: np.ndarray, **options: Any) -> Any:
+        """The wrapped model's own ``search`` (capability ``search``) of int [B, S] ids with
+        int [B] lengths, checked as ``encode``'s."""
+        ids, lengths = check_source(self.__wrapped__.spec, src_ids, src_lengths)
+        return self.__wrapped__.search(ids, lengths, **options)
+
     def attention(self, state: Any) -> np.ndarray | None:
         """The wrapped model's ``attention`` of ``state``: float32 [B, S] or None."""
         return self.__wrapped__.attention(_unwrap(state)[0])

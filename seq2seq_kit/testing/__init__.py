@@ -17,7 +17,7 @@ per concern (``RegistrationTests``, ``NumericsTests``, ...) can be used one by o
 pandas' extension tests are.
 """
 
-from .base import BackendTestBase, requires
+from .base import BackendTestBase, requires, uses_step
 from .checkpoints import CheckpointTests
 from .decoding import DecodingTests
 from .features import FeatureTests
@@ -37,6 +37,7 @@ __all__ = [
     "RegistrationTests",
     "TrainingTests",
     "requires",
+    "uses_step",
 ]
 
 

@@ -36,10 +36,19 @@ def requires(*capabilities: str):
     """Mark a check as needing backend capabilities; it is skipped where one is missing."""
 
     def mark(func):
-        func._seq2seq_requires = capabilities
+        func._seq2seq_requires = getattr(func, "_seq2seq_requires", ()) + capabilities
         return func
 
     return mark
+
+
+def uses_step(func):
+    """Mark a check as driving ``encode`` / ``step`` / ``reorder`` / ``attention`` or the
+    teacher-forced ``log_probs`` / ``loss`` itself: it is skipped for a backend declaring
+    ``search`` (an engine with its own search and no step-by-step decoder,
+    :class:`seq2seq_kit.backend.SearchModel`)."""
+    func._seq2seq_uses_step = True
+    return func
 
 
 #: Architectures the agreement checks run on: (spec options, capabilities they need).
@@ -104,7 +113,7 @@ def spec_variants(backend: Backend) -> list[Spec]:
     rnn = [
         ModelSpec(11, 13, hidden_size=6, **options)
         for options, needs in VARIANTS
-        if needs <= backend.capabilities
+        if needs <= backend.capabilities and backend.builds("rnn")
     ]
     transformer = [
         TransformerSpec(**{"src_vocab_size": 11, "tgt_vocab_size": 13, **TRANSFORMER_BASE, **o})
@@ -171,6 +180,12 @@ class BackendTestBase:
         name = request.node.originalname or request.node.name
         if name in self.known_failures:
             request.applymarker(pytest.mark.xfail(reason=self.known_failures[name], strict=True))
+        stepping = getattr(request.function, "_seq2seq_uses_step", False)
+        if stepping and "search" in self.backend().capabilities:
+            pytest.skip(
+                f"backend {self.backend_name!r} decodes with its own search (capability "
+                f"'search'): it has no encode/step to drive"
+            )
         needed = getattr(request.function, "_seq2seq_requires", ())
         if needed:
             missing = set(needed) - set(self.backend().capabilities)
@@ -202,6 +217,8 @@ class BackendTestBase:
         backend and saved; for an inference-only backend (no ``train``), trained by the
         reference backend, saved, and loaded into this one (its weights through
         ``set_weights``), so that every decoding check runs on a trained model."""
+        if not cls.backend().builds("rnn"):
+            pytest.skip(f"backend {cls.backend_name!r} builds no RNN (the digits model is one)")
         from ..api import load
 
         out = tmp_path_factory.mktemp(f"digits-{cls.backend_name}") / "model"

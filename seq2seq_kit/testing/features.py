@@ -14,6 +14,7 @@ from .base import (
     mixed_batch,
     perturbed_weights,
     requires,
+    uses_step,
     without_dropout,
 )
 
@@ -27,6 +28,7 @@ class FeatureTests(BackendTestBase):
             pytest.skip(f"backend {self.backend_name!r} builds no attention model")
         return specs
 
+    @uses_step
     def test_attention_weights_of_each_step(self):
         for spec in self._attention_specs():
             self._check_attention_weights(spec)
@@ -46,6 +48,7 @@ class FeatureTests(BackendTestBase):
             np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
             assert np.all(weights >= 0.0)
 
+    @uses_step
     def test_attention_over_an_empty_source_is_zero(self):
         for spec in self._attention_specs():
             self._check_empty_source(spec)
@@ -60,6 +63,7 @@ class FeatureTests(BackendTestBase):
         np.testing.assert_allclose(weights[0].sum(), 1.0, atol=1e-5)
         assert np.all(weights[1] == 0.0) and np.all(np.isfinite(log_probs))
 
+    @uses_step
     def test_attention_matches_reference(self):
         for spec in self._attention_specs():
             self._check_attention_reference(spec)
@@ -77,6 +81,7 @@ class FeatureTests(BackendTestBase):
             got, expected = (m.attention(s) for m, s in zip((model, ref), states, strict=True))
             np.testing.assert_allclose(got, expected, atol=1e-5)
 
+    @uses_step
     @requires("beam")
     def test_attention_state_survives_reorder(self):
         for spec in self._attention_specs():
@@ -95,6 +100,7 @@ class FeatureTests(BackendTestBase):
             assert [h.ids for h in alone] == [h.ids for h in together[i]]
             assert greedy(model, one, n, VOCAB, 8)[0].ids == greedy_together[i].ids
 
+    @uses_step
     @requires("dropout")
     def test_dropout_only_in_training_and_seeded(self):
         # no dropout in evaluation (every backend declaring it, inference-only ones too:

@@ -11,7 +11,7 @@ import pytest
 from ..batching import Batch, make_batch
 from ..errors import Seq2SeqError, UnknownTokenError
 from ..validation import ModelInputError
-from .base import BackendTestBase, requires, spec_variants
+from .base import BackendTestBase, requires, spec_variants, uses_step
 
 #: The spec of the model-level checks: 11 source ids, 13 target ids.
 SRC = np.array([[4, 5, 6], [7, 0, 0]], dtype=np.int32)
@@ -158,6 +158,7 @@ class InputTests(BackendTestBase):
             checked_model.encode(*args)
         assert str(info.value) == message
 
+    @uses_step
     @pytest.mark.parametrize("case", BAD_PREV_IDS)
     def test_step_refuses_bad_ids_with_one_message(self, checked_model, case):
         prev_ids, message = BAD_PREV_IDS[case]
@@ -166,6 +167,7 @@ class InputTests(BackendTestBase):
             checked_model.step(prev_ids, state)
         assert str(info.value) == message
 
+    @uses_step
     @requires("beam")
     @pytest.mark.parametrize("case", BAD_INDICES)
     def test_reorder_refuses_bad_indices_with_one_message(self, checked_model, case):
@@ -202,6 +204,7 @@ class InputTests(BackendTestBase):
             np.testing.assert_array_equal(value, before[name], err_msg=name)
         assert model.loss(BATCH) == loss
 
+    @uses_step
     def test_any_integer_dtype_and_layout_is_accepted(self, checked_model):
         """Ids, lengths and indices of any integer dtype, not contiguous, give what int32
         gives: the core converts them before the backend sees them."""

@@ -17,6 +17,7 @@ from .base import (
     perturbed_weights,
     requires,
     spec_variants,
+    uses_step,
 )
 
 LOG_PROB_ATOL = 1e-5
@@ -80,6 +81,7 @@ class NumericsTests(BackendTestBase):
         assert all(np.array_equal(a[k], b[k]) for k in a)
         assert not all(np.array_equal(a[k], c[k]) for k in a)
 
+    @uses_step
     def test_log_probs_match_reference(self):
         for spec in spec_variants(self.backend()):
             weights = perturbed_weights(spec, 2)
@@ -119,6 +121,7 @@ class NumericsTests(BackendTestBase):
             for name, value in model.get_weights().items():
                 np.testing.assert_array_equal(value, weights[name], err_msg=name)
 
+    @uses_step
     def test_incremental_decoding_equals_teacher_forcing(self):
         # encode + step one position at a time gives what the full teacher-forced pass
         # gives, at every real position, for every architecture (a Transformer's key/value
@@ -188,6 +191,7 @@ class NumericsTests(BackendTestBase):
             expected_loss = smoothed_loss(log_probs, batch, 0.1)
             assert model.train_step(batch) == pytest.approx(expected_loss, abs=LOG_PROB_ATOL)
 
+    @uses_step
     def test_padding_changes_nothing(self):
         for spec in family_specs(self.backend()):
             self._check_padding(spec)

@@ -1,0 +1,306 @@
+"""The CTranslate2 model: canonical Transformer weights run by ``ctranslate2.Translator``,
+which decodes with its own greedy and beam search (the ``search`` capability,
+:class:`seq2seq_kit.backend.SearchModel`). Inference only.
+
+Where CTranslate2's search differs from the core's, :meth:`CTranslate2Model.search` makes up
+the difference:
+
+- Scores. CTranslate2 first decodes with nothing masked: its scores are then the sums of
+  the full softmax's log-probabilities, EOS included, as the core's (its length penalty,
+  ``score / length ** alpha`` with EOS counted, is undone). Where it chose PAD, BOS or UNK
+  (the core never emits them), that row is searched again with them removed
+  (``suppress_sequences``, ``disable_unk``); CTranslate2 removes them before its softmax,
+  renormalising over the other tokens, so those hypotheses are rescored with
+  ``score_batch`` (one teacher-forced pass), as is every hypothesis cut at ``max_length``.
+- Ranking. CTranslate2's length penalty is not GNMT's ``((5 + length) / 6) ** alpha``: it
+  searches with ``alpha`` and a larger patience (:data:`LENGTH_PENALTY_PATIENCE`), and the
+  hypotheses are ranked here by GNMT's. Its penalty favours long hypotheses far more, so
+  the empty hypothesis (EOS first) is added where the core's search would finish it (EOS
+  among the beam's best first tokens).
+- ``max_decoding_length`` counts EOS as a token; the core allows ``max_length`` tokens and
+  then EOS. It decodes ``max_length + 1`` positions and cuts a hypothesis that did not end
+  to ``max_length`` tokens, flagged truncated.
+
+Greedy output is so the core's exactly; a beam search keeps CTranslate2's choice of
+hypotheses and stopping rule (without a penalty it stops once its best hypothesis has
+finished; the core goes on until no live hypothesis can still enter the n-best list), so
+its n-best lists may differ from the core's below the best hypothesis, and the best
+hypothesis too where candidates are close. Without masking, a hypothesis through PAD, BOS
+or UNK may take a beam slot before it is dropped, where the core's masked search would
+keep another.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from seq2seq_kit.batching import Batch
+from seq2seq_kit.decoding import Hypothesis
+from seq2seq_kit.decoding import length_penalty as gnmt_penalty
+from seq2seq_kit.errors import BackendError, ExportError
+from seq2seq_kit.runtime import Runtime
+from seq2seq_kit.spec import Spec, TransformerSpec
+from seq2seq_kit.vocab import BOS, PAD, SPECIALS, UNK
+from seq2seq_kit.weights import check_weights, initial_weights
+
+from .convert import check_convertible, id_tokens, to_ctranslate2
+
+_PAD, _BOS, _EOS, _UNK = SPECIALS
+_SPECIAL_IDS = frozenset({PAD, BOS, UNK})
+
+#: CTranslate2's beam-search patience (Kasai et al. 2022: it stops after ``beam * patience``
+#: finished hypotheses) with a length penalty. Its search then keeps looking for the longer
+#: hypotheses that GNMT's penalty may rank first: on a small num2words model, beam 4 and
+#: alpha 1, its best hypothesis was the core's for 9 of 14 inputs at patience 1, 14 of 14
+#: at 4.
+LENGTH_PENALTY_PATIENCE = 4.0
+
+
+def device_of(runtime: Runtime) -> tuple[str, int]:
+    """CTranslate2's ``(device, device_index)`` for ``runtime.device``: ``auto`` is the
+    first GPU when CTranslate2 finds one, else the CPU."""
+    import ctranslate2
+
+    name = runtime.device
+    if name == "auto":
+        name = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    if name.startswith("cuda"):
+        return "cuda", int(name.partition(":")[2] or 0)
+    return "cpu", 0
+
+
+class CTranslate2Model:
+    """A Transformer run by CTranslate2 (float32, the canonical weights converted by
+    :func:`.convert.to_ctranslate2`); the engine is made on the first :meth:`search` after
+    the weights are set.
+
+    Raises:
+        BackendError: ``spec`` is not a Transformer.
+    """
+
+    def __init__(self, spec: Spec, *, seed: int = 0, runtime: Runtime | None = None):
+        try:
+            self.spec: TransformerSpec = check_convertible(spec)
+        except ExportError as exc:
+            raise BackendError(f"backend 'ctranslate2': {exc}") from None
+        self.runtime = runtime or Runtime()
+        self._weights = initial_weights(spec, seed)
+        self._engine: Any = None
+        self._source_tokens = id_tokens(spec.src_vocab_size)
+        self._target_ids = {t: i for i, t in enumerate(id_tokens(spec.tgt_vocab_size))}
+
+    # ------------------------------------------------------------------ weights
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {name: value.copy() for name, value in self._weights.items()}
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        check_weights(self.spec, weights)
+        self._weights = {k: np.array(v, dtype=np.float32) for k, v in weights.items()}
+        self._engine = None
+
+    def engine(self) -> Any:
+        """The ``ctranslate2.Translator`` of the current weights (made on first use: the
+        converted model is written to a temporary directory and loaded into memory)."""
+        if self._engine is None:
+            import ctranslate2
+
+            device, index = device_of(self.runtime)
+            with tempfile.TemporaryDirectory(prefix="seq2seq-kit-ct2-") as folder:
+                to_ctranslate2(self.spec, self._weights).save(folder)
+                self._engine = ctranslate2.Translator(
+                    folder,
+                    device=device,
+                    device_index=index,
+                    compute_type="float32",
+                    inter_threads=1,
+                    intra_threads=self.runtime.threads,
+                )
+        return self._engine
+
+    # ------------------------------------------------------------------ decoding
+
+    def search(
+        self,
+        src_ids: np.ndarray,
+        src_lengths: np.ndarray,
+        *,
+        max_length: int,
+        beam: int,
+        n_best: int,
+        length_penalty: float,
+    ) -> list[list[Hypothesis]]:
+        """See :class:`seq2seq_kit.backend.SearchModel` and the module docstring."""
+        empty = np.flatnonzero(src_lengths == 0)
+        if empty.size:
+            raise ValueError(
+                f"src_lengths[{int(empty[0])}] = 0: CTranslate2 cannot decode an empty source "
+                f"(it returns an empty output without scoring EOS)"
+            )
+        tokens = self._source_tokens
+        sources = [
+            [tokens[i] for i in row[:n]]
+            for row, n in zip(src_ids.tolist(), src_lengths.tolist(), strict=True)
+        ]
+        width = max(beam, n_best)
+        options = {
+            "beam_size": width,
+            "num_hypotheses": width,
+            "length_penalty": length_penalty,
+            "patience": 1.0 if length_penalty == 0 else LENGTH_PENALTY_PATIENCE,
+            "max_decoding_length": max_length + 1,
+            "min_decoding_length": 0,
+            "max_input_length": 0,
+            "return_end_token": True,
+            "return_scores": True,
+        }
+        # unmasked first: its scores are the full softmax's, as the core's
+        results = self.engine().translate_batch(sources, **options)
+        candidates = [self._candidates(r, max_length, length_penalty) for r in results]
+        special = [row for row, found in enumerate(candidates) if found is None]
+        if special:  # the engine chose PAD, BOS or UNK somewhere: search again without them
+            masked = self.engine().translate_batch(
+                [sources[row] for row in special],
+                disable_unk=True,
+                suppress_sequences=[[_PAD], [_BOS]],
+                **options,
+            )
+            for row, result in zip(special, masked, strict=True):
+                # renormalised over the other tokens: rescored below
+                found = self._candidates(result, max_length, length_penalty)
+                candidates[row] = {ids: (done, None) for ids, (done, _) in found.items()}
+        if length_penalty != 0:
+            for row in self._eos_first(sources, width):
+                candidates[row].setdefault((), (True, None))
+        flat = [
+            (row, ids, done, score)
+            for row, found in enumerate(candidates)
+            for ids, (done, score) in found.items()
+        ]
+        missing = [i for i, (_, _, _, score) in enumerate(flat) if score is None]
+        rescored = self._rescore(sources, [flat[i][:3] for i in missing])
+        scores = [score for _, _, _, score in flat]
+        for i, score in zip(missing, rescored, strict=True):
+            scores[i] = score
+        per_row: list[list[Hypothesis]] = [[] for _ in sources]
+        for (row, ids, done, _), score in zip(flat, scores, strict=True):
+            per_row[row].append(Hypothesis("", ids, score, not done))
+        return [self._ranked(hyps, n_best, length_penalty) for hyps in per_row]
+
+    def _candidates(
+        self, result: Any, max_length: int, alpha: float
+    ) -> dict[tuple[int, ...], tuple[bool, float | None]] | None:
+        """Distinct ``ids -> (finished, score)`` of a CTranslate2 result: ``</s>`` dropped
+        from a finished hypothesis, an unfinished one cut to ``max_length`` tokens. The
+        score is the sum of log-probabilities, undoing CTranslate2's length penalty (its
+        score is that sum over ``length ** alpha``, EOS counted), or None where it must be
+        recomputed (a cut hypothesis: the engine scored one token more). None for a result
+        holding PAD, BOS or UNK."""
+        found: dict[tuple[int, ...], tuple[bool, float | None]] = {}
+        for tokens, score in zip(result.hypotheses, result.scores, strict=True):
+            done = bool(tokens) and tokens[-1] == _EOS
+            ids = [self._target_ids[t] for t in (tokens[:-1] if done else tokens)]
+            if any(i in _SPECIAL_IDS for i in ids):
+                return None
+            cut = len(ids) > max_length
+            raw = None if cut else float(score) * float(len(tokens)) ** alpha
+            found.setdefault(tuple(ids[:max_length]), (done and not cut, raw))
+        return found
+
+    def _eos_first(self, sources: list[list[str]], width: int) -> list[int]:
+        """The rows whose EOS is among the ``width`` best first tokens (specials masked,
+        ties to the lower id): the core's beam search then finishes the empty hypothesis
+        at its first step. CTranslate2's length penalty (``length ** alpha``) favours long
+        hypotheses far more than GNMT's and may drop that one from its n-best list."""
+        results = self.engine().translate_batch(
+            sources,
+            beam_size=1,
+            max_decoding_length=1,
+            min_decoding_length=0,
+            max_input_length=0,
+            return_logits_vocab=True,
+        )
+        rows = []
+        eos = self._target_ids[_EOS]
+        masked = [self._target_ids[t] for t in (_PAD, _BOS, _UNK)]
+        for row, result in enumerate(results):
+            logits = np.asarray(result.logits[0], dtype=np.float64).reshape(-1)
+            logits[masked] = -np.inf
+            better = np.sum(logits > logits[eos]) + np.sum(logits[:eos] == logits[eos])
+            if better < width:
+                rows.append(row)
+        return rows
+
+    def _rescore(self, sources: list[list[str]], flat: list[tuple]) -> list[float]:
+        """The core's score of each ``(row, ids, finished)``: the sum of the full softmax's
+        log-probabilities of its tokens and, when finished, of EOS (``score_batch`` always
+        scores an EOS after the target: it is left out of an unfinished one)."""
+        if not flat:
+            return []
+        names = id_tokens(self.spec.tgt_vocab_size)
+        scored = self.engine().score_batch(
+            [sources[row] for row, _, _ in flat],
+            [[names[i] for i in ids] for _, ids, _ in flat],
+            max_input_length=0,
+        )
+        return [
+            float(np.sum(np.asarray(s.log_probs, dtype=np.float64)[: None if done else -1]))
+            for s, (_, _, done) in zip(scored, flat, strict=True)
+        ]
+
+    @staticmethod
+    def _ranked(hyps: list[Hypothesis], n_best: int, alpha: float) -> list[Hypothesis]:
+        """The ``n_best`` best by GNMT rank (Wu et al. 2016; |Y| counts EOS when reached)."""
+
+        def rank(h: Hypothesis) -> float:
+            return h.score / float(gnmt_penalty(len(h.ids) + (0 if h.truncated else 1), alpha))
+
+        return sorted(hyps, key=rank, reverse=True)[:n_best]
+
+    # ------------------------------------------------------------------ not provided
+
+    def encode(self, src_ids: np.ndarray, src_lengths: np.ndarray) -> Any:
+        raise NotImplementedError(_NO_STEP)
+
+    def step(self, prev_ids: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
+        raise NotImplementedError(_NO_STEP)
+
+    def reorder(self, state: Any, index: np.ndarray) -> Any:
+        raise NotImplementedError(_NO_STEP)
+
+    def attention(self, state: Any) -> np.ndarray | None:
+        raise NotImplementedError(_NO_STEP)
+
+    def train_step(self, batches: list[Batch], total_tokens: int | None = None) -> float:
+        raise BackendError(_INFERENCE_ONLY)
+
+    def loss(self, batch: Batch) -> float:
+        raise BackendError(_INFERENCE_ONLY)
+
+    def gradients(self, batch: Batch) -> dict[str, np.ndarray]:
+        raise BackendError(_INFERENCE_ONLY)
+
+    def log_probs(self, batch: Batch) -> np.ndarray:
+        raise BackendError(_INFERENCE_ONLY)
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        raise BackendError(_INFERENCE_ONLY)
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        raise BackendError(_INFERENCE_ONLY)
+
+    def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        raise BackendError(_INFERENCE_ONLY)
+
+
+_NO_STEP = (
+    "backend 'ctranslate2' decodes with CTranslate2's own search (capability 'search', "
+    "Model.search): it has no step-by-step decoder state"
+)
+_INFERENCE_ONLY = (
+    "backend 'ctranslate2' is inference-only (no 'train' capability): train with another "
+    "backend (e.g. numpy or torch) and load the model with --backend ctranslate2"
+)
