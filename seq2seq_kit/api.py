@@ -212,6 +212,14 @@ class Translator:
         return results
 
     @property
+    def has_attention(self) -> bool:
+        """Whether attention weights can be read: the model has attention and its backend
+        steps the decoder (one decoding with its own ``search`` capability returns none)."""
+        return bool(self.model.spec.has_attention) and (
+            "search" not in get_backend(self.backend).capabilities
+        )
+
+    @property
     def architecture(self) -> str:
         """The model's architecture: ``"rnn"`` or ``"transformer"``."""
         return self.model.spec.architecture

@@ -34,6 +34,7 @@ FIRST_PARTY = {
     "keras": ("seq2seq-kit-keras", "backends/keras"),
     "jax": ("seq2seq-kit-jax", "backends/jax"),
     "onnx": ("seq2seq-kit-onnx", "backends/onnx"),
+    "ctranslate2": ("seq2seq-kit-ctranslate2", "backends/ctranslate2"),
 }
 
 #: First-party distributions a package index serves. Until one is there, the install hint

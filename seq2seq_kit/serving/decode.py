@@ -134,7 +134,7 @@ def describe_model(name: str, translator: Translator) -> dict[str, Any]:
             "name": name,
             "backend": translator.backend,
             "architecture": translator.architecture,
-            "has_attention": bool(translator.model.spec.has_attention),
+            "has_attention": translator.has_attention,
             "spec": spec,
             "source_vocab_size": len(translator.source_vocab),
             "target_vocab_size": len(translator.target_vocab),

@@ -170,10 +170,15 @@ def prepare(
                 key,
             )
     options = resolve_options(body, translator, limits)
-    if body.attention and not translator.model.spec.has_attention:
+    if body.attention and not translator.has_attention:
+        reason = (
+            "its spec's attention is none"
+            if not translator.model.spec.has_attention
+            else f"backend {translator.backend!r} decodes with its own search and returns none"
+        )
         raise RequestError(
             422,
-            f"attention: model {name!r} has no attention (its spec's attention is none); "
+            f"attention: model {name!r} gives no attention weights ({reason}); "
             f"leave attention false",
             "attention",
         )

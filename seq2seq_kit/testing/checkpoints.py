@@ -33,7 +33,12 @@ class CheckpointTests(BackendTestBase):
     def test_loads_into_every_other_backend(self, digits_model):
         translator, path = digits_model
         expected = translator.hypotheses(MIXED)
-        others = sorted(set(registry().backends) - {self.backend_name})
+        # the digits model is an RNN: backends that build none (Transformer engines) sit out
+        others = sorted(
+            name
+            for name, backend in registry().backends.items()
+            if name != self.backend_name and backend.builds("rnn")
+        )
         if not others:
             pytest.skip("no other backend installed")
         for other in others:
@@ -55,9 +60,7 @@ class CheckpointTests(BackendTestBase):
             save_checkpoint(Checkpoint(spec, source, target, model.get_weights(), 9), path)
             mine = load(path, backend=self.backend_name).hypotheses(texts)
             for other in sorted(registry().backends):
-                if spec.architecture == "transformer" and "transformer" not in (
-                    registry().backends[other].capabilities
-                ):
+                if not registry().backends[other].builds(spec.architecture):
                     continue
                 got = load(path, backend=other).hypotheses(texts)
                 assert [h[0].ids for h in got] == [h[0].ids for h in mine], (other, spec)
