@@ -17,11 +17,9 @@ from pydantic import ValidationError
 from . import __version__
 from .backend import Backend, Model
 from .checkpoint import (
-    WEIGHTS_FILE,
     Checkpoint,
     check_output_dir,
     load_checkpoint,
-    non_finite,
     save_checkpoint,
     writer_lock,
 )
@@ -181,23 +179,14 @@ class Translator:
             chunk = todo[start : start + batch_size]
             src = pad([ids[i] for i in chunk])
             lengths = np.array([len(ids[i]) for i in chunk], dtype=np.int32)
-            if "search" in capabilities:  # the engine's own search (backend.SearchModel)
-                decoded = search(
-                    self.model,
-                    src,
-                    lengths,
-                    self.target_vocab,
-                    max_length,
-                    beam,
-                    n_best,
-                    options.length_penalty,
-                )
-            elif not searching:
+            # an engine's own search (backend.SearchModel) does greedy decoding too
+            engine = "search" in capabilities
+            if not searching and not engine:
                 decoded = [
                     [h] for h in greedy(self.model, src, lengths, self.target_vocab, max_length)
                 ]
             else:
-                decoded = beam_search(
+                decoded = (search if engine else beam_search)(
                     self.model,
                     src,
                     lengths,
@@ -292,13 +281,7 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> Translator
         CheckpointError: missing, truncated or corrupted files, or a newer format.
         BackendError: the backend is not installed.
     """
-    ckpt = load_checkpoint(path)
-    bad = non_finite(ckpt.weights)
-    if bad:
-        raise CheckpointError(
-            f"{Path(path) / WEIGHTS_FILE}: weights {bad} hold NaN or infinite values (training "
-            f"diverged); retrain, e.g. with a smaller learning rate"
-        )
+    ckpt = load_checkpoint(path, finite=True)
     name = resolve_backend(backend, Config())
     model = get_backend(name).create(
         ckpt.spec, seed=0, runtime=Runtime(threads=resolve_threads(0), device="auto")

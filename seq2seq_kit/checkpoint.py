@@ -281,14 +281,17 @@ def swap_in(tmp: Path, path: Path) -> None:
     shutil.rmtree(previous, ignore_errors=True)
 
 
-def load_checkpoint(path: str | os.PathLike[str], extra: bool = False) -> Checkpoint:
+def load_checkpoint(
+    path: str | os.PathLike[str], extra: bool = False, finite: bool = False
+) -> Checkpoint:
     """Read a checkpoint directory written by :func:`save_checkpoint`; with ``extra``, also
     its further tensor files (for resuming training).
 
     Raises:
         CheckpointError: the directory or a file is missing, ``model.json`` is not valid
             JSON or comes from a newer format version, or the weights file is truncated,
-            corrupted or does not match the spec. Nothing is written.
+            corrupted or does not match the spec; with ``finite``, weights holding NaN or
+            infinite values (a diverged run: nothing to decode with). Nothing is written.
     """
     path = Path(path)
     if not (path / MODEL_FILE).exists() and (_previous(path) / MODEL_FILE).exists():
@@ -340,6 +343,12 @@ def load_checkpoint(path: str | os.PathLike[str], extra: bool = False) -> Checkp
                 raise CheckpointError(f"{model_file}: malformed (extra.{name}: no {key!r})")
             arrays[key] = arrays[key].reshape(())
         tensors[name] = arrays
+    bad = non_finite(weights) if finite else []
+    if bad:
+        raise CheckpointError(
+            f"{weights_file}: weights {bad} hold NaN or infinite values (training diverged); "
+            f"retrain, e.g. with a smaller learning rate"
+        )
     return Checkpoint(spec, source_vocab, target_vocab, weights, max_length, meta, tensors)
 
 

@@ -14,8 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .checkpoint import WEIGHTS_FILE, load_checkpoint, non_finite, swap_in
-from .errors import CheckpointError, ExportError
+from .checkpoint import load_checkpoint, swap_in
+from .errors import ExportError
 from .plugins import registry
 
 
@@ -47,13 +47,7 @@ def export_model(
             f"unknown export format {format!r} (installed: {installed}); a plugin adds one "
             f"through the register_exporters hook"
         )
-    ckpt = load_checkpoint(model)
-    bad = non_finite(ckpt.weights)
-    if bad:
-        raise CheckpointError(
-            f"{Path(model) / WEIGHTS_FILE}: weights {bad} hold NaN or infinite values "
-            f"(training diverged); nothing to export"
-        )
+    ckpt = load_checkpoint(model, finite=True)
     out = Path(out)
     _check_out(Path(model), out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
