@@ -679,12 +679,12 @@ def _backends(args: argparse.Namespace) -> int:
         }
         print(json.dumps(listing, indent=2))
         return 0
+    widths = {"name": 10, "version": 10, "distribution": 22}
+    widths = {key: max([least, *(len(row[key]) for row in rows)]) for key, least in widths.items()}
     for row in rows:
         only = " (inference only: no train)" if row["inference_only"] else ""
-        print(
-            f"{row['name']:<10} {row['version']:<10} {row['distribution']:<22} "
-            f"{', '.join(row['capabilities'])}{only}"
-        )
+        columns = " ".join(f"{row[key]:<{width}}" for key, width in widths.items())
+        print(f"{columns} {', '.join(row['capabilities'])}{only}")
     if not rows and note:
         print(f"no backends loaded: {note}")
     elif not rows:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .checkpoint import load_checkpoint, swap_in
 from .errors import ExportError
-from .plugins import registry
+from .plugins import install_hint, registry
 
 
 def export_formats() -> list[str]:
@@ -43,10 +43,10 @@ def export_model(
     exporters = registry().exporters
     if format not in exporters:
         installed = ", ".join(export_formats()) or "none"
-        raise ExportError(
-            f"unknown export format {format!r} (installed: {installed}); a plugin adds one "
-            f"through the register_exporters hook"
-        )
+        # the first-party formats come with the backends of the same name
+        hint = install_hint(format)
+        how = f"install it: {hint}" if hint else "a plugin adds one through register_exporters"
+        raise ExportError(f"unknown export format {format!r} (installed: {installed}); {how}")
     ckpt = load_checkpoint(model, finite=True)
     out = Path(out)
     _check_out(Path(model), out, overwrite)
