@@ -389,7 +389,13 @@ class DecodeConfig(_Section):
     n_best: int = Field(
         1, ge=1, description="hypotheses returned per input (widens the beam to at least this)"
     )
-    length_penalty: float = Field(0.0, ge=0, description="GNMT alpha")
+    length_penalty: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="GNMT alpha (usual values 0.6 to 2; above 10 the penalty leaves float "
+        "precision on long outputs)",
+    )
     max_length: int | None = Field(None, ge=1, description="default: saved with the model")
     unknown: Literal["error", "replace"] = Field(
         "error", description="unseen input tokens: error naming them, or replace by <unk>"

@@ -128,7 +128,8 @@ def beam_search(
 
     A sentence is done when it has at least ``beam`` finished hypotheses and no live one
     can still rank above the worst of its ``beam`` best finished ones, or at
-    ``max_length``, when its live hypotheses are added as truncated. The bound is exact:
+    ``max_length``, when each live hypothesis whose best next token is EOS finishes and
+    the others are added as truncated (greedy's last step). The bound is exact:
     a live hypothesis's raw score ``s <= 0`` only decreases as tokens are added, and any
     output it leads to holds at most ``max_length`` tokens plus EOS, so its best possible
     rank is ``s / length_penalty(max_length + 1, alpha)`` (``s`` itself when
@@ -203,15 +204,24 @@ def beam_search(
         valid = np.isfinite(top_scores)
         is_eos = (top_tok == vocab.eos_id) & valid
 
+        if t == max_length:
+            # Live hypotheses hold max_length tokens: this step only looks for EOS, as
+            # greedy's last step does. One whose best next token is EOS has finished; any
+            # other is truncated (one entry per hypothesis: its tokens ended by an EOS the
+            # model did not prefer would rank a cut output below itself).
+            steps = log_probs.reshape(n_alive, width, vocab_size)
+            live = np.isfinite(scores)
+            ends = live & (steps.argmax(axis=2) == vocab.eos_id)
+            rows, beams = np.nonzero(ends)
+            eos_scores = scores[rows, beams] + steps[rows, beams, vocab.eos_id]
+            finish(rows, beams, eos_scores, t, truncated=False)
+            rows, beams = np.nonzero(live & ~ends)
+            finish(rows, beams, scores[rows, beams], t, truncated=True)
+            break
+
         rows, ranks = np.nonzero(is_eos[:, :width])
         if rows.size:
             finish(rows, top_beam[rows, ranks], top_scores[rows, ranks], t, truncated=False)
-
-        if t == max_length:
-            # Live hypotheses hold max_length tokens and did not choose EOS: truncated.
-            rows, beams = np.nonzero(np.isfinite(scores))
-            finish(rows, beams, scores[rows, beams], t, truncated=True)
-            break
 
         live = valid & ~is_eos
         take = np.argsort(~live, axis=1, kind="stable")[:, :width]

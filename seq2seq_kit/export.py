@@ -9,6 +9,7 @@ was. The core imports no exporter's framework: the plugin does, when called.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -35,8 +36,9 @@ def export_model(
     written (under ``out``).
 
     Raises:
-        ExportError: an unknown format (naming the installed ones), an ``out`` that is a
-            file, the model directory itself, or a non-empty directory without
+        ExportError: an unknown format (naming the installed ones), an empty ``out``, an
+            ``out`` that is a file, the model directory itself or a directory holding it,
+            or a non-empty directory without
             ``overwrite``; or what the exporter cannot express.
         CheckpointError: a missing, damaged or diverged (non-finite) model.
     """
@@ -48,10 +50,14 @@ def export_model(
         how = f"install it: {hint}" if hint else "a plugin adds one through register_exporters"
         raise ExportError(f"unknown export format {format!r} (installed: {installed}); {how}")
     ckpt = load_checkpoint(model, finite=True)
+    if not str(out).strip():
+        raise ExportError("--out is empty; name the directory to write")
     out = Path(out)
     _check_out(Path(model), out, overwrite)
+    made = [p for p in reversed(out.absolute().parents) if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+    done = False
     try:
         target = tmp / out.name
         written = exporters[format](ckpt, target)
@@ -60,8 +66,13 @@ def export_model(
             raise ExportError(f"the {format!r} exporter did not write what it reported: {missing}")
         os.chmod(target, 0o755)
         swap_in(target, out)
+        done = True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not done:  # a failed export leaves no directory it made behind either
+            for parent in reversed(made):
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
     return [out / Path(p).relative_to(target) for p in written]
 
 
@@ -70,5 +81,8 @@ def _check_out(model: Path, out: Path, overwrite: bool) -> None:
         raise ExportError(f"{out}: is a file; --out names the directory to write")
     if out.resolve() == model.resolve():
         raise ExportError(f"{out}: is the model directory itself; export elsewhere")
+    if out.resolve() in model.resolve().parents:
+        # replacing it would delete the model with everything else in it
+        raise ExportError(f"{out}: holds the model directory {model}; export elsewhere")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ExportError(f"{out}: exists and is not empty; pass --overwrite to replace it")

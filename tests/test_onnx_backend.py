@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from seq2seq_kit.api import train  # noqa: E402
+from seq2seq_kit.api import load, train  # noqa: E402
 from seq2seq_kit.cli import main  # noqa: E402
 from seq2seq_kit.config import Config  # noqa: E402
 from seq2seq_kit.decoding import greedy  # noqa: E402
@@ -183,6 +183,30 @@ def test_export_refusals(models, tmp_path, capsys):
     assert main(["export", "--model", str(corrupted), "--format", "onnx", "--out", str(out)]) == 2
     assert "weights.safetensors" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_export_never_replaces_a_directory_holding_the_model(models, tmp_path, capsys):
+    # --out above the model with --overwrite would swap the model away with its neighbours
+    home = tmp_path / "home"
+    shutil.copytree(models["rnn"], home / "models" / "m")
+    (home / "notes.txt").write_text("mine")
+    for out in (home, home / "models", home / "models" / "m"):
+        args = ["export", "--model", str(home / "models" / "m"), "--format", "onnx"]
+        assert main([*args, "--out", str(out), "--overwrite"]) == 2
+        assert "model directory" in capsys.readouterr().err
+    assert (home / "notes.txt").read_text() == "mine"
+    assert load(home / "models" / "m", backend="onnx").translate(["7"]) == ["seven"]
+    assert main(["export", "--model", str(models["rnn"]), "--format", "onnx", "--out", " "]) == 2
+    assert "--out is empty" in capsys.readouterr().err
+
+
+def test_a_failed_export_leaves_no_directory_behind(models, tmp_path, capsys):
+    pytest.importorskip("ctranslate2")
+    out = tmp_path / "a" / "b" / "out"
+    args = ["export", "--model", str(models["rnn"]), "--format", "ctranslate2", "--out", str(out)]
+    assert main(args) == 2  # CTranslate2 runs Transformers only
+    assert "transformer" in capsys.readouterr().err.lower()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_training_with_onnx_is_refused(tmp_path, capsys):

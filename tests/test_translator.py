@@ -50,7 +50,11 @@ def test_decode_batch_size_sets_how_many_inputs_share_a_step(model_dir, monkeypa
 
 def test_bad_decode_options_from_python_name_the_option(model_dir):
     translator = seq2seq_kit.load(model_dir)
-    for options, key in [({"beam": 0}, "beam"), ({"length_penalty": float("nan")}, "length")]:
+    for options, key in [
+        ({"beam": 0}, "beam"),
+        ({"length_penalty": float("nan")}, "length"),
+        ({"length_penalty": 50.0}, "length"),
+    ]:
         with pytest.raises(ConfigError, match=key):
             translator.translate(["3"], **options)
 
