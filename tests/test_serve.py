@@ -325,7 +325,15 @@ def test_concurrent_requests_are_batched(models, monkeypatch):
             t.start()
         for t in threads:
             t.join()
+        stats = client.get("/v1/stats").json()["models"]["default"]
     assert len(replies) == 18
+    # the server's counters say how it batched: every text decoded once, in len(calls) calls
+    assert stats == {
+        "decode_calls": len(calls),
+        "decoded_texts": 18,
+        "mean_batch_texts": 18 / len(calls),
+        "pending_texts": 0,
+    }
     for (text, _), reply in replies.items():
         assert reply.status_code == 200, reply.text
         assert reply.json()["translations"][0]["source_tokens"] == list(text)

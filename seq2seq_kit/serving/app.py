@@ -1,8 +1,8 @@
 """The ASGI application of ``seq2seq-kit serve`` (Starlette).
 
 Routes: ``GET /`` (the web page), ``GET /healthz``, ``GET /v1/models``,
-``POST /v1/translate``. Every error is JSON ``{"error": {"field", "message"}}`` with its
-status (see ``docs/serving.md``).
+``GET /v1/stats``, ``POST /v1/translate``. Every error is JSON
+``{"error": {"field", "message"}}`` with its status (see ``docs/serving.md``).
 """
 
 from __future__ import annotations
@@ -87,6 +87,9 @@ def create_app(models: Mapping[str, Translator], settings: ServeConfig | None = 
     async def list_models(request: Request) -> Response:
         return JSONResponse(listing)
 
+    async def stats(request: Request) -> Response:
+        return JSONResponse({"models": {name: b.stats() for name, b in batchers.items()}})
+
     async def translate(request: Request) -> Response:
         try:
             body = parse_body(await _read_body(request, settings.max_body_bytes))
@@ -101,6 +104,7 @@ def create_app(models: Mapping[str, Translator], settings: ServeConfig | None = 
             Route("/", index, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/stats", stats, methods=["GET"]),
             Route("/v1/translate", translate, methods=["POST"]),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
@@ -140,7 +144,7 @@ async def _http_error(request: Request, exc: Any) -> Response:
     if exc.status_code == 404:
         message = (
             f"no such endpoint: {request.url.path} (the API: GET /healthz, GET /v1/models, "
-            f"POST /v1/translate)"
+            f"GET /v1/stats, POST /v1/translate)"
         )
     elif exc.status_code == 405:
         allowed = (exc.headers or {}).get("Allow", "")

@@ -56,7 +56,10 @@ class Batcher(Generic[Item]):
         name: the model's name, for messages and the thread's name.
 
     Attributes:
-        decode_calls: how many ``decode`` calls were made (one per group).
+        decode_calls: how many ``decode`` calls were made (one per group, and one per
+            request of a group decoded again alone).
+        decoded_texts: the texts of those calls, in all (``decoded_texts / decode_calls``
+            is the mean batch size: how well requests were batched).
     """
 
     def __init__(
@@ -72,7 +75,7 @@ class Batcher(Generic[Item]):
         self._decode, self._key = decode, key
         self.window_s, self.max_batch, self.max_queue = window_s, max_batch, max_queue
         self.name = name
-        self.decode_calls = 0
+        self.decode_calls = self.decoded_texts = 0
         self._jobs: deque[_Job[Item]] = deque()
         self._queued = 0  # texts in self._jobs
         self._pending = 0  # texts accepted and not yet answered
@@ -165,7 +168,7 @@ class Batcher(Generic[Item]):
             groups.setdefault(self._key(job.item), []).append(job)
         for group in groups.values():
             try:
-                results = await self._call([job.item for job in group])
+                results = await self._call(group)
             except Exception as exc:
                 if len(group) == 1:
                     self._answer(group[0], error=exc)
@@ -178,15 +181,28 @@ class Batcher(Generic[Item]):
                 )
                 for job in group:
                     try:
-                        self._answer(job, (await self._call([job.item]))[0])
+                        self._answer(job, (await self._call([job]))[0])
                     except Exception as alone:
                         self._answer(job, error=alone)
                 continue
             for job, result in zip(group, results, strict=True):
                 self._answer(job, result)
 
-    async def _call(self, items: list[Item]) -> Sequence[Any]:
+    def stats(self) -> dict[str, Any]:
+        """Counters since start: ``decode_calls``, ``decoded_texts``, ``mean_batch_texts``
+        (None before the first call) and ``pending_texts`` (accepted, not yet answered)."""
+        calls, texts = self.decode_calls, self.decoded_texts
+        return {
+            "decode_calls": calls,
+            "decoded_texts": texts,
+            "mean_batch_texts": texts / calls if calls else None,
+            "pending_texts": self._pending,
+        }
+
+    async def _call(self, jobs: list[_Job[Item]]) -> Sequence[Any]:
         self.decode_calls += 1
+        self.decoded_texts += sum(job.size for job in jobs)
+        items = [job.item for job in jobs]
         loop = asyncio.get_running_loop()
         results = await loop.run_in_executor(self._executor, self._decode, items)
         if len(results) != len(items):
