@@ -344,6 +344,25 @@ def test_concurrent_requests_are_batched(models, monkeypatch):
     assert max(calls) > 1
 
 
+def test_a_lone_client_waits_for_no_company(models):
+    # the first round waits the window for a batch; once rounds take one text, a client
+    # sending one request at a time is decoded at once, not after the window
+    settings = ServeConfig(batch_window_ms=1000)
+    with TestClient(create_app({"default": models["default"]}, settings)) as client:
+        begin = time.perf_counter()
+        assert translate(client, texts=["3"]).status_code == 200
+        first = time.perf_counter() - begin
+        begin = time.perf_counter()
+        for text in "456":
+            reply = translate(client, texts=[text])
+            assert reply.status_code == 200, reply.text
+        after = (time.perf_counter() - begin) / 3
+        stats = client.get("/v1/stats").json()["models"]["default"]
+    assert first >= 1.0
+    assert after < 0.5, after
+    assert stats["decode_calls"] == 4 and stats["mean_batch_texts"] == 1
+
+
 def test_a_full_queue_answers_503(models, monkeypatch):
     translator = models["default"]
     hypotheses = translator.hypotheses

@@ -1,14 +1,24 @@
-"""Micro-batching: requests for one model that arrive within a short window are decoded
-together, in one worker thread per model.
+"""Micro-batching: requests for one model that arrive together are decoded together, in
+one worker thread per model.
 
 Decoding a batch of B texts costs far less than B decodings of one text (one ``step`` call
 per output position serves every row), so a server answering many small requests gains by
 waiting a few milliseconds for others to join the first (the scheme of TensorFlow
-Serving's and Triton's dynamic batchers). The batcher takes the first waiting request,
-waits until ``window_s`` has passed since it arrived or ``max_batch`` texts are waiting,
-then groups the taken requests by their decoding options and makes one ``decode`` call
-per group. A model is not thread-safe, so each model has one thread; the event loop stays
-free for other endpoints while it decodes.
+Serving's and Triton's dynamic batchers). When the worker is free, the batcher waits until
+the first waiting request has waited ``window_s`` or a round's target of texts is
+waiting, takes the waiting requests (up to ``max_batch`` texts), groups them by their
+decoding options and makes one ``decode`` call per group. A model is not thread-safe, so
+each model has one thread; the event loop stays free for other endpoints while it
+decodes.
+
+Requests that arrive while a round decodes form the next round, which starts as soon as
+the worker is free (continuous batching): their first has usually waited ``window_s``
+already. The target is ``max_batch`` texts, except after a round during which no request
+arrived: the load is light, and the next round waits for no more texts than that round
+took. So a lone client (whose next request needs the reply to this one) is decoded at
+once instead of after the window on every request, and a group of clients answered
+together is decoded together as soon as all are back. The first round after start waits
+for ``max_batch`` texts, up to the window.
 
 If a group's call raises, its requests are decoded again one by one, so that only a
 request that fails alone is answered with the error.
@@ -50,7 +60,9 @@ class Batcher(Generic[Item]):
         decode: runs in the worker thread: ``decode(items)`` returns one result per item,
             in order; every item of one call has the same ``key``.
         key: the decoding options of an item (items with equal keys may share a call).
-        window_s: how long the first waiting request waits for others (seconds).
+        window_s: how long the first waiting request waits at most for others, while fewer
+            texts than the round's target are waiting (seconds; 0: never wait, decode
+            whatever is waiting as soon as the worker is free).
         max_batch: the most texts taken for one round (one request of more is taken alone).
         max_queue: the most texts accepted and not yet answered; past it, 503.
         name: the model's name, for messages and the thread's name.
@@ -80,6 +92,7 @@ class Batcher(Generic[Item]):
         self._queued = 0  # texts in self._jobs
         self._pending = 0  # texts accepted and not yet answered
         self._closing = False
+        self._target = max_batch  # texts the next round waits for (see the module's doc)
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -124,7 +137,10 @@ class Batcher(Generic[Item]):
         self._jobs.append(_Job(item, size, future))
         self._queued += size
         self._pending += size
-        self._wake.set()
+        # the round waiting for company wakes only once it has enough (or at its deadline):
+        # waking it on every arrival costs the event loop a turn per request
+        if len(self._jobs) == 1 or self._queued >= self._target:
+            self._wake.set()
         return await future
 
     async def _run(self) -> None:
@@ -135,9 +151,11 @@ class Batcher(Generic[Item]):
                     return
                 self._wake.clear()
                 await self._wake.wait()
-            # wait for company until the first request has waited window_s
+            # wait for the target, at most until the first request has waited window_s (it
+            # may have waited that long already, while the worker decoded the last round:
+            # then the round starts at once)
             deadline = self._jobs[0].arrived + self.window_s
-            while self._queued < self.max_batch and not self._closing:
+            while self._queued < self._target and not self._closing:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -146,7 +164,14 @@ class Batcher(Generic[Item]):
                     await asyncio.wait_for(self._wake.wait(), remaining)
                 except asyncio.TimeoutError:
                     break
-            await self._decode_round(self._take())
+            taken = self._take()
+            await self._decode_round(taken)
+            # nothing arrived while decoding: the load is light (a lone client's next
+            # request needs this reply), so the next round waits for no more than this one
+            # took; else it waits for a full batch
+            light = not self._jobs
+            self._target = sum(job.size for job in taken) if light else self.max_batch
+            self._target = max(1, min(self.max_batch, self._target))
 
     def _take(self) -> list[_Job[Item]]:
         """The first job, and those after it while they fit in ``max_batch`` texts."""
