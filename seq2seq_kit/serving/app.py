@@ -24,7 +24,7 @@ from ..config import ServeConfig
 from .batcher import Batcher
 from .decode import describe_model, translate_requests
 from .errors import RequestError
-from .requests import TranslateRequest, parse_body, prepare
+from .requests import DecodeOptions, TranslateRequest, parse_body, prepare
 
 if TYPE_CHECKING:
     from ..api import Translator
@@ -59,6 +59,7 @@ def create_app(models: Mapping[str, Translator], settings: ServeConfig | None = 
         )
         for name, translator in models.items()
     }
+    resolved: dict[tuple[Any, ...], DecodeOptions] = {}  # see prepare
     listing = {
         "models": [describe_model(name, t) for name, t in models.items()],
         "limits": {
@@ -93,7 +94,7 @@ def create_app(models: Mapping[str, Translator], settings: ServeConfig | None = 
     async def translate(request: Request) -> Response:
         try:
             body = parse_body(await _read_body(request, settings.max_body_bytes))
-            job: TranslateRequest = prepare(body, models, settings, default_model)
+            job: TranslateRequest = prepare(body, models, settings, default_model, resolved)
             translations = await batchers[job.model].submit(job, len(job.texts))
         except RequestError as exc:
             return _error(exc)
