@@ -273,6 +273,24 @@ def test_a_decoding_error_fails_only_its_request(client, models, monkeypatch):
     ] == ("three")
 
 
+def test_a_fault_outside_decoding_is_a_json_500(client, monkeypatch):
+    from seq2seq_kit.serving import app
+
+    def broken(*args, **kwargs):
+        raise KeyError("injected")
+
+    monkeypatch.setattr(app, "prepare", broken)
+    reply = translate(client, texts=["3"])
+    assert reply.status_code == 500
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.json()["error"] == {
+        "field": None,
+        "message": "internal error: KeyError: 'injected'",
+    }
+    monkeypatch.undo()
+    assert translate(client, texts=["3"]).status_code == 200
+
+
 def test_a_failed_batch_is_decoded_again_request_by_request(models, monkeypatch):
     translator = models["default"]
     hypotheses = translator.hypotheses
