@@ -1,26 +1,32 @@
 """Load on ``seq2seq-kit serve``: requests per second and latency with 1, 8 and 64
-concurrent clients, against the same texts decoded in-process in one batch.
+concurrent clients, against the same texts decoded in-process.
 
 The server runs in a subprocess on 127.0.0.1 with one thread for the numeric libraries
-(``OMP_NUM_THREADS=1`` and the other variables of ``_common.thread_env``), serving one
-fixture model (``fixtures.py``: the digits model, trained on the nine digits, and the
-num2words-shaped model with random weights, whose outputs run to the length cap) with the
-default ``[serve]`` settings (5 ms batching window, 64 texts per batch). Each client
-(``asyncio`` and one ``httpx.AsyncClient``) sends one-text greedy requests back to back
-until ``--requests`` requests in all or ``--seconds`` have passed, after an untimed
-warm-up request per client.
+(``OMP_NUM_THREADS=1`` and the other variables of ``_common.thread_env``; the process has
+its event loop and one decoding thread, not pinned to a core), serving one fixture model
+(``fixtures.py``: the digits model, trained on the nine digits, and the num2words-shaped
+model with random weights, whose outputs run to the length cap) with the default
+``[serve]`` settings (5 ms batching window, 64 texts per batch) unless ``--serve-flag``
+says otherwise. The clients send one-text greedy requests back to back, each on its own
+keep-alive connection, cycling through ``--texts`` distinct texts, until ``--requests``
+requests in all or ``--seconds`` have passed. The load generator is ``wrk`` (one thread,
+a Lua script; Debian's ``wrk`` package) where it is on PATH, else a hand-written asyncio
+HTTP/1.1 client in this process (``--client`` chooses): client and server share the
+machine's cores, and an HTTP library's client (httpx: about 0.7 ms of CPU per request)
+would take a core from the server it measures.
 
 Figures per model and client count: requests (= texts) per second, median and 99th
 percentile latency (ms, from sending a request to having read its reply), failed requests
-(any reply but 200, or a transport error: the script exits 1 if any), and the share of a
-core the clients' process used (``client_cpu``: 1.0 means the load generator, not the
-server, may be the limit). Reference: texts
-per second of ``Translator.hypotheses`` on the same texts in one call in this process
-(one batch, one thread). The ratio server / in-process says what serving costs against
-the best batching: HTTP and JSON, the batching window, and batches no larger than the
-clients waiting. Client and server share the machine's cores.
+(any reply but 200, or a transport error: the script exits 1 if any), the mean texts per
+decoding call (``mean_batch``, from the server's ``GET /v1/stats``), the share of a core
+used by the server (``server_cpu``) and by the load generator (``client_cpu``), and the
+1-minute load average after the run. References: texts per second of
+``Translator.hypotheses`` on the same texts in this process, in one batch of all of them
+(``in_process``: the best batching) and in batches of 64 (``in_process_64``: the largest
+batch the server forms by default). The ratios server / in-process say what serving
+costs: HTTP and JSON, the batching window, and batches no larger than the clients waiting.
 
-    python benchmarks/bench_serve.py [--requests 600] [--seconds 20] [--clients 1 8 64]
+    python benchmarks/bench_serve.py [--requests 20000] [--seconds 10] [--clients 1 8 64]
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ from _common import table, thread_env, write
 
 HERE = Path(__file__).resolve().parent
 
+#: ``serve.max_batch``'s default: the most texts the server decodes in one call.
+MAX_BATCH = 64
+
 
 def ensure_fixtures() -> None:
     """Make the fixture models (``fixtures.prepare``) unless they are there."""
@@ -66,14 +75,15 @@ def model_texts(name: str, count: int) -> tuple[Path, list[str]]:
     return fixtures.NUM2WORDS_MODEL_DIR, [s for s, _ in fixtures.num2words_pairs(count)]
 
 
-def in_process(model: Path, texts: list[str]) -> float:
-    """Texts per second of one ``hypotheses`` call on every text (after a warm-up call)."""
+def in_process(model: Path, texts: list[str], batch_size: int) -> float:
+    """Texts per second of ``hypotheses`` on every text, ``batch_size`` texts per batch
+    (after a warm-up call)."""
     import seq2seq_kit
 
     translator = seq2seq_kit.load(model, backend="numpy")
-    translator.hypotheses(texts[:64], batch_size=len(texts))
+    translator.hypotheses(texts[:64], batch_size=batch_size)
     start = time.perf_counter()
-    translator.hypotheses(texts, batch_size=len(texts))
+    translator.hypotheses(texts, batch_size=batch_size)
     return len(texts) / (time.perf_counter() - start)
 
 
@@ -193,9 +203,9 @@ async def load_python(
     url: str, bodies: list[bytes], clients: int, requests: int, seconds: float
 ) -> dict:
     """The run by ``clients`` asyncio connections in this process, each writing its request
-    and reading the reply by hand (HTTP/1.1 keep-alive, Content-Length bodies): a fifth of
-    the CPU of an HTTP library's client, though still a share of a core at thousands of
-    requests per second."""
+    and reading the reply by hand (HTTP/1.1 keep-alive, Content-Length bodies): about 40 µs
+    of CPU per request where httpx takes 700, though still a share of a core at thousands
+    of requests per second."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     head = (
         f"POST /v1/translate HTTP/1.1\r\nHost: {host}:{port}\r\n"
@@ -298,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for name in args.model or ["digits", "num2words"]:
         model, texts = model_texts(name, args.texts)
-        reference = in_process(model, texts)
+        reference = in_process(model, texts, len(texts))
+        reference_64 = in_process(model, texts, MAX_BATCH)
         server = Server(model, args.serve_flag)
         try:
             for text in texts[:20]:  # warm-up, untimed
@@ -320,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
                         "mean_batch": decoded / calls if calls else float("nan"),
                         "in_process_texts_per_s": reference,
                         "server/in-process": figures["requests_per_s"] / reference,
+                        "in_process_64_texts_per_s": reference_64,
+                        "server/in-process_64": figures["requests_per_s"] / reference_64,
                         "server_cpu": cpu / figures["seconds"],
                         "load_avg": os.getloadavg()[0],
                     }
@@ -352,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
                 "mean_batch",
                 "in_process_texts_per_s",
                 "server/in-process",
+                "in_process_64_texts_per_s",
+                "server/in-process_64",
                 "server_cpu",
                 "client_cpu",
                 "load_avg",
