@@ -5,20 +5,23 @@ Decoding a batch of B texts costs far less than B decodings of one text (one ``s
 per output position serves every row), so a server answering many small requests gains by
 waiting a few milliseconds for others to join the first (the scheme of TensorFlow
 Serving's and Triton's dynamic batchers). When the worker is free, the batcher waits until
-the first waiting request has waited ``window_s`` or a round's target of texts is
-waiting, takes the waiting requests (up to ``max_batch`` texts), groups them by their
-decoding options and makes one ``decode`` call per group. A model is not thread-safe, so
-each model has one thread; the event loop stays free for other endpoints while it
-decodes.
+a round's target of texts is waiting or ``window_s`` has passed since the first waiting
+request arrived or the worker became free, whichever is later; it takes the waiting
+requests (up to ``max_batch`` texts), groups them by their decoding options and makes one
+``decode`` call per group. A model is not thread-safe, so each model has one thread; the
+event loop stays free for other endpoints while it decodes.
 
-Requests that arrive while a round decodes form the next round, which starts as soon as
-the worker is free (continuous batching): their first has usually waited ``window_s``
-already. The target is ``max_batch`` texts, except after a round during which no request
-arrived: the load is light, and the next round waits for no more texts than that round
-took. So a lone client (whose next request needs the reply to this one) is decoded at
-once instead of after the window on every request, and a group of clients answered
-together is decoded together as soon as all are back. The first round after start waits
-for ``max_batch`` texts, up to the window.
+The target is ``max_batch`` texts, except after a round during which no request arrived:
+the load is light, and the next round waits for no more texts than that round took. So a
+lone client (whose next request needs the reply to this one) is decoded at once, instead
+of after the window on every request, and a group of clients answered together is
+decoded together as soon as all are back. Under heavy load the window counts from the
+end of the last round, not from the first request's arrival: clients answered by one
+round and those that arrived while it decoded then join one batch. Counted from the
+arrival (which lies further back than the window once a round has decoded for longer),
+the two groups would alternate in half-full batches forever (64 clients decoded 32 at a
+time: 0.75 times the throughput, measured with ``benchmarks/bench_serve.py``). The first
+round after start waits for ``max_batch`` texts, up to the window.
 
 If a group's call raises, its requests are decoded again one by one, so that only a
 request that fails alone is answered with the error.
@@ -60,9 +63,9 @@ class Batcher(Generic[Item]):
         decode: runs in the worker thread: ``decode(items)`` returns one result per item,
             in order; every item of one call has the same ``key``.
         key: the decoding options of an item (items with equal keys may share a call).
-        window_s: how long the first waiting request waits at most for others, while fewer
-            texts than the round's target are waiting (seconds; 0: never wait, decode
-            whatever is waiting as soon as the worker is free).
+        window_s: how long a round waits at most for its target of texts, from the first
+            waiting request's arrival or the end of the last round, whichever is later
+            (seconds; 0: never wait, decode whatever is waiting once the worker is free).
         max_batch: the most texts taken for one round (one request of more is taken alone).
         max_queue: the most texts accepted and not yet answered; past it, 503.
         name: the model's name, for messages and the thread's name.
@@ -93,6 +96,7 @@ class Batcher(Generic[Item]):
         self._pending = 0  # texts accepted and not yet answered
         self._closing = False
         self._target = max_batch  # texts the next round waits for (see the module's doc)
+        self._free_since = 0.0  # time.monotonic() at the end of the last round
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -151,10 +155,9 @@ class Batcher(Generic[Item]):
                     return
                 self._wake.clear()
                 await self._wake.wait()
-            # wait for the target, at most until the first request has waited window_s (it
-            # may have waited that long already, while the worker decoded the last round:
-            # then the round starts at once)
-            deadline = self._jobs[0].arrived + self.window_s
+            # wait for the target, at most window_s from the first request's arrival or the
+            # end of the last round (see the module's doc)
+            deadline = max(self._jobs[0].arrived, self._free_since) + self.window_s
             while self._queued < self._target and not self._closing:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -166,6 +169,7 @@ class Batcher(Generic[Item]):
                     break
             taken = self._take()
             await self._decode_round(taken)
+            self._free_since = time.monotonic()
             # nothing arrived while decoding: the load is light (a lone client's next
             # request needs this reply), so the next round waits for no more than this one
             # took; else it waits for a full batch
