@@ -1,5 +1,6 @@
 """``seq2seq-kit serve``: the HTTP API against in-process decoding of the same model."""
 
+import asyncio
 import json
 import os
 import re
@@ -379,6 +380,37 @@ def test_a_lone_client_waits_for_no_company(models):
     assert first >= 1.0
     assert after < 0.5, after
     assert stats["decode_calls"] == 4 and stats["mean_batch_texts"] == 1
+
+
+def test_clients_answered_together_rejoin_those_that_arrived_meanwhile():
+    # two clients, then two more while the first pair decodes: when the pair is answered,
+    # the next round waits (up to the window, from the end of the last round) for it to
+    # come back, instead of decoding the late pair alone and alternating pairs forever
+    from seq2seq_kit.serving.batcher import Batcher
+
+    sizes = []
+
+    def decode(items):
+        sizes.append(len(items))
+        time.sleep(0.1)
+        return items
+
+    async def run():
+        batcher = Batcher(decode, key=lambda item: 0, window_s=0.05, max_batch=4, max_queue=8)
+        batcher.start()
+
+        async def client(delay):
+            await asyncio.sleep(delay)
+            for _ in range(4):
+                assert await batcher.submit("x", 1) == "x"
+
+        await asyncio.gather(client(0), client(0), client(0.08), client(0.08))
+        await batcher.close()
+        return batcher.stats()
+
+    stats = asyncio.run(run())
+    assert sizes == [2, 4, 4, 4, 2], sizes
+    assert stats["decode_calls"] == 5 and stats["decoded_texts"] == 16
 
 
 def test_a_full_queue_answers_503(models, monkeypatch):
