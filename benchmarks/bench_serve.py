@@ -6,7 +6,7 @@ The server runs in a subprocess on 127.0.0.1 with one thread for the numeric lib
 its event loop and one decoding thread, not pinned to a core), serving one fixture model
 (``fixtures.py``: the digits model, trained on the nine digits, and the num2words-shaped
 model with random weights, whose outputs run to the length cap) with the default
-``[serve]`` settings (5 ms batching window, 64 texts per batch) unless ``--serve-flag``
+``[serve]`` settings (5 ms batching window, at most 256 texts per batch) unless ``--serve-flag``
 says otherwise. The clients send one-text greedy requests back to back, each on its own
 keep-alive connection, cycling through ``--texts`` distinct texts, until ``--requests``
 requests in all or ``--seconds`` have passed. The load generator is ``wrk`` (one thread,
@@ -22,8 +22,8 @@ decoding call (``mean_batch``, from the server's ``GET /v1/stats``), the share o
 used by the server (``server_cpu``) and by the load generator (``client_cpu``), and the
 1-minute load average after the run. References: texts per second of
 ``Translator.hypotheses`` on the same texts in this process, in one batch of all of them
-(``in_process``: the best batching) and in batches of 64 (``in_process_64``: the largest
-batch the server forms by default). The ratios server / in-process say what serving
+(``in_process``: the best batching) and in batches of 64 (``in_process_64``: the batch
+that 64 clients sending one text each can form). The ratios server / in-process say what serving
 costs: HTTP and JSON, the batching window, and batches no larger than the clients waiting.
 
     python benchmarks/bench_serve.py [--requests 50000] [--seconds 10] [--clients 1 8 64]
@@ -51,7 +51,8 @@ from _common import table, thread_env, write
 
 HERE = Path(__file__).resolve().parent
 
-#: ``serve.max_batch``'s default: the most texts the server decodes in one call.
+#: The batch size of the second in-process reference: the batch that 64 clients sending
+#: one text each can form.
 MAX_BATCH = 64
 
 
