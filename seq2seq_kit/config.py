@@ -413,9 +413,13 @@ class ServeConfig(_Section):
         5.0,
         ge=0,
         le=1000,
-        description="how long the first waiting request waits for others to decode with it (ms)",
+        description="how long a batch waits at most for more requests (ms; 0: never)",
     )
-    max_batch: int = Field(64, ge=1, description="texts of several requests decoded together")
+    max_batch: int = Field(
+        256,
+        ge=1,
+        description="texts of several requests decoded together (at most; as decode.batch_size)",
+    )
     max_queue: int = Field(
         1024, ge=1, description="texts accepted and not yet answered, per model, before 503"
     )

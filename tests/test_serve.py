@@ -1,5 +1,6 @@
 """``seq2seq-kit serve``: the HTTP API against in-process decoding of the same model."""
 
+import asyncio
 import json
 import os
 import re
@@ -273,6 +274,24 @@ def test_a_decoding_error_fails_only_its_request(client, models, monkeypatch):
     ] == ("three")
 
 
+def test_a_fault_outside_decoding_is_a_json_500(client, monkeypatch):
+    from seq2seq_kit.serving import app
+
+    def broken(*args, **kwargs):
+        raise KeyError("injected")
+
+    monkeypatch.setattr(app, "prepare", broken)
+    reply = translate(client, texts=["3"])
+    assert reply.status_code == 500
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.json()["error"] == {
+        "field": None,
+        "message": "internal error: KeyError: 'injected'",
+    }
+    monkeypatch.undo()
+    assert translate(client, texts=["3"]).status_code == 200
+
+
 def test_a_failed_batch_is_decoded_again_request_by_request(models, monkeypatch):
     translator = models["default"]
     hypotheses = translator.hypotheses
@@ -325,7 +344,15 @@ def test_concurrent_requests_are_batched(models, monkeypatch):
             t.start()
         for t in threads:
             t.join()
+        stats = client.get("/v1/stats").json()["models"]["default"]
     assert len(replies) == 18
+    # the server's counters say how it batched: every text decoded once, in len(calls) calls
+    assert stats == {
+        "decode_calls": len(calls),
+        "decoded_texts": 18,
+        "mean_batch_texts": 18 / len(calls),
+        "pending_texts": 0,
+    }
     for (text, _), reply in replies.items():
         assert reply.status_code == 200, reply.text
         assert reply.json()["translations"][0]["source_tokens"] == list(text)
@@ -334,6 +361,56 @@ def test_concurrent_requests_are_batched(models, monkeypatch):
     # 18 requests in two option groups (beam 1, beam 2): a few calls, not one per request
     assert len(calls) < 8, calls
     assert max(calls) > 1
+
+
+def test_a_lone_client_waits_for_no_company(models):
+    # the first round waits the window for a batch; once rounds take one text, a client
+    # sending one request at a time is decoded at once, not after the window
+    settings = ServeConfig(batch_window_ms=1000)
+    with TestClient(create_app({"default": models["default"]}, settings)) as client:
+        begin = time.perf_counter()
+        assert translate(client, texts=["3"]).status_code == 200
+        first = time.perf_counter() - begin
+        begin = time.perf_counter()
+        for text in "456":
+            reply = translate(client, texts=[text])
+            assert reply.status_code == 200, reply.text
+        after = (time.perf_counter() - begin) / 3
+        stats = client.get("/v1/stats").json()["models"]["default"]
+    assert first >= 1.0
+    assert after < 0.5, after
+    assert stats["decode_calls"] == 4 and stats["mean_batch_texts"] == 1
+
+
+def test_clients_answered_together_rejoin_those_that_arrived_meanwhile():
+    # two clients, then two more while the first pair decodes: when the pair is answered,
+    # the next round waits (up to the window, from the end of the last round) for it to
+    # come back, instead of decoding the late pair alone and alternating pairs forever
+    from seq2seq_kit.serving.batcher import Batcher
+
+    sizes = []
+
+    def decode(items):
+        sizes.append(len(items))
+        time.sleep(0.1)
+        return items
+
+    async def run():
+        batcher = Batcher(decode, key=lambda item: 0, window_s=0.05, max_batch=4, max_queue=8)
+        batcher.start()
+
+        async def client(delay):
+            await asyncio.sleep(delay)
+            for _ in range(4):
+                assert await batcher.submit("x", 1) == "x"
+
+        await asyncio.gather(client(0), client(0), client(0.08), client(0.08))
+        await batcher.close()
+        return batcher.stats()
+
+    stats = asyncio.run(run())
+    assert sizes == [2, 4, 4, 4, 2], sizes
+    assert stats["decode_calls"] == 5 and stats["decoded_texts"] == 16
 
 
 def test_a_full_queue_answers_503(models, monkeypatch):

@@ -1,14 +1,27 @@
-"""Micro-batching: requests for one model that arrive within a short window are decoded
-together, in one worker thread per model.
+"""Micro-batching: requests for one model that arrive together are decoded together, in
+one worker thread per model.
 
 Decoding a batch of B texts costs far less than B decodings of one text (one ``step`` call
 per output position serves every row), so a server answering many small requests gains by
 waiting a few milliseconds for others to join the first (the scheme of TensorFlow
-Serving's and Triton's dynamic batchers). The batcher takes the first waiting request,
-waits until ``window_s`` has passed since it arrived or ``max_batch`` texts are waiting,
-then groups the taken requests by their decoding options and makes one ``decode`` call
-per group. A model is not thread-safe, so each model has one thread; the event loop stays
-free for other endpoints while it decodes.
+Serving's and Triton's dynamic batchers). When the worker is free, the batcher waits until
+a round's target of texts is waiting or ``window_s`` has passed since the first waiting
+request arrived or the worker became free, whichever is later; it takes the waiting
+requests (up to ``max_batch`` texts), groups them by their decoding options and makes one
+``decode`` call per group. A model is not thread-safe, so each model has one thread; the
+event loop stays free for other endpoints while it decodes.
+
+The target is ``max_batch`` texts, except after a round during which no request arrived:
+the load is light, and the next round waits for no more texts than that round took. So a
+lone client (whose next request needs the reply to this one) is decoded at once, instead
+of after the window on every request, and a group of clients answered together is
+decoded together as soon as all are back. Under heavy load the window counts from the
+end of the last round, not from the first request's arrival: clients answered by one
+round and those that arrived while it decoded then join one batch. Counted from the
+arrival (which lies further back than the window once a round has decoded for longer),
+the two groups would alternate in half-full batches forever (64 clients decoded 32 at a
+time: 0.75 times the throughput, measured with ``benchmarks/bench_serve.py``). The first
+round after start waits for ``max_batch`` texts, up to the window.
 
 If a group's call raises, its requests are decoded again one by one, so that only a
 request that fails alone is answered with the error.
@@ -50,13 +63,18 @@ class Batcher(Generic[Item]):
         decode: runs in the worker thread: ``decode(items)`` returns one result per item,
             in order; every item of one call has the same ``key``.
         key: the decoding options of an item (items with equal keys may share a call).
-        window_s: how long the first waiting request waits for others (seconds).
+        window_s: how long a round waits at most for its target of texts, from the first
+            waiting request's arrival or the end of the last round, whichever is later
+            (seconds; 0: never wait, decode whatever is waiting once the worker is free).
         max_batch: the most texts taken for one round (one request of more is taken alone).
         max_queue: the most texts accepted and not yet answered; past it, 503.
         name: the model's name, for messages and the thread's name.
 
     Attributes:
-        decode_calls: how many ``decode`` calls were made (one per group).
+        decode_calls: how many ``decode`` calls were made (one per group, and one per
+            request of a group decoded again alone).
+        decoded_texts: the texts of those calls, in all (``decoded_texts / decode_calls``
+            is the mean batch size: how well requests were batched).
     """
 
     def __init__(
@@ -72,11 +90,13 @@ class Batcher(Generic[Item]):
         self._decode, self._key = decode, key
         self.window_s, self.max_batch, self.max_queue = window_s, max_batch, max_queue
         self.name = name
-        self.decode_calls = 0
+        self.decode_calls = self.decoded_texts = 0
         self._jobs: deque[_Job[Item]] = deque()
         self._queued = 0  # texts in self._jobs
         self._pending = 0  # texts accepted and not yet answered
         self._closing = False
+        self._target = max_batch  # texts the next round waits for (see the module's doc)
+        self._free_since = 0.0  # time.monotonic() at the end of the last round
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -121,7 +141,10 @@ class Batcher(Generic[Item]):
         self._jobs.append(_Job(item, size, future))
         self._queued += size
         self._pending += size
-        self._wake.set()
+        # the round waiting for company wakes only once it has enough (or at its deadline):
+        # waking it on every arrival costs the event loop a turn per request
+        if len(self._jobs) == 1 or self._queued >= self._target:
+            self._wake.set()
         return await future
 
     async def _run(self) -> None:
@@ -132,9 +155,10 @@ class Batcher(Generic[Item]):
                     return
                 self._wake.clear()
                 await self._wake.wait()
-            # wait for company until the first request has waited window_s
-            deadline = self._jobs[0].arrived + self.window_s
-            while self._queued < self.max_batch and not self._closing:
+            # wait for the target, at most window_s from the first request's arrival or the
+            # end of the last round (see the module's doc)
+            deadline = max(self._jobs[0].arrived, self._free_since) + self.window_s
+            while self._queued < self._target and not self._closing:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -143,7 +167,15 @@ class Batcher(Generic[Item]):
                     await asyncio.wait_for(self._wake.wait(), remaining)
                 except asyncio.TimeoutError:
                     break
-            await self._decode_round(self._take())
+            taken = self._take()
+            await self._decode_round(taken)
+            self._free_since = time.monotonic()
+            # nothing arrived while decoding: the load is light (a lone client's next
+            # request needs this reply), so the next round waits for no more than this one
+            # took; else it waits for a full batch
+            light = not self._jobs
+            self._target = sum(job.size for job in taken) if light else self.max_batch
+            self._target = max(1, min(self.max_batch, self._target))
 
     def _take(self) -> list[_Job[Item]]:
         """The first job, and those after it while they fit in ``max_batch`` texts."""
@@ -165,7 +197,7 @@ class Batcher(Generic[Item]):
             groups.setdefault(self._key(job.item), []).append(job)
         for group in groups.values():
             try:
-                results = await self._call([job.item for job in group])
+                results = await self._call(group)
             except Exception as exc:
                 if len(group) == 1:
                     self._answer(group[0], error=exc)
@@ -178,15 +210,28 @@ class Batcher(Generic[Item]):
                 )
                 for job in group:
                     try:
-                        self._answer(job, (await self._call([job.item]))[0])
+                        self._answer(job, (await self._call([job]))[0])
                     except Exception as alone:
                         self._answer(job, error=alone)
                 continue
             for job, result in zip(group, results, strict=True):
                 self._answer(job, result)
 
-    async def _call(self, items: list[Item]) -> Sequence[Any]:
+    def stats(self) -> dict[str, Any]:
+        """Counters since start: ``decode_calls``, ``decoded_texts``, ``mean_batch_texts``
+        (None before the first call) and ``pending_texts`` (accepted, not yet answered)."""
+        calls, texts = self.decode_calls, self.decoded_texts
+        return {
+            "decode_calls": calls,
+            "decoded_texts": texts,
+            "mean_batch_texts": texts / calls if calls else None,
+            "pending_texts": self._pending,
+        }
+
+    async def _call(self, jobs: list[_Job[Item]]) -> Sequence[Any]:
         self.decode_calls += 1
+        self.decoded_texts += sum(job.size for job in jobs)
+        items = [job.item for job in jobs]
         loop = asyncio.get_running_loop()
         results = await loop.run_in_executor(self._executor, self._decode, items)
         if len(results) != len(items):

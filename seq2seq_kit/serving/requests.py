@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from ..api import Translator
     from ..config import ServeConfig
 
+#: The most resolved option sets ``prepare`` keeps (see its ``resolved``).
+RESOLVED_KEPT = 256
+
 
 class TranslateBody(BaseModel):
     """The JSON object a client sends; options left out take the model's saved ``[decode]``
@@ -126,9 +129,12 @@ def prepare(
     models: Mapping[str, Translator],
     limits: ServeConfig,
     default_model: str,
+    resolved: dict[tuple[Any, ...], DecodeOptions] | None = None,
 ) -> TranslateRequest:
     """Check ``body`` against the server's ``limits`` and its model, resolve its decoding
-    options and encode its texts.
+    options and encode its texts. ``resolved``, kept by the caller across requests, holds
+    the options already resolved (per model and options asked for: resolving them
+    validates the model's ``[decode]`` settings again, a third of the cost of ``prepare``).
 
     Raises:
         RequestError: 404 for an unknown model; 413 for too many texts or a text over
@@ -169,7 +175,14 @@ def prepare(
                 f"{key} is {value} but this server allows at most {limit} (serve.max_{key})",
                 key,
             )
-    options = resolve_options(body, translator, limits)
+    key = (name, body.beam, body.n_best, body.max_length, body.length_penalty, body.attention)
+    options = None if resolved is None else resolved.get(key)
+    if options is None:
+        options = resolve_options(body, translator, limits)
+        if resolved is not None:
+            if len(resolved) >= RESOLVED_KEPT:  # length_penalty is a float: keep few
+                resolved.clear()
+            resolved[key] = options
     if body.attention and not translator.has_attention:
         reason = (
             "its spec's attention is none"
