@@ -431,6 +431,12 @@ class ServeConfig(_Section):
         512, ge=1, description="largest max_length a request may ask for (and the default's cap)"
     )
     max_body_bytes: int = Field(1 << 20, ge=1, description="request body size in bytes (more: 413)")
+    max_attention_weights: int = Field(
+        1_000_000,
+        ge=1,
+        description="attention weights a reply may hold: texts x n_best x (max_length + 1) x "
+        "source tokens, counted before decoding (more: 422)",
+    )
 
     @model_validator(mode="after")
     def _queue_holds_a_request(self) -> ServeConfig:

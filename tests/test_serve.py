@@ -204,6 +204,9 @@ BAD = [
     (b'{"texts": ["3"], "max_length": 513}', 422, "max_length", ["at most 512"]),
     (b'{"texts": ["3"], "length_penalty": NaN}', 422, "length_penalty", ["finite"]),
     (b'{"texts": ["3"], "length_penalty": -1}', 422, "length_penalty", ["greater than"]),
+    (b'{"texts": ["3"], "length_penalty": 50}', 422, "length_penalty", ["less than or equal"]),
+    (b'{"texts": ["3"], "beam": 1' + b"0" * 5000 + b"}", 400, None, ["digits"]),
+    (b'{"texts": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, None, ["nests too deeply"]),
     (b'{"texts": ["3"], "attention": 1}', 422, "attention", ["boolean"]),
     (b'{"texts": ["3"], "model": 1}', 422, "model", ["string"]),
     (
@@ -248,6 +251,21 @@ def test_unknown_path_and_wrong_method(client):
     assert client.post("/healthz").status_code == 405
     reply = client.get("/v2/nothing")
     assert reply.status_code == 404 and reply.json()["error"]["field"] is None
+    # no redirect to the slash-less path (Starlette would build it from the Host header)
+    reply = client.post("/v1/translate/", json={"texts": ["3"]}, follow_redirects=False)
+    assert reply.status_code == 404 and "location" not in reply.headers
+
+
+def test_attention_replies_are_bounded_before_decoding(models):
+    # texts x n_best x (max_length + 1) x source tokens: "12" and "3" are 3 source tokens
+    settings = ServeConfig(max_attention_weights=3 * 2 * 11)
+    with TestClient(create_app(models, settings)) as client:
+        body = {"texts": ["12", "3"], "beam": 2, "n_best": 2, "attention": True}
+        assert translate(client, **body, max_length=10).status_code == 200
+        reply = translate(client, **body, max_length=11)
+        assert reply.status_code == 422 and reply.json()["error"]["field"] == "attention"
+        assert "72" in reply.json()["error"]["message"]
+        assert translate(client, **{**body, "attention": False}, max_length=11).status_code == 200
 
 
 def test_a_decoding_error_fails_only_its_request(client, models, monkeypatch):
@@ -274,22 +292,24 @@ def test_a_decoding_error_fails_only_its_request(client, models, monkeypatch):
     ] == ("three")
 
 
-def test_a_fault_outside_decoding_is_a_json_500(client, monkeypatch):
+def test_a_fault_outside_decoding_is_a_json_500(models, monkeypatch):
     from seq2seq_kit.serving import app
 
     def broken(*args, **kwargs):
         raise KeyError("injected")
 
-    monkeypatch.setattr(app, "prepare", broken)
-    reply = translate(client, texts=["3"])
-    assert reply.status_code == 500
-    assert reply.headers["content-type"] == "application/json"
-    assert reply.json()["error"] == {
-        "field": None,
-        "message": "internal error: KeyError: 'injected'",
-    }
-    monkeypatch.undo()
-    assert translate(client, texts=["3"]).status_code == 200
+    # as a server answers: the test client would re-raise the fault instead
+    with TestClient(create_app(models), raise_server_exceptions=False) as client:
+        monkeypatch.setattr(app, "prepare", broken)
+        reply = translate(client, texts=["3"])
+        assert reply.status_code == 500
+        assert reply.headers["content-type"] == "application/json"
+        assert reply.json()["error"] == {
+            "field": None,
+            "message": "internal error: KeyError: 'injected'",
+        }
+        monkeypatch.undo()
+        assert translate(client, texts=["3"]).status_code == 200
 
 
 def test_a_failed_batch_is_decoded_again_request_by_request(models, monkeypatch):

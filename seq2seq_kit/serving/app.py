@@ -20,7 +20,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import ServeConfig
 from .batcher import Batcher
@@ -52,7 +51,7 @@ def create_app(models: Mapping[str, Translator], settings: ServeConfig | None = 
     default_model = next(iter(models))
     batchers = {
         name: Batcher(
-            partial(translate_requests, translator),
+            partial(_translate_rendered, translator),
             key=lambda request: request.options,
             window_s=settings.batch_window_ms / 1000,
             max_batch=settings.max_batch,
@@ -93,101 +92,62 @@ def create_app(models: Mapping[str, Translator], settings: ServeConfig | None = 
     async def stats(request: Request) -> Response:
         return JSONResponse({"models": {name: b.stats() for name, b in batchers.items()}})
 
-    async def translate(scope: Scope, receive: Receive, send: Send) -> None:
+    async def translate(request: Request) -> Response:
         try:
-            raw = await _receive_body(scope, receive, settings.max_body_bytes)
-            if raw is None:  # the client went away
-                return
-            body = parse_body(raw)
+            body = parse_body(await _read_body(request, settings.max_body_bytes))
             job: TranslateRequest = prepare(body, models, settings, default_model, resolved)
             translations = await batchers[job.model].submit(job, len(job.texts))
         except RequestError as exc:
-            await _send_json(send, exc.status, exc.body(), exc.headers)
-            return
-        except Exception as exc:  # what Starlette's handler would answer: see _internal_error
-            log.exception("internal error on POST /v1/translate", exc_info=exc)
-            error = RequestError(500, f"internal error: {type(exc).__name__}: {exc}")
-            await _send_json(send, 500, error.body())
-            return
-        await _send_json(send, 200, {"model": job.model, "translations": translations})
+            return _error(exc)
+        return Response(
+            b'{"model":%s,"translations":%s}' % (_json(job.model), translations),
+            media_type="application/json",
+        )
 
-    app = _ServingApp(
-        translate,
+    app = Starlette(
         routes=[
             Route("/", index, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/stats", stats, methods=["GET"]),
-            Route("/v1/translate", _method_not_allowed, methods=["POST"]),
+            Route("/v1/translate", translate, methods=["POST"]),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
         lifespan=lifespan,
     )
+    # /v1/translate/ is not /v1/translate: no redirect built from the client's Host header
+    app.router.redirect_slashes = False
     app.state.batchers = batchers
     return app
 
 
-class _ServingApp(Starlette):
-    """Starlette, but ``POST /v1/translate`` goes straight to a plain ASGI handler.
-
-    Starlette's middleware, routing and Request and Response objects cost a fifth of the
-    server's CPU per request, as much as decoding a digits request in a batch (profiled
-    at 64 clients, docs/serving.md); the translation endpoint, which takes all the load,
-    does without them. Every other path and method goes through Starlette as usual.
-    """
-
-    def __init__(self, translate: ASGIApp, **kwargs: Any):
-        super().__init__(**kwargs)
-        self._translate = translate
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"] == scope.get("root_path", "") + "/v1/translate"
-        ):
-            await self._translate(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
+def _translate_rendered(translator: Translator, requests: list[TranslateRequest]) -> list[bytes]:
+    """:func:`translate_requests`, each request's translations rendered as JSON here, in the
+    model's worker thread: a large reply (attention) is not encoded on the event loop,
+    which keeps answering ``GET /healthz`` meanwhile."""
+    return [_json(translations) for translations in translate_requests(translator, requests)]
 
 
-async def _method_not_allowed(request: Request) -> Response:
-    # never reached (_ServingApp answers POST /v1/translate); the route is declared so
-    # that Starlette answers other methods there with 405 and Allow: POST
-    raise HTTPException(405, headers={"Allow": "POST"})
+def _json(content: Any) -> bytes:
+    """``content`` encoded as Starlette's ``JSONResponse`` encodes it."""
+    return json.dumps(
+        content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
 
 
-async def _receive_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
-    """The body (None when the client disconnected first), refused (413) as soon as it
-    passes ``limit`` bytes, so that a huge body is neither read whole nor held in memory."""
-    for name, value in scope["headers"]:
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise _too_large(f"{value.decode()} bytes", limit)
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it passes ``limit`` bytes, so that a huge body
+    is neither read whole nor held in memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(f"{declared} bytes", limit)
     chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
+    async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise _too_large(f"more than {limit} bytes", limit)
         chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-async def _send_json(
-    send: Send, status: int, content: Any, headers: Mapping[str, str] | None = None
-) -> None:
-    """``content`` as a JSON response, encoded as Starlette's JSONResponse encodes it."""
-    body = json.dumps(
-        content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-    ).encode("utf-8")
-    raw = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
-    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
+    return b"".join(chunks)
 
 
 def _too_large(size: str, limit: int) -> RequestError:

@@ -87,6 +87,9 @@ def parse_body(raw: bytes) -> TranslateBody:
             400,
             f"the body is not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
         ) from None
+    except (ValueError, RecursionError) as exc:  # an integer of over 4300 digits, deep nesting
+        reason = "it nests too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise RequestError(400, f"the body cannot be read as JSON: {reason}") from None
     if not isinstance(data, dict):
         raise RequestError(
             400,
@@ -205,9 +208,25 @@ def prepare(
                 f"ask for beam 1 and n_best 1",
                 "beam",
             )
-    return TranslateRequest(
-        name, list(body.texts), encode(body.texts, translator, options), options
-    )
+    ids = encode(body.texts, translator, options)
+    if options.attention:
+        _check_attention_size(ids, options, limits.max_attention_weights)
+    return TranslateRequest(name, list(body.texts), ids, options)
+
+
+def _check_attention_size(ids: list[list[int]], options: DecodeOptions, limit: int) -> None:
+    """Refuse (422) attention whose reply could hold more than ``limit`` weights: one row per
+    output token and EOS, one column per source token, for each hypothesis of each text,
+    counted at the longest outputs the options allow (a reply is built whole in memory)."""
+    most = sum(len(row) for row in ids) * options.n_best * (options.max_length + 1)
+    if most > limit:
+        raise RequestError(
+            422,
+            f"attention: this request's weights could number {most:,} (source tokens x n_best "
+            f"x (max_length + 1)) but a reply may hold at most {limit:,} "
+            f"(serve.max_attention_weights); ask for fewer texts, n_best or max_length",
+            "attention",
+        )
 
 
 def resolve_options(
@@ -215,6 +234,19 @@ def resolve_options(
 ) -> DecodeOptions:
     """The request's options over the model's saved ``[decode]`` settings; a ``max_length``
     left out is the model's cap, lowered to ``limits.max_max_length``."""
+    from ..config import DecodeConfig
+
+    asked = {
+        key: getattr(body, key)
+        for key in ("beam", "n_best", "length_penalty", "max_length")
+        if getattr(body, key) is not None
+    }
+    try:  # the [decode] rules (length_penalty at most 10, ...) for what the request asks
+        DecodeConfig.model_validate(asked)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = field_path(err["loc"])
+        raise RequestError(422, f"{field}: {err['msg']}", field) from None
     try:
         saved = translator.decode_config(
             beam=body.beam,
