@@ -10,7 +10,8 @@ spare positions are zeros, never NaN, because a masked weight of 0 times NaN is 
 
 Appending position ``t`` writes into the shared buffer when nobody has written position
 ``t`` yet; otherwise (the same state stepped twice, or a full buffer) it first copies the
-``t`` positions this cache sees into a new buffer, twice as long (at most ``limit``).
+``t`` positions this cache sees into a new buffer half as long again (at most ``limit``).
+:meth:`take` (a reorder) copies the rows it keeps into a new buffer too.
 Positions a state sees are never written again, so a step leaves the state it was given
 unchanged (the backend contract's rule) while greedy and beam decoding append in amortised
 O(1). The same rule as the NumPy backend's ``kv_cache``.
@@ -67,21 +68,41 @@ class Cache:
         """This cache plus one position: ``new`` [B, N, 1, d]."""
         buffer, length = self._buffer, self.length
         if buffer.filled != length or length == buffer.array.shape[2]:
-            capacity = min(max(FIRST_CAPACITY, 2 * length), self.limit)
-            buffer = self._copy(np.s_[:], max(capacity, length + 1))
+            buffer = self._copy(None, _spare(length, self.limit))
         buffer.array[:, :, length] = new[:, :, 0]
         buffer.filled = length + 1
         return Cache(buffer, length + 1, self.limit)
 
     def take(self, index: np.ndarray) -> Cache:
-        """Rows ``index`` (int [B']) of this cache, in a buffer of their own."""
-        return Cache(self._copy(index, self._buffer.array.shape[2]), self.length, self.limit)
+        """Rows ``index`` (int [B'], negative ones from the end) of this cache, in a buffer
+        of their own. ``IndexError`` for a row out of range."""
+        index = np.asarray(index, dtype=np.int64)
+        batch = self._buffer.array.shape[0]
+        if index.size and (index.min() < -batch or index.max() >= batch):
+            raise IndexError(f"row index out of range for a batch of {batch}")
+        index = index % max(batch, 1)
+        return Cache(self._copy(index, _spare(self.length, self.limit)), self.length, self.limit)
 
-    def _copy(self, rows, capacity: int) -> _Buffer:
-        seen = self.values[rows]
-        array = _zeros(seen, capacity)
-        array[:, :, : self.length] = seen
-        return _Buffer(array, self.length)
+    def _copy(self, rows: np.ndarray | None, capacity: int) -> _Buffer:
+        """The positions this cache sees (of ``rows``, or all rows) in a new buffer of
+        ``capacity``, the rest zeros; one pass over the memory (no temporary copy)."""
+        seen, length = self.values, self.length
+        batch = seen.shape[0] if rows is None else len(rows)
+        array = np.empty((batch, seen.shape[1], capacity, seen.shape[3]), seen.dtype)
+        if rows is None:
+            array[:, :, :length] = seen
+        else:
+            np.take(seen, rows, axis=0, out=array[:, :, :length], mode="clip")
+        array[:, :, length:] = 0
+        return _Buffer(array, length)
+
+
+def _spare(length: int, limit: int) -> int:
+    """The capacity of a new buffer for ``length`` positions and more: half as many again
+    (at least :data:`FIRST_CAPACITY`), at most ``limit``, so that appending copies in
+    amortised O(1) while the step graph, which reads the whole buffer, reads at most about
+    a third more than the positions in use."""
+    return max(length + 1, min(length + max(FIRST_CAPACITY, length // 2), limit))
 
 
 def _zeros(like: np.ndarray, capacity: int) -> np.ndarray:
