@@ -85,14 +85,12 @@ class Cache:
 
     def _copy(self, rows: np.ndarray | None, capacity: int) -> _Buffer:
         """The positions this cache sees (of ``rows``, or all rows) in a new buffer of
-        ``capacity``, the rest zeros; one pass over the memory (no temporary copy)."""
+        ``capacity``, the rest zeros."""
         seen, length = self.values, self.length
         batch = seen.shape[0] if rows is None else len(rows)
         array = np.empty((batch, seen.shape[1], capacity, seen.shape[3]), seen.dtype)
-        if rows is None:
-            array[:, :, :length] = seen
-        else:
-            np.take(seen, rows, axis=0, out=array[:, :, :length], mode="clip")
+        # not np.take(..., out=): into a strided view it is some 4x slower
+        array[:, :, :length] = seen if rows is None else self._buffer.array[rows, :, :length]
         array[:, :, length:] = 0
         return _Buffer(array, length)
 
