@@ -25,10 +25,12 @@ Each backend runs in its own process (``_common.call``) with every thread variab
 and ``Runtime(threads=1)`` (onnxruntime: one intra-op and one inter-op thread).
 ``--compare-onnx LABEL=DIR`` also runs the onnx backend imported from ``DIR`` (a source
 tree holding ``seq2seq_kit_onnx``, e.g. an earlier version's ``backends/onnx``) as
-``LABEL``, in the same run. Figures: the median of ``--repeats`` timed calls after one
-untimed one (which also builds onnxruntime's sessions); sentences per second and target
-tokens per second (output ids generated, EOS included). The load average before and after
-is printed: the machine may be shared.
+``LABEL``, in the same run. The backends' processes run in turn, ``--rounds`` times (3),
+each round in another order, so that a change in the machine's load falls on all of them.
+Figures: per process the median of ``--repeats`` timed calls (1) after one untimed one
+(which also builds onnxruntime's sessions), then the median over the rounds; sentences per
+second and target tokens per second (output ids generated, EOS included). The load
+average before and after is printed: the machine may be shared.
 """
 
 from __future__ import annotations
@@ -135,11 +137,13 @@ def measure(backend: str, batch: int, repeats: int) -> dict[str, Any]:
         if isinstance(spec, TransformerSpec):
             cap = min(cap, spec.max_positions - 1)
 
-        def run(model=model, src=src, lengths=lengths, ckpt=ckpt, cap=cap):
-            return greedy(model, src, lengths, ckpt.target_vocab, cap)
+        last: dict[str, Any] = {}
+
+        def run(model=model, src=src, lengths=lengths, ckpt=ckpt, cap=cap, last=last):
+            last["hyps"] = greedy(model, src, lengths, ckpt.target_vocab, cap)
 
         timing = timed(run, min_time=0.0, min_repeats=repeats)
-        hyps = run()
+        hyps = last["hyps"]
         tokens = sum(len(h.ids) + (not h.truncated) for h in hyps)  # + EOS where emitted
         result[name] = {
             **timing,
@@ -152,6 +156,26 @@ def measure(backend: str, batch: int, repeats: int) -> dict[str, Any]:
     return result
 
 
+def _median_of(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One backend's rounds as one result: per model, the median of the rounds' medians
+    (the speeds recomputed from it); the ids of the first round, the others asserted equal."""
+    import statistics
+
+    merged = {}
+    for model, first in results[0].items():
+        for other in results[1:]:
+            assert other[model]["ids"] == first["ids"], f"{model}: outputs vary between rounds"
+        median = statistics.median(r[model]["median"] for r in results)
+        scale = first["median"] / median
+        merged[model] = {
+            **first,
+            "median": median,
+            "sentences_per_second": first["sentences_per_second"] * scale,
+            "tokens_per_second": first["tokens_per_second"] * scale,
+        }
+    return merged
+
+
 def _load() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -159,7 +183,13 @@ def _load() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=512, help="num2words sources decoded")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls per figure")
+    parser.add_argument("--repeats", type=int, default=1, help="timed calls per process")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="runs of every backend's process, in turn; the figure is the median of the rounds",
+    )
     parser.add_argument("--backend", action="append", help=f"default: {', '.join(BACKENDS)}")
     parser.add_argument("--train-seconds", type=float, default=120.0)
     parser.add_argument(
@@ -185,21 +215,26 @@ def main() -> None:
         path = os.pathsep.join([str(Path(directory).resolve()), os.environ.get("PYTHONPATH", "")])
         runs.append((label, "onnx", {"PYTHONPATH": path}))
     print(f"before: {_load()}")
-    measured, threads = {}, {}
-    for label, backend, extra in runs:
-        outcome = call(
-            "bench_onnx",
-            "measure",
-            env={**thread_env(1), **extra},
-            tag=label.replace(" ", "-"),
-            backend=backend,
-            batch=args.batch,
-            repeats=args.repeats,
-        )
-        if outcome.error:
-            raise SystemExit(f"{label}: {outcome.error} (log: {outcome.log})")
-        measured[label] = outcome.value["result"]
-        threads[label] = outcome.value["threads"]
+    rounds: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in runs}
+    threads = {}
+    for round_ in range(args.rounds):
+        # each round in another order, so that no backend always runs first or last
+        shift = round_ % len(runs)
+        for label, backend, extra in runs[shift:] + runs[:shift]:
+            outcome = call(
+                "bench_onnx",
+                "measure",
+                env={**thread_env(1), **extra},
+                tag=label.replace(" ", "-"),
+                backend=backend,
+                batch=args.batch,
+                repeats=args.repeats,
+            )
+            if outcome.error:
+                raise SystemExit(f"{label}: {outcome.error} (log: {outcome.log})")
+            rounds[label].append(outcome.value["result"])
+            threads[label] = outcome.value["threads"]
+    measured = {label: _median_of(results) for label, results in rounds.items()}
     print(f"after: {_load()}")
     base = "numpy" if "numpy" in measured else next(iter(measured))
     for model, expected in measured[base].items():
@@ -209,8 +244,9 @@ def main() -> None:
                 f"{args.batch - same} of {args.batch} outputs"
             )
     print(
-        f"greedy decoding, {args.batch} num2words sources in one call, 1 thread, "
-        f"median of {args.repeats} calls; outputs identical across backends"
+        f"greedy decoding, {args.batch} num2words sources in one call, 1 thread, median of "
+        f"{args.rounds} rounds of {args.repeats} timed call(s) per backend; outputs identical "
+        "across backends"
     )
     for label, used in threads.items():
         print(f"{label} process: {used}")
