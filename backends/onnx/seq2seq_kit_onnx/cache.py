@@ -81,7 +81,10 @@ class Cache:
         if index.size and (index.min() < -batch or index.max() >= batch):
             raise IndexError(f"row index out of range for a batch of {batch}")
         index = index % max(batch, 1)
-        return Cache(self._copy(index, _spare(self.length, self.limit)), self.length, self.limit)
+        # a little room only: greedy decoding reorders whenever a row finishes, and every
+        # spare position is zeroed here and read by each step's attention
+        capacity = max(self.length, min(self.length + FIRST_CAPACITY, self.limit))
+        return Cache(self._copy(index, capacity), self.length, self.limit)
 
     def _copy(self, rows: np.ndarray | None, capacity: int) -> _Buffer:
         """The positions this cache sees (of ``rows``, or all rows) in a new buffer of
