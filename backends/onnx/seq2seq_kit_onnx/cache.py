@@ -11,7 +11,7 @@ spare positions are zeros, never NaN, because a masked weight of 0 times NaN is 
 Appending position ``t`` writes into the shared buffer when nobody has written position
 ``t`` yet; otherwise (the same state stepped twice, or a full buffer) it first copies the
 ``t`` positions this cache sees into a new buffer half as long again (at most ``limit``).
-:meth:`take` (a reorder) copies the rows it keeps into a new buffer too.
+:meth:`take` (a reorder) copies the rows it keeps into a new buffer with a little spare.
 Positions a state sees are never written again, so a step leaves the state it was given
 unchanged (the backend contract's rule) while greedy and beam decoding append in amortised
 O(1). The same rule as the NumPy backend's ``kv_cache``.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Positions of a first buffer: most num2words outputs fit without a copy.
+#: Positions of a first buffer, and the spare positions a reordered one keeps.
 FIRST_CAPACITY = 16
 
 
