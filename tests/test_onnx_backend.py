@@ -105,12 +105,15 @@ class _PlainSessions:
 
     def step(self, prev_ids, state):
         names = [o["name"] for o in self.meta["decoder_step"]["outputs"]]
-        feed = {name: state[name] for name in self.meta["state"]["carried"]}
-        feed.update({name: state[name] for name in self.meta["state"]["constant"]})
+        kinds = self.meta["state"]
+        feed = {name: state[name] for name in kinds["carried"] + kinds["appended"]}
+        feed.update({name: state[name] for name in kinds["constant"]})
         feed["prev_ids"] = np.asarray(prev_ids, dtype=np.int64)
         out = dict(zip(names, self.step_session.run(None, feed), strict=True))
         new = dict(state)
-        new.update({name: out[f"next_{name}"] for name in self.meta["state"]["carried"]})
+        new.update({name: out[f"next_{name}"] for name in kinds["carried"]})
+        for name in kinds["appended"]:
+            new[name] = np.concatenate([state[name], out[f"new_{name}"]], axis=2)
         return out["log_probs"], new
 
     def reorder(self, state, index):
@@ -135,6 +138,14 @@ def test_exported_directory_runs_with_plain_onnxruntime(models, tmp_path, capsys
     }
     meta = json.loads((out / "export.json").read_text())
     assert meta["opset"] == 17 and meta["spec"]["architecture"] == kind
+    if kind == "transformer":  # the caches come back one position at a time
+        assert meta["state"]["appended"] == sorted(
+            f"self_{part}.{layer}" for part in ("key", "value") for layer in range(2)
+        )
+        new = {o["name"]: o["shape"] for o in meta["decoder_step"]["outputs"]}
+        assert new["new_self_key.0"] == ["batch", 2, 1, 8]
+    else:
+        assert meta["state"]["appended"] == []
     sessions = _PlainSessions(
         ort.InferenceSession(str(out / "encoder.onnx"), providers=["CPUExecutionProvider"]),
         ort.InferenceSession(str(out / "decoder_step.onnx"), providers=["CPUExecutionProvider"]),
@@ -155,6 +166,53 @@ def test_exported_directory_runs_with_plain_onnxruntime(models, tmp_path, capsys
     assert exported.target_vocab == vocab and exported.source_vocab == reference.source_vocab
     again = greedy(exported.model, src, lengths, vocab, meta["max_length"])
     assert [h.ids for h in again] == [h.ids for h in expected]
+
+
+def test_transformer_caches_keep_older_states_as_they_were():
+    """The backend grows the self-attention caches in buffers it owns: stepping a state
+    twice, stepping an older state after a newer one, reordering and growing past the first
+    buffer's capacity must each give the NumPy reference's log-probabilities."""
+    from seq2seq_kit_onnx.cache import FIRST_CAPACITY
+
+    from seq2seq_kit.plugins import get_backend
+    from seq2seq_kit.spec import TransformerSpec
+    from seq2seq_kit.weights import initial_weights
+
+    spec = TransformerSpec(
+        11, 13, d_model=8, num_heads=2, ff_size=16, encoder_layers=1, decoder_layers=2,
+        max_positions=40,
+    )  # fmt: skip
+    weights = initial_weights(spec, 5)
+    onnx_model, numpy_model = (get_backend(b).create(spec, seed=0) for b in ("onnx", "numpy"))
+    for model in (onnx_model, numpy_model):
+        model.set_weights(weights)
+    src = np.array([[3, 4, 5], [6, 7, 0]], dtype=np.int32)
+    lengths = np.array([3, 2], dtype=np.int32)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(4, 12, size=(FIRST_CAPACITY + 8, 2)).astype(np.int32)
+
+    def walk(model):
+        """Every log-probability array of the script below, in order."""
+        out, states = [], [model.encode(src, lengths)]
+        for step_ids in ids:  # one branch past the first buffer's capacity
+            logp, state = model.step(step_ids, states[-1])
+            out.append(logp)
+            states.append(state)
+        # older states stepped again, with other ids: they must not write where the states
+        # after them read
+        out.append(model.step(ids[10] + 1, states[10])[0])
+        again, branch = model.step(ids[3] + 1, states[3])
+        out += [again, model.step(ids[4], branch)[0], model.step(ids[7], states[-1])[0]]
+        moved = model.reorder(states[12], np.array([1, 0, 1]))
+        out.append(model.step(np.array([5, 6, 7], dtype=np.int32), moved)[0])
+        out.append(model.step(ids[12], states[12])[0])  # the reordered-from state unchanged
+        return out
+
+    got, expected = walk(onnx_model), walk(numpy_model)
+    assert len(got) == len(expected)
+    for i, (a, b) in enumerate(zip(got, expected, strict=True)):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0, err_msg=f"log-probs {i}")
+    np.testing.assert_array_equal(got[-1], got[12])  # the same state, the same step
 
 
 def test_export_refusals(models, tmp_path, capsys):

@@ -6,10 +6,12 @@
   :mod:`.transformer` (ONNX opset 17, IR version 8), weights inside;
 - ``export.json``: ``format`` (``"seq2seq-kit-onnx"``), ``opset``, ``ir_version``, each
   graph's inputs and outputs (``name``, ``dtype``, ``shape`` with named symbolic
-  dimensions), ``state`` (the decoder state names: step input ``NAME`` comes back as output
-  ``next_NAME``; the other step inputs pass unchanged), the special ids (``pad``, ``bos``,
-  ``eos``, ``unk``), ``max_length`` (the decoding cap saved with the model), the model
-  ``spec`` and both vocabularies (pieces and tokenizer, as in ``model.json``);
+  dimensions), ``state`` (the decoder state names: ``carried``, step inputs ``NAME`` that come
+  back whole as output ``next_NAME``; ``appended``, step inputs ``NAME`` (a Transformer's
+  self-attention caches) whose output ``new_NAME`` is this position alone, to concatenate
+  to ``NAME`` along axis 2; ``constant``, inputs that pass unchanged), the special ids
+  (``pad``, ``bos``, ``eos``, ``unk``), ``max_length`` (the decoding cap saved with the
+  model), the model ``spec`` and both vocabularies (pieces and tokenizer, as in ``model.json``);
 - the tokenizers' files, if any (``source-*`` / ``target-*``, as in the model directory).
 
 Decoding with plain onnxruntime (greedy)::
@@ -19,7 +21,9 @@ Decoding with plain onnxruntime (greedy)::
                  "src_lengths": lengths})))
     prev = np.full(len(ids), bos)
     loop: out = dict(zip(names, dec.run(None, {"prev_ids": prev, **inputs of state})))
-          prev = out["log_probs"].argmax(-1); state[NAME] = out["next_" + NAME]; stop at eos
+          prev = out["log_probs"].argmax(-1); stop at eos
+          state[NAME] = out["next_" + NAME] for NAME in carried
+          state[NAME] = np.concatenate([state[NAME], out["new_" + NAME]], axis=2) for appended
 
 :func:`load` reads such a directory back into this backend's model and the vocabularies.
 """
@@ -39,7 +43,9 @@ from seq2seq_kit.vocab import BOS, EOS, PAD, UNK, Vocabulary
 from .graph import IR_VERSION, OPSET, describe
 
 FORMAT = "seq2seq-kit-onnx"
-FORMAT_VERSION = 1
+#: 2: a Transformer's step returns this position's keys and values (``state.appended``)
+#: instead of the whole concatenated caches.
+FORMAT_VERSION = 2
 ENCODER_FILE, STEP_FILE, META_FILE = "encoder.onnx", "decoder_step.onnx", "export.json"
 
 
@@ -69,8 +75,12 @@ def export(checkpoint: Checkpoint, out: Path) -> list[Path]:
     for side, vocab in (("source", checkpoint.source_vocab), ("target", checkpoint.target_vocab)):
         tokenizer_files += vocab.tokenizer.save(out, f"{side}-")
     step_inputs = {i.name for i in step.graph.input}
-    carried = sorted(
-        o.name[len("next_") :] for o in step.graph.output if o.name.startswith("next_")
+    outputs = [o.name for o in step.graph.output]
+    carried = sorted(name[len("next_") :] for name in outputs if name.startswith("next_"))
+    appended = sorted(
+        name[len("new_") :]
+        for name in outputs
+        if name.startswith("new_") and name[len("new_") :] in step_inputs
     )
     meta = {
         "format": FORMAT,
@@ -90,7 +100,8 @@ def export(checkpoint: Checkpoint, out: Path) -> list[Path]:
         },
         "state": {
             "carried": carried,
-            "constant": sorted(step_inputs - set(carried) - {"prev_ids"}),
+            "appended": appended,
+            "constant": sorted(step_inputs - set(carried) - set(appended) - {"prev_ids"}),
         },
         "special_ids": {"pad": PAD, "bos": BOS, "eos": EOS, "unk": UNK},
         "max_length": checkpoint.max_length,

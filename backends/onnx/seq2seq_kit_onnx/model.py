@@ -1,11 +1,14 @@
 """The ONNX Runtime model: the :class:`seq2seq_kit.backend.Model` adapter around the two
 graphs of :mod:`.rnn` or :mod:`.transformer` (one convention), for inference only.
 
-The decoder state is a :class:`State`: the step graph's inputs as NumPy arrays. A step feeds
-them all with ``prev_ids``; each input ``NAME`` the graph also returns as ``next_NAME`` is
-replaced by it, the others (the attention memory, the source mask, a Transformer's
+The decoder state is a :class:`State`: the step graph's inputs, as NumPy arrays or, for a
+Transformer's self-attention keys and values, as :class:`.cache.Cache` buffers the model
+owns. A step feeds them all with ``prev_ids``; each input ``NAME`` the graph also returns as
+``next_NAME`` is replaced by it, each one it returns as ``new_NAME`` (one position) is
+appended to its cache, the others (the attention memory, the source mask, a Transformer's
 cross-attention keys and values) are carried unchanged. ``reorder`` is a NumPy ``take``
-along the batch axis of every array with one (not of the scalar ``position``).
+along the batch axis of every array with one (not of the scalar ``position``) and of every
+cache.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from seq2seq_kit.vocab import PAD
 from seq2seq_kit.weights import check_weights, initial_weights
 
 from . import rnn
+from .cache import Cache
 
 # The sessions built last in this process, by (spec and weights digest, threads): loading
 # the same model again (a server's reload, a second Translator) reuses them. Bounded, so
@@ -39,12 +43,13 @@ class State:
     """The decoder state.
 
     Attributes:
-        tensors: the step graph's state inputs by name (never modified: steps make new ones).
+        tensors: the step graph's state inputs by name, arrays or caches (never modified:
+            steps make new ones).
         weights: [B, S'] attention of the step that made this state; None from ``encode``.
         source_width: S, the width of the ``src_ids`` encoded.
     """
 
-    tensors: dict[str, np.ndarray]
+    tensors: dict[str, np.ndarray | Cache]
     weights: np.ndarray | None
     source_width: int
 
@@ -112,6 +117,12 @@ class OnnxModel:
         self._encoder, self._step = encoder, step
         self._outputs = [o.name for o in step.get_outputs()]
         self._inputs = [i.name for i in step.get_inputs() if i.name != "prev_ids"]
+        # inputs the graph returns one position of, to append: {input: output}
+        self._appended = {
+            name[len("new_") :]: name
+            for name in self._outputs
+            if name.startswith("new_") and name[len("new_") :] in self._inputs
+        }
 
     # ------------------------------------------------------------------ weights
 
@@ -153,7 +164,11 @@ class OnnxModel:
         ids[:, :cut] = src_ids[:, :cut]
         names = [o.name for o in self._encoder.get_outputs()]
         values = self._encoder.run(None, {"src_ids": ids, "src_lengths": lengths})
-        return State(dict(zip(names, values, strict=True)), None, src_ids.shape[1])
+        tensors: dict[str, np.ndarray | Cache] = dict(zip(names, values, strict=True))
+        limit = getattr(self.spec, "max_positions", 0)
+        for name in self._appended:
+            tensors[name] = Cache.empty(tensors[name], limit)
+        return State(tensors, None, src_ids.shape[1])
 
     def step(self, prev_ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """One decoder-step graph run: int32 [B] previous ids -> (float32 [B, V]
@@ -170,18 +185,20 @@ class OnnxModel:
                     f"the decoder is at position {position}: the model has no position "
                     f"beyond max_positions - 1 = {self.spec.max_positions - 1}"
                 )
-        feed = {name: tensors[name] for name in self._inputs}
+        feed = {name: _fed(tensors[name]) for name in self._inputs}
         feed["prev_ids"] = np.asarray(prev_ids, dtype=np.int64)
         results = dict(zip(self._outputs, self._step.run(None, feed), strict=True))
-        new = {name: results.get(f"next_{name}", value) for name, value in tensors.items()}
+        new = {}
+        for name, value in tensors.items():
+            if name in self._appended:
+                new[name] = value.append(results[self._appended[name]])
+            else:
+                new[name] = results.get(f"next_{name}", value)
         return results["log_probs"], State(new, results.get("attention"), state.source_width)
 
     def reorder(self, state: State, index: np.ndarray) -> State:
         """Rows ``index`` (int64 [B']) of every batched array of ``state``, as a new state."""
-        tensors = {
-            name: value if value.ndim == 0 else np.take(value, index, axis=0)
-            for name, value in state.tensors.items()
-        }
+        tensors = {name: _take(value, index) for name, value in state.tensors.items()}
         weights = None if state.weights is None else state.weights[index]
         return replace(state, tensors=tensors, weights=weights)
 
@@ -225,6 +242,18 @@ class OnnxModel:
 
     train_step = gradients = set_learning_rate = _no_training
     optimizer_state = set_optimizer_state = _no_training
+
+
+def _fed(value: np.ndarray | Cache) -> np.ndarray:
+    """What the step graph is fed for a state entry: a cache's whole buffer (its input
+    ``position`` says how much of it to read)."""
+    return value.buffer if isinstance(value, Cache) else value
+
+
+def _take(value: np.ndarray | Cache, index: np.ndarray) -> np.ndarray | Cache:
+    if isinstance(value, Cache):
+        return value.take(index)
+    return value if value.ndim == 0 else np.take(value, index, axis=0)
 
 
 def build(spec: Spec, *, seed: int, optimizer: OptimizerSpec, runtime=None) -> OnnxModel:

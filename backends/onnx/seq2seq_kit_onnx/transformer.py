@@ -13,13 +13,16 @@ decoder's initial state:
 - ``self_key.{l}``, ``self_value.{l}`` float32 [B, N, 0, d]: the empty self-attention caches;
 - ``position`` int64 scalar 0.
 
-Decoder step graph. Inputs ``prev_ids`` int64 [B] and every encoder output above (the caches
-``self_key.{l}``/``self_value.{l}`` [B, N, t, d] and ``position`` t as the previous step
-returned them). Outputs ``log_probs`` float32 [B, V], ``attention`` float32 [B, S] (the top
-layer's cross-attention averaged over heads), ``next_self_key.{l}``,
-``next_self_value.{l}`` [B, N, t+1, d] (this position's keys and values concatenated along
-time) and ``next_position`` (t + 1). The step at ``position = max_positions`` has no
-position row: callers stop before.
+Decoder step graph. Inputs ``prev_ids`` int64 [B], every encoder output above, and, as
+the previous steps left them, ``position`` t and the caches ``self_key.{l}``,
+``self_value.{l}`` [B, N, P, d] of which the step reads the first t positions (P = t when
+the caller concatenates; a caller owning a longer buffer passes it whole, positions t and
+on finite and ignored). Outputs ``log_probs`` float32 [B, V], ``attention`` float32 [B, S]
+(the top layer's cross-attention averaged over heads), ``new_self_key.{l}``,
+``new_self_value.{l}`` [B, N, 1, d] (this position's keys and values, for the caller to
+append along axis 2) and ``next_position`` (t + 1). The graph never copies the caches: the
+cost of a step grows with t only through the attention itself. The step at
+``position = max_positions`` has no position row: callers stop before.
 """
 
 from __future__ import annotations
@@ -99,12 +102,40 @@ class _Builder:
         q = g.op("Mul", q, g.const(np.float32(1.0 / math.sqrt(self.width))))
         scores = g.op("MatMul", q, g.op("Transpose", k, perm=[0, 1, 3, 2]))
         probs = g.op("Softmax", scores, axis=-1) if mask is None else g.masked_softmax(scores, mask)
-        context = g.op("Transpose", g.op("MatMul", probs, v), perm=[0, 2, 1, 3])
+        return self.merge(g.op("MatMul", probs, v), prefix), probs
+
+    def attend_cached(
+        self, q: str, past: tuple[str, str], new: tuple[str, str], mask: str, prefix: str
+    ) -> str:
+        """Self-attention of one position over cached keys and values and its own:
+        queries, ``new`` keys and values [B, N, 1, d], ``past`` ones [B, N, P, d], bool
+        ``mask`` [P + 1] (the past positions to read, then the new one) -> [B, 1, D]. The
+        scores of the past and of the new position are computed apart and joined (a
+        [B, N, 1, P + 1] concatenation, not one of the caches)."""
+        g = self.g
+        (past_k, past_v), (k, v) = past, new
+        q = g.op("Mul", q, g.const(np.float32(1.0 / math.sqrt(self.width))))
+        past_scores = g.op("MatMul", q, g.op("Transpose", past_k, perm=[0, 1, 3, 2]))
+        new_score = g.op("ReduceSum", g.op("Mul", q, k), g.const([-1]), keepdims=1)
+        scores = g.op("Concat", past_scores, new_score, axis=-1)
+        probs = g.masked_softmax(scores, mask)
+        split = g.op("Gather", g.op("Shape", past_k), g.const([2]))  # [P]
+        axis = g.const([3])
+        past_probs = g.op("Slice", probs, g.const([0]), split, axis)
+        new_prob = g.op("Slice", probs, split, g.op("Add", split, g.const([1])), axis)
+        context = g.op(
+            "Add", g.op("MatMul", past_probs, past_v), g.op("Mul", new_prob, v)
+        )  # [B, N, 1, d]
+        return self.merge(context, prefix)
+
+    def merge(self, context: str, prefix: str) -> str:
+        """Heads [B, N, T, d] -> [B, T, D], then the output projection."""
+        g = self.g
+        context = g.op("Transpose", context, perm=[0, 2, 1, 3])
         merged = g.op("Reshape", context, g.const([0, 0, self.spec.d_model]))
-        out = g.matmul(
+        return g.matmul(
             merged, self.weight(prefix + "output.kernel"), self.weight(prefix + "output.bias")
         )
-        return out, probs
 
     def feed_forward(self, x: str, prefix: str) -> str:
         g = self.g
@@ -186,6 +217,11 @@ def step_graph(spec: TransformerSpec, w: dict[str, np.ndarray]) -> onnx.ModelPro
     mask = g.input("source_mask", TensorProto.BOOL, ["batch", "source"])
     position = g.input("position", TensorProto.INT64, [])
     key_mask = g.op("Unsqueeze", mask, g.const([1, 2]))
+    # positions the self-attention reads: the first `position` of the P cached, and index P
+    # (this position's own key)
+    cached = g.op("Gather", g.op("Shape", caches["self_key.0"]), g.const(2))
+    steps = g.op("Range", g.const(0), g.op("Add", cached, g.const(1)), g.const(1))
+    self_mask = g.op("Or", g.op("Less", steps, position), g.op("Equal", steps, cached))
     x = g.op("Add", b.embed("decoder", prev), g.op("Gather", b.positions("decoder"), position))
     x = g.op("Unsqueeze", x, g.const([1]))  # [B, 1, D]: one position
     top = None
@@ -194,12 +230,11 @@ def step_graph(spec: TransformerSpec, w: dict[str, np.ndarray]) -> onnx.ModelPro
 
         def self_attention(h, layer=layer, prefix=prefix + "self_attention."):
             q, k, v = (b.project(h, prefix, part) for part in ("query", "key", "value"))
-            keys = g.op("Concat", caches[f"self_key.{layer}"], k, axis=2)
-            values = g.op("Concat", caches[f"self_value.{layer}"], v, axis=2)
-            grown = ["batch", heads, "past_plus_1", width]
-            g.output(keys, f"next_self_key.{layer}", TensorProto.FLOAT, grown)
-            g.output(values, f"next_self_value.{layer}", TensorProto.FLOAT, grown)
-            return b.attend(q, keys, values, None, prefix)[0]
+            one = ["batch", heads, 1, width]
+            g.output(k, f"new_self_key.{layer}", TensorProto.FLOAT, one)
+            g.output(v, f"new_self_value.{layer}", TensorProto.FLOAT, one)
+            past = (caches[f"self_key.{layer}"], caches[f"self_value.{layer}"])
+            return b.attend_cached(q, past, (k, v), self_mask, prefix)
 
         def cross_attention(h, layer=layer, prefix=prefix + "cross_attention."):
             nonlocal top
