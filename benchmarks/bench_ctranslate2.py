@@ -45,29 +45,9 @@ MODES = {"greedy": {"beam": 1}, "beam 5": {"beam": 5}}
 
 def train_model(seconds: float) -> Path:
     """Train and save the benchmark's model once (torch backend, ``seconds`` of training)."""
-    from seq2seq_kit import api
-    from seq2seq_kit.config import Config
+    import fixtures
 
-    if (MODEL_DIR / "model.json").exists():
-        return MODEL_DIR
-    config = Config.model_validate(
-        {
-            "model": MODEL,
-            "data": {
-                "source": "num2words",
-                "options": {"low": 0, "high": 10**6, "count": 20_000, "seed": 0},
-            },
-            "train": {
-                "epochs": 1000,
-                "batch_size": 64,
-                "learning_rate": 0.002,
-                "max_time": seconds,
-                "progress": False,
-            },
-        }
-    )
-    api.train(config, backend="torch", out=MODEL_DIR)
-    return MODEL_DIR
+    return fixtures.train_num2words(MODEL, MODEL_DIR, seconds)
 
 
 def sources(count: int) -> list[str]:

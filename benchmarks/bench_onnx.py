@@ -52,29 +52,8 @@ def train_rnn(seconds: float) -> str:
     data and options of ``bench_ctranslate2.train_model``); returns its directory."""
     import fixtures
 
-    from seq2seq_kit import api
-    from seq2seq_kit.config import Config
-
-    if (TRAINED_RNN_DIR / "model.json").exists():
-        return str(TRAINED_RNN_DIR)
-    config = Config.model_validate(
-        {
-            "model": {"architecture": "rnn", **fixtures.NUM2WORDS_MODEL},
-            "data": {
-                "source": "num2words",
-                "options": {"low": 0, "high": 10**6, "count": 20_000, "seed": 0},
-            },
-            "train": {
-                "epochs": 1000,
-                "batch_size": 64,
-                "learning_rate": 0.002,
-                "max_time": seconds,
-                "progress": False,
-            },
-        }
-    )
-    api.train(config, backend="torch", out=TRAINED_RNN_DIR)
-    return str(TRAINED_RNN_DIR)
+    model = {"architecture": "rnn", **fixtures.NUM2WORDS_MODEL}
+    return str(fixtures.train_num2words(model, TRAINED_RNN_DIR, seconds))
 
 
 def train_transformer(seconds: float) -> str:

@@ -121,3 +121,34 @@ def warmup_and_timed(warmup: int, steps: int) -> tuple[list[Any], list[Any]]:
     timed = batches[warmup:]
     shapes = {(b.src_ids.shape, b.tgt_in.shape): b for b in reversed(timed)}
     return batches[:warmup] + list(shapes.values()), timed
+
+
+def train_num2words(model: dict[str, Any], out: Any, seconds: float) -> Any:
+    """Train ``model`` (``[model]`` options) with the torch backend for ``seconds`` on
+    20,000 num2words pairs (batch 64, learning rate 0.002) and save it at ``out``, once:
+    an existing model there is kept. Returns ``out``."""
+    from pathlib import Path
+
+    from seq2seq_kit import api
+    from seq2seq_kit.config import Config
+
+    if (Path(out) / "model.json").exists():
+        return out
+    config = Config.model_validate(
+        {
+            "model": model,
+            "data": {
+                "source": "num2words",
+                "options": {"low": 0, "high": 10**6, "count": 20_000, "seed": 0},
+            },
+            "train": {
+                "epochs": 1000,
+                "batch_size": 64,
+                "learning_rate": 0.002,
+                "max_time": seconds,
+                "progress": False,
+            },
+        }
+    )
+    api.train(config, backend="torch", out=out)
+    return out
