@@ -308,11 +308,40 @@ def _flag_values(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return given
 
 
-def _train(args: argparse.Namespace) -> int:
+def _file_and_flags(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The keys the ``--config`` file sets with the command's flags over them, by section,
+    and the flags alone (to name them in errors)."""
+    from .config import explicit_keys, load_config
+
+    data = explicit_keys(load_config(args.config))
+    flags = _flag_values(args)
+    for section, values in flags.items():
+        data.setdefault(section, {}).update(values)
+    return data, flags
+
+
+def _validated(data: dict[str, Any], flags: dict[str, dict[str, Any]], path: str | None) -> Any:
+    """``data`` as a :class:`~seq2seq_kit.config.Config`.
+
+    Raises:
+        ConfigError: a rule broken, naming the flag that set the key, or the key of the
+            config file ``path``.
+    """
     from pydantic import ValidationError
 
+    from .config import Config, describe_errors
+    from .errors import ConfigError
+
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        names = {(s, k): _flag(s, k) for s, values in flags.items() for k in values}
+        where = f"{path}: " if path else ""
+        raise ConfigError(where + describe_errors(exc, names)) from None
+
+
+def _train(args: argparse.Namespace) -> int:
     from .api import train
-    from .config import Config, describe_errors, explicit_keys, load_config
     from .errors import ConfigError
 
     if args.out is None and args.resume is None:
@@ -322,10 +351,7 @@ def _train(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag}: empty path")
     # Keys set in the file or by a flag stay "set" (model_fields_set): a resumed run checks
     # exactly those against the saved run.
-    data = explicit_keys(load_config(args.config))
-    flags = _flag_values(args)
-    for section, values in flags.items():
-        data.setdefault(section, {}).update(values)
+    data, flags = _file_and_flags(args)
     if args.resume is not None and data.get("model") and "architecture" not in data["model"]:
         # [model] keys given on resume are the saved architecture's (then compared with
         # the saved run), not the default's
@@ -333,12 +359,7 @@ def _train(args: argparse.Namespace) -> int:
 
         data["model"]["architecture"] = load_checkpoint(args.resume).spec.architecture
     _check_architecture_flags(flags.get("model", {}), data.get("model", {}))
-    try:
-        cfg = Config.model_validate(data)
-    except ValidationError as exc:
-        names = {(s, k): _flag(s, k) for s, values in flags.items() for k in values}
-        where = f"{args.config}: " if args.config else ""
-        raise ConfigError(where + describe_errors(exc, names)) from None
+    cfg = _validated(data, flags, args.config)
     translator = train(cfg, out=args.out, resume=args.resume, backend=args.backend)
     if translator.rank != 0:  # rank 0 of the data-parallel run reports and saves
         return 0
@@ -348,25 +369,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _preprocess(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from .config import Config, describe_errors, explicit_keys, load_config
     from .corpus import open_corpus, preprocess
     from .errors import ConfigError
 
     if not args.out.strip():
         raise ConfigError("--out: empty path")
-    data = explicit_keys(load_config(args.config))
-    flags = _flag_values(args)
-    for section, values in flags.items():
-        data.setdefault(section, {}).update(values)
-    try:
-        cfg = Config.model_validate(data)
-    except ValidationError as exc:
-        names = {(s, k): _flag(s, k) for s, values in flags.items() for k in values}
-        where = f"{args.config}: " if args.config else ""
-        raise ConfigError(where + describe_errors(exc, names)) from None
-    out = preprocess(cfg, args.out)
+    out = preprocess(_validated(*_file_and_flags(args), args.config), args.out)
     corpus = open_corpus(out)
     counts, doc = corpus.doc["counts"], corpus.doc
     print(
@@ -731,9 +739,6 @@ def _serve(args: argparse.Namespace) -> int:
     import os
     import signal
 
-    from pydantic import ValidationError
-
-    from .config import ServeConfig, describe_errors, explicit_keys, load_config
     from .errors import ConfigError
 
     try:
@@ -743,14 +748,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"serve needs Starlette and uvicorn ({exc}): pip install 'seq2seq-kit[serve]'"
         ) from None
-    data = explicit_keys(load_config(args.config)).get("serve", {})
-    flags = _flag_values(args).get("serve", {})
-    try:
-        settings = ServeConfig.model_validate({**data, **flags})
-    except ValidationError as exc:
-        names = {(k,): _flag("serve", k) for k in flags}
-        where = f"{args.config}: " if args.config else ""
-        raise ConfigError(where + describe_errors(exc, names)) from None
+    settings = _validated(*_file_and_flags(args), args.config).serve
     from .api import load
     from .serving.app import create_app
 
