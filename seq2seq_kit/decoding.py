@@ -147,10 +147,7 @@ def beam_search(
         ValueError: ``beam`` or ``n_best`` below 1, or ``alpha`` negative (the stopping
             bound assumes a penalty that grows with length).
     """
-    if beam < 1 or n_best < 1:
-        raise ValueError(f"beam and n_best must be >= 1, got beam={beam}, n_best={n_best}")
-    if not alpha >= 0:
-        raise ValueError(f"beam_search: alpha (length penalty) must be >= 0, got {alpha}")
+    _check_search_options("beam_search", beam, n_best, alpha)
     width = max(beam, n_best)
     n_sent = src_ids.shape[0]
     state = model.encode(src_ids, src_lengths)
@@ -301,6 +298,13 @@ def forced_attention(
     return out
 
 
+def _check_search_options(caller: str, beam: int, n_best: int, alpha: float) -> None:
+    if beam < 1 or n_best < 1:
+        raise ValueError(f"beam and n_best must be >= 1, got beam={beam}, n_best={n_best}")
+    if not alpha >= 0:
+        raise ValueError(f"{caller}: alpha (length penalty) must be >= 0, got {alpha}")
+
+
 def _hypothesis(ids, score: float, truncated: bool, vocab: Vocabulary) -> Hypothesis:
     ids = tuple(int(i) for i in ids)
     return Hypothesis(vocab.decode(ids), ids, float(score), truncated)
@@ -324,10 +328,7 @@ def search(
     Raises:
         ValueError: ``beam`` or ``n_best`` below 1, or ``alpha`` negative.
     """
-    if beam < 1 or n_best < 1:
-        raise ValueError(f"beam and n_best must be >= 1, got beam={beam}, n_best={n_best}")
-    if not alpha >= 0:
-        raise ValueError(f"search: alpha (length penalty) must be >= 0, got {alpha}")
+    _check_search_options("search", beam, n_best, alpha)
     found = model.search(
         src_ids,
         src_lengths,
