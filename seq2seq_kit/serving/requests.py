@@ -144,7 +144,8 @@ def prepare(
     """Check ``body`` against the server's ``limits`` and its model, resolve its decoding
     options and encode its texts. ``resolved``, kept by the caller across requests, holds
     the options already resolved (per model and options asked for: resolving them
-    validates the model's ``[decode]`` settings again, a third of the cost of ``prepare``).
+    validates the model's ``[decode]`` settings again, more than half the cost of
+    ``prepare``).
 
     Raises:
         RequestError: 404 for an unknown model; 413 for too many texts or a text over
