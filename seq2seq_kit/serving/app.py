@@ -61,6 +61,7 @@ def create_app(models: Mapping[str, Translator], settings: ServeConfig | None = 
         for name, translator in models.items()
     }
     resolved: dict[tuple[Any, ...], DecodeOptions] = {}  # see prepare
+    page = resources.files(__package__).joinpath("static/index.html").read_text(encoding="utf-8")
     listing = {
         "models": [describe_model(name, t) for name, t in models.items()],
         "limits": {
@@ -80,8 +81,7 @@ def create_app(models: Mapping[str, Translator], settings: ServeConfig | None = 
                 await batcher.close()
 
     async def index(request: Request) -> Response:
-        page = resources.files(__package__).joinpath("static/index.html")
-        return HTMLResponse(page.read_text(encoding="utf-8"))
+        return HTMLResponse(page)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
