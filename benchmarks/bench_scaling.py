@@ -43,7 +43,7 @@ def worker(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
-    from seq2seq_kit.batching import batches, shards
+    from seq2seq_kit.batching import shards
     from seq2seq_kit.datasets import number_words
     from seq2seq_kit.plugins import get_backend
     from seq2seq_kit.runtime import Runtime, launch_environment
@@ -80,13 +80,9 @@ def worker(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(0)
 
     def plan():  # epoch after epoch, as the trainer walks them
+        per_rank = args.batch_size // world
         while True:
-            if group is None:
-                for batch in batches(src, tgt, args.batch_size, rng=rng):
-                    yield batch, batch.num_target_tokens
-            else:
-                per_rank = args.batch_size // world
-                yield from shards(src, tgt, per_rank, rank=rank, world_size=world, rng=rng)
+            yield from shards(src, tgt, per_rank, rank=rank, world_size=world, rng=rng)
 
     steps = plan()
     updates = [next(steps) for _ in range(3 + args.updates)]

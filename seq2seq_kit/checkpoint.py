@@ -260,17 +260,18 @@ def _fill_and_swap(ckpt: Checkpoint, path: Path, tmp: Path) -> Path:
     }
     (tmp / MODEL_FILE).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     _carry_other_files(path, tmp)
-    for child in tmp.iterdir():
-        if child.is_file() and not child.is_symlink():
-            _fsync(child)
-    _fsync(tmp)
     swap_in(tmp, path)
     return path
 
 
 def swap_in(tmp: Path, path: Path) -> None:
-    """Put the finished directory ``tmp`` (synced) in the place of ``path``: the old one is
-    renamed aside first and removed after, so a crash leaves the old or the new one whole."""
+    """Put the finished directory ``tmp`` in the place of ``path``: ``tmp``'s files and
+    folders are synced first, the old one is renamed aside and removed after, so a crash
+    leaves the old or the new one whole."""
+    for child in tmp.rglob("*"):
+        if not child.is_symlink():
+            _fsync(child)
+    _fsync(tmp)
     previous = _previous(path)
     if previous.exists():
         shutil.rmtree(previous)

@@ -42,7 +42,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from . import __version__
-from .checkpoint import _fsync, _sha256, swap_in
+from .checkpoint import _sha256, swap_in
 from .config import Config, DataConfig, describe_errors
 from .data import Pair, held_out_sources, iter_tsv_rows, looks_like_path
 from .errors import ConfigError, DataError
@@ -609,9 +609,6 @@ def preprocess(cfg: Config, out: str | os.PathLike[str], *, overwrite: bool | No
         doc["split_seed"] = cfg.train.seed if held else None
         doc["valid_fraction_used"] = fraction
         (tmp / CORPUS_FILE).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-        for child in tmp.iterdir():
-            _fsync(child)
-        _fsync(tmp)
         swap_in(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -229,8 +229,8 @@ def resolve_threads(
         from_env = 0
     if 0 < from_env <= MAX_THREADS:
         return from_env
-    share = usable_cores() // max(local_processes, 1)
-    return max(1, min(share, usable_cores() - busy_elsewhere()))
+    cores = usable_cores()
+    return max(1, min(cores // max(local_processes, 1), cores - busy_elsewhere()))
 
 
 def busy_elsewhere() -> int:

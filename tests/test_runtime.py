@@ -205,14 +205,6 @@ def test_resuming_mid_epoch_with_another_world_size_is_refused(tmp_path, capsys)
     assert (out / "model.json").read_text() == before
 
 
-@pytest.mark.parametrize("value", ["100000", "99999999999999999999"])
-def test_an_omp_num_threads_too_large_for_any_framework_is_ignored(value, monkeypatch):
-    from seq2seq_kit import runtime
-
-    monkeypatch.setattr(runtime, "busy_elsewhere", lambda: 0)
-    assert runtime.resolve_threads(0, environ={"OMP_NUM_THREADS": value}) == runtime.usable_cores()
-
-
 def test_a_malformed_torchrun_variable_is_named():
     with pytest.raises(LaunchError, match="WORLD_SIZE='x' is not a whole number"):
         launch_environment({"WORLD_SIZE": "x", "RANK": "0"})

@@ -39,13 +39,6 @@ CHECK_IN_SECONDS = 1.0
 _RENDEZVOUS = ("MASTER_ADDR", "MASTER_PORT")
 
 
-def uses_cuda(runtime: Runtime) -> bool:
-    """Whether the runtime's device is a GPU (``auto`` when torch sees one)."""
-    if runtime.device == "auto":
-        return torch.cuda.is_available()
-    return runtime.device.startswith("cuda")
-
-
 def join(launch: Launch, runtime: Runtime) -> TorchGroup:
     """Join the process group of a torchrun launch as ``launch.rank`` of
     ``launch.world_size``: gloo on the CPU, NCCL on GPUs (each process then uses GPU
@@ -62,13 +55,12 @@ def join(launch: Launch, runtime: Runtime) -> TorchGroup:
             f"started by {launch.launcher} (TF_CONFIG is tf.distribute's: use --backend keras, "
             f"or start the run with torchrun)"
         )
-    cuda = uses_cuda(runtime)
-    if cuda:
-        # a GPU that is not there is refused by name before anything touches CUDA
-        device = resolve_device(runtime.device)
-        if runtime.device in ("auto", "cuda"):
-            # "cuda" means the current GPU: make it this process's own on a shared machine
-            torch.cuda.set_device(device)
+    # a GPU that is not there is refused by name before anything touches CUDA
+    device = resolve_device(runtime.device)
+    cuda = device.type == "cuda"
+    if cuda and runtime.device in ("auto", "cuda"):
+        # "cuda" means the current GPU: make it this process's own on a shared machine
+        torch.cuda.set_device(device)
     try:
         dist.init_process_group(
             "nccl" if cuda else "gloo",

@@ -182,9 +182,9 @@ class TorchModel:
     def step(self, prev_ids: np.ndarray, state):
         """One decoder step: int32 [B] previous ids and the state -> (float32 [B, V]
         log-probabilities of the next token, new state). ``state`` is not modified."""
-        with torch.inference_mode(), self.placement.autocast():
-            logits, state = self.net.step(self._ids(prev_ids), state)
         with torch.inference_mode():
+            with self.placement.autocast():  # the log-softmax outside it, in float32
+                logits, state = self.net.step(self._ids(prev_ids), state)
             return self._to_numpy(F.log_softmax(logits.to(self.dtype), dim=-1), np.float32), state
 
     def reorder(self, state, index: np.ndarray):
