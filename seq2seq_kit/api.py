@@ -159,9 +159,41 @@ class Translator:
             unknown=unknown,
             batch_size=batch_size,
         )
-        beam, n_best, unknown = options.beam, options.n_best, options.unknown
-        max_length = self.decoding_limit(options.max_length)
-        batch_size = options.batch_size
+        rows: list[list[int] | None] = []
+        for number, text in enumerate(texts, start=1):
+            if not text.strip():  # blank lines stay blank
+                rows.append(None)
+                continue
+            rows.append(self.source_vocab.encode(text, unknown=options.unknown, line=number))
+            self._check_source_length(rows[-1], number)
+        return self.decode_ids(
+            rows,
+            beam=options.beam,
+            n_best=options.n_best,
+            length_penalty=options.length_penalty,
+            max_length=options.max_length,
+            batch_size=options.batch_size,
+        )
+
+    def decode_ids(
+        self,
+        rows: Sequence[Sequence[int] | None],
+        *,
+        beam: int,
+        n_best: int,
+        length_penalty: float,
+        max_length: int | None,
+        batch_size: int,
+    ) -> list[list[Hypothesis]]:
+        """Decode sources already encoded and checked (:meth:`hypotheses` after its checks;
+        a server that encoded its requests' texts when they arrived): ``None`` for a blank
+        text, which gets one empty hypothesis. Options as :meth:`hypotheses`, already
+        validated; ``max_length`` is lowered to what the model can decode.
+
+        Raises:
+            BackendError: beam search asked of a backend without the ``beam`` capability.
+        """
+        max_length = self.decoding_limit(max_length)
         searching = beam > 1 or n_best > 1
         capabilities = get_backend(self.backend).capabilities
         if searching and "beam" not in capabilities:
@@ -169,12 +201,9 @@ class Translator:
                 f"backend {self.backend!r} does not declare the 'beam' capability: decode "
                 f"greedily (beam 1, n-best 1) or choose another backend"
             )
-        todo = [i for i, t in enumerate(texts) if t.strip()]  # blank lines stay blank
-        ids = {i: self.source_vocab.encode(texts[i], unknown=unknown, line=i + 1) for i in todo}
-        for i in todo:
-            self._check_source_length(ids[i], i + 1)
-        results: list[list[Hypothesis]] = [[Hypothesis("", (), 0.0, False)] for _ in texts]
-        todo.sort(key=lambda i: len(ids[i]))  # similar lengths share a batch: less padding
+        ids = {i: row for i, row in enumerate(rows) if row is not None}
+        todo = sorted(ids, key=lambda i: len(ids[i]))  # similar lengths: less padding
+        results: list[list[Hypothesis]] = [[Hypothesis("", (), 0.0, False)] for _ in rows]
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
             src = pad([ids[i] for i in chunk])
@@ -194,7 +223,7 @@ class Translator:
                     max_length,
                     beam,
                     n_best,
-                    options.length_penalty,
+                    length_penalty,
                 )
             for i, hyps in zip(chunk, decoded, strict=True):
                 results[i] = hyps

@@ -314,14 +314,14 @@ def test_a_fault_outside_decoding_is_a_json_500(models, monkeypatch):
 
 def test_a_failed_batch_is_decoded_again_request_by_request(models, monkeypatch):
     translator = models["default"]
-    hypotheses = translator.hypotheses
+    decode_ids, nine = translator.decode_ids, translator.source_vocab.encode("9")
 
-    def refuse_nine(texts, **options):  # a fault that only one request's text triggers
-        if "9" in texts:
+    def refuse_nine(rows, **options):  # a fault that only one request's text triggers
+        if nine in rows:
             raise RuntimeError("cannot decode 9")
-        return hypotheses(texts, **options)
+        return decode_ids(rows, **options)
 
-    monkeypatch.setattr(translator, "hypotheses", refuse_nine)
+    monkeypatch.setattr(translator, "decode_ids", refuse_nine)
     settings = ServeConfig(batch_window_ms=300)
     with TestClient(create_app({"default": translator}, settings)) as client:
         replies = {}
@@ -342,15 +342,15 @@ def test_a_failed_batch_is_decoded_again_request_by_request(models, monkeypatch)
 
 def test_concurrent_requests_are_batched(models, monkeypatch):
     translator = models["default"]
-    hypotheses, calls = translator.hypotheses, []
+    hypotheses, decode_ids, calls = translator.hypotheses, translator.decode_ids, []
 
-    def counted(texts, **options):
-        calls.append(len(texts))
-        return hypotheses(texts, **options)
+    def counted(rows, **options):
+        calls.append(len(rows))
+        return decode_ids(rows, **options)
 
-    monkeypatch.setattr(translator, "hypotheses", counted)
     texts = [*"123456789", "11", "12", "13", "14", "15", "16", "17", "25", "3"]
     expected = {t: hyps[0].text for t, hyps in zip(texts, hypotheses(texts), strict=True)}
+    monkeypatch.setattr(translator, "decode_ids", counted)
     settings = ServeConfig(batch_window_ms=300)
     with TestClient(create_app({"default": translator}, settings)) as client:
         replies = {}
@@ -435,15 +435,15 @@ def test_clients_answered_together_rejoin_those_that_arrived_meanwhile():
 
 def test_a_full_queue_answers_503(models, monkeypatch):
     translator = models["default"]
-    hypotheses = translator.hypotheses
+    decode_ids = translator.decode_ids
     entered, release = threading.Event(), threading.Event()
 
-    def blocked(texts, **options):
+    def blocked(rows, **options):
         entered.set()
         release.wait(10)
-        return hypotheses(texts, **options)
+        return decode_ids(rows, **options)
 
-    monkeypatch.setattr(translator, "hypotheses", blocked)
+    monkeypatch.setattr(translator, "decode_ids", blocked)
     settings = ServeConfig(batch_window_ms=0, max_texts=2, max_queue=2)
     with TestClient(create_app({"default": translator}, settings)) as client:
         first = {}

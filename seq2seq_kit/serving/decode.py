@@ -20,7 +20,8 @@ def translate_requests(
     translator: Translator, requests: list[TranslateRequest]
 ) -> list[list[dict[str, Any]]]:
     """Decode the texts of ``requests`` (which share their options) in one
-    :meth:`Translator.hypotheses` call; per request, one translation per text, in order.
+    :meth:`Translator.decode_ids` call, from the ids encoded and checked when each request
+    arrived; per request, one translation per text, in order.
 
     A translation is ``{"source_tokens", "hypotheses": [{"text", "tokens", "score",
     "truncated", "attention"}]}``, hypotheses best first; ``attention`` is None unless the
@@ -30,13 +31,13 @@ def translate_requests(
     options = requests[0].options
     texts = [text for r in requests for text in r.texts]
     ids = [row for r in requests for row in r.source_ids]
-    results = translator.hypotheses(
-        texts,
+    results = translator.decode_ids(
+        [row if text.strip() else None for text, row in zip(texts, ids, strict=True)],
         beam=options.beam,
         n_best=options.n_best,
         length_penalty=options.length_penalty,
         max_length=options.max_length,
-        unknown=options.unknown,
+        batch_size=options.batch_size,
     )
     weights = _attention(translator, ids, results) if options.attention else None
     source, target = translator.source_vocab, translator.target_vocab

@@ -56,6 +56,7 @@ class DecodeOptions:
     length_penalty: float
     attention: bool
     unknown: str
+    batch_size: int
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,7 @@ def resolve_options(
         length_penalty=saved.length_penalty,
         attention=body.attention,
         unknown=saved.unknown,
+        batch_size=saved.batch_size,
     )
 
 
