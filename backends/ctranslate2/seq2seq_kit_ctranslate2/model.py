@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 
-from seq2seq_kit.batching import Batch
 from seq2seq_kit.decoding import Hypothesis
 from seq2seq_kit.decoding import length_penalty as gnmt_penalty
 from seq2seq_kit.errors import BackendError, ExportError
@@ -274,26 +273,11 @@ class CTranslate2Model:
     def attention(self, state: Any) -> np.ndarray | None:
         raise NotImplementedError(_NO_STEP)
 
-    def train_step(self, batches: list[Batch], total_tokens: int | None = None) -> float:
+    def _no_training(self, *args: Any, **kwargs: Any):
         raise BackendError(_INFERENCE_ONLY)
 
-    def loss(self, batch: Batch) -> float:
-        raise BackendError(_INFERENCE_ONLY)
-
-    def gradients(self, batch: Batch) -> dict[str, np.ndarray]:
-        raise BackendError(_INFERENCE_ONLY)
-
-    def log_probs(self, batch: Batch) -> np.ndarray:
-        raise BackendError(_INFERENCE_ONLY)
-
-    def set_learning_rate(self, learning_rate: float) -> None:
-        raise BackendError(_INFERENCE_ONLY)
-
-    def optimizer_state(self) -> dict[str, np.ndarray]:
-        raise BackendError(_INFERENCE_ONLY)
-
-    def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
-        raise BackendError(_INFERENCE_ONLY)
+    train_step = loss = gradients = log_probs = set_learning_rate = _no_training
+    optimizer_state = set_optimizer_state = _no_training
 
 
 _NO_STEP = (

@@ -23,6 +23,7 @@ import numpy as np
 
 from seq2seq_kit.backend import attention_at_width
 from seq2seq_kit.batching import Batch
+from seq2seq_kit.errors import BackendError
 from seq2seq_kit.spec import OptimizerSpec, Spec, TransformerSpec
 from seq2seq_kit.vocab import PAD
 from seq2seq_kit.weights import check_weights, initial_weights
@@ -89,7 +90,7 @@ def session(model, threads: int):
 class OnnxModel:
     """Encoder-decoder implementing the decoding half of :class:`seq2seq_kit.backend.Model`
     on onnxruntime. ``loss`` comes from ``log_probs``; ``train_step``, ``gradients`` and
-    the optimizer methods raise ``NotImplementedError`` (the backend declares no ``train``).
+    the optimizer methods raise ``BackendError`` (the backend declares no ``train``).
 
     Args:
         spec: a ``ModelSpec`` (RNN) or a ``TransformerSpec``.
@@ -235,8 +236,8 @@ class OnnxModel:
     # ------------------------------------------------------------------ no training
 
     def _no_training(self, *args: Any, **kwargs: Any):
-        raise NotImplementedError(
-            "the onnx backend is inference only (it declares no 'train' capability): train "
+        raise BackendError(
+            "backend 'onnx' is inference-only (it declares no 'train' capability): train "
             "with another backend, then load the model directory with --backend onnx"
         )
 
