@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
-from _common import WORK, table, write
+from _common import WORK, table, timed, write
 
 MODEL = {
     "architecture": "transformer",
@@ -77,22 +75,22 @@ def translator(path: Path, backend: str):
     )
 
 
-def timed(call, repeats: int) -> float:
-    call()  # warm-up: engines load and allocate on first use
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def median_seconds(run, repeats: int) -> tuple[float, Any]:
+    """The median seconds of ``repeats`` timed calls of ``run()`` after one untimed warm-up
+    (engines load and allocate on first use), and the last call's result."""
+    last: list[Any] = []
+    seconds = timed(lambda: last.append(run()), min_time=0.0, min_repeats=repeats)["median"]
+    return seconds, last[-1]
 
 
 def measure(backend: str, texts: list[str], repeats: int) -> dict[str, Any]:
     t = translator(MODEL_DIR, backend)
     out = {}
     for mode, options in MODES.items():
-        seconds = timed(lambda o=options: t.hypotheses(texts, batch_size=BATCH, **o), repeats)
-        hyps = [h[0] for h in t.hypotheses(texts, batch_size=BATCH, **options)]
+        seconds, found = median_seconds(
+            lambda o=options: t.hypotheses(texts, batch_size=BATCH, **o), repeats
+        )
+        hyps = [h[0] for h in found]
         out[mode] = {
             "seconds": seconds,
             "ids": [h.ids for h in hyps],
@@ -130,8 +128,8 @@ def measure_plain(texts: list[str], repeats: int) -> dict[str, Any]:
                 return_end_token=True,
             )
 
-        seconds = timed(run, repeats)
-        hyps = [r.hypotheses[0] for r in run()]
+        seconds, results = median_seconds(run, repeats)
+        hyps = [r.hypotheses[0] for r in results]
         out[mode] = {
             "seconds": seconds,
             "ids": [tuple(ids[t] for t in h if t != "</s>")[: ckpt.max_length] for h in hyps],

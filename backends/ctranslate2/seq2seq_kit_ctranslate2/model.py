@@ -37,18 +37,17 @@ from typing import Any
 
 import numpy as np
 
-from seq2seq_kit.batching import Batch
 from seq2seq_kit.decoding import Hypothesis
 from seq2seq_kit.decoding import length_penalty as gnmt_penalty
 from seq2seq_kit.errors import BackendError, ExportError
 from seq2seq_kit.runtime import Runtime
 from seq2seq_kit.spec import Spec, TransformerSpec
-from seq2seq_kit.vocab import BOS, PAD, SPECIALS, UNK
+from seq2seq_kit.vocab import BOS, EOS, PAD, SPECIALS, UNK
 from seq2seq_kit.weights import check_weights, initial_weights
 
 from .convert import check_convertible, id_tokens, to_ctranslate2
 
-_PAD, _BOS, _EOS, _UNK = SPECIALS
+_PAD, _BOS, _EOS = SPECIALS[:3]
 _SPECIAL_IDS = frozenset({PAD, BOS, UNK})
 
 #: CTranslate2's beam-search patience (Kasai et al. 2022: it stops after ``beam * patience``
@@ -90,7 +89,8 @@ class CTranslate2Model:
         self._weights = initial_weights(spec, seed)
         self._engine: Any = None
         self._source_tokens = id_tokens(spec.src_vocab_size)
-        self._target_ids = {t: i for i, t in enumerate(id_tokens(spec.tgt_vocab_size))}
+        self._target_tokens = id_tokens(spec.tgt_vocab_size)
+        self._target_ids = {t: i for i, t in enumerate(self._target_tokens)}
 
     # ------------------------------------------------------------------ weights
 
@@ -224,12 +224,11 @@ class CTranslate2Model:
             return_logits_vocab=True,
         )
         rows = []
-        eos = self._target_ids[_EOS]
-        masked = [self._target_ids[t] for t in (_PAD, _BOS, _UNK)]
+        masked = sorted(_SPECIAL_IDS)
         for row, result in enumerate(results):
             logits = np.asarray(result.logits[0], dtype=np.float64).reshape(-1)
             logits[masked] = -np.inf
-            better = np.sum(logits > logits[eos]) + np.sum(logits[:eos] == logits[eos])
+            better = np.sum(logits > logits[EOS]) + np.sum(logits[:EOS] == logits[EOS])
             if better < width:
                 rows.append(row)
         return rows
@@ -240,7 +239,7 @@ class CTranslate2Model:
         scores an EOS after the target: it is left out of an unfinished one)."""
         if not flat:
             return []
-        names = id_tokens(self.spec.tgt_vocab_size)
+        names = self._target_tokens
         scored = self.engine().score_batch(
             [sources[row] for row, _, _ in flat],
             [[names[i] for i in ids] for _, ids, _ in flat],
@@ -274,26 +273,11 @@ class CTranslate2Model:
     def attention(self, state: Any) -> np.ndarray | None:
         raise NotImplementedError(_NO_STEP)
 
-    def train_step(self, batches: list[Batch], total_tokens: int | None = None) -> float:
+    def _no_training(self, *args: Any, **kwargs: Any):
         raise BackendError(_INFERENCE_ONLY)
 
-    def loss(self, batch: Batch) -> float:
-        raise BackendError(_INFERENCE_ONLY)
-
-    def gradients(self, batch: Batch) -> dict[str, np.ndarray]:
-        raise BackendError(_INFERENCE_ONLY)
-
-    def log_probs(self, batch: Batch) -> np.ndarray:
-        raise BackendError(_INFERENCE_ONLY)
-
-    def set_learning_rate(self, learning_rate: float) -> None:
-        raise BackendError(_INFERENCE_ONLY)
-
-    def optimizer_state(self) -> dict[str, np.ndarray]:
-        raise BackendError(_INFERENCE_ONLY)
-
-    def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
-        raise BackendError(_INFERENCE_ONLY)
+    train_step = loss = gradients = log_probs = set_learning_rate = _no_training
+    optimizer_state = set_optimizer_state = _no_training
 
 
 _NO_STEP = (

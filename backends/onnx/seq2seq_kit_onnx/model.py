@@ -23,6 +23,7 @@ import numpy as np
 
 from seq2seq_kit.backend import attention_at_width
 from seq2seq_kit.batching import Batch
+from seq2seq_kit.errors import BackendError
 from seq2seq_kit.spec import OptimizerSpec, Spec, TransformerSpec
 from seq2seq_kit.vocab import PAD
 from seq2seq_kit.weights import check_weights, initial_weights
@@ -89,7 +90,7 @@ def session(model, threads: int):
 class OnnxModel:
     """Encoder-decoder implementing the decoding half of :class:`seq2seq_kit.backend.Model`
     on onnxruntime. ``loss`` comes from ``log_probs``; ``train_step``, ``gradients`` and
-    the optimizer methods raise ``NotImplementedError`` (the backend declares no ``train``).
+    the optimizer methods raise ``BackendError`` (the backend declares no ``train``).
 
     Args:
         spec: a ``ModelSpec`` (RNN) or a ``TransformerSpec``.
@@ -115,6 +116,7 @@ class OnnxModel:
 
     def _use(self, encoder, step) -> None:
         self._encoder, self._step = encoder, step
+        self._encoder_outputs = [o.name for o in encoder.get_outputs()]
         self._outputs = [o.name for o in step.get_outputs()]
         self._inputs = [i.name for i in step.get_inputs() if i.name != "prev_ids"]
         # inputs the graph returns one position of, to append: {input: output}
@@ -162,9 +164,10 @@ class OnnxModel:
         ids = np.full((batch_size, width), PAD, dtype=np.int64)
         cut = min(width, src_ids.shape[1])
         ids[:, :cut] = src_ids[:, :cut]
-        names = [o.name for o in self._encoder.get_outputs()]
         values = self._encoder.run(None, {"src_ids": ids, "src_lengths": lengths})
-        tensors: dict[str, np.ndarray | Cache] = dict(zip(names, values, strict=True))
+        tensors: dict[str, np.ndarray | Cache] = dict(
+            zip(self._encoder_outputs, values, strict=True)
+        )
         limit = getattr(self.spec, "max_positions", 0)
         for name in self._appended:
             tensors[name] = Cache.empty(tensors[name], limit)
@@ -218,7 +221,7 @@ class OnnxModel:
             logp, state = self.step(batch.tgt_in[:, t], state)
             steps.append(logp)
         if not steps:
-            return np.zeros((batch.tgt_in.shape[0], 0, self._vocab()), dtype=np.float32)
+            return np.zeros((batch.tgt_in.shape[0], 0, self.spec.tgt_vocab_size), dtype=np.float32)
         return np.ascontiguousarray(np.stack(steps, axis=1), dtype=np.float32)
 
     def loss(self, batch: Batch) -> float:
@@ -229,14 +232,11 @@ class OnnxModel:
         mask = batch.tgt_mask.astype(np.float64)
         return float(-(picked[..., 0] * mask).sum() / max(mask.sum(), 1.0))
 
-    def _vocab(self) -> int:
-        return self.spec.tgt_vocab_size
-
     # ------------------------------------------------------------------ no training
 
     def _no_training(self, *args: Any, **kwargs: Any):
-        raise NotImplementedError(
-            "the onnx backend is inference only (it declares no 'train' capability): train "
+        raise BackendError(
+            "backend 'onnx' is inference-only (it declares no 'train' capability): train "
             "with another backend, then load the model directory with --backend onnx"
         )
 
