@@ -79,10 +79,11 @@ class Model(Protocol):
     ``step``, ``reorder``, ``attention``, ``log_probs``, ``loss`` (which may come from
     ``log_probs``: there is no label smoothing to apply without an optimizer),
     ``get_weights`` and ``set_weights``. Its ``train_step``, ``gradients``,
-    ``set_learning_rate``, ``optimizer_state`` and ``set_optimizer_state`` may raise
-    (``NotImplementedError``): the core never calls them, since ``seq2seq_kit.train``
-    refuses such a backend before any work, and the conformance suite runs every decoding
-    check on it (weights set through ``set_weights``) and skips those that train.
+    ``set_learning_rate``, ``optimizer_state`` and ``set_optimizer_state`` may raise (the
+    first-party ones raise ``BackendError`` naming the backend): the core never calls
+    them, since ``seq2seq_kit.train`` refuses such a backend before any work, and the
+    conformance suite runs every decoding check on it (weights set through
+    ``set_weights``) and skips those that train.
     """
 
     spec: Spec
