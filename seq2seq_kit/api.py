@@ -478,9 +478,8 @@ def train(
     except (RuntimeError, OSError) as exc:  # a symlink loop
         raise CheckpointError(f"{out}: cannot find the directory it names ({exc})") from None
     replace = cfg.train.overwrite or (saved is not None and out == Path(resume).resolve())
-    check_output_dir(out, replace=replace)  # creates the parent the lock file lives in
     with writer_lock(out), stdout_logging():
-        check_output_dir(out, replace=replace)  # again, now that no one else can write it
+        check_output_dir(out, replace=replace)  # now that no one else can write it
         return _train(cfg, out, chosen, backend_name, pairs, saved, changes, launch)
 
 

@@ -1,28 +1,28 @@
 """Checkpoints: a directory with ``model.json`` and ``weights.safetensors``.
 
 ``model.json`` holds the format version, the model spec, both vocabularies, decoding
-defaults and training metadata, plus the SHA-256 of the weights file so that a truncated or
-altered file is caught before use. Weights are safetensors: loading parses a header and
-copies arrays, it never unpickles or executes anything.
+defaults and training metadata, the SHA-256 of every file the model reads (weights, further
+tensor files, tokenizer files) and, in ``fields_sha256``, of each of its own fields
+(:mod:`seq2seq_kit.integrity`), so that a truncated file or an edited vocabulary, spec or
+setting is caught before use. Weights are safetensors: loading parses a header and copies
+arrays, it never unpickles or executes anything.
 
-Saving is atomic: the new checkpoint is written and synced in a sibling temporary directory,
-then swapped in by two renames. A crash at any point leaves either the old or the new
-checkpoint loadable; between the two renames the old one lives in ``.NAME.previous``, which
-:func:`load_checkpoint` falls back to and the next save moves back first. One process
-writes a given directory at a time: :func:`writer_lock` holds ``.NAME.lock`` beside it.
-A failed write (disk full, no permission) is a :class:`CheckpointError` naming the path and
-leaves the previous checkpoint as it was. Non-finite weights are never written.
+Saving is atomic and in place (:mod:`seq2seq_kit.atomic`): the new files are written and
+synced in a hidden staging folder inside the directory, then moved over the old ones,
+``model.json`` last. The directory itself is never renamed, so it may be a mount point or a
+symlink's target (a symlink named as the directory is followed: the link stays, its target
+is written). A crash at any point leaves either the old or the new checkpoint loadable.
+Files in the directory that are not the checkpoint's are kept. One process writes a given
+directory at a time: :func:`writer_lock` holds ``.seq2seq-kit-lock`` in it. A failed write
+(disk full, no permission) is a :class:`CheckpointError` naming the path and leaves the
+previous checkpoint as it was. Non-finite weights are never written.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import shutil
-import stat
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,17 +30,22 @@ from typing import Any
 
 import numpy as np
 
+from . import atomic
 from .errors import CheckpointError
+from .integrity import changed_fields, field_digests, file_sha256
 from .spec import Spec, spec_from_dict
 from .vocab import Vocabulary
 from .weights import check_weights
 
 FORMAT = "seq2seq-kit"
-FORMAT_VERSION = 1
+#: 2: ``fields_sha256`` covers every field of ``model.json``.
+FORMAT_VERSION = 2
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
-#: What a save writes (model.json and the tensor files training saves); anything else in a
-#: model directory is the user's and is kept.
+#: The key of ``model.json`` holding its fields' digests.
+DIGESTS = "fields_sha256"
+#: What a save writes (model.json and the tensor files training saves), besides tokenizer
+#: files; anything else in a model directory is the user's and is kept.
 OWN_FILES = frozenset({MODEL_FILE, WEIGHTS_FILE, "last.safetensors", "optimizer.safetensors"})
 
 
@@ -59,26 +64,6 @@ class Checkpoint:
     extra: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _previous(path: Path) -> Path:
-    return path.parent / f".{path.name}.previous"
-
-
 def non_finite(weights: dict[str, np.ndarray]) -> list[str]:
     """Names of the tensors holding a NaN or an infinity, sorted."""
     return sorted(name for name, w in weights.items() if not np.isfinite(w).all())
@@ -86,8 +71,9 @@ def non_finite(weights: dict[str, np.ndarray]) -> list[str]:
 
 def check_output_dir(path: str | os.PathLike[str], *, replace: bool = False) -> Path:
     """Check, before any work, that a model directory can be written at ``path``: it is
-    absent, an empty directory, or (with ``replace``) a model directory; and its folder is
-    writable (a file is created there and removed). Creates missing parent folders.
+    absent, empty (but for a lock) or, with ``replace``, a model directory; and a save there
+    works: a staging folder is made in it, a file written there is moved into the directory
+    and removed, as a save does. Creates ``path`` and its missing parents.
 
     Raises:
         CheckpointError: naming ``path`` and what is wrong; an existing model directory
@@ -101,48 +87,48 @@ def check_output_dir(path: str | os.PathLike[str], *, replace: bool = False) -> 
             f"or replace it with --overwrite (config train.overwrite = true)"
         )
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.probe-", dir=path.parent)
-        os.close(fd)
-        os.unlink(probe)
+        with atomic.stage(path) as staging:
+            probe = staging / "probe"
+            probe.write_bytes(b"")
+            os.replace(probe, path / f"{atomic.PREFIX}probe")
+            os.unlink(path / f"{atomic.PREFIX}probe")
     except OSError as exc:
         raise CheckpointError(
-            f"{path}: cannot write there ({exc.strerror or exc}: {exc.filename or path.parent})"
+            f"{path}: cannot write there ({exc.strerror or exc}: {exc.filename or path})"
         ) from None
     return path
 
 
 def _refuse_foreign(path: Path) -> None:
-    """A file, or a non-empty folder that is no model directory, is never overwritten."""
+    """A file, or a non-empty folder that is no model directory, is never written into."""
     if path.exists() and (
-        not path.is_dir() or (any(path.iterdir()) and not (path / MODEL_FILE).exists())
+        not path.is_dir() or (atomic.user_entries(path) and not (path / MODEL_FILE).exists())
     ):
         raise CheckpointError(f"{path}: exists and is not a model directory; not overwriting it")
 
 
 @contextlib.contextmanager
 def writer_lock(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold ``.NAME.lock`` beside model directory ``path`` (an OS file lock, released when the
-    process ends, even by a kill) for as long as the block runs.
+    """Hold the lock of model directory ``path`` (created if missing; an OS file lock in it,
+    released when the process ends, even by a kill) for as long as the block runs.
 
     Raises:
-        CheckpointError: another process holds it, naming the directory.
+        CheckpointError: ``path`` is a file or a non-empty folder that is no model
+            directory (nothing is written there), another process holds the lock, or the
+            directory cannot be made, naming the directory.
     """
-    from filelock import FileLock, Timeout
-
     path = Path(path)
-    lock = FileLock(path.parent / f".{path.name}.lock", timeout=0)
+    _refuse_foreign(path)
     try:
-        lock.acquire()
-    except Timeout:
+        with atomic.writer_lock(path):
+            yield
+    except atomic.Busy as exc:
         raise CheckpointError(
             f"{path}: another training is writing this model directory (it holds "
-            f"{lock.lock_file}); wait for it to end or choose another output directory"
+            f"{exc}); wait for it to end or choose another output directory"
         ) from None
-    try:
-        yield
-    finally:
-        lock.release()
+    except atomic.Unwritable as exc:
+        raise CheckpointError(f"{path}: cannot write there ({exc})") from None
 
 
 def save_checkpoint(
@@ -159,11 +145,12 @@ def save_checkpoint(
             failed (disk full, no permission: names the path; the previous checkpoint
             stays as it was).
     """
-    path = Path(path).resolve()  # a symlink's target is what gets swapped, not the link
+    path = Path(path).resolve()  # a symlink's target is written, the link stays
     if not claimed:
         _refuse_foreign(path)
     try:
         check_weights(ckpt.spec, ckpt.weights)
+        check_vocab_sizes(ckpt.spec, ckpt.source_vocab, ckpt.target_vocab)
     except ValueError as exc:
         raise CheckpointError(str(exc)) from None
     for name, tensors in {"weights": ckpt.weights, **ckpt.extra}.items():
@@ -171,81 +158,60 @@ def save_checkpoint(
         if bad:
             raise CheckpointError(f"{path}: not saving {name} with NaN or infinite values in {bad}")
     try:
-        return _write(ckpt, path)
+        _write(ckpt, path)
     except OSError as exc:
         raise CheckpointError(
             f"{path}: writing the model directory failed ({exc.strerror or exc}); the previous "
             f"checkpoint there, if any, is unchanged"
         ) from None
+    return path
 
 
-def _write(ckpt: Checkpoint, path: Path) -> Path:
+def _write(ckpt: Checkpoint, path: Path) -> None:
     from safetensors import SafetensorError
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    previous = _previous(path)
-    if not path.exists() and (previous / MODEL_FILE).exists():
-        os.rename(previous, path)  # finish the swap an interrupted save left half done
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)  # left by a save that was killed
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    # mkdtemp makes a private (0700) folder: give the new directory the old one's mode
-    os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o755)
+    obsolete = _own_files(path)
     try:
-        return _fill_and_swap(ckpt, path, tmp)
+        with atomic.stage(path) as staging:
+            _fill(ckpt, staging)
+            atomic.commit(path, staging, MODEL_FILE, obsolete)
     except SafetensorError as exc:  # safetensors reports I/O failures (ENOSPC) as its own
         raise OSError(str(exc)) from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _carry_other_files(path: Path, tmp: Path) -> None:
-    """Hard-link into ``tmp`` whatever ``path`` holds besides the checkpoint's own files
-    (plots, notes, logs, a data file; folders as trees of links), so that swapping ``tmp`` in
-    keeps them, and a file a program keeps open stays the same file."""
-    if not path.is_dir():
-        return
-    for child in path.iterdir():
-        target = tmp / child.name
-        if target.exists() or child.name in OWN_FILES:
-            continue  # written anew
-        if child.is_symlink():
-            os.symlink(os.readlink(child), target)
-        elif child.is_dir():
-            shutil.copytree(child, target, symlinks=True, copy_function=_link_or_copy)
-        else:
-            _link_or_copy(child, target)
+def _own_files(path: Path) -> set[str]:
+    """The files of the checkpoint now in ``path``: the fixed names, and those its
+    ``model.json`` lists (tokenizer files, further tensor files)."""
+    names = set(OWN_FILES)
+    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError, KeyError):
+        doc = json.loads((path / MODEL_FILE).read_text(encoding="utf-8"))
+        names.update(doc.get("tokenizer_files", {}))
+        names.update(info["file"] for info in doc.get("extra", {}).values())
+        names.add(doc["weights"]["file"])
+    return {name for name in names if atomic.plain_name(name)}
 
 
-def _link_or_copy(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
-    try:
-        os.link(source, target)
-    except OSError:  # links not allowed here (or a FIFO, a socket): a copy, or nothing
-        with contextlib.suppress(OSError):
-            shutil.copy2(source, target)
-
-
-def _fill_and_swap(ckpt: Checkpoint, path: Path, tmp: Path) -> Path:
-    """Write every file into ``tmp``, sync it, then swap it in for ``path``."""
+def _fill(ckpt: Checkpoint, staging: Path) -> None:
+    """Write every file of ``ckpt`` into ``staging``, ``model.json`` last."""
     from safetensors.numpy import save_file
 
     weights = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in ckpt.weights.items()}
-    save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+    save_file(weights, str(staging / WEIGHTS_FILE), metadata={"format": FORMAT})
     extra = {}
     for name, tensors in ckpt.extra.items():
         filename = f"{name}.safetensors"
         arrays = {k: np.asarray(v) for k, v in tensors.items()}
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / filename))
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(staging / filename))
         extra[name] = {
             "file": filename,
-            "sha256": _sha256(tmp / filename),
+            "sha256": file_sha256(staging / filename),
             # safetensors stores 0-d arrays as shape (1,): remember which were scalars
             "scalars": sorted(k for k, v in arrays.items() if v.ndim == 0),
         }
     tokenizer_files = {}
     for side, vocab in (("source", ckpt.source_vocab), ("target", ckpt.target_vocab)):
-        for name in vocab.tokenizer.save(tmp, f"{side}-"):
-            tokenizer_files[name] = _sha256(tmp / name)
+        for name in vocab.tokenizer.save(staging, f"{side}-"):
+            tokenizer_files[name] = file_sha256(staging / name)
     doc = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -253,33 +219,17 @@ def _fill_and_swap(ckpt: Checkpoint, path: Path, tmp: Path) -> Path:
         "source_vocab": ckpt.source_vocab.to_dict(),
         "target_vocab": ckpt.target_vocab.to_dict(),
         "max_length": ckpt.max_length,
-        "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(tmp / WEIGHTS_FILE)},
+        "weights": {"file": WEIGHTS_FILE, "sha256": file_sha256(staging / WEIGHTS_FILE)},
         "extra": extra,
         "tokenizer_files": tokenizer_files,
         "meta": ckpt.meta,
     }
-    (tmp / MODEL_FILE).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-    _carry_other_files(path, tmp)
-    swap_in(tmp, path)
-    return path
-
-
-def swap_in(tmp: Path, path: Path) -> None:
-    """Put the finished directory ``tmp`` in the place of ``path``: ``tmp``'s files and
-    folders are synced first, the old one is renamed aside and removed after, so a crash
-    leaves the old or the new one whole."""
-    for child in tmp.rglob("*"):
-        if not child.is_symlink():
-            _fsync(child)
-    _fsync(tmp)
-    previous = _previous(path)
-    if previous.exists():
-        shutil.rmtree(previous)
-    if path.exists():
-        os.rename(path, previous)
-    os.rename(tmp, path)
-    _fsync(path.parent)
-    shutil.rmtree(previous, ignore_errors=True)
+    # the digests of the fields as they will be read back, not of the Python objects
+    doc = json.loads(json.dumps(doc, ensure_ascii=False))
+    doc[DIGESTS] = field_digests(doc, nested="meta")
+    (staging / MODEL_FILE).write_text(
+        json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
 
 
 def load_checkpoint(
@@ -290,15 +240,17 @@ def load_checkpoint(
 
     Raises:
         CheckpointError: the directory or a file is missing, ``model.json`` is not valid
-            JSON or comes from a newer format version, or the weights file is truncated,
-            corrupted or does not match the spec; with ``finite``, weights holding NaN or
-            infinite values (a diverged run: nothing to decode with). Nothing is written.
+            JSON, comes from a newer format version, or a field of it changed since it was
+            saved (naming the field); a vocabulary's size differs from the spec's; a file
+            is truncated or altered (its SHA-256 differs) or the weights do not match the
+            spec; with ``finite``, weights holding NaN or infinite values (a diverged run:
+            nothing to decode with). Nothing is written but the end of a save that was
+            interrupted after its commit (:func:`seq2seq_kit.atomic.finish`).
     """
     path = Path(path)
-    if not (path / MODEL_FILE).exists() and (_previous(path) / MODEL_FILE).exists():
-        path = _previous(path)  # a save was interrupted between its two renames
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such model directory")
+    atomic.finish(path)
     model_file = path / MODEL_FILE
     try:
         doc = json.loads(model_file.read_text(encoding="utf-8"))
@@ -329,8 +281,17 @@ def load_checkpoint(
             raise TypeError(f"meta must be an object, got {type(meta).__name__}")
         extras = doc.get("extra", {}) if extra else {}
         entries = {name: (_file_entry(path, info), info) for name, info in extras.items()}
+        changed = _changed_fields(doc, version)
+        if not changed:
+            check_vocab_sizes(spec, source_vocab, target_vocab)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{model_file}: malformed ({type(exc).__name__}: {exc})") from None
+    if changed:
+        raise CheckpointError(
+            f"{model_file}: {', '.join(changed)} changed after the model was saved (SHA-256 "
+            f"differs from {DIGESTS}); model.json is not for editing: restore the directory "
+            f"from a copy, or retrain"
+        )
     weights = _read_verified(weights_file, expected_sha, model_file)
     try:
         check_weights(spec, weights)
@@ -351,6 +312,32 @@ def load_checkpoint(
             f"retrain, e.g. with a smaller learning rate"
         )
     return Checkpoint(spec, source_vocab, target_vocab, weights, max_length, meta, tensors)
+
+
+def _changed_fields(doc: dict[str, Any], version: int) -> list[str]:
+    """The fields of ``model.json`` that differ from its digests; format version 1 files
+    (saved before fields were covered) have none to compare.
+
+    Raises:
+        KeyError: a version 2 file without digests.
+    """
+    if version < 2:
+        return []
+    body = {key: value for key, value in doc.items() if key != DIGESTS}
+    return changed_fields(body, doc[DIGESTS], nested="meta")
+
+
+def check_vocab_sizes(spec: Spec, source: Vocabulary, target: Vocabulary) -> None:
+    """Raises ValueError: a vocabulary's size is not the spec's (ids would be misread)."""
+    for side, vocab, size in (
+        ("source", source, spec.src_vocab_size),
+        ("target", target, spec.tgt_vocab_size),
+    ):
+        if len(vocab) != size:
+            raise ValueError(
+                f"the {side} vocabulary has {len(vocab)} tokens but the model's spec "
+                f"{'src' if side == 'source' else 'tgt'}_vocab_size is {size}"
+            )
 
 
 def _vocabularies(doc: dict[str, Any], path: Path, model_file: Path) -> tuple[Any, Any]:
@@ -386,7 +373,7 @@ def _file_entry(path: Path, info: Any) -> tuple[Path, str]:
 def _verify(path: Path, sha256: str, model_file: Path) -> None:
     if not path.exists():
         raise CheckpointError(f"{path}: missing")
-    if _sha256(path) != sha256:
+    if file_sha256(path) != sha256:
         raise CheckpointError(f"{path}: corrupted or truncated (SHA-256 differs from {model_file})")
 
 

@@ -13,24 +13,26 @@ fairseq's ``MMapIndexedDataset``:
   row lengths;
 - the tokenizers' files (``source-*``, ``target-*``, as in a model directory) and
   ``corpus.json``: format and version, the data config it was made with, row counts,
-  dtypes, both vocabularies and the SHA-256 of every file.
+  dtypes, both vocabularies, the SHA-256 of every file and, in ``fields_sha256``, of each
+  of its own fields.
 
 ``[data] source = "DIR"`` trains from it (:func:`training_data`): the corpus's vocabularies
 and split, rows read through :class:`TokenArrays` (a row is a slice of the memory map, read
 when a batch needs it), so a run holds an epoch's index permutation (8 bytes a pair) and
-its batches, not the corpus. The corpus is written into a hidden sibling folder and
-renamed into place once complete: an interrupted preprocess leaves no ``DIR`` that loads.
+its batches, not the corpus. The corpus is written into a hidden staging folder inside
+``DIR`` and its files are moved into place once all are complete
+(:mod:`seq2seq_kit.atomic`): an interrupted preprocess leaves the old corpus or the new
+one, and ``DIR`` may be a mount point.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import random
-import shutil
-import tempfile
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,18 +43,20 @@ from typing import Any, overload
 import numpy as np
 from pydantic import ValidationError
 
-from . import __version__
-from .checkpoint import _sha256, swap_in
+from . import __version__, atomic
 from .config import Config, DataConfig, describe_errors
 from .data import Pair, held_out_sources, iter_tsv_rows, looks_like_path
 from .errors import ConfigError, DataError
+from .integrity import changed_fields, field_digests, file_sha256
 from .tokenizers import CharTokenizer, Tokenizer
 from .vocab import UNK, Vocabulary, normalize
 
 log = logging.getLogger(__name__)
 
 FORMAT = "seq2seq-kit-corpus"
-FORMAT_VERSION = 1
+#: 2: ``fields_sha256`` covers every field of ``corpus.json``.
+FORMAT_VERSION = 2
+DIGESTS = "fields_sha256"
 CORPUS_FILE = "corpus.json"
 SPLITS = ("train", "valid")
 SIDES = ("source", "target")
@@ -221,16 +225,20 @@ def names_corpus(source: str) -> bool:
 
 def open_corpus(path: str | os.PathLike[str]) -> Corpus:
     """Open a corpus directory written by :func:`preprocess`: every file is checked against
-    the SHA-256 in ``corpus.json`` (read in chunks: nothing stays in memory), then the row
-    lengths are read; the ids stay on disk until a row is asked for.
+    the SHA-256 in ``corpus.json`` (read in chunks: nothing stays in memory), and each of
+    its fields against its digest, then the row lengths are read; the ids stay on disk
+    until a row is asked for.
 
     Raises:
         DataError: naming the file: ``corpus.json`` missing, not JSON, of another format or
-            a newer version, malformed; a file missing, truncated or altered (its SHA-256
+            a newer version, malformed, or a field changed since it was written (naming the
+            field); a file missing, truncated or altered (its SHA-256
             or size differs); an index whose header or offsets disagree with its data.
     """
     path = Path(path)
     doc_file = path / CORPUS_FILE
+    if path.is_dir():
+        atomic.finish(path)
     try:
         doc = json.loads(doc_file.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -250,6 +258,17 @@ def open_corpus(path: str | os.PathLike[str]) -> Corpus:
             str(doc_file),
         )
     try:
+        changed = (
+            changed_fields({k: v for k, v in doc.items() if k != DIGESTS}, doc[DIGESTS])
+            if version >= 2
+            else []
+        )
+        if changed:
+            raise DataError(
+                f"{', '.join(changed)} changed after the corpus was written (SHA-256 differs "
+                f"from {DIGESTS}); corpus.json is not for editing: run preprocess again",
+                str(doc_file),
+            )
         files = doc["files"]
         unlisted = [
             f"{split}.{side}.{kind}"
@@ -282,7 +301,7 @@ def open_corpus(path: str | os.PathLike[str]) -> Corpus:
 def _verify(file: Path, sha: str, doc_file: Path) -> None:
     if not file.is_file():
         raise DataError(f"missing (listed in {doc_file.name})", str(file))
-    if _sha256(file) != sha:
+    if file_sha256(file) != sha:
         raise DataError(f"corrupted or truncated (SHA-256 differs from {doc_file})", str(file))
 
 
@@ -593,32 +612,47 @@ def preprocess(cfg: Config, out: str | os.PathLike[str], *, overwrite: bool | No
         return (pair for pair in source.rows() if pair[0] in held)
 
     tokenizers = _trained_tokenizers(cfg, train_rows)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)  # left by a preprocess that was killed
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        os.chmod(tmp, 0o755)
-        doc = _write(cfg, tmp, tokenizers, train_rows, valid_rows)
-        doc["name"] = source.name
-        doc["data"] = {
-            **data.model_dump(mode="json"),
-            "source": source.path or data.source,
-            "valid": None if valid_source is None else (valid_source.path or data.valid),
-        }
-        doc["split_seed"] = cfg.train.seed if held else None
-        doc["valid_fraction_used"] = fraction
-        (tmp / CORPUS_FILE).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-        swap_in(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with atomic.writer_lock(out):
+            _check_out(out, overwrite)  # again, now that no one else can write it
+            obsolete = _own_files(out)
+            with atomic.stage(out) as staging:
+                doc = _write(cfg, staging, tokenizers, train_rows, valid_rows)
+                doc["name"] = source.name
+                doc["data"] = {
+                    **data.model_dump(mode="json"),
+                    "source": source.path or data.source,
+                    "valid": None if valid_source is None else (valid_source.path or data.valid),
+                }
+                doc["split_seed"] = cfg.train.seed if held else None
+                doc["valid_fraction_used"] = fraction
+                doc[DIGESTS] = field_digests(json.loads(json.dumps(doc, ensure_ascii=False)))
+                (staging / CORPUS_FILE).write_text(
+                    json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+                )
+                atomic.commit(out, staging, CORPUS_FILE, obsolete)
+    except atomic.Unwritable as exc:
+        raise ConfigError(f"--out {out}: cannot write there ({exc})") from None
+    except atomic.Busy as exc:
+        raise ConfigError(
+            f"--out {out}: another process is writing this folder (it holds {exc}); wait for "
+            f"it to end or choose another folder"
+        ) from None
     return out
+
+
+def _own_files(out: Path) -> set[str]:
+    """The files of the corpus now in ``out``: ``corpus.json`` and those it lists."""
+    names = {CORPUS_FILE}
+    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError, KeyError):
+        names.update(json.loads((out / CORPUS_FILE).read_text(encoding="utf-8"))["files"])
+    return names
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is a file; choose a folder")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and atomic.user_entries(out):
         if not (out / CORPUS_FILE).exists():
             raise ConfigError(
                 f"--out {out}: a non-empty folder that is no corpus; not writing into it"
@@ -655,18 +689,18 @@ def _trained_tokenizers(
 
 def _write(
     cfg: Config,
-    tmp: Path,
+    staging: Path,
     tokenizers: tuple[Tokenizer, Tokenizer],
     train_rows: Callable[[], Iterator[Pair]],
     valid_rows: Callable[[], Iterator[Pair]],
 ) -> dict[str, Any]:
-    """Encode both splits into ``tmp`` and return the corpus.json entries made so far."""
+    """Encode both splits into ``staging`` and return the corpus.json entries made so far."""
     shared = cfg.data.shared_vocabulary
     source_numbers = _Numbering(tokenizers[0])
     numbers = (source_numbers, source_numbers if shared else _Numbering(tokenizers[1]))
     caps = (cfg.data.max_source_length, cfg.data.max_target_length)
     sides = {
-        (split, side): _Side(tmp / f".{split}.{side}.tmp") for split in SPLITS for side in SIDES
+        (split, side): _Side(staging / f".{split}.{side}.tmp") for split in SPLITS for side in SIDES
     }
     for side in sides.values():
         side.file.touch()
@@ -720,15 +754,15 @@ def _write(
         for piece, provisional in numbering.index.items():
             table[provisional] = vocab._index.get(piece, UNK)
         for split in SPLITS:
-            _finish(sides[split, side], tmp / f"{split}.{side}", table, dtype)
+            _finish(sides[split, side], staging / f"{split}.{side}", table, dtype)
     files: dict[str, str] = {}
     for side_index, side in enumerate(SIDES):
         if shared and side_index:
             break
-        tokenizers[side_index].save(tmp, f"{side}-")  # hashed below with the id files
-    for child in sorted(tmp.iterdir()):
+        tokenizers[side_index].save(staging, f"{side}-")  # hashed below with the id files
+    for child in sorted(staging.iterdir()):
         if child.is_file() and not child.name.startswith("."):
-            files[child.name] = _sha256(child)
+            files[child.name] = file_sha256(child)
     doc["files"] = files
     return doc
 

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from forged import as_version_1
 
 from seq2seq_kit.checkpoint import (
     FORMAT_VERSION,
@@ -172,7 +173,7 @@ def test_a_model_json_from_before_the_architecture_choice_loads_as_an_rnn(tmp_pa
         "attention": "none",
         "dropout": 0.0,
     }
-    (path / "model.json").write_text(json.dumps(doc))
+    (path / "model.json").write_text(json.dumps(as_version_1(doc)))
     assert_same(load_checkpoint(path), make(hidden=6))
     assert main(["info", "--model", str(path), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from forged import forge
 
 import seq2seq_kit
 from seq2seq_kit import corpus as corpus_module
@@ -13,6 +14,7 @@ from seq2seq_kit.cli import main
 from seq2seq_kit.config import Config
 from seq2seq_kit.corpus import is_corpus, open_corpus, preprocess
 from seq2seq_kit.errors import ConfigError, DataError
+from seq2seq_kit.integrity import file_sha256
 
 
 def tiny(source="num2words", epochs=3, **train):
@@ -165,7 +167,7 @@ def test_a_file_corpus_json_does_not_vouch_for_is_refused(tmp_path):
     preprocess(tiny(), tmp_path / "c")
     doc = json.loads((tmp_path / "c" / "corpus.json").read_text())
     del doc["files"]["valid.target.idx"]
-    (tmp_path / "c" / "corpus.json").write_text(json.dumps(doc))
+    forge(tmp_path / "c" / "corpus.json", doc)
     with pytest.raises(DataError, match="corpus.json: malformed .*no SHA-256 for valid.target.idx"):
         open_corpus(tmp_path / "c")
 
@@ -176,8 +178,8 @@ def test_an_index_that_disagrees_with_its_file_is_refused_even_with_matching_has
     idx = tmp_path / "c" / "train.source.idx"
     idx.write_bytes(idx.read_bytes()[:-4])
     doc = json.loads((tmp_path / "c" / "corpus.json").read_text())
-    doc["files"]["train.source.idx"] = corpus_module._sha256(idx)
-    (tmp_path / "c" / "corpus.json").write_text(json.dumps(doc))
+    doc["files"]["train.source.idx"] = file_sha256(idx)
+    forge(tmp_path / "c" / "corpus.json", doc)
     with pytest.raises(DataError, match="train.source.idx: holds 60 rows"):
         open_corpus(tmp_path / "c")
 

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from forged import forge
 from safetensors.numpy import load_file, save_file
 
 import seq2seq_kit
@@ -73,7 +74,7 @@ def test_non_finite_weights_are_a_clear_error_when_decoding(tmp_path, capsys):
 
     digest = hashlib.sha256((out / "weights.safetensors").read_bytes()).hexdigest()
     doc["weights"]["sha256"] = digest
-    (out / "model.json").write_text(json.dumps(doc))
+    forge(out / "model.json", doc)
     for beam in ("1", "3"):
         assert main(["translate", "--model", str(out), "--beam", beam, "3"]) == 2
         err = capsys.readouterr().err

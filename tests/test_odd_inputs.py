@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from forged import forge
 
 import seq2seq_kit
 from seq2seq_kit.checkpoint import load_checkpoint
@@ -145,7 +146,7 @@ def test_a_damaged_run_cannot_resume_but_says_why(tmp_path):
     doc = json.loads((out / "model.json").read_text())
     del doc["meta"]["trainer"]
     doc["meta"]["config"]["train"]["learning_rate"] = None
-    (out / "model.json").write_text(json.dumps(doc))
+    forge(out / "model.json", doc)
     with pytest.raises(CheckpointError, match="cannot resume: meta.trainer.epoch is missing"):
         seq2seq_kit.train(resume=out, epochs=4)
 

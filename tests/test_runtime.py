@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from forged import forge
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -178,7 +179,7 @@ def _claim_world_size(model_dir, world_size):
     path = model_dir / "model.json"
     doc = json.loads(path.read_text())
     doc["meta"]["distributed"]["world_size"] = world_size
-    path.write_text(json.dumps(doc))
+    forge(path, doc)
 
 
 def test_resuming_with_another_world_size_is_a_recorded_change(tmp_path, caplog):

@@ -7,6 +7,7 @@ import sys
 import unicodedata
 
 import pytest
+from forged import as_version_1
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from plugin_install import install
@@ -178,7 +179,7 @@ def test_model_directories_from_before_tokenizer_options_load(tmp_path):
     for side in ("source_vocab", "target_vocab"):
         doc[side].pop("tokenizer_options")
     doc.pop("tokenizer_files")
-    (out / "model.json").write_text(json.dumps(doc))
+    (out / "model.json").write_text(json.dumps(as_version_1(doc)))
     assert seq2seq_kit.load(out).translate(["1", "2"]) == ["one", "two"]
 
 

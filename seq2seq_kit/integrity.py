@@ -1,0 +1,61 @@
+"""SHA-256 digests of the files and JSON fields that change what a saved model, corpus or
+export computes, so that a truncated file or an edited field is caught before use.
+
+A field's digest is the SHA-256 of its canonical JSON (keys sorted, no spaces, UTF-8), so
+rewriting a file with other whitespace or key order changes nothing, while any change of a
+value (a token removed from a vocabulary, two tokens swapped, another ``max_length``) does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of the file at ``path``, hex, read in 1 MiB chunks.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def field_sha256(value: Any) -> str:
+    """The SHA-256 of ``value``'s canonical JSON, hex."""
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def field_digests(doc: dict[str, Any], nested: str | None = None) -> dict[str, str]:
+    """The digest of each of ``doc``'s top-level fields, and with ``nested``, of each field
+    of ``doc[nested]`` instead of it whole (named ``NESTED.KEY``), so that a mismatch names
+    the field."""
+    digests = {key: field_sha256(value) for key, value in doc.items() if key != nested}
+    if nested is not None:
+        digests.update(
+            {f"{nested}.{key}": field_sha256(value) for key, value in doc[nested].items()}
+        )
+    return digests
+
+
+def changed_fields(doc: dict[str, Any], recorded: Any, nested: str | None = None) -> list[str]:
+    """The fields of ``doc`` (as :func:`field_digests` names them) that were added, removed
+    or changed since ``recorded`` was computed; empty when it all agrees.
+
+    Raises:
+        TypeError: ``recorded`` is not an object of hex strings, or ``doc[nested]`` is not an
+            object.
+    """
+    if not isinstance(recorded, dict) or not all(isinstance(v, str) for v in recorded.values()):
+        raise TypeError("the recorded digests must be an object of SHA-256 strings")
+    if nested is not None and not isinstance(doc.get(nested), dict):
+        raise TypeError(f"{nested} must be an object")
+    now = field_digests(doc, nested)
+    return sorted(k for k in now.keys() | recorded.keys() if now.get(k) != recorded.get(k))
