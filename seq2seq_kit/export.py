@@ -1,23 +1,39 @@
 """Exporting a model directory to another format through a registered exporter (the
-``register_exporters`` hook): ``seq2seq-kit export --model DIR --format NAME --out PATH``.
+``register_exporters`` hook): ``seq2seq-kit export --model DIR --format NAME --out PATH``,
+and reading an export back with its integrity checked (:func:`open_export`).
 
-The core checks the model (integrity, finite weights) and the output place, then lets the
-exporter write into a fresh directory beside ``out`` and moves it into place with
-:func:`seq2seq_kit.checkpoint.swap_in`: a failed or interrupted export leaves ``out`` as it
-was. The core imports no exporter's framework: the plugin does, when called.
+The core checks the model (integrity, finite weights) and the output place, lets the
+exporter write a new folder inside a hidden staging folder of ``out``, adds
+``manifest.json`` (the format, and the SHA-256 of every file) and moves the files into
+place, the manifest last (:mod:`seq2seq_kit.atomic`): a failed or interrupted export leaves
+``out`` as it was, and ``out`` may be a mount point. ``out`` must be new, empty, or an
+export this core wrote (it has a manifest); replacing one (``overwrite``) replaces the files
+its manifest lists and keeps anything else. A model directory, or a folder holding other
+files, is never written into. A symlink named as ``out`` is followed: its target is written
+and the link stays. The core imports no exporter's framework: the plugin does, when called.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import shutil
-import tempfile
+import stat
 from pathlib import Path
+from typing import Any
 
-from .checkpoint import load_checkpoint, swap_in
+from . import __version__, atomic
+from .checkpoint import MODEL_FILE, load_checkpoint
 from .errors import ExportError
+from .integrity import file_sha256
 from .plugins import install_hint, registry
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "seq2seq-kit-export"
+MANIFEST_VERSION = 1
+#: The largest manifest read (bytes): far above any export's, so a huge file named so is
+#: refused before it is read whole.
+MAX_MANIFEST_BYTES = 16 << 20
 
 
 def export_formats() -> list[str]:
@@ -33,13 +49,14 @@ def export_model(
     overwrite: bool = False,
 ) -> list[Path]:
     """Write the model directory ``model`` in ``format`` at ``out``; returns the files
-    written (under ``out``).
+    written (under ``out``), ``manifest.json`` last.
 
     Raises:
         ExportError: an unknown format (naming the installed ones), an empty ``out``, an
-            ``out`` that is a file, the model directory itself or a directory holding it,
-            or a non-empty directory without
-            ``overwrite``; or what the exporter cannot express.
+            ``out`` that is a file, a model directory (this one or another), a directory
+            holding the model, a non-empty folder that is no export, an export without
+            ``overwrite``; another export writing ``out``; what the exporter cannot express;
+            an exporter writing a folder, a link or ``manifest.json`` itself.
         CheckpointError: a missing, damaged or diverged (non-finite) model.
     """
     exporters = registry().exporters
@@ -52,37 +69,152 @@ def export_model(
     ckpt = load_checkpoint(model, finite=True)
     if not str(out).strip():
         raise ExportError("--out is empty; name the directory to write")
-    out = Path(out)
+    shown = Path(out)
+    try:
+        out = shown.resolve()  # a symlink is followed: its target is written, the link stays
+    except (RuntimeError, OSError) as exc:  # a symlink loop
+        raise ExportError(f"{shown}: cannot find the directory it names ({exc})") from None
     _check_out(Path(model), out, overwrite)
-    made = [p for p in reversed(out.absolute().parents) if not p.exists()]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+    made = [p for p in reversed(out.parents) if not p.exists()]
     done = False
     try:
-        target = tmp / out.name
-        written = exporters[format](ckpt, target)
-        missing = [str(p) for p in written if not Path(p).is_file()]
-        if missing or not target.is_dir():
-            raise ExportError(f"the {format!r} exporter did not write what it reported: {missing}")
-        os.chmod(target, 0o755)
-        swap_in(target, out)
+        with atomic.writer_lock(out):
+            _check_out(Path(model), out, overwrite)  # again, now that no one else can write it
+            obsolete = set(_manifest_files(out)) | {MANIFEST}
+            with atomic.stage(out) as staging:
+                names = _run_exporter(exporters[format], format, ckpt, staging)
+                manifest = {
+                    "format": MANIFEST_FORMAT,
+                    "format_version": MANIFEST_VERSION,
+                    "export_format": format,
+                    "producer": f"seq2seq-kit {__version__}",
+                    "files": {name: file_sha256(staging / name) for name in names},
+                }
+                (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+                atomic.commit(out, staging, MANIFEST, obsolete)
         done = True
+    except atomic.Busy as exc:
+        raise ExportError(
+            f"{shown}: another export is writing this directory (it holds {exc}); wait for "
+            f"it to end or choose another directory"
+        ) from None
+    except atomic.Unwritable as exc:
+        raise ExportError(f"{shown}: cannot write there ({exc})") from None
+    except OSError as exc:
+        raise ExportError(
+            f"{shown}: writing the export failed ({exc.strerror or exc}: "
+            f"{exc.filename or shown}); what was there is unchanged"
+        ) from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not done:  # a failed export leaves no directory it made behind either
+        if not done:  # a failed export leaves no parent folder it made behind either
             for parent in reversed(made):
                 with contextlib.suppress(OSError):
                     parent.rmdir()
-    return [out / Path(p).relative_to(target) for p in written]
+    return [shown / name for name in [*names, MANIFEST]]
+
+
+def _run_exporter(exporter: Any, format: str, ckpt: Any, staging: Path) -> list[str]:
+    """Let ``exporter`` write a new folder in ``staging``, then lift its files into
+    ``staging`` itself; returns their names, sorted."""
+    target = staging / "export"
+    written = exporter(ckpt, target)
+    missing = [str(p) for p in written if not Path(p).is_file()]
+    if missing or not target.is_dir():
+        raise ExportError(f"the {format!r} exporter did not write what it reported: {missing}")
+    names = sorted(child.name for child in target.iterdir())
+    for name in names:
+        child = target / name
+        if name == MANIFEST or not atomic.plain_name(name):
+            raise ExportError(f"the {format!r} exporter wrote {name!r}, a name the core keeps")
+        if child.is_symlink() or not child.is_file():
+            raise ExportError(
+                f"the {format!r} exporter wrote {name!r}, which is not a plain file; an "
+                f"export is a folder of files"
+            )
+        os.rename(child, staging / name)
+    target.rmdir()
+    return names
 
 
 def _check_out(model: Path, out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out}: is a file; --out names the directory to write")
-    if out.resolve() == model.resolve():
+    if out == model.resolve():
         raise ExportError(f"{out}: is the model directory itself; export elsewhere")
-    if out.resolve() in model.resolve().parents:
-        # replacing it would delete the model with everything else in it
+    if out in model.resolve().parents:
         raise ExportError(f"{out}: holds the model directory {model}; export elsewhere")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ExportError(f"{out}: exists and is not empty; pass --overwrite to replace it")
+    if not out.is_dir() or not atomic.user_entries(out):
+        return
+    if (out / MODEL_FILE).exists():
+        raise ExportError(f"{out}: is a model directory; export elsewhere, it is never replaced")
+    if not (out / MANIFEST).is_file():
+        raise ExportError(
+            f"{out}: exists, is not empty and holds no export (no {MANIFEST}); export only "
+            f"replaces an export it wrote: choose a new or empty directory"
+        )
+    if not overwrite:
+        raise ExportError(f"{out}: holds an export; pass --overwrite to replace it")
+
+
+def _manifest_files(out: Path) -> list[str]:
+    """The files the export in ``out`` lists (none when there is no readable manifest)."""
+    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError, KeyError):
+        files = json.loads((out / MANIFEST).read_text(encoding="utf-8"))["files"]
+        return [name for name in files if atomic.plain_name(name)]
+    return []
+
+
+def open_export(directory: str | os.PathLike[str], format: str) -> dict[str, Path]:
+    """Check the export in ``directory`` before anything in it is read: ``manifest.json``
+    names ``format``, and every file it lists is a plain file inside the directory (not a
+    link) whose SHA-256 matches. Returns ``{name: path}`` of the listed files; a reader
+    opens no other.
+
+    Raises:
+        ExportError: naming the file: no manifest (not an export, or one written before
+            exports had one: export again), not JSON, another format, a newer version, a
+            name outside the directory, a file missing, a link, truncated or altered.
+    """
+    directory = Path(directory)
+    if directory.is_dir():
+        atomic.finish(directory)
+    file = directory / MANIFEST
+    try:
+        with file.open("rb") as fh:
+            raw = fh.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as exc:
+        raise ExportError(
+            f"{file}: cannot read it ({exc.strerror or exc}); is {directory} an export? "
+            f"(exports written by older versions have none: export again)"
+        ) from None
+    try:
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise ValueError(f"over {MAX_MANIFEST_BYTES} bytes")
+        manifest = json.loads(raw.decode("utf-8"))
+        if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"not a {MANIFEST_FORMAT} manifest")
+        version = manifest.get("format_version")
+        if type(version) is not int or version > MANIFEST_VERSION:
+            raise ValueError(f"format version {version!r} is newer than this seq2seq-kit reads")
+        if manifest.get("export_format") != format:
+            raise ValueError(f"an export in {manifest.get('export_format')!r}, not {format!r}")
+        files = manifest["files"]
+        if not isinstance(files, dict):
+            raise TypeError("files must be an object")
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ExportError(f"{file}: {type(exc).__name__}: {exc}") from None
+    paths = {}
+    for name, sha in files.items():
+        if not atomic.plain_name(name) or name == MANIFEST or not isinstance(sha, str):
+            raise ExportError(f"{file}: {name!r} is not a file name inside {directory}")
+        path = directory / name
+        try:
+            mode = path.lstat().st_mode
+        except OSError:
+            raise ExportError(f"{path}: missing (listed in {MANIFEST})") from None
+        if not stat.S_ISREG(mode):
+            raise ExportError(f"{path}: not a plain file (a link or a folder); export again")
+        if file_sha256(path) != sha:
+            raise ExportError(f"{path}: corrupted or truncated (SHA-256 differs from {file})")
+        paths[name] = path
+    return paths

@@ -225,13 +225,20 @@ def test_export_refusals(models, tmp_path, capsys):
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "keep.txt").write_text("mine")
-    assert main(["export", "--model", model, "--format", "onnx", "--out", str(taken)]) == 2
-    assert "--overwrite" in capsys.readouterr().err
-    assert (taken / "keep.txt").read_text() == "mine"
-    args = ["export", "--model", model, "--format", "onnx", "--out", str(taken), "--overwrite"]
+    for flags in ([], ["--overwrite"]):  # a folder of the user's is never an export to replace
+        args = ["export", "--model", model, "--format", "onnx", "--out", str(taken)]
+        assert main([*args, *flags]) == 2
+        assert "holds no export" in capsys.readouterr().err
+        assert sorted(p.name for p in taken.iterdir()) == ["keep.txt"]
+    exported = tmp_path / "exported"
+    args = ["export", "--model", model, "--format", "onnx", "--out", str(exported)]
     assert main(args) == 0
-    assert not (taken / "keep.txt").exists() and (taken / "encoder.onnx").is_file()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dir left
+    (exported / "keep.txt").write_text("mine")
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+    assert (exported / "keep.txt").read_text() == "mine" and (exported / "encoder.onnx").is_file()
+    assert not [p for p in tmp_path.rglob(".*")]  # no staging folder or lock left
 
     corrupted = tmp_path / "corrupted"
     shutil.copytree(models["rnn"], corrupted)
@@ -265,6 +272,95 @@ def test_a_failed_export_leaves_no_directory_behind(models, tmp_path, capsys):
     assert main(args) == 2  # CTranslate2 runs Transformers only
     assert "transformer" in capsys.readouterr().err.lower()
     assert list(tmp_path.iterdir()) == []
+
+
+def _forge_manifest(out):
+    """Make the export's manifest vouch for its files as they are now."""
+    from seq2seq_kit.integrity import file_sha256
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["files"] = {name: file_sha256(out / name) for name in manifest["files"]}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_an_onnx_export_is_checked_before_anything_in_it_is_read(models, tmp_path):
+    from seq2seq_kit_onnx.export import load as load_export
+
+    from seq2seq_kit.errors import ExportError
+
+    out = tmp_path / "e"
+    model = str(models["rnn"])
+    export = ["export", "--model", model, "--format", "onnx", "--out", str(out), "--overwrite"]
+    assert main(export) == 0
+    encoder = out / "encoder.onnx"
+    encoder.write_bytes(encoder.read_bytes()[:100])  # truncated
+    with pytest.raises(ExportError, match=r"encoder.onnx: corrupted or truncated"):
+        load_export(out)
+    _forge_manifest(out)  # even vouched for, a damaged graph is a clear error
+    with pytest.raises(ExportError, match=r"encoder.onnx: not a readable ONNX graph"):
+        load_export(out)
+
+    assert main(export) == 0
+    meta = json.loads((out / "export.json").read_text())
+    meta["target_vocab"]["tokens"].reverse()
+    (out / "export.json").write_text(json.dumps(meta))
+    with pytest.raises(ExportError, match=r"export.json: corrupted or truncated"):
+        load_export(out)
+    meta["target_vocab"]["tokens"].pop()
+    (out / "export.json").write_text(json.dumps(meta))
+    _forge_manifest(out)
+    with pytest.raises(ExportError, match=r"export.json: malformed"):
+        load_export(out)  # a vocabulary of another size than the graphs'
+
+    assert main(export) == 0
+    elsewhere = tmp_path / "other"
+    shutil.copytree(out, elsewhere)
+    for name in (f"../{elsewhere.name}/encoder.onnx", "/etc/passwd", "manifest.json"):
+        meta = json.loads((out / "export.json").read_text())
+        meta["encoder"]["file"] = name
+        (out / "export.json").write_text(json.dumps(meta))
+        _forge_manifest(out)
+        with pytest.raises(ExportError, match="is not a graph of this export"):
+            load_export(out)
+
+    assert main(export) == 0
+    (out / "decoder_step.onnx").unlink()
+    (out / "decoder_step.onnx").symlink_to(elsewhere / "decoder_step.onnx")
+    with pytest.raises(ExportError, match="decoder_step.onnx: not a plain file"):
+        load_export(out)
+
+
+def test_a_swapped_sentencepiece_model_in_an_export_is_caught(tmp_path):
+    from seq2seq_kit_onnx.export import load as load_export
+
+    from seq2seq_kit.errors import ExportError
+
+    models = {}
+    for name, size in (("a", 40), ("b", 44)):
+        models[name] = tmp_path / name
+        config = Config.model_validate(
+            {
+                "data": {
+                    "source": "num2words",
+                    "limit": 200,
+                    "tokenizer": "sentencepiece",
+                    "tokenizer_options": {"vocab_size": size},
+                },
+                "train": {"epochs": 1, "progress": False},
+            }
+        )
+        train(config, backend="numpy", out=models[name])
+        out = tmp_path / f"{name}-onnx"
+        assert (
+            main(["export", "--model", str(models[name]), "--format", "onnx", "--out", str(out)])
+            == 0
+        )
+    spm = sorted(p.name for p in (tmp_path / "a-onnx").glob("target-*"))
+    assert spm
+    for name in spm:
+        shutil.copy(tmp_path / "b-onnx" / name, tmp_path / "a-onnx" / name)
+    with pytest.raises(ExportError, match=rf"{spm[0]}: corrupted or truncated"):
+        load_export(tmp_path / "a-onnx")
 
 
 def test_training_with_onnx_is_refused(tmp_path, capsys):

@@ -35,8 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seq2seq_kit import __version__ as core_version
-from seq2seq_kit.checkpoint import Checkpoint
+from seq2seq_kit.checkpoint import Checkpoint, check_vocab_sizes
 from seq2seq_kit.errors import ExportError
+from seq2seq_kit.export import open_export
 from seq2seq_kit.spec import spec_from_dict
 from seq2seq_kit.vocab import BOS, EOS, PAD, UNK, Vocabulary
 
@@ -129,32 +130,50 @@ class Exported:
 
 def load(directory: str | Path, threads: int = 1) -> Exported:
     """Read an ``onnx`` export: its two graphs into onnxruntime sessions (the weights are
-    not needed) and its vocabularies.
+    not needed) and its vocabularies, once every file is checked against the export's
+    manifest (:func:`seq2seq_kit.export.open_export`).
 
     Raises:
-        ExportError: not an export of this format, or a file is missing.
+        ExportError: naming the file: not an export of this format, a file missing,
+            truncated or altered, ``export.json`` naming a graph that is not a file of the
+            export, or a graph onnx cannot parse.
     """
     import onnx
+    from google.protobuf.message import DecodeError
 
     from .model import OnnxModel, session
 
     directory = Path(directory)
+    files = open_export(directory, "onnx")
+    meta_file = directory / META_FILE
+    if META_FILE not in files:
+        raise ExportError(f"{meta_file}: not listed in the export's manifest")
     try:
-        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        meta = json.loads(files[META_FILE].read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ExportError(f"{directory / META_FILE}: cannot read it ({exc})") from None
-    if meta.get("format") != FORMAT:
-        raise ExportError(f"{directory / META_FILE}: not a {FORMAT} export")
+        raise ExportError(f"{meta_file}: cannot read it ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ExportError(f"{meta_file}: not a {FORMAT} export")
+    graphs = []
+    for key in ("encoder", "decoder_step"):
+        name = meta.get(key, {}).get("file") if isinstance(meta.get(key), dict) else None
+        if name not in files or not str(name).endswith(".onnx"):
+            raise ExportError(f"{meta_file}: {key}.file {name!r} is not a graph of this export")
+        try:
+            graphs.append(onnx.load(files[name]))
+        except (OSError, DecodeError, ValueError) as exc:
+            raise ExportError(f"{files[name]}: not a readable ONNX graph ({exc})") from None
     try:
-        encoder, step = (
-            onnx.load(directory / meta[g]["file"]) for g in ("encoder", "decoder_step")
-        )
-    except (OSError, KeyError) as exc:
-        raise ExportError(f"{directory}: a graph file is missing ({exc})") from None
-    spec = spec_from_dict(meta["spec"])
-    model = OnnxModel.from_sessions(spec, session(encoder, threads), session(step, threads))
-    vocabs = [
-        Vocabulary.from_dict(meta[f"{side}_vocab"], directory, f"{side}-")
-        for side in ("source", "target")
-    ]
-    return Exported(model, vocabs[0], vocabs[1], int(meta["max_length"]), meta)
+        spec = spec_from_dict(meta["spec"])
+        vocabs = [
+            Vocabulary.from_dict(meta[f"{side}_vocab"], directory, f"{side}-")
+            for side in ("source", "target")
+        ]
+        check_vocab_sizes(spec, *vocabs)
+        max_length = meta["max_length"]
+        if type(max_length) is not int or max_length < 1:
+            raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ExportError(f"{meta_file}: malformed ({type(exc).__name__}: {exc})") from None
+    model = OnnxModel.from_sessions(spec, session(graphs[0], threads), session(graphs[1], threads))
+    return Exported(model, vocabs[0], vocabs[1], max_length, meta)
