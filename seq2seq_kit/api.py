@@ -390,6 +390,7 @@ def train(
     epochs: int | None = None,
     seed: int | None = None,
     resume: str | os.PathLike[str] | None = None,
+    overwrite: bool | None = None,
 ) -> Translator:
     """Train a model as ``config`` says (a :class:`Config`, a TOML path, or ``None`` for
     the seed notebook's defaults on ``digits``); keyword arguments override it. ``data`` is
@@ -406,7 +407,8 @@ def train(
     by ``train.early_stopping_metric`` on the validation pairs (the last weights without
     validation) as ``weights.safetensors``, plus the last weights and the optimizer state
     for ``resume``. ``out`` is checked before any work (writable; not a file; an existing
-    model directory only with ``train.overwrite``) and locked against a second writer.
+    model directory only with ``overwrite``, which sets ``train.overwrite``) and locked
+    against a second writer.
 
     ``resume`` continues the training saved in that directory (its config, data and
     vocabularies) and gives the same result as one uninterrupted run. Keys set in ``config``
@@ -441,6 +443,8 @@ def train(
             cfg.train.epochs = epochs
         if seed is not None:
             cfg.train.seed = seed
+        if overwrite is not None:
+            cfg.train.overwrite = overwrite
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc)) from None
     pairs = None if data is None or isinstance(data, str) else check_pairs(data)
