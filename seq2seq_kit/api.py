@@ -40,6 +40,7 @@ from .errors import (
     DataError,
     InputTooLongError,
     Seq2SeqError,
+    option,
 )
 from .logs import stdout_logging
 from .plugins import get_backend, registry
@@ -273,7 +274,7 @@ class Translator:
             raise Seq2SeqError(
                 f"backend {self.backend!r} decodes with its own search (capability 'search') "
                 f"and returns no attention weights; load the model with another backend "
-                f"(e.g. --backend numpy) to see them"
+                f"(e.g. {option('backend', 'numpy')}) to see them"
             )
         ids = self.source_vocab.encode(text, line=1)
         self._check_source_length(ids, 1)
@@ -422,8 +423,9 @@ def train(
             that differ from the saved run's.
         ConfigError: a resumed run's conflicting key (naming it and both values), or no
             epochs left to train.
-        CheckpointError: ``out`` cannot be written, holds another model or is being
-            written by another process.
+        CheckpointError: ``out`` cannot be written, holds another model (without
+            ``overwrite=True`` or ``resume=``, which the message names) or is being written
+            by another process.
         BackendError: the backend is missing, inference only (no ``train`` capability), or
             lacks a capability the run needs.
         TrainingError: a non-finite loss or weights (naming epoch and step).
@@ -461,7 +463,7 @@ def train(
         raise BackendError(
             f"backend {backend_name!r} is inference only: it does not declare the 'train' "
             f"capability (it declares {sorted(chosen.capabilities)}); train with another "
-            f"backend, then translate or serve the model with --backend {backend_name}"
+            f"backend, then translate or serve the model with {option('backend', backend_name)}"
         )
     if saved is not None and "resume" not in chosen.capabilities:
         raise BackendError(
@@ -752,7 +754,8 @@ def _train(
         raise DataError(
             "; ".join(moved + ["the training or validation pairs differ from the saved run's"])
             + " (data given anew, or the file changed since?); a resumed run trains on the "
-            "pairs it started with: start a new run with --out to train on other data",
+            f"pairs it started with: start a new run with {option('out', metavar='DIR')} to "
+            "train on other data",
             data.where,
         )
     source_vocab, target_vocab = data.vocabs

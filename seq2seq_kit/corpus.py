@@ -45,7 +45,7 @@ from . import __version__
 from .checkpoint import _sha256, swap_in
 from .config import Config, DataConfig, describe_errors
 from .data import Pair, held_out_sources, iter_tsv_rows, looks_like_path
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, option
 from .tokenizers import CharTokenizer, Tokenizer
 from .vocab import UNK, Vocabulary, normalize
 
@@ -617,16 +617,16 @@ def preprocess(cfg: Config, out: str | os.PathLike[str], *, overwrite: bool | No
 
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is a file; choose a folder")
+        raise ConfigError(f"{option('out', out)}: exists and is a file; choose a folder")
     if out.is_dir() and any(out.iterdir()):
         if not (out / CORPUS_FILE).exists():
             raise ConfigError(
-                f"--out {out}: a non-empty folder that is no corpus; not writing into it"
+                f"{option('out', out)}: a non-empty folder that is no corpus; not writing into it"
             )
         if not overwrite:
             raise ConfigError(
-                f"--out {out}: already holds a corpus; replace it with --overwrite "
-                f"(config train.overwrite = true) or choose another folder"
+                f"{option('out', out)}: already holds a corpus; replace it with "
+                f"{option('overwrite')} (config train.overwrite = true) or choose another folder"
             )
 
 
