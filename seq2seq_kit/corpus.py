@@ -565,7 +565,10 @@ def preprocess(cfg: Config, out: str | os.PathLike[str], *, overwrite: bool | No
 
     Raises:
         ConfigError: ``out`` is a file, a non-empty folder other than a corpus, or a corpus
-            without ``overwrite``; a bad tokenizer name or option (naming its key).
+            without ``overwrite``; a bad tokenizer name or option (naming its key); a
+            vocabulary with no piece but the specials, or one that maps most of the training
+            pieces to ``<unk>`` (:func:`~seq2seq_kit.api.check_vocabulary`: naming the side,
+            the tokenizer and the option).
         DataError: unreadable or malformed data (naming file and line), a source that is
             itself a corpus, or no training pairs after the split and length caps.
     """
@@ -700,7 +703,7 @@ def _write(
             "no training pairs: the validation split or the length caps leave none",
             cfg.data.source,
         )
-    vocabs = _vocabularies_from_counts(numbers, sides, tokenizers, shared)
+    vocabs = _vocabularies_from_counts(cfg, numbers, sides, tokenizers)
     doc: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -734,13 +737,17 @@ def _write(
 
 
 def _vocabularies_from_counts(
+    cfg: Config,
     numbers: tuple[_Numbering, _Numbering],
     sides: dict[tuple[str, str], _Side],
     tokenizers: tuple[Tokenizer, Tokenizer],
-    shared: bool,
 ) -> tuple[Vocabulary, Vocabulary]:
     """Each vocabulary from its pieces' counts over the training rows kept (as
-    :meth:`Vocabulary.build` over those rows' texts)."""
+    :meth:`Vocabulary.build` over those rows' texts), checked as training from text checks
+    it (:func:`~seq2seq_kit.api.check_vocabulary`)."""
+    from .api import check_vocabulary
+
+    shared = cfg.data.shared_vocabulary
     counted = []
     for side_index, side in enumerate(SIDES):
         numbering = numbers[side_index]
@@ -751,6 +758,7 @@ def _vocabularies_from_counts(
                 counts += np.bincount(chunk, minlength=len(counts))
         pieces = {piece: int(counts[i]) for piece, i in numbering.index.items()}
         counted.append(Vocabulary.from_counts(pieces, tokenizers[side_index]))
+        check_vocabulary(cfg, "shared" if shared else side, counted[-1], pieces)
         if shared:
             return counted[0], counted[0]
     return counted[0], counted[1]
