@@ -6,7 +6,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace as replaced
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from .errors import (
     DataError,
     InputTooLongError,
     Seq2SeqError,
+    option,
 )
 from .logs import stdout_logging
 from .plugins import get_backend, registry
@@ -54,7 +55,7 @@ from .spec import (
 )
 from .tokenizers import Tokenizer, make_tokenizer
 from .trainer import TrainerState, fit
-from .vocab import Vocabulary, normalize, pad
+from .vocab import Vocabulary, count_pieces, normalize, pad
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ class Translator:
             raise Seq2SeqError(
                 f"backend {self.backend!r} decodes with its own search (capability 'search') "
                 f"and returns no attention weights; load the model with another backend "
-                f"(e.g. --backend numpy) to see them"
+                f"(e.g. {option('backend', 'numpy')}) to see them"
             )
         ids = self.source_vocab.encode(text, line=1)
         self._check_source_length(ids, 1)
@@ -390,6 +391,7 @@ def train(
     epochs: int | None = None,
     seed: int | None = None,
     resume: str | os.PathLike[str] | None = None,
+    overwrite: bool | None = None,
 ) -> Translator:
     """Train a model as ``config`` says (a :class:`Config`, a TOML path, or ``None`` for
     the seed notebook's defaults on ``digits``); keyword arguments override it. ``data`` is
@@ -406,7 +408,8 @@ def train(
     by ``train.early_stopping_metric`` on the validation pairs (the last weights without
     validation) as ``weights.safetensors``, plus the last weights and the optimizer state
     for ``resume``. ``out`` is checked before any work (writable; not a file; an existing
-    model directory only with ``train.overwrite``) and locked against a second writer.
+    model directory only with ``overwrite``, which sets ``train.overwrite``) and locked
+    against a second writer.
 
     ``resume`` continues the training saved in that directory (its config, data and
     vocabularies) and gives the same result as one uninterrupted run. Keys set in ``config``
@@ -419,9 +422,12 @@ def train(
         DataError: no training pairs after the split and length filter, or resumed data
             that differ from the saved run's.
         ConfigError: a resumed run's conflicting key (naming it and both values), or no
-            epochs left to train.
-        CheckpointError: ``out`` cannot be written, holds another model or is being
-            written by another process.
+            epochs left to train; a vocabulary with no piece but the specials, or one that
+            maps most of the training pieces to ``<unk>`` (:func:`check_vocabulary`: naming
+            the side, the tokenizer and the option, e.g. ``min_frequency``).
+        CheckpointError: ``out`` cannot be written, holds another model (without
+            ``overwrite=True`` or ``resume=``, which the message names) or is being written
+            by another process.
         BackendError: the backend is missing, inference only (no ``train`` capability), or
             lacks a capability the run needs.
         TrainingError: a non-finite loss or weights (naming epoch and step).
@@ -441,6 +447,8 @@ def train(
             cfg.train.epochs = epochs
         if seed is not None:
             cfg.train.seed = seed
+        if overwrite is not None:
+            cfg.train.overwrite = overwrite
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc)) from None
     pairs = None if data is None or isinstance(data, str) else check_pairs(data)
@@ -457,7 +465,7 @@ def train(
         raise BackendError(
             f"backend {backend_name!r} is inference only: it does not declare the 'train' "
             f"capability (it declares {sorted(chosen.capabilities)}); train with another "
-            f"backend, then translate or serve the model with --backend {backend_name}"
+            f"backend, then translate or serve the model with {option('backend', backend_name)}"
         )
     if saved is not None and "resume" not in chosen.capabilities:
         raise BackendError(
@@ -603,6 +611,68 @@ def _tokenizers(
     return (made[0], made[0]) if cfg.data.shared_vocabulary else (made[0], made[1])
 
 
+#: The largest share of the training pieces a vocabulary may map to ``<unk>``. Past it a
+#: model mostly reads and writes ``<unk>``, which decodes to nothing: the run reports a
+#: token accuracy (``<unk>`` predicted for ``<unk>``) and translates everything to empty
+#: lines. A cut-off of rare words drops far less: in natural text the rare words are many
+#: but make a small share of the running words (Zipf's law).
+MAX_UNKNOWN_SHARE = 0.5
+
+
+def check_vocabulary(cfg: Config, side: str, vocab: Vocabulary, counts: Mapping[str, int]) -> None:
+    """Refuse, before training, a vocabulary a model cannot learn from: one with no piece
+    but the specials, or one that maps more than :data:`MAX_UNKNOWN_SHARE` of the training
+    pieces (``counts``, :func:`~seq2seq_kit.vocab.count_pieces`) to ``<unk>``. ``side``:
+    ``"source"``, ``"target"`` or ``"shared"``.
+
+    Raises:
+        ConfigError: naming the side, its tokenizer, the options that dropped the pieces
+            (``min_frequency``, ``max_size``) and the share of the training pieces that
+            would be ``<unk>``.
+    """
+    counts = {piece: n for piece, n in counts.items() if n > 0}  # a corpus counts unseen ones
+    total = sum(counts.values())
+    unknown = vocab.count_unknown(counts)
+    if vocab.tokens and unknown <= MAX_UNKNOWN_SHARE * total:
+        return
+    keyed = "source" if side == "shared" else side  # a shared vocabulary has one tokenizer
+    name, _ = cfg.data.side(keyed)
+    tokenizer_key = (
+        f"data.{keyed}_tokenizer" if getattr(cfg.data, f"{keyed}_tokenizer") else "data.tokenizer"
+    )
+    vocabulary = f"the {side} vocabulary ({tokenizer_key} = {name!r})"
+    texts = "both sides of the training pairs" if side == "shared" else f"the training {side}s"
+    if not total:
+        raise ConfigError(f"{vocabulary} finds no piece in {texts}")
+    side_options = getattr(cfg.data, f"{keyed}_tokenizer_options")
+
+    def key(option: str) -> str:
+        table = f"{keyed}_tokenizer_options" if option in side_options else "tokenizer_options"
+        return f"data.{table}.{option}"
+
+    min_frequency = getattr(vocab.tokenizer, "min_frequency", 1)
+    max_size = getattr(vocab.tokenizer, "max_size", None)
+    frequent = sum(1 for n in counts.values() if n >= min_frequency)
+    causes = []
+    if frequent < len(counts):
+        causes.append(
+            f"{key('min_frequency')} = {min_frequency} drops every piece seen fewer times "
+            f"(the most frequent is seen {max(counts.values())} times): lower it"
+        )
+    if max_size is not None and frequent > max_size:
+        causes.append(
+            f"{key('max_size')} = {max_size} keeps only the {max_size} most frequent of "
+            f"{frequent} pieces: raise it"
+        )
+    held = "holds no piece but the specials" if not vocab.tokens else "is too small"
+    raise ConfigError(
+        f"{vocabulary} {held}: it maps {unknown} of the {total} pieces of {texts} "
+        f"({unknown / total:.1%}) to <unk>, more than the {MAX_UNKNOWN_SHARE:.0%} a model "
+        f"can learn from (<unk> decodes to nothing: it would translate to empty lines); "
+        + ("; ".join(causes) or "the tokenizer dropped them")
+    )
+
+
 def _load_pairs(
     cfg: Config, pairs: tuple[Pair, ...] | None, saved: Checkpoint | None
 ) -> tuple[Dataset, list[Pair], list[Pair], int, tuple[Tokenizer, Tokenizer]]:
@@ -697,10 +767,18 @@ def _text_data(
         source_vocab, target_vocab = saved.source_vocab, saved.target_vocab
     elif cfg.data.shared_vocabulary:
         texts = [s for s, _ in train_pairs] + [t for _, t in train_pairs]
-        source_vocab = target_vocab = Vocabulary.build(texts, tokenizers[0])
+        counts = count_pieces(texts, tokenizers[0])
+        source_vocab = target_vocab = Vocabulary.from_counts(counts, tokenizers[0])
+        check_vocabulary(cfg, "shared", source_vocab, counts)
     else:
-        source_vocab = Vocabulary.build((s for s, _ in train_pairs), tokenizers[0])
-        target_vocab = Vocabulary.build((t for _, t in train_pairs), tokenizers[1])
+        vocabs = []
+        for side, tokenizer, texts in zip(
+            ("source", "target"), tokenizers, zip(*train_pairs, strict=True), strict=True
+        ):
+            counts = count_pieces(texts, tokenizer)
+            vocabs.append(Vocabulary.from_counts(counts, tokenizer))
+            check_vocabulary(cfg, side, vocabs[-1], counts)
+        source_vocab, target_vocab = vocabs
 
     def encode(pairs: Sequence[Pair]) -> tuple[list[list[int]], list[list[int]]]:
         # Validation may hold tokens training never saw: they become UNK, as at inference.
@@ -747,7 +825,8 @@ def _train(
         raise DataError(
             "; ".join(moved + ["the training or validation pairs differ from the saved run's"])
             + " (data given anew, or the file changed since?); a resumed run trains on the "
-            "pairs it started with: start a new run with --out to train on other data",
+            f"pairs it started with: start a new run with {option('out', metavar='DIR')} to "
+            "train on other data",
             data.where,
         )
     source_vocab, target_vocab = data.vocabs

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from . import atomic
-from .errors import CheckpointError
+from .errors import CheckpointError, option
 from .integrity import changed_fields, field_digests, file_sha256
 from .spec import Spec, spec_from_dict
 from .vocab import Vocabulary
@@ -77,14 +77,16 @@ def check_output_dir(path: str | os.PathLike[str], *, replace: bool = False) -> 
 
     Raises:
         CheckpointError: naming ``path`` and what is wrong; an existing model directory
-            without ``replace`` names ``--resume`` and ``--overwrite``.
+            without ``replace`` names the options to resume or overwrite it, as the
+            interface running spells them (:func:`seq2seq_kit.errors.option`).
     """
     path = Path(path)
     _refuse_foreign(path)
     if (path / MODEL_FILE).exists() and not replace:
         raise CheckpointError(
-            f"{path}: already holds a model; continue its training with --resume {path}, "
-            f"or replace it with --overwrite (config train.overwrite = true)"
+            f"{path}: already holds a model; continue its training with "
+            f"{option('resume', path)}, or replace it with {option('overwrite')} (config "
+            f"train.overwrite = true)"
         )
     try:
         with atomic.stage(path) as staging:

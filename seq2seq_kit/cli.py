@@ -32,6 +32,14 @@ def _flag(section: str, key: str) -> str:
     return "--" + _FLAG_NAMES.get((section, key), key).replace("_", "-")
 
 
+def _flag_of(name: str) -> str:
+    """The flag of an option an error advises (:func:`seq2seq_kit.errors.option`): a
+    config key's (``train.epochs``: ``--epochs``) or an argument's (``resume``:
+    ``--resume``)."""
+    section, _, key = name.rpartition(".")
+    return _flag(section, key)
+
+
 def _field_checker(field: Any, key: str) -> Callable[[str], Any]:
     """argparse ``type=``: the value as the config field would accept it, or an
     ``ArgumentTypeError`` with pydantic's reason (so a flag obeys the config file's rules).
@@ -855,13 +863,14 @@ def _terminate(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     import signal
 
-    from .errors import Seq2SeqError, TrainingInterrupted
+    from .errors import Seq2SeqError, TrainingInterrupted, flags
 
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate)
     try:
         args = parser().parse_args(argv)
-        return args.run(args)
+        with flags(_flag_of):  # what an error advises, it advises as flags
+            return args.run(args)
     except TrainingInterrupted as exc:
         print(str(exc), file=sys.stderr)
         return exc.exit_code

@@ -46,7 +46,7 @@ from pydantic import ValidationError
 from . import __version__, atomic
 from .config import Config, DataConfig, describe_errors
 from .data import Pair, held_out_sources, iter_tsv_rows, looks_like_path
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, option
 from .integrity import changed_fields, field_digests, file_sha256
 from .tokenizers import CharTokenizer, Tokenizer
 from .vocab import UNK, Vocabulary, normalize
@@ -584,7 +584,10 @@ def preprocess(cfg: Config, out: str | os.PathLike[str], *, overwrite: bool | No
 
     Raises:
         ConfigError: ``out`` is a file, a non-empty folder other than a corpus, or a corpus
-            without ``overwrite``; a bad tokenizer name or option (naming its key).
+            without ``overwrite``; a bad tokenizer name or option (naming its key); a
+            vocabulary with no piece but the specials, or one that maps most of the training
+            pieces to ``<unk>`` (:func:`~seq2seq_kit.api.check_vocabulary`: naming the side,
+            the tokenizer and the option).
         DataError: unreadable or malformed data (naming file and line), a source that is
             itself a corpus, or no training pairs after the split and length caps.
     """
@@ -632,11 +635,11 @@ def preprocess(cfg: Config, out: str | os.PathLike[str], *, overwrite: bool | No
                 )
                 atomic.commit(out, staging, CORPUS_FILE, obsolete)
     except atomic.Unwritable as exc:
-        raise ConfigError(f"--out {out}: cannot write there ({exc})") from None
+        raise ConfigError(f"{option('out', out)}: cannot write there ({exc})") from None
     except atomic.Busy as exc:
         raise ConfigError(
-            f"--out {out}: another process is writing this folder (it holds {exc}); wait for "
-            f"it to end or choose another folder"
+            f"{option('out', out)}: another process is writing this folder (it holds {exc}); "
+            f"wait for it to end or choose another folder"
         ) from None
     return out
 
@@ -651,16 +654,16 @@ def _own_files(out: Path) -> set[str]:
 
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is a file; choose a folder")
+        raise ConfigError(f"{option('out', out)}: exists and is a file; choose a folder")
     if out.is_dir() and atomic.user_entries(out):
         if not (out / CORPUS_FILE).exists():
             raise ConfigError(
-                f"--out {out}: a non-empty folder that is no corpus; not writing into it"
+                f"{option('out', out)}: a non-empty folder that is no corpus; not writing into it"
             )
         if not overwrite:
             raise ConfigError(
-                f"--out {out}: already holds a corpus; replace it with --overwrite "
-                f"(config train.overwrite = true) or choose another folder"
+                f"{option('out', out)}: already holds a corpus; replace it with "
+                f"{option('overwrite')} (config train.overwrite = true) or choose another folder"
             )
 
 
@@ -734,7 +737,7 @@ def _write(
             "no training pairs: the validation split or the length caps leave none",
             cfg.data.source,
         )
-    vocabs = _vocabularies_from_counts(numbers, sides, tokenizers, shared)
+    vocabs = _vocabularies_from_counts(cfg, numbers, sides, tokenizers)
     doc: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -768,13 +771,17 @@ def _write(
 
 
 def _vocabularies_from_counts(
+    cfg: Config,
     numbers: tuple[_Numbering, _Numbering],
     sides: dict[tuple[str, str], _Side],
     tokenizers: tuple[Tokenizer, Tokenizer],
-    shared: bool,
 ) -> tuple[Vocabulary, Vocabulary]:
     """Each vocabulary from its pieces' counts over the training rows kept (as
-    :meth:`Vocabulary.build` over those rows' texts)."""
+    :meth:`Vocabulary.build` over those rows' texts), checked as training from text checks
+    it (:func:`~seq2seq_kit.api.check_vocabulary`)."""
+    from .api import check_vocabulary
+
+    shared = cfg.data.shared_vocabulary
     counted = []
     for side_index, side in enumerate(SIDES):
         numbering = numbers[side_index]
@@ -785,6 +792,7 @@ def _vocabularies_from_counts(
                 counts += np.bincount(chunk, minlength=len(counts))
         pieces = {piece: int(counts[i]) for piece, i in numbering.index.items()}
         counted.append(Vocabulary.from_counts(pieces, tokenizers[side_index]))
+        check_vocabulary(cfg, "shared" if shared else side, counted[-1], pieces)
         if shared:
             return counted[0], counted[0]
     return counted[0], counted[1]

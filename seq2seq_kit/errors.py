@@ -1,6 +1,57 @@
-"""Errors that name what was wrong and where. The CLI prints them without a traceback."""
+"""Errors that name what was wrong and where. The CLI prints them without a traceback.
+
+A message that advises an option words it for the interface that raised it
+(:func:`option`): ``resume='model'`` called from Python, ``--resume model`` on the command
+line, which spells options as flags for as long as a command runs (:func:`flags`).
+"""
 
 from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from typing import Any
+
+#: How the command line spells an option as a flag while one of its commands runs; None
+#: outside it, where options are Python arguments and config keys.
+_FLAG_OF: ContextVar[Callable[[str], str] | None] = ContextVar("seq2seq_kit_flags", default=None)
+
+
+@contextlib.contextmanager
+def flags(flag_of: Callable[[str], str]) -> Iterator[None]:
+    """While the block runs, :func:`option` spells an option as the flag ``flag_of(name)``
+    (the command line's ``--resume`` for ``"resume"``, ``--epochs`` for
+    ``"train.epochs"``)."""
+    token = _FLAG_OF.set(flag_of)
+    try:
+        yield
+    finally:
+        _FLAG_OF.reset(token)
+
+
+def option(name: str, value: Any = True, *, metavar: str | None = None) -> str:
+    """Option ``name`` set to ``value`` (``None``: the option alone; or a ``metavar``
+    placeholder), as the interface running now takes it. ``name`` is a Python argument
+    (``"resume"``, ``"overwrite"``) or a config key (``"train.patience"``).
+
+    From Python: ``resume='model'``, ``overwrite=True``, ``epochs=N``, ``train.patience``.
+    On the command line (:func:`flags`): ``--resume model``, ``--overwrite``, ``--epochs N``,
+    ``--patience``.
+    """
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    flag_of = _FLAG_OF.get()
+    if flag_of is not None:
+        flag = flag_of(name)
+        shown = metavar or ("" if value is None or value is True else value)
+        return f"{flag} {shown}" if shown else flag
+    if value is None and metavar is None:
+        return name
+    if "." in name:  # a config key, as a config file sets it
+        shown = metavar or (str(value).lower() if isinstance(value, bool) else repr(value))
+        return f"{name} = {shown}"
+    return f"{name}={metavar or repr(value)}"
 
 
 class Seq2SeqError(Exception):
@@ -31,7 +82,7 @@ class UnknownTokenError(Seq2SeqError, ValueError):
         where = f"input line {line}, " if line is not None else ""
         super().__init__(
             f"{where}{describe_token(token, position, tokenizer)} in {text!r} was never seen in "
-            f"training; pass unknown='replace' (CLI: --unknown replace) to map it to <unk>"
+            f"training; pass {option('unknown', 'replace')} to map it to <unk>"
         )
         self.token, self.position, self.line = token, position, line
         self.kind = tokenizer

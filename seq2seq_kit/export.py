@@ -24,7 +24,7 @@ from typing import Any
 
 from . import __version__, atomic
 from .checkpoint import MODEL_FILE, load_checkpoint
-from .errors import ExportError
+from .errors import ExportError, option
 from .integrity import file_sha256
 from .plugins import install_hint, registry
 
@@ -68,7 +68,7 @@ def export_model(
         raise ExportError(f"unknown export format {format!r} (installed: {installed}); {how}")
     ckpt = load_checkpoint(model, finite=True)
     if not str(out).strip():
-        raise ExportError("--out is empty; name the directory to write")
+        raise ExportError(f"{option('out', '')} is empty; name the directory to write")
     shown = Path(out)
     try:
         out = shown.resolve()  # a symlink is followed: its target is written, the link stays
@@ -138,7 +138,7 @@ def _run_exporter(exporter: Any, format: str, ckpt: Any, staging: Path) -> list[
 
 def _check_out(model: Path, out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise ExportError(f"{out}: is a file; --out names the directory to write")
+        raise ExportError(f"{out}: is a file; {option('out', None)} names the directory to write")
     if out == model.resolve():
         raise ExportError(f"{out}: is the model directory itself; export elsewhere")
     if out in model.resolve().parents:
@@ -153,7 +153,7 @@ def _check_out(model: Path, out: Path, overwrite: bool) -> None:
             f"replaces an export it wrote: choose a new or empty directory"
         )
     if not overwrite:
-        raise ExportError(f"{out}: holds an export; pass --overwrite to replace it")
+        raise ExportError(f"{out}: holds an export; pass {option('overwrite')} to replace it")
 
 
 def _manifest_files(out: Path) -> list[str]:

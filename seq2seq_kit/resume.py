@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from .checkpoint import Checkpoint
 from .config import RESUMABLE, Config, describe_errors, describe_resumable, explicit_keys
 from .data import Pair
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, option
 
 #: Keys naming data that may move (another path, another copy): the caller then checks the
 #: pairs are the saved run's by :func:`data_fingerprint`.
@@ -110,29 +110,32 @@ def resumed_config(
                 changes[name] = [old, new]
             else:
                 conflicts.append(f"{name} is {old!r} in the saved run but {new!r} now")
+    where = option("resume", resume)
     if conflicts:
         raise ConfigError(
-            f"--resume {resume}: " + "; ".join(conflicts) + ". A resumed run trains what it "
-            f"started with; to change these, start a new run with --out (what may change on "
-            f"resume: the backend, {describe_resumable()})"
+            f"{where}: " + "; ".join(conflicts) + ". A resumed run trains what it started "
+            f"with; to change these, start a new run with {option('out', metavar='DIR')} (what "
+            f"may change on resume: the backend, {describe_resumable()})"
         )
     try:
         cfg = Config.model_validate(merged)
     except ValidationError as exc:  # a change that contradicts a saved key
-        raise ConfigError(f"--resume {resume}: {describe_errors(exc)}") from None
+        raise ConfigError(f"{where}: {describe_errors(exc)}") from None
     trainer = saved.meta["trainer"]
     done = int(trainer["epoch"])
     if cfg.train.epochs <= done:
         raise ConfigError(
-            f"--resume {resume}: the saved run has done {done} epochs and train.epochs is "
-            f"{cfg.train.epochs}: nothing to train; ask for more (--epochs N with N > {done})"
+            f"{where}: the saved run has done {done} epochs and train.epochs is "
+            f"{cfg.train.epochs}: nothing to train; ask for more "
+            f"({option('epochs', metavar='N')} with N > {done})"
         )
     updates = trainer.get("updates")
     if type(updates) is int and 0 < cfg.train.max_updates <= updates:
         raise ConfigError(
-            f"--resume {resume}: the saved run has done {updates} updates and "
+            f"{where}: the saved run has done {updates} updates and "
             f"train.max_updates is {cfg.train.max_updates}: nothing to train; ask for more "
-            f"(--max-updates N with N > {updates}, or 0 for no limit)"
+            f"({option('train.max_updates', metavar='N')} with N > {updates}, or 0 for no "
+            f"limit)"
         )
     history = saved.meta.get("history") or [{}]
     early = history[-1].get("early_stopped") or trainer.get("stopped") == "patience"
@@ -140,9 +143,9 @@ def resumed_config(
         counted = "validations" if cfg.train.valid_every else "epochs"
         at = f"in epoch {done + 1}" if trainer.get("step") else f"at epoch {done}"
         raise ConfigError(
-            f"--resume {resume}: training stopped early {at} "
+            f"{where}: training stopped early {at} "
             f"(train.patience {cfg.train.patience} {counted} without a better validation "
-            f"score); raise --patience, or set it to 0, to train on"
+            f"score); raise {option('train.patience', None)}, or set it to 0, to train on"
         )
     return cfg, changes
 

@@ -24,7 +24,7 @@ import numpy as np
 from .backend import Model
 from .batching import Batch, batches, shards
 from .config import TrainConfig
-from .errors import TrainingError, TrainingInterrupted
+from .errors import TrainingError, TrainingInterrupted, option
 from .logs import stdout_logging
 from .runtime import ProcessGroup, SingleProcess
 from .schedules import learning_rate_at, model_width
@@ -269,7 +269,7 @@ class _Checkpoints:
             return f"{said}; nothing was saved (no output directory)"
         if self.out_dir is None:
             return f"{said}; saved"
-        return f"{said}; saved to {self.out_dir}; continue with --resume {self.out_dir}"
+        return f"{said}; saved to {self.out_dir}; continue with {option('resume', self.out_dir)}"
 
 
 def fit(

@@ -96,10 +96,7 @@ class Vocabulary:
         A tokenizer's ``min_frequency`` and ``max_size`` (``word``) drop rarer pieces, which
         then encode as UNK; ``max_size`` keeps the most frequent, ties by code point."""
         tokenizer = as_tokenizer(tokenizer)
-        counts: Counter[str] = Counter()
-        for text in texts:
-            counts.update(tokenizer.encode(normalize(text)))
-        return cls.from_counts(counts, tokenizer)
+        return cls.from_counts(count_pieces(texts, tokenizer), tokenizer)
 
     @classmethod
     def from_counts(cls, counts: Mapping[str, int], tokenizer: str | Tokenizer) -> Vocabulary:
@@ -113,6 +110,11 @@ class Vocabulary:
         if max_size is not None and len(kept) > max_size:
             kept = sorted(sorted(kept, key=lambda piece: -counts[piece])[:max_size])
         return cls(tuple(kept), tokenizer)
+
+    def count_unknown(self, counts: Mapping[str, int]) -> int:
+        """How many of the pieces counted in ``counts`` (:func:`count_pieces`) this
+        vocabulary maps to UNK."""
+        return sum(n for piece, n in counts.items() if piece not in self._index)
 
     def __len__(self) -> int:
         return len(SPECIALS) + len(self.tokens)
@@ -185,6 +187,16 @@ class Vocabulary:
         options = data.get("tokenizer_options", {})
         tokenizer = make_tokenizer(name, options, directory, prefix)
         return cls(tuple(data["tokens"]), tokenizer)
+
+
+def count_pieces(texts: Iterable[str], tokenizer: str | Tokenizer = "char") -> Counter[str]:
+    """How often each piece of the NFC-normalised ``texts`` occurs, as ``tokenizer`` splits
+    them: what :meth:`Vocabulary.build` keeps pieces by."""
+    tokenizer = as_tokenizer(tokenizer)
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(tokenizer.encode(normalize(text)))
+    return counts
 
 
 def pad(sequences: Sequence[Sequence[int]], length: int | None = None) -> np.ndarray:

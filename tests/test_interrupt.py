@@ -117,7 +117,8 @@ def test_signal_saves_mid_epoch_and_resume_is_exact(
     with pytest.raises(TrainingInterrupted) as caught:
         seq2seq_kit.train(config, out=out)
     assert str(caught.value) == (
-        f"interrupted at epoch {epoch} step {step}; saved to {out}; continue with --resume {out}"
+        f"interrupted at epoch {epoch} step {step}; saved to {out}; continue with "
+        f"resume={str(out)!r}"
     )
     assert caught.value.exit_code == 128 + number
     saved = load_checkpoint(out, extra=True)

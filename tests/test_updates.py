@@ -467,7 +467,7 @@ def test_lr_patience_added_on_resume_to_a_scheduled_run_is_refused(tmp_path):
     config.train.warmup_steps, config.train.lr_schedule = 3, "noam"
     seq2seq_kit.train(config, out=tmp_path / "m")
     more = Config.model_validate({"train": {"epochs": 2, "lr_patience": 2}})
-    with pytest.raises(ConfigError, match=r"^--resume .*lr_schedule = 'noam' .* lr_patience = 2"):
+    with pytest.raises(ConfigError, match=r"^resume=.*lr_schedule = 'noam' .* lr_patience = 2"):
         seq2seq_kit.train(resume=tmp_path / "m", config=more)
     rates = [r["learning_rate"] for r in seq2seq_kit.train(resume=tmp_path / "m", epochs=2).history]
     # digits: 5 updates an epoch; noam with d_model = hidden_size 32
