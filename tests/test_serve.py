@@ -240,8 +240,43 @@ def test_body_over_the_limit_without_a_length_header(models):
     settings = ServeConfig(max_body_bytes=64)
     with TestClient(create_app(models, settings)) as client:
         chunks = iter([b'{"texts": ["', b"1" * 100, b'"]}'])
-        reply = client.post("/v1/translate", content=chunks)
+        reply = client.post(
+            "/v1/translate", content=chunks, headers={"content-type": "application/json"}
+        )
         assert reply.status_code == 413 and "at most 64" in reply.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "media_type",
+    [
+        "text/plain",  # what a cross-origin fetch or form may send without a preflight
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/jsonp",
+        None,
+    ],
+)
+def test_only_json_bodies_are_accepted(client, media_type):
+    headers = {} if media_type is None else {"content-type": media_type}
+    reply = client.post("/v1/translate", content=b'{"texts": ["3"]}', headers=headers)
+    assert reply.status_code == 415, reply.text
+    error = reply.json()["error"]
+    assert error["field"] is None and "Content-Type: application/json" in error["message"]
+    # a browser asks before a cross-origin JSON post, and is not allowed
+    preflight = client.options(
+        "/v1/translate",
+        headers={"origin": "https://elsewhere.example", "access-control-request-method": "POST"},
+    )
+    assert preflight.status_code == 405
+    assert not [h for h in preflight.headers if h.startswith("access-control-")]
+
+
+@pytest.mark.parametrize("media_type", ["application/json; charset=utf-8", "Application/JSON"])
+def test_json_media_types_with_parameters_or_capitals_are_accepted(client, media_type):
+    reply = client.post(
+        "/v1/translate", content=b'{"texts": ["3"]}', headers={"content-type": media_type}
+    )
+    assert reply.status_code == 200, reply.text
 
 
 def test_unknown_path_and_wrong_method(client):

@@ -94,6 +94,7 @@ def create_app(models: Mapping[str, Translator], settings: ServeConfig | None = 
 
     async def translate(request: Request) -> Response:
         try:
+            _check_media_type(request)
             body = parse_body(await _read_body(request, settings.max_body_bytes))
             job: TranslateRequest = prepare(body, models, settings, default_model, resolved)
             translations = await batchers[job.model].submit(job, len(job.texts))
@@ -148,6 +149,22 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise _too_large(f"more than {limit} bytes", limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _check_media_type(request: Request) -> None:
+    """Refuse (415) a body not declared ``application/json``. Browsers send the other
+    types a form can (``text/plain``, form-encoded) across origins without asking the
+    server first; ``application/json`` needs a CORS preflight, which this server never
+    grants, so a web page of another origin cannot make a visitor's browser post to it."""
+    declared = request.headers.get("content-type")
+    if declared is None:
+        raise RequestError(415, "the body needs the header Content-Type: application/json")
+    if declared.partition(";")[0].strip().lower() != "application/json":
+        raise RequestError(
+            415,
+            f"the body is declared {declared[:60]!r}; send JSON with "
+            f"Content-Type: application/json",
+        )
 
 
 def _too_large(size: str, limit: int) -> RequestError:
