@@ -279,6 +279,42 @@ def test_json_media_types_with_parameters_or_capitals_are_accepted(client, media
     assert reply.status_code == 200, reply.text
 
 
+def test_a_client_gone_mid_body_is_no_internal_error(models, caplog):
+    # the server's view of a client that closes its connection after part of the body
+    app = create_app(models, ServeConfig())
+    events = iter(
+        [
+            {"type": "http.request", "body": b'{"texts": ["', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+    sent = []
+
+    async def receive():
+        return next(events)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/translate",
+        "raw_path": b"/v1/translate",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+        "root_path": "",
+    }
+    with caplog.at_level("DEBUG"):
+        asyncio.run(app(scope, receive, send))  # raised ClientDisconnect before
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert sent and sent[0]["status"] != 500
+
+
 def test_unknown_path_and_wrong_method(client):
     reply = client.get("/v1/translate")
     assert reply.status_code == 405 and reply.headers["allow"] == "POST"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
@@ -100,6 +100,10 @@ def create_app(models: Mapping[str, Translator], settings: ServeConfig | None = 
             translations = await batchers[job.model].submit(job, len(job.texts))
         except RequestError as exc:
             return _error(exc)
+        except ClientDisconnect:
+            # the client left mid-body: nobody reads a reply, and nothing went wrong in the
+            # server (this was logged as an internal error, with a traceback)
+            return Response(status_code=400)
         return Response(
             b'{"model":%s,"translations":%s}' % (_json(job.model), translations),
             media_type="application/json",
