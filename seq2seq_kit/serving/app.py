@@ -101,8 +101,8 @@ def create_app(models: Mapping[str, Translator], settings: ServeConfig | None = 
         except RequestError as exc:
             return _error(exc)
         except ClientDisconnect:
-            # the client left mid-body: nobody reads a reply, and nothing went wrong in the
-            # server (this was logged as an internal error, with a traceback)
+            # the client left mid-body, or the server gave up waiting for the body and
+            # answered 408 itself: nobody reads this reply, and no fault is the server's
             return Response(status_code=400)
         return Response(
             b'{"model":%s,"translations":%s}' % (_json(job.model), translations),
