@@ -779,8 +779,10 @@ def _serve(args: argparse.Namespace) -> int:
             ),
             # no WebSocket routes: an upgrade would take its connection out of the count
             ws="none",
-            # uvicorn annotates it int; it passes it to call_later, which takes a float
+            # uvicorn annotates these int; it passes them to call_later and timeouts, which
+            # take seconds as floats
             timeout_keep_alive=settings.keep_alive_timeout_s,
+            timeout_graceful_shutdown=settings.shutdown_timeout_s,
             log_level="warning",
             access_log=False,
             lifespan="on",

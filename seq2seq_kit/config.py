@@ -458,6 +458,12 @@ class ServeConfig(_Section):
         description="open connections, idle ones included; more are refused (503) (lowered "
         "to what the process's open-file limit allows)",
     )
+    shutdown_timeout_s: float = Field(
+        20.0,
+        ge=0,
+        description="seconds a stop waits for requests in progress before it refuses them "
+        "(503) and exits",
+    )
 
     @model_validator(mode="after")
     def _queue_holds_a_request(self) -> ServeConfig:

@@ -269,3 +269,34 @@ def test_sigterm_answers_a_half_sent_body_and_stops(model_dir, tmp_path):
         assert raw, "no answer 10 s after SIGTERM"
         assert "stopping" in _error(raw, 503)
         assert server.proc.wait(timeout=20) == 0, server.stderr()
+
+
+SLOW_DECODING = """
+import sys, time
+from seq2seq_kit.api import Translator
+decode_ids = Translator.decode_ids
+def slow(self, *args, **kwargs):
+    time.sleep(3)
+    return decode_ids(self, *args, **kwargs)
+Translator.decode_ids = slow
+from seq2seq_kit.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_stop_waits_for_requests_at_most_shutdown_timeout_s(model_dir, tmp_path):
+    flags = ["--shutdown-timeout-s", "0.5"]
+    with serving(model_dir, tmp_path, *flags, code=SLOW_DECODING) as server:
+        with server.connect() as sock:
+            body = b'{"texts": ["3"]}'
+            sock.sendall(
+                HEAD
+                + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+                + body
+            )
+            time.sleep(0.5)  # being decoded (3 s)
+            server.proc.send_signal(signal.SIGTERM)
+            raw = _receive(sock, 10)
+        assert raw, "no answer 10 s after SIGTERM"
+        assert "serve.shutdown_timeout_s" in _error(raw, 503)
+        assert server.proc.wait(timeout=20) == 0, server.stderr()

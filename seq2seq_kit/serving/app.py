@@ -7,6 +7,7 @@ Routes: ``GET /`` (the web page), ``GET /healthz``, ``GET /v1/models``,
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -104,6 +105,19 @@ def create_app(models: Mapping[str, Translator], settings: ServeConfig | None = 
             # the client left mid-body, or the server gave up waiting for the body and
             # answered 408 itself: nobody reads this reply, and no fault is the server's
             return Response(status_code=400)
+        except asyncio.CancelledError:
+            # the server is stopping and this request outlived serve.shutdown_timeout_s:
+            # uvicorn cancels its task, and then the client is told why (it would get a
+            # plain-text 500); the task ends with this reply, so the cancellation stops here
+            return _error(
+                RequestError(
+                    503,
+                    "the server is stopping and could not finish this request within "
+                    f"{settings.shutdown_timeout_s:g} s (serve.shutdown_timeout_s); retry "
+                    f"later or on another server",
+                    headers={"Connection": "close"},
+                )
+            )
         return Response(
             b'{"model":%s,"translations":%s}' % (_json(job.model), translations),
             media_type="application/json",
