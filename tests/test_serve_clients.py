@@ -187,13 +187,13 @@ def test_a_dripped_head_is_answered_408(short):
     with short.connect() as sock:
         sock.sendall(HEAD)
         raw = None
-        for _ in range(40):  # a header byte every 0.1 s, for at most 4 s
+        for _ in range(80):  # a header byte every 0.1 s, for at most 8 s
             with contextlib.suppress(OSError):  # closed meanwhile: its answer is read below
                 sock.sendall(b"X")
             raw = _receive(sock, 0.1)
             if raw is not None:
                 break
-        assert raw, "the server kept a head that drips for 4 s"
+        assert raw, "the server kept a head that drips for 8 s"
     message = _error(raw, 408)
     assert "serve.header_timeout_s" in message and "1 s" in message
 
@@ -241,7 +241,8 @@ def test_a_request_that_is_not_http_gets_a_json_400(short):
 
 
 def test_connections_over_the_limit_are_refused(model_dir, tmp_path):
-    with serving(model_dir, tmp_path, "--max-connections", "3") as server:
+    flags = ["--max-connections", "3", "--keep-alive-timeout-s", "60"]
+    with serving(model_dir, tmp_path, *flags) as server:
         held = [server.connect() for _ in range(3)]
         try:
             for sock in held:  # answered: each is open and counted by the server
@@ -262,8 +263,13 @@ def test_sigterm_answers_a_half_sent_body_and_stops(model_dir, tmp_path):
     # the server waited for the rest of the body, as long as its client cared to wait
     with serving(model_dir, tmp_path) as server:
         with server.connect() as sock:
-            sock.sendall(HEAD + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
-            time.sleep(0.5)  # the request is being read
+            sock.sendall(
+                HEAD + b"Content-Type: application/json\r\nContent-Length: 100\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
+            # sent when the server starts reading the body
+            assert sock.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            sock.sendall(b'{"texts"')
             server.proc.send_signal(signal.SIGTERM)
             raw = _receive(sock, 10)
         assert raw, "no answer 10 s after SIGTERM"
@@ -276,6 +282,7 @@ import sys, time
 from seq2seq_kit.api import Translator
 decode_ids = Translator.decode_ids
 def slow(self, *args, **kwargs):
+    print("decoding", file=sys.stderr, flush=True)
     time.sleep(3)
     return decode_ids(self, *args, **kwargs)
 Translator.decode_ids = slow
@@ -294,7 +301,10 @@ def test_a_stop_waits_for_requests_at_most_shutdown_timeout_s(model_dir, tmp_pat
                 + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
                 + body
             )
-            time.sleep(0.5)  # being decoded (3 s)
+            deadline = time.monotonic() + 10
+            while "decoding" not in server.stderr() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert "decoding" in server.stderr()  # for 3 s from now
             server.proc.send_signal(signal.SIGTERM)
             raw = _receive(sock, 10)
         assert raw, "no answer 10 s after SIGTERM"

@@ -2,8 +2,8 @@
 the limit it lacks against slow or hostile clients.
 
 uvicorn times out idle keep-alive connections only: a client that sends half a request
-head, or half a body, holds its connection (a file descriptor, and the stop of the
-server) for as long as it likes. :func:`protocol_class` adds a deadline for a request's
+head, or half a body, holds its connection (a file descriptor; for a body, the server's
+stop too) for as long as it likes. :func:`protocol_class` adds a deadline for a request's
 head (``serve.header_timeout_s``) and one for its body (``serve.body_timeout_s``), a
 bound on open connections (``serve.max_connections``), a stop that answers requests
 still waiting for their body at once, and JSON bodies for the errors uvicorn answers
@@ -66,7 +66,7 @@ def protocol_class(
 
     A connection waits for a request head (from its opening, or from the first byte after
     the last response) at most ``header_timeout_s`` seconds, then is answered 408 and
-    closed (closed alone if it sent nothing); a body still arriving ``body_timeout_s``
+    closed (closed without an answer if it sent nothing); a body still arriving ``body_timeout_s``
     seconds after its head is answered 408 and its connection closed; a connection opened
     while ``max_connections`` are open is answered 503 and closed at once.
     """
