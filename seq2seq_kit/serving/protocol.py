@@ -66,9 +66,9 @@ def protocol_class(
 
     A connection waits for a request head (from its opening, or from the first byte after
     the last response) at most ``header_timeout_s`` seconds, then is answered 408 and
-    closed (closed without an answer if it sent nothing); a body still arriving ``body_timeout_s``
-    seconds after its head is answered 408 and its connection closed; a connection opened
-    while ``max_connections`` are open is answered 503 and closed at once.
+    closed (closed without an answer if it sent nothing); a body still arriving
+    ``body_timeout_s`` seconds after its head is answered 408 and its connection closed; a
+    connection opened while ``max_connections`` are open is answered 503 and closed at once.
     """
 
     # uvicorn makes each connection's protocol from the class alone: the limits ride on it
