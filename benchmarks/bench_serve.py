@@ -329,8 +329,12 @@ def main(argv: list[str] | None = None) -> int:
         server = Server(model, args.serve_flag)
         try:
             for text in texts[:20]:  # warm-up, untimed
-                body = json.dumps({"texts": [text]}).encode()
-                urllib.request.urlopen(f"{server.url}/v1/translate", body, timeout=60).read()
+                warm_up = urllib.request.Request(
+                    f"{server.url}/v1/translate",
+                    json.dumps({"texts": [text]}).encode(),
+                    headers={"Content-Type": "application/json"},
+                )
+                urllib.request.urlopen(warm_up, timeout=60).read()
             for clients in args.clients:
                 before, cpu = server_stats(server.url), process_cpu(server.proc.pid)
                 figures = load(server.url, texts, clients, args.requests, args.seconds, generator)

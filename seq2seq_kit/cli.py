@@ -772,8 +772,32 @@ def _serve(args: argparse.Namespace) -> int:
     shown = f"[{host}]" if ":" in host else host
     listed = ", ".join(f"{n} ({t.architecture}, {t.backend})" for n, t in models.items())
     print(f"serving {listed} on http://{shown}:{port} (pid {os.getpid()})", flush=True)
+    from .serving.protocol import connection_budget, protocol_class
+
+    max_connections, file_limit = connection_budget(settings.max_connections)
+    if max_connections < settings.max_connections:
+        print(
+            f"note: at most {max_connections} open connections, not serve.max_connections = "
+            f"{settings.max_connections}: this process may open {file_limit} files (ulimit -n)",
+            file=sys.stderr,
+            flush=True,
+        )
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        uvicorn.Config(
+            app,
+            http=protocol_class(
+                settings.header_timeout_s, settings.body_timeout_s, max_connections
+            ),
+            # no WebSocket routes: an upgrade would take its connection out of the count
+            ws="none",
+            # uvicorn annotates these int; it passes them to call_later and timeouts, which
+            # take seconds as floats
+            timeout_keep_alive=settings.keep_alive_timeout_s,
+            timeout_graceful_shutdown=settings.shutdown_timeout_s,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+        )
     )
     # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again once its
     # own handlers are gone: a stop asked for is a normal end (exit 0), not an interruption

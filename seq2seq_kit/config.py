@@ -437,6 +437,33 @@ class ServeConfig(_Section):
         description="attention weights a reply may hold: texts x n_best x (max_length + 1) x "
         "source tokens, counted before decoding (more: 422)",
     )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="seconds a request's headers may take to arrive, from the connection's "
+        "opening or the request's first byte (more: 408, connection closed)",
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="seconds a request's body may take to arrive, from the end of its headers "
+        "(more: 408, connection closed)",
+    )
+    keep_alive_timeout_s: float = Field(
+        5.0, gt=0, description="seconds an idle keep-alive connection is kept open"
+    )
+    max_connections: int = Field(
+        512,
+        ge=1,
+        description="open connections, idle ones included; more are refused (503) (lowered "
+        "to what the process's open-file limit allows)",
+    )
+    shutdown_timeout_s: float = Field(
+        20.0,
+        ge=0,
+        description="seconds a stop waits for requests in progress before it refuses them "
+        "(503) and exits",
+    )
 
     @model_validator(mode="after")
     def _queue_holds_a_request(self) -> ServeConfig:

@@ -240,8 +240,79 @@ def test_body_over_the_limit_without_a_length_header(models):
     settings = ServeConfig(max_body_bytes=64)
     with TestClient(create_app(models, settings)) as client:
         chunks = iter([b'{"texts": ["', b"1" * 100, b'"]}'])
-        reply = client.post("/v1/translate", content=chunks)
+        reply = client.post(
+            "/v1/translate", content=chunks, headers={"content-type": "application/json"}
+        )
         assert reply.status_code == 413 and "at most 64" in reply.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "media_type",
+    [
+        "text/plain",  # what a cross-origin fetch or form may send without a preflight
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/jsonp",
+        None,
+    ],
+)
+def test_only_json_bodies_are_accepted(client, media_type):
+    headers = {} if media_type is None else {"content-type": media_type}
+    reply = client.post("/v1/translate", content=b'{"texts": ["3"]}', headers=headers)
+    assert reply.status_code == 415, reply.text
+    error = reply.json()["error"]
+    assert error["field"] is None and "Content-Type: application/json" in error["message"]
+    # a browser asks before a cross-origin JSON post, and is not allowed
+    preflight = client.options(
+        "/v1/translate",
+        headers={"origin": "https://elsewhere.example", "access-control-request-method": "POST"},
+    )
+    assert preflight.status_code == 405
+    assert not [h for h in preflight.headers if h.startswith("access-control-")]
+
+
+@pytest.mark.parametrize("media_type", ["application/json; charset=utf-8", "Application/JSON"])
+def test_json_media_types_with_parameters_or_capitals_are_accepted(client, media_type):
+    reply = client.post(
+        "/v1/translate", content=b'{"texts": ["3"]}', headers={"content-type": media_type}
+    )
+    assert reply.status_code == 200, reply.text
+
+
+def test_a_client_gone_mid_body_is_no_internal_error(models, caplog):
+    # the server's view of a client that closes its connection after part of the body
+    app = create_app(models, ServeConfig())
+    events = iter(
+        [
+            {"type": "http.request", "body": b'{"texts": ["', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+    sent = []
+
+    async def receive():
+        return next(events)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/translate",
+        "raw_path": b"/v1/translate",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+        "root_path": "",
+    }
+    with caplog.at_level("DEBUG"):
+        asyncio.run(app(scope, receive, send))  # raised ClientDisconnect before
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert sent and sent[0]["status"] != 500
 
 
 def test_unknown_path_and_wrong_method(client):

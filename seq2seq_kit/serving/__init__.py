@@ -3,6 +3,7 @@
 :mod:`.app` builds the ASGI application (Starlette) with ``create_app``; :mod:`.requests`
 validates request bodies; :mod:`.batcher` queues requests and decodes those that arrive
 together in one batch, in one worker thread per model; :mod:`.decode` turns hypotheses
-into the JSON of a response. Importing this package, or any module of it but :mod:`.app`,
+into the JSON of a response; :mod:`.protocol` gives uvicorn's connections their deadlines
+and limit. Importing this package, or any module of it but :mod:`.app` and :mod:`.protocol`,
 imports no web framework and no tensor library.
 """

@@ -7,6 +7,7 @@ Routes: ``GET /`` (the web page), ``GET /healthz``, ``GET /v1/models``,
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
@@ -94,11 +95,29 @@ def create_app(models: Mapping[str, Translator], settings: ServeConfig | None = 
 
     async def translate(request: Request) -> Response:
         try:
+            _check_media_type(request)
             body = parse_body(await _read_body(request, settings.max_body_bytes))
             job: TranslateRequest = prepare(body, models, settings, default_model, resolved)
             translations = await batchers[job.model].submit(job, len(job.texts))
         except RequestError as exc:
             return _error(exc)
+        except ClientDisconnect:
+            # the client left mid-body, or the server gave up waiting for the body and
+            # answered 408 itself: nobody reads this reply, and no fault is the server's
+            return Response(status_code=400)
+        except asyncio.CancelledError:
+            # the server is stopping and this request outlived serve.shutdown_timeout_s:
+            # uvicorn cancels its task, and then the client is told why (it would get a
+            # plain-text 500); the task ends with this reply, so the cancellation stops here
+            return _error(
+                RequestError(
+                    503,
+                    "the server is stopping and could not finish this request within "
+                    f"{settings.shutdown_timeout_s:g} s (serve.shutdown_timeout_s); retry "
+                    f"later or on another server",
+                    headers={"Connection": "close"},
+                )
+            )
         return Response(
             b'{"model":%s,"translations":%s}' % (_json(job.model), translations),
             media_type="application/json",
@@ -148,6 +167,22 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise _too_large(f"more than {limit} bytes", limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _check_media_type(request: Request) -> None:
+    """Refuse (415) a body not declared ``application/json``. Browsers send the other
+    types a form can (``text/plain``, form-encoded) across origins without asking the
+    server first; ``application/json`` needs a CORS preflight, which this server never
+    grants, so a web page of another origin cannot make a visitor's browser post to it."""
+    declared = request.headers.get("content-type")
+    if declared is None:
+        raise RequestError(415, "the body needs the header Content-Type: application/json")
+    if declared.partition(";")[0].strip().lower() != "application/json":
+        raise RequestError(
+            415,
+            f"the body is declared {declared[:60]!r}; send JSON with "
+            f"Content-Type: application/json",
+        )
 
 
 def _too_large(size: str, limit: int) -> RequestError:
