@@ -689,12 +689,17 @@ def _load_pairs(
     elif saved is not None and saved.meta.get("data") == "pairs":
         raise DataError("this run was trained on pairs given in Python: pass them again (data=)")
     else:
-        dataset = load_dataset(cfg.data.source, cfg.data.limit, **cfg.data.options)
+        dataset = load_dataset(
+            cfg.data.source,
+            cfg.data.limit,
+            max_line_bytes=cfg.data.max_line_bytes,
+            **cfg.data.options,
+        )
         if dataset.path is not None:
             cfg.data.source = str(Path(dataset.path).resolve())
     if cfg.data.valid is not None:
         train_pairs = list(dataset.pairs)
-        valid_dataset = load_dataset(cfg.data.valid)
+        valid_dataset = load_dataset(cfg.data.valid, max_line_bytes=cfg.data.max_line_bytes)
         valid_pairs = list(valid_dataset.pairs)
         if valid_dataset.path is not None:
             cfg.data.valid = str(Path(valid_dataset.path).resolve())

@@ -180,6 +180,7 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--backend", help="backend to run the model with")
     _add_config_flags(p, "decode")
+    _add_config_flags(p, "data", ["max_line_bytes"])
     p.add_argument("text", nargs="*", help="inputs; none: read stdin")
     p.set_defaults(run=_translate)
 
@@ -192,7 +193,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--data", required=True, help="PATH.tsv or dataset name")
-    _add_config_flags(p, "data", ["limit"])
+    _add_config_flags(p, "data", ["limit", "max_line_bytes"])
     p.add_argument("--backend", help="backend to run the model with")
     _add_config_flags(p, "decode", [k for k in _decode_keys() if k != "n_best"])
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
@@ -469,7 +470,8 @@ def _report(translator: Any) -> None:
     print(f"exact match on {len(sources)} {where} sources: {exact}/{len(sources)}")
 
 
-def _read_inputs(texts: Sequence[str]) -> list[str]:
+def _read_inputs(texts: Sequence[str], max_line_bytes: int | None) -> list[str]:
+    from .config import DEFAULT_MAX_LINE_BYTES
     from .data import read_text_lines
     from .errors import ConfigError, DataError
 
@@ -481,7 +483,9 @@ def _read_inputs(texts: Sequence[str]) -> list[str]:
         raise ConfigError("no TEXT arguments and no standard input to read")
     # The bytes, not the locale's decoding: stdin follows the data files' UTF-8 and line rules.
     try:
-        return read_text_lines(sys.stdin.buffer, "<stdin>")
+        return read_text_lines(
+            sys.stdin.buffer, "<stdin>", max_line_bytes or DEFAULT_MAX_LINE_BYTES
+        )
     except OSError as exc:
         raise DataError(f"cannot read: {exc.strerror}", "<stdin>") from None
 
@@ -502,7 +506,7 @@ def _translate(args: argparse.Namespace) -> int:
 
     translator = load(args.model, backend=args.backend)
     options = translator.decode_config(**_flag_values(args).get("decode", {}))
-    texts = _read_inputs(args.text)
+    texts = _read_inputs(args.text, getattr(args, "data.max_line_bytes"))
     results = translator.hypotheses(texts, **options.model_dump())
     out = sys.stdout
     for line_no, hyps in enumerate(results, start=1):
@@ -522,13 +526,18 @@ def _translate(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .api import load
+    from .config import DEFAULT_MAX_LINE_BYTES
     from .data import load_dataset
     from .errors import DataError, InputTooLongError, UnknownTokenError, describe_token
     from .metrics import group_references, score
 
     translator = load(args.model, backend=args.backend)
     options = translator.decode_config(**_flag_values(args).get("decode", {}), n_best=1)
-    dataset = load_dataset(args.data, getattr(args, "data.limit"))
+    dataset = load_dataset(
+        args.data,
+        getattr(args, "data.limit"),
+        max_line_bytes=getattr(args, "data.max_line_bytes") or DEFAULT_MAX_LINE_BYTES,
+    )
     sources, references = group_references(dataset.pairs)
     try:
         outputs = translator.translate(sources, **options.model_dump())

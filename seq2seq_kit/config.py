@@ -37,6 +37,13 @@ else:  # pragma: no cover
 BACKEND_ENV = "SEQ2SEQ_KIT_BACKEND"
 DEFAULT_BACKEND = "numpy"
 
+#: The largest config file read: a TOML config is a few kilobytes; a larger "config" is
+#: another file given by mistake (``--config /dev/zero`` must not read forever).
+MAX_CONFIG_BYTES = 1 << 20
+#: Default of ``[data] max_line_bytes``: far above any sentence or paragraph pair, far below
+#: what a machine holds.
+DEFAULT_MAX_LINE_BYTES = 1 << 20
+
 
 class _Section(BaseModel):
     # validate_assignment: a bad value set from Python fails here, naming the key, not later
@@ -55,6 +62,14 @@ class DataConfig(_Section):
         "written by seq2seq-kit preprocess",
     )
     limit: int | None = Field(None, ge=1, description="use only the first N pairs")
+    max_line_bytes: int = Field(
+        DEFAULT_MAX_LINE_BYTES,
+        ge=1,
+        le=1 << 30,
+        description="most bytes a line of a data file or of translate's input may hold (its "
+        "line end not counted); a longer one is an error naming file and line, raised "
+        "before more is read",
+    )
     valid_fraction: float | None = Field(
         None, ge=0.0, lt=1.0, description="held-out share; default: the dataset's own"
     )
@@ -543,6 +558,9 @@ RESUMABLE = frozenset(
         "train.threads",
         "train.device",
         "train.precision",
+        # how much of a line is read before refusing it: the pairs read are checked against
+        # the saved run's all the same
+        "data.max_line_bytes",
     }
     | {f"decode.{name}" for name in DecodeConfig.model_fields}
     | {f"serve.{name}" for name in ServeConfig.model_fields}
@@ -566,8 +584,8 @@ def explicit_keys(config: Config) -> dict[str, Any]:
 
 def describe_resumable() -> str:
     """:data:`RESUMABLE` for messages: ``train.epochs, ..., decode.*``."""
-    train = sorted(k for k in RESUMABLE if k.startswith("train."))
-    return ", ".join([*train, "decode.*", "serve.*"])
+    listed = sorted(k for k in RESUMABLE if not k.startswith(("decode.", "serve.")))
+    return ", ".join([*listed, "decode.*", "serve.*"])
 
 
 #: Keys holding paths, resolved against the config file's folder.
@@ -607,14 +625,21 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     the model's ``model_fields_set`` (a resumed run compares only those).
 
     Raises:
-        ConfigError: missing file, TOML syntax error (with line and column), unknown key or
-            bad value (with its dotted key).
+        ConfigError: missing file, a file over :data:`MAX_CONFIG_BYTES`, TOML syntax error
+            (with line and column), unknown key or bad value (with its dotted key).
     """
     if path is None:
         return Config()
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{path}: over {MAX_CONFIG_BYTES} bytes, too large for a config file (is it "
+                f"another file?)"
+            )
+        data = tomllib.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except UnicodeDecodeError as exc:

@@ -481,7 +481,9 @@ class _Source:
     rows: Callable[[], Iterator[Pair]]
 
 
-def _source(source: str, limit: int | None, options: dict[str, Any]) -> _Source:
+def _source(
+    source: str, limit: int | None, options: dict[str, Any], max_line_bytes: int
+) -> _Source:
     """A registered dataset (built in memory by its loader: they are small) or a TSV file,
     read row by row by the rules of :func:`seq2seq_kit.data.read_tsv_rows`."""
     from .data import _check_limit, load_dataset
@@ -489,13 +491,14 @@ def _source(source: str, limit: int | None, options: dict[str, Any]) -> _Source:
 
     _check_limit(limit)
     if source in registry().datasets or not looks_like_path(source):
-        dataset = load_dataset(source, limit, **options)  # names an unknown dataset
+        # names an unknown dataset
+        dataset = load_dataset(source, limit, max_line_bytes=max_line_bytes, **options)
         return _Source(dataset.name, None, dataset.valid_fraction, lambda: iter(dataset.pairs))
     if os.path.isdir(source):
         raise DataError("a folder, not a TSV file (and no preprocessed corpus)", source)
 
     def rows() -> Iterator[Pair]:
-        return ((src, tgt) for _, src, tgt in iter_tsv_rows(source, limit))
+        return ((src, tgt) for _, src, tgt in iter_tsv_rows(source, limit, max_line_bytes))
 
     return _Source(os.path.basename(source), str(Path(source).resolve()), 0.1, rows)
 
@@ -597,8 +600,10 @@ def preprocess(cfg: Config, out: str | os.PathLike[str], *, overwrite: bool | No
     data = cfg.data
     if is_corpus(data.source):
         raise DataError("already a preprocessed corpus: train from it directly", data.source)
-    source = _source(data.source, data.limit, data.options)
-    valid_source = None if data.valid is None else _source(data.valid, None, {})
+    source = _source(data.source, data.limit, data.options, data.max_line_bytes)
+    valid_source = (
+        None if data.valid is None else _source(data.valid, None, {}, data.max_line_bytes)
+    )
     fraction = None
     held: set[str] = set()
     if valid_source is None:

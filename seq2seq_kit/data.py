@@ -6,6 +6,10 @@ the file and the 1-based line, never a row silently dropped or merged with anoth
 
 - Bytes are UTF-8, read strictly, with or without a byte order mark at the very start.
 - Lines end with LF or CRLF; the last line may lack its line end.
+- A line holds at most ``[data] max_line_bytes`` bytes (its line end not counted): a longer
+  one is an error, raised once that many bytes are read, so a file without line ends
+  (``/dev/zero``, a disk image) costs no more memory than one line at the limit. The rules
+  below are checked on the bytes read first, so a binary file is named as one.
 - A line may not hold a NUL (a binary file), a carriage return other than the one of its
   CRLF end (classic Mac line ends would merge every row into one), a byte order mark
   after the start of the file (files joined together), or any other character that
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import functools
 import inspect
 import os
 import re
@@ -36,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import DEFAULT_MAX_LINE_BYTES
 from .errors import DataError
 
 Pair = tuple[str, str]
@@ -75,30 +81,46 @@ class Dataset:
     lines: tuple[int, ...] = ()  # 1-based file line of each pair, for files
 
 
-def read_lines(stream: Iterable[bytes], name: str) -> Iterator[tuple[int, str]]:
+def read_lines(
+    stream: Iterable[bytes], name: str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+) -> Iterator[tuple[int, str]]:
     """Yield ``(line, text)`` for each line of a binary stream, lazily, by the module's
     line rules: split on LF only, the CR of a CRLF and a byte order mark at the start
-    dropped, strict UTF-8.
+    dropped, strict UTF-8, at most ``max_line_bytes`` bytes a line.
 
     Args:
         stream: an open binary file, ``sys.stdin.buffer``, or any iterable of byte lines
-            each ending in ``b"\\n"`` (all but possibly the last).
+            each ending in ``b"\\n"`` (all but possibly the last). A stream with
+            ``readline`` is read at most ``max_line_bytes + 2`` bytes at a time, so a line
+            without end is refused without being held.
         name: the source named in errors: a file path, or ``<stdin>``.
+        max_line_bytes: the most bytes a line may hold, its line end not counted.
 
     Yields:
         The 1-based line number and the line's text without its line end.
 
     Raises:
-        DataError: a line is not valid UTF-8 (names the byte) or holds a character the rules
-            forbid (names the column); names ``name`` and the line.
+        DataError: a line is not valid UTF-8 (names the byte), holds a character the rules
+            forbid (names the column) or is longer than ``max_line_bytes`` (names
+            ``data.max_line_bytes``); names ``name`` and the line.
     """
-    for number, raw in enumerate(stream, start=1):
+    readline = getattr(stream, "readline", None)
+    # +2: room for the CRLF of a line of exactly max_line_bytes, and one byte more to see
+    # that a line without end is longer
+    lines = iter(functools.partial(readline, max_line_bytes + 2), b"") if readline else stream
+    for number, raw in enumerate(lines, start=1):
         raw = raw.removesuffix(b"\n").removesuffix(b"\r")
+        too_long = len(raw) > max_line_bytes
+        if too_long:
+            raw = raw[:max_line_bytes]
         skipped = 0
         if number == 1 and raw.startswith(codecs.BOM_UTF8):
             raw, skipped = raw[len(codecs.BOM_UTF8) :], len(codecs.BOM_UTF8)
         try:
-            text = raw.decode("utf-8")
+            if too_long:  # cut at the limit, maybe inside a character: no fault of the file
+                text = codecs.getincrementaldecoder("utf-8")().decode(raw, final=False)
+            else:
+                text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DataError(
                 f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at byte {skipped + exc.start + 1} "
@@ -114,10 +136,21 @@ def read_lines(stream: Iterable[bytes], name: str) -> Iterator[tuple[int, str]]:
                 name,
                 number,
             )
+        if too_long:
+            raise DataError(
+                f"longer than data.max_line_bytes = {max_line_bytes} bytes; raise the limit "
+                f"(--max-line-bytes) if such lines are meant",
+                name,
+                number,
+            )
         yield number, text
 
 
-def read_text_lines(stream: Iterable[bytes], name: str = "<stdin>") -> list[str]:
+def read_text_lines(
+    stream: Iterable[bytes],
+    name: str = "<stdin>",
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> list[str]:
     """Read every line of a binary stream (``sys.stdin.buffer``) as one input text, by the
     rules of :func:`read_lines`; empty lines are kept, so each line gives one output.
 
@@ -125,19 +158,26 @@ def read_text_lines(stream: Iterable[bytes], name: str = "<stdin>") -> list[str]
         The lines' texts, without line ends, in order.
 
     Raises:
-        DataError: a line is not valid UTF-8 or holds a forbidden character (names ``name``
-            and the 1-based line).
+        DataError: a line is not valid UTF-8, holds a forbidden character or is longer than
+            ``max_line_bytes`` bytes (names ``name`` and the 1-based line).
     """
-    return [text for _, text in read_lines(stream, name)]
+    return [text for _, text in read_lines(stream, name, max_line_bytes)]
 
 
-def read_tsv(path: str | os.PathLike[str], limit: int | None = None) -> list[Pair]:
+def read_tsv(
+    path: str | os.PathLike[str],
+    limit: int | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> list[Pair]:
     """Read ``source<TAB>target`` rows; see :func:`read_tsv_rows`."""
-    return [(source, target) for _, source, target in read_tsv_rows(path, limit)]
+    rows = read_tsv_rows(path, limit, max_line_bytes)
+    return [(source, target) for _, source, target in rows]
 
 
 def read_tsv_rows(
-    path: str | os.PathLike[str], limit: int | None = None
+    path: str | os.PathLike[str],
+    limit: int | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> list[tuple[int, str, str]]:
     """Read ``(line, source, target)`` rows of a ``source<TAB>target`` file by the rules in
     the module docstring, streaming: reading stops once ``limit`` rows are kept, so memory
@@ -146,21 +186,25 @@ def read_tsv_rows(
     Args:
         path: the file.
         limit: keep at most this many rows (>= 1); None: every row.
+        max_line_bytes: the most bytes a line may hold (``[data] max_line_bytes``).
 
     Returns:
         ``(1-based line, source, target)`` for each row, in file order.
 
     Raises:
         DataError: the file is missing or unreadable, has no rows, or breaks a rule: not
-            UTF-8, a forbidden character, fewer than two fields, an empty source or target
-            (names file and 1-based line); ``limit`` below 1.
+            UTF-8, a forbidden character, a line over ``max_line_bytes``, fewer than two
+            fields, an empty source or target (names file and 1-based line); ``limit``
+            below 1.
     """
     _check_limit(limit)
-    return list(iter_tsv_rows(path, limit))
+    return list(iter_tsv_rows(path, limit, max_line_bytes))
 
 
 def iter_tsv_rows(
-    path: str | os.PathLike[str], limit: int | None = None
+    path: str | os.PathLike[str],
+    limit: int | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> Iterator[tuple[int, str, str]]:
     """The rows of :func:`read_tsv_rows` one at a time, as the file is read (for a corpus
     too large to hold); the same errors, raised when reading reaches them."""
@@ -168,7 +212,7 @@ def iter_tsv_rows(
     found = False
     try:
         with open(path, "rb") as stream:
-            for row in _rows(read_lines(stream, name), name, limit):
+            for row in _rows(read_lines(stream, name, max_line_bytes), name, limit):
                 found = True
                 yield row
     except FileNotFoundError:
@@ -299,10 +343,17 @@ def held_out_sources(sources: set[str], valid_fraction: float, seed: int) -> set
     return {ordered[i] for i in rng.permutation(len(ordered))[:n_valid]}
 
 
-def load_dataset(source: str, limit: int | None = None, **options: Any) -> Dataset:
+def load_dataset(
+    source: str,
+    limit: int | None = None,
+    *,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    **options: Any,
+) -> Dataset:
     """Resolve ``source``: a registered dataset name (``digits``, ``num2words``, plugins)
     or a path to a TSV file (read by :func:`read_tsv_rows`, which stops at ``limit``
-    rows). ``options`` go to the dataset's loader; ``limit`` keeps its first pairs.
+    rows and refuses a line over ``max_line_bytes`` bytes). ``options`` go to the
+    dataset's loader; ``limit`` keeps its first pairs.
 
     Raises:
         DataError: unknown name that is not a file either, a bad file, ``options`` the
@@ -334,7 +385,7 @@ def load_dataset(source: str, limit: int | None = None, **options: Any) -> Datas
             )
         return dataset
     if looks_like_path(source):
-        rows = read_tsv_rows(source, limit)
+        rows = read_tsv_rows(source, limit, max_line_bytes)
         return Dataset(
             tuple((s, t) for _, s, t in rows),
             os.path.basename(source),

@@ -1,0 +1,154 @@
+"""Bounded reads: a line, a config file, standard input are refused with exit 2 naming the
+limit, the file and the line before memory grows."""
+
+import io
+import os
+import resource
+import subprocess
+import sys
+
+import pytest
+
+import seq2seq_kit
+from seq2seq_kit import cli
+from seq2seq_kit.config import Config
+from seq2seq_kit.data import read_lines
+from seq2seq_kit.errors import DataError
+
+GIB = 1 << 30
+
+
+def quick(epochs: int = 2) -> Config:
+    config = Config()
+    config.train.epochs, config.train.progress = epochs, False
+    return config
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bounds") / "digits"
+    seq2seq_kit.train(quick(), out=out)
+    return out
+
+
+def run_cli(args, *, memory=2 * GIB, stdin=subprocess.DEVNULL, timeout=120, cwd=None):
+    """``python -m seq2seq_kit ARGS`` with its address space capped at ``memory`` bytes, so
+    that a read or an allocation without bound fails fast instead of taking the machine."""
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "seq2seq_kit", *args],
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=cap,
+        env=env,
+        cwd=cwd,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Unbounded reads
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["evaluate", "--model", "{model}", "--data", "/dev/zero"],
+        ["train", "--data", "/dev/zero", "--out", "{tmp}/m", "--no-progress"],
+        ["preprocess", "--data", "/dev/zero", "--out", "{tmp}/c"],
+        ["translate", "--model", "{model}"],
+    ],
+    ids=["evaluate", "train", "preprocess", "translate"],
+)
+def test_dev_zero_is_refused_at_its_first_nul_not_read_forever(command, model_dir, tmp_path):
+    args = [a.format(model=model_dir, tmp=tmp_path) for a in command]
+    with open("/dev/zero", "rb") as zero:
+        stdin = zero if command[0] == "translate" else subprocess.DEVNULL
+        done = run_cli(args, stdin=stdin)
+    name = "<stdin>" if command[0] == "translate" else "/dev/zero"
+    assert done.returncode == 2, done.stderr
+    assert f"{name}:1: a NUL character (is this a binary file?): U+0000 at column 1" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_config_file_without_end_is_refused_by_its_size(tmp_path):
+    done = run_cli(["train", "--config", "/dev/zero", "--out", str(tmp_path / "m")])
+    assert done.returncode == 2, done.stderr
+    assert "/dev/zero: over 1048576 bytes, too large for a config file" in done.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_line_over_max_line_bytes_names_the_key_file_and_line(model_dir, tmp_path, capsys):
+    data = tmp_path / "long.tsv"
+    data.write_bytes(b"1\tone\n" + b"2" * 500 + b"\ttwo\n")
+    args = ["evaluate", "--model", str(model_dir), "--data", str(data)]
+    assert cli.main([*args, "--max-line-bytes", "100"]) == 2
+    err = capsys.readouterr().err
+    assert f"{data}:2: longer than data.max_line_bytes = 100 bytes" in err
+    assert "--max-line-bytes" in err
+
+
+def test_translate_caps_its_standard_input_lines(model_dir, monkeypatch, capsys):
+    stdin = io.TextIOWrapper(io.BytesIO(b"1\n" + b"2" * 50 + b"\n"))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert cli.main(["translate", "--model", str(model_dir), "--max-line-bytes", "10"]) == 2
+    assert "<stdin>:2: longer than data.max_line_bytes = 10 bytes" in capsys.readouterr().err
+
+
+class Chunks(io.BytesIO):
+    """A binary stream that records how much each ``readline`` asked for."""
+
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self.asked: list[int] = []
+
+    def readline(self, size: int | None = -1) -> bytes:  # type: ignore[override]
+        self.asked.append(-1 if size is None else size)
+        return super().readline(size)
+
+
+def test_read_lines_never_asks_for_more_than_the_limit():
+    stream = Chunks(b"x" * 10_000)
+    with pytest.raises(DataError, match=r"s:1: longer than data.max_line_bytes = 8 bytes"):
+        list(read_lines(stream, "s", 8))
+    assert stream.asked and all(0 < n <= 10 for n in stream.asked)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"abcd\r\nefgh", [(1, "abcd"), (2, "efgh")]),  # at the limit, CRLF not counted
+        (b"abcd\n", [(1, "abcd")]),
+    ],
+)
+def test_lines_at_the_limit_are_read(data, expected):
+    assert list(read_lines(io.BytesIO(data), "s", 4)) == expected
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"abcde", r"s:1: longer than data.max_line_bytes = 4"),
+        (b"ok\nabcdefgh\n", r"s:2: longer than data.max_line_bytes = 4"),
+        # a character cut by the limit is no encoding error of the file
+        (b"ab\xc3\xa9\xc3\xa9", r"s:1: longer than data.max_line_bytes = 4"),
+        # what was read is checked first: a binary file is named as one
+        (b"a\x00" + b"b" * 100, r"s:1: a NUL character .* at column 2"),
+        (b"a\xff" + b"b" * 100, r"s:1: not valid UTF-8: byte 0xff at byte 2"),
+        # a list of lines (no readline) is held to the limit too
+    ],
+)
+def test_lines_over_the_limit_are_refused(data, message):
+    with pytest.raises(DataError, match=message):
+        list(read_lines(io.BytesIO(data), "s", 4))
+
+
+def test_an_iterable_of_lines_is_held_to_the_limit():
+    with pytest.raises(DataError, match=r"s:2: longer than data.max_line_bytes = 4"):
+        list(read_lines([b"ok\n", b"abcdefgh\n"], "s", 4))
