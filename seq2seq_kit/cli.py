@@ -889,17 +889,48 @@ class _Terminated(BaseException):
     """SIGTERM outside training (which handles it itself): unwinds like Ctrl-C."""
 
 
+#: Whether a SIGTERM is unwinding the command: a second one must not interrupt the report
+#: of the first (or of an error being printed when it came) with a traceback.
+_terminating = False
+
+
 def _terminate(signum: int, frame: object) -> None:
-    raise _Terminated
+    global _terminating
+    if not _terminating:
+        _terminating = True
+        raise _Terminated
+
+
+def _interrupted(exc: BaseException) -> int:
+    name, code = ("SIGINT", 130) if isinstance(exc, KeyboardInterrupt) else ("SIGTERM", 143)
+    print(
+        f"interrupted by {name}: nothing new was saved; a model directory keeps its last "
+        f"complete checkpoint, a corpus folder its last complete version",
+        file=sys.stderr,
+    )
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     import signal
 
+    global _terminating
+    _terminating = False
+    installed = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    if installed:
+        signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    except (KeyboardInterrupt, _Terminated) as exc:  # while an error was being reported
+        return _interrupted(exc)
+    finally:
+        if installed:  # a SIGTERM after the command's end ends the process, as by default
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from .errors import Seq2SeqError, TrainingInterrupted, flags
 
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _terminate)
     try:
         args = parser().parse_args(argv)
         with flags(_flag_of):  # what an error advises, it advises as flags
@@ -913,13 +944,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. piped into head
         return 0
     except (KeyboardInterrupt, _Terminated) as exc:
-        name, code = ("SIGINT", 130) if isinstance(exc, KeyboardInterrupt) else ("SIGTERM", 143)
-        print(
-            f"interrupted by {name}: nothing new was saved; a model directory keeps its last "
-            f"complete checkpoint, a corpus folder its last complete version",
-            file=sys.stderr,
-        )
-        return code
+        return _interrupted(exc)
     except (MemoryError, OverflowError) as exc:
         print(
             f"error: a size asked for is too large for this machine "

@@ -1,11 +1,13 @@
 """Bounded reads: a line, a config file, standard input are refused with exit 2 naming the
-limit, the file and the line before memory grows."""
+limit, the file and the line before memory grows; SIGTERM during a read is exit 143."""
 
 import io
 import os
 import resource
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -152,3 +154,59 @@ def test_lines_over_the_limit_are_refused(data, message):
 def test_an_iterable_of_lines_is_held_to_the_limit():
     with pytest.raises(DataError, match=r"s:2: longer than data.max_line_bytes = 4"):
         list(read_lines([b"ok\n", b"abcdefgh\n"], "s", 4))
+
+
+def test_sigterm_while_an_error_is_reported_exits_143(tmp_path, monkeypatch):
+    class Stderr(io.StringIO):
+        """Receives SIGTERM as the first error message is written (as one arriving while a
+        failed read is reported)."""
+
+        signalled = False
+
+        def write(self, text: str) -> int:
+            if not self.signalled:
+                self.signalled = True
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().write(text)
+
+    err = Stderr()
+    monkeypatch.setattr(sys, "stderr", err)
+    before = signal.getsignal(signal.SIGTERM)
+    code = cli.main(["evaluate", "--model", str(tmp_path / "none"), "--data", "digits"])
+    assert code == 143
+    assert "interrupted by SIGTERM" in err.getvalue()
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def _blocked_reading_stdin(pid: int) -> bool:
+    """Whether process ``pid`` waits in read(2) on its file descriptor 0."""
+    with open(f"/proc/{pid}/syscall") as file:
+        fields = file.read().split()
+    return fields[:2] == ["0", "0x0"]
+
+
+def test_sigterm_during_a_read_of_standard_input_exits_143(model_dir):
+    if not os.access("/proc/self/syscall", os.R_OK):
+        pytest.skip("no /proc/PID/syscall to see the read")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seq2seq_kit", "translate", "--model", str(model_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(b"1\n2")  # a line begun, not ended: the read waits for the rest
+        proc.stdin.flush()
+        deadline = time.monotonic() + 60
+        while not _blocked_reading_stdin(proc.pid):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert b"interrupted by SIGTERM" in err and b"Traceback" not in err
