@@ -472,6 +472,8 @@ def train(
             f"backend {backend_name!r} does not declare the 'resume' capability: it cannot "
             f"continue a saved training; start a new run, or resume with another backend"
         )
+    if saved is None and (pairs is not None or not names_corpus(cfg.data.source)):
+        _make_tokenizers(cfg)  # a bad option is refused before the output is locked
     launch = _launch(chosen, backend_name, cfg)
     if out is None or (launch is not None and launch.rank != 0):
         # rank 0 alone checks, locks and writes the model directory, and logs
@@ -586,17 +588,7 @@ def _tokenizers(
     if saved is not None:
         return saved.source_vocab.tokenizer, saved.target_vocab.tokenizer
     sides = ("source", "target")
-    made = []
-    for side in sides:
-        name, options = cfg.data.side(side)
-        key = (
-            f"data.{side}_tokenizer" if getattr(cfg.data, f"{side}_tokenizer") else "data.tokenizer"
-        )
-        try:
-            made.append(make_tokenizer(name, options))
-        except ValueError as exc:
-            given = f" with options {options} (data.tokenizer_options, {side}_tokenizer_options)"
-            raise ConfigError(f"{key} = {name!r}{given if options else ''}: {exc}") from None
+    made = _make_tokenizers(cfg)
     texts = [[normalize(pair[i]) for pair in train_pairs] for i in range(2)]
     if cfg.data.shared_vocabulary:
         made, texts = [made[0]], [texts[0] + texts[1]]
@@ -671,6 +663,26 @@ def check_vocabulary(cfg: Config, side: str, vocab: Vocabulary, counts: Mapping[
         f"can learn from (<unk> decodes to nothing: it would translate to empty lines); "
         + ("; ".join(causes) or "the tokenizer dropped them")
     )
+
+
+def _make_tokenizers(cfg: Config) -> list[Tokenizer]:
+    """Each side's tokenizer as ``cfg.data`` names it, untrained.
+
+    Raises:
+        ConfigError: an unknown tokenizer or a bad option, naming the side's key.
+    """
+    made = []
+    for side in ("source", "target"):
+        name, options = cfg.data.side(side)
+        key = (
+            f"data.{side}_tokenizer" if getattr(cfg.data, f"{side}_tokenizer") else "data.tokenizer"
+        )
+        try:
+            made.append(make_tokenizer(name, options))
+        except ValueError as exc:
+            given = f" with options {options} (data.tokenizer_options, {side}_tokenizer_options)"
+            raise ConfigError(f"{key} = {name!r}{given if options else ''}: {exc}") from None
+    return made
 
 
 def _load_pairs(

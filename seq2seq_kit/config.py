@@ -37,6 +37,10 @@ else:  # pragma: no cover
 BACKEND_ENV = "SEQ2SEQ_KIT_BACKEND"
 DEFAULT_BACKEND = "numpy"
 
+#: The most a count of passes, updates, validations or rows may be: far above any run, and
+#: a 32-bit signed integer, which every framework, file format and C library here holds
+#: (a larger value is a typo, and would surface as an overflow deep inside one of them).
+MAX_COUNT = 2**31 - 1
 #: The largest config file read: a TOML config is a few kilobytes; a larger "config" is
 #: another file given by mistake (``--config /dev/zero`` must not read forever).
 MAX_CONFIG_BYTES = 1 << 20
@@ -61,7 +65,7 @@ class DataConfig(_Section):
         description="dataset name (digits, num2words, nato), TSV path, or a corpus folder "
         "written by seq2seq-kit preprocess",
     )
-    limit: int | None = Field(None, ge=1, description="use only the first N pairs")
+    limit: int | None = Field(None, ge=1, le=MAX_COUNT, description="use only the first N pairs")
     max_line_bytes: int = Field(
         DEFAULT_MAX_LINE_BYTES,
         ge=1,
@@ -108,12 +112,14 @@ class DataConfig(_Section):
     max_source_length: int | None = Field(
         None,
         ge=1,
+        le=MAX_COUNT,
         description="skip training pairs whose source has more tokens (counted in the log and "
         "model.json); default: keep all",
     )
     max_target_length: int | None = Field(
         None,
         ge=1,
+        le=MAX_COUNT,
         description="skip training pairs whose target has more tokens (counted in the log and "
         "model.json); default: keep all",
     )
@@ -251,10 +257,12 @@ ModelConfig = Annotated[
 
 
 class TrainConfig(_Section):
-    epochs: int = Field(300, ge=1, description="passes over the training pairs")
+    epochs: int = Field(300, ge=1, le=MAX_COUNT, description="passes over the training pairs")
+    # 2**24: a batch of 16 million pairs or tokens, far above what any accelerator holds
     batch_size: int = Field(
         2,
         ge=1,
+        le=1 << 24,
         description="per optimizer step: pairs (batch_type = sentences) or at most this many "
         "padded tokens (batch_type = tokens)",
     )
@@ -282,6 +290,7 @@ class TrainConfig(_Section):
     patience: int = Field(
         0,
         ge=0,
+        le=MAX_COUNT,
         description="early stopping after N validations not better (epochs, unless "
         "valid_every); 0: off",
     )
@@ -297,6 +306,7 @@ class TrainConfig(_Section):
     lr_patience: int = Field(
         0,
         ge=0,
+        le=MAX_COUNT,
         description="reduce the LR after N flat validations (epochs, unless valid_every); 0: off",
     )
     lr_factor: float = Field(0.5, gt=0.0, lt=1.0, description="LR multiplier on a plateau")
@@ -324,11 +334,17 @@ class TrainConfig(_Section):
         "inverse_sqrt (learning_rate * min(n / warmup_steps, sqrt(warmup_steps / n)), fairseq)",
     )
     warmup_steps: int = Field(
-        0, ge=0, description="updates of warmup; noam and inverse_sqrt need >= 1; 0: none"
+        0,
+        ge=0,
+        le=MAX_COUNT,
+        description="updates of warmup; noam and inverse_sqrt need >= 1; 0: none",
     )
+    # 65536: far above any recipe's (fairseq's --update-freq is rarely over 100); each
+    # update holds its batches, so this bounds what one update keeps in memory
     accumulate: int = Field(
         1,
         ge=1,
+        le=65536,
         description="batches per update: the gradient of N consecutive batches together makes "
         "one optimizer step (fairseq's --update-freq); an epoch's leftover batches make a "
         "shorter last one",
@@ -336,17 +352,22 @@ class TrainConfig(_Section):
     valid_every: int = Field(
         0,
         ge=0,
+        le=MAX_COUNT,
         description="also validate every N updates (patience and lr_patience then count "
         "validations, not epochs); 0: at epoch ends only",
     )
     save_every: int = Field(
         0,
         ge=0,
+        le=MAX_COUNT,
         description="also write the model directory every N updates (a mid-epoch save "
         "resumes exactly); 0: at epoch ends only",
     )
     max_updates: int = Field(
-        0, ge=0, description="stop after N updates in all, validated and saved; 0: no limit"
+        0,
+        ge=0,
+        le=MAX_COUNT,
+        description="stop after N updates in all, validated and saved; 0: no limit",
     )
     max_time: float = Field(
         0.0,
@@ -357,6 +378,7 @@ class TrainConfig(_Section):
     log_every: int = Field(
         0,
         ge=0,
+        le=MAX_COUNT,
         description="a line every N updates: update, epoch, mean train loss since the last "
         "line, learning rate, target tokens/s; 0: none",
     )
@@ -400,9 +422,14 @@ class TrainConfig(_Section):
 
 
 class DecodeConfig(_Section):
-    beam: int = Field(1, ge=1, description="1: greedy")
+    # Upper bounds: far above any use, so that a typo is an error before decoding allocates
+    # (batch_size x beam rows of max_length tokens, and their attention weights).
+    beam: int = Field(1, ge=1, le=1024, description="1: greedy")
     n_best: int = Field(
-        1, ge=1, description="hypotheses returned per input (widens the beam to at least this)"
+        1,
+        ge=1,
+        le=1024,
+        description="hypotheses returned per input (widens the beam to at least this)",
     )
     length_penalty: float = Field(
         0.0,
@@ -411,11 +438,16 @@ class DecodeConfig(_Section):
         description="GNMT alpha (usual values 0.6 to 2; above 10 the penalty leaves float "
         "precision on long outputs)",
     )
-    max_length: int | None = Field(None, ge=1, description="default: saved with the model")
+    max_length: int | None = Field(
+        None,
+        ge=1,
+        le=1 << 20,
+        description="most output tokens per input; default: saved with the model",
+    )
     unknown: Literal["error", "replace"] = Field(
         "error", description="unseen input tokens: error naming them, or replace by <unk>"
     )
-    batch_size: int = Field(256, ge=1, description="inputs decoded together")
+    batch_size: int = Field(256, ge=1, le=65536, description="inputs decoded together")
 
 
 class ServeConfig(_Section):

@@ -23,6 +23,21 @@ DIGITS = (
 )
 
 
+#: The most pairs a generated dataset (num2words, nato) may have: they are built in memory,
+#: at a few hundred bytes a pair.
+MAX_GENERATED = 1 << 24
+#: The widest num2words range end: NumPy draws the numbers as 64-bit integers.
+NUM2WORDS_LIMIT = 10**18
+
+
+def _check_integer(dataset: str, name: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{dataset} {name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{dataset} {name} must be in {low}..{high}, got {value}")
+    return value
+
+
 def digits() -> Dataset:
     """The seed's nine pairs; no validation split (the task is to learn all nine)."""
     return Dataset(DIGITS, "digits", valid_fraction=0.0)
@@ -36,15 +51,19 @@ def number_words(
     (e.g. ``"42" -> "forty-two"``).
 
     Raises:
-        ValueError: an empty range, more numbers than the range holds, or a language
-            num2words does not know.
+        TypeError: ``low``, ``high``, ``count`` or ``seed`` is not an integer.
+        ValueError: ``low`` or ``high`` beyond ``±10**18``, an empty range, a ``count``
+            over the numbers the range holds or over :data:`MAX_GENERATED`, a negative
+            ``seed``, or a language num2words does not know.
     """
     from num2words import num2words
 
+    _check_integer("num2words", "low", low, -NUM2WORDS_LIMIT, NUM2WORDS_LIMIT)
+    _check_integer("num2words", "high", high, -NUM2WORDS_LIMIT, NUM2WORDS_LIMIT)
     if high <= low:
         raise ValueError(f"num2words range is empty: low={low}, high={high}")
-    if not 0 < count <= high - low:
-        raise ValueError(f"num2words count must be in 1..{high - low}, got {count}")
+    _check_integer("num2words", "count", count, 1, min(high - low, MAX_GENERATED))
+    _check_integer("num2words", "seed", seed, 0, 2**32 - 1)
     numbers = np.random.default_rng(seed).choice(high - low, size=count, replace=False) + low
     try:
         pairs = tuple((str(n), num2words(int(n), lang=lang)) for n in numbers)
@@ -93,14 +112,6 @@ NATO_ALPHABET = dict(
 NATO_MAX_LENGTH = 12
 
 
-def _check_int(name: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"nato {name} must be an integer, got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"nato {name} must be in {low}..{high}, got {value}")
-    return value
-
-
 def _spread(count: int, capacities: list[int]) -> list[int]:
     """Share ``count`` among lengths as evenly as their capacities allow, shortest first;
     what a short length cannot hold (26 one-letter words) goes to the longer ones."""
@@ -126,14 +137,14 @@ def nato(count: int = 1000, min_length: int = 1, max_length: int = 5, seed: int 
         TypeError: an option that is not an integer.
         ValueError: ``min_length`` outside ``1..12``, ``max_length`` outside
             ``min_length..12``, ``count`` outside 1 up to the number of words of those
-            lengths, or a negative ``seed``.
+            lengths (and :data:`MAX_GENERATED`), or a negative ``seed``.
     """
-    _check_int("min_length", min_length, 1, NATO_MAX_LENGTH)
-    _check_int("max_length", max_length, min_length, NATO_MAX_LENGTH)
+    _check_integer("nato", "min_length", min_length, 1, NATO_MAX_LENGTH)
+    _check_integer("nato", "max_length", max_length, min_length, NATO_MAX_LENGTH)
     lengths = range(min_length, max_length + 1)
     capacities = [26**length for length in lengths]
-    _check_int("count", count, 1, sum(capacities))
-    _check_int("seed", seed, 0, 2**32 - 1)
+    _check_integer("nato", "count", count, 1, min(sum(capacities), MAX_GENERATED))
+    _check_integer("nato", "seed", seed, 0, 2**32 - 1)
     rng = np.random.default_rng(seed)
     words = []
     for length, capacity, share in zip(

@@ -60,6 +60,10 @@ class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
 
 
+#: The most ids a vocabulary may have: ids are int32 in batches and corpus files.
+MAX_VOCABULARY = 2**31 - 1
+
+
 class _Stateless:
     """A tokenizer with nothing to learn or to save."""
 
@@ -88,8 +92,10 @@ class CharTokenizer(_Stateless):
 
 
 class WordOptions(_Options):
-    min_frequency: int = Field(1, ge=1, description="rarer words become <unk>")
-    max_size: int | None = Field(None, ge=1, description="keep the most frequent N words")
+    min_frequency: int = Field(1, ge=1, le=2**31 - 1, description="rarer words become <unk>")
+    max_size: int | None = Field(
+        None, ge=1, le=MAX_VOCABULARY, description="keep the most frequent N words"
+    )
 
 
 class WordTokenizer(_Stateless):
@@ -116,12 +122,18 @@ class SentencePieceOptions(_Options):
     model_type: Literal["unigram", "bpe"] = Field(
         "unigram", description="Kudo 2018 unigram language model, or BPE (Sennrich et al. 2016)"
     )
-    vocab_size: int = Field(8000, ge=8, description="pieces in the learned model")
+    # 2**20: four times the largest vocabularies in use (256k pieces), so a typo is refused
+    # before SentencePiece or the model's embeddings allocate for it
+    vocab_size: int = Field(8000, ge=8, le=1 << 20, description="pieces in the learned model")
     character_coverage: float = Field(
         1.0, gt=0.0, le=1.0, description="share of characters covered (SentencePiece's option)"
     )
+    # SentencePiece holds it in a 32-bit int
     seed_sentencepiece_size: int = Field(
-        1_000_000, ge=1, description="SentencePiece's seed pieces for unigram training"
+        1_000_000,
+        ge=1,
+        le=2**31 - 1,
+        description="SentencePiece's seed pieces for unigram training",
     )
 
 

@@ -1,5 +1,6 @@
-"""Bounded reads: a line, a config file, standard input are refused with exit 2 naming the
-limit, the file and the line before memory grows; SIGTERM during a read is exit 143."""
+"""Bounded reads and bounded sizes: a line, a config file, every size a flag, a config or a
+dataset option sets is refused with exit 2 naming it before memory grows; SIGTERM during a
+read is exit 143."""
 
 import io
 import os
@@ -8,14 +9,17 @@ import signal
 import subprocess
 import sys
 import time
+from typing import get_args
 
+import annotated_types
 import pytest
 
 import seq2seq_kit
 from seq2seq_kit import cli
-from seq2seq_kit.config import Config
+from seq2seq_kit.config import Config, section_models
 from seq2seq_kit.data import read_lines
 from seq2seq_kit.errors import DataError
+from seq2seq_kit.tokenizers import SentencePieceOptions, WordOptions
 
 GIB = 1 << 30
 
@@ -210,3 +214,90 @@ def test_sigterm_during_a_read_of_standard_input_exits_143(model_dir):
         proc.kill()
     assert proc.returncode == 143, err
     assert b"interrupted by SIGTERM" in err and b"Traceback" not in err
+
+
+# --------------------------------------------------------------------------------------
+# Unbounded sizes
+# --------------------------------------------------------------------------------------
+
+
+def _upper_bound(field) -> int | None:
+    for meta in field.metadata:
+        if isinstance(meta, annotated_types.Le):
+            return meta.le
+        if isinstance(meta, annotated_types.Lt):
+            return meta.lt
+    return None
+
+
+def _integer_fields():
+    # [serve] is the server's own table, bounded with it
+    sections = ("data", "model", "train", "decode")
+    models = [model for section in sections for model in section_models(section)]
+    for model in [*models, WordOptions, SentencePieceOptions]:
+        for key, field in model.model_fields.items():
+            if int in (field.annotation, *get_args(field.annotation)):
+                yield f"{model.__name__}.{key}", field
+
+
+@pytest.mark.parametrize(("key", "field"), list(_integer_fields()), ids=lambda v: str(v))
+def test_every_integer_setting_has_an_upper_bound(key, field):
+    assert _upper_bound(field) is not None, f"{key} has no upper bound"
+
+
+def test_a_huge_max_length_is_refused_naming_the_flag(model_dir, capsys):
+    args = ["translate", "--model", str(model_dir), "--max-length", "1" + "0" * 23, "1"]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(args)
+    assert exit_.value.code == 2
+    assert "argument --max-length" in capsys.readouterr().err
+
+
+def test_a_huge_accumulate_is_refused_before_the_output_is_touched(tmp_path, capsys):
+    out = tmp_path / "m"
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--out", str(out), "--accumulate", str(2**63), "--no-progress"])
+    assert exit_.value.code == 2
+    assert "argument --accumulate" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no model directory, no lock file
+
+
+def test_num2words_options_out_of_range_are_named_not_blamed_on_the_model(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text('[data]\nsource = "num2words"\noptions = { high = 1e47 }\n')
+    assert cli.main(["train", "--config", str(config), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "num2words high must be an integer, got 1e+47" in err
+    assert "hidden" not in err
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"high": 10**47}, r"num2words high must be in -10{18}\.\.10{18}, got 10{47}"),
+        ({"count": 2.5}, r"num2words count must be an integer"),
+        ({"count": 10**9, "high": 10**12}, r"num2words count must be in 1\.\.16777216"),
+        ({"seed": -1}, r"num2words seed must be in"),
+    ],
+)
+def test_num2words_options_are_bounded(options, message):
+    with pytest.raises(DataError, match=message):
+        seq2seq_kit.data.load_dataset("num2words", **options)
+
+
+def test_nato_count_is_bounded_by_what_memory_holds():
+    with pytest.raises(DataError, match=r"nato count must be in 1\.\.16777216, got 10000000000"):
+        seq2seq_kit.data.load_dataset("nato", count=10**10, max_length=12)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"vocab_size": 2**40}, {"seed_sentencepiece_size": 2**40}],
+)
+def test_sentencepiece_sizes_are_refused_before_reading_data(options, tmp_path, capsys):
+    config = quick()
+    config.data.tokenizer = "sentencepiece"
+    config.data.tokenizer_options = options
+    with pytest.raises(seq2seq_kit.errors.ConfigError, match=next(iter(options))):
+        seq2seq_kit.train(config, out=tmp_path / "m")
+    assert list(tmp_path.iterdir()) == []
