@@ -39,13 +39,22 @@ from .errors import (
     ConfigError,
     DataError,
     InputTooLongError,
+    OutOfMemory,
     Seq2SeqError,
+    allocating,
     option,
 )
 from .logs import stdout_logging
 from .plugins import get_backend, registry
 from .resume import MOVABLE, data_fingerprint, resumed_config
-from .runtime import Launch, LaunchError, Runtime, launch_environment, resolve_threads
+from .runtime import (
+    Launch,
+    LaunchError,
+    Runtime,
+    launch_environment,
+    machine_memory,
+    resolve_threads,
+)
 from .spec import (
     OptimizerSpec,
     Spec,
@@ -56,6 +65,7 @@ from .spec import (
 from .tokenizers import Tokenizer, make_tokenizer
 from .trainer import TrainerState, fit
 from .vocab import Vocabulary, count_pieces, normalize, pad
+from .weights import weight_shapes
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +155,7 @@ class Translator:
                 Transformer's ``max_positions``), naming its line and both lengths.
             ConfigError: an option out of range (``beam=0``, ``length_penalty=nan``...).
             BackendError: beam search asked of a backend without the ``beam`` capability.
+            OutOfMemory: decoding ran out of memory, naming the decode settings.
         """
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not one string")
@@ -193,6 +204,8 @@ class Translator:
 
         Raises:
             BackendError: beam search asked of a backend without the ``beam`` capability.
+            OutOfMemory: decoding ran out of memory (in any backend), naming
+                ``decode.batch_size``, ``beam``, ``n_best`` and ``max_length``.
         """
         max_length = self.decoding_limit(max_length)
         searching = beam > 1 or n_best > 1
@@ -205,29 +218,35 @@ class Translator:
         ids = {i: row for i, row in enumerate(rows) if row is not None}
         todo = sorted(ids, key=lambda i: len(ids[i]))  # similar lengths: less padding
         results: list[list[Hypothesis]] = [[Hypothesis("", (), 0.0, False)] for _ in rows]
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
-            src = pad([ids[i] for i in chunk])
-            lengths = np.array([len(ids[i]) for i in chunk], dtype=np.int32)
-            # an engine's own search (backend.SearchModel) does greedy decoding too
-            engine = "search" in capabilities
-            if not searching and not engine:
-                decoded = [
-                    [h] for h in greedy(self.model, src, lengths, self.target_vocab, max_length)
-                ]
-            else:
-                decoded = (search if engine else beam_search)(
-                    self.model,
-                    src,
-                    lengths,
-                    self.target_vocab,
-                    max_length,
-                    beam,
-                    n_best,
-                    length_penalty,
-                )
-            for i, hyps in zip(chunk, decoded, strict=True):
-                results[i] = hyps
+        with allocating(
+            lambda: (
+                f"decode.batch_size = {batch_size}, decode.beam = {beam}, decode.n_best = "
+                f"{n_best}, decode.max_length = {max_length} or the inputs' length (up to "
+                f"{len(ids[todo[-1]])} tokens)"
+            )
+        ):
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start : start + batch_size]
+                src = pad([ids[i] for i in chunk])
+                lengths = np.array([len(ids[i]) for i in chunk], dtype=np.int32)
+                # an engine's own search (backend.SearchModel) does greedy decoding too
+                engine = "search" in capabilities
+                if not searching and not engine:
+                    hyps = greedy(self.model, src, lengths, self.target_vocab, max_length)
+                    decoded = [[h] for h in hyps]
+                else:
+                    decoded = (search if engine else beam_search)(
+                        self.model,
+                        src,
+                        lengths,
+                        self.target_vocab,
+                        max_length,
+                        beam,
+                        n_best,
+                        length_penalty,
+                    )
+                for i, hyps in zip(chunk, decoded, strict=True):
+                    results[i] = hyps
         return results
 
     @property
@@ -310,13 +329,19 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> Translator
     Raises:
         CheckpointError: missing, truncated or corrupted files, or a newer format.
         BackendError: the backend is not installed.
+        OutOfMemory: the backend ran out of memory building the model, naming its sizes.
     """
     ckpt = load_checkpoint(path, finite=True)
     name = resolve_backend(backend, Config())
-    model = get_backend(name).create(
-        ckpt.spec, seed=0, runtime=Runtime(threads=resolve_threads(0), device="auto")
-    )
-    model.set_weights(ckpt.weights)
+    chosen = get_backend(name)
+    with allocating(
+        f"the model's sizes ({model_sizes(ckpt.spec)}; saved in {path}: train a smaller "
+        f"model, or run it where there is more memory)"
+    ):
+        model = chosen.create(
+            ckpt.spec, seed=0, runtime=Runtime(threads=resolve_threads(0), device="auto")
+        )
+        model.set_weights(ckpt.weights)
     return Translator(
         model,
         ckpt.source_vocab,
@@ -371,6 +396,44 @@ def optimizer_spec(cfg: Config) -> OptimizerSpec:
         clip_norm=train.clip_norm,
         label_smoothing=train.label_smoothing,
     )
+
+
+#: The ``[model]`` keys that decide how much memory a model takes, per architecture.
+_SIZE_KEYS = {
+    "rnn": ("hidden_size", "embedding_size", "num_layers"),
+    "transformer": ("d_model", "ff_size", "encoder_layers", "decoder_layers", "max_positions"),
+}
+
+
+def model_sizes(spec: Spec) -> str:
+    """The settings that decide the memory of ``spec``'s model, for messages:
+    ``model.hidden_size = 32, model.embedding_size = 0, model.num_layers = 1 or the
+    vocabularies (...)``."""
+    keys = ", ".join(f"model.{k} = {getattr(spec, k)}" for k in _SIZE_KEYS[spec.architecture])
+    return (
+        f"{keys} or the vocabularies ({spec.src_vocab_size} source, {spec.tgt_vocab_size} "
+        f"target ids; data.tokenizer_options max_size or vocab_size bound them)"
+    )
+
+
+def check_model_fits(spec: Spec, copies: int) -> None:
+    """Refuse, before anything is allocated, a model whose float32 weights, ``copies``
+    times, exceed this machine's memory (:func:`~seq2seq_kit.runtime.machine_memory`):
+    training holds at least three on the host, the weights and Adam's two moments, which
+    every checkpoint saves, whatever device trains.
+
+    Raises:
+        OutOfMemory: naming the model's size settings (:func:`model_sizes`).
+    """
+    weights = sum(math.prod(shape) for shape in weight_shapes(spec).values())
+    need, have = 4 * weights * copies, machine_memory()
+    if have is not None and need > have:
+        held = f" ({copies} float32 copies: weights and Adam's moments)" if copies > 1 else ""
+        raise OutOfMemory(
+            model_sizes(spec),
+            f"{weights:,} weights need {need / 2**30:.1f} GiB{held} and this machine has "
+            f"{have / 2**30:.1f} GiB",
+        )
 
 
 def decoding_cap(spec: Spec, max_length: int) -> int:
@@ -432,6 +495,12 @@ def train(
             lacks a capability the run needs.
         TrainingError: a non-finite loss or weights (naming epoch and step).
         TrainingInterrupted: SIGINT or SIGTERM; the checkpoint was written first.
+        OutOfMemory: the model's float32 weights, three times over (weights and Adam's
+            moments), exceed this machine's memory (refused before the backend builds it),
+            or the backend ran out of memory, naming the settings that decide the size:
+            the model's for building it, ``train.batch_size`` and the length caps with
+            them for training, ``data.tokenizer_options`` for training a tokenizer,
+            ``data.options`` for a generated dataset.
     """
     cfg = config if isinstance(config, Config) else load_config(config)
     cfg = cfg.model_copy(deep=True)
@@ -594,7 +663,8 @@ def _tokenizers(
         made, texts = [made[0]], [texts[0] + texts[1]]
     for side, tokenizer, side_texts in zip(sides, made, texts, strict=False):
         try:
-            tokenizer.train(side_texts)
+            with allocating(f"data.tokenizer_options {cfg.data.side(side)[1]}"):
+                tokenizer.train(side_texts)
         except ValueError as exc:
             which = "shared" if cfg.data.shared_vocabulary else side
             raise DataError(
@@ -892,7 +962,9 @@ def _train_model(
     fingerprint = data.fingerprint
     group = runtime.group
     rank, world_size = (0, 1) if group is None else (group.rank, group.world_size)
-    model = chosen.create(spec, seed=cfg.train.seed, optimizer=optimizer, runtime=runtime)
+    check_model_fits(spec, 3)
+    with allocating(model_sizes(spec)):
+        model = chosen.create(spec, seed=cfg.train.seed, optimizer=optimizer, runtime=runtime)
     state = None
     resumes: list[dict[str, Any]] = []
     if saved is not None:
@@ -987,19 +1059,31 @@ def _train_model(
         hook.on_validation(record=record, out_dir=out_dir)
 
     lead = rank == 0  # the other ranks of a data-parallel run train the same updates
-    state = fit(
-        model,
-        train_ids,
-        valid_ids if len(valid_ids[0]) else None,
-        cfg.train,
-        on_epoch_end=on_epoch_end if lead else None,
-        state=state,
-        save=None if out is None or not lead else save,
-        out_dir=out_dir,
-        on_update=on_update if lead else None,
-        on_validation=on_validation if lead else None,
-        group=group,
+    lengths = [
+        f"data.{key} = {getattr(cfg.data, key)}"
+        for key in ("max_source_length", "max_target_length")
+        if getattr(cfg.data, key) is not None
+    ]
+    training_sizes = (
+        f"train.batch_size = {cfg.train.batch_size} ({cfg.train.batch_type}), "
+        f"train.accumulate = {cfg.train.accumulate}, "
+        f"{', '.join(lengths) or 'data.max_source_length / data.max_target_length (unset)'} "
+        f"or {model_sizes(spec)}"
     )
+    with allocating(training_sizes):
+        state = fit(
+            model,
+            train_ids,
+            valid_ids if len(valid_ids[0]) else None,
+            cfg.train,
+            on_epoch_end=on_epoch_end if lead else None,
+            state=state,
+            save=None if out is None or not lead else save,
+            out_dir=out_dir,
+            on_update=on_update if lead else None,
+            on_validation=on_validation if lead else None,
+            group=group,
+        )
     meta["seconds"] += time.perf_counter() - clock
     meta["history"], meta["trainer"] = state.history, state.to_json()
     if lead:

@@ -929,7 +929,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    from .errors import Seq2SeqError, TrainingInterrupted, flags
+    from .errors import Seq2SeqError, TrainingInterrupted, flags, out_of_memory
 
     try:
         args = parser().parse_args(argv)
@@ -945,14 +945,14 @@ def _main(argv: Sequence[str] | None) -> int:
         return 0
     except (KeyboardInterrupt, _Terminated) as exc:
         return _interrupted(exc)
-    except (MemoryError, OverflowError) as exc:
-        print(
-            f"error: a size asked for is too large for this machine "
-            f"({type(exc).__name__}: {exc}); lower it (--hidden-size, --max-length, --beam...)",
-            file=sys.stderr,
-        )
-        return 2
-    except OSError as exc:
+    except Exception as exc:
+        # out of memory where no caller named the settings that asked for it
+        error = out_of_memory(exc, "the sizes this command was given")
+        if error is not None:
+            print(f"error: {error}", file=sys.stderr)
+            return error.exit_code
+        if not isinstance(exc, OSError):
+            raise
         where = f": {exc.filename}" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2

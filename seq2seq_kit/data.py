@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from .config import DEFAULT_MAX_LINE_BYTES
-from .errors import DataError
+from .errors import DataError, allocating
 
 Pair = tuple[str, str]
 
@@ -358,6 +358,7 @@ def load_dataset(
     Raises:
         DataError: unknown name that is not a file either, a bad file, ``options`` the
             dataset's loader does not take, or ``limit`` below 1.
+        OutOfMemory: the dataset's loader ran out of memory, naming ``data.options``.
     """
     from .plugins import registry
 
@@ -376,7 +377,8 @@ def load_dataset(
                 f"its options: {takes}"
             ) from None
         try:
-            dataset = loader(**options)
+            with allocating(f"data.options {options} of dataset {source!r}"):
+                dataset = loader(**options)
         except (ValueError, TypeError) as exc:  # e.g. num2words' count above its range
             raise DataError(f"dataset {source!r} with options {options}: {exc}") from None
         if limit is not None and len(dataset.pairs) > limit:

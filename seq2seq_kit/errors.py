@@ -144,3 +144,96 @@ class TrainingInterrupted(Seq2SeqError):
         super().__init__(message)
         self.signal_number = signal_number
         self.exit_code = 128 + signal_number
+
+
+class OutOfMemory(Seq2SeqError):
+    """An allocation failed: a size asked for more memory than this machine (or its
+    accelerator) has. Names the settings that decide the size, so that the run can be
+    refused again with them lowered.
+
+    Attributes:
+        settings: the settings named, e.g. ``"model.hidden_size = 65536, ..."``.
+    """
+
+    def __init__(self, settings: str, why: str = ""):
+        super().__init__(f"out of memory{f' ({why})' if why else ''}: lower {settings}")
+        self.settings = settings
+
+
+#: Messages by which frameworks say they ran out of memory, in errors of their own classes
+#: (matched as text, so that the core imports no framework): CUDA and PyTorch's CPU
+#: allocator, XLA (JAX, TensorFlow), TensorFlow, ONNX Runtime, C++ ``std::bad_alloc``,
+#: ENOMEM, and NumPy's shapes beyond any memory.
+_OUT_OF_MEMORY_TEXT = (
+    "out of memory",
+    "can't allocate memory",
+    "cannot allocate memory",
+    "resource_exhausted",
+    "oom when allocating",
+    "failed to allocate memory",
+    "bad_alloc",
+    "maximum allowed dimension exceeded",
+    "array is too big",
+)
+#: Classes frameworks raise for it (PyTorch's ``OutOfMemoryError``, TensorFlow's
+#: ``ResourceExhaustedError``), by name for the same reason.
+_OUT_OF_MEMORY_CLASSES = frozenset({"OutOfMemoryError", "ResourceExhaustedError"})
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    text = text if len(text) <= 200 else text[:200] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):  # NumPy's failed allocations too
+        return True
+    if isinstance(exc, OverflowError):  # a size past what C takes; not float arithmetic's
+        return any(word in str(exc) for word in ("too large", "too big", "exceed", "convert"))
+    if any(cls.__name__ in _OUT_OF_MEMORY_CLASSES for cls in type(exc).__mro__):
+        return True
+    if isinstance(exc, (RuntimeError, ValueError, OSError)) or type(exc).__module__ not in (
+        "builtins",
+        __name__,
+    ):
+        text = str(exc).lower()
+        return any(marker in text for marker in _OUT_OF_MEMORY_TEXT)
+    return False
+
+
+def out_of_memory(exc: BaseException, settings: str) -> OutOfMemory | None:
+    """``exc`` as an :class:`OutOfMemory` naming ``settings`` when it is a failed
+    allocation of Python, NumPy or a backend's framework (a ``MemoryError``, an
+    ``OverflowError`` of a size, PyTorch's or TensorFlow's own errors, found along the
+    chain of causes that Keras and others wrap them in); None for any other error."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, Seq2SeqError):
+            return None
+        if _is_out_of_memory(current):
+            return OutOfMemory(settings, _first_line(current))
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+@contextlib.contextmanager
+def allocating(settings: str | Callable[[], str]) -> Iterator[None]:
+    """Run the block; a failed allocation in it (see :func:`out_of_memory`) becomes an
+    :class:`OutOfMemory` naming ``settings`` (or what the callable returns then).
+
+    Raises:
+        OutOfMemory: naming the settings; the CLI exits 2 with it.
+    """
+    try:
+        yield
+    except Seq2SeqError:
+        raise
+    except Exception as exc:
+        error = out_of_memory(exc, settings() if callable(settings) else settings)
+        if error is None:
+            raise
+        raise error from exc

@@ -200,6 +200,23 @@ def _cgroup_cpu_quota() -> int | None:
     return max(1, -(-int(quota) // int(period)))
 
 
+def machine_memory() -> int | None:
+    """Bytes of memory this process's machine has: the physical memory, or the cgroup v2
+    limit (``memory.max``) when one is set and smaller; None where neither can be read."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not on a POSIX system
+        total = None
+    try:
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as file:
+            limit = file.read().strip()
+    except OSError:
+        limit = "max"
+    if limit.isdigit():
+        total = int(limit) if total is None else min(total, int(limit))
+    return total if total and total > 0 else None
+
+
 #: The most threads ``[train] threads`` and ``OMP_NUM_THREADS`` may ask for; a larger
 #: ``OMP_NUM_THREADS`` is ignored like a malformed one (frameworks crash creating that many).
 MAX_THREADS = 1024

@@ -1,6 +1,7 @@
-"""Bounded reads and bounded sizes: a line, a config file, every size a flag, a config or a
-dataset option sets is refused with exit 2 naming it before memory grows; SIGTERM during a
-read is exit 143."""
+"""Bounded reads and bounded sizes: a line, a config file, every size a flag, a config or
+a dataset option sets is refused with exit 2 naming it before memory grows; out of memory
+in any backend is exit 2 naming the settings that asked for it; SIGTERM during a read is
+exit 143."""
 
 import io
 import os
@@ -18,7 +19,7 @@ import seq2seq_kit
 from seq2seq_kit import cli
 from seq2seq_kit.config import Config, section_models
 from seq2seq_kit.data import read_lines
-from seq2seq_kit.errors import DataError
+from seq2seq_kit.errors import DataError, OutOfMemory, allocating, out_of_memory
 from seq2seq_kit.tokenizers import SentencePieceOptions, WordOptions
 
 GIB = 1 << 30
@@ -301,3 +302,83 @@ def test_sentencepiece_sizes_are_refused_before_reading_data(options, tmp_path, 
     with pytest.raises(seq2seq_kit.errors.ConfigError, match=next(iter(options))):
         seq2seq_kit.train(config, out=tmp_path / "m")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_torch_hidden_size_beyond_memory_is_exit_2_naming_it(tmp_path):
+    pytest.importorskip("seq2seq_kit_torch")
+    args = ["train", "--backend", "torch", "--hidden-size", "65536", "--epochs", "1"]
+    done = run_cli([*args, "--out", str(tmp_path / "m"), "--no-progress"], memory=8 * GIB)
+    assert done.returncode == 2, done.stderr
+    assert "out of memory" in done.stderr and "model.hidden_size = 65536" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_numpy_out_of_memory_names_the_model_sizes(tmp_path):
+    # fits the machine (so no refusal up front), not the 2 GiB the process may use
+    args = ["train", "--backend", "numpy", "--hidden-size", "8192", "--epochs", "1"]
+    done = run_cli([*args, "--out", str(tmp_path / "m"), "--no-progress"], memory=2 * GIB)
+    assert done.returncode == 2, done.stderr
+    assert "out of memory (MemoryError" in done.stderr
+    assert "model.hidden_size = 8192" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_framework_allocation_failure_becomes_out_of_memory():
+    torch = pytest.importorskip("torch")
+    expected = r"DefaultCPUAllocator.*: lower train.batch_size = 9"
+    with pytest.raises(OutOfMemory, match=expected), allocating("train.batch_size = 9"):
+        torch.empty(2**60)  # 4 EiB: beyond any address space
+
+
+class ResourceExhaustedError(Exception):
+    """Named as TensorFlow's, which the core matches without importing TensorFlow."""
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MemoryError(),
+        ResourceExhaustedError("OOM when allocating tensor with shape[65536,262144]"),
+        RuntimeError("CUDA out of memory. Tried to allocate 64.00 GiB"),
+        ValueError("Maximum allowed dimension exceeded"),
+        OverflowError("Python int too large to convert to C ssize_t"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_out_of_memory_errors_of_every_kind_are_recognised(error):
+    found = out_of_memory(error, "decode.beam = 1024")
+    assert isinstance(found, OutOfMemory) and found.exit_code == 2
+    assert str(found).endswith("lower decode.beam = 1024")
+    wrapped = RuntimeError("while running the layer")
+    wrapped.__cause__ = error  # as Keras wraps TensorFlow's
+    assert isinstance(out_of_memory(wrapped, "x"), OutOfMemory)
+
+
+@pytest.mark.parametrize(
+    "error", [ValueError("bad value"), OverflowError("math range error"), KeyError("x")]
+)
+def test_other_errors_are_not_taken_for_out_of_memory(error):
+    assert out_of_memory(error, "x") is None
+    with pytest.raises(type(error)), allocating("x"):
+        raise error
+
+
+def test_out_of_memory_while_decoding_names_the_decode_settings(model_dir, monkeypatch, capsys):
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(seq2seq_kit.api, "greedy", exhausted)
+    args = ["translate", "--model", str(model_dir), "--batch-size", "64", "--max-length", "9"]
+    assert cli.main([*args, "12"]) == 2
+    err = capsys.readouterr().err
+    assert "decode.batch_size = 64" in err and "decode.max_length = 9" in err
+
+
+def test_out_of_memory_while_training_names_the_batch_settings(tmp_path, monkeypatch, capsys):
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(seq2seq_kit.api, "fit", exhausted)
+    args = ["train", "--out", str(tmp_path / "m"), "--batch-size", "7", "--no-progress"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "train.batch_size = 7 (sentences)" in err and "model.hidden_size = 32" in err

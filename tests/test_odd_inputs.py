@@ -190,8 +190,10 @@ def test_sizes_too_large_for_memory_are_exit_2(model_dir, monkeypatch, capsys):
         raise MemoryError("Unable to allocate 7.28 TiB")
 
     monkeypatch.setattr("seq2seq_kit.api.greedy", huge)
-    assert main(["translate", "--model", str(model_dir), "--max-length", "999999999", "3"]) == 2
-    assert "too large for this machine" in capsys.readouterr().err
+    assert main(["translate", "--model", str(model_dir), "--max-length", "999999", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "out of memory (MemoryError: Unable to allocate 7.28 TiB)" in err
+    assert "decode.max_length = 999999" in err
 
 
 @pytest.mark.parametrize(
