@@ -265,10 +265,10 @@ def test_a_huge_accumulate_is_refused_before_the_output_is_touched(tmp_path, cap
 
 def test_num2words_options_out_of_range_are_named_not_blamed_on_the_model(tmp_path, capsys):
     config = tmp_path / "c.toml"
-    config.write_text('[data]\nsource = "num2words"\noptions = { high = 1e47 }\n')
+    config.write_text(f'[data]\nsource = "num2words"\noptions = {{ high = {10**47} }}\n')
     assert cli.main(["train", "--config", str(config), "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
-    assert "num2words high must be an integer, got 1e+47" in err
+    assert f"dataset 'num2words' with options {{'high': {10**47}}}: num2words high must be" in err
     assert "hidden" not in err
 
 
@@ -276,6 +276,7 @@ def test_num2words_options_out_of_range_are_named_not_blamed_on_the_model(tmp_pa
     ("options", "message"),
     [
         ({"high": 10**47}, r"num2words high must be in -10{18}\.\.10{18}, got 10{47}"),
+        ({"high": 1e47}, r"num2words high must be an integer, got 1e\+47"),
         ({"count": 2.5}, r"num2words count must be an integer"),
         ({"count": 10**9, "high": 10**12}, r"num2words count must be in 1\.\.16777216"),
         ({"seed": -1}, r"num2words seed must be in"),
