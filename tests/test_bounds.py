@@ -330,6 +330,13 @@ def test_a_framework_allocation_failure_becomes_out_of_memory():
         torch.empty(2**60)  # 4 EiB: beyond any address space
 
 
+def test_a_tensorflow_allocation_failure_becomes_out_of_memory():
+    tf = pytest.importorskip("tensorflow")
+    expected = r"ResourceExhaustedError: .*OOM when allocating.*: lower decode.beam = 8"
+    with pytest.raises(OutOfMemory, match=expected), allocating("decode.beam = 8"):
+        tf.zeros((2**60,))  # 4 EiB: beyond any address space
+
+
 class ResourceExhaustedError(Exception):
     """Named as TensorFlow's, which the core matches without importing TensorFlow."""
 
