@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from .config import DEFAULT_MAX_LINE_BYTES
-from .errors import DataError, allocating
+from .errors import DataError, allocating, option
 
 Pair = tuple[str, str]
 
@@ -138,8 +138,8 @@ def read_lines(
             )
         if too_long:
             raise DataError(
-                f"longer than data.max_line_bytes = {max_line_bytes} bytes; raise the limit "
-                f"(--max-line-bytes) if such lines are meant",
+                f"longer than data.max_line_bytes = {max_line_bytes} bytes; raise it "
+                f"({option('data.max_line_bytes', metavar='N')}) if such lines are meant",
                 name,
                 number,
             )

@@ -98,7 +98,7 @@ def test_a_line_over_max_line_bytes_names_the_key_file_and_line(model_dir, tmp_p
     assert cli.main([*args, "--max-line-bytes", "100"]) == 2
     err = capsys.readouterr().err
     assert f"{data}:2: longer than data.max_line_bytes = 100 bytes" in err
-    assert "--max-line-bytes" in err
+    assert "raise it (--max-line-bytes N)" in err
 
 
 def test_translate_caps_its_standard_input_lines(model_dir, monkeypatch, capsys):
