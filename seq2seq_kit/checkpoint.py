@@ -32,7 +32,7 @@ import numpy as np
 
 from . import atomic
 from .errors import CheckpointError, option
-from .integrity import changed_fields, field_digests, file_sha256
+from .integrity import changed_fields, field_digests, file_sha256, read_json
 from .spec import Spec, spec_from_dict
 from .vocab import Vocabulary
 from .weights import check_weights
@@ -186,7 +186,7 @@ def _own_files(path: Path) -> set[str]:
     ``model.json`` lists (tokenizer files, further tensor files)."""
     names = set(OWN_FILES)
     with contextlib.suppress(OSError, ValueError, TypeError, AttributeError, KeyError):
-        doc = json.loads((path / MODEL_FILE).read_text(encoding="utf-8"))
+        doc = read_json(path / MODEL_FILE)
         names.update(doc.get("tokenizer_files", {}))
         names.update(info["file"] for info in doc.get("extra", {}).values())
         names.add(doc["weights"]["file"])
@@ -255,11 +255,13 @@ def load_checkpoint(
     atomic.finish(path)
     model_file = path / MODEL_FILE
     try:
-        doc = json.loads(model_file.read_text(encoding="utf-8"))
+        doc = read_json(model_file)
     except FileNotFoundError:
         raise CheckpointError(f"{model_file}: missing; is {path} a model directory?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         raise CheckpointError(f"{model_file}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{model_file}: cannot read it ({exc.strerror or exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"{model_file}: not a {FORMAT} model file")
     version = doc.get("format_version")

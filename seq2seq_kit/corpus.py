@@ -47,7 +47,7 @@ from . import __version__, atomic
 from .config import Config, DataConfig, describe_errors
 from .data import Pair, held_out_sources, iter_tsv_rows, looks_like_path
 from .errors import ConfigError, DataError, option
-from .integrity import changed_fields, field_digests, file_sha256
+from .integrity import changed_fields, field_digests, file_sha256, read_json
 from .tokenizers import CharTokenizer, Tokenizer
 from .vocab import UNK, Vocabulary, normalize
 
@@ -240,14 +240,16 @@ def open_corpus(path: str | os.PathLike[str]) -> Corpus:
     if path.is_dir():
         atomic.finish(path)
     try:
-        doc = json.loads(doc_file.read_text(encoding="utf-8"))
+        doc = read_json(doc_file)
     except FileNotFoundError:
         raise DataError(
             f"missing; {path} is no preprocessed corpus (seq2seq-kit preprocess writes one)",
             str(doc_file),
         ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         raise DataError(f"not valid JSON ({exc})", str(doc_file)) from None
+    except OSError as exc:
+        raise DataError(f"cannot read it ({exc.strerror or exc})", str(doc_file)) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise DataError(f"not a {FORMAT} file", str(doc_file))
     version = doc.get("format_version")
@@ -653,7 +655,7 @@ def _own_files(out: Path) -> set[str]:
     """The files of the corpus now in ``out``: ``corpus.json`` and those it lists."""
     names = {CORPUS_FILE}
     with contextlib.suppress(OSError, ValueError, TypeError, AttributeError, KeyError):
-        names.update(json.loads((out / CORPUS_FILE).read_text(encoding="utf-8"))["files"])
+        names.update(read_json(out / CORPUS_FILE)["files"])
     return names
 
 

@@ -25,15 +25,12 @@ from typing import Any
 from . import __version__, atomic
 from .checkpoint import MODEL_FILE, load_checkpoint
 from .errors import ExportError, option
-from .integrity import file_sha256
+from .integrity import file_sha256, read_json
 from .plugins import install_hint, registry
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "seq2seq-kit-export"
 MANIFEST_VERSION = 1
-#: The largest manifest read (bytes): far above any export's, so a huge file named so is
-#: refused before it is read whole.
-MAX_MANIFEST_BYTES = 16 << 20
 
 
 def export_formats() -> list[str]:
@@ -159,7 +156,7 @@ def _check_out(model: Path, out: Path, overwrite: bool) -> None:
 def _manifest_files(out: Path) -> list[str]:
     """The files the export in ``out`` lists (none when there is no readable manifest)."""
     with contextlib.suppress(OSError, ValueError, TypeError, AttributeError, KeyError):
-        files = json.loads((out / MANIFEST).read_text(encoding="utf-8"))["files"]
+        files = read_json(out / MANIFEST)["files"]
         return [name for name in files if atomic.plain_name(name)]
     return []
 
@@ -180,17 +177,15 @@ def open_export(directory: str | os.PathLike[str], format: str) -> dict[str, Pat
         atomic.finish(directory)
     file = directory / MANIFEST
     try:
-        with file.open("rb") as fh:
-            raw = fh.read(MAX_MANIFEST_BYTES + 1)
+        manifest = read_json(file)
     except OSError as exc:
         raise ExportError(
             f"{file}: cannot read it ({exc.strerror or exc}); is {directory} an export? "
             f"(exports written by older versions have none: export again)"
         ) from None
+    except ValueError as exc:
+        raise ExportError(f"{file}: not valid JSON ({exc})") from None
     try:
-        if len(raw) > MAX_MANIFEST_BYTES:
-            raise ValueError(f"over {MAX_MANIFEST_BYTES} bytes")
-        manifest = json.loads(raw.decode("utf-8"))
         if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
             raise ValueError(f"not a {MANIFEST_FORMAT} manifest")
         version = manifest.get("format_version")
@@ -202,7 +197,7 @@ def open_export(directory: str | os.PathLike[str], format: str) -> dict[str, Pat
         if not isinstance(files, dict):
             raise TypeError("files must be an object")
     except (ValueError, TypeError, KeyError) as exc:
-        raise ExportError(f"{file}: {type(exc).__name__}: {exc}") from None
+        raise ExportError(f"{file}: malformed ({type(exc).__name__}: {exc})") from None
     paths = {}
     for name, sha in files.items():
         if not atomic.plain_name(name) or name == MANIFEST or not isinstance(sha, str):

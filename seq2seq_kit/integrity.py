@@ -27,6 +27,29 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+#: The largest JSON manifest read (``model.json``, ``corpus.json``, ``manifest.json``), in
+#: bytes: a vocabulary of a million pieces takes about 20 MB, so this is far above any real
+#: one, and a device or a huge file put in its place is refused before it is read whole.
+MAX_JSON_BYTES = 256 << 20
+
+
+def read_json(path: Path, max_bytes: int | None = None) -> Any:
+    """The JSON document in file ``path``, read only if it is at most ``max_bytes`` long
+    (default :data:`MAX_JSON_BYTES`).
+
+    Raises:
+        OSError: it cannot be read (``FileNotFoundError`` when missing).
+        ValueError: it is longer (the message says so), not UTF-8 or not JSON
+            (``json.JSONDecodeError`` and ``UnicodeDecodeError`` are ``ValueError``s).
+    """
+    max_bytes = MAX_JSON_BYTES if max_bytes is None else max_bytes
+    with path.open("rb") as fh:
+        raw = fh.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ValueError(f"over {max_bytes} bytes, far more than such a file holds")
+    return json.loads(raw.decode("utf-8"))
+
+
 def field_sha256(value: Any) -> str:
     """The SHA-256 of ``value``'s canonical JSON, hex."""
     text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

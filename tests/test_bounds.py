@@ -232,8 +232,7 @@ def _upper_bound(field) -> int | None:
 
 
 def _integer_fields():
-    # [serve] is the server's own table, bounded with it
-    sections = ("data", "model", "train", "decode")
+    sections = ("data", "model", "train", "decode", "serve")
     models = [model for section in sections for model in section_models(section)]
     for model in [*models, WordOptions, SentencePieceOptions]:
         for key, field in model.model_fields.items():

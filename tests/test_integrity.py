@@ -257,3 +257,15 @@ def test_rewriting_model_json_without_changing_a_value_is_fine(copy):
     doc = json.loads((copy / "model.json").read_text())
     (copy / "model.json").write_text(json.dumps(doc, sort_keys=True, ensure_ascii=True))
     assert seq2seq_kit.load(copy).translate(["1", "4", "6"]) == ["one", "four", "six"]
+
+
+def test_a_huge_model_json_is_refused_before_it_is_read_whole(copy, monkeypatch):
+    from seq2seq_kit import integrity
+
+    monkeypatch.setattr(integrity, "MAX_JSON_BYTES", 1000)
+    with pytest.raises(CheckpointError, match=r"model.json: not valid JSON \(over 1000 bytes"):
+        load_checkpoint(copy)
+    (copy / "model.json").unlink()
+    (copy / "model.json").symlink_to("/dev/zero")  # endless: read up to the cap, no further
+    with pytest.raises(CheckpointError, match=r"model.json: not valid JSON \(over 1000 bytes"):
+        load_checkpoint(copy)
