@@ -719,7 +719,7 @@ def check_vocabulary(cfg: Config, side: str, vocab: Vocabulary, counts: Mapping[
     if frequent < len(counts):
         causes.append(
             f"{key('min_frequency')} = {min_frequency} drops every piece seen fewer times "
-            f"(the most frequent is seen {max(counts.values())} times): lower it"
+            f"(the most frequent is seen {_times(max(counts.values()))}): lower it"
         )
     if max_size is not None and frequent > max_size:
         causes.append(
@@ -1107,3 +1107,7 @@ def _check_world_size(saved: Checkpoint, state: TrainerState, world_size: int) -
             f"run resumes only with the world size it ran with (at an epoch end any will do)"
         )
     return before
+
+
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"

@@ -322,7 +322,9 @@ class TrainConfig(_Section):
         "early stop always); 0: every epoch",
     )
     overwrite: bool = Field(
-        False, description="replace an existing model directory at the output path"
+        False,
+        description="replace what an earlier run wrote at the output path (train: a model "
+        "directory; preprocess: a corpus); never a folder of other files",
     )
     # Training measured in updates (Transformer recipes). An update is one optimizer step
     # on ``accumulate`` batches; updates are counted over the whole run, resumes included.
