@@ -169,6 +169,9 @@ def commit(path: Path, staging: Path, manifest: str, obsolete: Iterable[str] = (
             raise ValueError(f"{child}: only plain files can be saved, not this")
     if manifest not in names:
         raise ValueError(f"{staging}: the manifest {manifest} was not written")
+    in_the_way = in_the_way_of(path, names)
+    if in_the_way:
+        raise ValueError(f"{in_the_way[0]}: a folder where a file of the save goes; move it away")
     for name in names:
         fsync(staging / name)
     moves = [n for n in names if n != manifest] + [manifest]
@@ -181,15 +184,31 @@ def commit(path: Path, staging: Path, manifest: str, obsolete: Iterable[str] = (
     _roll_forward(path, staging)
 
 
-def finish(path: Path) -> None:
+def committed(path: Path) -> bool:
+    """Whether a save into ``path`` has committed and not yet finished its moves."""
+    return any((staging / RECORD).is_file() for staging in path.glob(f"{STAGING_PREFIX}*"))
+
+
+def in_the_way_of(path: Path, names: Iterable[str]) -> list[Path]:
+    """Those of ``names`` that are folders in ``path`` (not links to them): a save cannot
+    move a file over a folder, so they are refused before anything is written."""
+    return [path / n for n in sorted(names) if (path / n).is_dir() and not (path / n).is_symlink()]
+
+
+def finish(path: Path) -> bool:
     """Finish a save into ``path`` that was killed after its commit (moves are idempotent:
-    another process finishing it at the same time is harmless). Does nothing when there is
-    none; a directory that cannot be written is left for the loader's checks to report.
+    another process finishing it at the same time is harmless). Returns whether one is
+    still unfinished (the directory cannot be written: a reader's checks then report the
+    mixed files, and its message should say why).
     """
+    pending = False
     for staging in path.glob(f"{STAGING_PREFIX}*"):
         if (staging / RECORD).is_file():
-            with contextlib.suppress(OSError, ValueError):
+            try:
                 _roll_forward(path, staging)
+            except (OSError, ValueError):
+                pending = True
+    return pending
 
 
 def _roll_forward(path: Path, staging: Path) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,9 @@ MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
 #: The key of ``model.json`` holding its fields' digests.
 DIGESTS = "fields_sha256"
+#: Reads of a model directory: a save in another process (a training's) may replace its
+#: files while they are read, which the read sees as a mismatch and retries.
+READ_ATTEMPTS = 4
 #: What a save writes (model.json and the tensor files training saves), besides tokenizer
 #: files; anything else in a model directory is the user's and is kept.
 OWN_FILES = frozenset({MODEL_FILE, WEIGHTS_FILE, "last.safetensors", "optimizer.safetensors"})
@@ -82,7 +86,7 @@ def check_output_dir(path: str | os.PathLike[str], *, replace: bool = False) -> 
     """
     path = Path(path)
     _refuse_foreign(path)
-    if (path / MODEL_FILE).exists() and not replace:
+    if is_model_dir(path) and not replace:
         raise CheckpointError(
             f"{path}: already holds a model; continue its training with "
             f"{option('resume', path)}, or replace it with {option('overwrite')} (config "
@@ -101,12 +105,34 @@ def check_output_dir(path: str | os.PathLike[str], *, replace: bool = False) -> 
     return path
 
 
+def is_model_dir(path: Path) -> bool:
+    """Whether ``path`` holds a ``model.json`` of this format (readable, with the right
+    ``format``; its other checks are :func:`load_checkpoint`'s)."""
+    try:
+        doc = read_json(path / MODEL_FILE)
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("format") == FORMAT
+
+
 def _refuse_foreign(path: Path) -> None:
-    """A file, or a non-empty folder that is no model directory, is never written into."""
-    if path.exists() and (
-        not path.is_dir() or (atomic.user_entries(path) and not (path / MODEL_FILE).exists())
-    ):
+    """A file, a non-empty folder that is no model directory (a ``model.json`` of another
+    program included), or one with a folder where a file of the save goes, is never
+    written into."""
+    if not path.exists():
+        return
+    if not path.is_dir() or (atomic.user_entries(path) and not (path / MODEL_FILE).exists()):
         raise CheckpointError(f"{path}: exists and is not a model directory; not overwriting it")
+    if (path / MODEL_FILE).exists() and not is_model_dir(path):
+        raise CheckpointError(
+            f"{path / MODEL_FILE}: not a {FORMAT} model file (another program's, or damaged); "
+            f"not overwriting the directory"
+        )
+    in_the_way = atomic.in_the_way_of(path, OWN_FILES)
+    if in_the_way:
+        raise CheckpointError(
+            f"{in_the_way[0]}: a folder where a file of the model goes; move it away"
+        )
 
 
 @contextlib.contextmanager
@@ -126,7 +152,7 @@ def writer_lock(path: str | os.PathLike[str]) -> Iterator[None]:
             yield
     except atomic.Busy as exc:
         raise CheckpointError(
-            f"{path}: another training is writing this model directory (it holds "
+            f"{path}: another seq2seq-kit command is writing this directory (it holds "
             f"{exc}); wait for it to end or choose another output directory"
         ) from None
     except atomic.Unwritable as exc:
@@ -176,20 +202,27 @@ def _write(ckpt: Checkpoint, path: Path) -> None:
     try:
         with atomic.stage(path) as staging:
             _fill(ckpt, staging)
-            atomic.commit(path, staging, MODEL_FILE, obsolete)
+            try:
+                atomic.commit(path, staging, MODEL_FILE, obsolete)
+            except ValueError as exc:  # a folder where a file of the model goes
+                raise CheckpointError(str(exc)) from None
     except SafetensorError as exc:  # safetensors reports I/O failures (ENOSPC) as its own
         raise OSError(str(exc)) from exc
 
 
 def _own_files(path: Path) -> set[str]:
-    """The files of the checkpoint now in ``path``: the fixed names, and those its
-    ``model.json`` lists (tokenizer files, further tensor files)."""
+    """The files of the checkpoint now in ``path``, which a save may replace or remove: the
+    fixed names, and those its ``model.json`` lists (tokenizer files ``source-*`` and
+    ``target-*``, tensor files ``*.safetensors``) when its digests vouch for them."""
     names = set(OWN_FILES)
     with contextlib.suppress(OSError, ValueError, TypeError, AttributeError, KeyError):
         doc = read_json(path / MODEL_FILE)
-        names.update(doc.get("tokenizer_files", {}))
-        names.update(info["file"] for info in doc.get("extra", {}).values())
-        names.add(doc["weights"]["file"])
+        body = {key: value for key, value in doc.items() if key != DIGESTS}
+        if doc.get("format") != FORMAT or changed_fields(body, doc[DIGESTS], nested="meta"):
+            return names
+        names.update(n for n in doc["tokenizer_files"] if n.startswith(("source-", "target-")))
+        listed = [info["file"] for info in doc["extra"].values()] + [doc["weights"]["file"]]
+        names.update(n for n in listed if n.endswith(".safetensors"))
     return {name for name in names if atomic.plain_name(name)}
 
 
@@ -252,7 +285,37 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such model directory")
-    atomic.finish(path)
+    for attempt in range(READ_ATTEMPTS):
+        pending = atomic.finish(path)
+        before = _identity(path / MODEL_FILE)
+        try:
+            return _load(path, extra, finite)
+        except CheckpointError as exc:
+            if attempt + 1 < READ_ATTEMPTS and (
+                _identity(path / MODEL_FILE) != before or atomic.committed(path)
+            ):
+                time.sleep(0.05 * (attempt + 1))
+                continue  # a save replaced files while they were read: read them again
+            if pending:
+                raise CheckpointError(
+                    f"{exc}; a save into {path} was cut short after all its files were "
+                    f"written and cannot be finished here (the directory is not writable): "
+                    f"open it once with write access (e.g. seq2seq-kit info --model {path})"
+                ) from None
+            raise
+    raise AssertionError("unreachable")
+
+
+def _identity(file: Path) -> tuple[int, int] | None:
+    """What tells whether ``file`` was replaced: its inode and modification time."""
+    try:
+        info = file.stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns
+
+
+def _load(path: Path, extra: bool, finite: bool) -> Checkpoint:
     model_file = path / MODEL_FILE
     try:
         doc = read_json(model_file)
@@ -265,7 +328,9 @@ def load_checkpoint(
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"{model_file}: not a {FORMAT} model file")
     version = doc.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if type(version) is not int or version < 1:
+        raise CheckpointError(f"{model_file}: format_version {version!r} is not a version")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{model_file}: format version {version!r} is newer than this seq2seq-kit reads "
             f"({FORMAT_VERSION}); upgrade seq2seq-kit"
@@ -320,12 +385,12 @@ def load_checkpoint(
 
 def _changed_fields(doc: dict[str, Any], version: int) -> list[str]:
     """The fields of ``model.json`` that differ from its digests; format version 1 files
-    (saved before fields were covered) have none to compare.
+    (saved before fields were covered) have none to compare unless they carry digests.
 
     Raises:
         KeyError: a version 2 file without digests.
     """
-    if version < 2:
+    if version < 2 and DIGESTS not in doc:
         return []
     body = {key: value for key, value in doc.items() if key != DIGESTS}
     return changed_fields(body, doc[DIGESTS], nested="meta")
@@ -377,7 +442,11 @@ def _file_entry(path: Path, info: Any) -> tuple[Path, str]:
 def _verify(path: Path, sha256: str, model_file: Path) -> None:
     if not path.exists():
         raise CheckpointError(f"{path}: missing")
-    if file_sha256(path) != sha256:
+    try:
+        digest = file_sha256(path)
+    except ValueError as exc:  # a FIFO or a device: reading it would block or never end
+        raise CheckpointError(f"{path}: {exc}") from None
+    if digest != sha256:
         raise CheckpointError(f"{path}: corrupted or truncated (SHA-256 differs from {model_file})")
 
 

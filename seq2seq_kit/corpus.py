@@ -253,7 +253,9 @@ def open_corpus(path: str | os.PathLike[str]) -> Corpus:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise DataError(f"not a {FORMAT} file", str(doc_file))
     version = doc.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if type(version) is not int or version < 1:
+        raise DataError(f"format_version {version!r} is not a version", str(doc_file))
+    if version > FORMAT_VERSION:
         raise DataError(
             f"format version {version!r} is newer than this seq2seq-kit reads "
             f"({FORMAT_VERSION}); upgrade seq2seq-kit",
@@ -262,7 +264,7 @@ def open_corpus(path: str | os.PathLike[str]) -> Corpus:
     try:
         changed = (
             changed_fields({k: v for k, v in doc.items() if k != DIGESTS}, doc[DIGESTS])
-            if version >= 2
+            if version >= 2 or DIGESTS in doc
             else []
         )
         if changed:
@@ -640,32 +642,53 @@ def preprocess(cfg: Config, out: str | os.PathLike[str], *, overwrite: bool | No
                 (staging / CORPUS_FILE).write_text(
                     json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
                 )
-                atomic.commit(out, staging, CORPUS_FILE, obsolete)
+                try:
+                    atomic.commit(out, staging, CORPUS_FILE, obsolete)
+                except ValueError as exc:  # a folder where a file of the corpus goes
+                    raise ConfigError(str(exc)) from None
     except atomic.Unwritable as exc:
         raise ConfigError(f"{option('out', out)}: cannot write there ({exc})") from None
     except atomic.Busy as exc:
         raise ConfigError(
-            f"{option('out', out)}: another process is writing this folder (it holds {exc}); "
-            f"wait for it to end or choose another folder"
+            f"{option('out', out)}: another seq2seq-kit command is writing this folder (it "
+            f"holds {exc}); wait for it to end or choose another folder"
         ) from None
     return out
 
 
 def _own_files(out: Path) -> set[str]:
-    """The files of the corpus now in ``out``: ``corpus.json`` and those it lists."""
+    """The files of the corpus now in ``out``, which a save may replace or remove:
+    ``corpus.json`` and, when its digests vouch for them, the files it lists that have the
+    names a corpus's files have (``SPLIT.SIDE.bin`` / ``.idx``, ``source-*``, ``target-*``)."""
     names = {CORPUS_FILE}
+    ids = {
+        f"{split}.{side}.{kind}" for split in SPLITS for side in SIDES for kind in ("bin", "idx")
+    }
     with contextlib.suppress(OSError, ValueError, TypeError, AttributeError, KeyError):
-        names.update(read_json(out / CORPUS_FILE)["files"])
-    return names
+        doc = read_json(out / CORPUS_FILE)
+        body = {k: v for k, v in doc.items() if k != DIGESTS}
+        if doc.get("format") != FORMAT or changed_fields(body, doc[DIGESTS]):
+            return names
+        names.update(n for n in doc["files"] if n in ids or n.startswith(("source-", "target-")))
+    return {name for name in names if atomic.plain_name(name)}
+
+
+def _is_corpus_dir(out: Path) -> bool:
+    try:
+        doc = read_json(out / CORPUS_FILE)
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("format") == FORMAT
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{option('out', out)}: exists and is a file; choose a folder")
     if out.is_dir() and atomic.user_entries(out):
-        if not (out / CORPUS_FILE).exists():
+        if not _is_corpus_dir(out):
             raise ConfigError(
-                f"{option('out', out)}: a non-empty folder that is no corpus; not writing into it"
+                f"{option('out', out)}: a non-empty folder that is no corpus (no {CORPUS_FILE} "
+                f"of this format); not writing into it"
             )
         if not overwrite:
             raise ConfigError(

@@ -88,12 +88,15 @@ def export_model(
                     "files": {name: file_sha256(staging / name) for name in names},
                 }
                 (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-                atomic.commit(out, staging, MANIFEST, obsolete)
+                try:
+                    atomic.commit(out, staging, MANIFEST, obsolete)
+                except ValueError as exc:  # a folder where a file of the export goes
+                    raise ExportError(str(exc)) from None
         done = True
     except atomic.Busy as exc:
         raise ExportError(
-            f"{shown}: another export is writing this directory (it holds {exc}); wait for "
-            f"it to end or choose another directory"
+            f"{shown}: another seq2seq-kit command is writing this directory (it holds "
+            f"{exc}); wait for it to end or choose another directory"
         ) from None
     except atomic.Unwritable as exc:
         raise ExportError(f"{shown}: cannot write there ({exc})") from None
@@ -144,7 +147,7 @@ def _check_out(model: Path, out: Path, overwrite: bool) -> None:
         return
     if (out / MODEL_FILE).exists():
         raise ExportError(f"{out}: is a model directory; export elsewhere, it is never replaced")
-    if not (out / MANIFEST).is_file():
+    if _manifest(out) is None:
         raise ExportError(
             f"{out}: exists, is not empty and holds no export (no {MANIFEST}); export only "
             f"replaces an export it wrote: choose a new or empty directory"
@@ -153,12 +156,30 @@ def _check_out(model: Path, out: Path, overwrite: bool) -> None:
         raise ExportError(f"{out}: holds an export; pass {option('overwrite')} to replace it")
 
 
+def _manifest(out: Path) -> dict[str, Any] | None:
+    """The manifest of the export in ``out``; None when there is none of this format (a
+    ``manifest.json`` of another program is not ours to act on)."""
+    try:
+        manifest = read_json(out / MANIFEST)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        return None
+    if not isinstance(manifest.get("files"), dict):
+        return None
+    return manifest
+
+
 def _manifest_files(out: Path) -> list[str]:
-    """The files the export in ``out`` lists (none when there is no readable manifest)."""
-    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError, KeyError):
-        files = read_json(out / MANIFEST)["files"]
-        return [name for name in files if atomic.plain_name(name)]
-    return []
+    """The files of the export in ``out`` that a new one may remove: those its manifest
+    lists that still hold what the export wrote (a file changed since is kept)."""
+    manifest = _manifest(out) or {"files": {}}
+    names = []
+    for name, sha in manifest["files"].items():
+        with contextlib.suppress(OSError, ValueError):
+            if atomic.plain_name(name) and file_sha256(out / name) == sha:
+                names.append(name)
+    return names
 
 
 def open_export(directory: str | os.PathLike[str], format: str) -> dict[str, Path]:
@@ -200,8 +221,10 @@ def open_export(directory: str | os.PathLike[str], format: str) -> dict[str, Pat
         raise ExportError(f"{file}: malformed ({type(exc).__name__}: {exc})") from None
     paths = {}
     for name, sha in files.items():
-        if not atomic.plain_name(name) or name == MANIFEST or not isinstance(sha, str):
+        if not atomic.plain_name(name) or name == MANIFEST:
             raise ExportError(f"{file}: {name!r} is not a file name inside {directory}")
+        if not isinstance(sha, str):
+            raise ExportError(f"{file}: the SHA-256 of {name!r} is {sha!r}, not a hex string")
         path = directory / name
         try:
             mode = path.lstat().st_mode
@@ -209,7 +232,7 @@ def open_export(directory: str | os.PathLike[str], format: str) -> dict[str, Pat
             raise ExportError(f"{path}: missing (listed in {MANIFEST})") from None
         if not stat.S_ISREG(mode):
             raise ExportError(f"{path}: not a plain file (a link or a folder); export again")
-        if file_sha256(path) != sha:
+        if file_sha256(path) != sha:  # a plain file (checked above): reading it ends
             raise ExportError(f"{path}: corrupted or truncated (SHA-256 differs from {file})")
         paths[name] = path
     return paths

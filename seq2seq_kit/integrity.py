@@ -19,8 +19,10 @@ def file_sha256(path: Path) -> str:
 
     Raises:
         OSError: the file cannot be read.
+        ValueError: it is not a plain file (:func:`check_plain_file`).
     """
     digest = hashlib.sha256()
+    check_plain_file(path)
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
@@ -39,15 +41,30 @@ def read_json(path: Path, max_bytes: int | None = None) -> Any:
 
     Raises:
         OSError: it cannot be read (``FileNotFoundError`` when missing).
-        ValueError: it is longer (the message says so), not UTF-8 or not JSON
+        ValueError: it is not a plain file (a FIFO or a device would block or never end),
+            it is longer (the message says so), not UTF-8, not JSON or nested too deeply
             (``json.JSONDecodeError`` and ``UnicodeDecodeError`` are ``ValueError``s).
     """
     max_bytes = MAX_JSON_BYTES if max_bytes is None else max_bytes
+    check_plain_file(path)
     with path.open("rb") as fh:
         raw = fh.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise ValueError(f"over {max_bytes} bytes, far more than such a file holds")
-    return json.loads(raw.decode("utf-8"))
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def check_plain_file(path: Path) -> None:
+    """Raises ValueError: ``path`` (a symlink is followed) is a FIFO, a device, a socket or
+    a folder, not a plain file; reading one could block or never end.
+    OSError: it does not exist or cannot be looked at."""
+    import stat
+
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise ValueError("not a plain file (a FIFO, a device or a folder)")
 
 
 def field_sha256(value: Any) -> str:

@@ -23,6 +23,7 @@ from seq2seq_kit.checkpoint import load_checkpoint
 from seq2seq_kit.cli import main
 from seq2seq_kit.config import Config
 from seq2seq_kit.errors import CheckpointError, ExportError
+from seq2seq_kit.integrity import file_sha256
 from seq2seq_kit.plugins import build_registry
 
 
@@ -99,7 +100,7 @@ def test_export_replaces_only_the_files_of_its_own_export(model_dir, tmp_path, t
         "model.bin",
         "vocab.txt",
     }
-    manifest["files"]["old-only.bin"] = "0" * 64
+    manifest["files"]["old-only.bin"] = file_sha256(out / "old-only.bin")
     (out / "manifest.json").write_text(json.dumps(manifest))
     assert export(model_dir, out) == 2  # an export is there: --overwrite says to replace it
     assert export(model_dir, out, "--overwrite") == 0
@@ -266,6 +267,114 @@ def test_a_huge_model_json_is_refused_before_it_is_read_whole(copy, monkeypatch)
     with pytest.raises(CheckpointError, match=r"model.json: not valid JSON \(over 1000 bytes"):
         load_checkpoint(copy)
     (copy / "model.json").unlink()
-    (copy / "model.json").symlink_to("/dev/zero")  # endless: read up to the cap, no further
-    with pytest.raises(CheckpointError, match=r"model.json: not valid JSON \(over 1000 bytes"):
+    (copy / "model.json").symlink_to("/dev/zero")  # endless: never read
+    with pytest.raises(CheckpointError, match=r"model.json: .*not a plain file"):
         load_checkpoint(copy)
+
+
+# ------------------------------------------------------------------ another program's files
+
+
+def test_another_programs_manifest_is_never_taken_for_an_export(model_dir, tmp_path, toy_format):
+    web = tmp_path / "web"
+    web.mkdir()
+    (web / "manifest.json").write_text('{"name": "my app", "files": ["index.html", "app.js"]}')
+    for name in ("index.html", "app.js", "other.txt"):
+        (web / name).write_text(name)
+    before = {p.name: p.read_text() for p in web.iterdir()}
+    for flags in ([], ["--overwrite"]):
+        assert export(model_dir, web, *flags) == 2
+        assert {p.name: p.read_text() for p in web.iterdir()} == before
+
+
+def test_another_programs_model_or_corpus_json_is_never_taken_for_ours(tmp_path, capsys):
+    folder = tmp_path / "mf"
+    folder.mkdir()
+    (folder / "model.json").write_text(
+        '{"tokenizer_files": {"mydata.csv": "x"}, "extra": {"a": {"file": "thesis.tex"}}}'
+    )
+    (folder / "mydata.csv").write_text("1,2")
+    (folder / "thesis.tex").write_text("thesis")
+    args = ["train", "--out", str(folder), "--overwrite", "--no-progress"]
+    assert main(args) == 2
+    assert "not a seq2seq-kit model file" in capsys.readouterr().err
+    (folder / "model.json").unlink()
+    (folder / "corpus.json").write_text('{"files": ["mydata.csv"]}')
+    assert main(["preprocess", "--data", "digits", "--out", str(folder), "--overwrite"]) == 2
+    assert "no corpus" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["corpus.json", "mydata.csv", "thesis.tex"]
+
+
+def test_a_save_removes_only_listed_files_that_it_vouches_for(copy):
+    """A model.json of ours that was edited to list a user's file does not get it removed,
+    and neither does one that lists a name no save writes."""
+    (copy / "thesis.tex").write_text("thesis")
+    doc = json.loads((copy / "model.json").read_text())
+    doc["tokenizer_files"]["thesis.tex"] = "0" * 64
+    (copy / "model.json").write_text(json.dumps(doc))  # the digests now disagree
+    ckpt_doc = dict(doc)
+    forge(copy / "model.json", ckpt_doc)
+    seq2seq_kit.train(quick(2), out=copy, overwrite=True)
+    assert (copy / "thesis.tex").read_text() == "thesis"
+
+
+def test_a_folder_where_a_file_of_the_model_goes_is_refused_before_training(copy, capsys):
+    (copy / "last.safetensors").unlink()
+    (copy / "last.safetensors").mkdir()
+    assert main(["train", "--out", str(copy), "--overwrite", "--no-progress"]) == 2
+    assert "last.safetensors: a folder where a file of the model goes" in capsys.readouterr().err
+    assert not [p for p in copy.iterdir() if atomic.ours(p.name)]
+
+
+@pytest.mark.parametrize("version", [1, 0, -1, True, "2"])
+def test_an_older_or_odd_format_version_does_not_turn_off_the_field_check(copy, version):
+    doc = json.loads((copy / "model.json").read_text())
+    doc["target_vocab"]["tokens"][5:7] = doc["target_vocab"]["tokens"][6:4:-1]
+    doc["format_version"] = version
+    (copy / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="target_vocab changed|is not a version"):
+        load_checkpoint(copy)
+
+
+@pytest.mark.parametrize("name", ["model.json", "weights.safetensors"])
+def test_a_fifo_or_a_device_in_a_model_directory_is_refused_not_read(copy, name):
+    (copy / name).unlink()
+    os.mkfifo(copy / name)  # opening it to read would block for ever
+    with pytest.raises(CheckpointError, match=f"{name}: .*not a plain file"):
+        load_checkpoint(copy)
+    (copy / name).unlink()
+    (copy / name).symlink_to("/dev/zero")  # reading it would never end
+    with pytest.raises(CheckpointError, match=f"{name}: .*not a plain file"):
+        load_checkpoint(copy)
+
+
+def test_deeply_nested_json_is_a_clear_error(copy, tmp_path, toy_format, model_dir):
+    (copy / "model.json").write_text("[" * 100_000)
+    with pytest.raises(CheckpointError, match="nested too deeply"):
+        load_checkpoint(copy)
+    assert main(["train", "--out", str(copy), "--overwrite", "--no-progress"]) == 2
+    out = tmp_path / "e"
+    assert export(model_dir, out) == 0
+    (out / "manifest.json").write_text("[" * 100_000)
+    with pytest.raises(ExportError, match="nested too deeply"):
+        export_module.open_export(out, "toy")
+
+
+def test_a_reader_during_a_save_reads_one_save_or_the_other(copy, monkeypatch):
+    """A save replaces the weights between the reader's reading of model.json and of the
+    weights: the reader sees the mismatch, sees that a save is under way, reads again."""
+    from seq2seq_kit import checkpoint
+
+    ckpt = load_checkpoint(copy, extra=True)
+    ckpt.weights = {k: v * 0.5 for k, v in ckpt.weights.items()}
+    real_verify, saved = checkpoint._verify, []
+
+    def save_in_between(path, sha, model_file):
+        if not saved and path.name == "weights.safetensors":
+            saved.append(True)
+            checkpoint.save_checkpoint(ckpt, copy)  # another process's save, just now
+        return real_verify(path, sha, model_file)
+
+    monkeypatch.setattr(checkpoint, "_verify", save_in_between)
+    loaded = load_checkpoint(copy)
+    assert saved and all((loaded.weights[k] == ckpt.weights[k]).all() for k in ckpt.weights)

@@ -71,7 +71,7 @@ def test_a_second_writer_is_refused_at_start_naming_the_directory(tmp_path):
             text=True,
         )
     assert res.returncode == 2, res.stderr
-    assert f"{out}: another training is writing this model directory" in res.stderr
+    assert f"{out}: another seq2seq-kit command is writing this directory" in res.stderr
     assert "Traceback" not in res.stderr
     seq2seq_kit.train(quick(), out=out)  # released: the next writer proceeds
     assert load_checkpoint(out).meta["history"]
