@@ -310,3 +310,33 @@ def test_a_stop_waits_for_requests_at_most_shutdown_timeout_s(model_dir, tmp_pat
         assert raw, "no answer 10 s after SIGTERM"
         assert "serve.shutdown_timeout_s" in _error(raw, 503)
         assert server.proc.wait(timeout=20) == 0, server.stderr()
+
+
+def _translate_request(text, close=False):
+    body = json.dumps({"texts": [text]}).encode()
+    extra = b"Connection: close\r\n" if close else b""
+    return (
+        HEAD
+        + b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+        + extra
+        + b"\r\n"
+        + body
+    )
+
+
+def test_a_client_gone_with_pipelined_requests_leaves_no_traceback(model_dir, tmp_path):
+    # the second request's answer was written to the closed connection: uvicorn logged
+    # "Exception in ASGI application" and a RuntimeError with its traceback
+    hook = SLOW_DECODING.replace("time.sleep(3)", "time.sleep(0.5)")
+    with serving(model_dir, tmp_path, code=hook) as server:
+        with server.connect() as sock:
+            sock.sendall(b"".join(_translate_request(t) for t in ("1", "2", "3")))
+            # the first answer; the second request is decoding (0.5 s) when the socket closes
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        # decoded after the second request: its answer was written (or dropped) before this
+        with server.connect() as sock:
+            sock.sendall(_translate_request("4", close=True))
+            raw = _receive(sock, 10)
+        assert raw and raw.startswith(b"HTTP/1.1 200 "), raw
+        assert server.stderr().count("decoding") == 3  # the third was never started
+        assert "Traceback" not in server.stderr() and "Exception" not in server.stderr()

@@ -92,6 +92,10 @@ class _GuardedProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._waiting: str | None = None
         self._head_begun = False
+        # This connection's requests not yet answered, oldest first: uvicorn tells only the
+        # last one parsed (``cycle``) that its client has gone, not one started from the
+        # pipeline before it
+        self._unanswered: list[Any] = []
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -109,7 +113,20 @@ class _GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        # a request started from the pipeline would write its answer to the closed
+        # transport (uvloop raises, uvicorn logs a traceback): it is told its client has
+        # gone, as the last one is, and its answer is dropped
+        self._disconnect_all()
         super().connection_lost(exc)
+
+    def _disconnect_all(self) -> None:
+        """Tell each request of this connection not yet answered that its client has gone:
+        its ``receive`` returns ``http.disconnect`` and what it sends is dropped."""
+        for cycle in self._unanswered:
+            if not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
+        self._unanswered.clear()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -132,6 +149,10 @@ class _GuardedProtocol(HttpToolsProtocol):
         self._disarm()
         self._head_begun = False
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle not in self._unanswered:
+            self._unanswered = [c for c in self._unanswered if not c.response_complete]
+            self._unanswered.append(cycle)
 
     def on_message_complete(self) -> None:
         if self._waiting == "body":
@@ -185,9 +206,6 @@ class _GuardedProtocol(HttpToolsProtocol):
         """Answer ``status`` with a JSON error and close. A request being served is told its
         client has gone (its ``receive`` returns ``http.disconnect``; what it sends is
         dropped), so it ends quietly."""
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            cycle.disconnected = True
-            cycle.message_event.set()
+        self._disconnect_all()
         self.transport.write(error_response(status, message, headers))
         self.transport.close()
