@@ -795,7 +795,10 @@ def _serve(args: argparse.Namespace) -> int:
         uvicorn.Config(
             app,
             http=protocol_class(
-                settings.header_timeout_s, settings.body_timeout_s, max_connections
+                settings.header_timeout_s,
+                settings.body_timeout_s,
+                max_connections,
+                settings.max_header_bytes,
             ),
             # no WebSocket routes: an upgrade would take its connection out of the count
             ws="none",

@@ -498,6 +498,13 @@ class ServeConfig(_Section):
         description="attention weights a reply may hold: texts x n_best x (max_length + 1) x "
         "source tokens, counted before decoding (more: 422)",
     )
+    max_header_bytes: int = Field(
+        1 << 16,
+        ge=1 << 10,
+        le=1 << 24,
+        description="size of a request's head (request line and headers) in bytes (more: "
+        "431, connection closed)",
+    )
     header_timeout_s: float = Field(
         10.0,
         gt=0,

@@ -310,3 +310,62 @@ def test_a_stop_waits_for_requests_at_most_shutdown_timeout_s(model_dir, tmp_pat
         assert raw, "no answer 10 s after SIGTERM"
         assert "serve.shutdown_timeout_s" in _error(raw, 503)
         assert server.proc.wait(timeout=20) == 0, server.stderr()
+
+
+def _translate_request(text, close=False):
+    body = json.dumps({"texts": [text]}).encode()
+    extra = b"Connection: close\r\n" if close else b""
+    return (
+        HEAD
+        + b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+        + extra
+        + b"\r\n"
+        + body
+    )
+
+
+def test_a_client_gone_with_pipelined_requests_leaves_no_traceback(model_dir, tmp_path):
+    # the second request's answer was written to the closed connection: uvicorn logged
+    # "Exception in ASGI application" and a RuntimeError with its traceback
+    hook = SLOW_DECODING.replace("time.sleep(3)", "time.sleep(0.5)")
+    with serving(model_dir, tmp_path, code=hook) as server:
+        with server.connect() as sock:
+            sock.sendall(b"".join(_translate_request(t) for t in ("1", "2", "3")))
+            # the first answer; the second request is decoding (0.5 s) when the socket closes
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        # decoded after the second request: its answer was written (or dropped) before this
+        with server.connect() as sock:
+            sock.sendall(_translate_request("4", close=True))
+            raw = _receive(sock, 10)
+        assert raw and raw.startswith(b"HTTP/1.1 200 "), raw
+        assert server.stderr().count("decoding") == 3  # the third was never started
+        assert "Traceback" not in server.stderr() and "Exception" not in server.stderr()
+
+
+def test_a_head_over_max_header_bytes_is_answered_431(short):
+    # a head of any size was kept whole: an 8 MB header was answered 200, and the server
+    # grew by the size of a head sent for as long as header_timeout_s allowed
+    with short.connect() as sock:
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 65000 + b"\r\n\r\n")
+        raw = _receive(sock, 10)
+    assert raw and raw.startswith(b"HTTP/1.1 200 "), raw  # under the default 64 KiB
+    with short.connect() as sock:
+        sent = 0
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        with contextlib.suppress(OSError):  # refused and closed while sending: read below
+            for _ in range(8 << 4):  # never ends: 8 MiB at most
+                sock.sendall(b"a" * (1 << 16))
+                sent += 1 << 16
+        raw = _receive(sock, 10)
+    assert raw, "no answer to an 8 MiB header"
+    assert "serve.max_header_bytes" in _error(raw, 431)
+    assert sent < 8 << 20, "the head was read whole"
+    with short.connect() as sock:  # a head after another request in the same read
+        big = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n"
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + big)
+        raw = _receive(sock, 10)
+    # the first request's answer may be dropped: the connection is closed at the 431
+    assert raw and b"HTTP/1.1 431 " in raw, raw
+    _error(raw[raw.index(b"HTTP/1.1 431 ") :], 431)
+    assert _healthz(short, within=10) == 200
+    assert "Traceback" not in short.stderr()

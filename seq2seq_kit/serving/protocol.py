@@ -3,11 +3,12 @@ the limit it lacks against slow or hostile clients.
 
 uvicorn times out idle keep-alive connections only: a client that sends half a request
 head, or half a body, holds its connection (a file descriptor; for a body, the server's
-stop too) for as long as it likes. :func:`protocol_class` adds a deadline for a request's
-head (``serve.header_timeout_s``) and one for its body (``serve.body_timeout_s``), a
-bound on open connections (``serve.max_connections``), a stop that answers requests
-still waiting for their body at once, and JSON bodies for the errors uvicorn answers
-itself (an unparsable request).
+stop too) for as long as it likes, and httptools keeps a head of any size whole in
+memory. :func:`protocol_class` adds a deadline for a request's head
+(``serve.header_timeout_s``) and one for its body (``serve.body_timeout_s``), a bound on
+a head's size (``serve.max_header_bytes``), a bound on open connections
+(``serve.max_connections``), a stop that answers requests still waiting for their body
+at once, and JSON bodies for the errors uvicorn answers itself (an unparsable request).
 """
 
 from __future__ import annotations
@@ -59,7 +60,10 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 
 
 def protocol_class(
-    header_timeout_s: float, body_timeout_s: float, max_connections: int
+    header_timeout_s: float,
+    body_timeout_s: float,
+    max_connections: int,
+    max_header_bytes: int = 1 << 16,
 ) -> type[HttpToolsProtocol]:
     """A subclass of uvicorn's ``HttpToolsProtocol`` with these limits, for
     ``uvicorn.Config(http=...)``.
@@ -68,7 +72,9 @@ def protocol_class(
     the last response) at most ``header_timeout_s`` seconds, then is answered 408 and
     closed (closed without an answer if it sent nothing); a body still arriving
     ``body_timeout_s`` seconds after its head is answered 408 and its connection closed; a
-    connection opened while ``max_connections`` are open is answered 503 and closed at once.
+    connection opened while ``max_connections`` are open is answered 503 and closed at once;
+    a head (request line and headers) over ``max_header_bytes`` bytes is answered 431 and
+    its connection closed, once that many bytes of it have arrived (not when it ends).
     """
 
     # uvicorn makes each connection's protocol from the class alone: the limits ride on it
@@ -76,6 +82,7 @@ def protocol_class(
         "header_timeout_s": header_timeout_s,
         "body_timeout_s": body_timeout_s,
         "max_connections": max_connections,
+        "max_header_bytes": max_header_bytes,
     }
     return type("GuardedProtocol", (_GuardedProtocol,), limits)
 
@@ -84,6 +91,7 @@ class _GuardedProtocol(HttpToolsProtocol):
     header_timeout_s: float
     body_timeout_s: float
     max_connections: int
+    max_header_bytes: int
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -92,6 +100,16 @@ class _GuardedProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._waiting: str | None = None
         self._head_begun = False
+        # This connection's requests not yet answered, oldest first: uvicorn tells only the
+        # last one parsed (``cycle``) that its client has gone, not one started from the
+        # pipeline before it
+        self._unanswered: list[Any] = []
+        # Bytes of the head in progress, counted as they arrive; _in_body: between a head's
+        # end and its message's; _ended: a message ended in the bytes being parsed
+        self._head_bytes = 0
+        self._in_body = False
+        self._ended = False
+        self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -109,9 +127,41 @@ class _GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        # a request started from the pipeline would write its answer to the closed
+        # transport (uvloop raises, uvicorn logs a traceback): it is told its client has
+        # gone, as the last one is, and its answer is dropped
+        self._disconnect_all()
         super().connection_lost(exc)
 
+    def _disconnect_all(self) -> None:
+        """Tell each request of this connection not yet answered that its client has gone:
+        its ``receive`` returns ``http.disconnect`` and what it sends is dropped."""
+        for cycle in self._unanswered:
+            if not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
+        self._unanswered.clear()
+
     def data_received(self, data: bytes) -> None:
+        # httptools keeps a header's bytes until it ends, whatever their number: a head is
+        # fed no more bytes than its limit leaves, and refused once it reaches it unended
+        limit = self.max_header_bytes
+        while data and not self.transport.is_closing():
+            in_head = not self._in_body
+            size = limit - self._head_bytes if in_head else len(data)
+            piece, data = data[:size], data[size:]
+            self._ended = False
+            self._feed(piece)
+            if self._refused or self.transport.is_closing():
+                return
+            if self._head_begun and in_head and not self._ended:
+                self._head_bytes += len(piece)
+                if self._head_bytes >= limit:
+                    self._refuse_head()
+            # else a head begun after a message ended within these bytes: its part of them
+            # is uncounted (at most one read, or the limit), on_headers_complete counts it
+
+    def _feed(self, data: bytes) -> None:
         super().data_received(data)
         if self.transport.is_closing():
             return
@@ -125,15 +175,47 @@ class _GuardedProtocol(HttpToolsProtocol):
             self._arm("body", self.body_timeout_s)
 
     def on_message_begin(self) -> None:
+        if self._refused:
+            return
         super().on_message_begin()
         self._head_begun = True
+        self._head_bytes = 0
 
     def on_headers_complete(self) -> None:
+        if self._refused:
+            return
+        # the head at its fewest bytes (whitespace the parser drops is not counted, so no
+        # head within the limit is refused): its bytes that followed another message's end
+        # in one read were not counted as they arrived
+        parsed = (
+            len(self.parser.get_method())
+            + len(self.url)
+            + len("  HTTP/1.1\r\n")
+            + sum(len(name) + len(value) + len(":\r\n") for name, value in self.headers)
+            + len("\r\n")
+        )
+        if parsed > self.max_header_bytes:
+            self._refuse_head()
+            return
         self._disarm()
         self._head_begun = False
+        self._head_bytes = 0
+        self._in_body = True
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle not in self._unanswered:
+            self._unanswered = [c for c in self._unanswered if not c.response_complete]
+            self._unanswered.append(cycle)
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
 
     def on_message_complete(self) -> None:
+        if self._refused:
+            return
+        self._in_body = False
+        self._ended = True
         if self._waiting == "body":
             self._disarm()
         super().on_message_complete()
@@ -149,6 +231,15 @@ class _GuardedProtocol(HttpToolsProtocol):
             self._answer(503, "the server is stopping; retry later or on another server")
         else:
             super().shutdown()
+
+    def _refuse_head(self) -> None:
+        self._refused = True
+        self._disarm()
+        self._answer(
+            431,
+            f"the request's head (request line and headers) is over "
+            f"{self.max_header_bytes} bytes (serve.max_header_bytes)",
+        )
 
     def _arm(self, waiting: str, seconds: float) -> None:
         self._disarm()
@@ -185,9 +276,6 @@ class _GuardedProtocol(HttpToolsProtocol):
         """Answer ``status`` with a JSON error and close. A request being served is told its
         client has gone (its ``receive`` returns ``http.disconnect``; what it sends is
         dropped), so it ends quietly."""
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            cycle.disconnected = True
-            cycle.message_event.set()
+        self._disconnect_all()
         self.transport.write(error_response(status, message, headers))
         self.transport.close()
