@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .hookspecs import hookimpl, hookspec
+from .version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["hookimpl", "hookspec", "load", "train", "__version__"]
 
 if TYPE_CHECKING:

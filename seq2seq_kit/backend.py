@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .batching import Batch
+from .batch import Batch
 from .errors import BackendError
 from .runtime import ProcessGroup, Runtime
 from .spec import OptimizerSpec, Spec, TransformerSpec

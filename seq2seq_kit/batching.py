@@ -1,65 +1,17 @@
-"""Vectorization: id sequences -> padded int32 batches with the teacher-forcing shift.
-
-For a target ``y_1 .. y_n`` the decoder reads ``BOS y_1 .. y_n`` and is trained to emit
-``y_1 .. y_n EOS`` (teacher forcing, Williams & Zipser 1989). Batches hold ids, never
-one-hot arrays: memory grows with tokens, not tokens x vocabulary.
-"""
+"""Batch planning: which pairs go together in one pass over the data, by sentences or by
+padded tokens, shuffled or bucketed by length. The batch itself, :class:`Batch`, is the
+contract's (:mod:`seq2seq_kit.batch`) and is re-exported here."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from .vocab import BOS, EOS, pad
+from .batch import Batch, make_batch
 
-
-@dataclass(frozen=True)
-class Batch:
-    """One padded batch; every array is C-contiguous.
-
-    Attributes:
-        src_ids: int32 [B, S] source ids, PAD after ``src_lengths[b]``.
-        src_lengths: int32 [B] number of real source tokens (0 allowed).
-        tgt_in: int32 [B, T] decoder inputs, ``BOS y_1 .. y_n`` then PAD.
-        tgt_out: int32 [B, T] decoder targets, ``y_1 .. y_n EOS`` then PAD.
-        tgt_lengths: int32 [B] ``n + 1``: real positions of ``tgt_in`` / ``tgt_out``.
-        tgt_mask: float32 [B, T] 1.0 on real target positions, 0.0 on padding.
-    """
-
-    src_ids: np.ndarray
-    src_lengths: np.ndarray
-    tgt_in: np.ndarray
-    tgt_out: np.ndarray
-    tgt_lengths: np.ndarray
-    tgt_mask: np.ndarray
-
-    def __len__(self) -> int:
-        return self.src_ids.shape[0]
-
-    @property
-    def num_target_tokens(self) -> int:
-        return int(self.tgt_lengths.sum())
-
-
-def make_batch(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]]) -> Batch:
-    """Pad a list of source and target id lists (no BOS/EOS yet) into a :class:`Batch`."""
-    if len(sources) != len(targets):
-        raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
-    tgt_in = pad([[BOS, *t] for t in targets])
-    tgt_out = pad([[*t, EOS] for t in targets])
-    tgt_lengths = np.array([len(t) + 1 for t in targets], dtype=np.int32)
-    mask = (np.arange(tgt_in.shape[1])[None, :] < tgt_lengths[:, None]).astype(np.float32)
-    return Batch(
-        src_ids=pad(sources),
-        src_lengths=np.array([len(s) for s in sources], dtype=np.int32),
-        tgt_in=tgt_in,
-        tgt_out=tgt_out,
-        tgt_lengths=tgt_lengths,
-        tgt_mask=mask,
-    )
+__all__ = ["BATCH_TYPES", "Batch", "batches", "make_batch"]
 
 
 #: Units of ``batch_size`` in :func:`batches`: pairs, or padded tokens per batch.

@@ -305,7 +305,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from . import __version__
+    from .version import __version__
 
     return f"seq2seq-kit {__version__}"
 

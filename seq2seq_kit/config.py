@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from .data import DEFAULT_MAX_LINE_BYTES
 from .errors import ConfigError
 from .runtime import DEVICE_PATTERN, MAX_THREADS
 
@@ -44,9 +45,6 @@ MAX_COUNT = 2**31 - 1
 #: The largest config file read: a TOML config is a few kilobytes; a larger "config" is
 #: another file given by mistake (``--config /dev/zero`` must not read forever).
 MAX_CONFIG_BYTES = 1 << 20
-#: Default of ``[data] max_line_bytes``: far above any sentence or paragraph pair, far below
-#: what a machine holds.
-DEFAULT_MAX_LINE_BYTES = 1 << 20
 
 
 class _Section(BaseModel):

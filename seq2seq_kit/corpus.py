@@ -43,12 +43,13 @@ from typing import Any, overload
 import numpy as np
 from pydantic import ValidationError
 
-from . import __version__, atomic
+from . import atomic, prepare
 from .config import Config, DataConfig, describe_errors
 from .data import Pair, held_out_sources, iter_tsv_rows, looks_like_path
 from .errors import ConfigError, DataError, option
 from .integrity import changed_fields, field_digests, file_sha256, read_json
 from .tokenizers import CharTokenizer, Tokenizer
+from .version import __version__
 from .vocab import UNK, Vocabulary, normalize
 
 log = logging.getLogger(__name__)
@@ -593,7 +594,7 @@ def preprocess(cfg: Config, out: str | os.PathLike[str], *, overwrite: bool | No
         ConfigError: ``out`` is a file, a non-empty folder other than a corpus, or a corpus
             without ``overwrite``; a bad tokenizer name or option (naming its key); a
             vocabulary with no piece but the specials, or one that maps most of the training
-            pieces to ``<unk>`` (:func:`~seq2seq_kit.api.check_vocabulary`: naming the side,
+            pieces to ``<unk>`` (:func:`~seq2seq_kit.prepare.check_vocabulary`: naming the side,
             the tokenizer and the option).
         DataError: unreadable or malformed data (naming file and line), a source that is
             itself a corpus, or no training pairs after the split and length caps.
@@ -702,8 +703,6 @@ def _trained_tokenizers(
 ) -> tuple[Tokenizer, Tokenizer]:
     """Each side's tokenizer as training from text makes it; one that learns is trained on
     the training pairs, or a uniform sample of :data:`SAMPLE_PAIRS` of them."""
-    from .api import _tokenizers
-
     names = {cfg.data.side(side)[0] for side in SIDES}
     sample: list[Pair] = []
     if not names <= set(_UNTRAINED):
@@ -717,7 +716,7 @@ def _trained_tokenizers(
                     sample[slot] = pair
         if not sample:
             raise DataError("no training pairs: the validation split holds out all of them")
-    return _tokenizers(cfg, sample, None)
+    return prepare.train_tokenizers(cfg, sample, None)
 
 
 def _write(
@@ -808,9 +807,7 @@ def _vocabularies_from_counts(
 ) -> tuple[Vocabulary, Vocabulary]:
     """Each vocabulary from its pieces' counts over the training rows kept (as
     :meth:`Vocabulary.build` over those rows' texts), checked as training from text checks
-    it (:func:`~seq2seq_kit.api.check_vocabulary`)."""
-    from .api import check_vocabulary
-
+    it (:func:`~seq2seq_kit.prepare.check_vocabulary`)."""
     shared = cfg.data.shared_vocabulary
     counted = []
     for side_index, side in enumerate(SIDES):
@@ -822,7 +819,7 @@ def _vocabularies_from_counts(
                 counts += np.bincount(chunk, minlength=len(counts))
         pieces = {piece: int(counts[i]) for piece, i in numbering.index.items()}
         counted.append(Vocabulary.from_counts(pieces, tokenizers[side_index]))
-        check_vocabulary(cfg, "shared" if shared else side, counted[-1], pieces)
+        prepare.check_vocabulary(cfg, "shared" if shared else side, counted[-1], pieces)
         if shared:
             return counted[0], counted[0]
     return counted[0], counted[1]

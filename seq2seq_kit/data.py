@@ -41,8 +41,11 @@ from typing import Any
 
 import numpy as np
 
-from .config import DEFAULT_MAX_LINE_BYTES
 from .errors import DataError, allocating, option
+
+#: Default of ``[data] max_line_bytes``: far above any sentence or paragraph pair, far below
+#: what a machine holds.
+DEFAULT_MAX_LINE_BYTES = 1 << 20
 
 Pair = tuple[str, str]
 

@@ -22,11 +22,12 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from . import __version__, atomic
+from . import atomic
 from .checkpoint import MODEL_FILE, load_checkpoint
 from .errors import ExportError, option
 from .integrity import file_sha256, read_json
 from .plugins import install_hint, registry
+from .version import __version__
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "seq2seq-kit-export"

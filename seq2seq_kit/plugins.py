@@ -11,6 +11,7 @@ distribution names (empty string: load none), as ``LLM_LOAD_PLUGINS`` does for l
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -26,6 +27,12 @@ from .errors import BackendError
 
 GROUP = "seq2seq_kit"
 ALLOW_ENV = "SEQ2SEQ_KIT_PLUGINS"
+#: The core's own datasets and tokenizers, registered through the same hooks as a plugin's
+#: and imported by name, so that the registry's module imports none of them (they use it).
+BUILTIN_PLUGINS = (
+    ("builtin", "seq2seq_kit.datasets"),
+    ("builtin-tokenizers", "seq2seq_kit.tokenizers"),
+)
 
 #: The distribution of each first-party backend and its folder in the source tree.
 FIRST_PARTY = {
@@ -101,12 +108,8 @@ def _candidates(
     registry: Registry, extra_plugins: tuple[Any, ...]
 ) -> list[tuple[str, str | None, Any]]:
     """(name, distribution, module) of every plugin to register, each module once."""
-    from . import datasets as builtin_datasets
-    from . import tokenizers as builtin_tokenizers
-
     found: list[tuple[str, str | None, Any]] = [
-        ("builtin", None, builtin_datasets),
-        ("builtin-tokenizers", None, builtin_tokenizers),
+        (name, None, importlib.import_module(module)) for name, module in BUILTIN_PLUGINS
     ]
     names: set[str | None] = set()
     for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .batching import Batch
+from .batch import Batch
 from .errors import Seq2SeqError
 from .spec import Spec, TransformerSpec
 

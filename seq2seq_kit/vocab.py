@@ -12,18 +12,28 @@ from __future__ import annotations
 
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from .batch import BOS, EOS, PAD, SPECIALS, UNK, pad
 from .errors import UnknownTokenError
 from .tokenizers import CharTokenizer, Tokenizer, WordOptions, WordTokenizer, make_tokenizer
 
-PAD, BOS, EOS, UNK = 0, 1, 2, 3
-SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
+# the special ids and pad() are the contract's (seq2seq_kit.batch), re-exported for users
+__all__ = [
+    "BOS",
+    "EOS",
+    "PAD",
+    "SPECIALS",
+    "UNK",
+    "Vocabulary",
+    "as_tokenizer",
+    "count_pieces",
+    "normalize",
+    "pad",
+]
 
 
 def normalize(text: str) -> str:
@@ -197,12 +207,3 @@ def count_pieces(texts: Iterable[str], tokenizer: str | Tokenizer = "char") -> C
     for text in texts:
         counts.update(tokenizer.encode(normalize(text)))
     return counts
-
-
-def pad(sequences: Sequence[Sequence[int]], length: int | None = None) -> np.ndarray:
-    """Right-pad id lists with PAD into an int32 array of shape [len(sequences), length]."""
-    length = max((len(s) for s in sequences), default=0) if length is None else length
-    out = np.full((len(sequences), length), PAD, dtype=np.int32)
-    for row, seq in enumerate(sequences):
-        out[row, : len(seq)] = seq
-    return out

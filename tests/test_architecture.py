@@ -13,12 +13,13 @@ import pytest
 import toy_transformer
 
 import seq2seq_kit
-from seq2seq_kit.api import _length_caps, model_spec, optimizer_spec
+from seq2seq_kit.api import model_spec, optimizer_spec
 from seq2seq_kit.checkpoint import load_checkpoint
 from seq2seq_kit.cli import main
 from seq2seq_kit.config import Config, RNNConfig, TransformerConfig
 from seq2seq_kit.errors import ConfigError, InputTooLongError
 from seq2seq_kit.plugins import registry
+from seq2seq_kit.prepare import length_caps as _length_caps
 from seq2seq_kit.spec import ModelSpec, OptimizerSpec, TransformerSpec
 
 

@@ -290,16 +290,16 @@ def test_a_learned_tokenizer_is_trained_as_from_the_text(tmp_path, shared):
 
 
 def test_a_learned_tokenizer_trains_on_a_sample_of_a_large_corpus(tmp_path, monkeypatch):
-    import seq2seq_kit.api as api
+    import seq2seq_kit.prepare as api
 
     seen = []
-    train_tokenizers = api._tokenizers
+    train_tokenizers = api.train_tokenizers
 
     def spy(cfg, pairs, saved):
         seen.append(list(pairs))
         return train_tokenizers(cfg, pairs, saved)
 
-    monkeypatch.setattr(api, "_tokenizers", spy)
+    monkeypatch.setattr(api, "train_tokenizers", spy)
     monkeypatch.setattr(corpus_module, "SAMPLE_PAIRS", 50)
     cfg = tiny(epochs=1)
     cfg.data.tokenizer, cfg.data.tokenizer_options = "sentencepiece", {"vocab_size": 25}

@@ -181,7 +181,7 @@ def test_a_vocabulary_that_keeps_most_pieces_trains(tmp_path):
 
 
 def test_the_share_of_unk_is_refused_only_above_half():
-    from seq2seq_kit.api import MAX_UNKNOWN_SHARE, check_vocabulary
+    from seq2seq_kit.prepare import MAX_UNKNOWN_SHARE, check_vocabulary
     from seq2seq_kit.vocab import Vocabulary
 
     assert MAX_UNKNOWN_SHARE == 0.5
