@@ -16,11 +16,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from .batch import Batch
+from .capabilities import MODEL, RUNTIME, TRAINING
 from .errors import BackendError
 from .runtime import ProcessGroup, Runtime
 from .spec import OptimizerSpec, Spec, TransformerSpec
@@ -29,25 +31,19 @@ from .validation import CheckedModel, checked
 State = Any
 
 #: Capabilities a backend may declare; the conformance suite skips checks of undeclared ones.
-#: Without ``train`` a backend is inference only (see :class:`Model`).
-KNOWN_CAPABILITIES = frozenset(
-    {
-        "train",
-        "beam",
-        "embedding",
-        "multilayer",
-        "gru",
-        "bidirectional",
-        "attention",
-        "dropout",
-        "resume",
-        "transformer",
-        "devices",
-        "mixed_precision",
-        "distributed",
-        "search",
-    }
-)
+#: Without ``train`` a backend is inference only (see :class:`Model`). Named subsets a plugin
+#: combines: :mod:`seq2seq_kit.capabilities`.
+KNOWN_CAPABILITIES = MODEL | TRAINING | RUNTIME | {"beam", "search"}
+
+
+def distribution_version(distribution: str) -> str:
+    """The version of the installed ``distribution`` (a plugin's ``__version__`` and
+    :attr:`Backend.version`), read from its metadata; ``"0.0.0"`` when it is not installed,
+    its package imported from a source tree."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
 
 
 @runtime_checkable

@@ -236,3 +236,31 @@ def test_create_refuses_a_spec_beyond_the_declared_capabilities():
     assert built == []
     limited.create(ModelSpec(5, 5))
     assert len(built) == 1
+
+
+def test_distribution_version_reads_the_installed_metadata_else_a_source_tree_version():
+    from seq2seq_kit.backend import distribution_version
+
+    assert distribution_version("pluggy") == pluggy.__version__
+    assert distribution_version("seq2seq-kit-not-installed-anywhere") == "0.0.0"
+
+
+def test_the_named_capability_sets_are_what_specs_and_runtimes_require():
+    from seq2seq_kit.backend import (
+        KNOWN_CAPABILITIES,
+        required_capabilities,
+        runtime_capabilities,
+    )
+    from seq2seq_kit.capabilities import MODEL, RUNTIME, TRAINING
+    from seq2seq_kit.runtime import Runtime, SingleProcess
+    from seq2seq_kit.spec import ModelSpec, TransformerSpec
+
+    everything = ModelSpec(
+        5, 5, embedding_size=4, num_layers=2, cell="gru", bidirectional=True, attention="dot"
+    )
+    rnn = required_capabilities(everything) | required_capabilities(ModelSpec(5, 5, dropout=0.1))
+    assert rnn | required_capabilities(TransformerSpec(5, 5)) == MODEL
+    busiest = Runtime(device="cuda", precision="bf16", group=SingleProcess(world_size=2))
+    assert runtime_capabilities(busiest) == RUNTIME
+    assert {"train", "resume"} == TRAINING
+    assert sorted(KNOWN_CAPABILITIES - MODEL - TRAINING - RUNTIME) == ["beam", "search"]

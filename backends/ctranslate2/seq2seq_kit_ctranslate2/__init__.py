@@ -5,19 +5,16 @@ that plain ``ctranslate2.Translator`` loads. CTranslate2 is imported on first us
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from seq2seq_kit import hookimpl
-from seq2seq_kit.backend import Backend
+from seq2seq_kit.backend import Backend, distribution_version
 
-try:
-    __version__ = version("seq2seq-kit-ctranslate2")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0"
+__version__ = distribution_version("seq2seq-kit-ctranslate2")
 
 #: Inference only (no ``train``); Transformers only; ``dropout`` is accepted and does
 #: nothing (it acts in training alone); ``devices``: CUDA through CTranslate2's own build.
 CAPABILITIES = frozenset({"transformer", "beam", "search", "dropout", "devices"})
+#: CTranslate2 has no RNN decoder.
+ARCHITECTURES = frozenset({"transformer"})
 
 
 def build(spec, *, seed, optimizer, runtime=None):
@@ -34,15 +31,7 @@ def export(checkpoint, out):
 
 @hookimpl
 def register_backends(register):
-    register(
-        Backend(
-            name="ctranslate2",
-            version=__version__,
-            capabilities=CAPABILITIES,
-            build=build,
-            architectures=frozenset({"transformer"}),
-        )
-    )
+    register(Backend("ctranslate2", __version__, CAPABILITIES, build, architectures=ARCHITECTURES))
 
 
 @hookimpl

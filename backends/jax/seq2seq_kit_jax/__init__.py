@@ -1,4 +1,5 @@
-"""JAX backend for seq2seq-kit: registration only; numerics live in ``model``.
+"""JAX backend for seq2seq-kit: registration only; numerics live in ``model``, the decoder
+cells in ``lstm`` and ``gru``, the Transformer in ``transformer``.
 
 Importing this module must not import jax (the core builds its registry on every run);
 :func:`build` imports it on first use.
@@ -6,30 +7,15 @@ Importing this module must not import jax (the core builds its registry on every
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from seq2seq_kit import hookimpl
-from seq2seq_kit.backend import Backend
+from seq2seq_kit.backend import Backend, distribution_version
+from seq2seq_kit.capabilities import MODEL, TRAINING
 
-try:
-    __version__ = version("seq2seq-kit-jax")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0"
+__version__ = distribution_version("seq2seq-kit-jax")
 
-CAPABILITIES = frozenset(
-    {
-        "train",
-        "beam",
-        "embedding",
-        "multilayer",
-        "gru",
-        "bidirectional",
-        "attention",
-        "dropout",
-        "resume",
-        "transformer",
-    }
-)
+#: The reference's: no devices, mixed precision or process groups (``build`` runs on the
+#: CPU with JAX's own thread defaults).
+CAPABILITIES = MODEL | TRAINING | {"beam"}
 
 
 def build(spec, *, seed, optimizer, runtime=None):
@@ -40,11 +26,4 @@ def build(spec, *, seed, optimizer, runtime=None):
 
 @hookimpl
 def register_backends(register):
-    register(
-        Backend(
-            name="jax",
-            version=__version__,
-            capabilities=CAPABILITIES,
-            build=build,
-        )
-    )
+    register(Backend("jax", __version__, CAPABILITIES, build))

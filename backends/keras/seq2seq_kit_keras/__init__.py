@@ -9,33 +9,16 @@ Importing this package imports neither Keras nor TensorFlow (registering must st
 from __future__ import annotations
 
 import os
-from importlib.metadata import PackageNotFoundError, version
 
 from seq2seq_kit import hookimpl
-from seq2seq_kit.backend import Backend
+from seq2seq_kit.backend import Backend, distribution_version
+from seq2seq_kit.capabilities import MODEL, RUNTIME, TRAINING
 
-try:
-    __version__ = version("seq2seq-kit-keras")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0"
+__version__ = distribution_version("seq2seq-kit-keras")
 
-CAPABILITIES = frozenset(
-    {
-        "train",
-        "beam",
-        "embedding",
-        "multilayer",
-        "gru",
-        "bidirectional",
-        "attention",
-        "dropout",
-        "resume",
-        "transformer",
-        "devices",
-        "mixed_precision",
-        "distributed",
-    }
-)
+#: Everything the core asks of a trainable backend: GPUs through TensorFlow, bf16/fp16
+#: through Keras' mixed-precision policies, process groups through ``TF_CONFIG``.
+CAPABILITIES = MODEL | TRAINING | RUNTIME | {"beam"}
 
 
 def configure_environment() -> None:
@@ -71,12 +54,4 @@ def join(launch, runtime):
 
 @hookimpl
 def register_backends(register):
-    register(
-        Backend(
-            name="keras",
-            version=__version__,
-            capabilities=CAPABILITIES,
-            build=build,
-            join=join,
-        )
-    )
+    register(Backend("keras", __version__, CAPABILITIES, build, join=join))

@@ -3,30 +3,14 @@ model, ``rnn`` and ``transformer`` its networks."""
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from seq2seq_kit import hookimpl
-from seq2seq_kit.backend import Backend
+from seq2seq_kit.backend import Backend, distribution_version
+from seq2seq_kit.capabilities import MODEL, TRAINING
 
-try:
-    __version__ = version("seq2seq-kit-numpy")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0"
+__version__ = distribution_version("seq2seq-kit-numpy")
 
-CAPABILITIES = frozenset(
-    {
-        "train",
-        "beam",
-        "embedding",
-        "multilayer",
-        "gru",
-        "bidirectional",
-        "attention",
-        "dropout",
-        "resume",
-        "transformer",
-    }
-)
+#: Every model, trained and decoded with beam search, on the CPU alone.
+CAPABILITIES = MODEL | TRAINING | {"beam"}
 
 
 def build(spec, *, seed, optimizer, runtime=None):
@@ -42,11 +26,4 @@ def build(spec, *, seed, optimizer, runtime=None):
 
 @hookimpl
 def register_backends(register):
-    register(
-        Backend(
-            name="numpy",
-            version=__version__,
-            capabilities=CAPABILITIES,
-            build=build,
-        )
-    )
+    register(Backend("numpy", __version__, CAPABILITIES, build))

@@ -7,30 +7,15 @@ or exported.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from seq2seq_kit import hookimpl
-from seq2seq_kit.backend import Backend
+from seq2seq_kit.backend import Backend, distribution_version
+from seq2seq_kit.capabilities import MODEL
 
-try:
-    __version__ = version("seq2seq-kit-onnx")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0"
+__version__ = distribution_version("seq2seq-kit-onnx")
 
 #: Everything decoding needs; dropout is accepted (a no-op at inference) so that models
 #: trained with it load. No train, resume, devices, mixed_precision or distributed.
-CAPABILITIES = frozenset(
-    {
-        "beam",
-        "embedding",
-        "multilayer",
-        "gru",
-        "bidirectional",
-        "attention",
-        "dropout",
-        "transformer",
-    }
-)
+CAPABILITIES = MODEL | {"beam"}
 
 
 def build(spec, *, seed, optimizer, runtime=None):
@@ -47,14 +32,7 @@ def export(checkpoint, out):
 
 @hookimpl
 def register_backends(register):
-    register(
-        Backend(
-            name="onnx",
-            version=__version__,
-            capabilities=CAPABILITIES,
-            build=build,
-        )
-    )
+    register(Backend("onnx", __version__, CAPABILITIES, build))
 
 
 @hookimpl

@@ -1,4 +1,5 @@
-"""PyTorch backend for seq2seq-kit: registration only; numerics live in ``model``.
+"""PyTorch backend for seq2seq-kit: registration only; numerics live in ``model``, where
+and how they run in ``placement`` and ``distributed``.
 
 Importing this module must not import torch (the core builds its registry on every run);
 :func:`build` imports it on first use.
@@ -6,33 +7,15 @@ Importing this module must not import torch (the core builds its registry on eve
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from seq2seq_kit import hookimpl
-from seq2seq_kit.backend import Backend
+from seq2seq_kit.backend import Backend, distribution_version
+from seq2seq_kit.capabilities import MODEL, RUNTIME, TRAINING
 
-try:
-    __version__ = version("seq2seq-kit-torch")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0"
+__version__ = distribution_version("seq2seq-kit-torch")
 
-CAPABILITIES = frozenset(
-    {
-        "train",
-        "beam",
-        "embedding",
-        "multilayer",
-        "gru",
-        "bidirectional",
-        "attention",
-        "dropout",
-        "resume",
-        "transformer",
-        "devices",
-        "mixed_precision",
-        "distributed",
-    }
-)
+#: Everything the core asks of a trainable backend: CUDA devices, bf16/fp16 autocast and
+#: torchrun process groups included.
+CAPABILITIES = MODEL | TRAINING | RUNTIME | {"beam"}
 
 
 def build(spec, *, seed, optimizer, runtime=None):
@@ -55,12 +38,4 @@ def join(launch, runtime):
 
 @hookimpl
 def register_backends(register):
-    register(
-        Backend(
-            name="torch",
-            version=__version__,
-            capabilities=CAPABILITIES,
-            build=build,
-            join=join,
-        )
-    )
+    register(Backend("torch", __version__, CAPABILITIES, build, join=join))

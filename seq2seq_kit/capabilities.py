@@ -1,0 +1,26 @@
+"""Named sets of the capabilities a backend declares in ``Backend.capabilities``, for a
+plugin to combine rather than restate: the NumPy reference declares
+``MODEL | TRAINING | {"beam"}``, and a backend that also runs on GPUs and in data-parallel
+runs adds ``RUNTIME``.
+
+- ``MODEL``: whatever a spec may need (see
+  :func:`~seq2seq_kit.backend.required_capabilities`): ``embedding``, ``multilayer``,
+  ``gru``, ``bidirectional``, ``attention``, ``dropout``, ``transformer``.
+- ``TRAINING``: ``train``, and ``resume`` to resume it exactly; without ``train`` a backend
+  is inference only.
+- ``RUNTIME``: whatever a runtime may need (see
+  :func:`~seq2seq_kit.backend.runtime_capabilities`): ``devices``, ``mixed_precision``,
+  ``distributed``.
+
+``beam`` (beam search and n-best lists) and ``search`` (decoding through a
+:class:`~seq2seq_kit.backend.SearchModel`) stand alone. All of them:
+:data:`seq2seq_kit.backend.KNOWN_CAPABILITIES`.
+"""
+
+from __future__ import annotations
+
+MODEL = frozenset(
+    {"embedding", "multilayer", "gru", "bidirectional", "attention", "dropout", "transformer"}
+)
+TRAINING = frozenset({"train", "resume"})
+RUNTIME = frozenset({"devices", "mixed_precision", "distributed"})
