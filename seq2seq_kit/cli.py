@@ -756,100 +756,23 @@ def _model_dirs(values: Sequence[str]) -> dict[str, str]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import os
-    import signal
-
     from .errors import ConfigError
 
     try:
         import starlette  # noqa: F401
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError as exc:
         raise ConfigError(
             f"serve needs Starlette and uvicorn ({exc}): pip install 'seq2seq-kit[serve]'"
         ) from None
     settings = _validated(*_file_and_flags(args), args.config).serve
     from .api import load
-    from .serving.app import create_app
+    from .serving.runtime import run
 
     models = {
         name: load(path, backend=args.backend) for name, path in _model_dirs(args.model).items()
     }
-    app = create_app(models, settings)
-    sock = _listen(settings.host, settings.port)
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    listed = ", ".join(f"{n} ({t.architecture}, {t.backend})" for n, t in models.items())
-    print(f"serving {listed} on http://{shown}:{port} (pid {os.getpid()})", flush=True)
-    from .serving.protocol import connection_budget, protocol_class
-
-    max_connections, file_limit = connection_budget(settings.max_connections)
-    if max_connections < settings.max_connections:
-        print(
-            f"note: at most {max_connections} open connections, not serve.max_connections = "
-            f"{settings.max_connections}: this process may open {file_limit} files (ulimit -n)",
-            file=sys.stderr,
-            flush=True,
-        )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            http=protocol_class(
-                settings.header_timeout_s,
-                settings.body_timeout_s,
-                max_connections,
-                settings.max_header_bytes,
-            ),
-            # no WebSocket routes: an upgrade would take its connection out of the count
-            ws="none",
-            # uvicorn annotates these int; it passes them to call_later and timeouts, which
-            # take seconds as floats
-            timeout_keep_alive=settings.keep_alive_timeout_s,
-            timeout_graceful_shutdown=settings.shutdown_timeout_s,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-        )
-    )
-    # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again once its
-    # own handlers are gone: a stop asked for is a normal end (exit 0), not an interruption
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: None)
-    server.run(sockets=[sock])
-    sock.close()
-    print("stopped", flush=True)
-    return 0
-
-
-def _listen(host: str, port: int) -> Any:
-    """A listening TCP socket on ``host``:``port`` (0: a free port the system picks).
-
-    Raises:
-        ConfigError: the address cannot be bound (in use, not this machine's).
-    """
-    import socket
-
-    from .errors import ConfigError
-
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-        )[0]
-        # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP,
-        # and without it a response's header and body writes wait ~40 ms (Nagle's
-        # algorithm against the client's delayed ACK)
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:  # socket.gaierror too: a host name that does not resolve
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
+    return run(models, settings)
 
 
 class _Once(argparse._StoreAction):
