@@ -323,3 +323,28 @@ class OptimizerSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+_SIZE_KEYS = {
+    "rnn": ("hidden_size", "embedding_size", "num_layers"),
+    "transformer": ("d_model", "ff_size", "encoder_layers", "decoder_layers", "max_positions"),
+}
+
+
+def model_sizes(spec: Spec) -> str:
+    """The settings that decide the memory of ``spec``'s model, for messages:
+    ``model.hidden_size = 32, model.embedding_size = 0, model.num_layers = 1 or the
+    vocabularies (...)``."""
+    keys = ", ".join(f"model.{k} = {getattr(spec, k)}" for k in _SIZE_KEYS[spec.architecture])
+    return (
+        f"{keys} or the vocabularies ({spec.src_vocab_size} source, {spec.tgt_vocab_size} "
+        f"target ids; data.tokenizer_options max_size or vocab_size bound them)"
+    )
+
+
+def decoding_cap(spec: Spec, max_length: int) -> int:
+    """``max_length`` within what the model can decode: a Transformer's decoder has
+    ``max_positions`` positions, BOS in the first, so at most ``max_positions - 1`` tokens
+    (a hypothesis stopped there is truncated, as at any ``max_length``)."""
+    limit = max_target_tokens(spec)
+    return max_length if limit is None else min(max_length, limit)

@@ -16,6 +16,8 @@ import annotated_types
 import pytest
 
 import seq2seq_kit
+import seq2seq_kit.training
+import seq2seq_kit.translator
 from seq2seq_kit import cli
 from seq2seq_kit.config import Config, section_models
 from seq2seq_kit.data import read_lines
@@ -373,7 +375,7 @@ def test_out_of_memory_while_decoding_names_the_decode_settings(model_dir, monke
     def exhausted(*args, **kwargs):
         raise MemoryError
 
-    monkeypatch.setattr(seq2seq_kit.api, "greedy", exhausted)
+    monkeypatch.setattr(seq2seq_kit.translator, "greedy", exhausted)
     args = ["translate", "--model", str(model_dir), "--batch-size", "64", "--max-length", "9"]
     assert cli.main([*args, "12"]) == 2
     err = capsys.readouterr().err
@@ -384,7 +386,7 @@ def test_out_of_memory_while_training_names_the_batch_settings(tmp_path, monkeyp
     def exhausted(*args, **kwargs):
         raise MemoryError
 
-    monkeypatch.setattr(seq2seq_kit.api, "fit", exhausted)
+    monkeypatch.setattr(seq2seq_kit.training, "fit", exhausted)
     args = ["train", "--out", str(tmp_path / "m"), "--batch-size", "7", "--no-progress"]
     assert cli.main(args) == 2
     err = capsys.readouterr().err

@@ -38,7 +38,7 @@ def event_plugins(request, monkeypatch, tmp_path_factory):
     registry = build_registry(extra_plugins=(seq2seq_kit_trainlog, seq2seq_kit_plots))
     # every lookup, the process-wide one included, sees this registry only: none built
     # while the plugin folders are on sys.path outlives the test
-    monkeypatch.setattr("seq2seq_kit.api.registry", lambda: registry)
+    monkeypatch.setattr("seq2seq_kit.training.registry", lambda: registry)
     monkeypatch.setattr("seq2seq_kit.plugins.registry", lambda: registry)
     yield registry
     for name in ("seq2seq_kit_trainlog", "seq2seq_kit_plots"):

@@ -179,7 +179,7 @@ def test_ctrl_c_outside_training_steps_is_exit_130_without_traceback(tmp_path, m
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("seq2seq_kit.api.load_dataset", interrupted)
+    monkeypatch.setattr("seq2seq_kit.training.load_dataset", interrupted)
     assert main(["train", "--epochs", "2", "--out", str(tmp_path / "m")]) == 130
     err = capsys.readouterr().err
     assert "interrupted by SIGINT" in err and "Traceback" not in err
@@ -189,7 +189,7 @@ def test_sizes_too_large_for_memory_are_exit_2(model_dir, monkeypatch, capsys):
     def huge(*args, **kwargs):
         raise MemoryError("Unable to allocate 7.28 TiB")
 
-    monkeypatch.setattr("seq2seq_kit.api.greedy", huge)
+    monkeypatch.setattr("seq2seq_kit.translator.greedy", huge)
     assert main(["translate", "--model", str(model_dir), "--max-length", "999999", "3"]) == 2
     err = capsys.readouterr().err
     assert "out of memory (MemoryError: Unable to allocate 7.28 TiB)" in err
@@ -235,7 +235,7 @@ def test_a_damaged_model_json_is_a_clear_error(tmp_path, edit, capsys):
 
 
 def test_files_that_appear_during_training_and_user_tensors_are_kept(tmp_path, monkeypatch):
-    import seq2seq_kit.api as api
+    import seq2seq_kit.training as api
 
     out = tmp_path / "m"
     fit = api.fit

@@ -26,7 +26,7 @@ def no_training(monkeypatch):
     def fit(*args, **kwargs):
         raise AssertionError("training started")
 
-    monkeypatch.setattr("seq2seq_kit.api.fit", fit)
+    monkeypatch.setattr("seq2seq_kit.training.fit", fit)
 
 
 def test_an_existing_file_is_refused_before_training(tmp_path, no_training, capsys):

@@ -6,7 +6,8 @@ import dataclasses
 import pytest
 
 import seq2seq_kit
-import seq2seq_kit.api
+import seq2seq_kit.training
+import seq2seq_kit.translator
 from seq2seq_kit.config import Config
 from seq2seq_kit.errors import BackendError, ConfigError
 from seq2seq_kit.plugins import get_backend
@@ -33,13 +34,13 @@ def test_the_python_api_uses_the_saved_decode_settings(model_dir):
 
 def test_decode_batch_size_sets_how_many_inputs_share_a_step(model_dir, monkeypatch):
     sizes = []
-    greedy = seq2seq_kit.api.greedy
+    greedy = seq2seq_kit.translator.greedy
 
     def counting(model, src, *args, **kwargs):
         sizes.append(src.shape[0])
         return greedy(model, src, *args, **kwargs)
 
-    monkeypatch.setattr(seq2seq_kit.api, "greedy", counting)
+    monkeypatch.setattr(seq2seq_kit.translator, "greedy", counting)
     translator = seq2seq_kit.load(model_dir)
     translator.translate(list("12345"), max_length=20)
     assert sizes == [2, 2, 1]  # the saved decode.batch_size
@@ -64,9 +65,10 @@ def _without(capability: str, monkeypatch):
     limited = dataclasses.replace(
         numpy, name="limited", capabilities=numpy.capabilities - {capability}
     )
-    monkeypatch.setattr(
-        seq2seq_kit.api, "get_backend", lambda name: limited if name == "limited" else numpy
-    )
+    for module in (seq2seq_kit.translator, seq2seq_kit.training):
+        monkeypatch.setattr(
+            module, "get_backend", lambda name: limited if name == "limited" else numpy
+        )
 
 
 def test_beam_search_needs_the_beam_capability(model_dir, monkeypatch):

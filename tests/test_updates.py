@@ -344,7 +344,7 @@ class Recorder:
 def test_update_and_validation_records_reach_plugins(tmp_path, monkeypatch):
     recorder = Recorder()
     registry = build_registry(extra_plugins=(recorder,))
-    monkeypatch.setattr("seq2seq_kit.api.registry", lambda: registry)
+    monkeypatch.setattr("seq2seq_kit.training.registry", lambda: registry)
     monkeypatch.setattr("seq2seq_kit.plugins.registry", lambda: registry)
     config = small_config(2)  # 6 updates an epoch
     config.train.lr_patience = 0  # a constant learning rate
