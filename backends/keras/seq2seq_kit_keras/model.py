@@ -274,15 +274,18 @@ class _Pool:
     optimizer settings, device, precision), most recently dropped first.
 
     Only a dropped model's core comes here (a finalizer on the model), so two live models
-    never share variables. Idle cores are kept up to ``limit`` bytes in all, the oldest
-    dropped first: a process that builds one model keeps nothing idle; a test suite
-    building dozens of small models traces each spec's functions about once.
+    never share variables. Idle cores are kept up to ``limit`` bytes of variables in all,
+    the oldest dropped first when more come. A test suite building hundreds of small models
+    then traces each spec's functions about once (more where several of a spec live at
+    once).
     """
 
     def __init__(self, limit: int):
         self.limit = limit
         self._idle: list[tuple[Any, _Core]] = []
-        self._lock = threading.Lock()
+        # re-entrant: a garbage collection inside a locked section can drop a model, and
+        # its finalizer gives from the same thread
+        self._lock = threading.RLock()
 
     def take(self, key: Any) -> _Core | None:
         with self._lock:
