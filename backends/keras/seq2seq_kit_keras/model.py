@@ -17,6 +17,8 @@ from . import configure_environment
 configure_environment()
 
 import functools  # noqa: E402
+import threading  # noqa: E402
+import weakref  # noqa: E402
 from typing import Any, NamedTuple  # noqa: E402
 
 import keras  # noqa: E402
@@ -103,6 +105,211 @@ class _Compiled:
         return self._concrete(*args)
 
 
+class _Core:
+    """What the compiled functions of a model bind: the network, its variables, the
+    optimizer, the dropout seed, and the functions themselves.
+
+    A graph captures the variables it was traced with, so a model's traces serve that
+    model's variables only. Tracing is most of the cost of a model's first calls (seconds
+    for a Transformer's training step), so a core outlives its model: :class:`_Pool` keeps
+    it when the model is dropped and hands it, reset, to the next model built with the same
+    spec, optimizer settings, device and precision, which then traces nothing.
+    """
+
+    def __init__(self, spec: Spec, optimizer_spec: OptimizerSpec, placement: Any):
+        self.optimizer_spec = optimizer_spec
+        self.label_smoothing = optimizer_spec.label_smoothing
+        self.placement = placement
+        with placement.building():
+            self.network = Transformer(spec) if isinstance(spec, TransformerSpec) else Seq2Seq(spec)
+            self.variables = variables_by_name(self.network)
+            self.trainable = list(self.variables.values())
+            self.optimizer = make_optimizer(optimizer_spec)
+            # fp16: Keras' dynamic loss scaling around Adam (it skips an update whose
+            # gradient overflows and halves the scale; unscales before Adam clips)
+            self.scaler = None
+            if placement.precision == "fp16":
+                self.scaler = keras.optimizers.LossScaleOptimizer(self.optimizer)
+            # Build the moments now: a tf.function must not create variables later.
+            (self.scaler or self.optimizer).build(self.trainable)
+            # A variable, not a constant of the traces: restoring a seed retraces nothing.
+            self.seed = tf.Variable(0, dtype=tf.int64, trainable=False, name="dropout_seed")
+        # Every variable but the weights (which set_weights replaces) as first built: the
+        # optimizer's step, learning rate and moments, a loss scale and its counter.
+        seen = {id(v) for v in self.trainable}
+        self._fresh = []
+        for v in (*self.network.variables, *self.optimizer.variables, *self._scaling()):
+            if id(v) not in seen:
+                seen.add(id(v))
+                self._fresh.append((v, v.numpy()))
+
+        state = self.network.state_signature()
+        device = None if placement.strategy is not None else placement.device
+        compiled = functools.partial(_Compiled, device=device)
+        gradients = [tf.TensorSpec(v.shape, tf.float32) for v in self.trainable]
+        index = tf.TensorSpec([None], tf.int64)
+        self.train_fn = compiled(self._train, (*_BATCH, _FLOAT_SCALAR))
+        self.accumulate_fn = compiled(self._accumulate, (*_BATCH, _INT_SCALAR, _FLOAT_SCALAR))
+        self.apply_fn = compiled(self._apply, (gradients,))
+        if placement.strategy is not None:
+            self.sum_apply_fn = compiled(self._sum_and_apply, (gradients,))
+        self.loss_fn = compiled(self._loss, _BATCH)
+        self.gradients_fn = compiled(self._gradients, _BATCH)
+        self.log_probs_fn = compiled(self._log_probs, _BATCH[:3])
+        self.encode_fn = compiled(self._encode, (_IDS_2D, _IDS_1D))
+        self.step_fn = compiled(self._step, (_IDS_1D, state))
+        self.reorder_fn = compiled(self._reorder, (state, index))
+        self.take_fn = compiled(self._reorder, (_FLOATS_2D, index))
+
+    def reset(self, seed: int) -> None:
+        """Back to the state of a core just built for a model of ``seed`` (the weights
+        excepted: the model sets them)."""
+        for variable, value in self._fresh:
+            variable.assign(value)
+        self.optimizer.exact_learning_rate = float(self.optimizer_spec.learning_rate)
+        self.seed.assign(seed)
+
+    def _scaling(self) -> list:
+        return [] if self.scaler is None else list(self.scaler.variables)
+
+    @property
+    def size(self) -> int:
+        """Bytes of the weights and of every other variable (the optimizer's moments)."""
+        weights = sum(4 * int(np.prod(v.shape)) for v in self.trainable)
+        return weights + sum(value.nbytes for _, value in self._fresh)
+
+    # ------------------------------------------------------------------ compiled bodies
+
+    def _token_losses(self, logits, tgt_out):
+        """float32 [B, T] loss of each position: cross-entropy, or with label smoothing
+        ``eps`` (Szegedy et al. 2016, section 7) ``(1 - eps) * -log p(y) + eps *
+        mean_v(-log p(v))``, as :class:`~seq2seq_kit.spec.OptimizerSpec` defines it."""
+        eps = self.label_smoothing
+        if not eps:
+            return ops.sparse_categorical_crossentropy(tgt_out, logits, from_logits=True)
+        log_p = ops.log_softmax(logits, axis=-1)
+        nll = -ops.take_along_axis(log_p, tgt_out[..., None], axis=-1)[..., 0]
+        return (1.0 - eps) * nll - eps * ops.mean(log_p, axis=-1)
+
+    def _summed_loss(self, batch, dropout_seed):
+        """Sum over the non-pad positions of ``batch`` of the token losses."""
+        src_ids, src_lengths, tgt_in, tgt_out, tgt_mask = batch
+        logits = self.network(src_ids, src_lengths, tgt_in, dropout_seed=dropout_seed)
+        logits = ops.cast(logits, "float32")  # the loss in float32 under mixed precision
+        return ops.sum(self._token_losses(logits, tgt_out) * tgt_mask)
+
+    def _loss_and_gradients(self, batch, total, dropout_seed=None, scaled=False):
+        """(summed loss / total, its gradients, dense) with ``total`` the token count the
+        mean is over; a count of 0 gives loss 0 and zero gradients, not 0 / 0. ``scaled``:
+        under fp16, the gradients of the loss times the loss scale (for :meth:`_apply`)."""
+        with tf.GradientTape() as tape:
+            loss = self._summed_loss(batch, dropout_seed) / ops.maximum(total, 1.0)
+            target = loss if self.scaler is None or not scaled else self.scaler.scale_loss(loss)
+        grads = tape.gradient(target, self.trainable)
+        # Embedding lookups give sparse (IndexedSlices) gradients; densify so that Adam
+        # decays the moments of every row, as a dense Adam does. A weight no gradient
+        # reaches (the Transformer's key biases) gets zeros, not None.
+        return loss, [
+            ops.zeros(v.shape, "float32") if g is None else tf.convert_to_tensor(g)
+            for g, v in zip(grads, self.trainable, strict=True)
+        ]
+
+    def _accumulate(self, *arguments):
+        """The loss part and gradients of the batch at ``position`` of an update whose
+        batches hold ``total`` target tokens, with that batch's dropout masks."""
+        *batch, position, total = arguments
+        seed = step_seed(self.seed, self.optimizer.iterations, position)
+        return self._loss_and_gradients(batch, total, seed, scaled=True)
+
+    def _apply(self, grads):
+        if self.scaler is None:
+            self.optimizer.apply(grads, self.trainable)  # clips the summed gradient first
+        else:
+            # LossScaleOptimizer.apply's own path for TensorFlow's default strategy, and
+            # for a mirrored one too: the gradients are already summed, so every worker
+            # takes the same decision on overflow (apply() refuses cross-replica context)
+            self.scaler._common_apply(grads, self.trainable)
+        return self.optimizer.iterations
+
+    def _sum_and_apply(self, grads):
+        """Sum ``grads`` over the workers (the strategy's all-reduce, in replica context),
+        then clip and apply them as :meth:`_apply` does, on every worker alike."""
+
+        def replica(grads):
+            context = tf.distribute.get_replica_context()
+            # identity: a tensor on the replica's device (an argument has none to send from)
+            return context.all_reduce(tf.distribute.ReduceOp.SUM, [tf.identity(g) for g in grads])
+
+        return self._apply(self.placement.strategy.run(replica, args=(grads,)))
+
+    def _train(self, *arguments):
+        *batch, total = arguments
+        loss, grads = self._accumulate(*batch, tf.constant(0, tf.int32), total)
+        self._apply(grads)
+        return loss
+
+    def _loss(self, *batch):
+        return self._summed_loss(batch, None) / ops.maximum(ops.sum(batch[4]), 1.0)
+
+    def _gradients(self, *batch):
+        return self._loss_and_gradients(batch, ops.sum(batch[4]))[1]
+
+    def _log_probs(self, src_ids, src_lengths, tgt_in):
+        logits = self.network(src_ids, src_lengths, tgt_in)
+        return ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+
+    def _encode(self, src_ids, src_lengths):
+        return _float32(self.network.encode(src_ids, src_lengths))
+
+    def _step(self, prev_ids, tensors):
+        logits, tensors, weights = _float32(self.network.step(prev_ids, tensors))
+        return ops.log_softmax(logits, axis=-1), tensors, weights
+
+    def _reorder(self, tensors, index):
+        return tf.nest.map_structure(lambda t: ops.take(t, index, axis=0), tensors)
+
+
+class _Pool:
+    """The cores of dropped models, for reuse by the next model of the same key (spec,
+    optimizer settings, device, precision), most recently dropped first.
+
+    Only a dropped model's core comes here (a finalizer on the model), so two live models
+    never share variables. Idle cores are kept up to ``limit`` bytes of variables in all,
+    the oldest dropped first when more come. A test suite building hundreds of small models
+    then traces each spec's functions about once (more where several of a spec live at
+    once).
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._idle: list[tuple[Any, _Core]] = []
+        # re-entrant: a garbage collection inside a locked section can drop a model, and
+        # its finalizer gives from the same thread
+        self._lock = threading.RLock()
+
+    def take(self, key: Any) -> _Core | None:
+        with self._lock:
+            for i in range(len(self._idle) - 1, -1, -1):
+                if self._idle[i][0] == key:
+                    return self._idle.pop(i)[1]
+        return None
+
+    def give(self, key: Any, core: _Core) -> None:
+        size = core.size
+        if size > self.limit:
+            return
+        with self._lock:
+            self._idle.append((key, core))
+            total = sum(c.size for _, c in self._idle)
+            while total > self.limit:
+                total -= self._idle.pop(0)[1].size
+
+
+# Idle cores of at most 64 MiB of variables: the suite's models take a few MiB in all,
+# while a large dropped model (a server that loaded another) is not held on to.
+_POOL = _Pool(64 << 20)
+
+
 class KerasModel:
     """An encoder-decoder implementing :class:`seq2seq_kit.backend.Model` with Keras 3 on
     TensorFlow: the RNN of a :class:`~seq2seq_kit.spec.ModelSpec` (LSTM or GRU cells, an
@@ -149,39 +356,25 @@ class KerasModel:
         self.optimizer_spec = optimizer or OptimizerSpec()
         self.label_smoothing = self.optimizer_spec.label_smoothing
         self.placement = placement(runtime)
-        with self.placement.building():
-            self.network = Transformer(spec) if isinstance(spec, TransformerSpec) else Seq2Seq(spec)
-            self._variables = variables_by_name(self.network)
-            self._trainable = list(self._variables.values())
-            self.optimizer = make_optimizer(self.optimizer_spec)
-            # fp16: Keras' dynamic loss scaling around Adam (it skips an update whose
-            # gradient overflows and halves the scale; unscales before Adam clips)
-            self._scaler = None
-            if self.placement.precision == "fp16":
-                self._scaler = keras.optimizers.LossScaleOptimizer(self.optimizer)
-            # Build the moments now: a tf.function must not create variables later.
-            (self._scaler or self.optimizer).build(self._trainable)
-            # A variable, not a constant of the traces: restoring a seed retraces nothing.
-            self._seed = tf.Variable(seed, dtype=tf.int64, trainable=False, name="dropout_seed")
+        # a strategy's mirrored variables belong to its group: such a core is never shared
+        key = None
+        if self.placement.strategy is None:
+            key = (spec, self.optimizer_spec, self.placement.device, self.placement.precision)
+        core = (_POOL.take(key) if key is not None else None) or _Core(
+            spec, self.optimizer_spec, self.placement
+        )
+        core.reset(seed)
+        if key is not None:
+            # the core must not refer to this model, or the model would never be dropped
+            weakref.finalize(self, _POOL.give, key, core).atexit = False
+        self.network, self.optimizer = core.network, core.optimizer
+        self._variables, self._trainable, self._seed = core.variables, core.trainable, core.seed
+        self._train_fn, self._accumulate_fn = core.train_fn, core.accumulate_fn
+        self._apply_fn, self._sum_apply_fn = core.apply_fn, getattr(core, "sum_apply_fn", None)
+        self._loss_fn, self._gradients_fn = core.loss_fn, core.gradients_fn
+        self._log_probs_fn, self._encode_fn = core.log_probs_fn, core.encode_fn
+        self._step_fn, self._reorder_fn, self._take_fn = core.step_fn, core.reorder_fn, core.take_fn
         self.set_weights(initial_weights(spec, seed))
-
-        state = self.network.state_signature()
-        device = None if self.placement.strategy is not None else self.placement.device
-        compiled = functools.partial(_Compiled, device=device)
-        gradients = [tf.TensorSpec(v.shape, tf.float32) for v in self._trainable]
-        index = tf.TensorSpec([None], tf.int64)
-        self._train_fn = compiled(self._train, (*_BATCH, _FLOAT_SCALAR))
-        self._accumulate_fn = compiled(self._accumulate, (*_BATCH, _INT_SCALAR, _FLOAT_SCALAR))
-        self._apply_fn = compiled(self._apply, (gradients,))
-        if self.placement.strategy is not None:
-            self._sum_apply_fn = compiled(self._sum_and_apply, (gradients,))
-        self._loss_fn = compiled(self._loss, _BATCH)
-        self._gradients_fn = compiled(self._gradients, _BATCH)
-        self._log_probs_fn = compiled(self._log_probs, _BATCH[:3])
-        self._encode_fn = compiled(self._encode, (_IDS_2D, _IDS_1D))
-        self._step_fn = compiled(self._step, (_IDS_1D, state))
-        self._reorder_fn = compiled(self._reorder, (state, index))
-        self._take_fn = compiled(self._reorder, (_FLOATS_2D, index))
 
     # ------------------------------------------------------------------ Model protocol
 
@@ -313,96 +506,6 @@ class KerasModel:
         check_weights(self.spec, {name: np.asarray(w) for name, w in weights.items()})
         for name, var in self._variables.items():
             var.assign(np.asarray(weights[name], dtype=np.float32))
-
-    # ------------------------------------------------------------------ compiled bodies
-
-    def _token_losses(self, logits, tgt_out):
-        """float32 [B, T] loss of each position: cross-entropy, or with label smoothing
-        ``eps`` (Szegedy et al. 2016, section 7) ``(1 - eps) * -log p(y) + eps *
-        mean_v(-log p(v))``, as :class:`~seq2seq_kit.spec.OptimizerSpec` defines it."""
-        eps = self.label_smoothing
-        if not eps:
-            return ops.sparse_categorical_crossentropy(tgt_out, logits, from_logits=True)
-        log_p = ops.log_softmax(logits, axis=-1)
-        nll = -ops.take_along_axis(log_p, tgt_out[..., None], axis=-1)[..., 0]
-        return (1.0 - eps) * nll - eps * ops.mean(log_p, axis=-1)
-
-    def _summed_loss(self, batch, dropout_seed):
-        """Sum over the non-pad positions of ``batch`` of the token losses."""
-        src_ids, src_lengths, tgt_in, tgt_out, tgt_mask = batch
-        logits = self.network(src_ids, src_lengths, tgt_in, dropout_seed=dropout_seed)
-        logits = ops.cast(logits, "float32")  # the loss in float32 under mixed precision
-        return ops.sum(self._token_losses(logits, tgt_out) * tgt_mask)
-
-    def _loss_and_gradients(self, batch, total, dropout_seed=None, scaled=False):
-        """(summed loss / total, its gradients, dense) with ``total`` the token count the
-        mean is over; a count of 0 gives loss 0 and zero gradients, not 0 / 0. ``scaled``:
-        under fp16, the gradients of the loss times the loss scale (for :meth:`_apply`)."""
-        with tf.GradientTape() as tape:
-            loss = self._summed_loss(batch, dropout_seed) / ops.maximum(total, 1.0)
-            target = loss if self._scaler is None or not scaled else self._scaler.scale_loss(loss)
-        grads = tape.gradient(target, self._trainable)
-        # Embedding lookups give sparse (IndexedSlices) gradients; densify so that Adam
-        # decays the moments of every row, as a dense Adam does. A weight no gradient
-        # reaches (the Transformer's key biases) gets zeros, not None.
-        return loss, [
-            ops.zeros(v.shape, "float32") if g is None else tf.convert_to_tensor(g)
-            for g, v in zip(grads, self._trainable, strict=True)
-        ]
-
-    def _accumulate(self, *arguments):
-        """The loss part and gradients of the batch at ``position`` of an update whose
-        batches hold ``total`` target tokens, with that batch's dropout masks."""
-        *batch, position, total = arguments
-        seed = step_seed(self._seed, self.optimizer.iterations, position)
-        return self._loss_and_gradients(batch, total, seed, scaled=True)
-
-    def _apply(self, grads):
-        if self._scaler is None:
-            self.optimizer.apply(grads, self._trainable)  # clips the summed gradient first
-        else:
-            # LossScaleOptimizer.apply's own path for TensorFlow's default strategy, and
-            # for a mirrored one too: the gradients are already summed, so every worker
-            # takes the same decision on overflow (apply() refuses cross-replica context)
-            self._scaler._common_apply(grads, self._trainable)
-        return self.optimizer.iterations
-
-    def _sum_and_apply(self, grads):
-        """Sum ``grads`` over the workers (the strategy's all-reduce, in replica context),
-        then clip and apply them as :meth:`_apply` does, on every worker alike."""
-
-        def replica(grads):
-            context = tf.distribute.get_replica_context()
-            # identity: a tensor on the replica's device (an argument has none to send from)
-            return context.all_reduce(tf.distribute.ReduceOp.SUM, [tf.identity(g) for g in grads])
-
-        return self._apply(self.placement.strategy.run(replica, args=(grads,)))
-
-    def _train(self, *arguments):
-        *batch, total = arguments
-        loss, grads = self._accumulate(*batch, tf.constant(0, tf.int32), total)
-        self._apply(grads)
-        return loss
-
-    def _loss(self, *batch):
-        return self._summed_loss(batch, None) / ops.maximum(ops.sum(batch[4]), 1.0)
-
-    def _gradients(self, *batch):
-        return self._loss_and_gradients(batch, ops.sum(batch[4]))[1]
-
-    def _log_probs(self, src_ids, src_lengths, tgt_in):
-        logits = self.network(src_ids, src_lengths, tgt_in)
-        return ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
-
-    def _encode(self, src_ids, src_lengths):
-        return _float32(self.network.encode(src_ids, src_lengths))
-
-    def _step(self, prev_ids, tensors):
-        logits, tensors, weights = _float32(self.network.step(prev_ids, tensors))
-        return ops.log_softmax(logits, axis=-1), tensors, weights
-
-    def _reorder(self, tensors, index):
-        return tf.nest.map_structure(lambda t: ops.take(t, index, axis=0), tensors)
 
     # ------------------------------------------------------------------ batches
 
