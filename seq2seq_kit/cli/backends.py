@@ -1,0 +1,56 @@
+"""``seq2seq-kit backends``: the installed backends, export formats and plugin errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_backends(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("backends", help="list installed backends and plugin load errors")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=run_backends)
+
+
+def run_backends(args: argparse.Namespace) -> int:
+    from ..plugins import install_hint, registry
+
+    reg = registry()
+    rows = [
+        {
+            "name": b.name,
+            "version": b.version,
+            "distribution": b.distribution,
+            "capabilities": sorted(b.capabilities),
+            "inference_only": "train" not in b.capabilities,
+        }
+        for b in sorted(reg.backends.values(), key=lambda b: b.name)
+    ]
+    note = reg.filter_note()
+    if args.json:
+        listing = {
+            "backends": rows,
+            "errors": reg.failures,
+            "excluded": sorted(reg.excluded),  # by SEQ2SEQ_KIT_PLUGINS
+            "unmatched": sorted(reg.unmatched),  # its names that no plugin has
+            "export_formats": sorted(reg.exporters),
+        }
+        print(json.dumps(listing, indent=2))
+        return 0
+    widths = {"name": 10, "version": 10, "distribution": 22}
+    widths = {key: max([least, *(len(row[key]) for row in rows)]) for key, least in widths.items()}
+    for row in rows:
+        only = " (inference only: no train)" if row["inference_only"] else ""
+        columns = " ".join(f"{row[key]:<{width}}" for key, width in widths.items())
+        print(f"{columns} {', '.join(row['capabilities'])}{only}")
+    if not rows and note:
+        print(f"no backends loaded: {note}")
+    elif not rows:
+        print(f"no backends installed; try: {install_hint('numpy')}")
+    elif note:
+        print(f"note: {note}")
+    if reg.exporters:
+        print(f"export formats: {', '.join(sorted(reg.exporters))}")
+    for name, reason in reg.failures.items():
+        print(f"error: plugin {name}: {reason}")
+    return 0

@@ -1,0 +1,71 @@
+"""``seq2seq-kit info``: what a model directory holds, without loading a backend."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "info",
+        help="what a model directory holds: architecture, sizes, vocabularies, training",
+        description="Reads model.json and checks the weights file; loads no backend.",
+    )
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--json", action="store_true", help="print it as JSON")
+    p.set_defaults(run=run_info)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from ..checkpoint import load_checkpoint
+    from ..trainer import epoch_records
+
+    ckpt = load_checkpoint(args.model)
+    spec = ckpt.spec.to_dict()
+    history = ckpt.meta.get("history") or []
+    if all(isinstance(record, dict) for record in history):
+        history = epoch_records(history)
+    summary = {
+        "architecture": spec.pop("architecture"),
+        "spec": spec,
+        "parameters": sum(int(w.size) for w in ckpt.weights.values()),
+        "source_vocab_size": len(ckpt.source_vocab),
+        "target_vocab_size": len(ckpt.target_vocab),
+        "source_tokenizer": ckpt.source_vocab.tokenizer.name,
+        "target_tokenizer": ckpt.target_vocab.tokenizer.name,
+        "max_length": ckpt.max_length,
+        "backend": ckpt.meta.get("backend"),
+        "epochs": history[-1].get("epoch") if history and isinstance(history[-1], dict) else 0,
+        "updates": (ckpt.meta.get("trainer") or {}).get("updates"),
+        "stopped": (ckpt.meta.get("trainer") or {}).get("stopped"),
+        "distributed": ckpt.meta.get("distributed"),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    sizes = ", ".join(
+        f"{k} {v}" for k, v in spec.items() if k not in ("src_vocab_size", "tgt_vocab_size")
+    )
+    print(f"architecture: {summary['architecture']} ({sizes})")
+    print(f"parameters:   {summary['parameters']}")
+    for side in ("source", "target"):
+        print(
+            f"{side}:       {summary[f'{side}_vocab_size']} ids, "
+            f"{summary[f'{side}_tokenizer']} tokenizer"
+        )
+    print(f"max length:   {summary['max_length']} output tokens")
+    if summary["backend"] is not None:
+        done = f"{summary['epochs']} epochs"
+        if summary["updates"] is not None:
+            done += f" ({summary['updates']} updates)"
+        if summary["stopped"] not in (None, "epochs"):
+            done += f", stopped by {summary['stopped']}"
+        parallel = summary["distributed"]
+        if isinstance(parallel, dict) and parallel.get("world_size", 1) > 1:
+            done += (
+                f" on {parallel['world_size']} processes ({parallel.get('launcher')}, batch "
+                f"{parallel.get('batch_size_per_rank')} per rank)"
+            )
+        print(f"trained:      {done} with backend {summary['backend']}")
+    return 0

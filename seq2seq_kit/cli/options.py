@@ -1,0 +1,204 @@
+"""Flags derived from the config models, and the argparse machinery every command shares:
+one flag per config key, checked by the key's own rules, each given at most once."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from typing import Any
+
+#: Config keys whose flag is not ``--KEY``: the dataset is ``--data``; the progress bar's
+#: switch keeps its familiar ``--no-progress`` spelling (``--progress`` turns it on).
+_FLAG_NAMES = {("data", "source"): "data"}
+#: Config keys with no flag: dicts of options belong in a config file.
+_NO_FLAG = {
+    ("data", "options"),
+    ("data", "tokenizer_options"),
+    ("data", "source_tokenizer_options"),
+    ("data", "target_tokenizer_options"),
+}
+
+
+_METAVARS: dict[Any, str] = {int: "N", int | None: "N", float: "X", float | None: "X"}
+
+
+def _flag(section: str, key: str) -> str:
+    return "--" + _FLAG_NAMES.get((section, key), key).replace("_", "-")
+
+
+def _flag_of(name: str) -> str:
+    """The flag of an option an error advises (:func:`seq2seq_kit.errors.option`): a
+    config key's (``train.epochs``: ``--epochs``) or an argument's (``resume``:
+    ``--resume``)."""
+    section, _, key = name.rpartition(".")
+    return _flag(section, key)
+
+
+def _field_checker(field: Any, key: str) -> Callable[[str], Any]:
+    """argparse ``type=``: the value as the config field would accept it, or an
+    ``ArgumentTypeError`` with pydantic's reason (so a flag obeys the config file's rules).
+    The field alone is checked: rules across keys (num_heads divides d_model) wait for the
+    whole config, where the flags' values meet."""
+    from typing import Annotated
+
+    from pydantic import TypeAdapter, ValidationError
+
+    from ..config import Config
+
+    adapter = TypeAdapter(Annotated[field.annotation, field], config=Config.model_config)
+
+    def check(text: str) -> Any:
+        try:
+            return adapter.validate_strings(text)
+        except ValidationError as exc:
+            reasons = "; ".join(err["msg"] for err in exc.errors())
+            raise argparse.ArgumentTypeError(f"{text!r}: {reasons}") from None
+
+    check.__name__ = key  # argparse names the type in some messages
+    return check
+
+
+def _add_config_flags(
+    p: argparse.ArgumentParser, section: str, only: Sequence[str] | None = None
+) -> None:
+    """One flag per key of the ``[section]`` config model (or those in ``only``), with the
+    key's description, choices and checks; ``dest`` is ``"section.key"``. A flag left out is
+    ``None``: the config file's value, or the default, stands.
+
+    ``[model]`` has one model per architecture: a key they share (``architecture``,
+    ``dropout``) is one flag, listed with its default for each; the others are listed in a
+    group of their architecture's."""
+    from typing import Literal, get_origin
+
+    from ..config import section_models
+
+    models = section_models(section)
+    groups: dict[str, Any] = {}
+    seen: set[str] = set()
+    for model in models:
+        for key, field in model.model_fields.items():
+            if (section, key) in _NO_FLAG or (only is not None and key not in only) or key in seen:
+                continue
+            seen.add(key)
+            owners = [m for m in models if key in m.model_fields]
+            defaults = [m.model_fields[key].get_default(call_default_factory=True) for m in owners]
+            # architecture's default is the config's (rnn), not each class's own name
+            if key == "architecture" or len(set(map(repr, defaults))) == 1:
+                default = repr(defaults[0])
+            else:
+                default = ", ".join(
+                    f"{d!r} ({_architecture(m)})" for m, d in zip(owners, defaults, strict=True)
+                )
+            kwargs: dict[str, Any] = {
+                "dest": f"{section}.{key}",
+                "default": None,
+                "help": f"{field.description} (config {section}.{key}; default {default})",
+            }
+            choices = [c for m in owners for c in _literal(m.model_fields[key].annotation)]
+            if field.annotation is bool:
+                kwargs["action"] = _OnceBool
+            elif get_origin(field.annotation) is Literal:
+                kwargs["choices"] = list(dict.fromkeys(choices))
+            else:
+                kwargs["type"] = _field_checker(field, key)
+                kwargs["metavar"] = _METAVARS.get(field.annotation, "VALUE")
+            target = p
+            if len(owners) < len(models):  # one architecture's key
+                name = _architecture(owners[0])
+                if name not in groups:
+                    groups[name] = p.add_argument_group(
+                        f"[model] options of architecture {name}",
+                        f"only with --architecture {name} (config model.architecture)"
+                        + (", the default" if owners[0] is models[0] else ""),
+                    )
+                target = groups[name]
+            target.add_argument(_flag(section, key), **kwargs)
+
+
+def _literal(annotation: Any) -> tuple[Any, ...]:
+    from typing import Literal, get_args, get_origin
+
+    return get_args(annotation) if get_origin(annotation) is Literal else ()
+
+
+def _architecture(model: type[Any]) -> str:
+    """The architecture a ``[model]`` config class describes."""
+    return model.model_fields["architecture"].default
+
+
+def _flag_values(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The config keys given as flags, nested by section: ``{"train": {"epochs": 5}}``."""
+    given: dict[str, dict[str, Any]] = {}
+    for dest, value in vars(args).items():
+        if "." in dest and value is not None:
+            section, key = dest.split(".", 1)
+            given.setdefault(section, {})[key] = value
+    return given
+
+
+def _file_and_flags(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The keys the ``--config`` file sets with the command's flags over them, by section,
+    and the flags alone (to name them in errors)."""
+    from ..config import explicit_keys, load_config
+
+    data = explicit_keys(load_config(args.config))
+    flags = _flag_values(args)
+    for section, values in flags.items():
+        data.setdefault(section, {}).update(values)
+    return data, flags
+
+
+def _validated(data: dict[str, Any], flags: dict[str, dict[str, Any]], path: str | None) -> Any:
+    """``data`` as a :class:`~seq2seq_kit.config.Config`.
+
+    Raises:
+        ConfigError: a rule broken, naming the flag that set the key, or the key of the
+            config file ``path``.
+    """
+    from pydantic import ValidationError
+
+    from ..config import Config, describe_errors
+    from ..errors import ConfigError
+
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        names = {(s, k): _flag(s, k) for s, values in flags.items() for k in values}
+        where = f"{path}: " if path else ""
+        raise ConfigError(where + describe_errors(exc, names)) from None
+
+
+class _Once(argparse._StoreAction):
+    """A value flag given twice is an error: which one was meant is a guess."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"argument {option_string}: given more than once")
+        super().__call__(parser, namespace, values, option_string)
+
+
+class _OnceBool(argparse.BooleanOptionalAction):
+    """``--x --no-x`` (or ``--x --x``) is an error, as for value flags."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"argument {option_string}: {self.dest} given more than once")
+        super().__call__(parser, namespace, values, option_string)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Unknown or mistyped flags are reported with the usage of the subcommand they were
+    given to, not the top-level one; a value flag may be given once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _Once)
+        self.register("action", "store", _Once)
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            sub = next(a for a in self._actions if isinstance(a, argparse._SubParsersAction))
+            command = sub.choices.get(getattr(parsed, "command", None), self)
+            command.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed

@@ -1,0 +1,80 @@
+"""``seq2seq-kit serve``: serve models over HTTP."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from .options import _add_config_flags, _file_and_flags, _validated
+
+
+def add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve models over HTTP: a JSON translation API and a web page",
+        description="Loads each model once and serves GET /healthz, GET /v1/models, "
+        "POST /v1/translate and a web page at /, until SIGTERM or Ctrl-C (exit 0). Every "
+        "flag but --model, --backend and --config sets the [serve] key it names. Needs the "
+        "serve extra: pip install 'seq2seq-kit[serve]'.",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="[NAME=]DIR",
+        help="model directory; repeat as NAME=DIR to serve several (one plain DIR is named "
+        "'default'); a request without \"model\" gets the first",
+    )
+    p.add_argument("--backend", help="backend to run the models with")
+    p.add_argument("--config", help="TOML config file; its [serve] table is read")
+    _add_config_flags(p, "serve")
+    p.set_defaults(run=run_serve)
+
+
+def _model_dirs(values: Sequence[str]) -> dict[str, str]:
+    """``--model`` values as name -> directory: ``NAME=DIR``, or one plain ``DIR`` named
+    ``default``.
+
+    Raises:
+        ConfigError: a name given twice, or several directories not all named.
+    """
+    import os
+    import re
+
+    from ..errors import ConfigError
+
+    named: dict[str, str] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or os.path.isdir(value):
+            if len(values) > 1:
+                raise ConfigError(
+                    f"--model {value}: with several models, name each: --model NAME=DIR"
+                )
+            name, path = "default", value
+        if not path.strip():
+            raise ConfigError(f"--model {value}: empty directory")
+        if name in named:
+            raise ConfigError(f"--model {value}: the name {name!r} is given twice")
+        named[name] = path
+    return named
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            f"serve needs Starlette and uvicorn ({exc}): pip install 'seq2seq-kit[serve]'"
+        ) from None
+    settings = _validated(*_file_and_flags(args), args.config).serve
+    from ..api import load
+    from ..serving.runtime import run
+
+    models = {
+        name: load(path, backend=args.backend) for name, path in _model_dirs(args.model).items()
+    }
+    return run(models, settings)

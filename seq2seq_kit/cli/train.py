@@ -1,0 +1,129 @@
+"""``seq2seq-kit train``: train a model from a config file and flags, and report on it."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .options import _add_config_flags, _file_and_flags, _flag, _validated
+
+
+def add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model and save it to a directory",
+        description="Every flag but --config, --out and --resume sets the config key it names "
+        "and is checked by the same rules as the config file.",
+    )
+    p.add_argument("--config", help="TOML config file (see README: Configuration)")
+    p.add_argument("--out", help="model directory to write (required unless --resume)")
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the training saved in DIR (--out defaults to it); only the keys of "
+        "the configuration reference marked resumable may change",
+    )
+    p.add_argument("--backend", help="backend name (beats $SEQ2SEQ_KIT_BACKEND and config)")
+    for section in ("data", "model", "train"):
+        _add_config_flags(p, section)
+    p.set_defaults(run=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ..api import train
+    from ..errors import ConfigError
+
+    if args.out is None and args.resume is None:
+        raise ConfigError("train needs --out DIR (or --resume DIR)")
+    for flag, value in (("--out", args.out), ("--resume", args.resume)):
+        if value is not None and not value.strip():
+            raise ConfigError(f"{flag}: empty path")
+    # Keys set in the file or by a flag stay "set" (model_fields_set): a resumed run checks
+    # exactly those against the saved run.
+    data, flags = _file_and_flags(args)
+    if args.resume is not None and data.get("model") and "architecture" not in data["model"]:
+        # [model] keys given on resume are the saved architecture's (then compared with
+        # the saved run), not the default's
+        from ..checkpoint import load_checkpoint
+
+        data["model"]["architecture"] = load_checkpoint(args.resume).spec.architecture
+    _check_architecture_flags(flags.get("model", {}), data.get("model", {}))
+    cfg = _validated(data, flags, args.config)
+    translator = train(cfg, out=args.out, resume=args.resume, backend=args.backend)
+    if translator.rank != 0:  # rank 0 of the data-parallel run reports and saves
+        return 0
+    _report(translator)
+    print(f"saved model to {args.out or args.resume}")
+    return 0
+
+
+def _check_architecture_flags(flags: dict[str, Any], model: dict[str, Any]) -> None:
+    """A ``[model]`` flag of another architecture than the one chosen (by --architecture,
+    else the config file, else the default rnn) is refused naming the flag.
+
+    Raises:
+        ConfigError: naming the flag, its architecture and the model's.
+    """
+    from ..config import MODEL_CONFIGS
+    from ..errors import ConfigError
+
+    chosen = model.get("architecture", "rnn")
+    if chosen not in MODEL_CONFIGS:
+        return  # the config's own check names the unknown architecture
+    for key in flags:
+        if key in MODEL_CONFIGS[chosen].model_fields:
+            continue
+        owner = next(name for name, m in MODEL_CONFIGS.items() if key in m.model_fields)
+        how = "--architecture" if "architecture" in flags else "the config file or the default"
+        raise ConfigError(
+            f"{_flag('model', key)}: an option of architecture {owner}, but the model's "
+            f"architecture is {chosen} (from {how}); add --architecture {owner} or leave "
+            f"out {_flag('model', key)}"
+        )
+
+
+def _report(translator: Any) -> None:
+    """Print the last epoch's figures (or, for a run stopped within its first epoch, its
+    updates) and a sample of translations with exact matches."""
+    from ..metrics import group_references
+    from ..trainer import epoch_records
+
+    meta = translator.meta
+    epochs = epoch_records(meta["history"])
+    if epochs:
+        last = epochs[-1]
+        print(
+            f"backend {translator.backend}, {translator.architecture} model: {last['epoch']} "
+            f"epochs in {meta['seconds']:.2f} s; "
+            f"training loss {last['train_loss']:.4f}; on the {last['evaluated_on']} pairs: "
+            f"loss {last['valid_loss']:.4f}, token accuracy {last['valid_accuracy']:.3f}"
+        )
+    else:
+        trainer = meta["trainer"]
+        print(
+            f"backend {translator.backend}, {translator.architecture} model: "
+            f"{trainer['updates']} updates in {meta['seconds']:.2f} s, stopped by "
+            f"{trainer['stopped']} within the first epoch"
+        )
+    if "corpus" in meta:
+        # its pairs are ids: decoded, a piece that became <unk> is lost from the text, so
+        # sources and references would not be the data's
+        print(
+            "exact match: not measured for a model trained from a corpus, which holds ids, "
+            "not the text; score it with seq2seq-kit evaluate --model DIR --data FILE.tsv"
+        )
+        return
+    held_out = bool(translator.valid_pairs)
+    pairs = (translator.valid_pairs or translator.train_pairs)[:1000]
+    if not pairs:
+        return
+    sources, references = group_references(pairs)
+    outputs = translator.translate(sources, unknown="replace")
+    exact = 0
+    for i, (src, refs, out) in enumerate(zip(sources, references, outputs, strict=True)):
+        ok = out in refs
+        exact += ok
+        if i < 10:
+            print(f"{src} -> {out}" + ("" if ok else f"   (expected {refs[0]})"))
+    where = "validation" if held_out else "training"
+    print(f"exact match on {len(sources)} {where} sources: {exact}/{len(sources)}")
