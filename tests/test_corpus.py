@@ -7,12 +7,12 @@ import pytest
 from forged import forge
 
 import seq2seq_kit
-from seq2seq_kit import corpus as corpus_module
 from seq2seq_kit.batching import batches
 from seq2seq_kit.checkpoint import load_checkpoint
 from seq2seq_kit.cli import main
 from seq2seq_kit.config import Config
 from seq2seq_kit.corpus import is_corpus, open_corpus, preprocess
+from seq2seq_kit.corpus import writer as corpus_writer
 from seq2seq_kit.errors import ConfigError, DataError
 from seq2seq_kit.integrity import file_sha256
 
@@ -188,7 +188,7 @@ def test_an_interrupted_preprocess_leaves_no_corpus(tmp_path, monkeypatch):
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(corpus_module, "_finish", killed)
+    monkeypatch.setattr(corpus_writer, "_finish", killed)
     with pytest.raises(KeyboardInterrupt):
         preprocess(tiny(), tmp_path / "c")
     assert not is_corpus(tmp_path / "c") and not (tmp_path / "c").exists()
@@ -206,7 +206,7 @@ def test_a_folder_without_a_corpus_is_named_as_such(tmp_path):
 def test_an_interrupted_overwrite_keeps_the_old_corpus(tmp_path, monkeypatch):
     preprocess(tiny(), tmp_path / "c")
     before = open_corpus(tmp_path / "c").fingerprint
-    monkeypatch.setattr(corpus_module, "_finish", lambda *a, **k: (_ for _ in ()).throw(OSError))
+    monkeypatch.setattr(corpus_writer, "_finish", lambda *a, **k: (_ for _ in ()).throw(OSError))
     with pytest.raises(OSError):
         preprocess(tiny(), tmp_path / "c", overwrite=True)
     assert open_corpus(tmp_path / "c").fingerprint == before
@@ -300,7 +300,7 @@ def test_a_learned_tokenizer_trains_on_a_sample_of_a_large_corpus(tmp_path, monk
         return train_tokenizers(cfg, pairs, saved)
 
     monkeypatch.setattr(api, "train_tokenizers", spy)
-    monkeypatch.setattr(corpus_module, "SAMPLE_PAIRS", 50)
+    monkeypatch.setattr(corpus_writer, "SAMPLE_PAIRS", 50)
     cfg = tiny(epochs=1)
     cfg.data.tokenizer, cfg.data.tokenizer_options = "sentencepiece", {"vocab_size": 25}
     preprocess(cfg, tmp_path / "c")
