@@ -5,7 +5,7 @@ The directory itself is never renamed or replaced: it may be a mount point (a co
 volume, where renaming it fails with ``EBUSY``), the target of a symlink the user named, or
 hold files that are not ours. A save happens in three steps, all inside the directory:
 
-1. :func:`stage` makes an empty hidden folder ``.seq2seq-kit-staging-XXXX`` in it; the
+1. :func:`stage` makes an empty hidden folder ``.seq2seq-kit-staging-*`` in it; the
    caller writes the complete new set of files there (its manifest, e.g. ``model.json``,
    among them).
 2. :func:`commit` syncs them and writes the commit record ``.commit.json`` in the staging
@@ -41,12 +41,20 @@ LOCK_FILE = f"{PREFIX}lock"
 RECORD = ".commit.json"
 
 
-class Busy(Exception):
-    """Another process holds the directory's writer lock (the lock file's path)."""
+class Refused(Exception):
+    """:func:`writer_lock` cannot be had; the message says why, for ``PATH: MESSAGE``."""
 
 
-class Unwritable(Exception):
-    """The directory cannot be created, or its lock file not written (the OS's reason)."""
+class Busy(Refused):
+    """Another process holds the directory's writer lock."""
+
+
+class Unwritable(Refused):
+    """The directory cannot be created, or its lock file not written."""
+
+
+class InTheWay(Refused):
+    """A folder stands where a file of the save goes: a file cannot be moved over it."""
 
 
 def ours(name: str) -> bool:
@@ -91,10 +99,15 @@ def writer_lock(path: Path) -> Iterator[None]:
     leaves nothing behind.
 
     Raises:
-        Busy: another process holds the lock.
+        Busy: another process holds the lock (a seq2seq-kit command writing there).
         Unwritable: the directory cannot be created or the lock file not written there.
     """
     import fcntl
+
+    busy = Busy(
+        f"another seq2seq-kit command is writing this directory (it holds {path / LOCK_FILE}); "
+        f"wait for it to end or choose another directory"
+    )
 
     created = not path.exists()
     lock_file = path / LOCK_FILE
@@ -103,7 +116,9 @@ def writer_lock(path: Path) -> Iterator[None]:
             path.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise Unwritable(f"{exc.strerror or exc}: {exc.filename or path}") from None
+            raise Unwritable(
+                f"cannot write there ({exc.strerror or exc}: {exc.filename or path})"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             # the holder before us removes the file as it lets go: a lock on a file no longer
@@ -112,12 +127,12 @@ def writer_lock(path: Path) -> Iterator[None]:
                 break
         except BlockingIOError:
             os.close(fd)
-            raise Busy(str(lock_file)) from None
+            raise busy from None
         except FileNotFoundError:
             pass
         os.close(fd)
     else:
-        raise Busy(str(lock_file))
+        raise busy
     try:
         yield
     finally:
@@ -157,6 +172,7 @@ def commit(path: Path, staging: Path, manifest: str, obsolete: Iterable[str] = (
     new set does not have). Every name must be a plain file name (:func:`plain_name`).
 
     Raises:
+        InTheWay: a folder in ``path`` has the name of a file of the save.
         ValueError: ``staging`` holds a folder, a link or a name that is not plain, or no
             ``manifest``.
         OSError: writing or moving failed; before the commit record is written the old set
@@ -171,7 +187,9 @@ def commit(path: Path, staging: Path, manifest: str, obsolete: Iterable[str] = (
         raise ValueError(f"{staging}: the manifest {manifest} was not written")
     in_the_way = in_the_way_of(path, names)
     if in_the_way:
-        raise ValueError(f"{in_the_way[0]}: a folder where a file of the save goes; move it away")
+        raise InTheWay(
+            f"{in_the_way[0].name}: a folder where a file of the save goes; move it away"
+        )
     for name in names:
         fsync(staging / name)
     moves = [n for n in names if n != manifest] + [manifest]

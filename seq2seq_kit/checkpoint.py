@@ -33,7 +33,7 @@ import numpy as np
 
 from . import atomic
 from .errors import CheckpointError, option
-from .integrity import changed_fields, field_digests, file_sha256, read_json
+from .integrity import DIGESTS, changed_fields, file_sha256, manifest_of, read_json, seal
 from .spec import Spec, spec_from_dict
 from .vocab import Vocabulary
 from .weights import check_weights
@@ -43,8 +43,6 @@ FORMAT = "seq2seq-kit"
 FORMAT_VERSION = 2
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
-#: The key of ``model.json`` holding its fields' digests.
-DIGESTS = "fields_sha256"
 #: Reads of a model directory: a save in another process (a training's) may replace its
 #: files while they are read, which the read sees as a mismatch and retries.
 READ_ATTEMPTS = 4
@@ -85,8 +83,7 @@ def check_output_dir(path: str | os.PathLike[str], *, replace: bool = False) -> 
             interface running spells them (:func:`seq2seq_kit.errors.option`).
     """
     path = Path(path)
-    _refuse_foreign(path)
-    if is_model_dir(path) and not replace:
+    if _refuse_foreign(path) and not replace:
         raise CheckpointError(
             f"{path}: already holds a model; continue its training with "
             f"{option('resume', path)}, or replace it with {option('overwrite')} (config "
@@ -108,22 +105,19 @@ def check_output_dir(path: str | os.PathLike[str], *, replace: bool = False) -> 
 def is_model_dir(path: Path) -> bool:
     """Whether ``path`` holds a ``model.json`` of this format (readable, with the right
     ``format``; its other checks are :func:`load_checkpoint`'s)."""
-    try:
-        doc = read_json(path / MODEL_FILE)
-    except (OSError, ValueError):
-        return False
-    return isinstance(doc, dict) and doc.get("format") == FORMAT
+    return manifest_of(path / MODEL_FILE, FORMAT) is not None
 
 
-def _refuse_foreign(path: Path) -> None:
-    """A file, a non-empty folder that is no model directory (a ``model.json`` of another
-    program included), or one with a folder where a file of the save goes, is never
-    written into."""
+def _refuse_foreign(path: Path) -> bool:
+    """Whether ``path`` holds a model; a file, a non-empty folder that is no model
+    directory (a ``model.json`` of another program included), or one with a folder where a
+    file of the save goes, is refused: never written into."""
     if not path.exists():
-        return
+        return False
     if not path.is_dir() or (atomic.user_entries(path) and not (path / MODEL_FILE).exists()):
         raise CheckpointError(f"{path}: exists and is not a model directory; not overwriting it")
-    if (path / MODEL_FILE).exists() and not is_model_dir(path):
+    holds_model = is_model_dir(path)
+    if (path / MODEL_FILE).exists() and not holds_model:
         raise CheckpointError(
             f"{path / MODEL_FILE}: not a {FORMAT} model file (another program's, or damaged); "
             f"not overwriting the directory"
@@ -133,6 +127,7 @@ def _refuse_foreign(path: Path) -> None:
         raise CheckpointError(
             f"{in_the_way[0]}: a folder where a file of the model goes; move it away"
         )
+    return holds_model
 
 
 @contextlib.contextmanager
@@ -150,13 +145,8 @@ def writer_lock(path: str | os.PathLike[str]) -> Iterator[None]:
     try:
         with atomic.writer_lock(path):
             yield
-    except atomic.Busy as exc:
-        raise CheckpointError(
-            f"{path}: another seq2seq-kit command is writing this directory (it holds "
-            f"{exc}); wait for it to end or choose another output directory"
-        ) from None
-    except atomic.Unwritable as exc:
-        raise CheckpointError(f"{path}: cannot write there ({exc})") from None
+    except atomic.Refused as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
 
 
 def save_checkpoint(
@@ -187,6 +177,8 @@ def save_checkpoint(
             raise CheckpointError(f"{path}: not saving {name} with NaN or infinite values in {bad}")
     try:
         _write(ckpt, path)
+    except atomic.Refused as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     except OSError as exc:
         raise CheckpointError(
             f"{path}: writing the model directory failed ({exc.strerror or exc}); the previous "
@@ -202,10 +194,7 @@ def _write(ckpt: Checkpoint, path: Path) -> None:
     try:
         with atomic.stage(path) as staging:
             _fill(ckpt, staging)
-            try:
-                atomic.commit(path, staging, MODEL_FILE, obsolete)
-            except ValueError as exc:  # a folder where a file of the model goes
-                raise CheckpointError(str(exc)) from None
+            atomic.commit(path, staging, MODEL_FILE, obsolete)
     except SafetensorError as exc:  # safetensors reports I/O failures (ENOSPC) as its own
         raise OSError(str(exc)) from exc
 
@@ -215,10 +204,9 @@ def _own_files(path: Path) -> set[str]:
     fixed names, and those its ``model.json`` lists (tokenizer files ``source-*`` and
     ``target-*``, tensor files ``*.safetensors``) when its digests vouch for them."""
     names = set(OWN_FILES)
-    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError, KeyError):
-        doc = read_json(path / MODEL_FILE)
-        body = {key: value for key, value in doc.items() if key != DIGESTS}
-        if doc.get("format") != FORMAT or changed_fields(body, doc[DIGESTS], nested="meta"):
+    with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
+        doc = manifest_of(path / MODEL_FILE, FORMAT)
+        if doc is None or changed_fields(doc, nested="meta"):
             return names
         names.update(n for n in doc["tokenizer_files"] if n.startswith(("source-", "target-")))
         listed = [info["file"] for info in doc["extra"].values()] + [doc["weights"]["file"]]
@@ -259,11 +247,9 @@ def _fill(ckpt: Checkpoint, staging: Path) -> None:
         "tokenizer_files": tokenizer_files,
         "meta": ckpt.meta,
     }
-    # the digests of the fields as they will be read back, not of the Python objects
-    doc = json.loads(json.dumps(doc, ensure_ascii=False))
-    doc[DIGESTS] = field_digests(doc, nested="meta")
     (staging / MODEL_FILE).write_text(
-        json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        json.dumps(seal(doc, nested="meta"), indent=2, ensure_ascii=False) + "\n",
+        encoding="utf-8",
     )
 
 
@@ -392,8 +378,7 @@ def _changed_fields(doc: dict[str, Any], version: int) -> list[str]:
     """
     if version < 2 and DIGESTS not in doc:
         return []
-    body = {key: value for key, value in doc.items() if key != DIGESTS}
-    return changed_fields(body, doc[DIGESTS], nested="meta")
+    return changed_fields(doc, nested="meta")
 
 
 def check_vocab_sizes(spec: Spec, source: Vocabulary, target: Vocabulary) -> None:

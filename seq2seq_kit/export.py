@@ -25,7 +25,7 @@ from typing import Any
 from . import atomic
 from .checkpoint import MODEL_FILE, load_checkpoint
 from .errors import ExportError, option
-from .integrity import file_sha256, read_json
+from .integrity import file_sha256, manifest_of, read_json
 from .plugins import install_hint, registry
 from .version import __version__
 
@@ -89,18 +89,10 @@ def export_model(
                     "files": {name: file_sha256(staging / name) for name in names},
                 }
                 (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-                try:
-                    atomic.commit(out, staging, MANIFEST, obsolete)
-                except ValueError as exc:  # a folder where a file of the export goes
-                    raise ExportError(str(exc)) from None
+                atomic.commit(out, staging, MANIFEST, obsolete)
         done = True
-    except atomic.Busy as exc:
-        raise ExportError(
-            f"{shown}: another seq2seq-kit command is writing this directory (it holds "
-            f"{exc}); wait for it to end or choose another directory"
-        ) from None
-    except atomic.Unwritable as exc:
-        raise ExportError(f"{shown}: cannot write there ({exc})") from None
+    except atomic.Refused as exc:
+        raise ExportError(f"{shown}: {exc}") from None
     except OSError as exc:
         raise ExportError(
             f"{shown}: writing the export failed ({exc.strerror or exc}: "
@@ -160,15 +152,8 @@ def _check_out(model: Path, out: Path, overwrite: bool) -> None:
 def _manifest(out: Path) -> dict[str, Any] | None:
     """The manifest of the export in ``out``; None when there is none of this format (a
     ``manifest.json`` of another program is not ours to act on)."""
-    try:
-        manifest = read_json(out / MANIFEST)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        return None
-    if not isinstance(manifest.get("files"), dict):
-        return None
-    return manifest
+    manifest = manifest_of(out / MANIFEST, MANIFEST_FORMAT)
+    return manifest if manifest is not None and isinstance(manifest.get("files"), dict) else None
 
 
 def _manifest_files(out: Path) -> list[str]:

@@ -13,6 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+#: The key of a manifest (``model.json``, ``corpus.json``) holding its fields' digests.
+DIGESTS = "fields_sha256"
+
 
 def file_sha256(path: Path) -> str:
     """The SHA-256 of the file at ``path``, hex, read in 1 MiB chunks.
@@ -73,11 +76,13 @@ def field_sha256(value: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def field_digests(doc: dict[str, Any], nested: str | None = None) -> dict[str, str]:
-    """The digest of each of ``doc``'s top-level fields, and with ``nested``, of each field
-    of ``doc[nested]`` instead of it whole (named ``NESTED.KEY``), so that a mismatch names
-    the field."""
-    digests = {key: field_sha256(value) for key, value in doc.items() if key != nested}
+def _field_digests(doc: dict[str, Any], nested: str | None) -> dict[str, str]:
+    """The digest of each of ``doc``'s fields but :data:`DIGESTS`, and with ``nested``, of
+    each field of ``doc[nested]`` instead of it whole (named ``NESTED.KEY``), so that a
+    mismatch names the field."""
+    digests = {
+        key: field_sha256(value) for key, value in doc.items() if key not in (DIGESTS, nested)
+    }
     if nested is not None:
         digests.update(
             {f"{nested}.{key}": field_sha256(value) for key, value in doc[nested].items()}
@@ -85,17 +90,37 @@ def field_digests(doc: dict[str, Any], nested: str | None = None) -> dict[str, s
     return digests
 
 
-def changed_fields(doc: dict[str, Any], recorded: Any, nested: str | None = None) -> list[str]:
-    """The fields of ``doc`` (as :func:`field_digests` names them) that were added, removed
-    or changed since ``recorded`` was computed; empty when it all agrees.
+def seal(doc: dict[str, Any], nested: str | None = None) -> dict[str, Any]:
+    """``doc`` as JSON reads it back, with :data:`DIGESTS` recording each field's digest
+    (each field of ``doc[nested]`` apart), ready to write."""
+    sealed = json.loads(json.dumps(doc, ensure_ascii=False))
+    sealed[DIGESTS] = _field_digests(sealed, nested)
+    return sealed
+
+
+def changed_fields(doc: dict[str, Any], nested: str | None = None) -> list[str]:
+    """The fields of ``doc`` (named as :func:`seal` digests them) that were added, removed
+    or changed since it was sealed; empty when it all agrees.
 
     Raises:
-        TypeError: ``recorded`` is not an object of hex strings, or ``doc[nested]`` is not an
+        KeyError: ``doc`` holds no :data:`DIGESTS`.
+        TypeError: they are not an object of hex strings, or ``doc[nested]`` is not an
             object.
     """
+    recorded = doc[DIGESTS]
     if not isinstance(recorded, dict) or not all(isinstance(v, str) for v in recorded.values()):
         raise TypeError("the recorded digests must be an object of SHA-256 strings")
     if nested is not None and not isinstance(doc.get(nested), dict):
         raise TypeError(f"{nested} must be an object")
-    now = field_digests(doc, nested)
+    now = _field_digests(doc, nested)
     return sorted(k for k in now.keys() | recorded.keys() if now.get(k) != recorded.get(k))
+
+
+def manifest_of(path: Path, format: str) -> dict[str, Any] | None:
+    """The JSON object in file ``path`` when its ``format`` is ``format``; None when there
+    is none, it cannot be read, or it is another program's (never acted on as ours)."""
+    try:
+        doc = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and doc.get("format") == format else None

@@ -7,15 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from seq2seq_kit.integrity import field_digests
+from seq2seq_kit.integrity import seal
 
 
 def forge(file: Path, doc: dict[str, Any]) -> None:
     """Write ``doc`` to ``file`` with ``fields_sha256`` made to match it."""
-    body = {key: value for key, value in doc.items() if key != "fields_sha256"}
-    body = json.loads(json.dumps(body))
-    body["fields_sha256"] = field_digests(body, nested="meta" if "meta" in body else None)
-    file.write_text(json.dumps(body))
+    file.write_text(json.dumps(seal(doc, nested="meta" if "meta" in doc else None)))
 
 
 def as_version_1(doc: dict[str, Any]) -> dict[str, Any]:

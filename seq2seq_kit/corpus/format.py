@@ -4,11 +4,23 @@ the ``.idx`` header, the version and the ``[data]`` keys a corpus fixes."""
 from __future__ import annotations
 
 from ..config import DataConfig
+from ..integrity import DIGESTS
+
+__all__ = [
+    "CORPUS_FILE",
+    "CORPUS_KEYS",
+    "DIGESTS",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "IDX_HEADER",
+    "IDX_MAGIC",
+    "SIDES",
+    "SPLITS",
+]
 
 FORMAT = "seq2seq-kit-corpus"
 #: 2: ``fields_sha256`` covers every field of ``corpus.json``.
 FORMAT_VERSION = 2
-DIGESTS = "fields_sha256"
 CORPUS_FILE = "corpus.json"
 SPLITS = ("train", "valid")
 SIDES = ("source", "target")

@@ -214,11 +214,7 @@ def open_corpus(path: str | os.PathLike[str]) -> Corpus:
             str(doc_file),
         )
     try:
-        changed = (
-            changed_fields({k: v for k, v in doc.items() if k != DIGESTS}, doc[DIGESTS])
-            if version >= 2 or DIGESTS in doc
-            else []
-        )
+        changed = changed_fields(doc) if version >= 2 or DIGESTS in doc else []
         if changed:
             raise DataError(
                 f"{', '.join(changed)} changed after the corpus was written (SHA-256 differs "

@@ -22,11 +22,11 @@ from .. import atomic, prepare
 from ..config import Config
 from ..data import Pair, held_out_sources, iter_tsv_rows, looks_like_path
 from ..errors import ConfigError, DataError, option
-from ..integrity import changed_fields, field_digests, file_sha256, read_json
+from ..integrity import changed_fields, file_sha256, manifest_of, seal
 from ..tokenizers import CharTokenizer, Tokenizer
 from ..version import __version__
 from ..vocab import UNK, Vocabulary, normalize
-from .format import CORPUS_FILE, DIGESTS, FORMAT, FORMAT_VERSION, IDX_MAGIC, SIDES, SPLITS
+from .format import CORPUS_FILE, FORMAT, FORMAT_VERSION, IDX_MAGIC, SIDES, SPLITS
 from .reader import is_corpus
 
 log = logging.getLogger(__name__)
@@ -209,21 +209,12 @@ def preprocess(cfg: Config, out: str | os.PathLike[str], *, overwrite: bool | No
                 }
                 doc["split_seed"] = cfg.train.seed if held else None
                 doc["valid_fraction_used"] = fraction
-                doc[DIGESTS] = field_digests(json.loads(json.dumps(doc, ensure_ascii=False)))
                 (staging / CORPUS_FILE).write_text(
-                    json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+                    json.dumps(seal(doc), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
                 )
-                try:
-                    atomic.commit(out, staging, CORPUS_FILE, obsolete)
-                except ValueError as exc:  # a folder where a file of the corpus goes
-                    raise ConfigError(str(exc)) from None
-    except atomic.Unwritable as exc:
-        raise ConfigError(f"{option('out', out)}: cannot write there ({exc})") from None
-    except atomic.Busy as exc:
-        raise ConfigError(
-            f"{option('out', out)}: another seq2seq-kit command is writing this folder (it "
-            f"holds {exc}); wait for it to end or choose another folder"
-        ) from None
+                atomic.commit(out, staging, CORPUS_FILE, obsolete)
+    except atomic.Refused as exc:
+        raise ConfigError(f"{option('out', out)}: {exc}") from None
     return out
 
 
@@ -235,28 +226,19 @@ def _own_files(out: Path) -> set[str]:
     ids = {
         f"{split}.{side}.{kind}" for split in SPLITS for side in SIDES for kind in ("bin", "idx")
     }
-    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError, KeyError):
-        doc = read_json(out / CORPUS_FILE)
-        body = {k: v for k, v in doc.items() if k != DIGESTS}
-        if doc.get("format") != FORMAT or changed_fields(body, doc[DIGESTS]):
+    with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
+        doc = manifest_of(out / CORPUS_FILE, FORMAT)
+        if doc is None or changed_fields(doc):
             return names
         names.update(n for n in doc["files"] if n in ids or n.startswith(("source-", "target-")))
     return {name for name in names if atomic.plain_name(name)}
-
-
-def _is_corpus_dir(out: Path) -> bool:
-    try:
-        doc = read_json(out / CORPUS_FILE)
-    except (OSError, ValueError):
-        return False
-    return isinstance(doc, dict) and doc.get("format") == FORMAT
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{option('out', out)}: exists and is a file; choose a folder")
     if out.is_dir() and atomic.user_entries(out):
-        if not _is_corpus_dir(out):
+        if manifest_of(out / CORPUS_FILE, FORMAT) is None:
             raise ConfigError(
                 f"{option('out', out)}: a non-empty folder that is no corpus (no {CORPUS_FILE} "
                 f"of this format); not writing into it"
