@@ -21,11 +21,12 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .architectures import required_capabilities
 from .batch import Batch
 from .capabilities import MODEL, RUNTIME, TRAINING
 from .errors import BackendError
 from .runtime import ProcessGroup, Runtime
-from .spec import OptimizerSpec, Spec, TransformerSpec
+from .spec import OptimizerSpec, Spec
 from .validation import CheckedModel, checked
 
 State = Any
@@ -272,21 +273,6 @@ class Backend:
         if _takes_runtime(self.build):
             options["runtime"] = runtime
         return checked(self.build(spec, **options))
-
-
-def required_capabilities(spec: Spec) -> set[str]:
-    """The capabilities a backend must declare to build ``spec``."""
-    if isinstance(spec, TransformerSpec):
-        return {"transformer"} | ({"dropout"} if spec.dropout or spec.attention_dropout else set())
-    needed = {
-        "embedding": spec.embedding_size > 0,
-        "multilayer": spec.num_layers > 1,
-        "gru": spec.cell == "gru",
-        "bidirectional": spec.bidirectional,
-        "attention": spec.attention != "none",
-        "dropout": spec.dropout > 0,
-    }
-    return {name for name, used in needed.items() if used}
 
 
 def runtime_capabilities(runtime: Runtime) -> set[str]:

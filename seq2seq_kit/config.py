@@ -14,21 +14,21 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
-    Discriminator,
     Field,
-    Tag,
     ValidationError,
     model_validator,
 )
 
+from .architectures import ARCHITECTURES, ModelConfig, RNNConfig
+from .architectures import TransformerConfig as TransformerConfig  # the [model] tables, here too
 from .data import DEFAULT_MAX_LINE_BYTES
 from .errors import ConfigError
 from .runtime import DEVICE_PATTERN, MAX_THREADS
+from .section import MAX_COUNT, Section
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,26 +38,15 @@ else:  # pragma: no cover
 BACKEND_ENV = "SEQ2SEQ_KIT_BACKEND"
 DEFAULT_BACKEND = "numpy"
 
-#: The most a count of passes, updates, validations or rows may be: far above any run, and
-#: a 32-bit signed integer, which every framework, file format and C library here holds
-#: (a larger value is a typo, and would surface as an overflow deep inside one of them).
-MAX_COUNT = 2**31 - 1
+#: Each architecture's ``[model]`` table, by the name ``model.architecture`` gives it.
+MODEL_CONFIGS: dict[str, type[Section]] = {name: a.config for name, a in ARCHITECTURES.items()}
+
 #: The largest config file read: a TOML config is a few kilobytes; a larger "config" is
 #: another file given by mistake (``--config /dev/zero`` must not read forever).
 MAX_CONFIG_BYTES = 1 << 20
 
 
-class _Section(BaseModel):
-    # validate_assignment: a bad value set from Python fails here, naming the key, not later
-    # allow_inf_nan=False: a nan or inf learning rate, penalty or fraction is never valid;
-    # strict: `epochs = true` or `bidirectional = 1` in a file is a mistake, not a value
-    # (flags, which are text, are parsed by model_validate_strings)
-    model_config = ConfigDict(
-        extra="forbid", validate_assignment=True, allow_inf_nan=False, strict=True
-    )
-
-
-class DataConfig(_Section):
+class DataConfig(Section):
     source: str = Field(
         "digits",
         description="dataset name (digits, num2words, nato), TSV path, or a corpus folder "
@@ -142,119 +131,7 @@ class DataConfig(_Section):
         return self
 
 
-class RNNConfig(_Section):
-    """``[model]`` of an RNN encoder-decoder (:class:`seq2seq_kit.spec.ModelSpec`): the
-    architecture when ``architecture`` is absent, so configs and model directories written
-    before there was a choice load unchanged."""
-
-    architecture: Literal["rnn"] = Field(
-        "rnn", description="rnn (recurrent encoder-decoder) or transformer"
-    )
-    # Upper bounds far above any RNN anyone trains: a typo gets an error, not a hang or a
-    # crash inside the backend.
-    hidden_size: int = Field(32, ge=1, le=65536, description="units of each recurrent layer")
-    embedding_size: int = Field(0, ge=0, le=65536, description="0: one-hot inputs")
-    num_layers: int = Field(1, ge=1, le=128, description="stacked recurrent layers on each side")
-    cell: Literal["lstm", "gru"] = Field("lstm", description="recurrent cell: lstm or gru")
-    bidirectional: bool = Field(False, description="encoder reads both ways (H/2 units each)")
-    attention: Literal["none", "dot", "general", "bahdanau"] = Field(
-        "none", description="none, or Luong dot / general, or Bahdanau (additive) attention"
-    )
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="during training only")
-
-    @model_validator(mode="after")
-    def _even_bidirectional(self) -> RNNConfig:
-        if self.bidirectional and self.hidden_size % 2:
-            raise ValueError(
-                f"hidden_size must be even with bidirectional = true (each direction has "
-                f"hidden_size // 2 units), got {self.hidden_size}"
-            )
-        return self
-
-
-class TransformerConfig(_Section):
-    """``[model]`` of a Transformer encoder-decoder (:class:`seq2seq_kit.spec.TransformerSpec`,
-    whose defaults these are)."""
-
-    architecture: Literal["transformer"] = Field(
-        "transformer", description="rnn (recurrent encoder-decoder) or transformer"
-    )
-    # Upper bounds: as for the RNN, far above what anyone trains here, so a typo is an error.
-    encoder_layers: int = Field(2, ge=1, le=128, description="encoder layers")
-    decoder_layers: int = Field(2, ge=1, le=128, description="decoder layers")
-    d_model: int = Field(
-        64, ge=1, le=65536, description="width of every layer and of the embeddings"
-    )
-    num_heads: int = Field(4, ge=1, le=1024, description="attention heads; must divide d_model")
-    ff_size: int = Field(256, ge=1, le=262144, description="inner width of each feed-forward block")
-    dropout: float = Field(
-        0.1,
-        ge=0.0,
-        lt=1.0,
-        description="on embedded inputs and each sub-layer's output, during training only",
-    )
-    attention_dropout: float = Field(
-        0.0, ge=0.0, lt=1.0, description="on attention weights, during training only"
-    )
-    activation: Literal["relu", "gelu"] = Field(
-        "relu", description="feed-forward non-linearity: relu or gelu"
-    )
-    layer_norm: Literal["pre", "post"] = Field(
-        "pre", description="pre: normalise each sub-layer's input; post: its residual sum"
-    )
-    positions: Literal["sinusoidal", "learned"] = Field(
-        "sinusoidal", description="position encodings: sinusoidal or learned"
-    )
-    # 2: a target needs a position for its BOS and one for a token.
-    max_positions: int = Field(
-        512,
-        ge=2,
-        le=65536,
-        description="longest source, and longest target counted with its BOS: longer "
-        "training pairs are skipped, decoding stops there, longer inputs are refused",
-    )
-    tie_output_embeddings: bool = Field(
-        False, description="output projection = transposed target embedding"
-    )
-    share_embeddings: bool = Field(
-        False,
-        description="one embedding table for both sides (needs data.shared_vocabulary = true)",
-    )
-
-    @model_validator(mode="after")
-    def _heads_divide_width(self) -> TransformerConfig:
-        if self.d_model % self.num_heads:
-            raise ValueError(
-                f"num_heads ({self.num_heads}) must divide d_model ({self.d_model}): each head "
-                f"has d_model // num_heads units"
-            )
-        return self
-
-
-#: Each architecture's ``[model]`` table, by the name ``model.architecture`` gives it.
-MODEL_CONFIGS: dict[str, type[_Section]] = {"rnn": RNNConfig, "transformer": TransformerConfig}
-
-
-def _architecture_of(data: Any) -> str | None:
-    """The tag of a ``[model]`` table: its ``architecture``, ``"rnn"`` when absent."""
-    if isinstance(data, dict):
-        architecture = data.get("architecture", "rnn")
-        return architecture if isinstance(architecture, str) else None
-    return getattr(data, "architecture", "rnn")
-
-
-#: ``[model]``: one architecture's table, chosen by its ``architecture`` key.
-ModelConfig = Annotated[
-    Annotated[RNNConfig, Tag("rnn")] | Annotated[TransformerConfig, Tag("transformer")],
-    Discriminator(
-        _architecture_of,
-        custom_error_type="architecture",
-        custom_error_message=f"architecture must be one of {list(MODEL_CONFIGS)}",
-    ),
-]
-
-
-class TrainConfig(_Section):
+class TrainConfig(Section):
     epochs: int = Field(300, ge=1, le=MAX_COUNT, description="passes over the training pairs")
     # 2**24: a batch of 16 million pairs or tokens, far above what any accelerator holds
     batch_size: int = Field(
@@ -421,7 +298,7 @@ class TrainConfig(_Section):
         return self
 
 
-class DecodeConfig(_Section):
+class DecodeConfig(Section):
     # Upper bounds: far above any use, so that a typo is an error before decoding allocates
     # (batch_size x beam rows of max_length tokens, and their attention weights).
     beam: int = Field(1, ge=1, le=1024, description="1: greedy")
@@ -450,7 +327,7 @@ class DecodeConfig(_Section):
     batch_size: int = Field(256, ge=1, le=65536, description="inputs decoded together")
 
 
-class ServeConfig(_Section):
+class ServeConfig(Section):
     host: str = Field(
         "127.0.0.1",
         description="address to listen on (0.0.0.0: every interface; put a proxy before it)",
@@ -545,7 +422,7 @@ class ServeConfig(_Section):
         return self
 
 
-class Config(_Section):
+class Config(Section):
     backend: str | None = Field(None, description="backend that trains the model (default numpy)")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=RNNConfig)
@@ -564,7 +441,7 @@ class Config(_Section):
         return self
 
 
-def section_models(section: str) -> tuple[type[_Section], ...]:
+def section_models(section: str) -> tuple[type[Section], ...]:
     """The model classes of ``[section]``: its one class, or for ``[model]`` each
     architecture's (:data:`MODEL_CONFIGS`), the default (RNN) first."""
     if section == "model":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from .architectures import max_source_tokens
 from .checkpoint import Checkpoint
 from .config import Config
 from .data import Pair
@@ -23,7 +24,7 @@ def length_caps(cfg: Config) -> tuple[tuple[int | None, str], tuple[int | None, 
     the source may fill and the target fills with its BOS, so a target gets one token less.
     Where both apply the smaller wins.
     """
-    positions = getattr(cfg.model, "max_positions", None)
+    positions = max_source_tokens(cfg.model)
     caps = []
     for key, bos in (("max_source_length", 0), ("max_target_length", 1)):
         limits: dict[str, int] = {}

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import math
 
-from .spec import Spec, TransformerSpec
+from .architectures import model_width
+
+__all__ = ["SCHEDULES", "learning_rate_at", "model_width"]
 
 #: The values of ``train.lr_schedule``.
 SCHEDULES = ("constant", "noam", "inverse_sqrt")
@@ -44,9 +46,3 @@ def learning_rate_at(
     if schedule == "noam":
         return learning_rate * d_model**-0.5 * min(update**-0.5, update * warmup_steps**-1.5)
     return learning_rate * min(update / warmup_steps, math.sqrt(warmup_steps / update))
-
-
-def model_width(spec: Spec) -> int:
-    """The ``d_model`` of the noam schedule: a Transformer's ``d_model``, an RNN's
-    ``hidden_size``."""
-    return spec.d_model if isinstance(spec, TransformerSpec) else spec.hidden_size

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .architectures import max_source_tokens, spec_for
 from .backend import Backend
 from .checkpoint import (
     Checkpoint,
@@ -58,13 +59,7 @@ from .runtime import (
     machine_memory,
     resolve_threads,
 )
-from .spec import (
-    OptimizerSpec,
-    Spec,
-    decoding_cap,
-    model_sizes,
-    spec_from_dict,
-)
+from .spec import OptimizerSpec, Spec, decoding_cap, model_sizes
 from .tokenizers import Tokenizer
 from .trainer import TrainerState, fit
 from .translator import Translator, default_max_length
@@ -86,13 +81,7 @@ def model_spec(cfg: Config, src_vocab_size: int, tgt_vocab_size: int) -> Spec:
             of different sizes).
     """
     try:
-        return spec_from_dict(
-            {
-                **cfg.model.model_dump(),
-                "src_vocab_size": src_vocab_size,
-                "tgt_vocab_size": tgt_vocab_size,
-            }
-        )
+        return spec_for(cfg.model, src_vocab_size, tgt_vocab_size)
     except ValueError as exc:
         raise ConfigError(f"model: {exc}") from None
 
@@ -359,10 +348,11 @@ def _load_pairs(
             f"{named}; change that or add data",
             dataset.path or dataset.name,
         )
-    if hasattr(cfg.model, "max_positions"):
+    positions = max_source_tokens(cfg.model)
+    if positions is not None:
         # Validation pairs keep any length the data keys allow (they are only scored), but
         # a Transformer has no position for a longer one: skipped too, and said so.
-        positional = ((cfg.model.max_positions, ""), (cfg.model.max_positions - 1, ""))
+        positional = ((positions, ""), (positions - 1, ""))
         too_long = over_caps(valid_pairs, positional, tokenizers)
         if any(too_long):
             log.info(
@@ -370,7 +360,7 @@ def _load_pairs(
                 "(the target with its BOS)",
                 sum(too_long),
                 len(valid_pairs),
-                cfg.model.max_positions,
+                positions,
             )
             valid_pairs = [p for p, drop in zip(valid_pairs, too_long, strict=True) if not drop]
     return dataset, train_pairs, valid_pairs, skipped, tokenizers

@@ -34,7 +34,7 @@ import numpy as np
 
 from .batch import Batch
 from .errors import Seq2SeqError
-from .spec import Spec, TransformerSpec
+from .spec import Spec, max_source_tokens
 
 
 class ModelInputError(Seq2SeqError, ValueError):
@@ -94,11 +94,11 @@ def _int32(array: np.ndarray) -> np.ndarray:
 
 def _positions(spec: Spec, name: str, array: np.ndarray, side: str) -> None:
     """A Transformer has positions 0 .. max_positions - 1 on each side."""
-    if isinstance(spec, TransformerSpec) and array.shape[1] > spec.max_positions:
+    positions = max_source_tokens(spec)
+    if positions is not None and array.shape[1] > positions:
         raise ModelInputError(
             name,
-            f"has {array.shape[1]} {side} positions but the model has max_positions "
-            f"{spec.max_positions}",
+            f"has {array.shape[1]} {side} positions but the model has max_positions {positions}",
         )
 
 
@@ -318,11 +318,11 @@ class CheckedModel:
         spec = self.__wrapped__.spec
         ids = check_prev_ids(spec, prev_ids, rows)
         position = state.position if isinstance(state, CheckedState) else 0
-        if isinstance(spec, TransformerSpec) and position >= spec.max_positions:
+        positions = max_source_tokens(spec)
+        if positions is not None and position >= positions:
             raise ModelInputError(
                 "prev_ids",
-                f"would be target position {position} but the model has max_positions "
-                f"{spec.max_positions}",
+                f"would be target position {position} but the model has max_positions {positions}",
             )
         log_probs, new = self.__wrapped__.step(ids, inner)
         return log_probs, CheckedState(new, ids.shape[0], position + 1)

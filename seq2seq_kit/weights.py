@@ -99,154 +99,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from .spec import ModelSpec, Spec, TransformerSpec
+from .architectures import Spec, initial_weights, sinusoidal_positions, weight_shapes
+from .architectures.rnn import initial_weights as rnn_initial_weights
+from .architectures.transformer import initial_weights as transformer_initial_weights
+
+__all__ = [
+    "LAYER_NORM_EPSILON",
+    "check_optimizer_state",
+    "check_weights",
+    "initial_weights",
+    "rnn_initial_weights",
+    "sinusoidal_positions",
+    "transformer_initial_weights",
+    "weight_shapes",
+]
 
 #: Layer-norm epsilon of the Transformer layout (PyTorch's and fairseq's default).
 LAYER_NORM_EPSILON = 1e-5
-
-
-def weight_shapes(spec: Spec) -> dict[str, tuple[int, ...]]:
-    """Return the canonical ``name -> shape`` map of ``spec``, in a fixed order."""
-    if isinstance(spec, TransformerSpec):
-        return _transformer_shapes(spec)
-    hidden, emb, gates = spec.hidden_size, spec.embedding_size, spec.gates
-    shapes: dict[str, tuple[int, ...]] = {}
-
-    def rnn(prefix: str, width: int, units: int) -> None:
-        shapes[f"{prefix}.kernel"] = (width, gates * units)
-        shapes[f"{prefix}.recurrent_kernel"] = (units, gates * units)
-        shapes[f"{prefix}.bias"] = (gates * units,) if spec.cell == "lstm" else (2, gates * units)
-
-    for side, vocab in (("encoder", spec.src_vocab_size), ("decoder", spec.tgt_vocab_size)):
-        directions = (
-            ("rnn", "rnn_reverse") if side == "encoder" and spec.bidirectional else ("rnn",)
-        )
-        units = hidden // len(directions)
-        if emb:
-            shapes[f"{side}.embedding"] = (vocab, emb)
-        for direction in directions:
-            for layer in range(spec.num_layers):
-                width = (emb or vocab) if layer == 0 else hidden
-                rnn(f"{side}.{direction}.{layer}", width, units)
-    if spec.attention == "general":
-        shapes["decoder.attention.kernel"] = (hidden, hidden)
-    elif spec.attention == "bahdanau":
-        shapes["decoder.attention.query_kernel"] = (hidden, hidden)
-        shapes["decoder.attention.memory_kernel"] = (hidden, hidden)
-        shapes["decoder.attention.v"] = (hidden,)
-    if spec.attention != "none":
-        shapes["decoder.attention.output_kernel"] = (2 * hidden, hidden)
-    shapes["decoder.output.kernel"] = (hidden, spec.tgt_vocab_size)
-    shapes["decoder.output.bias"] = (spec.tgt_vocab_size,)
-    return shapes
-
-
-def _transformer_shapes(spec: TransformerSpec) -> dict[str, tuple[int, ...]]:
-    d, ff, shapes = spec.d_model, spec.ff_size, {}
-
-    def norm(prefix: str) -> None:
-        shapes[f"{prefix}.scale"] = shapes[f"{prefix}.bias"] = (d,)
-
-    def attention(prefix: str) -> None:
-        for part in ("query", "key", "value", "output"):
-            shapes[f"{prefix}.{part}.kernel"] = (d, d)
-            shapes[f"{prefix}.{part}.bias"] = (d,)
-        norm(f"{prefix}_norm")
-
-    for side, vocab, layers in (
-        ("encoder", spec.src_vocab_size, spec.encoder_layers),
-        ("decoder", spec.tgt_vocab_size, spec.decoder_layers),
-    ):
-        if side == "encoder" or not spec.share_embeddings:
-            shapes[f"{side}.embedding"] = (vocab, d)
-        if spec.positions == "learned":
-            shapes[f"{side}.positions"] = (spec.max_positions, d)
-        for layer in range(layers):
-            prefix = f"{side}.layers.{layer}"
-            attention(f"{prefix}.self_attention")
-            if side == "decoder":
-                attention(f"{prefix}.cross_attention")
-            shapes[f"{prefix}.feed_forward.inner.kernel"] = (d, ff)
-            shapes[f"{prefix}.feed_forward.inner.bias"] = (ff,)
-            shapes[f"{prefix}.feed_forward.outer.kernel"] = (ff, d)
-            shapes[f"{prefix}.feed_forward.outer.bias"] = (d,)
-            norm(f"{prefix}.feed_forward_norm")
-        if spec.layer_norm == "pre":
-            norm(f"{side}.final_norm")
-    if not spec.tie_output_embeddings:
-        shapes["decoder.output.kernel"] = (d, spec.tgt_vocab_size)
-    shapes["decoder.output.bias"] = (spec.tgt_vocab_size,)
-    return shapes
-
-
-def sinusoidal_positions(count: int, width: int) -> np.ndarray:
-    """float32 [count, width] position encodings of Vaswani et al. 2017, section 3.5:
-    ``PE[t, 2i] = sin(t / 10000^(2i / width))``, ``PE[t, 2i+1] = cos(t / 10000^(2i / width))``
-    (for an odd ``width`` the last feature is a sine)."""
-    positions = np.arange(count, dtype=np.float64)[:, None]
-    rates = 10000.0 ** (-(np.arange(width) // 2 * 2) / width)
-    angles = positions * rates[None, :]
-    table = np.where(np.arange(width) % 2 == 0, np.sin(angles), np.cos(angles))
-    return table.astype(np.float32)
-
-
-def initial_weights(spec: Spec, seed: int) -> dict[str, np.ndarray]:
-    """Seeded float32 initial weights in ``spec``'s canonical layout. See
-    :func:`rnn_initial_weights` and :func:`transformer_initial_weights`."""
-    if isinstance(spec, TransformerSpec):
-        return transformer_initial_weights(spec, seed)
-    return rnn_initial_weights(spec, seed)
-
-
-def transformer_initial_weights(spec: TransformerSpec, seed: int) -> dict[str, np.ndarray]:
-    """fairseq's Transformer initialisation: embeddings and learned positions normal with
-    standard deviation ``d_model ** -0.5`` (they are scaled by ``sqrt(d_model)`` in the
-    forward pass), Glorot-uniform kernels, zero biases, norms with scale 1 and bias 0."""
-    rng = np.random.default_rng(seed)
-    weights: dict[str, np.ndarray] = {}
-    for name, shape in weight_shapes(spec).items():
-        if name.endswith(("embedding", "positions")):
-            value = rng.normal(0.0, spec.d_model**-0.5, shape)
-        elif name.endswith("kernel"):
-            limit = np.sqrt(6.0 / (shape[0] + shape[1]))
-            value = rng.uniform(-limit, limit, shape)
-        elif name.endswith("scale"):
-            value = np.ones(shape)
-        else:
-            value = np.zeros(shape)
-        weights[name] = value.astype(np.float32)
-    return weights
-
-
-def rnn_initial_weights(spec: ModelSpec, seed: int) -> dict[str, np.ndarray]:
-    """Seeded float32 initial weights in the canonical layout, Keras' defaults for LSTM and
-    Dense: Glorot-uniform kernels (Glorot & Bengio 2010), orthogonal recurrent kernels
-    (Saxe et al. 2014), zero biases with the LSTM forget-gate bias set to 1 (Jozefowicz et
-    al. 2015, Keras ``unit_forget_bias``), embeddings uniform in [-0.05, 0.05], the additive
-    attention vector Glorot-uniform as a [H, 1] matrix.
-
-    Backends start from these so that one seed gives one model whatever the framework.
-    """
-    rng = np.random.default_rng(seed)
-    weights: dict[str, np.ndarray] = {}
-    for name, shape in weight_shapes(spec).items():
-        if name.endswith("embedding"):
-            value = rng.uniform(-0.05, 0.05, shape)
-        elif name.endswith("recurrent_kernel"):
-            value = _orthogonal_gates(rng, shape[0], spec.gates)
-        elif name.endswith("kernel"):
-            limit = np.sqrt(6.0 / (shape[0] + shape[1]))
-            value = rng.uniform(-limit, limit, shape)
-        elif name.endswith(".v"):
-            limit = np.sqrt(6.0 / (shape[0] + 1))
-            value = rng.uniform(-limit, limit, shape)
-        else:
-            value = np.zeros(shape)
-            if ".rnn" in name and spec.cell == "lstm":
-                units = shape[0] // 4
-                value[units : 2 * units] = 1.0
-        weights[name] = value.astype(np.float32)
-    return weights
 
 
 def check_weights(spec: Spec, weights: dict[str, np.ndarray]) -> None:
@@ -306,11 +175,3 @@ def check_optimizer_state(spec: Spec, state: dict[str, np.ndarray]) -> None:
                 problems.append(f"{key} holds negative values")
     if problems:
         raise ValueError("optimizer state does not match the model: " + "; ".join(problems))
-
-
-def _orthogonal_gates(rng: np.random.Generator, hidden: int, gates: int) -> np.ndarray:
-    # Keras' Orthogonal initializer on the [H, G*H] matrix: QR of a Gaussian, sign-fixed.
-    a = rng.normal(size=(gates * hidden, hidden))
-    q, r = np.linalg.qr(a)
-    q *= np.sign(np.diag(r))
-    return q.T

@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from .. import atomic
+from ..architectures import max_source_tokens
 from ..config import Config, DataConfig, describe_errors
 from ..data import Pair
 from ..errors import ConfigError, DataError
@@ -372,7 +373,7 @@ def training_data(cfg: Config, saved_vocabs: tuple[Vocabulary, Vocabulary] | Non
         )
     train, valid = corpus.splits["train"], corpus.splits["valid"]
     skipped = int(corpus.doc.get("skipped_too_long", 0))
-    positions = getattr(cfg.model, "max_positions", None)
+    positions = max_source_tokens(cfg.model)
     if positions is not None:
         train, dropped = _within(train, positions, "training")
         skipped += dropped
