@@ -40,6 +40,7 @@ class Architecture:
         capabilities: the capabilities a backend must declare to build a spec.
         width: the key of the model's width (the ``d_model`` of the noam schedule).
         size_keys: the keys that decide a model's memory, for messages.
+        attention: what a plot of the model's attention shows, in a few words.
         positions: the key holding the positions each side has (the source's length cap;
             the target's, BOS included); None when a side may have any length.
     """
@@ -53,6 +54,7 @@ class Architecture:
     width: str
     size_keys: tuple[str, ...]
     positions: str | None
+    attention: Callable[[Any], str]
 
 
 def spec_of(config: type[Section]) -> Callable[[type], type]:

@@ -177,4 +177,5 @@ ARCHITECTURE = Architecture(
     width="hidden_size",
     size_keys=("hidden_size", "embedding_size", "num_layers"),
     positions=None,  # a recurrent model reads and writes any length
+    attention=lambda spec: f"rnn {spec.attention} attention",
 )

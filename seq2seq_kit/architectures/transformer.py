@@ -213,4 +213,5 @@ ARCHITECTURE = Architecture(
     width="d_model",
     size_keys=("d_model", "ff_size", "encoder_layers", "decoder_layers", "max_positions"),
     positions="max_positions",
+    attention=lambda spec: "transformer cross-attention, top decoder layer, mean over heads",
 )

@@ -25,9 +25,9 @@ def add_plot(sub: argparse._SubParsersAction) -> None:
 
 def _attention_kind(spec: Any) -> str:
     """What an attention heatmap of ``spec``'s model shows, in a few words."""
-    if spec.architecture == "transformer":
-        return "transformer cross-attention, top decoder layer, mean over heads"
-    return f"rnn {spec.attention} attention"
+    from ..architectures import architecture_of
+
+    return architecture_of(spec).attention(spec)
 
 
 def run_plot(args: argparse.Namespace) -> int:

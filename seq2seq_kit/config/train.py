@@ -1,0 +1,177 @@
+"""``[train]``: the optimizer, the schedule, when to validate, save and stop, and where to run."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ..runtime import DEVICE_PATTERN, MAX_THREADS
+from ..section import MAX_COUNT, Section
+
+
+class TrainConfig(Section):
+    epochs: int = Field(300, ge=1, le=MAX_COUNT, description="passes over the training pairs")
+    # 2**24: a batch of 16 million pairs or tokens, far above what any accelerator holds
+    batch_size: int = Field(
+        2,
+        ge=1,
+        le=1 << 24,
+        description="per optimizer step: pairs (batch_type = sentences) or at most this many "
+        "padded tokens (batch_type = tokens)",
+    )
+    batch_type: Literal["sentences", "tokens"] = Field(
+        "sentences",
+        description="unit of batch_size: sentences (pairs) or tokens (rows x the longest "
+        "source or target, BOS included, in the batch, as fairseq's --max-tokens; a pair over "
+        "batch_size tokens trains alone); bucket = true batches pairs of similar length",
+    )
+    learning_rate: float = Field(1e-3, gt=0, description="Adam step size")
+    clip_norm: float = Field(5.0, ge=0, description="global gradient-norm clip; 0: off")
+    label_smoothing: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="epsilon of label smoothing in the training loss (Szegedy et al. 2016); 0: off",
+    )
+    adam_beta1: float = Field(0.9, ge=0.0, lt=1.0, description="Adam's first-moment decay")
+    adam_beta2: float = Field(0.999, ge=0.0, lt=1.0, description="Adam's second-moment decay")
+    adam_epsilon: float = Field(1e-7, gt=0.0, description="Adam's stability term")
+    # 2**32 - 1: the widest seed every framework's generator takes (NumPy, torch, TF, JAX)
+    seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="initial weights, shuffling, dropout and the split"
+    )
+    patience: int = Field(
+        0,
+        ge=0,
+        le=MAX_COUNT,
+        description="early stopping after N validations not better (epochs, unless "
+        "valid_every); 0: off",
+    )
+    early_stopping_metric: Literal["loss", "accuracy"] = Field(
+        "loss",
+        description="validation figure that picks the best weights and drives patience and "
+        "lr_patience: loss (lower is better) or teacher-forced token accuracy (higher)",
+    )
+    bucket: bool = Field(False, description="batch pairs of similar length together")
+    teacher_forcing: float = Field(
+        1.0, gt=0.0, le=1.0, description="share of decoder inputs taken from the reference"
+    )
+    lr_patience: int = Field(
+        0,
+        ge=0,
+        le=MAX_COUNT,
+        description="reduce the LR after N flat validations (epochs, unless valid_every); 0: off",
+    )
+    lr_factor: float = Field(0.5, gt=0.0, lt=1.0, description="LR multiplier on a plateau")
+    min_learning_rate: float = Field(1e-6, ge=0.0, description="the LR is never reduced below")
+    save_seconds: float = Field(
+        30.0, ge=0.0, description="write the model directory at most this often; 0: each epoch"
+    )
+    progress: bool = Field(True, description="progress bar (on a terminal only)")
+    log_seconds: float = Field(
+        1.0,
+        ge=0.0,
+        description="at most one epoch line per this many seconds (the first, the last and an "
+        "early stop always); 0: every epoch",
+    )
+    overwrite: bool = Field(
+        False,
+        description="replace what an earlier run wrote at the output path (train: a model "
+        "directory; preprocess: a corpus); never a folder of other files",
+    )
+    # Training measured in updates (Transformer recipes). An update is one optimizer step
+    # on ``accumulate`` batches; updates are counted over the whole run, resumes included.
+    lr_schedule: Literal["constant", "noam", "inverse_sqrt"] = Field(
+        "constant",
+        description="step size of update n (from 1): constant (learning_rate, after a linear "
+        "warmup over warmup_steps), noam (learning_rate * d_model^-0.5 * min(n^-0.5, n * "
+        "warmup_steps^-1.5), Vaswani et al. 2017; d_model is hidden_size for an RNN) or "
+        "inverse_sqrt (learning_rate * min(n / warmup_steps, sqrt(warmup_steps / n)), fairseq)",
+    )
+    warmup_steps: int = Field(
+        0,
+        ge=0,
+        le=MAX_COUNT,
+        description="updates of warmup; noam and inverse_sqrt need >= 1; 0: none",
+    )
+    # 65536: far above any recipe's (fairseq's --update-freq is rarely over 100); each
+    # update holds its batches, so this bounds what one update keeps in memory
+    accumulate: int = Field(
+        1,
+        ge=1,
+        le=65536,
+        description="batches per update: the gradient of N consecutive batches together makes "
+        "one optimizer step (fairseq's --update-freq); an epoch's leftover batches make a "
+        "shorter last one",
+    )
+    valid_every: int = Field(
+        0,
+        ge=0,
+        le=MAX_COUNT,
+        description="also validate every N updates (patience and lr_patience then count "
+        "validations, not epochs); 0: at epoch ends only",
+    )
+    save_every: int = Field(
+        0,
+        ge=0,
+        le=MAX_COUNT,
+        description="also write the model directory every N updates (a mid-epoch save "
+        "resumes exactly); 0: at epoch ends only",
+    )
+    max_updates: int = Field(
+        0,
+        ge=0,
+        le=MAX_COUNT,
+        description="stop after N updates in all, validated and saved; 0: no limit",
+    )
+    max_time: float = Field(
+        0.0,
+        ge=0.0,
+        description="stop after the update that ends X seconds of this run's training "
+        "(a resumed run has its own budget), validated and saved; 0: no limit",
+    )
+    log_every: int = Field(
+        0,
+        ge=0,
+        le=MAX_COUNT,
+        description="a line every N updates: update, epoch, mean train loss since the last "
+        "line, learning rate, target tokens/s; 0: none",
+    )
+    threads: int = Field(
+        0,
+        ge=0,
+        le=MAX_THREADS,
+        description="intra-op threads of each training process; 0: OMP_NUM_THREADS when "
+        "set, else the cores no other process runs on at the start, shared among this "
+        "machine's processes of the run",
+    )
+    device: str = Field(
+        "auto",
+        pattern=DEVICE_PATTERN,
+        description="auto (a GPU when the backend finds one), cpu, cuda or cuda:N; under "
+        "a launcher, cuda is each process's local rank's GPU",
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="fp32, or mixed precision bf16 / fp16 (weights, loss and optimizer "
+        "state stay float32; fp16 scales the loss)",
+    )
+
+    @model_validator(mode="after")
+    def _schedule_needs(self) -> TrainConfig:
+        if self.lr_schedule == "constant":
+            return self
+        if self.warmup_steps < 1:
+            raise ValueError(
+                f"lr_schedule = {self.lr_schedule!r} needs warmup_steps >= 1 (updates of "
+                f"warmup), got {self.warmup_steps}"
+            )
+        if self.lr_patience:
+            # the schedule sets every update's rate; a plateau cut would be overwritten
+            raise ValueError(
+                f"lr_schedule = {self.lr_schedule!r} sets the learning rate of every update, "
+                f"so lr_patience = {self.lr_patience} (plateau reduction) cannot apply: set "
+                f"lr_patience = 0, or lr_schedule = 'constant'"
+            )
+        return self
