@@ -40,7 +40,7 @@ def lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
 def test_the_contracts_hold_on_this_tree(tmp_path):
     done = lint_imports(copy_tree(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "3 kept, 0 broken" in done.stdout
+    assert "4 kept, 0 broken" in done.stdout
 
 
 @pytest.mark.parametrize(
@@ -50,6 +50,8 @@ def test_the_contracts_hold_on_this_tree(tmp_path):
         ("seq2seq_kit/vocab.py", "import seq2seq_kit_numpy", "The core imports no framework"),
         ("seq2seq_kit_torch/model.py", "import seq2seq_kit_numpy", "Backends are independent"),
         ("seq2seq_kit/batch.py", "from . import decoding", "No import cycle"),
+        # an upward import that closes no circle: only the layers see it
+        ("seq2seq_kit/datasets.py", "from . import training", "The core's layers"),
     ],
 )
 def test_a_forbidden_import_breaks_its_contract(tmp_path, module, line, contract):
