@@ -12,11 +12,9 @@ import itertools
 import logging
 import math
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -28,6 +26,7 @@ from .errors import TrainingError, TrainingInterrupted, option
 from .logs import stdout_logging
 from .runtime import ProcessGroup, SingleProcess
 from .schedules import learning_rate_at, model_width
+from .stop_signals import StopSignals
 from .trainer_state import STOP_REASONS, TrainerState, epoch_records
 
 __all__ = [
@@ -87,41 +86,6 @@ def scheduled_sampling(model: Model, batch: Batch, ratio: float, rng: np.random.
     # position t reads the prediction made at t - 1
     tgt_in[:, 1:][swap[:, 1:]] = predicted[:, :-1][swap[:, 1:]]
     return replace(batch, tgt_in=tgt_in)
-
-
-class _StopSignals:
-    """SIGINT and SIGTERM handlers for the time training runs (main thread only: Python
-    takes handlers nowhere else; a signal the parent process ignores, as shells do for
-    SIGINT in background jobs, stays ignored). The first signal asks the loop to stop after
-    the current update; a second SIGINT raises ``KeyboardInterrupt`` at once, for an update that
-    hangs.
-
-    Attributes:
-        received: the number of the first signal received, or None.
-    """
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for name in ("SIGINT", "SIGTERM"):
-                number = getattr(signal, name, None)
-                if number is not None and signal.getsignal(number) is not signal.SIG_IGN:
-                    self._previous[number] = signal.signal(number, self.handle)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for number, previous in self._previous.items():
-            # None: a handler not set from Python, which Python cannot reinstall
-            signal.signal(number, signal.SIG_DFL if previous is None else previous)
-
-    def handle(self, number: int, frame: FrameType | None = None) -> None:
-        if self.received is not None and number == signal.SIGINT:
-            raise KeyboardInterrupt
-        if self.received is None:
-            self.received = number
 
 
 class _Checkpoints:
@@ -272,7 +236,7 @@ def fit(
     has_valid = bool(valid and len(valid[0]))
     checkpoints = _Checkpoints(save, out_dir, config.save_seconds)
     last_log: float | None = None  # the first epoch of a run is always logged
-    with stdout_logging(), _quiet_unless(group.rank == 0), _StopSignals() as signals:
+    with stdout_logging(), _quiet_unless(group.rank == 0), StopSignals() as signals:
         run = _Run(
             model,
             config,
@@ -403,7 +367,7 @@ class _Run:
         state: TrainerState,
         rng: np.random.Generator,
         evaluation: tuple[tuple[Ids, Ids], bool],
-        signals: _StopSignals,
+        signals: StopSignals,
         checkpoints: _Checkpoints,
         callbacks: tuple[
             Callable[[dict[str, Any]], None] | None, Callable[[dict[str, Any]], None] | None
