@@ -21,8 +21,9 @@ import numpy as np
 
 from .backend import Model
 from .batching import Batch, batches, shards
+from .checkpoint_cadence import Checkpoints
 from .config import TrainConfig
-from .errors import TrainingError, TrainingInterrupted, option
+from .errors import TrainingError, TrainingInterrupted
 from .logs import stdout_logging
 from .runtime import ProcessGroup, SingleProcess
 from .schedules import learning_rate_at, model_width
@@ -86,63 +87,6 @@ def scheduled_sampling(model: Model, batch: Batch, ratio: float, rng: np.random.
     # position t reads the prediction made at t - 1
     tgt_in[:, 1:][swap[:, 1:]] = predicted[:, :-1][swap[:, 1:]]
     return replace(batch, tgt_in=tgt_in)
-
-
-class _Checkpoints:
-    """Calls ``save`` when due, never with non-finite weights, and says what the model
-    directory holds for the messages of a stopped run."""
-
-    def __init__(
-        self,
-        save: Callable[[TrainerState], None] | None,
-        out_dir: str | None,
-        every_seconds: float,
-    ):
-        self.save, self.out_dir, self.every_seconds = save, out_dir, every_seconds
-        self.last_time = time.perf_counter()
-        # (epoch, step, stopped) of this run's last save: a second save of the same state is
-        # skipped, one that records why training stopped is not
-        self.saved_at: tuple[int, int, str | None] | None = None
-
-    def due(self) -> bool:
-        return time.perf_counter() - self.last_time >= self.every_seconds
-
-    def write(self, model: Model, state: TrainerState, where: str) -> None:
-        if self.save is None or self.saved_at == (state.epoch, state.step, state.stopped):
-            return
-        bad = [name for name, w in model.get_weights().items() if not np.isfinite(w).all()]
-        if bad:
-            raise TrainingError(
-                f"{where}: the weights hold non-finite values ({', '.join(bad[:3])}"
-                f"{', ...' if len(bad) > 3 else ''}); training stopped and {self.kept()}"
-            )
-        self.save(state)
-        self.last_time = time.perf_counter()
-        self.saved_at = (state.epoch, state.step, state.stopped)
-
-    def kept(self) -> str:
-        """What a run that stops now leaves behind, e.g. for a non-finite loss."""
-        if self.save is None and self.out_dir is not None:  # a rank other than 0
-            return f"{self.out_dir} keeps the last checkpoint rank 0 wrote"
-        if self.save is None:
-            return "nothing was saved (no output directory)"
-        where = self.out_dir or "the model directory"
-        if self.saved_at is None:
-            return f"nothing was written to {where}"
-        epoch, step, _ = self.saved_at
-        if step:
-            return f"{where} keeps the checkpoint written at epoch {epoch + 1} step {step}"
-        return f"{where} keeps the checkpoint written after epoch {epoch}"
-
-    def interrupted(self, epoch: int, step: int) -> str:
-        said = f"interrupted at epoch {epoch} step {step}"
-        if self.save is None and self.out_dir is not None:  # a rank other than 0
-            return f"{said}; rank 0 saved to {self.out_dir}"
-        if self.save is None:
-            return f"{said}; nothing was saved (no output directory)"
-        if self.out_dir is None:
-            return f"{said}; saved"
-        return f"{said}; saved to {self.out_dir}; continue with {option('resume', self.out_dir)}"
 
 
 def fit(
@@ -234,7 +178,7 @@ def fit(
     if state.rng is not None:
         rng.bit_generator.state = state.rng
     has_valid = bool(valid and len(valid[0]))
-    checkpoints = _Checkpoints(save, out_dir, config.save_seconds)
+    checkpoints = Checkpoints(save, out_dir, config.save_seconds)
     last_log: float | None = None  # the first epoch of a run is always logged
     with stdout_logging(), _quiet_unless(group.rank == 0), StopSignals() as signals:
         run = _Run(
@@ -368,7 +312,7 @@ class _Run:
         rng: np.random.Generator,
         evaluation: tuple[tuple[Ids, Ids], bool],
         signals: StopSignals,
-        checkpoints: _Checkpoints,
+        checkpoints: Checkpoints,
         callbacks: tuple[
             Callable[[dict[str, Any]], None] | None, Callable[[dict[str, Any]], None] | None
         ],
