@@ -23,6 +23,7 @@ from .backend import Model
 from .batching import Batch, batches, shards
 from .checkpoint_cadence import Checkpoints
 from .config import TrainConfig
+from .early_stopping import track_best
 from .errors import TrainingError, TrainingInterrupted
 from .logs import stdout_logging
 from .runtime import ProcessGroup, SingleProcess
@@ -516,7 +517,7 @@ class _Run:
         before = state.best_score
         score = loss if config.early_stopping_metric == "loss" else -accuracy
         patience_out = (
-            False if at_stop else _track_best(self.model, state, config, score, self.has_valid)
+            False if at_stop else track_best(self.model, state, config, score, self.has_valid)
         )
         self.validated_at, self.last_validation = state.updates, (loss, accuracy, patience_out)
         if mid_epoch:
@@ -639,26 +640,3 @@ def _log_epoch(record: dict[str, Any], epochs: int) -> None:
         record["learning_rate"],
         record["seconds"],
     )
-
-
-def _track_best(
-    model: Model, state: TrainerState, config: TrainConfig, score: float, has_valid: bool
-) -> bool:
-    """Update best weights, early stopping and the plateau schedule from this epoch's
-    ``score`` (lower is better); True means stop."""
-    if not has_valid:
-        state.best_score, state.best_weights = score, None
-        return False
-    if score < state.best_score:
-        state.best_score, state.best_weights = score, model.get_weights()
-        state.bad_epochs = state.plateau_epochs = 0
-        return False
-    state.bad_epochs += 1
-    state.plateau_epochs += 1
-    if config.lr_patience and state.plateau_epochs >= config.lr_patience:
-        lowered = max(state.learning_rate * config.lr_factor, config.min_learning_rate)
-        if lowered < state.learning_rate:
-            state.learning_rate = lowered
-            model.set_learning_rate(lowered)
-        state.plateau_epochs = 0
-    return bool(config.patience) and state.bad_epochs >= config.patience
