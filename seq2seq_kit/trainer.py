@@ -7,9 +7,7 @@ that saves first, and exact resumption, also from the middle of an epoch."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import logging
 import math
 import signal
 import time
@@ -29,6 +27,7 @@ from .logs import stdout_logging
 from .runtime import ProcessGroup, SingleProcess
 from .schedules import learning_rate_at, model_width
 from .stop_signals import StopSignals
+from .train_log import EpochLines, UpdateLines, log_start, log_stop, log_validation, quiet_unless
 from .trainer_state import STOP_REASONS, TrainerState, epoch_records
 
 __all__ = [
@@ -41,8 +40,6 @@ __all__ = [
     "fit",
     "scheduled_sampling",
 ]
-
-log = logging.getLogger(__name__)
 
 EVAL_BATCH_SIZE = 256
 
@@ -180,8 +177,8 @@ def fit(
         rng.bit_generator.state = state.rng
     has_valid = bool(valid and len(valid[0]))
     checkpoints = Checkpoints(save, out_dir, config.save_seconds)
-    last_log: float | None = None  # the first epoch of a run is always logged
-    with stdout_logging(), _quiet_unless(group.rank == 0), StopSignals() as signals:
+    epoch_lines = EpochLines(config.epochs, config.log_seconds)
+    with stdout_logging(), quiet_unless(group.rank == 0), StopSignals() as signals:
         run = _Run(
             model,
             config,
@@ -193,26 +190,7 @@ def fit(
             (on_update, on_validation),
             group,
         )
-        if config.lr_schedule != "constant" or config.warmup_steps:
-            # a schedule's factor is easy to get wrong by orders of magnitude (noam's is
-            # about 1, not a step size): say what it gives before training on it
-            warmup = max(config.warmup_steps, 1)
-            log.info(
-                "learning rate: %s schedule, %.3g at update %d (the peak, after warm-up)",
-                config.lr_schedule,
-                learning_rate_at(
-                    config.lr_schedule,
-                    warmup,
-                    config.learning_rate,
-                    warmup_steps=config.warmup_steps,
-                    d_model=model_width(model.spec),
-                ),
-                warmup,
-            )
-        if state.step:
-            log.info("resuming at epoch %d step %d", state.epoch + 1, state.step)
-        elif state.epoch:
-            log.info("resuming after epoch %d", state.epoch)
+        log_start(config, state, run.d_model)
         bar = tqdm(
             desc="train",
             unit="epoch",
@@ -240,19 +218,11 @@ def fit(
                 stop = "patience" if patience_out else run.limit_reached()
                 if stop is None and epoch == config.epochs:
                     stop = "epochs"
-                now = time.perf_counter()
-                if last_log is None or stop or now - last_log >= config.log_seconds:
-                    _log_epoch(record, config.epochs)
-                    last_log = now
-                if stop in ("max_updates", "max_time"):
-                    log.info("stopping: %s reached after %d updates", stop, state.updates)
+                epoch_lines.write(record, stopping=bool(stop))
                 if stop == "patience":
                     record["early_stopped"] = True
-                    log.info(
-                        "early stopping: %d %s without a better score",
-                        state.bad_epochs,
-                        "validations" if config.valid_every else "epochs",
-                    )
+                if stop is not None:
+                    log_stop(stop, state, config.valid_every)
                 if on_epoch_end is not None:
                     on_epoch_end(record)
                 state.stopped = stop
@@ -275,21 +245,6 @@ def fit(
     if state.best_weights is not None and has_valid:
         model.set_weights(state.best_weights)
     return state
-
-
-@contextlib.contextmanager
-def _quiet_unless(speaking: bool) -> Iterator[None]:
-    """Log only warnings and errors from the trainer while not ``speaking`` (the ranks
-    other than 0 of a data-parallel run, which train the same updates)."""
-    if speaking:
-        yield
-        return
-    level = log.level
-    log.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 def _groups(items: Iterator[Any], size: int) -> Iterator[tuple[list[Any], bool]]:
@@ -325,13 +280,12 @@ class _Run:
         self.signalled = self.time_up = False
         (self.eval_pairs, self.has_valid) = evaluation
         self.signals, self.checkpoints = signals, checkpoints
-        self.on_update, self.on_validation = callbacks
+        on_update, self.on_validation = callbacks
+        self.update_lines = UpdateLines(on_update)
         self.d_model = model_width(model.spec)
         self.deadline = clock() + config.max_time if config.max_time else None
         self.validated_at: int | None = None  # update count of the last validation
         self.last_validation: tuple[float, float, bool] = (math.nan, math.nan, False)
-        # since the last log_every line: loss x tokens, target tokens, seconds of updates
-        self.meter = [0.0, 0.0, 0.0]
 
     def rate(self, update: int | None = None) -> float:
         """The step size of ``update`` (default: the last one taken, or the first)."""
@@ -424,10 +378,9 @@ class _Run:
         state.epoch_loss += loss * tokens
         state.epoch_tokens += tokens
         state.step, state.updates = step, state.updates + 1
-        loss_sum, token_sum, time_sum = self.meter
-        self.meter = [loss_sum + loss * tokens, token_sum + tokens, time_sum + seconds]
+        self.update_lines.add(loss, tokens, seconds)
         if self._every(config.log_every):
-            self._log_updates(rate)
+            self.update_lines.write(state, rate)
 
     def _every(self, period: int) -> bool:
         return period > 0 and self.state.updates % period == 0
@@ -469,28 +422,6 @@ class _Run:
     def _where(self) -> str:
         return f"epoch {self.state.epoch + 1} step {self.state.step}"
 
-    def _log_updates(self, rate: float) -> None:
-        loss_sum, tokens, seconds = self.meter
-        record = {
-            "update": self.state.updates,
-            "epoch": self.state.epoch + 1,
-            "step": self.state.step,
-            "train_loss": loss_sum / max(tokens, 1.0),
-            "learning_rate": rate,
-            "target_tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
-        }
-        self.meter = [0.0, 0.0, 0.0]
-        log.info(
-            "update %d (epoch %d): train loss %.4f; learning rate %.3g; %.0f target tokens/s",
-            record["update"],
-            record["epoch"],
-            record["train_loss"],
-            record["learning_rate"],
-            record["target_tokens_per_second"],
-        )
-        if self.on_update is not None:
-            self.on_update(record)
-
     def validation(
         self, mid_epoch: bool = False, at_stop: bool = False
     ) -> tuple[float, float, bool]:
@@ -521,18 +452,7 @@ class _Run:
         )
         self.validated_at, self.last_validation = state.updates, (loss, accuracy, patience_out)
         if mid_epoch:
-            log.info(
-                "update %d (epoch %d step %d): %s loss %.4f, accuracy %.3f%s",
-                state.updates,
-                state.epoch + 1,
-                state.step,
-                "valid" if self.has_valid else "train-set",
-                loss,
-                accuracy,
-                " (at the stop: not counted for patience, learning rate or best weights)"
-                if at_stop
-                else "",
-            )
+            log_validation(state, loss, accuracy, self.has_valid, at_stop)
         if self.on_validation is not None:
             self.on_validation(
                 {
@@ -584,13 +504,10 @@ class _Run:
         weights it ends with for the record (unless a validation was due here anyway), save,
         and raise on a signal."""
         state = self.state
-        if reason in ("max_updates", "max_time"):
-            if self.validated_at != state.updates:
-                loss, accuracy, _ = self.validation(mid_epoch=True, at_stop=True)
-                state.history.append(self._stop_record(loss, accuracy))
-            log.info("stopping: %s reached after %d updates", reason, state.updates)
-        elif reason == "patience":
-            log.info("early stopping: %d validations without a better score", state.bad_epochs)
+        if reason in ("max_updates", "max_time") and self.validated_at != state.updates:
+            loss, accuracy, _ = self.validation(mid_epoch=True, at_stop=True)
+            state.history.append(self._stop_record(loss, accuracy))
+        log_stop(reason, state, self.config.valid_every)
         state.rng, state.stopped = self.rng.bit_generator.state, reason
         self.checkpoints.write(self.model, state, self._where())
         if reason == "interrupted":
@@ -625,18 +542,3 @@ def _end_epoch(
     state.epoch_loss = state.epoch_tokens = state.epoch_seconds = 0.0
     state.rng = rng.bit_generator.state
     return record
-
-
-def _log_epoch(record: dict[str, Any], epochs: int) -> None:
-    where = "valid" if record["evaluated_on"] == "valid" else "train-set"
-    log.info(
-        "epoch %d/%d: train loss %.4f; %s loss %.4f, accuracy %.3f; learning rate %.3g; %.2f s",
-        record["epoch"],
-        epochs,
-        record["train_loss"],
-        where,
-        record["valid_loss"],
-        record["valid_accuracy"],
-        record["learning_rate"],
-        record["seconds"],
-    )
