@@ -9,6 +9,9 @@ from typing import Any
 
 import numpy as np
 
+#: The token ids of one side of a run's pairs: a sequence of ids per sentence.
+Ids = Sequence[Sequence[int]]
+
 #: Why a run stopped, as ``TrainerState.stopped`` records it: every epoch done, early
 #: stopping, ``max_updates`` or ``max_time`` reached, or SIGINT/SIGTERM.
 STOP_REASONS = ("epochs", "patience", "max_updates", "max_time", "interrupted")
@@ -111,3 +114,9 @@ def epoch_records(history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The records of completed epochs in ``history``, without those of stops within an
     epoch (``"at_stop": True``)."""
     return [record for record in history if not record.get("at_stop")]
+
+
+def where(state: TrainerState) -> str:
+    """``epoch E step S``, where ``state`` is, for messages: epoch E (counted from 1) in
+    progress, S of its batches trained on."""
+    return f"epoch {state.epoch + 1} step {state.step}"
