@@ -3,143 +3,51 @@ accumulation), a learning rate set before every update (schedules), evaluation a
 and every ``valid_every`` updates, early stopping, learning-rate reduction on plateau,
 scheduled sampling, log lines per epoch and every ``log_every`` updates, saves at epoch ends
 and every ``save_every`` updates, limits in updates and wall time, a stop on SIGINT/SIGTERM
-that saves first, and exact resumption, also from the middle of an epoch."""
+that saves first, and exact resumption, also from the middle of an epoch.
+
+This module is where :func:`fit` and what goes with it are imported from. The loop itself
+is in :mod:`seq2seq_kit.run_loop`; its parts, each in a module of its own, are the state a
+run carries (:mod:`seq2seq_kit.trainer_state`), validation and what it decides
+(:mod:`seq2seq_kit.early_stopping`), the saves (:mod:`seq2seq_kit.checkpoint_cadence`), the
+log lines (:mod:`seq2seq_kit.train_log`), the signal handlers
+(:mod:`seq2seq_kit.stop_signals`) and :mod:`seq2seq_kit.scheduled_sampling`."""
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import logging
-import math
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from types import FrameType
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from .backend import Model
-from .batching import Batch, batches, shards
+from .batching import batches
 from .config import TrainConfig
-from .errors import TrainingError, TrainingInterrupted, option
+from .early_stopping import Scoring
+from .errors import TrainingError, TrainingInterrupted
 from .logs import stdout_logging
+from .run_loop import Hooks, Run
 from .runtime import ProcessGroup, SingleProcess
-from .schedules import learning_rate_at, model_width
+from .scheduled_sampling import scheduled_sampling
+from .stop_signals import StopSignals
+from .train_log import log_start, quiet_unless
+from .trainer_state import STOP_REASONS, Ids, TrainerState, epoch_records
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "EVAL_BATCH_SIZE",
+    "STOP_REASONS",
+    "TrainerState",
+    "clock",
+    "epoch_records",
+    "evaluate",
+    "fit",
+    "scheduled_sampling",
+]
 
 EVAL_BATCH_SIZE = 256
 
-Ids = Sequence[Sequence[int]]
-
-#: Why a run stopped, as ``TrainerState.stopped`` records it: every epoch done, early
-#: stopping, ``max_updates`` or ``max_time`` reached, or SIGINT/SIGTERM.
-STOP_REASONS = ("epochs", "patience", "max_updates", "max_time", "interrupted")
-
 #: The wall clock ``max_time`` reads, in seconds (monotonic); replaceable for tests.
 clock: Callable[[], float] = time.monotonic
-
-
-@dataclass
-class TrainerState:
-    """Everything besides the model and its optimizer that the next epoch depends on.
-
-    Attributes:
-        epoch: epochs completed.
-        rng: the shuffling generator's ``bit_generator.state`` (JSON-serialisable).
-        learning_rate: the base step size: ``train.learning_rate``, reduced on plateaus;
-            each update's rate is the schedule's at that update from this base.
-        best_score: best validation score so far, lower is better: the loss, or minus the
-            token accuracy with ``early_stopping_metric = "accuracy"`` (``inf`` before the
-            first epoch).
-        best_weights: the weights that reached it (the last weights without validation).
-        bad_epochs: validations since ``best_score`` improved (early stopping); one
-            validation per epoch unless ``valid_every`` > 0.
-        plateau_epochs: validations since the learning rate was last reduced or
-            ``best_score`` improved.
-        history: one record per completed epoch, and one marked ``"at_stop": True`` for
-            each stop by ``max_updates`` or ``max_time`` between validation points (see
-            :func:`epoch_records`).
-        step: batches of epoch ``epoch + 1`` already trained on (0 at an epoch boundary;
-            more when training stopped or saved in the middle of that epoch); a multiple of
-            ``accumulate`` unless it is the epoch's last batch.
-        epoch_rng: the shuffling generator's state when epoch ``epoch + 1`` began, which
-            replays its batch order on resumption (None at an epoch boundary).
-        epoch_loss: sum over those ``step`` steps of loss times target tokens.
-        epoch_tokens: target tokens of those steps.
-        epoch_seconds: wall time spent on those steps.
-        updates: optimizer updates taken over the whole run (the schedule's ``n - 1``).
-        stopped: why training stopped (one of :data:`STOP_REASONS`), None while it runs.
-    """
-
-    epoch: int = 0
-    rng: dict[str, Any] | None = None
-    learning_rate: float = 0.0
-    best_score: float = float("inf")
-    best_weights: dict[str, np.ndarray] | None = None
-    bad_epochs: int = 0
-    plateau_epochs: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    step: int = 0
-    epoch_rng: dict[str, Any] | None = None
-    epoch_loss: float = 0.0
-    epoch_tokens: float = 0.0
-    epoch_seconds: float = 0.0
-    updates: int = 0
-    stopped: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON-able part (``best_weights`` is saved as weights, not here)."""
-        return {
-            "epoch": self.epoch,
-            "rng": self.rng,
-            "learning_rate": self.learning_rate,
-            "best_score": self.best_score if np.isfinite(self.best_score) else None,
-            "bad_epochs": self.bad_epochs,
-            "plateau_epochs": self.plateau_epochs,
-            "step": self.step,
-            "epoch_rng": self.epoch_rng,
-            "epoch_loss": self.epoch_loss,
-            "epoch_tokens": self.epoch_tokens,
-            "epoch_seconds": self.epoch_seconds,
-            "updates": self.updates,
-            "stopped": self.stopped,
-        }
-
-    @classmethod
-    def from_json(
-        cls, data: dict[str, Any], history: list[dict[str, Any]], updates: int = 0
-    ) -> TrainerState:
-        """The state :meth:`to_json` wrote; ``updates`` counts the updates of a state
-        written before they were counted (the optimizer state's ``step``)."""
-        # states written before early_stopping_metric existed hold a loss as best_loss
-        best = data.get("best_score", data.get("best_loss"))
-        return cls(
-            epoch=int(data["epoch"]),
-            rng=data["rng"],
-            learning_rate=float(data["learning_rate"]),
-            best_score=float("inf") if best is None else float(best),
-            bad_epochs=int(data["bad_epochs"]),
-            plateau_epochs=int(data["plateau_epochs"]),
-            history=list(history),
-            # states written before mid-epoch resumption existed are at an epoch boundary
-            step=int(data.get("step", 0)),
-            epoch_rng=data.get("epoch_rng"),
-            epoch_loss=float(data.get("epoch_loss", 0.0)),
-            epoch_tokens=float(data.get("epoch_tokens", 0.0)),
-            epoch_seconds=float(data.get("epoch_seconds", 0.0)),
-            updates=int(data.get("updates", updates)),
-            stopped=data.get("stopped"),
-        )
-
-
-def epoch_records(history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The records of completed epochs in ``history``, without those of stops within an
-    epoch (``"at_stop": True``)."""
-    return [record for record in history if not record.get("at_stop")]
 
 
 def evaluate(
@@ -163,113 +71,6 @@ def evaluate(
         count += float(mask.sum())
     loss_sum, correct, count = group.all_reduce([loss_sum, correct, count])
     return loss_sum / max(count, 1.0), correct / max(count, 1.0)
-
-
-def scheduled_sampling(model: Model, batch: Batch, ratio: float, rng: np.random.Generator) -> Batch:
-    """Replace each decoder input after BOS, with probability ``1 - ratio``, by the model's
-    own greedy prediction for that position (the teacher-forcing ratio; Bengio et al. 2015,
-    computed from one teacher-forced pass as in Duckworth et al. 2019, so every backend
-    gets it through ``log_probs`` alone)."""
-    predicted = model.log_probs(batch).argmax(axis=2).astype(np.int32)
-    swap = rng.random(batch.tgt_in.shape) >= ratio
-    swap[:, 0] = False  # BOS stays
-    swap &= batch.tgt_mask.astype(bool)
-    tgt_in = batch.tgt_in.copy()
-    # position t reads the prediction made at t - 1
-    tgt_in[:, 1:][swap[:, 1:]] = predicted[:, :-1][swap[:, 1:]]
-    return replace(batch, tgt_in=tgt_in)
-
-
-class _StopSignals:
-    """SIGINT and SIGTERM handlers for the time training runs (main thread only: Python
-    takes handlers nowhere else; a signal the parent process ignores, as shells do for
-    SIGINT in background jobs, stays ignored). The first signal asks the loop to stop after
-    the current update; a second SIGINT raises ``KeyboardInterrupt`` at once, for an update that
-    hangs.
-
-    Attributes:
-        received: the number of the first signal received, or None.
-    """
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for name in ("SIGINT", "SIGTERM"):
-                number = getattr(signal, name, None)
-                if number is not None and signal.getsignal(number) is not signal.SIG_IGN:
-                    self._previous[number] = signal.signal(number, self.handle)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for number, previous in self._previous.items():
-            # None: a handler not set from Python, which Python cannot reinstall
-            signal.signal(number, signal.SIG_DFL if previous is None else previous)
-
-    def handle(self, number: int, frame: FrameType | None = None) -> None:
-        if self.received is not None and number == signal.SIGINT:
-            raise KeyboardInterrupt
-        if self.received is None:
-            self.received = number
-
-
-class _Checkpoints:
-    """Calls ``save`` when due, never with non-finite weights, and says what the model
-    directory holds for the messages of a stopped run."""
-
-    def __init__(
-        self,
-        save: Callable[[TrainerState], None] | None,
-        out_dir: str | None,
-        every_seconds: float,
-    ):
-        self.save, self.out_dir, self.every_seconds = save, out_dir, every_seconds
-        self.last_time = time.perf_counter()
-        # (epoch, step, stopped) of this run's last save: a second save of the same state is
-        # skipped, one that records why training stopped is not
-        self.saved_at: tuple[int, int, str | None] | None = None
-
-    def due(self) -> bool:
-        return time.perf_counter() - self.last_time >= self.every_seconds
-
-    def write(self, model: Model, state: TrainerState, where: str) -> None:
-        if self.save is None or self.saved_at == (state.epoch, state.step, state.stopped):
-            return
-        bad = [name for name, w in model.get_weights().items() if not np.isfinite(w).all()]
-        if bad:
-            raise TrainingError(
-                f"{where}: the weights hold non-finite values ({', '.join(bad[:3])}"
-                f"{', ...' if len(bad) > 3 else ''}); training stopped and {self.kept()}"
-            )
-        self.save(state)
-        self.last_time = time.perf_counter()
-        self.saved_at = (state.epoch, state.step, state.stopped)
-
-    def kept(self) -> str:
-        """What a run that stops now leaves behind, e.g. for a non-finite loss."""
-        if self.save is None and self.out_dir is not None:  # a rank other than 0
-            return f"{self.out_dir} keeps the last checkpoint rank 0 wrote"
-        if self.save is None:
-            return "nothing was saved (no output directory)"
-        where = self.out_dir or "the model directory"
-        if self.saved_at is None:
-            return f"nothing was written to {where}"
-        epoch, step, _ = self.saved_at
-        if step:
-            return f"{where} keeps the checkpoint written at epoch {epoch + 1} step {step}"
-        return f"{where} keeps the checkpoint written after epoch {epoch}"
-
-    def interrupted(self, epoch: int, step: int) -> str:
-        said = f"interrupted at epoch {epoch} step {step}"
-        if self.save is None and self.out_dir is not None:  # a rank other than 0
-            return f"{said}; rank 0 saved to {self.out_dir}"
-        if self.save is None:
-            return f"{said}; nothing was saved (no output directory)"
-        if self.out_dir is None:
-            return f"{said}; saved"
-        return f"{said}; saved to {self.out_dir}; continue with {option('resume', self.out_dir)}"
 
 
 def fit(
@@ -352,496 +153,23 @@ def fit(
         TrainingInterrupted: SIGINT or SIGTERM (handled only while this runs in the main
             thread) stopped training after the current update and after ``save(state)``.
     """
-    from tqdm.auto import tqdm
-
     group = group or SingleProcess()
     state = state or TrainerState(learning_rate=config.learning_rate)
     state.stopped = None
-    rng = np.random.default_rng(config.seed)
-    if state.rng is not None:
-        rng.bit_generator.state = state.rng
     has_valid = bool(valid and len(valid[0]))
-    checkpoints = _Checkpoints(save, out_dir, config.save_seconds)
-    last_log: float | None = None  # the first epoch of a run is always logged
-    with stdout_logging(), _quiet_unless(group.rank == 0), _StopSignals() as signals:
-        run = _Run(
-            model,
-            config,
-            state,
-            rng,
-            (valid if has_valid else train, has_valid),
-            signals,
-            checkpoints,
-            (on_update, on_validation),
-            group,
-        )
-        if config.lr_schedule != "constant" or config.warmup_steps:
-            # a schedule's factor is easy to get wrong by orders of magnitude (noam's is
-            # about 1, not a step size): say what it gives before training on it
-            warmup = max(config.warmup_steps, 1)
-            log.info(
-                "learning rate: %s schedule, %.3g at update %d (the peak, after warm-up)",
-                config.lr_schedule,
-                learning_rate_at(
-                    config.lr_schedule,
-                    warmup,
-                    config.learning_rate,
-                    warmup_steps=config.warmup_steps,
-                    d_model=model_width(model.spec),
-                ),
-                warmup,
-            )
-        if state.step:
-            log.info("resuming at epoch %d step %d", state.epoch + 1, state.step)
-        elif state.epoch:
-            log.info("resuming after epoch %d", state.epoch)
-        bar = tqdm(
-            desc="train",
-            unit="epoch",
-            initial=state.epoch,
-            total=config.epochs,
-            disable=None if config.progress and group.rank == 0 else True,
-        )
+    scoring = Scoring(valid if has_valid else train, has_valid, evaluate)
+    hooks = Hooks(on_epoch_end, on_update, on_validation, save, out_dir)
+    with stdout_logging(), quiet_unless(group.rank == 0), StopSignals() as signals:
+        run = Run(model, config, state, scoring, hooks, signals, group, clock)
+        log_start(config, state, run.d_model)
         try:
-            for epoch in range(state.epoch + 1, config.epochs + 1):
-                stop = run.train_epoch(train)
-                if stop is not None:  # in the middle of the epoch
-                    run.stop(stop)
-                    break
-                steps, rate = state.step, run.rate()  # before a plateau cut
-                valid_loss, valid_acc, patience_out = run.validation()
-                run.vote()  # a signal or the deadline during the evaluation, on any rank
-                record = _end_epoch(state, epoch, (valid_loss, valid_acc), has_valid, rate, rng)
-                bar.set_postfix(
-                    loss=f"{record['train_loss']:.4f}",
-                    val=f"{valid_loss:.4f}",
-                    acc=f"{valid_acc:.3f}",
-                    refresh=False,
-                )
-                bar.update(1)
-                stop = "patience" if patience_out else run.limit_reached()
-                if stop is None and epoch == config.epochs:
-                    stop = "epochs"
-                now = time.perf_counter()
-                if last_log is None or stop or now - last_log >= config.log_seconds:
-                    _log_epoch(record, config.epochs)
-                    last_log = now
-                if stop in ("max_updates", "max_time"):
-                    log.info("stopping: %s reached after %d updates", stop, state.updates)
-                if stop == "patience":
-                    record["early_stopped"] = True
-                    log.info(
-                        "early stopping: %d %s without a better score",
-                        state.bad_epochs,
-                        "validations" if config.valid_every else "epochs",
-                    )
-                if on_epoch_end is not None:
-                    on_epoch_end(record)
-                state.stopped = stop
-                if stop or checkpoints.due() or run.save_due():
-                    checkpoints.write(model, state, f"epoch {epoch} step {steps}")
-                if run.signalled:  # arrived during the evaluation
-                    state.stopped = "interrupted"
-                    checkpoints.write(model, state, f"epoch {epoch} step {steps}")
-                    raise TrainingInterrupted(checkpoints.interrupted(epoch, steps), run.signal)
-                if stop:
-                    break
+            run.epochs(train)
         except (TrainingError, TrainingInterrupted):
             raise
         except Exception as exc:
             if group.world_size == 1:
                 raise
             raise run.failure(exc) from exc
-        finally:
-            bar.close()
     if state.best_weights is not None and has_valid:
         model.set_weights(state.best_weights)
     return state
-
-
-@contextlib.contextmanager
-def _quiet_unless(speaking: bool) -> Iterator[None]:
-    """Log only warnings and errors from the trainer while not ``speaking`` (the ranks
-    other than 0 of a data-parallel run, which train the same updates)."""
-    if speaking:
-        yield
-        return
-    level = log.level
-    log.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
-
-
-def _groups(items: Iterator[Any], size: int) -> Iterator[tuple[list[Any], bool]]:
-    """``items`` in consecutive lists of ``size`` (the last one shorter when they run out),
-    each with whether it is the last (known by reading the next list ahead)."""
-    group = list(itertools.islice(items, size))
-    while group:
-        following = list(itertools.islice(items, size))
-        yield group, not following
-        group = following
-
-
-class _Run:
-    """One call of :func:`fit`: takes updates, validates, logs and saves between epoch ends."""
-
-    def __init__(
-        self,
-        model: Model,
-        config: TrainConfig,
-        state: TrainerState,
-        rng: np.random.Generator,
-        evaluation: tuple[tuple[Ids, Ids], bool],
-        signals: _StopSignals,
-        checkpoints: _Checkpoints,
-        callbacks: tuple[
-            Callable[[dict[str, Any]], None] | None, Callable[[dict[str, Any]], None] | None
-        ],
-        group: ProcessGroup,
-    ):
-        self.model, self.config, self.state, self.rng = model, config, state, rng
-        self.group = group
-        # whether any rank received SIGINT/SIGTERM, or reached max_time, at the last vote
-        self.signalled = self.time_up = False
-        (self.eval_pairs, self.has_valid) = evaluation
-        self.signals, self.checkpoints = signals, checkpoints
-        self.on_update, self.on_validation = callbacks
-        self.d_model = model_width(model.spec)
-        self.deadline = clock() + config.max_time if config.max_time else None
-        self.validated_at: int | None = None  # update count of the last validation
-        self.last_validation: tuple[float, float, bool] = (math.nan, math.nan, False)
-        # since the last log_every line: loss x tokens, target tokens, seconds of updates
-        self.meter = [0.0, 0.0, 0.0]
-
-    def rate(self, update: int | None = None) -> float:
-        """The step size of ``update`` (default: the last one taken, or the first)."""
-        n = max(self.state.updates if update is None else update, 1)
-        return learning_rate_at(
-            self.config.lr_schedule,
-            n,
-            self.state.learning_rate,
-            warmup_steps=self.config.warmup_steps,
-            d_model=self.d_model,
-        )
-
-    def train_epoch(self, train: tuple[Ids, Ids]) -> str | None:
-        """Take the updates of epoch ``state.epoch + 1`` not yet taken, adding them up in
-        ``state``; None when the epoch is done, else why training stops in its middle
-        (after the stop's validation; the caller saves)."""
-        config, state, rng = self.config, self.state, self.rng
-        done = state.step
-        if done:
-            # replay the epoch's shuffle from its start, then go on from where it stopped
-            resumed = rng.bit_generator.state
-            rng.bit_generator.state = state.epoch_rng
-        else:
-            state.epoch_rng = rng.bit_generator.state
-            state.epoch_loss = state.epoch_tokens = state.epoch_seconds = 0.0
-        numbered = enumerate(
-            shards(
-                *train,
-                config.batch_size,
-                rank=self.group.rank,
-                world_size=self.group.world_size,
-                rng=rng,
-                bucket=config.bucket,
-                batch_type=config.batch_type,
-            ),
-            start=1,
-        )
-        if done:
-            for step, _ in numbered:
-                if step == done:
-                    break
-            rng.bit_generator.state = resumed
-        for group, last in _groups(numbered, config.accumulate):
-            self._update([shard for _, shard in group], group[-1][0])
-            patience_out = False
-            if not last and self._every(config.valid_every):
-                patience_out = self.validation(mid_epoch=True)[2]
-                self.vote()
-            if self.signalled:
-                self.stop("interrupted")
-            if patience_out:
-                return "patience"
-            if last:
-                break
-            reason = self.limit_reached()
-            if reason is not None:
-                return reason
-            if self._every(config.save_every):
-                state.rng = rng.bit_generator.state
-                self.checkpoints.write(self.model, state, self._where())
-        return None
-
-    def _update(self, group: list[tuple[Batch | None, int]], step: int) -> None:
-        """One optimizer update on ``group``, this rank's shares of the epoch's batches up
-        to number ``step`` with each batch's target tokens over all ranks."""
-        config, state, model = self.config, self.state, self.model
-        start = time.perf_counter()
-        batches = [batch for batch, _ in group if batch is not None]
-        tokens = float(sum(total for _, total in group))
-        if config.teacher_forcing < 1.0:
-            batches = [
-                scheduled_sampling(model, batch, config.teacher_forcing, self.rng)
-                for batch in batches
-            ]
-        rate = self.rate(state.updates + 1)
-        model.set_learning_rate(rate)
-        if self.group.world_size == 1:
-            loss = model.train_step(batches)
-            self.vote()
-        else:
-            (loss,) = self.vote(model.train_step(batches, total_tokens=int(tokens)))
-        seconds = time.perf_counter() - start
-        state.epoch_seconds += seconds
-        if not math.isfinite(loss):
-            raise TrainingError(
-                f"epoch {state.epoch + 1} step {step}: the training loss is {loss} (not "
-                f"finite; learning rate {rate:g}); training stopped and "
-                f"{self.checkpoints.kept()}"
-            )
-        state.epoch_loss += loss * tokens
-        state.epoch_tokens += tokens
-        state.step, state.updates = step, state.updates + 1
-        loss_sum, token_sum, time_sum = self.meter
-        self.meter = [loss_sum + loss * tokens, token_sum + tokens, time_sum + seconds]
-        if self._every(config.log_every):
-            self._log_updates(rate)
-
-    def _every(self, period: int) -> bool:
-        return period > 0 and self.state.updates % period == 0
-
-    def vote(self, *values: float) -> list[float]:
-        """``values`` summed over the ranks, and whether any rank has received SIGINT or
-        SIGTERM or passed ``max_time`` (:attr:`signalled`, :attr:`time_up`), so that every
-        rank stops at the same update. One collective call, at every update."""
-        flags = [
-            float(self.signals.received is not None),
-            float(self.deadline is not None and clock() >= self.deadline),
-        ]
-        if self.group.world_size == 1:
-            reduced = [*values, *flags]
-        else:
-            reduced = self.group.all_reduce([*values, *flags])
-        self.signalled, self.time_up = reduced[-2] > 0, reduced[-1] > 0
-        return reduced[:-2]
-
-    @property
-    def signal(self) -> int:
-        """The signal to report: this rank's, or SIGTERM for one received by another."""
-        return self.signals.received or int(signal.SIGTERM)
-
-    def failure(self, error: Exception) -> TrainingError:
-        """The error of a data-parallel run whose collective operation raised ``error``."""
-        failed = self.group.failed_ranks(error)
-        world, launcher = self.group.world_size, self.group.launcher
-        if failed:
-            who = f"rank{'s' if len(failed) > 1 else ''} {', '.join(map(str, failed))}"
-            said = f"{who} of {world} ({launcher}) failed or stopped"
-        else:
-            said = f"a collective operation of the {world} ranks ({launcher}) failed"
-        return TrainingError(
-            f"rank {self.group.rank}: {said} at {self._where()} ({type(error).__name__}: "
-            f"{str(error).strip()[:300]}); training stopped and {self.checkpoints.kept()}"
-        )
-
-    def _where(self) -> str:
-        return f"epoch {self.state.epoch + 1} step {self.state.step}"
-
-    def _log_updates(self, rate: float) -> None:
-        loss_sum, tokens, seconds = self.meter
-        record = {
-            "update": self.state.updates,
-            "epoch": self.state.epoch + 1,
-            "step": self.state.step,
-            "train_loss": loss_sum / max(tokens, 1.0),
-            "learning_rate": rate,
-            "target_tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
-        }
-        self.meter = [0.0, 0.0, 0.0]
-        log.info(
-            "update %d (epoch %d): train loss %.4f; learning rate %.3g; %.0f target tokens/s",
-            record["update"],
-            record["epoch"],
-            record["train_loss"],
-            record["learning_rate"],
-            record["target_tokens_per_second"],
-        )
-        if self.on_update is not None:
-            self.on_update(record)
-
-    def validation(
-        self, mid_epoch: bool = False, at_stop: bool = False
-    ) -> tuple[float, float, bool]:
-        """Evaluate the model now (once per update count: a second call at the same update
-        gives the first one's figures) and, unless ``at_stop``, track the best score;
-        returns the loss, the accuracy and whether patience ran out.
-
-        ``at_stop``: a validation due only because training stops here; it is reported
-        and recorded, but an uninterrupted run would not have made it, so it must not
-        move what a resumed run carries on from (patience, plateau, best score and
-        weights)."""
-        state, config = self.state, self.config
-        if self.validated_at == state.updates:
-            return self.last_validation
-        start = time.perf_counter()
-        loss, accuracy = evaluate(self.model, *self.eval_pairs, self.group)
-        state.epoch_seconds += time.perf_counter() - start
-        on = "validation" if self.has_valid else "training-set"
-        if not math.isfinite(loss):
-            raise TrainingError(
-                f"{self._where()}: the {on} loss is {loss} (not finite); training stopped "
-                f"and {self.checkpoints.kept()}"
-            )
-        before = state.best_score
-        score = loss if config.early_stopping_metric == "loss" else -accuracy
-        patience_out = (
-            False if at_stop else _track_best(self.model, state, config, score, self.has_valid)
-        )
-        self.validated_at, self.last_validation = state.updates, (loss, accuracy, patience_out)
-        if mid_epoch:
-            log.info(
-                "update %d (epoch %d step %d): %s loss %.4f, accuracy %.3f%s",
-                state.updates,
-                state.epoch + 1,
-                state.step,
-                "valid" if self.has_valid else "train-set",
-                loss,
-                accuracy,
-                " (at the stop: not counted for patience, learning rate or best weights)"
-                if at_stop
-                else "",
-            )
-        if self.on_validation is not None:
-            self.on_validation(
-                {
-                    "update": state.updates,
-                    "epoch": state.epoch + 1,
-                    "step": state.step,
-                    "valid_loss": loss,
-                    "valid_accuracy": accuracy,
-                    "evaluated_on": "valid" if self.has_valid else "train",
-                    "best": self.has_valid and state.best_score < before,
-                    "at_stop": at_stop,
-                }
-            )
-        return self.last_validation
-
-    def _stop_record(self, loss: float, accuracy: float) -> dict[str, Any]:
-        """The history record of a validation at a stop within epoch ``state.epoch + 1``:
-        an epoch record's keys for the epoch so far, plus ``step`` and ``at_stop``."""
-        state = self.state
-        return {
-            "epoch": state.epoch + 1,
-            "step": state.step,
-            "train_loss": state.epoch_loss / max(state.epoch_tokens, 1.0),
-            "valid_loss": loss,
-            "valid_accuracy": accuracy,
-            "evaluated_on": "valid" if self.has_valid else "train",
-            "learning_rate": self.rate(),
-            "seconds": state.epoch_seconds,
-            "updates": state.updates,
-            "at_stop": True,
-        }
-
-    def limit_reached(self) -> str | None:
-        """``"max_updates"`` or ``"max_time"`` once that limit is reached, else None."""
-        if self.config.max_updates and self.state.updates >= self.config.max_updates:
-            return "max_updates"
-        if self.group.world_size > 1:
-            # the deadline as voted by all ranks, so that they stop at the same update
-            return "max_time" if self.time_up else None
-        if self.deadline is not None and clock() >= self.deadline:
-            return "max_time"
-        return None
-
-    def save_due(self) -> bool:
-        return self._every(self.config.save_every)
-
-    def stop(self, reason: str) -> None:
-        """End training in the middle of an epoch for ``reason``: on a limit, validate the
-        weights it ends with for the record (unless a validation was due here anyway), save,
-        and raise on a signal."""
-        state = self.state
-        if reason in ("max_updates", "max_time"):
-            if self.validated_at != state.updates:
-                loss, accuracy, _ = self.validation(mid_epoch=True, at_stop=True)
-                state.history.append(self._stop_record(loss, accuracy))
-            log.info("stopping: %s reached after %d updates", reason, state.updates)
-        elif reason == "patience":
-            log.info("early stopping: %d validations without a better score", state.bad_epochs)
-        state.rng, state.stopped = self.rng.bit_generator.state, reason
-        self.checkpoints.write(self.model, state, self._where())
-        if reason == "interrupted":
-            raise TrainingInterrupted(
-                self.checkpoints.interrupted(state.epoch + 1, state.step), self.signal
-            )
-
-
-def _end_epoch(
-    state: TrainerState,
-    epoch: int,
-    validation: tuple[float, float],
-    has_valid: bool,
-    learning_rate: float,
-    rng: np.random.Generator,
-) -> dict[str, Any]:
-    """Append the record of the epoch just trained and evaluated (``validation``: loss and
-    accuracy; ``learning_rate``: of its last update); back to a boundary."""
-    valid_loss, valid_acc = validation
-    record = {
-        "epoch": epoch,
-        "train_loss": state.epoch_loss / max(state.epoch_tokens, 1.0),
-        "valid_loss": valid_loss,
-        "valid_accuracy": valid_acc,
-        "evaluated_on": "valid" if has_valid else "train",
-        "learning_rate": learning_rate,
-        "seconds": state.epoch_seconds,
-        "updates": state.updates,
-    }
-    state.history.append(record)
-    state.epoch, state.step, state.epoch_rng = epoch, 0, None
-    state.epoch_loss = state.epoch_tokens = state.epoch_seconds = 0.0
-    state.rng = rng.bit_generator.state
-    return record
-
-
-def _log_epoch(record: dict[str, Any], epochs: int) -> None:
-    where = "valid" if record["evaluated_on"] == "valid" else "train-set"
-    log.info(
-        "epoch %d/%d: train loss %.4f; %s loss %.4f, accuracy %.3f; learning rate %.3g; %.2f s",
-        record["epoch"],
-        epochs,
-        record["train_loss"],
-        where,
-        record["valid_loss"],
-        record["valid_accuracy"],
-        record["learning_rate"],
-        record["seconds"],
-    )
-
-
-def _track_best(
-    model: Model, state: TrainerState, config: TrainConfig, score: float, has_valid: bool
-) -> bool:
-    """Update best weights, early stopping and the plateau schedule from this epoch's
-    ``score`` (lower is better); True means stop."""
-    if not has_valid:
-        state.best_score, state.best_weights = score, None
-        return False
-    if score < state.best_score:
-        state.best_score, state.best_weights = score, model.get_weights()
-        state.bad_epochs = state.plateau_epochs = 0
-        return False
-    state.bad_epochs += 1
-    state.plateau_epochs += 1
-    if config.lr_patience and state.plateau_epochs >= config.lr_patience:
-        lowered = max(state.learning_rate * config.lr_factor, config.min_learning_rate)
-        if lowered < state.learning_rate:
-            state.learning_rate = lowered
-            model.set_learning_rate(lowered)
-        state.plateau_epochs = 0
-    return bool(config.patience) and state.bad_epochs >= config.patience
