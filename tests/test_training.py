@@ -8,11 +8,11 @@ from seq2seq_kit import trainer
 from seq2seq_kit.batching import make_batch
 from seq2seq_kit.checkpoint import load_checkpoint
 from seq2seq_kit.config import Config, TrainConfig
-from seq2seq_kit.early_stopping import track_best as _track_best
 from seq2seq_kit.errors import TrainingError
 from seq2seq_kit.plugins import get_backend
 from seq2seq_kit.spec import ModelSpec
 from seq2seq_kit.trainer import TrainerState, evaluate, scheduled_sampling
+from seq2seq_kit.trainer.early_stopping import track_best as _track_best
 
 
 def small_config(epochs):

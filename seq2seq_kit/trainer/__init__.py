@@ -5,12 +5,11 @@ scheduled sampling, log lines per epoch and every ``log_every`` updates, saves a
 and every ``save_every`` updates, limits in updates and wall time, a stop on SIGINT/SIGTERM
 that saves first, and exact resumption, also from the middle of an epoch.
 
-This module is where :func:`fit` and what goes with it are imported from. The loop itself
-is in :mod:`seq2seq_kit.run_loop`; its parts, each in a module of its own, are the state a
-run carries (:mod:`seq2seq_kit.trainer_state`), validation and what it decides
-(:mod:`seq2seq_kit.early_stopping`), the saves (:mod:`seq2seq_kit.checkpoint_cadence`), the
-log lines (:mod:`seq2seq_kit.train_log`), the signal handlers
-(:mod:`seq2seq_kit.stop_signals`) and :mod:`seq2seq_kit.scheduled_sampling`."""
+This package is where :func:`fit` and what goes with it are imported from. The loop itself
+is in :mod:`.loop`; its parts, each in a module of its own, are the state a run carries
+(:mod:`.state`), validation and what it decides (:mod:`.early_stopping`), the saves
+(:mod:`.cadence`), the log lines (:mod:`.log`), the signal handlers (:mod:`.signals`) and
+:mod:`.scheduled_sampling`."""
 
 from __future__ import annotations
 
@@ -20,18 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from .backend import Model
-from .batching import batches
-from .config import TrainConfig
+from ..backend import Model
+from ..batching import batches
+from ..config import TrainConfig
+from ..errors import TrainingError, TrainingInterrupted
+from ..logs import stdout_logging
+from ..runtime import ProcessGroup, SingleProcess
 from .early_stopping import Scoring
-from .errors import TrainingError, TrainingInterrupted
-from .logs import stdout_logging
-from .run_loop import Hooks, Run
-from .runtime import ProcessGroup, SingleProcess
+from .log import log_start, quiet_unless
+from .loop import Hooks, Run
 from .scheduled_sampling import scheduled_sampling
-from .stop_signals import StopSignals
-from .train_log import log_start, quiet_unless
-from .trainer_state import STOP_REASONS, Ids, TrainerState, epoch_records
+from .signals import StopSignals
+from .state import STOP_REASONS, Ids, TrainerState, epoch_records
 
 __all__ = [
     "EVAL_BATCH_SIZE",

@@ -10,13 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .backend import Model
-from .checkpoint_cadence import Checkpoints
-from .config import TrainConfig
-from .errors import TrainingError
-from .runtime import ProcessGroup
-from .train_log import log_validation
-from .trainer_state import Ids, TrainerState, where
+from ..backend import Model
+from ..config import TrainConfig
+from ..errors import TrainingError
+from ..runtime import ProcessGroup
+from .cadence import Checkpoints
+from .log import log_validation
+from .state import Ids, TrainerState, where
 
 
 @dataclass(frozen=True)

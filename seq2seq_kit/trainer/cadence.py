@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .backend import Model
-from .errors import TrainingError, option
-from .trainer_state import TrainerState
+from ..backend import Model
+from ..errors import TrainingError, option
+from .state import TrainerState
 
 
 class Checkpoints:

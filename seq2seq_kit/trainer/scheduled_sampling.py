@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from .backend import Model
-from .batch import Batch
+from ..backend import Model
+from ..batch import Batch
 
 
 def scheduled_sampling(model: Model, batch: Batch, ratio: float, rng: np.random.Generator) -> Batch:

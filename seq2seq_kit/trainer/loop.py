@@ -15,19 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backend import Model
-from .batch import Batch
-from .batching import shards
-from .checkpoint_cadence import Checkpoints
-from .config import TrainConfig
+from ..backend import Model
+from ..batch import Batch
+from ..batching import shards
+from ..config import TrainConfig
+from ..errors import TrainingError, TrainingInterrupted
+from ..runtime import ProcessGroup
+from ..schedules import learning_rate_at, model_width
+from .cadence import Checkpoints
 from .early_stopping import Scoring, Validator
-from .errors import TrainingError, TrainingInterrupted
-from .runtime import ProcessGroup
+from .log import EpochLines, UpdateLines, log_stop
 from .scheduled_sampling import scheduled_sampling
-from .schedules import learning_rate_at, model_width
-from .stop_signals import StopSignals
-from .train_log import EpochLines, UpdateLines, log_stop
-from .trainer_state import Ids, TrainerState, where
+from .signals import StopSignals
+from .state import Ids, TrainerState, where
 
 if TYPE_CHECKING:
     from tqdm import tqdm

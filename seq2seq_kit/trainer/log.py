@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .config import TrainConfig
-from .schedules import learning_rate_at
-from .trainer_state import TrainerState
+from ..config import TrainConfig
+from ..schedules import learning_rate_at
+from .state import TrainerState
 
 # fit documents its lines as the seq2seq_kit.trainer logger's, and quiet_unless sets that
 # logger's level: every line of the loop goes there, whichever module writes it
