@@ -50,6 +50,7 @@ from .prepare import (
     train_tokenizers,
 )
 from .resume import MOVABLE, data_fingerprint, resumed_config
+from .run_record import RunRecord
 from .runtime import (
     Launch,
     LaunchError,
@@ -532,44 +533,44 @@ def _train_model(
         if changes:
             log.info("changed on resume: %s", described)
 
-    meta = {
-        "seq2seq_kit_version": __version__,
-        "backend": backend_name,
-        "backend_version": chosen.version,
-        "data": data.name,
-        "data_sha256": fingerprint,
-        **data.meta,
-        "train_pairs": len(train_pairs),
-        "valid_pairs": len(valid_pairs),
-        "skipped_too_long": data.skipped,
-        "config": cfg.model_dump(mode="json"),
-        "seconds": 0.0 if saved is None else float(saved.meta.get("seconds", 0.0)),
-        "distributed": {
-            "launcher": "none" if group is None else group.launcher,
-            "world_size": world_size,
-            "batch_size_per_rank": cfg.train.batch_size,
-            "global_batch_size": cfg.train.batch_size * world_size,
-        },
-    }
-    if resumes:
-        meta["resumes"] = resumes
+    record = RunRecord(
+        seq2seq_kit_version=__version__,
+        backend=backend_name,
+        backend_version=chosen.version,
+        data=data.name,
+        data_sha256=fingerprint,
+        others=dict(data.meta),
+        train_pairs=len(train_pairs),
+        valid_pairs=len(valid_pairs),
+        skipped_too_long=data.skipped,
+        config=cfg.model_dump(mode="json"),
+        seconds=0.0 if saved is None else float(saved.meta.get("seconds", 0.0)),
+        distributed=RunRecord.distributed_entry(
+            "none" if group is None else group.launcher, world_size, cfg.train.batch_size
+        ),
+        resumes=resumes,
+    )
     translator = Translator(
         model,
         source_vocab,
         target_vocab,
         backend=backend_name,
         max_length=decoding_cap(spec, default_max_length(train_ids[1])),
-        meta=meta,
+        meta=record.to_dict(),
     )
     translator.train_pairs, translator.valid_pairs = train_pairs, valid_pairs
     clock = time.perf_counter()
 
-    def save(state: TrainerState) -> None:
+    def note(state: TrainerState) -> None:
         nonlocal clock
         now = time.perf_counter()
-        meta["seconds"] += now - clock
+        record.seconds += now - clock
         clock = now
-        meta["history"], meta["trainer"] = state.history, state.to_json()
+        record.history, record.trainer = state.history, state.to_json()
+        translator.meta = record.to_dict()
+
+    def save(state: TrainerState) -> None:
+        note(state)
         ckpt = translator.checkpoint()
         if state.best_weights is not None:
             ckpt.weights = state.best_weights
@@ -617,8 +618,7 @@ def _train_model(
             on_validation=on_validation if lead else None,
             group=group,
         )
-    meta["seconds"] += time.perf_counter() - clock
-    meta["history"], meta["trainer"] = state.history, state.to_json()
+    note(state)
     if lead:
         hook.on_train_end(history=state.history, out_dir=out_dir)
     translator.rank = rank
