@@ -49,7 +49,7 @@ from .prepare import (
     over_caps,
     train_tokenizers,
 )
-from .resume import MOVABLE, data_fingerprint, resumed_config
+from .resume import MOVABLE, continue_run, data_fingerprint, resumed_config
 from .run_record import RunRecord
 from .runtime import (
     Launch,
@@ -501,34 +501,23 @@ def _train_model(
         model = chosen.create(spec, seed=cfg.train.seed, optimizer=optimizer, runtime=runtime)
     state = None
     resumes: list[dict[str, Any]] = []
+    seconds = 0.0
     if saved is not None:
-        try:
-            model.set_weights(saved.extra["last"])
-            model.set_optimizer_state(saved.extra["optimizer"])
-            # a state saved before updates were counted: the optimizer's count of them
-            state = TrainerState.from_json(
-                saved.meta["trainer"],
-                saved.meta["history"],
-                updates=int(saved.extra["optimizer"].get("step", 0)),
-            )
-            float(saved.meta.get("seconds", 0.0))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise CheckpointError(
-                f"the saved run's model.json cannot be resumed: malformed training state "
-                f"({type(exc).__name__}: {exc})"
-            ) from None
-        # weights.safetensors holds the last weights when no validation has scored any:
-        # they are no best weights to fall back on
-        scored = valid_pairs and math.isfinite(state.best_score)
-        state.best_weights = saved.weights if scored else None
-        if "train.learning_rate" in changes:
-            state.learning_rate = cfg.train.learning_rate
-        before = _check_world_size(saved, state, world_size)
-        if before != world_size:
-            # the global batch changes with it: said and recorded as a change of the run
-            changes = {**changes, "distributed.world_size": [before, world_size]}
-        resumes = list(saved.meta.get("resumes", []))
-        resumes.append({"after_epoch": state.epoch, "backend": backend_name, "changed": changes})
+        resumed = continue_run(
+            saved,
+            model,
+            cfg,
+            changes,
+            backend=backend_name,
+            world_size=world_size,
+            validating=bool(valid_pairs),
+        )
+        state, changes, resumes, seconds = (
+            resumed.state,
+            resumed.changes,
+            resumed.resumes,
+            resumed.seconds,
+        )
         described = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
         if changes:
             log.info("changed on resume: %s", described)
@@ -544,7 +533,7 @@ def _train_model(
         valid_pairs=len(valid_pairs),
         skipped_too_long=data.skipped,
         config=cfg.model_dump(mode="json"),
-        seconds=0.0 if saved is None else float(saved.meta.get("seconds", 0.0)),
+        seconds=seconds,
         distributed=RunRecord.distributed_entry(
             "none" if group is None else group.launcher, world_size, cfg.train.batch_size
         ),
@@ -623,20 +612,3 @@ def _train_model(
         hook.on_train_end(history=state.history, out_dir=out_dir)
     translator.rank = rank
     return translator
-
-
-def _check_world_size(saved: Checkpoint, state: TrainerState, world_size: int) -> int:
-    """The saved run's world size, once checked that a run saved in the middle of an epoch
-    resumes with it: the saved step counts batches of ``batch_size`` x that many ranks.
-
-    Raises:
-        ConfigError: another world size, mid-epoch.
-    """
-    before = int(saved.meta.get("distributed", {}).get("world_size", 1))
-    if before != world_size and state.step:
-        raise ConfigError(
-            f"the saved run stopped at epoch {state.epoch + 1} step {state.step} with "
-            f"{before} process(es) and resumes with {world_size}: in the middle of an epoch a "
-            f"run resumes only with the world size it ran with (at an epoch end any will do)"
-        )
-    return before
