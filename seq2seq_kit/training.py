@@ -30,7 +30,7 @@ from .config import (
     resolve_backend,
 )
 from .corpus import TrainingData, names_corpus, training_data
-from .data import Dataset, Pair, check_pairs, load_dataset, split, surrogate_at
+from .data import Pair, check_pairs
 from .errors import (
     BackendError,
     CheckpointError,
@@ -43,13 +43,9 @@ from .errors import (
 from .logs import stdout_logging
 from .plugins import get_backend, registry
 from .prepare import (
-    check_vocabulary,
-    length_caps,
     make_tokenizers,
-    over_caps,
-    train_tokenizers,
 )
-from .resume import MOVABLE, continue_run, data_fingerprint, resumed_config
+from .resume import MOVABLE, continue_run, resumed_config
 from .run_record import RunRecord
 from .runtime import (
     Launch,
@@ -66,11 +62,10 @@ from .spec import (
     model_sizes,
     spec_from_dict,
 )
-from .tokenizers import Tokenizer
+from .text_data import text_training_data
 from .trainer import TrainerState, fit
 from .translator import Translator, default_max_length
 from .version import __version__
-from .vocab import Vocabulary, count_pieces
 from .weights import weight_shapes
 
 log = logging.getLogger(__name__)
@@ -289,138 +284,6 @@ def _launch(chosen: Backend, backend_name: str, cfg: Config) -> Launch | None:
     return launch
 
 
-def _load_pairs(
-    cfg: Config, pairs: tuple[Pair, ...] | None, saved: Checkpoint | None
-) -> tuple[Dataset, list[Pair], list[Pair], int, tuple[Tokenizer, Tokenizer]]:
-    """The dataset, its training and validation pairs after the split and the length
-    filter, how many training pairs the filter skipped, and each side's tokenizer (trained
-    on the training pairs before the filter, which counts its pieces). File paths in
-    ``cfg.data`` are made absolute, so that a saved run resumes from any folder.
-
-    Raises:
-        DataError: no training pairs are left.
-    """
-    if pairs is not None:
-        dataset = Dataset(pairs[: cfg.data.limit] if cfg.data.limit else pairs, "pairs")
-    elif saved is not None and saved.meta.get("data") == "pairs":
-        raise DataError("this run was trained on pairs given in Python: pass them again (data=)")
-    else:
-        dataset = load_dataset(
-            cfg.data.source,
-            cfg.data.limit,
-            max_line_bytes=cfg.data.max_line_bytes,
-            **cfg.data.options,
-        )
-        if dataset.path is not None:
-            cfg.data.source = str(Path(dataset.path).resolve())
-    if cfg.data.valid is not None:
-        train_pairs = list(dataset.pairs)
-        valid_dataset = load_dataset(cfg.data.valid, max_line_bytes=cfg.data.max_line_bytes)
-        valid_pairs = list(valid_dataset.pairs)
-        if valid_dataset.path is not None:
-            cfg.data.valid = str(Path(valid_dataset.path).resolve())
-        split_away = ""
-    else:
-        fraction = cfg.data.valid_fraction
-        fraction = dataset.valid_fraction if fraction is None else fraction
-        train_pairs, valid_pairs = split(dataset.pairs, fraction, cfg.train.seed)
-        if fraction > 0 and not valid_pairs:
-            log.warning(
-                "valid_fraction %s of %d distinct sources holds out none: training without "
-                "validation (the last weights are kept)",
-                fraction,
-                len({source for source, _ in dataset.pairs}),
-            )
-        split_away = f"the validation split (valid_fraction {fraction}) holds out all pairs"
-    for key in ("source", "valid"):
-        value = getattr(cfg.data, key)
-        if value is not None and surrogate_at(value) is not None:
-            raise ConfigError(f"data.{key}: {value!r} is not valid UTF-8 (model.json stores it)")
-    if not train_pairs:
-        raise DataError(
-            f"no training pairs of {len(dataset.pairs)}: {split_away}; change that or add data",
-            dataset.path or dataset.name,
-        )
-    tokenizers = train_tokenizers(cfg, train_pairs, saved)
-    caps = length_caps(cfg)
-    named = " / ".join(name for _, name in caps if name)
-    too_long = over_caps(train_pairs, caps, tokenizers)
-    skipped = sum(too_long)
-    if skipped:
-        log.info(
-            "skipped %d of %d training pairs longer than %s tokens",
-            skipped,
-            len(train_pairs),
-            named,
-        )
-        train_pairs = [p for p, drop in zip(train_pairs, too_long, strict=True) if not drop]
-    if not train_pairs:
-        raise DataError(
-            f"no training pairs of {len(dataset.pairs)}: all {skipped} are longer than "
-            f"{named}; change that or add data",
-            dataset.path or dataset.name,
-        )
-    if hasattr(cfg.model, "max_positions"):
-        # Validation pairs keep any length the data keys allow (they are only scored), but
-        # a Transformer has no position for a longer one: skipped too, and said so.
-        positional = ((cfg.model.max_positions, ""), (cfg.model.max_positions - 1, ""))
-        too_long = over_caps(valid_pairs, positional, tokenizers)
-        if any(too_long):
-            log.info(
-                "skipped %d of %d validation pairs longer than model.max_positions = %d "
-                "(the target with its BOS)",
-                sum(too_long),
-                len(valid_pairs),
-                cfg.model.max_positions,
-            )
-            valid_pairs = [p for p, drop in zip(valid_pairs, too_long, strict=True) if not drop]
-    return dataset, train_pairs, valid_pairs, skipped, tokenizers
-
-
-def _text_data(
-    cfg: Config, pairs: tuple[Pair, ...] | None, saved: Checkpoint | None
-) -> TrainingData:
-    """Training data from text pairs (a dataset, a TSV file, pairs given in Python): split,
-    length-filtered, tokenized and encoded in memory."""
-    dataset, train_pairs, valid_pairs, skipped, tokenizers = _load_pairs(cfg, pairs, saved)
-    fingerprint = data_fingerprint(train_pairs, valid_pairs)
-    if saved is not None:
-        source_vocab, target_vocab = saved.source_vocab, saved.target_vocab
-    elif cfg.data.shared_vocabulary:
-        texts = [s for s, _ in train_pairs] + [t for _, t in train_pairs]
-        counts = count_pieces(texts, tokenizers[0])
-        source_vocab = target_vocab = Vocabulary.from_counts(counts, tokenizers[0])
-        check_vocabulary(cfg, "shared", source_vocab, counts)
-    else:
-        vocabs = []
-        for side, tokenizer, texts in zip(
-            ("source", "target"), tokenizers, zip(*train_pairs, strict=True), strict=True
-        ):
-            counts = count_pieces(texts, tokenizer)
-            vocabs.append(Vocabulary.from_counts(counts, tokenizer))
-            check_vocabulary(cfg, side, vocabs[-1], counts)
-        source_vocab, target_vocab = vocabs
-
-    def encode(pairs: Sequence[Pair]) -> tuple[list[list[int]], list[list[int]]]:
-        # Validation may hold tokens training never saw: they become UNK, as at inference.
-        return (
-            [source_vocab.encode(s, unknown="replace") for s, _ in pairs],
-            [target_vocab.encode(t, unknown="replace") for _, t in pairs],
-        )
-
-    return TrainingData(
-        name=dataset.name,
-        where=dataset.path or dataset.name,
-        train=encode(train_pairs),
-        valid=encode(valid_pairs),
-        train_pairs=list(train_pairs),
-        valid_pairs=list(valid_pairs),
-        vocabs=(source_vocab, target_vocab),
-        skipped=skipped,
-        fingerprint=fingerprint,
-    )
-
-
 def _train(
     cfg: Config,
     out: Path | None,
@@ -435,7 +298,7 @@ def _train(
         saved_vocabs = None if saved is None else (saved.source_vocab, saved.target_vocab)
         data = training_data(cfg, saved_vocabs)
     else:
-        data = _text_data(cfg, pairs, saved)
+        data = text_training_data(cfg, pairs, saved)
     fingerprint = data.fingerprint
     if saved is not None and saved.meta.get("data_sha256", fingerprint) != fingerprint:
         moved = [
