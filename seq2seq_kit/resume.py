@@ -24,12 +24,12 @@ from .backend import Model
 from .checkpoint import Checkpoint
 from .config import RESUMABLE, Config, describe_errors, describe_resumable, explicit_keys
 from .data import Pair
-from .errors import CheckpointError, ConfigError, option
+from .errors import CheckpointError, ConfigError, DataError, option
 from .run_record import RunRecord
 from .trainer import TrainerState
 
-#: Keys naming data that may move (another path, another copy): the caller then checks the
-#: pairs are the saved run's by :func:`data_fingerprint`.
+#: Keys naming data that may move (another path, another copy): the pairs must still be the
+#: saved run's (:func:`check_same_data`).
 MOVABLE = frozenset({"data.source", "data.valid"})
 
 
@@ -264,6 +264,34 @@ def _check_world_size(record: RunRecord, state: TrainerState, world_size: int) -
             f"run resumes only with the world size it ran with (at an epoch end any will do)"
         )
     return before
+
+
+def check_same_data(
+    saved: Checkpoint, fingerprint: str, changes: dict[str, list[Any]], where: str
+) -> None:
+    """Check that a resumed run trains on the saved run's pairs: ``fingerprint`` is the
+    :func:`data_fingerprint` of the pairs loaded now (a corpus's own for a corpus), to
+    match the one the saved run recorded (a run saved before it was recorded matches any).
+
+    Raises:
+        DataError: they differ, naming the data keys in ``changes`` that moved and the
+            data (``where``: its path or name).
+    """
+    recorded = RunRecord.from_dict(saved.meta).data_sha256
+    if recorded is None or recorded == fingerprint:
+        return
+    moved = [
+        f"{k} is {old!r} in the saved run but {new!r} now"
+        for k, (old, new) in changes.items()
+        if k in MOVABLE
+    ]
+    raise DataError(
+        "; ".join(moved + ["the training or validation pairs differ from the saved run's"])
+        + " (data given anew, or the file changed since?); a resumed run trains on the "
+        f"pairs it started with: start a new run with {option('out', metavar='DIR')} to "
+        "train on other data",
+        where,
+    )
 
 
 def data_fingerprint(train_pairs: Sequence[Pair], valid_pairs: Sequence[Pair]) -> str:

@@ -9,51 +9,26 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import replace as replaced
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from .backend import Backend
-from .checkpoint import (
-    Checkpoint,
-    check_output_dir,
-    load_checkpoint,
-    save_checkpoint,
-    writer_lock,
-)
-from .config import (
-    Config,
-    describe_errors,
-    load_config,
-    resolve_backend,
-)
+from .checkpoint import Checkpoint, check_output_dir, load_checkpoint, save_checkpoint, writer_lock
+from .config import Config, describe_errors, load_config, resolve_backend
 from .corpus import TrainingData, names_corpus, training_data
 from .data import Pair, check_pairs
-from .errors import (
-    BackendError,
-    CheckpointError,
-    ConfigError,
-    DataError,
-    OutOfMemory,
-    allocating,
-    option,
-)
+from .engine import Engine, check_trainable, engine, join_launch
+from .errors import CheckpointError, ConfigError, OutOfMemory, allocating
 from .logs import stdout_logging
 from .plugins import get_backend, registry
-from .prepare import (
-    make_tokenizers,
-)
-from .resume import MOVABLE, continue_run, resumed_config
+from .prepare import make_tokenizers
+from .resume import Continuation, check_same_data, continue_run, resumed_config
 from .run_record import RunRecord
 from .runtime import (
     Launch,
-    LaunchError,
-    Runtime,
-    launch_environment,
     machine_memory,
-    resolve_threads,
 )
 from .spec import (
     OptimizerSpec,
@@ -185,6 +160,56 @@ def train(
             them for training, ``data.tokenizer_options`` for training a tokenizer,
             ``data.options`` for a generated dataset.
     """
+    cfg, pairs = _configured(
+        config, data, limit=limit, epochs=epochs, seed=seed, overwrite=overwrite
+    )
+    saved = load_checkpoint(resume, extra=True) if resume is not None else None
+    changes: dict[str, list[Any]] = {}
+    if saved is not None:
+        cfg, changes = resumed_config(saved, cfg, resume)
+        backend = backend or RunRecord.from_dict(saved.meta).backend
+        out = resume if out is None else out
+    backend_name = resolve_backend(backend, cfg)
+    chosen = get_backend(backend_name)
+    check_trainable(chosen, backend_name, resuming=saved is not None)
+    if saved is None and (pairs is not None or not names_corpus(cfg.data.source)):
+        make_tokenizers(cfg)  # a bad option is refused before the output is locked
+    launch = join_launch(chosen, backend_name, cfg)
+    if out is None or (launch is not None and launch.rank != 0):
+        # rank 0 alone checks, locks and writes the model directory, and logs
+        quiet = launch is not None and launch.rank != 0
+        level, prefix = (logging.WARNING, f"rank {launch.rank}: ") if quiet else (logging.INFO, "")
+        with stdout_logging(level, prefix):
+            shown = None if out is None else Path(out)
+            return _train(cfg, shown, chosen, backend_name, pairs, saved, changes, launch)
+    # The real directory: a symlink or "." names the same place for the lock and the swap.
+    try:
+        out = Path(out).resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop
+        raise CheckpointError(f"{out}: cannot find the directory it names ({exc})") from None
+    replace = cfg.train.overwrite or (saved is not None and out == Path(resume).resolve())
+    with writer_lock(out), stdout_logging():
+        check_output_dir(out, replace=replace)  # now that no one else can write it
+        return _train(cfg, out, chosen, backend_name, pairs, saved, changes, launch)
+
+
+def _configured(
+    config: Config | str | os.PathLike[str] | None,
+    data: str | os.PathLike[str] | Sequence[Pair] | None,
+    *,
+    limit: int | None,
+    epochs: int | None,
+    seed: int | None,
+    overwrite: bool | None,
+) -> tuple[Config, tuple[Pair, ...] | None]:
+    """A copy of the config :func:`train` is given with its keyword arguments set (those
+    not None; ``data`` as ``data.source`` when a name or a path), and the pairs given as
+    ``data``, checked.
+
+    Raises:
+        ConfigError: a value the config refuses, naming the key.
+        DataError: pairs that are not (source, target) strings.
+    """
     cfg = config if isinstance(config, Config) else load_config(config)
     cfg = cfg.model_copy(deep=True)
     if isinstance(data, os.PathLike):
@@ -204,84 +229,7 @@ def train(
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc)) from None
     pairs = None if data is None or isinstance(data, str) else check_pairs(data)
-
-    saved = load_checkpoint(resume, extra=True) if resume is not None else None
-    changes: dict[str, list[Any]] = {}
-    if saved is not None:
-        cfg, changes = resumed_config(saved, cfg, resume)
-        backend = backend or saved.meta["backend"]
-        out = resume if out is None else out
-    backend_name = resolve_backend(backend, cfg)
-    chosen = get_backend(backend_name)
-    if "train" not in chosen.capabilities:
-        raise BackendError(
-            f"backend {backend_name!r} is inference only: it does not declare the 'train' "
-            f"capability (it declares {sorted(chosen.capabilities)}); train with another "
-            f"backend, then translate or serve the model with {option('backend', backend_name)}"
-        )
-    if saved is not None and "resume" not in chosen.capabilities:
-        raise BackendError(
-            f"backend {backend_name!r} does not declare the 'resume' capability: it cannot "
-            f"continue a saved training; start a new run, or resume with another backend"
-        )
-    if saved is None and (pairs is not None or not names_corpus(cfg.data.source)):
-        make_tokenizers(cfg)  # a bad option is refused before the output is locked
-    launch = _launch(chosen, backend_name, cfg)
-    if out is None or (launch is not None and launch.rank != 0):
-        # rank 0 alone checks, locks and writes the model directory, and logs
-        quiet = launch is not None and launch.rank != 0
-        level, prefix = (logging.WARNING, f"rank {launch.rank}: ") if quiet else (logging.INFO, "")
-        with stdout_logging(level, prefix):
-            shown = None if out is None else Path(out)
-            return _train(cfg, shown, chosen, backend_name, pairs, saved, changes, launch)
-    # The real directory: a symlink or "." names the same place for the lock and the swap.
-    try:
-        out = Path(out).resolve()
-    except (RuntimeError, OSError) as exc:  # a symlink loop
-        raise CheckpointError(f"{out}: cannot find the directory it names ({exc})") from None
-    replace = cfg.train.overwrite or (saved is not None and out == Path(resume).resolve())
-    with writer_lock(out), stdout_logging():
-        check_output_dir(out, replace=replace)  # now that no one else can write it
-        return _train(cfg, out, chosen, backend_name, pairs, saved, changes, launch)
-
-
-def _launch(chosen: Backend, backend_name: str, cfg: Config) -> Launch | None:
-    """The data-parallel launch this process is part of (None alone), once checked that
-    the backend and the config can train that way.
-
-    Raises:
-        ConfigError: malformed launcher variables, or a config data-parallel training
-            cannot follow.
-        BackendError: the backend does not declare ``distributed``.
-    """
-    try:
-        launch = launch_environment()
-    except LaunchError as exc:
-        raise ConfigError(str(exc)) from None
-    if launch is None:
-        return None
-    started = (
-        f"this process was started as rank {launch.rank} of {launch.world_size} by "
-        f"{'torchrun' if launch.launcher == 'torchrun' else 'TF_CONFIG'}"
-    )
-    if "distributed" not in chosen.capabilities or chosen.join is None:
-        able = sorted(
-            b.name
-            for b in registry().backends.values()
-            if "distributed" in b.capabilities and b.join is not None
-        )
-        raise BackendError(
-            f"{started}, but backend {backend_name!r} does not declare the 'distributed' "
-            f"capability: it trains in one process only (installed backends that declare it: "
-            f"{', '.join(able) or 'none'}); run it without the launcher"
-        )
-    if cfg.train.teacher_forcing < 1.0:
-        raise ConfigError(
-            f"{started}: train.teacher_forcing = {cfg.train.teacher_forcing} (scheduled "
-            f"sampling) is not supported in data-parallel training; set it to 1.0 or train "
-            f"in one process"
-        )
-    return launch
+    return cfg, pairs
 
 
 def _train(
@@ -299,139 +247,131 @@ def _train(
         data = training_data(cfg, saved_vocabs)
     else:
         data = text_training_data(cfg, pairs, saved)
-    fingerprint = data.fingerprint
-    if saved is not None and saved.meta.get("data_sha256", fingerprint) != fingerprint:
-        moved = [
-            f"{k} is {old!r} in the saved run but {new!r} now"
-            for k, (old, new) in changes.items()
-            if k in MOVABLE
-        ]
-        raise DataError(
-            "; ".join(moved + ["the training or validation pairs differ from the saved run's"])
-            + " (data given anew, or the file changed since?); a resumed run trains on the "
-            f"pairs it started with: start a new run with {option('out', metavar='DIR')} to "
-            "train on other data",
-            data.where,
-        )
+    if saved is not None:
+        check_same_data(saved, data.fingerprint, changes, data.where)
     source_vocab, target_vocab = data.vocabs
     spec = model_spec(cfg, len(source_vocab), len(target_vocab))
     optimizer = optimizer_spec(cfg)
-    local_processes = 1 if launch is None else launch.local_world_size
-    runtime = Runtime(
-        threads=resolve_threads(cfg.train.threads, local_processes),
-        device=cfg.train.device,
-        precision=cfg.train.precision,
-    )
-    group = None
-    if launch is not None:
-        assert chosen.join is not None  # checked by _launch
-        group = chosen.join(launch, runtime)
-        runtime = replaced(runtime, group=group)
-    try:
-        return _train_model(
-            cfg,
-            out,
-            (chosen, backend_name, runtime),
-            data,
-            (spec, optimizer),
-            saved,
-            changes,
-        )
-    finally:
-        if group is not None:
-            group.close()
+    with engine(cfg, chosen, backend_name, launch) as running:
+        return _train_model(cfg, out, running, data, spec, optimizer, saved, changes)
 
 
 def _train_model(
     cfg: Config,
     out: Path | None,
-    backend: tuple[Backend, str, Runtime],
+    running: Engine,
     data: TrainingData,
-    specs: tuple[Spec, OptimizerSpec],
+    spec: Spec,
+    optimizer: OptimizerSpec,
     saved: Checkpoint | None,
     changes: dict[str, list[Any]],
 ) -> Translator:
-    chosen, backend_name, runtime = backend
-    spec, optimizer = specs
-    source_vocab, target_vocab = data.vocabs
-    train_ids, valid_ids = data.train, data.valid
-    train_pairs, valid_pairs = data.train_pairs, data.valid_pairs
-    fingerprint = data.fingerprint
-    group = runtime.group
-    rank, world_size = (0, 1) if group is None else (group.rank, group.world_size)
+    """Build the model, restore the saved run into it when resuming, train it and return
+    its translator; rank 0 writes ``out`` as it goes."""
     check_model_fits(spec, 3)
     with allocating(model_sizes(spec)):
-        model = chosen.create(spec, seed=cfg.train.seed, optimizer=optimizer, runtime=runtime)
-    state = None
-    resumes: list[dict[str, Any]] = []
-    seconds = 0.0
+        model = running.backend.create(
+            spec, seed=cfg.train.seed, optimizer=optimizer, runtime=running.runtime
+        )
+    resumed = None
     if saved is not None:
         resumed = continue_run(
             saved,
             model,
             cfg,
             changes,
-            backend=backend_name,
-            world_size=world_size,
-            validating=bool(valid_pairs),
+            backend=running.name,
+            world_size=running.world_size,
+            validating=bool(data.valid_pairs),
         )
-        state, changes, resumes, seconds = (
-            resumed.state,
-            resumed.changes,
-            resumed.resumes,
-            resumed.seconds,
-        )
-        described = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
+        changes = resumed.changes
         if changes:
+            described = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
             log.info("changed on resume: %s", described)
-
-    record = RunRecord(
-        seq2seq_kit_version=__version__,
-        backend=backend_name,
-        backend_version=chosen.version,
-        data=data.name,
-        data_sha256=fingerprint,
-        others=dict(data.meta),
-        train_pairs=len(train_pairs),
-        valid_pairs=len(valid_pairs),
-        skipped_too_long=data.skipped,
-        config=cfg.model_dump(mode="json"),
-        seconds=seconds,
-        distributed=RunRecord.distributed_entry(
-            "none" if group is None else group.launcher, world_size, cfg.train.batch_size
-        ),
-        resumes=resumes,
-    )
+    record = _run_record(cfg, running, data, resumed)
     translator = Translator(
         model,
-        source_vocab,
-        target_vocab,
-        backend=backend_name,
-        max_length=decoding_cap(spec, default_max_length(train_ids[1])),
+        *data.vocabs,
+        backend=running.name,
+        max_length=decoding_cap(spec, default_max_length(data.train[1])),
         meta=record.to_dict(),
     )
-    translator.train_pairs, translator.valid_pairs = train_pairs, valid_pairs
-    clock = time.perf_counter()
+    translator.train_pairs, translator.valid_pairs = data.train_pairs, data.valid_pairs
+    progress = _Progress(translator, record, out)
+    state = None if resumed is None else resumed.state
+    _fit(cfg, running, spec, data, progress, state, changes)
+    translator.rank = running.rank
+    return translator
 
-    def note(state: TrainerState) -> None:
-        nonlocal clock
+
+def _run_record(
+    cfg: Config, running: Engine, data: TrainingData, resumed: Continuation | None
+) -> RunRecord:
+    """The record of this run before it trains: a resumed run's adds to the saved run's
+    seconds and resumes."""
+    return RunRecord(
+        seq2seq_kit_version=__version__,
+        backend=running.name,
+        backend_version=running.backend.version,
+        data=data.name,
+        data_sha256=data.fingerprint,
+        others=dict(data.meta),
+        train_pairs=len(data.train_pairs),
+        valid_pairs=len(data.valid_pairs),
+        skipped_too_long=data.skipped,
+        config=cfg.model_dump(mode="json"),
+        seconds=0.0 if resumed is None else resumed.seconds,
+        distributed=RunRecord.distributed_entry(
+            running.launcher, running.world_size, cfg.train.batch_size
+        ),
+        resumes=[] if resumed is None else resumed.resumes,
+    )
+
+
+class _Progress:
+    """Keeps the run record current as training goes (the seconds spent, added to a
+    resumed run's; the trainer's history and state), hands the translator its JSON, and
+    saves the model directory ``out``."""
+
+    def __init__(self, translator: Translator, record: RunRecord, out: Path | None):
+        self.translator, self.record, self.out = translator, record, out
+        self.clock = time.perf_counter()
+
+    def note(self, state: TrainerState) -> None:
         now = time.perf_counter()
-        record.seconds += now - clock
-        clock = now
-        record.history, record.trainer = state.history, state.to_json()
-        translator.meta = record.to_dict()
+        self.record.seconds += now - self.clock
+        self.clock = now
+        self.record.history, self.record.trainer = state.history, state.to_json()
+        self.translator.meta = self.record.to_dict()
 
-    def save(state: TrainerState) -> None:
-        note(state)
-        ckpt = translator.checkpoint()
+    def save(self, state: TrainerState) -> None:
+        """Write the model directory: the best weights (the last without validation), and
+        for resuming, the last weights and the optimizer state."""
+        self.note(state)
+        model = self.translator.model
+        ckpt = self.translator.checkpoint()
         if state.best_weights is not None:
             ckpt.weights = state.best_weights
         ckpt.extra = {"last": model.get_weights(), "optimizer": model.optimizer_state()}
-        save_checkpoint(ckpt, out, claimed=True)
+        assert self.out is not None  # fit is given no save without a directory
+        save_checkpoint(ckpt, self.out, claimed=True)
 
+
+def _fit(
+    cfg: Config,
+    running: Engine,
+    spec: Spec,
+    data: TrainingData,
+    progress: _Progress,
+    state: TrainerState | None,
+    changes: dict[str, list[Any]],
+) -> TrainerState:
+    """Run the trainer from ``state`` (None: from the start), telling plugins of its
+    updates, validations and epochs (the first resumed epoch's record carries the
+    ``changes``), saving through ``progress``; rank 0 alone tells and saves."""
+    out_dir = None if progress.out is None else str(progress.out)
     first_epoch = 1 if state is None else state.epoch + 1
     hook = registry().manager.hook
-    out_dir = None if out is None else str(out)
 
     def on_epoch_end(record: dict[str, Any]) -> None:
         if changes and record["epoch"] == first_epoch:
@@ -444,34 +384,38 @@ def _train_model(
     def on_validation(record: dict[str, Any]) -> None:
         hook.on_validation(record=record, out_dir=out_dir)
 
-    lead = rank == 0  # the other ranks of a data-parallel run train the same updates
+    lead = running.rank == 0  # the other ranks of a data-parallel run train the same updates
+    with allocating(_training_sizes(cfg, spec)):
+        state = fit(
+            progress.translator.model,
+            data.train,
+            data.valid if len(data.valid[0]) else None,
+            cfg.train,
+            on_epoch_end=on_epoch_end if lead else None,
+            state=state,
+            save=None if out_dir is None or not lead else progress.save,
+            out_dir=out_dir,
+            on_update=on_update if lead else None,
+            on_validation=on_validation if lead else None,
+            group=running.group,
+        )
+    progress.note(state)
+    if lead:
+        hook.on_train_end(history=state.history, out_dir=out_dir)
+    return state
+
+
+def _training_sizes(cfg: Config, spec: Spec) -> str:
+    """The settings that decide how much memory training takes, for an out-of-memory
+    error: the batch, the length caps, and the model's sizes."""
     lengths = [
         f"data.{key} = {getattr(cfg.data, key)}"
         for key in ("max_source_length", "max_target_length")
         if getattr(cfg.data, key) is not None
     ]
-    training_sizes = (
+    return (
         f"train.batch_size = {cfg.train.batch_size} ({cfg.train.batch_type}), "
         f"train.accumulate = {cfg.train.accumulate}, "
         f"{', '.join(lengths) or 'data.max_source_length / data.max_target_length (unset)'} "
         f"or {model_sizes(spec)}"
     )
-    with allocating(training_sizes):
-        state = fit(
-            model,
-            train_ids,
-            valid_ids if len(valid_ids[0]) else None,
-            cfg.train,
-            on_epoch_end=on_epoch_end if lead else None,
-            state=state,
-            save=None if out is None or not lead else save,
-            out_dir=out_dir,
-            on_update=on_update if lead else None,
-            on_validation=on_validation if lead else None,
-            group=group,
-        )
-    note(state)
-    if lead:
-        hook.on_train_end(history=state.history, out_dir=out_dir)
-    translator.rank = rank
-    return translator
