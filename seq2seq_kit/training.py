@@ -1,6 +1,7 @@
 """Training a model from the Python API or the CLI: :func:`train` checks and locks the output
 directory, resumes a saved run, joins a data-parallel launch, prepares the data, builds the
-model and runs the trainer, saving checkpoints as it goes."""
+model and runs the trainer, saving checkpoints, with the run's record
+(:class:`~seq2seq_kit.run_record.RunRecord`), as it goes."""
 
 from __future__ import annotations
 
@@ -242,6 +243,8 @@ def _train(
     changes: dict[str, list[Any]],
     launch: Launch | None = None,
 ) -> Translator:
+    """Train on the run's data (a corpus's or text pairs'; a resumed run's checked to be
+    the saved run's) with backend ``chosen``, joining ``launch``'s group if any."""
     if pairs is None and names_corpus(cfg.data.source):
         saved_vocabs = None if saved is None else (saved.source_vocab, saved.target_vocab)
         data = training_data(cfg, saved_vocabs)
