@@ -5,6 +5,9 @@ key and the architecture, Adam's betas and epsilon) must agree with the saved ru
 in :data:`seq2seq_kit.config.RESUMABLE` (how long to train, early stopping, the learning
 rate and its plateau decay, label smoothing, saving, decoding defaults) may change, as
 OpenNMT's reset options allow, and are returned so that the run records them.
+
+The resumed run then checks that its pairs are the saved run's (:func:`check_same_data`)
+and continues from the saved weights, optimizer and trainer state (:func:`continue_run`).
 """
 
 from __future__ import annotations
