@@ -1,6 +1,7 @@
 """Training a model from the Python API or the CLI: :func:`train` checks and locks the output
 directory, resumes a saved run, joins a data-parallel launch, prepares the data, builds the
-model and runs the trainer, saving checkpoints as it goes."""
+model and runs the trainer, saving checkpoints, with the run's record
+(:class:`~seq2seq_kit.run_record.RunRecord`), as it goes."""
 
 from __future__ import annotations
 
@@ -9,62 +10,38 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import replace as replaced
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from .architectures import max_source_tokens, spec_for
+from .architectures import spec_for
 from .backend import Backend
-from .checkpoint import (
-    Checkpoint,
-    check_output_dir,
-    load_checkpoint,
-    save_checkpoint,
-    writer_lock,
-)
-from .config import (
-    Config,
-    describe_errors,
-    load_config,
-    resolve_backend,
-)
+from .checkpoint import Checkpoint, check_output_dir, load_checkpoint, save_checkpoint, writer_lock
+from .config import Config, describe_errors, load_config, resolve_backend
 from .corpus import TrainingData, names_corpus, training_data
-from .data import Dataset, Pair, check_pairs, load_dataset, split, surrogate_at
-from .errors import (
-    BackendError,
-    CheckpointError,
-    ConfigError,
-    DataError,
-    OutOfMemory,
-    allocating,
-    option,
-)
+from .data import Pair, check_pairs
+from .engine import Engine, check_trainable, engine, join_launch
+from .errors import CheckpointError, ConfigError, OutOfMemory, allocating
 from .logs import stdout_logging
 from .plugins import get_backend, registry
-from .prepare import (
-    check_vocabulary,
-    length_caps,
-    make_tokenizers,
-    over_caps,
-    train_tokenizers,
-)
-from .resume import MOVABLE, data_fingerprint, resumed_config
+from .prepare import make_tokenizers
+from .resume import Continuation, check_same_data, continue_run, resumed_config
+from .run_record import RunRecord
 from .runtime import (
     Launch,
-    LaunchError,
-    Runtime,
-    launch_environment,
     machine_memory,
-    resolve_threads,
 )
-from .spec import OptimizerSpec, Spec, decoding_cap, model_sizes
-from .tokenizers import Tokenizer
+from .spec import (
+    OptimizerSpec,
+    Spec,
+    decoding_cap,
+    model_sizes,
+)
+from .text_data import text_training_data
 from .trainer import TrainerState, fit
 from .translator import Translator, default_max_length
 from .version import __version__
-from .vocab import Vocabulary, count_pieces
 from .weights import weight_shapes
 
 log = logging.getLogger(__name__)
@@ -99,7 +76,6 @@ def optimizer_spec(cfg: Config) -> OptimizerSpec:
     )
 
 
-#: The ``[model]`` keys that decide how much memory a model takes, per architecture.
 def check_model_fits(spec: Spec, copies: int) -> None:
     """Refuse, before anything is allocated, a model whose float32 weights, ``copies``
     times, exceed this machine's memory (:func:`~seq2seq_kit.runtime.machine_memory`):
@@ -178,6 +154,56 @@ def train(
             them for training, ``data.tokenizer_options`` for training a tokenizer,
             ``data.options`` for a generated dataset.
     """
+    cfg, pairs = _configured(
+        config, data, limit=limit, epochs=epochs, seed=seed, overwrite=overwrite
+    )
+    saved = load_checkpoint(resume, extra=True) if resume is not None else None
+    changes: dict[str, list[Any]] = {}
+    if saved is not None:
+        cfg, changes = resumed_config(saved, cfg, resume)
+        backend = backend or RunRecord.from_dict(saved.meta).backend
+        out = resume if out is None else out
+    backend_name = resolve_backend(backend, cfg)
+    chosen = get_backend(backend_name)
+    check_trainable(chosen, backend_name, resuming=saved is not None)
+    if saved is None and (pairs is not None or not names_corpus(cfg.data.source)):
+        make_tokenizers(cfg)  # a bad option is refused before the output is locked
+    launch = join_launch(chosen, backend_name, cfg)
+    if out is None or (launch is not None and launch.rank != 0):
+        # rank 0 alone checks, locks and writes the model directory, and logs
+        quiet = launch is not None and launch.rank != 0
+        level, prefix = (logging.WARNING, f"rank {launch.rank}: ") if quiet else (logging.INFO, "")
+        with stdout_logging(level, prefix):
+            shown = None if out is None else Path(out)
+            return _train(cfg, shown, chosen, backend_name, pairs, saved, changes, launch)
+    # The real directory: a symlink or "." names the same place for the lock and the swap.
+    try:
+        out = Path(out).resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop
+        raise CheckpointError(f"{out}: cannot find the directory it names ({exc})") from None
+    replace = cfg.train.overwrite or (saved is not None and out == Path(resume).resolve())
+    with writer_lock(out), stdout_logging():
+        check_output_dir(out, replace=replace)  # now that no one else can write it
+        return _train(cfg, out, chosen, backend_name, pairs, saved, changes, launch)
+
+
+def _configured(
+    config: Config | str | os.PathLike[str] | None,
+    data: str | os.PathLike[str] | Sequence[Pair] | None,
+    *,
+    limit: int | None,
+    epochs: int | None,
+    seed: int | None,
+    overwrite: bool | None,
+) -> tuple[Config, tuple[Pair, ...] | None]:
+    """A copy of the config :func:`train` is given with its keyword arguments set (those
+    not None; ``data`` as ``data.source`` when a name or a path), and the pairs given as
+    ``data``, checked.
+
+    Raises:
+        ConfigError: a value the config refuses, naming the key.
+        DataError: pairs that are not (source, target) strings.
+    """
     cfg = config if isinstance(config, Config) else load_config(config)
     cfg = cfg.model_copy(deep=True)
     if isinstance(data, os.PathLike):
@@ -197,217 +223,7 @@ def train(
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc)) from None
     pairs = None if data is None or isinstance(data, str) else check_pairs(data)
-
-    saved = load_checkpoint(resume, extra=True) if resume is not None else None
-    changes: dict[str, list[Any]] = {}
-    if saved is not None:
-        cfg, changes = resumed_config(saved, cfg, resume)
-        backend = backend or saved.meta["backend"]
-        out = resume if out is None else out
-    backend_name = resolve_backend(backend, cfg)
-    chosen = get_backend(backend_name)
-    if "train" not in chosen.capabilities:
-        raise BackendError(
-            f"backend {backend_name!r} is inference only: it does not declare the 'train' "
-            f"capability (it declares {sorted(chosen.capabilities)}); train with another "
-            f"backend, then translate or serve the model with {option('backend', backend_name)}"
-        )
-    if saved is not None and "resume" not in chosen.capabilities:
-        raise BackendError(
-            f"backend {backend_name!r} does not declare the 'resume' capability: it cannot "
-            f"continue a saved training; start a new run, or resume with another backend"
-        )
-    if saved is None and (pairs is not None or not names_corpus(cfg.data.source)):
-        make_tokenizers(cfg)  # a bad option is refused before the output is locked
-    launch = _launch(chosen, backend_name, cfg)
-    if out is None or (launch is not None and launch.rank != 0):
-        # rank 0 alone checks, locks and writes the model directory, and logs
-        quiet = launch is not None and launch.rank != 0
-        level, prefix = (logging.WARNING, f"rank {launch.rank}: ") if quiet else (logging.INFO, "")
-        with stdout_logging(level, prefix):
-            shown = None if out is None else Path(out)
-            return _train(cfg, shown, chosen, backend_name, pairs, saved, changes, launch)
-    # The real directory: a symlink or "." names the same place for the lock and the swap.
-    try:
-        out = Path(out).resolve()
-    except (RuntimeError, OSError) as exc:  # a symlink loop
-        raise CheckpointError(f"{out}: cannot find the directory it names ({exc})") from None
-    replace = cfg.train.overwrite or (saved is not None and out == Path(resume).resolve())
-    with writer_lock(out), stdout_logging():
-        check_output_dir(out, replace=replace)  # now that no one else can write it
-        return _train(cfg, out, chosen, backend_name, pairs, saved, changes, launch)
-
-
-def _launch(chosen: Backend, backend_name: str, cfg: Config) -> Launch | None:
-    """The data-parallel launch this process is part of (None alone), once checked that
-    the backend and the config can train that way.
-
-    Raises:
-        ConfigError: malformed launcher variables, or a config data-parallel training
-            cannot follow.
-        BackendError: the backend does not declare ``distributed``.
-    """
-    try:
-        launch = launch_environment()
-    except LaunchError as exc:
-        raise ConfigError(str(exc)) from None
-    if launch is None:
-        return None
-    started = (
-        f"this process was started as rank {launch.rank} of {launch.world_size} by "
-        f"{'torchrun' if launch.launcher == 'torchrun' else 'TF_CONFIG'}"
-    )
-    if "distributed" not in chosen.capabilities or chosen.join is None:
-        able = sorted(
-            b.name
-            for b in registry().backends.values()
-            if "distributed" in b.capabilities and b.join is not None
-        )
-        raise BackendError(
-            f"{started}, but backend {backend_name!r} does not declare the 'distributed' "
-            f"capability: it trains in one process only (installed backends that declare it: "
-            f"{', '.join(able) or 'none'}); run it without the launcher"
-        )
-    if cfg.train.teacher_forcing < 1.0:
-        raise ConfigError(
-            f"{started}: train.teacher_forcing = {cfg.train.teacher_forcing} (scheduled "
-            f"sampling) is not supported in data-parallel training; set it to 1.0 or train "
-            f"in one process"
-        )
-    return launch
-
-
-def _load_pairs(
-    cfg: Config, pairs: tuple[Pair, ...] | None, saved: Checkpoint | None
-) -> tuple[Dataset, list[Pair], list[Pair], int, tuple[Tokenizer, Tokenizer]]:
-    """The dataset, its training and validation pairs after the split and the length
-    filter, how many training pairs the filter skipped, and each side's tokenizer (trained
-    on the training pairs before the filter, which counts its pieces). File paths in
-    ``cfg.data`` are made absolute, so that a saved run resumes from any folder.
-
-    Raises:
-        DataError: no training pairs are left.
-    """
-    if pairs is not None:
-        dataset = Dataset(pairs[: cfg.data.limit] if cfg.data.limit else pairs, "pairs")
-    elif saved is not None and saved.meta.get("data") == "pairs":
-        raise DataError("this run was trained on pairs given in Python: pass them again (data=)")
-    else:
-        dataset = load_dataset(
-            cfg.data.source,
-            cfg.data.limit,
-            max_line_bytes=cfg.data.max_line_bytes,
-            **cfg.data.options,
-        )
-        if dataset.path is not None:
-            cfg.data.source = str(Path(dataset.path).resolve())
-    if cfg.data.valid is not None:
-        train_pairs = list(dataset.pairs)
-        valid_dataset = load_dataset(cfg.data.valid, max_line_bytes=cfg.data.max_line_bytes)
-        valid_pairs = list(valid_dataset.pairs)
-        if valid_dataset.path is not None:
-            cfg.data.valid = str(Path(valid_dataset.path).resolve())
-        split_away = ""
-    else:
-        fraction = cfg.data.valid_fraction
-        fraction = dataset.valid_fraction if fraction is None else fraction
-        train_pairs, valid_pairs = split(dataset.pairs, fraction, cfg.train.seed)
-        if fraction > 0 and not valid_pairs:
-            log.warning(
-                "valid_fraction %s of %d distinct sources holds out none: training without "
-                "validation (the last weights are kept)",
-                fraction,
-                len({source for source, _ in dataset.pairs}),
-            )
-        split_away = f"the validation split (valid_fraction {fraction}) holds out all pairs"
-    for key in ("source", "valid"):
-        value = getattr(cfg.data, key)
-        if value is not None and surrogate_at(value) is not None:
-            raise ConfigError(f"data.{key}: {value!r} is not valid UTF-8 (model.json stores it)")
-    if not train_pairs:
-        raise DataError(
-            f"no training pairs of {len(dataset.pairs)}: {split_away}; change that or add data",
-            dataset.path or dataset.name,
-        )
-    tokenizers = train_tokenizers(cfg, train_pairs, saved)
-    caps = length_caps(cfg)
-    named = " / ".join(name for _, name in caps if name)
-    too_long = over_caps(train_pairs, caps, tokenizers)
-    skipped = sum(too_long)
-    if skipped:
-        log.info(
-            "skipped %d of %d training pairs longer than %s tokens",
-            skipped,
-            len(train_pairs),
-            named,
-        )
-        train_pairs = [p for p, drop in zip(train_pairs, too_long, strict=True) if not drop]
-    if not train_pairs:
-        raise DataError(
-            f"no training pairs of {len(dataset.pairs)}: all {skipped} are longer than "
-            f"{named}; change that or add data",
-            dataset.path or dataset.name,
-        )
-    positions = max_source_tokens(cfg.model)
-    if positions is not None:
-        # Validation pairs keep any length the data keys allow (they are only scored), but
-        # a Transformer has no position for a longer one: skipped too, and said so.
-        positional = ((positions, ""), (positions - 1, ""))
-        too_long = over_caps(valid_pairs, positional, tokenizers)
-        if any(too_long):
-            log.info(
-                "skipped %d of %d validation pairs longer than model.max_positions = %d "
-                "(the target with its BOS)",
-                sum(too_long),
-                len(valid_pairs),
-                positions,
-            )
-            valid_pairs = [p for p, drop in zip(valid_pairs, too_long, strict=True) if not drop]
-    return dataset, train_pairs, valid_pairs, skipped, tokenizers
-
-
-def _text_data(
-    cfg: Config, pairs: tuple[Pair, ...] | None, saved: Checkpoint | None
-) -> TrainingData:
-    """Training data from text pairs (a dataset, a TSV file, pairs given in Python): split,
-    length-filtered, tokenized and encoded in memory."""
-    dataset, train_pairs, valid_pairs, skipped, tokenizers = _load_pairs(cfg, pairs, saved)
-    fingerprint = data_fingerprint(train_pairs, valid_pairs)
-    if saved is not None:
-        source_vocab, target_vocab = saved.source_vocab, saved.target_vocab
-    elif cfg.data.shared_vocabulary:
-        texts = [s for s, _ in train_pairs] + [t for _, t in train_pairs]
-        counts = count_pieces(texts, tokenizers[0])
-        source_vocab = target_vocab = Vocabulary.from_counts(counts, tokenizers[0])
-        check_vocabulary(cfg, "shared", source_vocab, counts)
-    else:
-        vocabs = []
-        for side, tokenizer, texts in zip(
-            ("source", "target"), tokenizers, zip(*train_pairs, strict=True), strict=True
-        ):
-            counts = count_pieces(texts, tokenizer)
-            vocabs.append(Vocabulary.from_counts(counts, tokenizer))
-            check_vocabulary(cfg, side, vocabs[-1], counts)
-        source_vocab, target_vocab = vocabs
-
-    def encode(pairs: Sequence[Pair]) -> tuple[list[list[int]], list[list[int]]]:
-        # Validation may hold tokens training never saw: they become UNK, as at inference.
-        return (
-            [source_vocab.encode(s, unknown="replace") for s, _ in pairs],
-            [target_vocab.encode(t, unknown="replace") for _, t in pairs],
-        )
-
-    return TrainingData(
-        name=dataset.name,
-        where=dataset.path or dataset.name,
-        train=encode(train_pairs),
-        valid=encode(valid_pairs),
-        train_pairs=list(train_pairs),
-        valid_pairs=list(valid_pairs),
-        vocabs=(source_vocab, target_vocab),
-        skipped=skipped,
-        fingerprint=fingerprint,
-    )
+    return cfg, pairs
 
 
 def _train(
@@ -420,155 +236,138 @@ def _train(
     changes: dict[str, list[Any]],
     launch: Launch | None = None,
 ) -> Translator:
+    """Train on the run's data (a corpus's or text pairs'; a resumed run's checked to be
+    the saved run's) with backend ``chosen``, joining ``launch``'s group if any."""
     if pairs is None and names_corpus(cfg.data.source):
         saved_vocabs = None if saved is None else (saved.source_vocab, saved.target_vocab)
         data = training_data(cfg, saved_vocabs)
     else:
-        data = _text_data(cfg, pairs, saved)
-    fingerprint = data.fingerprint
-    if saved is not None and saved.meta.get("data_sha256", fingerprint) != fingerprint:
-        moved = [
-            f"{k} is {old!r} in the saved run but {new!r} now"
-            for k, (old, new) in changes.items()
-            if k in MOVABLE
-        ]
-        raise DataError(
-            "; ".join(moved + ["the training or validation pairs differ from the saved run's"])
-            + " (data given anew, or the file changed since?); a resumed run trains on the "
-            f"pairs it started with: start a new run with {option('out', metavar='DIR')} to "
-            "train on other data",
-            data.where,
-        )
+        data = text_training_data(cfg, pairs, saved)
+    if saved is not None:
+        check_same_data(saved, data.fingerprint, changes, data.where)
     source_vocab, target_vocab = data.vocabs
     spec = model_spec(cfg, len(source_vocab), len(target_vocab))
     optimizer = optimizer_spec(cfg)
-    local_processes = 1 if launch is None else launch.local_world_size
-    runtime = Runtime(
-        threads=resolve_threads(cfg.train.threads, local_processes),
-        device=cfg.train.device,
-        precision=cfg.train.precision,
-    )
-    group = None
-    if launch is not None:
-        assert chosen.join is not None  # checked by _launch
-        group = chosen.join(launch, runtime)
-        runtime = replaced(runtime, group=group)
-    try:
-        return _train_model(
-            cfg,
-            out,
-            (chosen, backend_name, runtime),
-            data,
-            (spec, optimizer),
-            saved,
-            changes,
-        )
-    finally:
-        if group is not None:
-            group.close()
+    with engine(cfg, chosen, backend_name, launch) as running:
+        return _train_model(cfg, out, running, data, spec, optimizer, saved, changes)
 
 
 def _train_model(
     cfg: Config,
     out: Path | None,
-    backend: tuple[Backend, str, Runtime],
+    running: Engine,
     data: TrainingData,
-    specs: tuple[Spec, OptimizerSpec],
+    spec: Spec,
+    optimizer: OptimizerSpec,
     saved: Checkpoint | None,
     changes: dict[str, list[Any]],
 ) -> Translator:
-    chosen, backend_name, runtime = backend
-    spec, optimizer = specs
-    source_vocab, target_vocab = data.vocabs
-    train_ids, valid_ids = data.train, data.valid
-    train_pairs, valid_pairs = data.train_pairs, data.valid_pairs
-    fingerprint = data.fingerprint
-    group = runtime.group
-    rank, world_size = (0, 1) if group is None else (group.rank, group.world_size)
+    """Build the model, restore the saved run into it when resuming, train it and return
+    its translator; rank 0 writes ``out`` as it goes."""
     check_model_fits(spec, 3)
     with allocating(model_sizes(spec)):
-        model = chosen.create(spec, seed=cfg.train.seed, optimizer=optimizer, runtime=runtime)
-    state = None
-    resumes: list[dict[str, Any]] = []
+        model = running.backend.create(
+            spec, seed=cfg.train.seed, optimizer=optimizer, runtime=running.runtime
+        )
+    resumed = None
     if saved is not None:
-        try:
-            model.set_weights(saved.extra["last"])
-            model.set_optimizer_state(saved.extra["optimizer"])
-            # a state saved before updates were counted: the optimizer's count of them
-            state = TrainerState.from_json(
-                saved.meta["trainer"],
-                saved.meta["history"],
-                updates=int(saved.extra["optimizer"].get("step", 0)),
-            )
-            float(saved.meta.get("seconds", 0.0))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise CheckpointError(
-                f"the saved run's model.json cannot be resumed: malformed training state "
-                f"({type(exc).__name__}: {exc})"
-            ) from None
-        # weights.safetensors holds the last weights when no validation has scored any:
-        # they are no best weights to fall back on
-        scored = valid_pairs and math.isfinite(state.best_score)
-        state.best_weights = saved.weights if scored else None
-        if "train.learning_rate" in changes:
-            state.learning_rate = cfg.train.learning_rate
-        before = _check_world_size(saved, state, world_size)
-        if before != world_size:
-            # the global batch changes with it: said and recorded as a change of the run
-            changes = {**changes, "distributed.world_size": [before, world_size]}
-        resumes = list(saved.meta.get("resumes", []))
-        resumes.append({"after_epoch": state.epoch, "backend": backend_name, "changed": changes})
-        described = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
+        resumed = continue_run(
+            saved,
+            model,
+            cfg,
+            changes,
+            backend=running.name,
+            world_size=running.world_size,
+            validating=bool(data.valid_pairs),
+        )
+        changes = resumed.changes
         if changes:
+            described = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
             log.info("changed on resume: %s", described)
-
-    meta = {
-        "seq2seq_kit_version": __version__,
-        "backend": backend_name,
-        "backend_version": chosen.version,
-        "data": data.name,
-        "data_sha256": fingerprint,
-        **data.meta,
-        "train_pairs": len(train_pairs),
-        "valid_pairs": len(valid_pairs),
-        "skipped_too_long": data.skipped,
-        "config": cfg.model_dump(mode="json"),
-        "seconds": 0.0 if saved is None else float(saved.meta.get("seconds", 0.0)),
-        "distributed": {
-            "launcher": "none" if group is None else group.launcher,
-            "world_size": world_size,
-            "batch_size_per_rank": cfg.train.batch_size,
-            "global_batch_size": cfg.train.batch_size * world_size,
-        },
-    }
-    if resumes:
-        meta["resumes"] = resumes
+    record = _run_record(cfg, running, data, resumed)
     translator = Translator(
         model,
-        source_vocab,
-        target_vocab,
-        backend=backend_name,
-        max_length=decoding_cap(spec, default_max_length(train_ids[1])),
-        meta=meta,
+        *data.vocabs,
+        backend=running.name,
+        max_length=decoding_cap(spec, default_max_length(data.train[1])),
+        meta=record.to_dict(),
     )
-    translator.train_pairs, translator.valid_pairs = train_pairs, valid_pairs
-    clock = time.perf_counter()
+    translator.train_pairs, translator.valid_pairs = data.train_pairs, data.valid_pairs
+    progress = _Progress(translator, record, out)
+    state = None if resumed is None else resumed.state
+    _fit(cfg, running, spec, data, progress, state, changes)
+    translator.rank = running.rank
+    return translator
 
-    def save(state: TrainerState) -> None:
-        nonlocal clock
+
+def _run_record(
+    cfg: Config, running: Engine, data: TrainingData, resumed: Continuation | None
+) -> RunRecord:
+    """The record of this run before it trains: a resumed run's adds to the saved run's
+    seconds and resumes."""
+    return RunRecord(
+        seq2seq_kit_version=__version__,
+        backend=running.name,
+        backend_version=running.backend.version,
+        data=data.name,
+        data_sha256=data.fingerprint,
+        others=dict(data.meta),
+        train_pairs=len(data.train_pairs),
+        valid_pairs=len(data.valid_pairs),
+        skipped_too_long=data.skipped,
+        config=cfg.model_dump(mode="json"),
+        seconds=0.0 if resumed is None else resumed.seconds,
+        distributed=RunRecord.distributed_entry(
+            running.launcher, running.world_size, cfg.train.batch_size
+        ),
+        resumes=[] if resumed is None else resumed.resumes,
+    )
+
+
+class _Progress:
+    """Keeps the run record current as training goes (the seconds spent, added to a
+    resumed run's; the trainer's history and state), hands the translator its JSON, and
+    saves the model directory ``out``."""
+
+    def __init__(self, translator: Translator, record: RunRecord, out: Path | None):
+        self.translator, self.record, self.out = translator, record, out
+        self.clock = time.perf_counter()
+
+    def note(self, state: TrainerState) -> None:
         now = time.perf_counter()
-        meta["seconds"] += now - clock
-        clock = now
-        meta["history"], meta["trainer"] = state.history, state.to_json()
-        ckpt = translator.checkpoint()
+        self.record.seconds += now - self.clock
+        self.clock = now
+        self.record.history, self.record.trainer = state.history, state.to_json()
+        self.translator.meta = self.record.to_dict()
+
+    def save(self, state: TrainerState) -> None:
+        """Write the model directory: the best weights (the last without validation), and
+        for resuming, the last weights and the optimizer state."""
+        self.note(state)
+        model = self.translator.model
+        ckpt = self.translator.checkpoint()
         if state.best_weights is not None:
             ckpt.weights = state.best_weights
         ckpt.extra = {"last": model.get_weights(), "optimizer": model.optimizer_state()}
-        save_checkpoint(ckpt, out, claimed=True)
+        assert self.out is not None  # fit is given no save without a directory
+        save_checkpoint(ckpt, self.out, claimed=True)
 
+
+def _fit(
+    cfg: Config,
+    running: Engine,
+    spec: Spec,
+    data: TrainingData,
+    progress: _Progress,
+    state: TrainerState | None,
+    changes: dict[str, list[Any]],
+) -> TrainerState:
+    """Run the trainer from ``state`` (None: from the start), telling plugins of its
+    updates, validations and epochs (the first resumed epoch's record carries the
+    ``changes``), saving through ``progress``; rank 0 alone tells and saves."""
+    out_dir = None if progress.out is None else str(progress.out)
     first_epoch = 1 if state is None else state.epoch + 1
     hook = registry().manager.hook
-    out_dir = None if out is None else str(out)
 
     def on_epoch_end(record: dict[str, Any]) -> None:
         if changes and record["epoch"] == first_epoch:
@@ -581,52 +380,38 @@ def _train_model(
     def on_validation(record: dict[str, Any]) -> None:
         hook.on_validation(record=record, out_dir=out_dir)
 
-    lead = rank == 0  # the other ranks of a data-parallel run train the same updates
+    lead = running.rank == 0  # the other ranks of a data-parallel run train the same updates
+    with allocating(_training_sizes(cfg, spec)):
+        state = fit(
+            progress.translator.model,
+            data.train,
+            data.valid if len(data.valid[0]) else None,
+            cfg.train,
+            on_epoch_end=on_epoch_end if lead else None,
+            state=state,
+            save=None if out_dir is None or not lead else progress.save,
+            out_dir=out_dir,
+            on_update=on_update if lead else None,
+            on_validation=on_validation if lead else None,
+            group=running.group,
+        )
+    progress.note(state)
+    if lead:
+        hook.on_train_end(history=state.history, out_dir=out_dir)
+    return state
+
+
+def _training_sizes(cfg: Config, spec: Spec) -> str:
+    """The settings that decide how much memory training takes, for an out-of-memory
+    error: the batch, the length caps, and the model's sizes."""
     lengths = [
         f"data.{key} = {getattr(cfg.data, key)}"
         for key in ("max_source_length", "max_target_length")
         if getattr(cfg.data, key) is not None
     ]
-    training_sizes = (
+    return (
         f"train.batch_size = {cfg.train.batch_size} ({cfg.train.batch_type}), "
         f"train.accumulate = {cfg.train.accumulate}, "
         f"{', '.join(lengths) or 'data.max_source_length / data.max_target_length (unset)'} "
         f"or {model_sizes(spec)}"
     )
-    with allocating(training_sizes):
-        state = fit(
-            model,
-            train_ids,
-            valid_ids if len(valid_ids[0]) else None,
-            cfg.train,
-            on_epoch_end=on_epoch_end if lead else None,
-            state=state,
-            save=None if out is None or not lead else save,
-            out_dir=out_dir,
-            on_update=on_update if lead else None,
-            on_validation=on_validation if lead else None,
-            group=group,
-        )
-    meta["seconds"] += time.perf_counter() - clock
-    meta["history"], meta["trainer"] = state.history, state.to_json()
-    if lead:
-        hook.on_train_end(history=state.history, out_dir=out_dir)
-    translator.rank = rank
-    return translator
-
-
-def _check_world_size(saved: Checkpoint, state: TrainerState, world_size: int) -> int:
-    """The saved run's world size, once checked that a run saved in the middle of an epoch
-    resumes with it: the saved step counts batches of ``batch_size`` x that many ranks.
-
-    Raises:
-        ConfigError: another world size, mid-epoch.
-    """
-    before = int(saved.meta.get("distributed", {}).get("world_size", 1))
-    if before != world_size and state.step:
-        raise ConfigError(
-            f"the saved run stopped at epoch {state.epoch + 1} step {state.step} with "
-            f"{before} process(es) and resumes with {world_size}: in the middle of an epoch a "
-            f"run resumes only with the world size it ran with (at an epoch end any will do)"
-        )
-    return before

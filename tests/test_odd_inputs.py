@@ -179,7 +179,7 @@ def test_ctrl_c_outside_training_steps_is_exit_130_without_traceback(tmp_path, m
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("seq2seq_kit.training.load_dataset", interrupted)
+    monkeypatch.setattr("seq2seq_kit.text_data.load_dataset", interrupted)
     assert main(["train", "--epochs", "2", "--out", str(tmp_path / "m")]) == 130
     err = capsys.readouterr().err
     assert "interrupted by SIGINT" in err and "Traceback" not in err

@@ -19,12 +19,14 @@ def add_info(sub: argparse._SubParsersAction) -> None:
 
 def run_info(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
+    from ..run_record import RunRecord
     from ..trainer import epoch_records
 
     ckpt = load_checkpoint(args.model)
+    record = RunRecord.from_dict(ckpt.meta)
     spec = ckpt.spec.to_dict()
-    history = ckpt.meta.get("history") or []
-    if all(isinstance(record, dict) for record in history):
+    history = record.history or []
+    if all(isinstance(entry, dict) for entry in history):
         history = epoch_records(history)
     summary = {
         "architecture": spec.pop("architecture"),
@@ -35,11 +37,11 @@ def run_info(args: argparse.Namespace) -> int:
         "source_tokenizer": ckpt.source_vocab.tokenizer.name,
         "target_tokenizer": ckpt.target_vocab.tokenizer.name,
         "max_length": ckpt.max_length,
-        "backend": ckpt.meta.get("backend"),
+        "backend": record.backend,
         "epochs": history[-1].get("epoch") if history and isinstance(history[-1], dict) else 0,
-        "updates": (ckpt.meta.get("trainer") or {}).get("updates"),
-        "stopped": (ckpt.meta.get("trainer") or {}).get("stopped"),
-        "distributed": ckpt.meta.get("distributed"),
+        "updates": record.updates,
+        "stopped": record.stopped,
+        "distributed": record.distributed,
     }
     if args.json:
         print(json.dumps(summary, indent=2))

@@ -86,26 +86,26 @@ def _report(translator: Any) -> None:
     """Print the last epoch's figures (or, for a run stopped within its first epoch, its
     updates) and a sample of translations with exact matches."""
     from ..metrics import group_references
+    from ..run_record import RunRecord
     from ..trainer import epoch_records
 
-    meta = translator.meta
-    epochs = epoch_records(meta["history"])
+    record = RunRecord.from_dict(translator.meta)
+    epochs = epoch_records(record.history)
     if epochs:
         last = epochs[-1]
         print(
             f"backend {translator.backend}, {translator.architecture} model: {last['epoch']} "
-            f"epochs in {meta['seconds']:.2f} s; "
+            f"epochs in {record.seconds:.2f} s; "
             f"training loss {last['train_loss']:.4f}; on the {last['evaluated_on']} pairs: "
             f"loss {last['valid_loss']:.4f}, token accuracy {last['valid_accuracy']:.3f}"
         )
     else:
-        trainer = meta["trainer"]
         print(
             f"backend {translator.backend}, {translator.architecture} model: "
-            f"{trainer['updates']} updates in {meta['seconds']:.2f} s, stopped by "
-            f"{trainer['stopped']} within the first epoch"
+            f"{record.updates} updates in {record.seconds:.2f} s, stopped by "
+            f"{record.stopped} within the first epoch"
         )
-    if "corpus" in meta:
+    if record.corpus is not None:
         # its pairs are ids: decoded, a piece that became <unk> is lost from the text, so
         # sources and references would not be the data's
         print(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..decoding import Hypothesis, forced_attention
+from ..run_record import RunRecord
 from ..vocab import pad
 
 if TYPE_CHECKING:
@@ -106,8 +107,8 @@ def describe_model(name: str, translator: Translator) -> dict[str, Any]:
     spec = translator.model.spec.to_dict()
     decode = translator.decode_config().model_dump()
     decode["max_length"] = translator.decoding_limit(decode["max_length"])
-    meta = translator.meta
-    history = meta.get("history") or []
+    record = RunRecord.from_dict(translator.meta)
+    history = record.history or []
     if isinstance(history, list) and all(isinstance(r, dict) for r in history):
         history = epoch_records(history)
     else:
@@ -117,18 +118,17 @@ def describe_model(name: str, translator: Translator) -> dict[str, Any]:
         for r in history
         if isinstance(r.get("valid_loss"), (int, float)) and math.isfinite(r["valid_loss"])
     ]
-    trainer = meta.get("trainer") if isinstance(meta.get("trainer"), dict) else {}
     training = {
-        "dataset": meta.get("data"),
-        "backend": meta.get("backend"),
+        "dataset": record.data,
+        "backend": record.backend,
         "epochs": history[-1].get("epoch") if history else 0,
-        "updates": trainer.get("updates"),
-        "stopped": trainer.get("stopped"),
+        "updates": record.updates,
+        "stopped": record.stopped,
         "best_valid_loss": min(losses) if losses else None,
-        "train_pairs": meta.get("train_pairs"),
-        "valid_pairs": meta.get("valid_pairs"),
-        "seconds": meta.get("seconds"),
-        "seq2seq_kit_version": meta.get("seq2seq_kit_version"),
+        "train_pairs": record.train_pairs,
+        "valid_pairs": record.valid_pairs,
+        "seconds": record.seconds,
+        "seq2seq_kit_version": record.seq2seq_kit_version,
     }
     return json_safe(
         {

@@ -1,0 +1,128 @@
+"""The run record: what ``model.json`` says of the training that made a model, its
+``meta`` object.
+
+Training writes it (:class:`RunRecord` then :meth:`RunRecord.to_dict`); ``seq2seq-kit
+info``, the training report, the server's model listing and a resumed run read it back
+(:meth:`RunRecord.from_dict`). Its JSON is covered by the field digests of ``model.json``
+(:mod:`seq2seq_kit.integrity`), so the keys, their order and their values are the file
+format: a record written for a run is the ``meta`` object earlier versions wrote for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: The keys :class:`RunRecord` names, in the order ``model.json`` holds them; the data's
+#: further entries (:attr:`RunRecord.others`) come after ``data_sha256``.
+_HEAD = ("seq2seq_kit_version", "backend", "backend_version", "data", "data_sha256")
+_BODY = ("train_pairs", "valid_pairs", "skipped_too_long", "config", "seconds", "distributed")
+#: Written only when set: a run never resumed has no ``resumes``, a run not yet saved no
+#: ``history`` nor ``trainer``.
+_TAIL = ("resumes", "history", "trainer")
+
+
+@dataclass
+class RunRecord:
+    """The ``meta`` object of ``model.json``.
+
+    Read back (:meth:`from_dict`), each attribute is the value the file holds, unchecked
+    (a damaged or hand-made file may hold anything: each reader checks what it relies on),
+    or its default when the key is missing: ``None``, ``[]`` for :attr:`resumes`, ``{}``
+    for :attr:`others`.
+
+    Attributes:
+        seq2seq_kit_version: the version that trained the model.
+        backend: the backend's registered name; backend_version: its distribution's
+            version.
+        data: the dataset's name, the TSV path, ``"pairs"`` for pairs given in Python, or
+            the corpus folder. data_sha256: SHA-256 of the training and validation pairs
+            (:func:`seq2seq_kit.resume.data_fingerprint`), or the corpus's fingerprint.
+        others: further keys, written after ``data_sha256``: the data's own (a corpus's
+            ``{"corpus": {"path", "sha256"}}``) and, read back, any key this version does
+            not name.
+        train_pairs, valid_pairs: pairs trained and validated on, after the length filter;
+            skipped_too_long: training pairs that filter skipped.
+        config: the run's whole config as JSON (``Config.model_dump(mode="json")``).
+        seconds: wall-clock seconds spent training, over every resumed run.
+        distributed: ``{"launcher", "world_size", "batch_size_per_rank",
+            "global_batch_size"}`` (:meth:`distributed_entry`).
+        resumes: one ``{"after_epoch", "backend", "changed"}`` per resumed run, oldest
+            first; ``changed`` maps a config key to ``[old, new]``.
+        history: the trainer's records (:attr:`seq2seq_kit.translator.Translator.history`).
+        trainer: the trainer's state (``TrainerState.to_json``: ``epoch``, ``step``,
+            ``updates``, ``stopped``...), which a resumed run starts from.
+    """
+
+    seq2seq_kit_version: str | None = None
+    backend: str | None = None
+    backend_version: str | None = None
+    data: str | None = None
+    data_sha256: str | None = None
+    others: dict[str, Any] = field(default_factory=dict)
+    train_pairs: int | None = None
+    valid_pairs: int | None = None
+    skipped_too_long: int | None = None
+    config: dict[str, Any] | None = None
+    seconds: float | None = None
+    distributed: dict[str, Any] | None = None
+    resumes: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] | None = None
+    trainer: dict[str, Any] | None = None
+
+    @classmethod
+    def from_dict(cls, meta: dict[str, Any]) -> RunRecord:
+        """The record of a ``meta`` object as :meth:`to_dict` wrote it (or an earlier
+        version did: missing keys take their defaults). Values are taken as they are, not
+        copied."""
+        named = {key: meta[key] for key in (*_HEAD, *_BODY, *_TAIL) if key in meta}
+        others = {key: value for key, value in meta.items() if key not in named}
+        return cls(**named, others=others)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``meta`` object, keys in ``model.json``'s order; :attr:`resumes` only when
+        there are any, :attr:`history` and :attr:`trainer` only when set. Values are the
+        record's own, not copies."""
+        meta = {key: getattr(self, key) for key in _HEAD}
+        meta.update(self.others)
+        meta.update({key: getattr(self, key) for key in _BODY})
+        if self.resumes:
+            meta["resumes"] = self.resumes
+        for key in ("history", "trainer"):
+            if getattr(self, key) is not None:
+                meta[key] = getattr(self, key)
+        return meta
+
+    @staticmethod
+    def distributed_entry(launcher: str, world_size: int, batch_size: int) -> dict[str, Any]:
+        """The :attr:`distributed` entry of a run by ``launcher`` (``"none"`` in one
+        process, ``"torchrun"``, ``"tf_config"``) over ``world_size`` processes, each
+        taking batches of ``batch_size`` (``train.batch_size``, in its ``batch_type``)."""
+        return {
+            "launcher": launcher,
+            "world_size": world_size,
+            "batch_size_per_rank": batch_size,
+            "global_batch_size": batch_size * world_size,
+        }
+
+    @property
+    def trainer_state(self) -> dict[str, Any]:
+        """:attr:`trainer` when it is an object, else ``{}`` (missing or damaged)."""
+        return self.trainer if isinstance(self.trainer, dict) else {}
+
+    @property
+    def updates(self) -> Any:
+        """Optimizer updates done (``trainer.updates``); None when not recorded."""
+        return self.trainer_state.get("updates")
+
+    @property
+    def stopped(self) -> Any:
+        """Why training stopped (``trainer.stopped``: ``"epochs"``, ``"patience"``,
+        ``"max_updates"``, ``"max_time"``, ``"interrupted"``); None when not recorded."""
+        return self.trainer_state.get("stopped")
+
+    @property
+    def corpus(self) -> dict[str, Any] | None:
+        """The corpus the model was trained from (``{"path", "sha256"}``), None for text
+        data."""
+        return self.others.get("corpus")
