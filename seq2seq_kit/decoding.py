@@ -14,9 +14,17 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .backend import Model
+from .beam import best_outputs, length_penalty, mask_specials
 from .vocab import PAD, Vocabulary
 
-_NEG_INF = -np.inf
+__all__ = [
+    "Hypothesis",
+    "beam_search",
+    "forced_attention",
+    "greedy",
+    "length_penalty",
+    "search",
+]
 
 
 @dataclass(frozen=True)
@@ -37,19 +45,6 @@ class Hypothesis:
     score: float
     truncated: bool
     attention: np.ndarray | None = field(default=None, compare=False, repr=False)
-
-
-def length_penalty(length: int | np.ndarray, alpha: float) -> float | np.ndarray:
-    """GNMT length penalty ``((5 + |Y|) / 6) ** alpha`` (Wu et al. 2016, eq. 14); beam
-    search ranks finished hypotheses by ``score / length_penalty``. ``alpha = 0`` ranks by
-    the raw sum of log-probabilities. ``|Y|`` counts the output tokens and EOS."""
-    return ((5.0 + np.asarray(length, dtype=np.float64)) / 6.0) ** alpha
-
-
-def _mask_specials(log_probs: np.ndarray, vocab: Vocabulary) -> np.ndarray:
-    log_probs = np.array(log_probs, dtype=np.float32, copy=True)
-    log_probs[:, [vocab.pad_id, vocab.bos_id, vocab.unk_id]] = _NEG_INF
-    return log_probs
 
 
 def greedy(
@@ -75,7 +70,7 @@ def greedy(
     prev = np.full(batch, vocab.bos_id, dtype=np.int32)
     for t in range(max_length + 1):
         log_probs, state = model.step(prev, state)
-        log_probs = _mask_specials(log_probs, vocab)
+        log_probs = mask_specials(log_probs, vocab)
         nxt = log_probs.argmax(axis=1).astype(np.int32)
         token_scores[active, t] = log_probs[np.arange(len(active)), nxt]
         out[active, t] = nxt
@@ -148,113 +143,23 @@ def beam_search(
             bound assumes a penalty that grows with length).
     """
     _check_search_options("beam_search", beam, n_best, alpha)
+    return _beam_search(model, src_ids, src_lengths, vocab, max_length, beam, n_best, alpha)
+
+
+def _beam_search(
+    model: Model,
+    src_ids: np.ndarray,
+    src_lengths: np.ndarray,
+    vocab: Vocabulary,
+    max_length: int,
+    beam: int,
+    n_best: int,
+    alpha: float,
+) -> list[list[Hypothesis]]:
+    """:func:`beam_search` of options already checked (the numerics: :mod:`.beam`)."""
     width = max(beam, n_best)
-    n_sent = src_ids.shape[0]
-    state = model.encode(src_ids, src_lengths)
-    state = model.reorder(state, np.repeat(np.arange(n_sent), width).astype(np.int64))
-    scores = np.full((n_sent, width), _NEG_INF)
-    scores[:, 0] = 0.0  # every beam starts as the same BOS; keep one copy live
-    history = np.zeros((n_sent, width, 0), dtype=np.int32)
-    prev = np.full(n_sent * width, vocab.bos_id, dtype=np.int32)
-    alive = np.arange(n_sent)  # sentence ids of the rows still searched
-    # per sentence: finished ids -> (normalised score, raw score, truncated); first kept
-    finished: list[dict[tuple[int, ...], tuple[float, float, bool]]] = [{} for _ in range(n_sent)]
-    # per sentence: the ranks of its `width` best finished hypotheses, best first; the last
-    # column is -inf until `width` have finished
-    best_ranks = np.full((n_sent, width), _NEG_INF)
-    # No output holds more than max_length tokens plus EOS, and length_penalty grows with
-    # length for alpha >= 0 (checked above): dividing a raw score s <= 0 by this bounds
-    # every rank that a live hypothesis scoring s can still reach.
-    max_penalty = float(length_penalty(max_length + 1, alpha))
-
-    def finish(rows, beams, raw_scores, length: int, truncated: bool) -> None:
-        # every hypothesis finishing at one step has the same length: one penalty
-        penalty = float(length_penalty(length + (0 if truncated else 1), alpha))
-        sequences = history[rows, beams].tolist()
-        for sentence, ids, raw in zip(
-            alive[rows].tolist(), sequences, raw_scores.tolist(), strict=True
-        ):
-            bucket = finished[sentence]
-            key = tuple(ids)
-            if key not in bucket:  # keep n-best lists free of duplicates
-                rank = raw / penalty
-                bucket[key] = (rank, raw, truncated)
-                kept = best_ranks[sentence]
-                if rank > kept[-1]:
-                    kept[-1] = rank
-                    kept[::-1].sort()  # descending, in place
-
-    for t in range(max_length + 1):
-        log_probs, state = model.step(prev, state)
-        log_probs = _mask_specials(log_probs, vocab)
-        vocab_size = log_probs.shape[1]
-        n_alive = len(alive)
-        cand = scores[:, :, None] + log_probs.reshape(n_alive, width, vocab_size)
-        flat = cand.reshape(n_alive, width * vocab_size)
-        k = min(2 * width, flat.shape[1])
-        top = np.argpartition(-flat, k - 1, axis=1)[:, :k]
-        top_scores = np.take_along_axis(flat, top, axis=1)
-        order = np.lexsort((top, -top_scores), axis=1)  # best first, lower index on ties
-        top = np.take_along_axis(top, order, axis=1)
-        top_scores = np.take_along_axis(top_scores, order, axis=1)
-        top_beam, top_tok = np.divmod(top, vocab_size)
-        valid = np.isfinite(top_scores)
-        is_eos = (top_tok == vocab.eos_id) & valid
-
-        if t == max_length:
-            # Live hypotheses hold max_length tokens: this step only looks for EOS, as
-            # greedy's last step does. One whose best next token is EOS has finished; any
-            # other is truncated (one entry per hypothesis: its tokens ended by an EOS the
-            # model did not prefer would rank a cut output below itself).
-            steps = log_probs.reshape(n_alive, width, vocab_size)
-            live = np.isfinite(scores)
-            ends = live & (steps.argmax(axis=2) == vocab.eos_id)
-            rows, beams = np.nonzero(ends)
-            eos_scores = scores[rows, beams] + steps[rows, beams, vocab.eos_id]
-            finish(rows, beams, eos_scores, t, truncated=False)
-            rows, beams = np.nonzero(live & ~ends)
-            finish(rows, beams, scores[rows, beams], t, truncated=True)
-            break
-
-        rows, ranks = np.nonzero(is_eos[:, :width])
-        if rows.size:
-            finish(rows, top_beam[rows, ranks], top_scores[rows, ranks], t, truncated=False)
-
-        live = valid & ~is_eos
-        take = np.argsort(~live, axis=1, kind="stable")[:, :width]
-        new_scores = np.where(
-            np.take_along_axis(live, take, axis=1),
-            np.take_along_axis(top_scores, take, axis=1),
-            _NEG_INF,
-        )
-        new_beam = np.take_along_axis(top_beam, take, axis=1)
-        new_tok = np.take_along_axis(top_tok, take, axis=1).astype(np.int32)
-        history = np.concatenate(
-            [np.take_along_axis(history, new_beam[:, :, None], axis=1), new_tok[:, :, None]],
-            axis=2,
-        )
-        scores = new_scores
-        # Done when no live hypothesis can still displace the worst of the `width` best
-        # finished ones (ties do not displace: the finished one ranks first). A -inf worst
-        # (fewer than `width` finished) never satisfies this while some hypothesis lives.
-        reachable = scores.max(axis=1) / max_penalty
-        done = (best_ranks[alive, -1] >= reachable) | ~np.isfinite(scores).any(axis=1)
-        rows = (np.arange(n_alive)[:, None] * width + new_beam).reshape(-1)
-        if done.any():
-            keep = np.flatnonzero(~done)
-            if keep.size == 0:
-                break
-            alive, scores, history = alive[keep], scores[keep], history[keep]
-            new_tok = new_tok[keep]
-            rows = rows.reshape(n_alive, width)[keep].reshape(-1)
-        state = model.reorder(state, rows.astype(np.int64))
-        prev = new_tok.reshape(-1)
-
-    results = []
-    for bucket in finished:
-        ranked = sorted(bucket.items(), key=lambda item: -item[1][0])[:n_best]
-        results.append([_hypothesis(ids, raw, trunc, vocab) for ids, (_, raw, trunc) in ranked])
-    return results
+    found = best_outputs(model, src_ids, src_lengths, vocab, max_length, width, n_best, alpha)
+    return [[_hypothesis(ids, raw, trunc, vocab) for ids, raw, trunc in outs] for outs in found]
 
 
 def forced_attention(

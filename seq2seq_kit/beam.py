@@ -1,0 +1,227 @@
+"""The numerics of :func:`seq2seq_kit.decoding.beam_search` (its docstring gives the
+scheme and the stopping bound), step by step: the live beams, the best extensions of
+each, and the finished hypotheses with their ranks. Also the two pieces greedy decoding
+shares with it: the GNMT length penalty and the masking of the specials."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from .backend import Model
+from .vocab import Vocabulary
+
+_NEG_INF = -np.inf
+
+#: One finished hypothesis: its target ids (EOS excluded), its raw score (the sum of its
+#: tokens' log-probabilities, EOS included when reached) and whether it was cut at
+#: ``max_length``.
+Output = tuple[tuple[int, ...], float, bool]
+
+
+def length_penalty(length: int | np.ndarray, alpha: float) -> float | np.ndarray:
+    """GNMT length penalty ``((5 + |Y|) / 6) ** alpha`` (Wu et al. 2016, eq. 14); beam
+    search ranks finished hypotheses by ``score / length_penalty``. ``alpha = 0`` ranks by
+    the raw sum of log-probabilities. ``|Y|`` counts the output tokens and EOS."""
+    return ((5.0 + np.asarray(length, dtype=np.float64)) / 6.0) ** alpha
+
+
+def mask_specials(log_probs: np.ndarray, vocab: Vocabulary) -> np.ndarray:
+    """A float32 copy of ``log_probs`` [rows, V] with PAD, BOS and UNK at -inf: no output
+    ever holds one."""
+    log_probs = np.array(log_probs, dtype=np.float32, copy=True)
+    log_probs[:, [vocab.pad_id, vocab.bos_id, vocab.unk_id]] = _NEG_INF
+    return log_probs
+
+
+def best_outputs(
+    model: Model,
+    src_ids: np.ndarray,
+    src_lengths: np.ndarray,
+    vocab: Vocabulary,
+    max_length: int,
+    width: int,
+    n_best: int,
+    alpha: float,
+) -> list[list[Output]]:
+    """Beam search of ``width`` beams over int32 [B, S] sources: per sentence, up to
+    ``n_best`` distinct outputs, best first. The options are the caller's to check:
+    ``width >= n_best >= 1`` and ``alpha >= 0``, which the stopping bound assumes."""
+    n_sent = src_ids.shape[0]
+    state = model.encode(src_ids, src_lengths)
+    state = model.reorder(state, np.repeat(np.arange(n_sent), width).astype(np.int64))
+    beams = _Beams.start(n_sent, width, vocab.bos_id)
+    finished = _Finished(n_sent, width, alpha)
+    # No output holds more than max_length tokens plus EOS, and length_penalty grows with
+    # length for alpha >= 0: dividing a raw score s <= 0 by this bounds every rank that a
+    # live hypothesis scoring s can still reach.
+    max_penalty = float(length_penalty(max_length + 1, alpha))
+    for t in range(max_length + 1):
+        log_probs, state = model.step(beams.tokens.reshape(-1), state)
+        log_probs = mask_specials(log_probs, vocab)
+        steps = log_probs.reshape(len(beams.alive), width, log_probs.shape[1])
+        if t == max_length:
+            _finish_at_max_length(beams, steps, vocab.eos_id, finished, t)
+            break
+        top = _best_extensions(beams.scores, steps, vocab.eos_id)
+        # extensions ending in EOS among the `width` best finish; the others may live on
+        rows, ranks = np.nonzero(top.is_eos[:, :width])
+        if rows.size:
+            parents = top.beam[rows, ranks]
+            finished.add(beams, rows, parents, top.scores[rows, ranks], t, truncated=False)
+        rows = beams.extend(top, width)
+        done = finished.settled(beams, max_penalty)
+        if done.any():
+            keep = np.flatnonzero(~done)
+            if keep.size == 0:
+                break
+            beams.keep(keep)
+            rows = rows[keep]
+        state = model.reorder(state, rows.reshape(-1).astype(np.int64))
+    return finished.ranked(n_best)
+
+
+class _Extensions(NamedTuple):
+    """The 2 x width best extensions of each sentence's live hypotheses, best first (the
+    lower flat index on ties), each [n_alive, k]."""
+
+    scores: np.ndarray  # float64 raw scores of the extended hypotheses
+    beam: np.ndarray  # the hypothesis extended (its column in the beam)
+    token: np.ndarray  # the token added
+    valid: np.ndarray  # a finite score: the extension of a live hypothesis
+    is_eos: np.ndarray  # valid, and the token is EOS
+
+
+@dataclass
+class _Beams:
+    """The live hypotheses of the sentences still searched, ``width`` rows per sentence."""
+
+    alive: np.ndarray  # [n_alive]: the sentence of each row
+    scores: np.ndarray  # float64 [n_alive, width] raw scores; -inf: no hypothesis there
+    history: np.ndarray  # int32 [n_alive, width, t]: the tokens chosen so far
+    tokens: np.ndarray  # int32 [n_alive, width]: each one's last token, the next input
+
+    @classmethod
+    def start(cls, n_sent: int, width: int, bos_id: int) -> _Beams:
+        scores = np.full((n_sent, width), _NEG_INF)
+        scores[:, 0] = 0.0  # every beam starts as the same BOS; keep one copy live
+        return cls(
+            alive=np.arange(n_sent),
+            scores=scores,
+            history=np.zeros((n_sent, width, 0), dtype=np.int32),
+            tokens=np.full((n_sent, width), bos_id, dtype=np.int32),
+        )
+
+    def extend(self, top: _Extensions, width: int) -> np.ndarray:
+        """Keep, per sentence, the ``width`` best extensions not ending in EOS (-inf where
+        fewer remain). Returns the decoder rows they extend, int [n_alive, width], for
+        ``model.reorder``."""
+        live = top.valid & ~top.is_eos
+        take = np.argsort(~live, axis=1, kind="stable")[:, :width]
+        self.scores = np.where(
+            np.take_along_axis(live, take, axis=1),
+            np.take_along_axis(top.scores, take, axis=1),
+            _NEG_INF,
+        )
+        parents = np.take_along_axis(top.beam, take, axis=1)
+        self.tokens = np.take_along_axis(top.token, take, axis=1).astype(np.int32)
+        kept = np.take_along_axis(self.history, parents[:, :, None], axis=1)
+        self.history = np.concatenate([kept, self.tokens[:, :, None]], axis=2)
+        return np.arange(len(self.alive))[:, None] * width + parents
+
+    def keep(self, rows: np.ndarray) -> None:
+        """Go on with ``rows`` only (the sentences not done)."""
+        self.alive, self.scores = self.alive[rows], self.scores[rows]
+        self.history, self.tokens = self.history[rows], self.tokens[rows]
+
+
+def _best_extensions(scores: np.ndarray, steps: np.ndarray, eos_id: int) -> _Extensions:
+    """The best extensions of hypotheses scoring ``scores`` (float64 [n_alive, width]) by
+    their next token's masked log-probabilities ``steps`` (float32 [n_alive, width, V])."""
+    n_alive, width, vocab_size = steps.shape
+    flat = (scores[:, :, None] + steps).reshape(n_alive, width * vocab_size)
+    k = min(2 * width, flat.shape[1])
+    top = np.argpartition(-flat, k - 1, axis=1)[:, :k]
+    top_scores = np.take_along_axis(flat, top, axis=1)
+    order = np.lexsort((top, -top_scores), axis=1)  # best first, lower index on ties
+    top = np.take_along_axis(top, order, axis=1)
+    top_scores = np.take_along_axis(top_scores, order, axis=1)
+    top_beam, top_tok = np.divmod(top, vocab_size)
+    valid = np.isfinite(top_scores)
+    return _Extensions(top_scores, top_beam, top_tok, valid, (top_tok == eos_id) & valid)
+
+
+def _finish_at_max_length(
+    beams: _Beams, steps: np.ndarray, eos_id: int, finished: _Finished, t: int
+) -> None:
+    """The last step: live hypotheses hold max_length tokens, and this step only looks for
+    EOS, as greedy's last step does. One whose best next token is EOS has finished; any
+    other is truncated (one entry per hypothesis: its tokens ended by an EOS the model did
+    not prefer would rank a cut output below itself)."""
+    live = np.isfinite(beams.scores)
+    ends = live & (steps.argmax(axis=2) == eos_id)
+    rows, parents = np.nonzero(ends)
+    eos_scores = beams.scores[rows, parents] + steps[rows, parents, eos_id]
+    finished.add(beams, rows, parents, eos_scores, t, truncated=False)
+    rows, parents = np.nonzero(live & ~ends)
+    finished.add(beams, rows, parents, beams.scores[rows, parents], t, truncated=True)
+
+
+class _Finished:
+    """Per sentence, the hypotheses that ended, and the ranks of its ``width`` best."""
+
+    def __init__(self, n_sent: int, width: int, alpha: float):
+        self.alpha = alpha
+        # per sentence: finished ids -> (normalised score, raw score, truncated); first kept
+        self.found: list[dict[tuple[int, ...], tuple[float, float, bool]]] = [
+            {} for _ in range(n_sent)
+        ]
+        # per sentence: the ranks of its `width` best finished hypotheses, best first; the
+        # last column is -inf until `width` have finished
+        self.best_ranks = np.full((n_sent, width), _NEG_INF)
+
+    def add(
+        self,
+        beams: _Beams,
+        rows: np.ndarray,
+        parents: np.ndarray,
+        raw_scores: np.ndarray,
+        length: int,
+        truncated: bool,
+    ) -> None:
+        """Finish the hypotheses at (``rows``, ``parents``) of ``beams``, ``length`` tokens
+        each, scoring ``raw_scores`` (EOS included unless ``truncated``)."""
+        # every hypothesis finishing at one step has the same length: one penalty
+        penalty = float(length_penalty(length + (0 if truncated else 1), self.alpha))
+        sequences = beams.history[rows, parents].tolist()
+        for sentence, ids, raw in zip(
+            beams.alive[rows].tolist(), sequences, raw_scores.tolist(), strict=True
+        ):
+            bucket = self.found[sentence]
+            key = tuple(ids)
+            if key not in bucket:  # keep n-best lists free of duplicates
+                rank = raw / penalty
+                bucket[key] = (rank, raw, truncated)
+                kept = self.best_ranks[sentence]
+                if rank > kept[-1]:
+                    kept[-1] = rank
+                    kept[::-1].sort()  # descending, in place
+
+    def settled(self, beams: _Beams, max_penalty: float) -> np.ndarray:
+        """bool [n_alive]: the sentences of ``beams`` that are done, none of their live
+        hypotheses able to displace the worst of the ``width`` best finished ones (ties do
+        not displace: the finished one ranks first), or none live. A -inf worst (fewer
+        than ``width`` finished) never satisfies this while some hypothesis lives."""
+        reachable = beams.scores.max(axis=1) / max_penalty
+        none_live = ~np.isfinite(beams.scores).any(axis=1)
+        return (self.best_ranks[beams.alive, -1] >= reachable) | none_live
+
+    def ranked(self, n_best: int) -> list[list[Output]]:
+        """Per sentence, its ``n_best`` best finished outputs, best first."""
+        results = []
+        for bucket in self.found:
+            ranked = sorted(bucket.items(), key=lambda item: -item[1][0])[:n_best]
+            results.append([(ids, raw, trunc) for ids, (_, raw, trunc) in ranked])
+        return results
