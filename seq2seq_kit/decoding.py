@@ -1,28 +1,47 @@
-"""The decoder loop: batched greedy decoding and batched beam search over any backend.
+"""Decoding: the one entry that the API and the server both go through, and the searches
+it runs (batched greedy decoding, batched beam search, an engine's own search).
 
-Both drive a model only through ``encode``, ``step`` and ``reorder``. Targets PAD, BOS and
-UNK are masked out of every step's log-probabilities, so a hypothesis never contains a
-special; EOS ends it. A hypothesis holds at most ``max_length`` tokens before its EOS;
-one that reached that many without the model choosing EOS is flagged ``truncated``.
+The entry has three steps, so that a server can check a request when it arrives and decode
+it later together with others: :func:`plan` checks the decoding options against the
+backend and gives a :class:`Search`; :func:`encode` turns texts into source ids, checked
+against the model; :func:`decode` decodes the ids of many texts with one :class:`Search`,
+dispatching each batch to greedy decoding, beam search or the engine's own search.
+
+Greedy decoding and beam search drive a model only through ``encode``, ``step`` and
+``reorder``. Targets PAD, BOS and UNK are masked out of every step's log-probabilities, so
+a hypothesis never contains a special; EOS ends it. A hypothesis holds at most
+``max_length`` tokens before its EOS; one that reached that many without the model
+choosing EOS is flagged ``truncated``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .backend import Model
 from .beam import best_outputs, length_penalty, mask_specials
-from .vocab import PAD, Vocabulary
+from .errors import BackendError, InputTooLongError, allocating
+from .spec import Spec, max_source_tokens
+from .vocab import PAD, Vocabulary, pad
+
+if TYPE_CHECKING:
+    from .config import DecodeConfig
 
 __all__ = [
     "Hypothesis",
+    "Search",
     "beam_search",
+    "decode",
+    "encode",
+    "encode_text",
     "forced_attention",
     "greedy",
     "length_penalty",
+    "plan",
     "search",
 ]
 
@@ -234,6 +253,20 @@ def search(
         ValueError: ``beam`` or ``n_best`` below 1, or ``alpha`` negative.
     """
     _check_search_options("search", beam, n_best, alpha)
+    return _engine_search(model, src_ids, src_lengths, vocab, max_length, beam, n_best, alpha)
+
+
+def _engine_search(
+    model: Model,
+    src_ids: np.ndarray,
+    src_lengths: np.ndarray,
+    vocab: Vocabulary,
+    max_length: int,
+    beam: int,
+    n_best: int,
+    alpha: float,
+) -> list[list[Hypothesis]]:
+    """:func:`search` of options already checked."""
     found = model.search(
         src_ids,
         src_lengths,
@@ -243,3 +276,141 @@ def search(
         length_penalty=alpha,
     )
     return [[_hypothesis(h.ids, h.score, h.truncated, vocab) for h in hyps] for hyps in found]
+
+
+@dataclass(frozen=True)
+class Search:
+    """Decoding options checked against the backend that runs a model, made by
+    :func:`plan`: what :func:`decode` runs, unchecked. Equal searches may decode their
+    texts in one call (a server batches requests by them).
+
+    Attributes:
+        beam: hypotheses kept per source at each step (1 with ``n_best`` 1: greedy).
+        n_best: hypotheses returned per source; above ``beam`` it widens the beam.
+        length_penalty: GNMT alpha (:func:`length_penalty`), >= 0.
+        max_length: the most tokens a hypothesis may hold, within what the model can
+            decode (:func:`seq2seq_kit.spec.decoding_cap`).
+        batch_size: sources decoded together.
+        engine: decode with the backend's own search (capability ``search``), which
+            decodes greedily too.
+    """
+
+    beam: int
+    n_best: int
+    length_penalty: float
+    max_length: int
+    batch_size: int
+    engine: bool
+
+
+def plan(
+    options: DecodeConfig, max_length: int, capabilities: Collection[str], backend: str
+) -> Search:
+    """The search ``options`` ask for, checked against ``backend`` (the name of the backend
+    running the model) and its ``capabilities``. The values of ``options`` obey the
+    ``[decode]`` rules (a :class:`~seq2seq_kit.config.DecodeConfig` is validated when
+    made); ``max_length`` is the cap already resolved for the model
+    (:meth:`seq2seq_kit.translator.Translator.decoding_limit`).
+
+    Raises:
+        BackendError: beam search (``beam`` or ``n_best`` above 1) asked of a backend
+            without the ``beam`` capability.
+    """
+    if (options.beam > 1 or options.n_best > 1) and "beam" not in capabilities:
+        raise BackendError(
+            f"backend {backend!r} does not declare the 'beam' capability: decode "
+            f"greedily (beam 1, n-best 1) or choose another backend"
+        )
+    return Search(
+        beam=options.beam,
+        n_best=options.n_best,
+        length_penalty=options.length_penalty,
+        max_length=max_length,
+        batch_size=options.batch_size,
+        engine="search" in capabilities,
+    )
+
+
+def encode(
+    texts: Sequence[str], vocab: Vocabulary, spec: Spec, unknown: str = "error"
+) -> list[list[int] | None]:
+    """The source ids of each text (:func:`encode_text`, ``line`` its 1-based index), or
+    None for a blank text, which :func:`decode` answers with one empty hypothesis.
+
+    Raises:
+        UnknownTokenError: as :func:`encode_text`, naming the text's line.
+        InputTooLongError: as :func:`encode_text`, naming the text's line.
+    """
+    return [
+        encode_text(text, vocab, spec, unknown, line) if text.strip() else None
+        for line, text in enumerate(texts, start=1)
+    ]
+
+
+def encode_text(
+    text: str, vocab: Vocabulary, spec: Spec, unknown: str = "error", line: int | None = None
+) -> list[int]:
+    """The source ids of ``text`` (int, no BOS or EOS) for a model of ``spec``.
+
+    Raises:
+        UnknownTokenError: a token not in ``vocab``, naming it, its position and ``line``,
+            unless ``unknown="replace"`` maps it to UNK.
+        InputTooLongError: more tokens than the model can encode (a Transformer's
+            ``max_positions``), naming ``line`` and both lengths. Cutting the text would
+            translate another sentence than the one given (OpenNMT refuses a source over
+            ``-src_seq_length`` alike).
+    """
+    ids = vocab.encode(text, unknown=unknown, line=line)
+    limit = max_source_tokens(spec)
+    if limit is not None and len(ids) > limit:
+        raise InputTooLongError(len(ids), limit, line)
+    return ids
+
+
+def decode(
+    model: Model,
+    rows: Sequence[Sequence[int] | None],
+    vocab: Vocabulary,
+    search: Search,
+) -> list[list[Hypothesis]]:
+    """Decode the sources ``rows`` (from :func:`encode`; None: a blank text) into the
+    target ``vocab`` as ``search`` says, ``search.batch_size`` sources at a time, sorted
+    by length (similar lengths pad less). Returns, per row, its hypotheses best first:
+    one for greedy decoding and for a blank text (empty), up to ``n_best`` otherwise.
+
+    Raises:
+        OutOfMemory: decoding ran out of memory (in any backend), naming
+            ``decode.batch_size``, ``beam``, ``n_best`` and ``max_length``.
+    """
+    ids = {i: row for i, row in enumerate(rows) if row is not None}
+    todo = sorted(ids, key=lambda i: len(ids[i]))
+    results: list[list[Hypothesis]] = [[Hypothesis("", (), 0.0, False)] for _ in rows]
+    with allocating(
+        lambda: (
+            f"decode.batch_size = {search.batch_size}, decode.beam = {search.beam}, "
+            f"decode.n_best = {search.n_best}, decode.max_length = {search.max_length} or "
+            f"the inputs' length (up to {len(ids[todo[-1]])} tokens)"
+        )
+    ):
+        for start in range(0, len(todo), search.batch_size):
+            chunk = todo[start : start + search.batch_size]
+            src = pad([ids[i] for i in chunk])
+            lengths = np.array([len(ids[i]) for i in chunk], dtype=np.int32)
+            for i, hyps in zip(
+                chunk, _decode_batch(model, src, lengths, vocab, search), strict=True
+            ):
+                results[i] = hyps
+    return results
+
+
+def _decode_batch(
+    model: Model, src: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, search: Search
+) -> list[list[Hypothesis]]:
+    """One batch decoded by the search that ``search`` names, its options already
+    checked (:func:`plan`)."""
+    args = (model, src, lengths, vocab, search.max_length)
+    if search.engine:
+        return _engine_search(*args, search.beam, search.n_best, search.length_penalty)
+    if search.beam == 1 and search.n_best == 1:
+        return [[h] for h in greedy(*args)]
+    return _beam_search(*args, search.beam, search.n_best, search.length_penalty)

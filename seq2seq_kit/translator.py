@@ -25,11 +25,9 @@ from .config import (
     resolve_backend,
 )
 from .data import Pair
-from .decoding import Hypothesis, beam_search, greedy, search
+from .decoding import Hypothesis, Search, decode, encode, encode_text, greedy, plan
 from .errors import (
-    BackendError,
     ConfigError,
-    InputTooLongError,
     Seq2SeqError,
     allocating,
     option,
@@ -41,7 +39,6 @@ from .runtime import (
 )
 from .spec import (
     decoding_cap,
-    max_source_tokens,
     model_sizes,
 )
 from .vocab import Vocabulary, pad
@@ -136,12 +133,7 @@ class Translator:
             BackendError: beam search asked of a backend without the ``beam`` capability.
             OutOfMemory: decoding ran out of memory, naming the decode settings.
         """
-        if isinstance(texts, str):
-            raise TypeError("texts must be a sequence of strings, not one string")
-        texts = list(texts)
-        for number, text in enumerate(texts, start=1):
-            if not isinstance(text, str):
-                raise TypeError(f"texts[{number - 1}] is a {type(text).__name__}, not a string")
+        texts = _text_list(texts)
         options = self.decode_config(
             beam=beam,
             n_best=n_best,
@@ -150,91 +142,51 @@ class Translator:
             unknown=unknown,
             batch_size=batch_size,
         )
-        rows: list[list[int] | None] = []
-        for number, text in enumerate(texts, start=1):
-            if not text.strip():  # blank lines stay blank
-                rows.append(None)
-                continue
-            rows.append(self.source_vocab.encode(text, unknown=options.unknown, line=number))
-            self._check_source_length(rows[-1], number)
-        return self.decode_ids(
-            rows,
-            beam=options.beam,
-            n_best=options.n_best,
-            length_penalty=options.length_penalty,
-            max_length=options.max_length,
-            batch_size=options.batch_size,
-        )
+        return self._decode(texts, options)
 
-    def decode_ids(
-        self,
-        rows: Sequence[Sequence[int] | None],
-        *,
-        beam: int,
-        n_best: int,
-        length_penalty: float,
-        max_length: int | None,
-        batch_size: int,
-    ) -> list[list[Hypothesis]]:
-        """Decode sources already encoded and checked (:meth:`hypotheses` after its checks;
-        a server that encoded its requests' texts when they arrived): ``None`` for a blank
-        text, which gets one empty hypothesis. Options as :meth:`hypotheses`, already
-        validated; ``max_length`` is lowered to what the model can decode.
+    def decode_texts(self, texts: Sequence[str], options: DecodeConfig) -> list[list[Hypothesis]]:
+        """:meth:`hypotheses` with every option given by ``options``, as
+        :meth:`decode_config` resolved them (a command that also reads them to write its
+        output resolves them once).
 
         Raises:
-            BackendError: beam search asked of a backend without the ``beam`` capability.
+            As :meth:`hypotheses`, except ``ConfigError`` (``options`` are validated).
+        """
+        return self._decode(_text_list(texts), options)
+
+    def _decode(self, texts: list[str], options: DecodeConfig) -> list[list[Hypothesis]]:
+        rows = encode(texts, self.source_vocab, self.model.spec, options.unknown)
+        search = plan(
+            options, self.decoding_limit(options.max_length), self.capabilities, self.backend
+        )
+        return self.decode_ids(rows, search=search)
+
+    def decode_ids(
+        self, rows: Sequence[Sequence[int] | None], *, search: Search
+    ) -> list[list[Hypothesis]]:
+        """Decode sources already encoded and checked (:func:`seq2seq_kit.decoding.encode`:
+        ``None`` for a blank text, which gets one empty hypothesis) with options already
+        checked (:func:`seq2seq_kit.decoding.plan`): :meth:`hypotheses` after its checks,
+        or a server that checked and encoded its requests when they arrived. Returns, per
+        row, its n-best list (:func:`seq2seq_kit.decoding.decode`).
+
+        Raises:
             OutOfMemory: decoding ran out of memory (in any backend), naming
                 ``decode.batch_size``, ``beam``, ``n_best`` and ``max_length``.
         """
-        max_length = self.decoding_limit(max_length)
-        searching = beam > 1 or n_best > 1
-        capabilities = get_backend(self.backend).capabilities
-        if searching and "beam" not in capabilities:
-            raise BackendError(
-                f"backend {self.backend!r} does not declare the 'beam' capability: decode "
-                f"greedily (beam 1, n-best 1) or choose another backend"
-            )
-        ids = {i: row for i, row in enumerate(rows) if row is not None}
-        todo = sorted(ids, key=lambda i: len(ids[i]))  # similar lengths: less padding
-        results: list[list[Hypothesis]] = [[Hypothesis("", (), 0.0, False)] for _ in rows]
-        with allocating(
-            lambda: (
-                f"decode.batch_size = {batch_size}, decode.beam = {beam}, decode.n_best = "
-                f"{n_best}, decode.max_length = {max_length} or the inputs' length (up to "
-                f"{len(ids[todo[-1]])} tokens)"
-            )
-        ):
-            for start in range(0, len(todo), batch_size):
-                chunk = todo[start : start + batch_size]
-                src = pad([ids[i] for i in chunk])
-                lengths = np.array([len(ids[i]) for i in chunk], dtype=np.int32)
-                # an engine's own search (backend.SearchModel) does greedy decoding too
-                engine = "search" in capabilities
-                if not searching and not engine:
-                    hyps = greedy(self.model, src, lengths, self.target_vocab, max_length)
-                    decoded = [[h] for h in hyps]
-                else:
-                    decoded = (search if engine else beam_search)(
-                        self.model,
-                        src,
-                        lengths,
-                        self.target_vocab,
-                        max_length,
-                        beam,
-                        n_best,
-                        length_penalty,
-                    )
-                for i, hyps in zip(chunk, decoded, strict=True):
-                    results[i] = hyps
-        return results
+        return decode(self.model, rows, self.target_vocab, search)
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """The capabilities of the backend running the model
+        (:mod:`seq2seq_kit.capabilities`)."""
+        return get_backend(self.backend).capabilities
 
     @property
     def has_attention(self) -> bool:
         """Whether attention weights can be read: the model has attention and its backend
         steps the decoder (one decoding with its own ``search`` capability returns none)."""
-        return bool(self.model.spec.has_attention) and (
-            "search" not in get_backend(self.backend).capabilities
-        )
+        return bool(self.model.spec.has_attention) and "search" not in self.capabilities
 
     @property
     def architecture(self) -> str:
@@ -245,14 +197,6 @@ class Translator:
         """The most tokens a hypothesis may hold: ``max_length``, else the cap saved with
         the model, lowered to what the model can decode (:func:`decoding_cap`)."""
         return decoding_cap(self.model.spec, max_length or self.max_length)
-
-    def _check_source_length(self, ids: Sequence[int], line: int) -> None:
-        """Refuse a source longer than the model can encode (a Transformer's
-        ``max_positions``), as OpenNMT refuses one over ``-src_seq_length``: cutting it
-        would translate another sentence than the one given."""
-        limit = max_source_tokens(self.model.spec)
-        if limit is not None and len(ids) > limit:
-            raise InputTooLongError(len(ids), limit, line)
 
     def attention(
         self, text: str, max_length: int | None = None
@@ -268,14 +212,13 @@ class Translator:
         """
         if not self.model.spec.has_attention:
             raise Seq2SeqError("this model has no attention (model.attention = none)")
-        if "search" in get_backend(self.backend).capabilities:
+        if "search" in self.capabilities:
             raise Seq2SeqError(
                 f"backend {self.backend!r} decodes with its own search (capability 'search') "
                 f"and returns no attention weights; load the model with another backend "
                 f"(e.g. {option('backend', 'numpy')}) to see them"
             )
-        ids = self.source_vocab.encode(text, line=1)
-        self._check_source_length(ids, 1)
+        ids = encode_text(text, self.source_vocab, self.model.spec, line=1)
         src, lengths = pad([ids]), np.array([len(ids)], dtype=np.int32)
         hyp = greedy(
             self.model, src, lengths, self.target_vocab, self.decoding_limit(max_length), True
@@ -329,6 +272,21 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> Translator
         max_length=ckpt.max_length,
         meta=ckpt.meta,
     )
+
+
+def _text_list(texts: Sequence[str]) -> list[str]:
+    """``texts`` as a list, refused unless every one is a string.
+
+    Raises:
+        TypeError: ``texts`` is one string (not a list of them), or holds a non-string.
+    """
+    if isinstance(texts, str):
+        raise TypeError("texts must be a sequence of strings, not one string")
+    texts = list(texts)
+    for number, text in enumerate(texts, start=1):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{number - 1}] is a {type(text).__name__}, not a string")
+    return texts
 
 
 def default_max_length(targets: Sequence[Sequence[int]]) -> int:

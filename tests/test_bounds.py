@@ -375,7 +375,7 @@ def test_out_of_memory_while_decoding_names_the_decode_settings(model_dir, monke
     def exhausted(*args, **kwargs):
         raise MemoryError
 
-    monkeypatch.setattr(seq2seq_kit.translator, "greedy", exhausted)
+    monkeypatch.setattr(seq2seq_kit.decoding, "greedy", exhausted)
     args = ["translate", "--model", str(model_dir), "--batch-size", "64", "--max-length", "9"]
     assert cli.main([*args, "12"]) == 2
     err = capsys.readouterr().err

@@ -189,7 +189,7 @@ def test_sizes_too_large_for_memory_are_exit_2(model_dir, monkeypatch, capsys):
     def huge(*args, **kwargs):
         raise MemoryError("Unable to allocate 7.28 TiB")
 
-    monkeypatch.setattr("seq2seq_kit.translator.greedy", huge)
+    monkeypatch.setattr("seq2seq_kit.decoding.greedy", huge)
     assert main(["translate", "--model", str(model_dir), "--max-length", "999999", "3"]) == 2
     err = capsys.readouterr().err
     assert "out of memory (MemoryError: Unable to allocate 7.28 TiB)" in err

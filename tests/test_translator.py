@@ -34,13 +34,13 @@ def test_the_python_api_uses_the_saved_decode_settings(model_dir):
 
 def test_decode_batch_size_sets_how_many_inputs_share_a_step(model_dir, monkeypatch):
     sizes = []
-    greedy = seq2seq_kit.translator.greedy
+    greedy = seq2seq_kit.decoding.greedy
 
     def counting(model, src, *args, **kwargs):
         sizes.append(src.shape[0])
         return greedy(model, src, *args, **kwargs)
 
-    monkeypatch.setattr(seq2seq_kit.translator, "greedy", counting)
+    monkeypatch.setattr(seq2seq_kit.decoding, "greedy", counting)
     translator = seq2seq_kit.load(model_dir)
     translator.translate(list("12345"), max_length=20)
     assert sizes == [2, 2, 1]  # the saved decode.batch_size

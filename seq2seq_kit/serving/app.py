@@ -26,7 +26,7 @@ from ..config import ServeConfig
 from .batcher import Batcher
 from .decode import describe_model, translate_requests
 from .errors import RequestError
-from .requests import DecodeOptions, TranslateRequest, parse_body, prepare
+from .requests import Resolved, TranslateRequest, parse_body, prepare
 
 if TYPE_CHECKING:
     from ..api import Translator
@@ -61,7 +61,7 @@ def create_app(models: Mapping[str, Translator], settings: ServeConfig | None = 
         )
         for name, translator in models.items()
     }
-    resolved: dict[tuple[Any, ...], DecodeOptions] = {}  # see prepare
+    resolved: dict[tuple[Any, ...], Resolved] = {}  # see prepare
     page = resources.files(__package__).joinpath("static/index.html").read_text(encoding="utf-8")
     listing = {
         "models": [describe_model(name, t) for name, t in models.items()],

@@ -29,18 +29,9 @@ def translate_requests(
     options ask for it, then rows = output tokens and ``"</s>"`` (unless truncated) by
     columns = source tokens, each hypothesis's own weights (:func:`forced_attention`).
     """
-    options = requests[0].options
-    texts = [text for r in requests for text in r.texts]
     ids = [row for r in requests for row in r.source_ids]
-    results = translator.decode_ids(
-        [row if text.strip() else None for text, row in zip(texts, ids, strict=True)],
-        beam=options.beam,
-        n_best=options.n_best,
-        length_penalty=options.length_penalty,
-        max_length=options.max_length,
-        batch_size=options.batch_size,
-    )
-    weights = _attention(translator, ids, results) if options.attention else None
+    results = translator.decode_ids(ids, search=requests[0].search)
+    weights = _attention(translator, ids, results) if requests[0].attention else None
     source, target = translator.source_vocab, translator.target_vocab
     translations = []
     for i, (row, hyps) in enumerate(zip(ids, results, strict=True)):
@@ -55,7 +46,8 @@ def translate_requests(
                     "attention": None if weights is None else weights[i][j].tolist(),
                 }
             )
-        translations.append({"source_tokens": [source.token(t) for t in row], "hypotheses": listed})
+        tokens = [source.token(t) for t in row or ()]
+        translations.append({"source_tokens": tokens, "hypotheses": listed})
     out, start = [], 0
     for r in requests:
         out.append(translations[start : start + len(r.texts)])
@@ -64,7 +56,7 @@ def translate_requests(
 
 
 def _attention(
-    translator: Translator, ids: list[list[int]], results: list[list[Hypothesis]]
+    translator: Translator, ids: list[list[int] | None], results: list[list[Hypothesis]]
 ) -> list[list[np.ndarray]]:
     """Per text, per hypothesis, float32 [output tokens (+ EOS), source tokens]: every
     hypothesis of every text forced through the decoder in one batch. A blank text's

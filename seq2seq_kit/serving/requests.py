@@ -7,13 +7,20 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..config import DecodeConfig
-from ..errors import ConfigError, UnknownTokenError, describe_token
-from ..spec import max_source_tokens
+from ..decoding import Search, plan
+from ..decoding import encode as encode_texts
+from ..errors import (
+    BackendError,
+    ConfigError,
+    InputTooLongError,
+    UnknownTokenError,
+    describe_token,
+)
 from .errors import RequestError
 
 if TYPE_CHECKING:
@@ -45,29 +52,31 @@ class TranslateBody(BaseModel):
     model: str | None = None
 
 
-@dataclass(frozen=True)
-class DecodeOptions:
-    """What a request's texts are decoded with, resolved against the model's defaults.
-    Requests with equal options are decoded in one call."""
+class Resolved(NamedTuple):
+    """A request's options over its model's saved ``[decode]`` settings (validated), and
+    the ``max_length`` they decode to."""
 
-    beam: int
-    n_best: int
+    options: DecodeConfig
     max_length: int
-    length_penalty: float
-    attention: bool
-    unknown: str
-    batch_size: int
 
 
 @dataclass(frozen=True)
 class TranslateRequest:
-    """A validated request: ``source_ids[i]`` are the ids of ``texts[i]`` (empty for a
-    blank text, which is answered with an empty translation, as ``translate`` does)."""
+    """A validated request: ``source_ids[i]`` are the ids of ``texts[i]`` (None for a
+    blank text, which is answered with an empty translation, as ``translate`` does),
+    decoded with ``search``."""
 
     model: str
     texts: list[str]
-    source_ids: list[list[int]]
-    options: DecodeOptions
+    source_ids: list[list[int] | None]
+    search: Search
+    attention: bool
+
+    @property
+    def options(self) -> tuple[Search, bool]:
+        """What the texts are decoded with: requests with equal options are decoded in
+        one call."""
+        return self.search, self.attention
 
 
 def field_path(loc: tuple[Any, ...]) -> str | None:
@@ -140,13 +149,14 @@ def prepare(
     models: Mapping[str, Translator],
     limits: ServeConfig,
     default_model: str,
-    resolved: dict[tuple[Any, ...], DecodeOptions] | None = None,
+    resolved: dict[tuple[Any, ...], Resolved] | None = None,
 ) -> TranslateRequest:
     """Check ``body`` against the server's ``limits`` and its model, resolve its decoding
-    options and encode its texts. ``resolved``, kept by the caller across requests, holds
-    the options already resolved (per model and options asked for: resolving them
-    validates the model's ``[decode]`` settings again, more than half the cost of
-    ``prepare``).
+    options and encode its texts, through :func:`seq2seq_kit.decoding.plan` and
+    :func:`seq2seq_kit.decoding.encode` as :meth:`Translator.hypotheses` does. ``resolved``,
+    kept by the caller across requests, holds the options already resolved (per model and
+    options asked for: resolving them validates the model's ``[decode]`` settings again,
+    more than half the cost of ``prepare``).
 
     Raises:
         RequestError: 404 for an unknown model; 413 for too many texts or a text over
@@ -160,6 +170,20 @@ def prepare(
         have = ", ".join(repr(n) for n in models)
         raise RequestError(404, f"no model named {name!r}; this server has {have}", "model")
     translator = models[name]
+    _check_limits(body, limits)
+    options, max_length = _resolve_cached(body, name, translator, limits, resolved)
+    if body.attention:
+        _check_attention(name, translator)
+    search = _plan(options, max_length, translator)
+    ids = encode(body.texts, translator, options.unknown)
+    if body.attention:
+        _check_attention_size(ids, search, limits.max_attention_weights)
+    return TranslateRequest(name, list(body.texts), ids, search, body.attention)
+
+
+def _check_limits(body: TranslateBody, limits: ServeConfig) -> None:
+    """Refuse (413) more texts or a longer text than the server takes, and (422) an option
+    over the server's limit."""
     if len(body.texts) > limits.max_texts:
         raise RequestError(
             413,
@@ -187,7 +211,18 @@ def prepare(
                 f"{key} is {value} but this server allows at most {limit} (serve.max_{key})",
                 key,
             )
-    key = (name, body.beam, body.n_best, body.max_length, body.length_penalty, body.attention)
+
+
+def _resolve_cached(
+    body: TranslateBody,
+    name: str,
+    translator: Translator,
+    limits: ServeConfig,
+    resolved: dict[tuple[Any, ...], Resolved] | None,
+) -> Resolved:
+    """:func:`resolve_options`, from ``resolved`` when these options were asked of this
+    model before."""
+    key = (name, body.beam, body.n_best, body.max_length, body.length_penalty)
     options = None if resolved is None else resolved.get(key)
     if options is None:
         options = resolve_options(body, translator, limits)
@@ -195,39 +230,43 @@ def prepare(
             if len(resolved) >= RESOLVED_KEPT:  # length_penalty is a float: keep few
                 resolved.clear()
             resolved[key] = options
-    if body.attention and not translator.has_attention:
-        reason = (
-            "its spec's attention is none"
-            if not translator.model.spec.has_attention
-            else f"backend {translator.backend!r} decodes with its own search and returns none"
-        )
+    return options
+
+
+def _check_attention(name: str, translator: Translator) -> None:
+    """Refuse (422) attention asked of a model that gives none."""
+    if translator.has_attention:
+        return
+    reason = (
+        "its spec's attention is none"
+        if not translator.model.spec.has_attention
+        else f"backend {translator.backend!r} decodes with its own search and returns none"
+    )
+    raise RequestError(
+        422,
+        f"attention: model {name!r} gives no attention weights ({reason}); leave attention false",
+        "attention",
+    )
+
+
+def _plan(options: DecodeConfig, max_length: int, translator: Translator) -> Search:
+    """:func:`seq2seq_kit.decoding.plan` for ``translator``, its refusal a 422."""
+    try:
+        return plan(options, max_length, translator.capabilities, translator.backend)
+    except BackendError:
         raise RequestError(
             422,
-            f"attention: model {name!r} gives no attention weights ({reason}); "
-            f"leave attention false",
-            "attention",
-        )
-    if options.beam > 1 or options.n_best > 1:
-        from ..plugins import get_backend
-
-        if "beam" not in get_backend(translator.backend).capabilities:
-            raise RequestError(
-                422,
-                f"backend {translator.backend!r} does not declare the 'beam' capability: "
-                f"ask for beam 1 and n_best 1",
-                "beam",
-            )
-    ids = encode(body.texts, translator, options)
-    if options.attention:
-        _check_attention_size(ids, options, limits.max_attention_weights)
-    return TranslateRequest(name, list(body.texts), ids, options)
+            f"backend {translator.backend!r} does not declare the 'beam' capability: "
+            f"ask for beam 1 and n_best 1",
+            "beam",
+        ) from None
 
 
-def _check_attention_size(ids: list[list[int]], options: DecodeOptions, limit: int) -> None:
+def _check_attention_size(ids: list[list[int] | None], search: Search, limit: int) -> None:
     """Refuse (422) attention whose reply could hold more than ``limit`` weights: one row per
     output token and EOS, one column per source token, for each hypothesis of each text,
     counted at the longest outputs the options allow (a reply is built whole in memory)."""
-    most = sum(len(row) for row in ids) * options.n_best * (options.max_length + 1)
+    most = sum(len(row or ()) for row in ids) * search.n_best * (search.max_length + 1)
     if most > limit:
         raise RequestError(
             422,
@@ -238,13 +277,15 @@ def _check_attention_size(ids: list[list[int]], options: DecodeOptions, limit: i
         )
 
 
-def resolve_options(
-    body: TranslateBody, translator: Translator, limits: ServeConfig
-) -> DecodeOptions:
+def resolve_options(body: TranslateBody, translator: Translator, limits: ServeConfig) -> Resolved:
     """The request's options over the model's saved ``[decode]`` settings; a ``max_length``
-    left out is the model's cap, lowered to ``limits.max_max_length``."""
+    left out is the model's cap, lowered to ``limits.max_max_length``.
+
+    Raises:
+        RequestError: 422 when the model's saved settings break the ``[decode]`` rules.
+    """
     try:
-        saved = translator.decode_config(
+        options = translator.decode_config(
             beam=body.beam,
             n_best=body.n_best,
             length_penalty=body.length_penalty,
@@ -253,50 +294,37 @@ def resolve_options(
     # the request's options passed these rules in parse_body: the fault is the model's
     except ConfigError as exc:
         raise RequestError(422, f"the model's decoding settings: {exc}") from None
-    max_length = translator.decoding_limit(saved.max_length)
+    max_length = translator.decoding_limit(options.max_length)
     if body.max_length is None:
         max_length = min(max_length, limits.max_max_length)
-    return DecodeOptions(
-        beam=saved.beam,
-        n_best=saved.n_best,
-        max_length=max_length,
-        length_penalty=saved.length_penalty,
-        attention=body.attention,
-        unknown=saved.unknown,
-        batch_size=saved.batch_size,
-    )
+    return Resolved(options, max_length)
 
 
-def encode(texts: list[str], translator: Translator, options: DecodeOptions) -> list[list[int]]:
-    """Source ids of each text, as :meth:`Translator.hypotheses` will encode it (a blank
-    text: none).
+def encode(texts: list[str], translator: Translator, unknown: str) -> list[list[int] | None]:
+    """Source ids of each text (None for a blank one) by
+    :func:`seq2seq_kit.decoding.encode`, as :meth:`Translator.hypotheses` encodes them.
 
     Raises:
         RequestError: 422 naming ``texts[i]`` for a token the model never saw (unless the
             model's ``unknown`` setting is ``replace``) or a text longer than the model can
             encode.
     """
-    limit = max_source_tokens(translator.model.spec)
-    ids = []
-    for i, text in enumerate(texts):
-        if not text.strip():
-            ids.append([])
-            continue
-        try:
-            row = translator.source_vocab.encode(text, unknown=options.unknown)
-        except UnknownTokenError as exc:
-            raise RequestError(
-                422,
-                f"texts[{i}]: {describe_token(exc.token, exc.position, exc.kind)} in {text!r} "
-                f"was never seen in training (it is not in the model's source vocabulary)",
-                f"texts[{i}]",
-            ) from None
-        if limit is not None and len(row) > limit:
-            raise RequestError(
-                422,
-                f"texts[{i}] has {len(row)} source tokens but the model takes at most {limit} "
-                f"(model.max_positions); split it into shorter texts",
-                f"texts[{i}]",
-            )
-        ids.append(row)
-    return ids
+    try:
+        return encode_texts(texts, translator.source_vocab, translator.model.spec, unknown)
+    except UnknownTokenError as exc:
+        i = exc.line - 1
+        raise RequestError(
+            422,
+            f"texts[{i}]: {describe_token(exc.token, exc.position, exc.kind)} in "
+            f"{texts[i]!r} was never seen in training (it is not in the model's source "
+            f"vocabulary)",
+            f"texts[{i}]",
+        ) from None
+    except InputTooLongError as exc:
+        i = exc.line - 1
+        raise RequestError(
+            422,
+            f"texts[{i}] has {exc.length} source tokens but the model takes at most "
+            f"{exc.limit} (model.max_positions); split it into shorter texts",
+            f"texts[{i}]",
+        ) from None
