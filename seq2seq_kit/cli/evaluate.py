@@ -45,7 +45,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     sources, references = group_references(dataset.pairs)
     try:
-        outputs = translator.translate(sources, **options.model_dump())
+        outputs = [hyps[0].text for hyps in translator.decode_texts(sources, options)]
     except (UnknownTokenError, InputTooLongError) as exc:
         # Name the data file's line, not the position among the distinct sources.
         source = sources[exc.line - 1]

@@ -62,7 +62,7 @@ def run_translate(args: argparse.Namespace) -> int:
     translator = load(args.model, backend=args.backend)
     options = translator.decode_config(**_flag_values(args).get("decode", {}))
     texts = _read_inputs(args.text, getattr(args, "data.max_line_bytes"))
-    results = translator.hypotheses(texts, **options.model_dump())
+    results = translator.decode_texts(texts, options)
     out = sys.stdout
     for line_no, hyps in enumerate(results, start=1):
         if any(h.truncated for h in hyps):
