@@ -47,58 +47,88 @@ def create_app(models: Mapping[str, Translator], settings: ServeConfig | None = 
     """
     if not models:
         raise ValueError("create_app needs at least one model")
-    settings = settings or ServeConfig()
-    models = dict(models)
-    default_model = next(iter(models))
-    batchers = {
-        name: Batcher(
-            partial(_translate_rendered, translator),
-            key=lambda request: request.options,
-            window_s=settings.batch_window_ms / 1000,
-            max_batch=settings.max_batch,
-            max_queue=settings.max_queue,
-            name=name,
-        )
-        for name, translator in models.items()
-    }
-    resolved: dict[tuple[Any, ...], Resolved] = {}  # see prepare
-    page = resources.files(__package__).joinpath("static/index.html").read_text(encoding="utf-8")
-    listing = {
-        "models": [describe_model(name, t) for name, t in models.items()],
-        "limits": {
-            key: getattr(settings, key)
-            for key in ("max_texts", "max_text_chars", "max_beam", "max_n_best", "max_max_length")
-        },
-    }
+    api = _Api(dict(models), settings or ServeConfig())
+    app = Starlette(
+        routes=[
+            Route("/", api.index, methods=["GET"]),
+            Route("/healthz", api.healthz, methods=["GET"]),
+            Route("/v1/models", api.list_models, methods=["GET"]),
+            Route("/v1/stats", api.stats, methods=["GET"]),
+            Route("/v1/translate", api.translate, methods=["POST"]),
+        ],
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        lifespan=api.lifespan,
+    )
+    # /v1/translate/ is not /v1/translate: no redirect built from the client's Host header
+    app.router.redirect_slashes = False
+    app.state.batchers = api.batchers
+    return app
+
+
+class _Api:
+    """The endpoints, over the models, their batchers and what is worked out once: the web
+    page, the model listing and the decoding options already resolved."""
+
+    def __init__(self, models: dict[str, Translator], settings: ServeConfig):
+        self.models, self.settings = models, settings
+        self.default_model = next(iter(models))
+        self.batchers = {
+            name: Batcher(
+                partial(_translate_rendered, translator),
+                key=lambda request: request.options,
+                window_s=settings.batch_window_ms / 1000,
+                max_batch=settings.max_batch,
+                max_queue=settings.max_queue,
+                name=name,
+            )
+            for name, translator in models.items()
+        }
+        self.resolved: dict[tuple[Any, ...], Resolved] = {}  # see prepare
+        package = resources.files(__package__)
+        self.page = package.joinpath("static/index.html").read_text(encoding="utf-8")
+        self.listing = {
+            "models": [describe_model(name, t) for name, t in models.items()],
+            "limits": {
+                key: getattr(settings, key)
+                for key in (
+                    "max_texts",
+                    "max_text_chars",
+                    "max_beam",
+                    "max_n_best",
+                    "max_max_length",
+                )
+            },
+        }
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        for batcher in batchers.values():
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        for batcher in self.batchers.values():
             batcher.start()
         try:
             yield
         finally:
-            for batcher in batchers.values():
+            for batcher in self.batchers.values():
                 await batcher.close()
 
-    async def index(request: Request) -> Response:
-        return HTMLResponse(page)
+    async def index(self, request: Request) -> Response:
+        return HTMLResponse(self.page)
 
-    async def healthz(request: Request) -> Response:
+    async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def list_models(request: Request) -> Response:
-        return JSONResponse(listing)
+    async def list_models(self, request: Request) -> Response:
+        return JSONResponse(self.listing)
 
-    async def stats(request: Request) -> Response:
-        return JSONResponse({"models": {name: b.stats() for name, b in batchers.items()}})
+    async def stats(self, request: Request) -> Response:
+        return JSONResponse({"models": {name: b.stats() for name, b in self.batchers.items()}})
 
-    async def translate(request: Request) -> Response:
+    async def translate(self, request: Request) -> Response:
+        settings = self.settings
         try:
             _check_media_type(request)
             body = parse_body(await _read_body(request, settings.max_body_bytes))
-            job: TranslateRequest = prepare(body, models, settings, default_model, resolved)
-            translations = await batchers[job.model].submit(job, len(job.texts))
+            job = prepare(body, self.models, settings, self.default_model, self.resolved)
+            translations = await self.batchers[job.model].submit(job, len(job.texts))
         except RequestError as exc:
             return _error(exc)
         except ClientDisconnect:
@@ -122,22 +152,6 @@ def create_app(models: Mapping[str, Translator], settings: ServeConfig | None = 
             b'{"model":%s,"translations":%s}' % (_json(job.model), translations),
             media_type="application/json",
         )
-
-    app = Starlette(
-        routes=[
-            Route("/", index, methods=["GET"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/v1/models", list_models, methods=["GET"]),
-            Route("/v1/stats", stats, methods=["GET"]),
-            Route("/v1/translate", translate, methods=["POST"]),
-        ],
-        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
-        lifespan=lifespan,
-    )
-    # /v1/translate/ is not /v1/translate: no redirect built from the client's Host header
-    app.router.redirect_slashes = False
-    app.state.batchers = batchers
-    return app
 
 
 def _translate_rendered(translator: Translator, requests: list[TranslateRequest]) -> list[bytes]:
