@@ -282,37 +282,7 @@ def _write(
     shared = cfg.data.shared_vocabulary
     source_numbers = _Numbering(tokenizers[0])
     numbers = (source_numbers, source_numbers if shared else _Numbering(tokenizers[1]))
-    caps = (cfg.data.max_source_length, cfg.data.max_target_length)
-    sides = {
-        (split, side): _Side(staging / f".{split}.{side}.tmp") for split in SPLITS for side in SIDES
-    }
-    for side in sides.values():
-        side.file.touch()
-    skipped = 0
-    for split, rows in (("train", train_rows), ("valid", valid_rows)):
-        pairs = rows()
-        while block := list(islice(pairs, _BLOCK)):
-            src, src_lengths = numbers[0].encode_block([source for source, _ in block])
-            tgt, tgt_lengths = numbers[1].encode_block([target for _, target in block])
-            if split == "train" and caps != (None, None):
-                keep = np.ones(len(block), dtype=bool)
-                if caps[0] is not None:
-                    keep &= src_lengths <= caps[0]
-                if caps[1] is not None:
-                    keep &= tgt_lengths <= caps[1]
-                if not keep.all():
-                    skipped += int(len(keep) - keep.sum())
-                    src, src_lengths = src[np.repeat(keep, src_lengths)], src_lengths[keep]
-                    tgt, tgt_lengths = tgt[np.repeat(keep, tgt_lengths)], tgt_lengths[keep]
-            sides[split, "source"].add(src, src_lengths)
-            sides[split, "target"].add(tgt, tgt_lengths)
-    if skipped:
-        named = " / ".join(
-            f"data.{key} = {cap}"
-            for key, cap in zip(("max_source_length", "max_target_length"), caps, strict=True)
-            if cap is not None
-        )
-        log.info("skipped %d training pairs longer than %s tokens", skipped, named)
+    sides, skipped = _encode_splits(cfg, staging, numbers, train_rows, valid_rows)
     if not len(sides["train", "source"].lengths):
         raise DataError(
             "no training pairs: the validation split or the length caps leave none",
@@ -330,25 +300,103 @@ def _write(
         "source_vocab": vocabs[0].to_dict(),
         "target_vocab": vocabs[1].to_dict(),
     }
-    for side_index, side in enumerate(SIDES):
-        vocab, numbering = vocabs[side_index], numbers[side_index]
-        dtype = np.uint16 if len(vocab) <= 1 << 16 else np.int32
-        doc["dtypes"][side] = np.dtype(dtype).name
-        table = np.full(max(len(numbering.index), 1), UNK, dtype=np.int32)
-        for piece, provisional in numbering.index.items():
-            table[provisional] = vocab._index.get(piece, UNK)
-        for split in SPLITS:
-            _finish(sides[split, side], staging / f"{split}.{side}", table, dtype)
-    files: dict[str, str] = {}
+    doc["dtypes"] = {  # the key keeps its place in corpus.json
+        side: _renumber(staging, sides, side, vocabs[i], numbers[i]) for i, side in enumerate(SIDES)
+    }
+    doc["files"] = _saved_files(staging, tokenizers, shared)
+    return doc
+
+
+def _encode_splits(
+    cfg: Config,
+    staging: Path,
+    numbers: tuple[_Numbering, _Numbering],
+    train_rows: Callable[[], Iterator[Pair]],
+    valid_rows: Callable[[], Iterator[Pair]],
+) -> tuple[dict[tuple[str, str], _Side], int]:
+    """Each split's pairs in provisional ids, in temporary files of ``staging`` (one per
+    split and side), :data:`_BLOCK` rows at a time; training pairs over the length caps
+    are left out. Returns the sides and how many pairs were left out."""
+    caps = (cfg.data.max_source_length, cfg.data.max_target_length)
+    sides = {
+        (split, side): _Side(staging / f".{split}.{side}.tmp") for split in SPLITS for side in SIDES
+    }
+    for side in sides.values():
+        side.file.touch()
+    skipped = 0
+    for split, rows in (("train", train_rows), ("valid", valid_rows)):
+        pairs = rows()
+        while block := list(islice(pairs, _BLOCK)):
+            src = numbers[0].encode_block([source for source, _ in block])
+            tgt = numbers[1].encode_block([target for _, target in block])
+            if split == "train" and caps != (None, None):
+                src, tgt, dropped = _within_caps(src, tgt, caps)
+                skipped += dropped
+            sides[split, "source"].add(*src)
+            sides[split, "target"].add(*tgt)
+    if skipped:
+        named = " / ".join(
+            f"data.{key} = {cap}"
+            for key, cap in zip(("max_source_length", "max_target_length"), caps, strict=True)
+            if cap is not None
+        )
+        log.info("skipped %d training pairs longer than %s tokens", skipped, named)
+    return sides, skipped
+
+
+_Block = tuple[np.ndarray, np.ndarray]  # ids back to back, and each row's length
+
+
+def _within_caps(
+    src: _Block, tgt: _Block, caps: tuple[int | None, int | None]
+) -> tuple[_Block, _Block, int]:
+    """The rows of a block whose source and target are within their length ``caps``
+    (None: no cap), and how many were dropped."""
+    (src_ids, src_lengths), (tgt_ids, tgt_lengths) = src, tgt
+    keep = np.ones(len(src_lengths), dtype=bool)
+    if caps[0] is not None:
+        keep &= src_lengths <= caps[0]
+    if caps[1] is not None:
+        keep &= tgt_lengths <= caps[1]
+    if keep.all():
+        return src, tgt, 0
+    src = src_ids[np.repeat(keep, src_lengths)], src_lengths[keep]
+    tgt = tgt_ids[np.repeat(keep, tgt_lengths)], tgt_lengths[keep]
+    return src, tgt, int(len(keep) - keep.sum())
+
+
+def _renumber(
+    staging: Path,
+    sides: dict[tuple[str, str], _Side],
+    side: str,
+    vocab: Vocabulary,
+    numbering: _Numbering,
+) -> str:
+    """Renumber both splits of ``side`` into ``vocab``'s ids (UNK for a piece it left
+    out), in the smallest dtype that holds them; returns the dtype's name."""
+    dtype = np.uint16 if len(vocab) <= 1 << 16 else np.int32
+    table = np.full(max(len(numbering.index), 1), UNK, dtype=np.int32)
+    for piece, provisional in numbering.index.items():
+        table[provisional] = vocab._index.get(piece, UNK)
+    for split in SPLITS:
+        _finish(sides[split, side], staging / f"{split}.{side}", table, dtype)
+    return np.dtype(dtype).name
+
+
+def _saved_files(
+    staging: Path, tokenizers: tuple[Tokenizer, Tokenizer], shared: bool
+) -> dict[str, str]:
+    """Save the tokenizers' files (the source's alone when the vocabulary is shared) and
+    return the digest of every file in ``staging``, the id files included."""
     for side_index, side in enumerate(SIDES):
         if shared and side_index:
             break
-        tokenizers[side_index].save(staging, f"{side}-")  # hashed below with the id files
-    for child in sorted(staging.iterdir()):
-        if child.is_file() and not child.name.startswith("."):
-            files[child.name] = file_sha256(child)
-    doc["files"] = files
-    return doc
+        tokenizers[side_index].save(staging, f"{side}-")
+    return {
+        child.name: file_sha256(child)
+        for child in sorted(staging.iterdir())
+        if child.is_file() and not child.name.startswith(".")
+    }
 
 
 def _vocabularies_from_counts(
