@@ -33,7 +33,7 @@ import numpy as np
 
 from . import atomic
 from .errors import CheckpointError, option
-from .integrity import DIGESTS, changed_fields, file_sha256, manifest_of, read_json, seal
+from .integrity import DIGESTS, changed_fields, file_sha256, manifest_of, read_manifest, seal
 from .spec import Spec, spec_from_dict
 from .vocab import Vocabulary
 from .weights import check_weights
@@ -303,24 +303,14 @@ def _identity(file: Path) -> tuple[int, int] | None:
 
 def _load(path: Path, extra: bool, finite: bool) -> Checkpoint:
     model_file = path / MODEL_FILE
-    try:
-        doc = read_json(model_file)
-    except FileNotFoundError:
-        raise CheckpointError(f"{model_file}: missing; is {path} a model directory?") from None
-    except ValueError as exc:
-        raise CheckpointError(f"{model_file}: not valid JSON ({exc})") from None
-    except OSError as exc:
-        raise CheckpointError(f"{model_file}: cannot read it ({exc.strerror or exc})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise CheckpointError(f"{model_file}: not a {FORMAT} model file")
-    version = doc.get("format_version")
-    if type(version) is not int or version < 1:
-        raise CheckpointError(f"{model_file}: format_version {version!r} is not a version")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{model_file}: format version {version!r} is newer than this seq2seq-kit reads "
-            f"({FORMAT_VERSION}); upgrade seq2seq-kit"
-        )
+    doc, version = read_manifest(
+        model_file,
+        FORMAT,
+        FORMAT_VERSION,
+        lambda reason: CheckpointError(f"{model_file}: {reason}"),
+        missing=f"missing; is {path} a model directory?",
+        kind="model file",
+    )
     try:
         spec = spec_from_dict(doc["spec"])
         for name, sha in doc.get("tokenizer_files", {}).items():
@@ -352,14 +342,7 @@ def _load(path: Path, extra: bool, finite: bool) -> Checkpoint:
         check_weights(spec, weights)
     except ValueError as exc:
         raise CheckpointError(f"{weights_file}: {exc}") from None
-    tensors = {}
-    for name, ((file, sha), info) in entries.items():
-        arrays = _read_verified(file, sha, model_file)
-        for key in info.get("scalars", []):
-            if key not in arrays:
-                raise CheckpointError(f"{model_file}: malformed (extra.{name}: no {key!r})")
-            arrays[key] = arrays[key].reshape(())
-        tensors[name] = arrays
+    tensors = {name: _extra_arrays(name, *entry, model_file) for name, entry in entries.items()}
     bad = non_finite(weights) if finite else []
     if bad:
         raise CheckpointError(
@@ -367,6 +350,19 @@ def _load(path: Path, extra: bool, finite: bool) -> Checkpoint:
             f"retrain, e.g. with a smaller learning rate"
         )
     return Checkpoint(spec, source_vocab, target_vocab, weights, max_length, meta, tensors)
+
+
+def _extra_arrays(
+    name: str, entry: tuple[Path, str], info: dict[str, Any], model_file: Path
+) -> dict[str, np.ndarray]:
+    """The arrays of the extra file ``name`` (``entry``: its path and SHA-256), those that
+    ``info`` lists as ``scalars`` reshaped to 0-d."""
+    arrays = _read_verified(*entry, model_file)
+    for key in info.get("scalars", []):
+        if key not in arrays:
+            raise CheckpointError(f"{model_file}: malformed (extra.{name}: no {key!r})")
+        arrays[key] = arrays[key].reshape(())
+    return arrays
 
 
 def _changed_fields(doc: dict[str, Any], version: int) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,41 @@ def manifest_of(path: Path, format: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return doc if isinstance(doc, dict) and doc.get("format") == format else None
+
+
+def read_manifest(
+    path: Path,
+    format: str,
+    newest: int,
+    refuse: Callable[[str], Exception],
+    missing: str,
+    kind: str = "file",
+) -> tuple[dict[str, Any], int]:
+    """The JSON object in file ``path`` (a ``model.json``, a ``corpus.json``) and its
+    ``format_version``, for a reader of ``format`` up to version ``newest``.
+
+    Raises:
+        Exception: ``refuse(reason)``, the reader's own error, with the reason: ``missing``
+            when there is no file; it cannot be read or is not JSON; it is ``not a FORMAT
+            KIND`` (``kind``); its ``format_version`` is not a positive integer, or is newer
+            than ``newest``.
+    """
+    try:
+        doc = read_json(path)
+    except FileNotFoundError:
+        raise refuse(missing) from None
+    except ValueError as exc:
+        raise refuse(f"not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise refuse(f"cannot read it ({exc.strerror or exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != format:
+        raise refuse(f"not a {format} {kind}")
+    version = doc.get("format_version")
+    if type(version) is not int or version < 1:
+        raise refuse(f"format_version {version!r} is not a version")
+    if version > newest:
+        raise refuse(
+            f"format version {version!r} is newer than this seq2seq-kit reads ({newest}); "
+            f"upgrade seq2seq-kit"
+        )
+    return doc, version

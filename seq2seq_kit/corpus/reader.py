@@ -20,7 +20,7 @@ from ..architectures import max_source_tokens
 from ..config import Config, DataConfig, describe_errors
 from ..data import Pair
 from ..errors import ConfigError, DataError
-from ..integrity import changed_fields, file_sha256, read_json
+from ..integrity import changed_fields, file_sha256, read_manifest
 from ..vocab import Vocabulary
 from .format import (
     CORPUS_FILE,
@@ -192,28 +192,13 @@ def open_corpus(path: str | os.PathLike[str]) -> Corpus:
     doc_file = path / CORPUS_FILE
     if path.is_dir():
         atomic.finish(path)
-    try:
-        doc = read_json(doc_file)
-    except FileNotFoundError:
-        raise DataError(
-            f"missing; {path} is no preprocessed corpus (seq2seq-kit preprocess writes one)",
-            str(doc_file),
-        ) from None
-    except ValueError as exc:
-        raise DataError(f"not valid JSON ({exc})", str(doc_file)) from None
-    except OSError as exc:
-        raise DataError(f"cannot read it ({exc.strerror or exc})", str(doc_file)) from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise DataError(f"not a {FORMAT} file", str(doc_file))
-    version = doc.get("format_version")
-    if type(version) is not int or version < 1:
-        raise DataError(f"format_version {version!r} is not a version", str(doc_file))
-    if version > FORMAT_VERSION:
-        raise DataError(
-            f"format version {version!r} is newer than this seq2seq-kit reads "
-            f"({FORMAT_VERSION}); upgrade seq2seq-kit",
-            str(doc_file),
-        )
+    doc, version = read_manifest(
+        doc_file,
+        FORMAT,
+        FORMAT_VERSION,
+        lambda reason: DataError(reason, str(doc_file)),
+        missing=f"missing; {path} is no preprocessed corpus (seq2seq-kit preprocess writes one)",
+    )
     try:
         changed = changed_fields(doc) if version >= 2 or DIGESTS in doc else []
         if changed:
@@ -222,20 +207,7 @@ def open_corpus(path: str | os.PathLike[str]) -> Corpus:
                 f"from {DIGESTS}); corpus.json is not for editing: run preprocess again",
                 str(doc_file),
             )
-        files = doc["files"]
-        unlisted = [
-            f"{split}.{side}.{kind}"
-            for split in SPLITS
-            for side in SIDES
-            for kind in ("bin", "idx")
-            if f"{split}.{side}.{kind}" not in files
-        ]
-        if unlisted:
-            raise ValueError(f"files lists no SHA-256 for {', '.join(unlisted)}")
-        for name, sha in sorted(files.items()):
-            if Path(name).name != name or name in ("", ".", ".."):
-                raise ValueError(f"file entry {name!r} must name a file inside the directory")
-            _verify(path / name, sha, doc_file)
+        files = _verified_files(doc["files"], path, doc_file)
         vocabs = _vocabularies(doc, path)
         splits = {
             split: tuple(
@@ -249,6 +221,30 @@ def open_corpus(path: str | os.PathLike[str]) -> Corpus:
         raise DataError(f"malformed ({type(exc).__name__}: {exc})", str(doc_file)) from None
     fingerprint = hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()
     return Corpus(path, doc, vocabs, splits, fingerprint)  # type: ignore[arg-type]
+
+
+def _verified_files(files: dict[str, str], path: Path, doc_file: Path) -> dict[str, str]:
+    """``files`` (name -> SHA-256, from ``corpus.json``) once each file is checked against
+    its digest; every id file must be listed, and each name be a file of ``path``.
+
+    Raises:
+        ValueError: an id file is not listed, or a name is not a plain file name.
+        DataError: a file is missing or its SHA-256 differs.
+    """
+    unlisted = [
+        f"{split}.{side}.{kind}"
+        for split in SPLITS
+        for side in SIDES
+        for kind in ("bin", "idx")
+        if f"{split}.{side}.{kind}" not in files
+    ]
+    if unlisted:
+        raise ValueError(f"files lists no SHA-256 for {', '.join(unlisted)}")
+    for name, sha in sorted(files.items()):
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise ValueError(f"file entry {name!r} must name a file inside the directory")
+        _verify(path / name, sha, doc_file)
+    return files
 
 
 def _verify(file: Path, sha: str, doc_file: Path) -> None:
