@@ -1,7 +1,7 @@
-"""The NumPy Transformer: exact gradients of every weight (pre and post norm, ReLU and GELU,
-learned and sinusoidal positions, tied and shared embeddings, label smoothing), step-by-step
-decoding against teacher forcing, decoder-state rules, empty sources, the GELU's erf, and
-gradient accumulation (Transformer and RNN)."""
+"""The NumPy Transformer: exact gradients of every weight (pre and post norm, ReLU, GELU and
+swish, learned and sinusoidal positions, tied and shared embeddings, label smoothing),
+step-by-step decoding against teacher forcing, decoder-state rules, empty sources, the
+GELU's erf, swish at extreme inputs, and gradient accumulation (Transformer and RNN)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def tiny(**options) -> TransformerSpec:
     return TransformerSpec(VOCAB, VOCAB, **(base | options))
 
 
-# Every option value appears; tie and share with both norms and both activations.
+# Every option value appears; each activation with both norms; tie and share with both.
 GRADIENT_SPECS = [
     tiny(
         layer_norm=norm,
@@ -49,12 +49,14 @@ GRADIENT_SPECS = [
         share_embeddings=share,
     )  # fmt: skip
     for (norm, act), (pos, tie, share) in zip(
-        itertools.product(("pre", "post"), ("relu", "gelu")),
+        itertools.product(("pre", "post"), ("relu", "gelu", "swish")),
         [
             ("sinusoidal", False, False),
             ("learned", True, True),
+            ("sinusoidal", True, False),
             ("learned", False, False),
             ("sinusoidal", True, False),
+            ("learned", True, True),
         ],  # fmt: skip
         strict=True,
     )
