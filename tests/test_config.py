@@ -158,7 +158,7 @@ def test_a_transformer_config_reads_every_key(tmp_path):
         ),
         (
             "architecture = 'transformer'\nactivation = 'tanh'",
-            "model.activation: Input should be 'relu' or 'gelu'",
+            "model.activation: Input should be 'relu', 'gelu' or 'swish'",
         ),
         ("architecture = 'transformer'\nhiden = 1", "model.hiden: Extra inputs"),
     ],

@@ -35,8 +35,8 @@ class TransformerConfig(Section):
     attention_dropout: float = Field(
         0.0, ge=0.0, lt=1.0, description="on attention weights, during training only"
     )
-    activation: Literal["relu", "gelu"] = Field(
-        "relu", description="feed-forward non-linearity: relu or gelu"
+    activation: Literal["relu", "gelu", "swish"] = Field(
+        "relu", description="feed-forward non-linearity: relu, gelu or swish"
     )
     layer_norm: Literal["pre", "post"] = Field(
         "pre", description="pre: normalise each sub-layer's input; post: its residual sum"
@@ -93,8 +93,10 @@ class TransformerSpec:
         dropout: inverted-dropout rate during ``train_step`` only: on the embedded inputs and
             on each sub-layer's output before the residual sum (section 5.4).
         attention_dropout: dropout rate on attention weights during ``train_step`` only.
-        activation: feed-forward non-linearity, ``"relu"`` (the paper's) or ``"gelu"``
-            (Hendrycks & Gimpel 2016, the exact erf form).
+        activation: feed-forward non-linearity, ``"relu"`` (the paper's), ``"gelu"``
+            (Hendrycks & Gimpel 2016, the exact erf form) or ``"swish"``
+            (``h * sigmoid(h)``, Ramachandran et al. 2017, "Searching for Activation
+            Functions"; also called SiLU).
         layer_norm: ``"pre"``: ``x + sublayer(norm(x))`` with a final norm on each side
             (Wang et al. 2019; fairseq's ``--encoder-normalize-before``); ``"post"``:
             ``norm(x + sublayer(x))``, the paper's. Norms use epsilon 1e-5.

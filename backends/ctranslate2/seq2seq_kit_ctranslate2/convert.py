@@ -84,7 +84,11 @@ def to_ctranslate2(
     except ValueError as exc:
         raise ExportError(str(exc)) from None
     w = {name: np.asarray(value, dtype=np.float32) for name, value in weights.items()}
-    activation = {"relu": common_spec.Activation.RELU, "gelu": common_spec.Activation.GELU}
+    activation = {
+        "relu": common_spec.Activation.RELU,
+        "gelu": common_spec.Activation.GELU,
+        "swish": common_spec.Activation.SWISH,
+    }
     pre_norm = spec.layer_norm == "pre"
     encoder = transformer_spec.TransformerEncoderSpec(
         spec.encoder_layers,

@@ -134,11 +134,14 @@ def attend(
 
 
 def feed_forward(spec: TransformerSpec, params: Params, prefix: str, x: jax.Array) -> jax.Array:
-    """``act(x @ inner.kernel + inner.bias) @ outer.kernel + outer.bias``; ReLU or the exact
-    (erf) GELU of Hendrycks & Gimpel 2016."""
+    """``act(x @ inner.kernel + inner.bias) @ outer.kernel + outer.bias``; ReLU, the exact
+    (erf) GELU of Hendrycks & Gimpel 2016, or swish ``h * sigmoid(h)`` (Ramachandran et al.
+    2017; ``jax.nn.silu``)."""
     inner = _dense(params, f"{prefix}.inner", x)
     if spec.activation == "relu":
         inner = jax.nn.relu(inner)
+    elif spec.activation == "swish":
+        inner = jax.nn.silu(inner)
     else:
         inner = jax.nn.gelu(inner, approximate=False)
     return _dense(params, f"{prefix}.outer", inner)

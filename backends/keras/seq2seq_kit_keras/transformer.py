@@ -112,7 +112,7 @@ class MultiHeadAttention(layers.Layer):
 
 class FeedForward(layers.Layer):
     """``act(x @ inner.kernel + inner.bias) @ outer.kernel + outer.bias`` (section 3.3);
-    GELU in its exact erf form."""
+    ReLU, GELU in its exact erf form, or swish ``h * sigmoid(h)`` (``ops.silu``)."""
 
     def __init__(self, d_model: int, ff_size: int, activation: str, **kwargs):
         super().__init__(**kwargs)
@@ -127,7 +127,12 @@ class FeedForward(layers.Layer):
 
     def call(self, x):
         h = self.inner(x)
-        h = ops.relu(h) if self.activation == "relu" else ops.gelu(h, approximate=False)
+        if self.activation == "relu":
+            h = ops.relu(h)
+        elif self.activation == "swish":
+            h = ops.silu(h)
+        else:
+            h = ops.gelu(h, approximate=False)
         return self.outer(h)
 
 

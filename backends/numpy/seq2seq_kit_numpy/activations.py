@@ -1,5 +1,5 @@
-"""The Transformer's feed-forward non-linearities and their derivatives: ReLU and the exact
-GELU, with the error function computed by W. J. Cody's rational approximations.
+"""The Transformer's feed-forward non-linearities and their derivatives: ReLU, swish and
+the exact GELU, with the error function computed by W. J. Cody's rational approximations.
 
 NumPy has no ``erf``; ``math.erf`` is scalar. Cody's approximations ("Rational Chebyshev
 approximations for the error function", Mathematics of Computation 23, 1969, pp. 631-637;
@@ -65,13 +65,36 @@ def erf(x: np.ndarray) -> np.ndarray:
     return np.copysign(out, x, out=out)
 
 
+def sigmoids(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(sigmoid(h), sigmoid(-h))``, fresh arrays of ``h``'s dtype, where
+    ``sigmoid(h) = 1 / (1 + exp(-h))``. Both come from ``exp(-|h|)``, which cannot
+    overflow, and ``sigmoid(-h)`` is not formed as ``1 - sigmoid(h)``, whose digits cancel
+    where ``sigmoid(h)`` is near 1."""
+    e = np.exp(-np.abs(h))
+    positive = h >= 0
+    denominator = e + 1.0
+    s = np.where(positive, 1.0, e)
+    s /= denominator
+    complement = np.where(positive, e, 1.0)
+    complement /= denominator
+    return s, complement
+
+
 def forward(name: str, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``act(h)`` for ``name`` in ``"relu"``, ``"gelu"`` (``0.5 h (1 + erf(h / sqrt 2))``,
-    Hendrycks & Gimpel 2016, the exact form). Returns ``(act(h), cache)``, the cache
-    :func:`backward` needs (``act(h)`` itself for ReLU, ``h`` for GELU)."""
+    Hendrycks & Gimpel 2016, the exact form) and ``"swish"`` (``h sigmoid(h)``, Ramachandran
+    et al. 2017, "Searching for Activation Functions"; SiLU). Returns ``(act(h), cache)``,
+    the cache :func:`backward` needs (``act(h)`` itself for ReLU, ``h`` for GELU and
+    swish)."""
     if name == "relu":
         out = np.maximum(h, 0.0)
         return out, out
+    if name == "swish":
+        out, _ = sigmoids(h)
+        out *= h
+        return out, h
+    if name != "gelu":
+        raise ValueError(f"unknown activation {name!r}: relu, gelu or swish")
     cdf = erf(h * _SQRT_HALF)
     cdf += 1.0
     cdf *= 0.5
@@ -81,11 +104,20 @@ def forward(name: str, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def backward(name: str, d_out: np.ndarray, cache: np.ndarray) -> np.ndarray:
     """``d_out * act'(h)`` (``d_out`` is overwritten) from the cache of :func:`forward`.
     GELU's derivative is ``Phi(h) + h phi(h)``, Phi and phi the standard normal CDF and
-    density."""
+    density; swish's is ``s + h s (1 - s)`` with ``s = sigmoid(h)``."""
     if name == "relu":
         d_out *= cache > 0
         return d_out
     h = cache
+    if name == "swish":
+        s, complement = sigmoids(h)
+        complement *= h
+        complement += 1.0
+        complement *= s
+        d_out *= complement
+        return d_out
+    if name != "gelu":
+        raise ValueError(f"unknown activation {name!r}: relu, gelu or swish")
     cdf = erf(h * _SQRT_HALF)
     cdf += 1.0
     cdf *= 0.5

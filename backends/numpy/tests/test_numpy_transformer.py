@@ -1,7 +1,7 @@
-"""The NumPy Transformer: exact gradients of every weight (pre and post norm, ReLU and GELU,
-learned and sinusoidal positions, tied and shared embeddings, label smoothing), step-by-step
-decoding against teacher forcing, decoder-state rules, empty sources, the GELU's erf, and
-gradient accumulation (Transformer and RNN)."""
+"""The NumPy Transformer: exact gradients of every weight (pre and post norm, ReLU, GELU and
+swish, learned and sinusoidal positions, tied and shared embeddings, label smoothing),
+step-by-step decoding against teacher forcing, decoder-state rules, empty sources, the
+GELU's erf, swish at extreme inputs, and gradient accumulation (Transformer and RNN)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def tiny(**options) -> TransformerSpec:
     return TransformerSpec(VOCAB, VOCAB, **(base | options))
 
 
-# Every option value appears; tie and share with both norms and both activations.
+# Every option value appears; each activation with both norms; tie and share with both.
 GRADIENT_SPECS = [
     tiny(
         layer_norm=norm,
@@ -49,12 +49,14 @@ GRADIENT_SPECS = [
         share_embeddings=share,
     )  # fmt: skip
     for (norm, act), (pos, tie, share) in zip(
-        itertools.product(("pre", "post"), ("relu", "gelu")),
+        itertools.product(("pre", "post"), ("relu", "gelu", "swish")),
         [
             ("sinusoidal", False, False),
             ("learned", True, True),
+            ("sinusoidal", True, False),
             ("learned", False, False),
             ("sinusoidal", True, False),
+            ("learned", True, True),
         ],  # fmt: skip
         strict=True,
     )
@@ -378,6 +380,31 @@ def test_gelu_uses_the_exact_erf():
     gelu, _ = activations.forward("gelu", h)
     np.testing.assert_allclose(
         gelu, [v * 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in h], atol=1e-15
+    )
+
+
+def test_swish_and_its_derivative_are_stable_at_every_magnitude():
+    h = np.array([-800.0, -40.0, -3.0, -0.5, 0.0, 0.7, 2.5, 40.0, 800.0])
+
+    def sigmoid(v):
+        return 1.0 / (1.0 + math.exp(-v)) if v > -700 else 0.0
+
+    expected = [v * sigmoid(v) for v in h]
+    slope = [sigmoid(v) * (1.0 + v * (1.0 - sigmoid(v))) for v in h]
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        for dtype, rtol in ((np.float64, 1e-15), (np.float32, 1e-6)):
+            swish, cache = activations.forward("swish", h.astype(dtype))
+            derivative = activations.backward("swish", np.ones_like(swish), cache)
+            assert swish.dtype == derivative.dtype == dtype
+            normal = np.abs(h) < 80  # swish(-800) underflows: no relative error to speak of
+            np.testing.assert_allclose(swish[normal], np.array(expected)[normal], rtol=rtol)
+            np.testing.assert_allclose(derivative, slope, rtol=rtol, atol=1e-30)
+    x = np.random.default_rng(0).normal(0.0, 3.0, 200)
+    difference = (
+        activations.forward("swish", x + 1e-6)[0] - activations.forward("swish", x - 1e-6)[0]
+    ) / 2e-6
+    np.testing.assert_allclose(
+        activations.backward("swish", np.ones_like(x), x), difference, atol=1e-8
     )
 
 

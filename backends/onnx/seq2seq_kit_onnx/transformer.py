@@ -142,6 +142,8 @@ class _Builder:
         h = g.matmul(x, self.weight(prefix + "inner.kernel"), self.weight(prefix + "inner.bias"))
         if self.spec.activation == "relu":
             h = g.op("Relu", h)
+        elif self.spec.activation == "swish":  # h sigmoid(h): opset 17 has no Swish operator
+            h = g.op("Mul", h, g.op("Sigmoid", h))
         else:  # exact GELU: 0.5 h (1 + erf(h / sqrt 2))
             cdf = g.op("Erf", g.op("Mul", h, g.const(np.float32(math.sqrt(0.5)))))
             cdf = g.op("Add", cdf, g.const(np.float32(1.0)))

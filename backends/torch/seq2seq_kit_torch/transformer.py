@@ -163,6 +163,15 @@ class MultiHeadAttention(nn.Module):
         return self.output(merged)
 
 
+#: ``TransformerSpec.activation`` -> its function: ReLU, the exact (erf) GELU, and swish
+#: ``h * sigmoid(h)`` (``F.silu``).
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "swish": F.silu,
+}
+
+
 class FeedForward(nn.Module):
     """``act(x @ inner.kernel + inner.bias) @ outer.kernel + outer.bias`` (section 3.3)."""
 
@@ -170,7 +179,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.inner = nn.Linear(spec.d_model, spec.ff_size)
         self.outer = nn.Linear(spec.ff_size, spec.d_model)
-        self.activation = F.relu if spec.activation == "relu" else F.gelu
+        self.activation = ACTIVATIONS[spec.activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.outer(self.activation(self.inner(x)))

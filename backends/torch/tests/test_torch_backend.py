@@ -41,8 +41,12 @@ def transformer(**options) -> TransformerSpec:
 VARIANTS = {
     "pre-sinusoidal-relu": transformer(),
     "post-learned-gelu": transformer(layer_norm="post", positions="learned", activation="gelu"),
-    "tied-shared-one-layer": transformer(
-        encoder_layers=1, decoder_layers=1, tie_output_embeddings=True, share_embeddings=True
+    "tied-shared-one-layer-swish": transformer(
+        encoder_layers=1,
+        decoder_layers=1,
+        tie_output_embeddings=True,
+        share_embeddings=True,
+        activation="swish",
     ),
 }
 
@@ -94,7 +98,12 @@ def reference_log_probs(spec: TransformerSpec, w: dict[str, np.ndarray], b: Batc
 
     def feed_forward(x, p):
         h = x @ w[p + ".inner.kernel"] + w[p + ".inner.bias"]
-        h = np.maximum(h, 0) if spec.activation == "relu" else gelu(h)
+        if spec.activation == "relu":
+            h = np.maximum(h, 0)
+        elif spec.activation == "swish":
+            h = h / (1.0 + np.exp(-h))
+        else:
+            h = gelu(h)
         return h @ w[p + ".outer.kernel"] + w[p + ".outer.bias"]
 
     def sublayer(x, p, fn, *args):
