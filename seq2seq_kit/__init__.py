@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .hookspecs import hookimpl, hookspec
 from .version import __version__
 
-__all__ = ["hookimpl", "hookspec", "load", "train", "__version__"]
+__all__ = ["Translator", "hookimpl", "hookspec", "load", "train", "__version__"]
 
 if TYPE_CHECKING:
     from .api import Translator
@@ -29,3 +29,12 @@ def load(path: str, backend: str | None = None) -> Translator:
     from .api import load as _load
 
     return _load(path, backend=backend)
+
+
+def __getattr__(name: str) -> Any:
+    # Translator is imported on first use, so that importing the package stays light
+    if name == "Translator":
+        from .api import Translator
+
+        return Translator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

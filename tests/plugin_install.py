@@ -7,7 +7,24 @@ import importlib.util
 import os
 import subprocess
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+#: The oldest setuptools that builds our distributions: an SPDX ``license`` string (PEP 639)
+#: needs 77, as their pyproject.toml files require.
+SETUPTOOLS = (77,)
+
+
+def setuptools_builds_offline() -> bool:
+    """Whether the installed setuptools can build our distributions without an index
+    (``--no-build-isolation``); an older one (a stdlib venv's) would fail to."""
+    if importlib.util.find_spec("setuptools") is None:
+        return False
+    try:
+        major = int(version("setuptools").split(".")[0])
+    except (PackageNotFoundError, ValueError):
+        return False
+    return (major,) >= SETUPTOOLS
 
 
 def install(package: Path, site: Path, **env: str) -> dict[str, str]:
@@ -23,7 +40,7 @@ def install(package: Path, site: Path, **env: str) -> dict[str, str]:
         str(site),
         str(package),
     ]
-    if importlib.util.find_spec("setuptools") is not None:
+    if setuptools_builds_offline():
         command.insert(4, "--no-build-isolation")  # no index round trip for setuptools
     subprocess.run(command, check=True, capture_output=True)
     inherited = {k: v for k, v in os.environ.items() if k != "SEQ2SEQ_KIT_PLUGINS"}

@@ -58,7 +58,7 @@ def run_info(args: argparse.Namespace) -> int:
         )
     print(f"max length:   {summary['max_length']} output tokens")
     if summary["backend"] is not None:
-        done = f"{summary['epochs']} epochs"
+        done = f"{summary['epochs']} epoch{'s' if summary['epochs'] != 1 else ''}"
         if summary["updates"] is not None:
             done += f" ({summary['updates']} updates)"
         if summary["stopped"] not in (None, "epochs"):

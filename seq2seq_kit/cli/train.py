@@ -94,8 +94,8 @@ def _report(translator: Any) -> None:
     if epochs:
         last = epochs[-1]
         print(
-            f"backend {translator.backend}, {translator.architecture} model: {last['epoch']} "
-            f"epochs in {record.seconds:.2f} s; "
+            f"backend {translator.backend}, {translator.architecture} model: "
+            f"{last['epoch']} epoch{'s' if last['epoch'] != 1 else ''} in {record.seconds:.2f} s; "
             f"training loss {last['train_loss']:.4f}; on the {last['evaluated_on']} pairs: "
             f"loss {last['valid_loss']:.4f}, token accuracy {last['valid_accuracy']:.3f}"
         )
