@@ -20,9 +20,7 @@ def add_import(sub: argparse._SubParsersAction) -> None:
         "--from", dest="source", required=True, help="the directory of the model to import"
     )
     p.add_argument("--out", required=True, help="model directory to write (new or empty)")
-    p.add_argument(
-        "--overwrite", action="store_true", help="replace the model directory at --out"
-    )
+    p.add_argument("--overwrite", action="store_true", help="replace the model directory at --out")
     p.set_defaults(run=run_import)
 
 
