@@ -127,6 +127,11 @@ class ExportError(Seq2SeqError):
     the format cannot express (named)."""
 
 
+class ModelImportError(Seq2SeqError):
+    """A model of another toolkit cannot be imported: an unknown format, a missing or
+    unsafe file, or a setting the import cannot express (named with its file)."""
+
+
 class ConfigError(Seq2SeqError):
     """A configuration file or option is invalid (names file and key)."""
 

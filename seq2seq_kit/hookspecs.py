@@ -54,6 +54,19 @@ def register_exporters(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def register_importers(register: Callable[..., None]) -> None:
+    """Register import formats: call ``register(name, read)`` where ``read(source:
+    pathlib.Path) -> seq2seq_kit.checkpoint.Checkpoint`` reads a model another toolkit saved
+    in directory ``source`` (weights in the canonical layout, both vocabularies with their
+    tokenizers, ``meta`` saying where it came from) and raises
+    ``seq2seq_kit.errors.ModelImportError`` (a Seq2SeqError) naming the file and the key it
+    cannot import. It must never unpickle or execute what it reads.
+
+    ``seq2seq-kit import --format NAME`` calls it, then saves the checkpoint as training
+    saves a model directory (:mod:`seq2seq_kit.importers`)."""
+
+
+@hookspec
 def on_epoch_end(record: dict[str, Any], out_dir: str | None) -> None:
     """Called by the trainer after each epoch with ``{"epoch", "train_loss", "valid_loss",
     "valid_accuracy", "evaluated_on", "learning_rate", "seconds", "updates"}`` (losses in

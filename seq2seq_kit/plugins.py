@@ -32,6 +32,7 @@ ALLOW_ENV = "SEQ2SEQ_KIT_PLUGINS"
 BUILTIN_PLUGINS = (
     ("builtin", "seq2seq_kit.datasets"),
     ("builtin-tokenizers", "seq2seq_kit.tokenizers"),
+    ("builtin-marian", "seq2seq_kit.importers.marian"),
 )
 
 #: The distribution of each first-party backend and its folder in the source tree.
@@ -59,6 +60,7 @@ class Registry:
         datasets: dataset name -> loader.
         tokenizers: tokenizer name -> ``make(options, directory, prefix)``.
         exporters: export format name -> ``export(checkpoint, out) -> list[Path]``.
+        importers: import format name -> ``read(source) -> Checkpoint``.
         failures: plugin name (or ``plugin:backend``) -> why it was skipped.
         excluded: entry-point name -> distribution (or None), for each plugin that
             ``SEQ2SEQ_KIT_PLUGINS`` kept from loading.
@@ -71,6 +73,7 @@ class Registry:
     datasets: dict[str, Any] = field(default_factory=dict)
     tokenizers: dict[str, Any] = field(default_factory=dict)
     exporters: dict[str, Any] = field(default_factory=dict)
+    importers: dict[str, Any] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     excluded: dict[str, str | None] = field(default_factory=dict)
     allow: frozenset[str] | None = None
@@ -138,10 +141,9 @@ def _candidates(
 def _register(
     registry: Registry, name: str, module: Any
 ) -> dict[str, list[tuple[Any, ...]]] | None:
-    """Register ``module`` and collect its backends, datasets, tokenizers and exporters by hook
-    name;
-    None (with the reason in ``registry.failures``) when it fails, leaving every plugin
-    registered before in place."""
+    """Register ``module`` and collect its backends, datasets, tokenizers, exporters and
+    importers by hook name; None (with the reason in ``registry.failures``) when it fails,
+    leaving every plugin registered before in place."""
     manager = registry.manager
     try:
         manager.register(module, name=name)
@@ -156,6 +158,7 @@ def _register(
                 "register_datasets",
                 "register_tokenizers",
                 "register_exporters",
+                "register_importers",
             )
         }
     except Exception as exc:
@@ -171,7 +174,7 @@ def build_registry(extra_plugins: tuple[Any, ...] = ()) -> Registry:
     manager = pluggy.PluginManager(GROUP)
     manager.add_hookspecs(hookspecs)
     registry = Registry(manager, allow=_allow_list())
-    exporter_owners: dict[str, str] = {}
+    owners: dict[tuple[str, str], str] = {}
     for name, dist, module in _candidates(registry, extra_plugins):
         registered = _register(registry, name, module)
         if registered is None:
@@ -190,15 +193,19 @@ def build_registry(extra_plugins: tuple[Any, ...] = ()) -> Registry:
             registry.datasets.setdefault(dataset_name, load)
         for tokenizer_name, make in registered["register_tokenizers"]:
             registry.tokenizers.setdefault(tokenizer_name, make)
-        for format_name, export in registered["register_exporters"]:
-            if format_name in registry.exporters:
-                registry.failures[f"{name}:export:{format_name}"] = (
-                    f"export format {format_name!r} is registered twice: by "
-                    f"{exporter_owners[format_name]!r} and by {name!r}; kept the first"
-                )
-                continue
-            registry.exporters[format_name] = export
-            exporter_owners[format_name] = name
+        for kind, found, hook in (
+            ("export", registry.exporters, "register_exporters"),
+            ("import", registry.importers, "register_importers"),
+        ):
+            for format_name, function in registered[hook]:
+                if format_name in found:
+                    registry.failures[f"{name}:{kind}:{format_name}"] = (
+                        f"{kind} format {format_name!r} is registered twice: by "
+                        f"{owners[kind, format_name]!r} and by {name!r}; kept the first"
+                    )
+                    continue
+                found[format_name] = function
+                owners[kind, format_name] = name
     return registry
 
 

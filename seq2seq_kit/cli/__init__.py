@@ -1,5 +1,5 @@
 """The ``seq2seq-kit`` command line: train, preprocess, translate, evaluate, plot, info,
-serve, export, backends.
+serve, export, import, backends.
 
 One module per command, each with its sub-parser (``add_COMMAND``) and what it runs
 (``run_COMMAND``); the flags derived from the config are in :mod:`.options`.
@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from .backends import add_backends
 from .evaluate import add_evaluate
 from .export import add_export
+from .import_ import add_import
 from .info import add_info
 from .options import _flag_of, _Parser
 from .plot import add_plot
@@ -39,6 +40,7 @@ def parser() -> argparse.ArgumentParser:
         add_info,
         add_serve,
         add_export,
+        add_import,
         add_backends,
     ):
         add(sub)

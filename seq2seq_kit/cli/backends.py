@@ -34,6 +34,7 @@ def run_backends(args: argparse.Namespace) -> int:
             "excluded": sorted(reg.excluded),  # by SEQ2SEQ_KIT_PLUGINS
             "unmatched": sorted(reg.unmatched),  # its names that no plugin has
             "export_formats": sorted(reg.exporters),
+            "import_formats": sorted(reg.importers),
         }
         print(json.dumps(listing, indent=2))
         return 0
@@ -51,6 +52,8 @@ def run_backends(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     if reg.exporters:
         print(f"export formats: {', '.join(sorted(reg.exporters))}")
+    if reg.importers:
+        print(f"import formats: {', '.join(sorted(reg.importers))}")
     for name, reason in reg.failures.items():
         print(f"error: plugin {name}: {reason}")
     return 0

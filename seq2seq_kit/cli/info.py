@@ -42,6 +42,7 @@ def run_info(args: argparse.Namespace) -> int:
         "updates": record.updates,
         "stopped": record.stopped,
         "distributed": record.distributed,
+        "imported": ckpt.meta.get("imported"),
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -70,4 +71,7 @@ def run_info(args: argparse.Namespace) -> int:
                 f"{parallel.get('batch_size_per_rank')} per rank)"
             )
         print(f"trained:      {done} with backend {summary['backend']}")
+    imported = summary["imported"]
+    if isinstance(imported, dict):
+        print(f"imported:     {imported.get('format')} model from {imported.get('from')}")
     return 0
