@@ -42,6 +42,7 @@ def run_info(args: argparse.Namespace) -> int:
         "updates": record.updates,
         "stopped": record.stopped,
         "distributed": record.distributed,
+        "init_from": record.init_from,
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -70,4 +71,10 @@ def run_info(args: argparse.Namespace) -> int:
                 f"{parallel.get('batch_size_per_rank')} per rank)"
             )
         print(f"trained:      {done} with backend {summary['backend']}")
+    lineage = summary["init_from"]
+    if isinstance(lineage, dict):
+        print(
+            f"fine-tuned:   from {lineage.get('path')} (weights SHA-256 "
+            f"{lineage.get('weights_sha256')})"
+        )
     return 0
