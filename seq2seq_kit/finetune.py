@@ -100,7 +100,8 @@ def fine_tuning(
             f"{where}: "
             + "; ".join(conflicts)
             + ". A fine-tuned run keeps the model's architecture, tokenizers and "
-            "vocabularies: leave these keys out, or train a new model without train.init_from"
+            f"vocabularies: leave these keys out, or train a new model without "
+            f"{option('train.init_from', None)}"
         )
     cfg = cfg.model_copy(deep=True)
     cfg.data = DataConfig.model_validate({**cfg.data.model_dump(), **_tokenizer_keys(ckpt)})

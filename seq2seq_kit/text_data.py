@@ -90,10 +90,8 @@ def _load_pairs(
     kept: tuple[Vocabulary, Vocabulary] | None,
 ) -> tuple[Dataset, list[Pair], list[Pair], int, tuple[Tokenizer, Tokenizer]]:
     """The dataset, its training and validation pairs after the split and the length
-    filter, how many training pairs the filter skipped, and each side's tokenizer (trained
-    on the training pairs before the filter, which counts its pieces). File paths in
-    ``cfg.data`` are made absolute, so that a saved run resumes from any folder. ``kept``:
-    the vocabularies whose tokenizers the run keeps.
+    filter, how many training pairs it skipped, each side's tokenizer (``kept``'s, or trained
+    on the training pairs before the filter); ``cfg.data``'s file paths made absolute.
 
     Raises:
         DataError: no training pairs are left.

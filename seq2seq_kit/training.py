@@ -134,16 +134,22 @@ def train(
     learning rate and its plateau decay...), which are applied and recorded in the model's metadata
     (``meta["resumes"]``) and in the first resumed epoch's history record.
 
+    ``config.train.init_from`` fine-tunes a model directory (:mod:`seq2seq_kit.finetune`): a
+    new run from its weights, with a fresh optimizer, recorded as ``meta["init_from"]``.
+
     Raises:
         DataError: no training pairs after the split and length filter, or resumed data
-            that differ from the saved run's.
+            that differ from the saved run's; a piece a fine-tuned model's vocabulary lacks
+            (with ``decode.unknown = "error"``).
         ConfigError: a resumed run's conflicting key (naming it and both values), or no
-            epochs left to train; a vocabulary with no piece but the specials, or one that
-            maps most of the training pieces to ``<unk>`` (:func:`check_vocabulary`: naming
-            the side, the tokenizer and the option, e.g. ``min_frequency``).
-        CheckpointError: ``out`` cannot be written, holds another model (without
-            ``overwrite=True`` or ``resume=``, which the message names) or is being written
-            by another process.
+            epochs left to train; a fine-tuned run's key set against its model, its model
+            as ``out``, or ``init_from`` beside ``resume``; a vocabulary with no piece but
+            the specials, or one that maps most of the training pieces to ``<unk>``
+            (:func:`check_vocabulary`: naming the side, the tokenizer and the option, e.g.
+            ``min_frequency``).
+        CheckpointError: the ``init_from`` model is missing or damaged; ``out`` cannot be
+            written, holds another model (without ``overwrite=True`` or ``resume=``, which
+            the message names) or is being written by another process.
         BackendError: the backend is missing, inference only (no ``train`` capability), or
             lacks a capability the run needs.
         TrainingError: a non-finite loss or weights (naming epoch and step).
@@ -167,16 +173,12 @@ def train(
         backend = backend or RunRecord.from_dict(saved.meta).backend
         out = resume if out is None else out
     elif cfg.train.init_from is not None:
-        corpus = pairs is None and names_corpus(cfg.data.source)
-        cfg, source = fine_tuning(cfg, out, corpus)
+        cfg, source = fine_tuning(cfg, out, pairs is None and names_corpus(cfg.data.source))
     backend_name = resolve_backend(backend, cfg)
     chosen = get_backend(backend_name)
     check_trainable(chosen, backend_name, resuming=saved is not None)
-    if (
-        saved is None
-        and source is None
-        and (pairs is not None or not names_corpus(cfg.data.source))
-    ):
+    fresh = saved is None and source is None  # the run trains its own tokenizers
+    if fresh and (pairs is not None or not names_corpus(cfg.data.source)):
         make_tokenizers(cfg)  # a bad option is refused before the output is locked
     launch = join_launch(chosen, backend_name, cfg)
     if out is None or (launch is not None and launch.rank != 0):
@@ -303,10 +305,9 @@ def _train_model(
         if changes:
             described = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
             log.info("changed on resume: %s", described)
-    lineage = source.lineage if source is not None else None
-    if saved is not None:  # a resumed fine-tuned run keeps its lineage
-        lineage = RunRecord.from_dict(saved.meta).init_from
-    record = _run_record(cfg, running, data, resumed, lineage)
+    # a resumed fine-tuned run keeps its lineage
+    lineage = source.lineage if source else saved and RunRecord.from_dict(saved.meta).init_from
+    record = _run_record(cfg, running, data, resumed, lineage or None)
     translator = Translator(
         model,
         *data.vocabs,

@@ -71,10 +71,14 @@ def run_info(args: argparse.Namespace) -> int:
                 f"{parallel.get('batch_size_per_rank')} per rank)"
             )
         print(f"trained:      {done} with backend {summary['backend']}")
-    lineage = summary["init_from"]
+    _print_lineage(summary["init_from"])
+    return 0
+
+
+def _print_lineage(lineage: object) -> None:
+    """The model a fine-tuned model started from (``meta.init_from``), if any."""
     if isinstance(lineage, dict):
         print(
             f"fine-tuned:   from {lineage.get('path')} (weights SHA-256 "
             f"{lineage.get('weights_sha256')})"
         )
-    return 0
