@@ -10,6 +10,7 @@ import pytest
 from safetensors.numpy import load_file
 
 import seq2seq_kit
+from seq2seq_kit.checkpoint import load_checkpoint
 from seq2seq_kit.cli import main
 from seq2seq_kit.config import Config, load_config
 from seq2seq_kit.errors import CheckpointError, ConfigError, DataError
@@ -84,7 +85,7 @@ def test_the_optimizer_and_schedule_start_afresh(source, tmp_path):
 def test_lineage_is_recorded_and_shown_by_info(source, tmp_path, capsys):
     out = tmp_path / "ft"
     seq2seq_kit.train(fine_tune(source, out), out=out)
-    checkpoint = seq2seq_kit.checkpoint.load_checkpoint(source)
+    checkpoint = load_checkpoint(source)
     lineage = model_json(out)["meta"]["init_from"]
     assert lineage == {"path": str(source.resolve()), "weights_sha256": checkpoint.weights_sha256}
     assert model_json(out)["meta"]["config"]["train"]["init_from"] == str(source.resolve())
