@@ -64,6 +64,8 @@ class Checkpoint:
     #: further tensor files by name, e.g. ``{"last": weights, "optimizer": adam_state}``
     #: for resuming; each is written as ``NAME.safetensors`` and checked like the weights.
     extra: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    #: SHA-256 of ``weights.safetensors`` as loaded (None if not loaded); saves compute it
+    weights_sha256: str | None = None
 
 
 def non_finite(weights: dict[str, np.ndarray]) -> list[str]:
@@ -349,7 +351,8 @@ def _load(path: Path, extra: bool, finite: bool) -> Checkpoint:
             f"{weights_file}: weights {bad} hold NaN or infinite values (training diverged); "
             f"retrain, e.g. with a smaller learning rate"
         )
-    return Checkpoint(spec, source_vocab, target_vocab, weights, max_length, meta, tensors)
+    vocabs = source_vocab, target_vocab
+    return Checkpoint(spec, *vocabs, weights, max_length, meta, tensors, expected_sha)
 
 
 def _extra_arrays(

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from .architectures import max_source_tokens
-from .checkpoint import Checkpoint
 from .config import Config
 from .data import Pair
 from .errors import ConfigError, DataError, allocating
@@ -59,18 +58,19 @@ def over_caps(
 
 
 def train_tokenizers(
-    cfg: Config, train_pairs: Sequence[Pair], saved: Checkpoint | None
+    cfg: Config, train_pairs: Sequence[Pair], kept: tuple[Vocabulary, Vocabulary] | None
 ) -> tuple[Tokenizer, Tokenizer]:
-    """Each side's tokenizer: the saved run's, or made from ``cfg.data`` and trained on the
-    training pairs alone (one tokenizer over both sides with ``shared_vocabulary``).
+    """Each side's tokenizer: those of the vocabularies ``kept`` (a resumed or fine-tuned
+    run's), or made from ``cfg.data`` and trained on the training pairs alone (one tokenizer
+    over both sides with ``shared_vocabulary``).
 
     Raises:
         ConfigError: an unknown tokenizer or a bad option, naming the side's key.
         DataError: the tokenizer cannot learn from these texts (e.g. too few for its
             ``vocab_size``).
     """
-    if saved is not None:
-        return saved.source_vocab.tokenizer, saved.target_vocab.tokenizer
+    if kept is not None:
+        return kept[0].tokenizer, kept[1].tokenizer
     sides = ("source", "target")
     made = make_tokenizers(cfg)
     texts = [[normalize(pair[i]) for pair in train_pairs] for i in range(2)]

@@ -17,9 +17,9 @@ from typing import Any
 #: further entries (:attr:`RunRecord.others`) come after ``data_sha256``.
 _HEAD = ("seq2seq_kit_version", "backend", "backend_version", "data", "data_sha256")
 _BODY = ("train_pairs", "valid_pairs", "skipped_too_long", "config", "seconds", "distributed")
-#: Written only when set: a run never resumed has no ``resumes``, a run not yet saved no
-#: ``history`` nor ``trainer``.
-_TAIL = ("resumes", "history", "trainer")
+#: Written only when set: a run not fine-tuned has no ``init_from``, a run never resumed no
+#: ``resumes``, a run not yet saved no ``history`` nor ``trainer``.
+_TAIL = ("init_from", "resumes", "history", "trainer")
 
 
 @dataclass
@@ -47,6 +47,9 @@ class RunRecord:
         seconds: wall-clock seconds spent training, over every resumed run.
         distributed: ``{"launcher", "world_size", "batch_size_per_rank",
             "global_batch_size"}`` (:meth:`distributed_entry`).
+        init_from: the model a fine-tuned run started from (``train.init_from``):
+            ``{"path", "weights_sha256"}``, its directory's absolute path and the SHA-256 of
+            its ``weights.safetensors``; None for a run from initial weights.
         resumes: one ``{"after_epoch", "backend", "changed"}`` per resumed run, oldest
             first; ``changed`` maps a config key to ``[old, new]``.
         history: the trainer's records (:attr:`seq2seq_kit.translator.Translator.history`).
@@ -66,6 +69,7 @@ class RunRecord:
     config: dict[str, Any] | None = None
     seconds: float | None = None
     distributed: dict[str, Any] | None = None
+    init_from: dict[str, Any] | None = None
     resumes: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] | None = None
     trainer: dict[str, Any] | None = None
@@ -81,11 +85,13 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``meta`` object, keys in ``model.json``'s order; :attr:`resumes` only when
-        there are any, :attr:`history` and :attr:`trainer` only when set. Values are the
-        record's own, not copies."""
+        there are any, :attr:`init_from`, :attr:`history` and :attr:`trainer` only when set.
+        Values are the record's own, not copies."""
         meta = {key: getattr(self, key) for key in _HEAD}
         meta.update(self.others)
         meta.update({key: getattr(self, key) for key in _BODY})
+        if self.init_from is not None:
+            meta["init_from"] = self.init_from
         if self.resumes:
             meta["resumes"] = self.resumes
         for key in ("history", "trainer"):

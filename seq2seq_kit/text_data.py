@@ -13,8 +13,14 @@ from .checkpoint import Checkpoint
 from .config import Config
 from .corpus import TrainingData
 from .data import Dataset, Pair, load_dataset, split, surrogate_at
-from .errors import ConfigError, DataError
-from .prepare import check_vocabulary, length_caps, over_caps, train_tokenizers
+from .errors import ConfigError, DataError, UnknownTokenError, describe_token, option
+from .prepare import (
+    MAX_UNKNOWN_SHARE,
+    check_vocabulary,
+    length_caps,
+    over_caps,
+    train_tokenizers,
+)
 from .resume import data_fingerprint
 from .run_record import RunRecord
 from .tokenizers import Tokenizer
@@ -24,24 +30,36 @@ log = logging.getLogger(__name__)
 
 
 def text_training_data(
-    cfg: Config, pairs: tuple[Pair, ...] | None, saved: Checkpoint | None
+    cfg: Config,
+    pairs: tuple[Pair, ...] | None,
+    saved: Checkpoint | None,
+    kept: tuple[Vocabulary, Vocabulary] | None = None,
 ) -> TrainingData:
     """Training data from text pairs: ``pairs`` when given, else ``cfg.data.source`` (a
     dataset name or a TSV path); the vocabularies the saved run's when resuming ``saved``,
-    else counted on the training pairs. File paths in ``cfg.data`` are made absolute (in
-    place), so that a saved run resumes from any folder.
+    those ``kept`` for a fine-tuned run (its model's: a training piece they lack is refused
+    or mapped to ``<unk>`` as ``cfg.decode.unknown`` says), else counted on the training
+    pairs. File paths in ``cfg.data`` are made absolute (in place), so that a saved run
+    resumes from any folder.
 
     Raises:
         DataError: no training pairs are left after the split and the length filter, or a
-            resumed run trained on pairs given in Python is not given them again.
+            resumed run trained on pairs given in Python is not given them again; a
+            training piece the ``kept`` vocabularies lack with ``decode.unknown = "error"``
+            (naming the file and line, or the pair, and the piece).
         ConfigError: a data path that is not valid UTF-8; a vocabulary with no piece but
             the specials, or one that maps most of the training pieces to ``<unk>``
-            (:func:`seq2seq_kit.prepare.check_vocabulary`).
+            (:func:`seq2seq_kit.prepare.check_vocabulary`; for ``kept`` ones,
+            :func:`check_known`).
     """
-    dataset, train_pairs, valid_pairs, skipped, tokenizers = _load_pairs(cfg, pairs, saved)
+    if kept is None and saved is not None:
+        kept = saved.source_vocab, saved.target_vocab
+    dataset, train_pairs, valid_pairs, skipped, tokenizers = _load_pairs(cfg, pairs, saved, kept)
     fingerprint = data_fingerprint(train_pairs, valid_pairs)
-    if saved is not None:
-        source_vocab, target_vocab = saved.source_vocab, saved.target_vocab
+    if kept is not None:
+        source_vocab, target_vocab = kept
+        if saved is None:
+            check_known(cfg, dataset, train_pairs, kept)
     else:
         source_vocab, target_vocab = _vocabularies(cfg, train_pairs, tokenizers)
 
@@ -66,12 +84,14 @@ def text_training_data(
 
 
 def _load_pairs(
-    cfg: Config, pairs: tuple[Pair, ...] | None, saved: Checkpoint | None
+    cfg: Config,
+    pairs: tuple[Pair, ...] | None,
+    saved: Checkpoint | None,
+    kept: tuple[Vocabulary, Vocabulary] | None,
 ) -> tuple[Dataset, list[Pair], list[Pair], int, tuple[Tokenizer, Tokenizer]]:
     """The dataset, its training and validation pairs after the split and the length
-    filter, how many training pairs the filter skipped, and each side's tokenizer (trained
-    on the training pairs before the filter, which counts its pieces). File paths in
-    ``cfg.data`` are made absolute, so that a saved run resumes from any folder.
+    filter, how many training pairs it skipped, each side's tokenizer (``kept``'s, or trained
+    on the training pairs before the filter); ``cfg.data``'s file paths made absolute.
 
     Raises:
         DataError: no training pairs are left.
@@ -88,7 +108,7 @@ def _load_pairs(
             f"no training pairs of {len(dataset.pairs)}: {split_away}; change that or add data",
             dataset.path or dataset.name,
         )
-    tokenizers = train_tokenizers(cfg, train_pairs, saved)
+    tokenizers = train_tokenizers(cfg, train_pairs, kept)
     caps = length_caps(cfg)
     named = " / ".join(name for _, name in caps if name)
     too_long = over_caps(train_pairs, caps, tokenizers)
@@ -192,3 +212,50 @@ def _split(cfg: Config, dataset: Dataset) -> tuple[list[Pair], list[Pair], str]:
         valid_pairs,
         f"the validation split (valid_fraction {fraction}) holds out all pairs",
     )
+
+
+def check_known(
+    cfg: Config, dataset: Dataset, train_pairs: Sequence[Pair], kept: tuple[Vocabulary, Vocabulary]
+) -> None:
+    """Check the training pairs against a fine-tuned run's vocabularies ``kept`` (its
+    model's), as ``cfg.decode.unknown`` says: ``"error"`` refuses the first piece they lack,
+    ``"replace"`` lets it train as ``<unk>`` (counted in the log), as ``translate`` does
+    with its input.
+
+    Raises:
+        DataError: with ``"error"``, naming the file and line (or the pair's number in the
+            data), the side and the piece.
+        ConfigError: with ``"replace"``, a side of which more than
+            :data:`~seq2seq_kit.prepare.MAX_UNKNOWN_SHARE` of the pieces would be
+            ``<unk>``.
+    """
+    where = dataset.path or dataset.name
+    for side, vocab in zip(("source", "target"), kept, strict=True):
+        texts = [pair[side == "target"] for pair in train_pairs]
+        if cfg.decode.unknown == "error":
+            for pair, text in zip(train_pairs, texts, strict=True):
+                try:
+                    vocab.encode(text)
+                except UnknownTokenError as exc:
+                    number = dataset.pairs.index(pair)
+                    line = dataset.lines[number] if dataset.lines else None
+                    at = "" if line is not None else f"pair {number + 1}: "
+                    raise DataError(
+                        f"{at}the {side}'s {describe_token(exc.token, exc.position, exc.kind)} "
+                        f"in {text!r} is not in the vocabulary of the model train.init_from "
+                        f"names; set {option('decode.unknown', 'replace')} to train it as <unk>",
+                        where,
+                        line,
+                    ) from None
+            continue
+        counts = count_pieces(texts, vocab.tokenizer)
+        unknown, total = vocab.count_unknown(counts), sum(counts.values())
+        if unknown > MAX_UNKNOWN_SHARE * total:
+            raise ConfigError(
+                f"the model train.init_from names lacks {unknown} of the {total} pieces of the "
+                f"training {side}s ({unknown / total:.1%}), more than the "
+                f"{MAX_UNKNOWN_SHARE:.0%} a model can learn from: fine-tune on data in its "
+                f"vocabulary, or train a new model"
+            )
+        if unknown:
+            log.info("%d of the %d training %s pieces are <unk> to the model", unknown, total, side)

@@ -23,6 +23,7 @@ from .corpus import TrainingData, names_corpus, training_data
 from .data import Pair, check_pairs
 from .engine import Engine, check_trainable, engine, join_launch
 from .errors import CheckpointError, ConfigError, OutOfMemory, allocating
+from .finetune import FineTune, check_not_resumed, fine_tuning
 from .logs import stdout_logging
 from .plugins import get_backend, registry
 from .prepare import make_tokenizers
@@ -133,16 +134,22 @@ def train(
     learning rate and its plateau decay...), which are applied and recorded in the model's metadata
     (``meta["resumes"]``) and in the first resumed epoch's history record.
 
+    ``config.train.init_from`` fine-tunes a model directory (:mod:`seq2seq_kit.finetune`): a
+    new run from its weights, with a fresh optimizer, recorded as ``meta["init_from"]``.
+
     Raises:
         DataError: no training pairs after the split and length filter, or resumed data
-            that differ from the saved run's.
+            that differ from the saved run's; a piece a fine-tuned model's vocabulary lacks
+            (with ``decode.unknown = "error"``).
         ConfigError: a resumed run's conflicting key (naming it and both values), or no
-            epochs left to train; a vocabulary with no piece but the specials, or one that
-            maps most of the training pieces to ``<unk>`` (:func:`check_vocabulary`: naming
-            the side, the tokenizer and the option, e.g. ``min_frequency``).
-        CheckpointError: ``out`` cannot be written, holds another model (without
-            ``overwrite=True`` or ``resume=``, which the message names) or is being written
-            by another process.
+            epochs left to train; a fine-tuned run's key set against its model, its model
+            as ``out``, or ``init_from`` beside ``resume``; a vocabulary with no piece but
+            the specials, or one that maps most of the training pieces to ``<unk>``
+            (:func:`check_vocabulary`: naming the side, the tokenizer and the option, e.g.
+            ``min_frequency``).
+        CheckpointError: the ``init_from`` model is missing or damaged; ``out`` cannot be
+            written, holds another model (without ``overwrite=True`` or ``resume=``, which
+            the message names) or is being written by another process.
         BackendError: the backend is missing, inference only (no ``train`` capability), or
             lacks a capability the run needs.
         TrainingError: a non-finite loss or weights (naming epoch and step).
@@ -159,14 +166,19 @@ def train(
     )
     saved = load_checkpoint(resume, extra=True) if resume is not None else None
     changes: dict[str, list[Any]] = {}
+    source = None
     if saved is not None:
+        cfg = check_not_resumed(cfg, saved, resume)
         cfg, changes = resumed_config(saved, cfg, resume)
         backend = backend or RunRecord.from_dict(saved.meta).backend
         out = resume if out is None else out
+    elif cfg.train.init_from is not None:
+        cfg, source = fine_tuning(cfg, out, pairs is None and names_corpus(cfg.data.source))
     backend_name = resolve_backend(backend, cfg)
     chosen = get_backend(backend_name)
     check_trainable(chosen, backend_name, resuming=saved is not None)
-    if saved is None and (pairs is not None or not names_corpus(cfg.data.source)):
+    fresh = saved is None and source is None  # the run trains its own tokenizers
+    if fresh and (pairs is not None or not names_corpus(cfg.data.source)):
         make_tokenizers(cfg)  # a bad option is refused before the output is locked
     launch = join_launch(chosen, backend_name, cfg)
     if out is None or (launch is not None and launch.rank != 0):
@@ -175,7 +187,7 @@ def train(
         level, prefix = (logging.WARNING, f"rank {launch.rank}: ") if quiet else (logging.INFO, "")
         with stdout_logging(level, prefix):
             shown = None if out is None else Path(out)
-            return _train(cfg, shown, chosen, backend_name, pairs, saved, changes, launch)
+            return _train(cfg, shown, chosen, backend_name, pairs, saved, changes, launch, source)
     # The real directory: a symlink or "." names the same place for the lock and the swap.
     try:
         out = Path(out).resolve()
@@ -184,7 +196,7 @@ def train(
     replace = cfg.train.overwrite or (saved is not None and out == Path(resume).resolve())
     with writer_lock(out), stdout_logging():
         check_output_dir(out, replace=replace)  # now that no one else can write it
-        return _train(cfg, out, chosen, backend_name, pairs, saved, changes, launch)
+        return _train(cfg, out, chosen, backend_name, pairs, saved, changes, launch, source)
 
 
 def _configured(
@@ -235,21 +247,26 @@ def _train(
     saved: Checkpoint | None,
     changes: dict[str, list[Any]],
     launch: Launch | None = None,
+    source: FineTune | None = None,
 ) -> Translator:
     """Train on the run's data (a corpus's or text pairs'; a resumed run's checked to be
-    the saved run's) with backend ``chosen``, joining ``launch``'s group if any."""
+    the saved run's; a fine-tuned run's encoded with its model's vocabularies) with backend
+    ``chosen``, joining ``launch``'s group if any."""
     if pairs is None and names_corpus(cfg.data.source):
         saved_vocabs = None if saved is None else (saved.source_vocab, saved.target_vocab)
         data = training_data(cfg, saved_vocabs)
     else:
-        data = text_training_data(cfg, pairs, saved)
+        data = text_training_data(cfg, pairs, saved, None if source is None else source.vocabs)
     if saved is not None:
         check_same_data(saved, data.fingerprint, changes, data.where)
     source_vocab, target_vocab = data.vocabs
-    spec = model_spec(cfg, len(source_vocab), len(target_vocab))
+    if source is not None:
+        spec = source.checkpoint.spec  # what the model's weights were trained as
+    else:
+        spec = model_spec(cfg, len(source_vocab), len(target_vocab))
     optimizer = optimizer_spec(cfg)
     with engine(cfg, chosen, backend_name, launch) as running:
-        return _train_model(cfg, out, running, data, spec, optimizer, saved, changes)
+        return _train_model(cfg, out, running, data, spec, optimizer, saved, changes, source)
 
 
 def _train_model(
@@ -261,14 +278,18 @@ def _train_model(
     optimizer: OptimizerSpec,
     saved: Checkpoint | None,
     changes: dict[str, list[Any]],
+    source: FineTune | None,
 ) -> Translator:
-    """Build the model, restore the saved run into it when resuming, train it and return
-    its translator; rank 0 writes ``out`` as it goes."""
+    """Build the model, restore the saved run into it when resuming (give it the weights of
+    ``source`` when fine-tuning, its optimizer fresh), train it and return its translator;
+    rank 0 writes ``out`` as it goes."""
     check_model_fits(spec, 3)
     with allocating(model_sizes(spec)):
         model = running.backend.create(
             spec, seed=cfg.train.seed, optimizer=optimizer, runtime=running.runtime
         )
+    if source is not None:
+        model.set_weights(source.checkpoint.weights)
     resumed = None
     if saved is not None:
         resumed = continue_run(
@@ -284,7 +305,9 @@ def _train_model(
         if changes:
             described = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
             log.info("changed on resume: %s", described)
-    record = _run_record(cfg, running, data, resumed)
+    # a resumed fine-tuned run keeps its lineage
+    lineage = source.lineage if source else saved and RunRecord.from_dict(saved.meta).init_from
+    record = _run_record(cfg, running, data, resumed, lineage or None)
     translator = Translator(
         model,
         *data.vocabs,
@@ -301,10 +324,14 @@ def _train_model(
 
 
 def _run_record(
-    cfg: Config, running: Engine, data: TrainingData, resumed: Continuation | None
+    cfg: Config,
+    running: Engine,
+    data: TrainingData,
+    resumed: Continuation | None,
+    init_from: dict[str, Any] | None,
 ) -> RunRecord:
     """The record of this run before it trains: a resumed run's adds to the saved run's
-    seconds and resumes."""
+    seconds and resumes; ``init_from``: the lineage of a fine-tuned run, kept on resume."""
     return RunRecord(
         seq2seq_kit_version=__version__,
         backend=running.name,
@@ -321,6 +348,7 @@ def _run_record(
             running.launcher, running.world_size, cfg.train.batch_size
         ),
         resumes=[] if resumed is None else resumed.resumes,
+        init_from=init_from,
     )
 
 

@@ -43,6 +43,7 @@ def run_info(args: argparse.Namespace) -> int:
         "stopped": record.stopped,
         "distributed": record.distributed,
         "imported": ckpt.meta.get("imported"),
+        "init_from": record.init_from,
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -74,4 +75,14 @@ def run_info(args: argparse.Namespace) -> int:
     imported = summary["imported"]
     if isinstance(imported, dict):
         print(f"imported:     {imported.get('format')} model from {imported.get('from')}")
+    _print_lineage(summary["init_from"])
     return 0
+
+
+def _print_lineage(lineage: object) -> None:
+    """The model a fine-tuned model started from (``meta.init_from``), if any."""
+    if isinstance(lineage, dict):
+        print(
+            f"fine-tuned:   from {lineage.get('path')} (weights SHA-256 "
+            f"{lineage.get('weights_sha256')})"
+        )

@@ -20,6 +20,8 @@ _NO_FLAG = {
 
 
 _METAVARS: dict[Any, str] = {int: "N", int | None: "N", float: "X", float | None: "X"}
+#: Config keys whose value is a directory.
+_DIRECTORY_KEYS = {("train", "init_from")}
 
 
 def _flag(section: str, key: str) -> str:
@@ -101,7 +103,11 @@ def _add_config_flags(
                 kwargs["choices"] = list(dict.fromkeys(choices))
             else:
                 kwargs["type"] = _field_checker(field, key)
-                kwargs["metavar"] = _METAVARS.get(field.annotation, "VALUE")
+                kwargs["metavar"] = (
+                    "DIR"
+                    if (section, key) in _DIRECTORY_KEYS
+                    else _METAVARS.get(field.annotation, "VALUE")
+                )
             target = p
             if len(owners) < len(models):  # one architecture's key
                 name = _architecture(owners[0])

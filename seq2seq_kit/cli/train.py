@@ -26,6 +26,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", help="backend name (beats $SEQ2SEQ_KIT_BACKEND and config)")
     for section in ("data", "model", "train"):
         _add_config_flags(p, section)
+    _add_config_flags(p, "decode", ["unknown"])  # a fine-tuned run's unseen pieces
     p.set_defaults(run=run_train)
 
 
@@ -35,18 +36,15 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.out is None and args.resume is None:
         raise ConfigError("train needs --out DIR (or --resume DIR)")
-    for flag, value in (("--out", args.out), ("--resume", args.resume)):
+    init_from = getattr(args, "train.init_from")
+    for flag, value in (("--out", args.out), ("--resume", args.resume), ("--init-from", init_from)):
         if value is not None and not value.strip():
             raise ConfigError(f"{flag}: empty path")
     # Keys set in the file or by a flag stay "set" (model_fields_set): a resumed run checks
     # exactly those against the saved run.
     data, flags = _file_and_flags(args)
-    if args.resume is not None and data.get("model") and "architecture" not in data["model"]:
-        # [model] keys given on resume are the saved architecture's (then compared with
-        # the saved run), not the default's
-        from ..checkpoint import load_checkpoint
-
-        data["model"]["architecture"] = load_checkpoint(args.resume).spec.architecture
+    if data.get("model") and "architecture" not in data["model"]:
+        _saved_architecture(data, args.resume)
     _check_architecture_flags(flags.get("model", {}), data.get("model", {}))
     cfg = _validated(data, flags, args.config)
     translator = train(cfg, out=args.out, resume=args.resume, backend=args.backend)
@@ -55,6 +53,25 @@ def run_train(args: argparse.Namespace) -> int:
     _report(translator)
     print(f"saved model to {args.out or args.resume}")
     return 0
+
+
+def _saved_architecture(data: dict[str, Any], resume: str | None) -> None:
+    """Give the ``[model]`` keys of ``data`` the architecture of the run resumed or the
+    model fine-tuned from (``train.init_from``), if any: they are then compared with that
+    model's, not the default architecture's."""
+    import contextlib
+
+    from ..checkpoint import load_checkpoint
+    from ..errors import CheckpointError
+
+    if resume is not None:
+        data["model"]["architecture"] = load_checkpoint(resume).spec.architecture
+        return
+    init_from = data.get("train", {}).get("init_from")
+    # a model that does not load is refused by train, naming train.init_from
+    with contextlib.suppress(CheckpointError):
+        if init_from is not None:
+            data["model"]["architecture"] = load_checkpoint(init_from).spec.architecture
 
 
 def _check_architecture_flags(flags: dict[str, Any], model: dict[str, Any]) -> None:

@@ -33,6 +33,8 @@ class DecodeConfig(Section):
         description="most output tokens per input; default: saved with the model",
     )
     unknown: Literal["error", "replace"] = Field(
-        "error", description="unseen input tokens: error naming them, or replace by <unk>"
+        "error",
+        description="unseen input tokens (and the training pieces a fine-tuned model's "
+        "vocabulary lacks): error naming them, or replace by <unk>",
     )
     batch_size: int = Field(256, ge=1, le=65536, description="inputs decoded together")

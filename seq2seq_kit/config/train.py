@@ -80,6 +80,14 @@ class TrainConfig(Section):
         description="replace what an earlier run wrote at the output path (train: a model "
         "directory; preprocess: a corpus); never a folder of other files",
     )
+    init_from: str | None = Field(
+        None,
+        min_length=1,
+        description="fine-tune: a model directory whose architecture, tokenizers, "
+        "vocabularies and weights the run starts from (the optimizer and the learning-rate "
+        "schedule start afresh; pieces of the data its vocabulary lacks follow "
+        "decode.unknown); its path and weights' SHA-256 are recorded in model.json",
+    )
     # Training measured in updates (Transformer recipes). An update is one optimizer step
     # on ``accumulate`` batches; updates are counted over the whole run, resumes included.
     lr_schedule: Literal["constant", "noam", "inverse_sqrt"] = Field(
