@@ -29,15 +29,13 @@ from seq2seq_kit.translator import load  # noqa: E402
 # MarianTokenizer's advice to install sacremoses: its punctuation normaliser is never applied
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
 
-TATOEBA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tatoeba-eng-fra.tsv"
+TATOEBA = Path(__file__).resolve().parent / "data" / "tatoeba-eng-fra-3000.tsv"
 SENTENCES = ["I see.", "Come here.", "Tom is tall.", "I like cats.", "We lost."]
 UPDATES = 300
 
 
 def _pairs() -> list[tuple[str, str]]:
-    if not TATOEBA.exists():
-        pytest.skip("the shared Tatoeba data are not here")
-    rows = TATOEBA.read_text(encoding="utf-8").splitlines()[:3000]
+    rows = TATOEBA.read_text(encoding="utf-8").splitlines()
     return [tuple(row.split("\t")[:2]) for row in rows]
 
 
@@ -319,3 +317,30 @@ def test_unknown_format_and_unknown_tensor_are_refused(marian, tmp_path):
     save_file(tensors, str(copy / "model.safetensors"))
     with pytest.raises(ModelImportError, match="layernorm_embedding"):
         read_marian(copy)
+
+
+def test_fine_tuning_the_import_lowers_its_loss_and_it_loads_on_every_backend(imported, tmp_path):
+    from seq2seq_kit import train
+    from seq2seq_kit.config import Config
+    from seq2seq_kit.trainer import evaluate
+
+    pairs = _pairs()[-160:]  # the longest pairs: the least learned
+    data = tmp_path / "new.tsv"
+    data.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
+    cfg = Config()
+    cfg.data.source, cfg.data.valid_fraction = str(data), 0.0
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.progress = 2, 16, False
+    cfg.train.init_from, cfg.decode.unknown = str(imported), "replace"
+    tuned = train(cfg, out=tmp_path / "tuned")
+
+    def loss(translator) -> float:
+        vocab, target = translator.source_vocab, translator.target_vocab
+        sources = [vocab.encode(s, unknown="replace") for s, _ in pairs]
+        targets = [target.encode(t, unknown="replace") for _, t in pairs]
+        return evaluate(translator.model, sources, targets)[0]
+
+    assert loss(tuned) < loss(load(imported, backend="numpy"))
+    losses = {name: loss(translator) for name, translator in _backends(tmp_path / "tuned")}
+    assert max(losses.values()) - min(losses.values()) < 1e-4, losses
+    meta = json.loads((tmp_path / "tuned" / "model.json").read_text())["meta"]
+    assert meta["init_from"]["path"] == str(imported)

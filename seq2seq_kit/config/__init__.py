@@ -65,7 +65,13 @@ class Config(Section):
     @model_validator(mode="after")
     def _shared_table_needs_shared_vocabulary(self) -> Config:
         # Refused here, before any data is read, not when the spec meets two vocabularies.
-        if getattr(self.model, "share_embeddings", False) and not self.data.shared_vocabulary:
+        # Fine-tuning keeps the model's vocabularies, which its saved spec already joined
+        # (an imported model's sides share one piece list under two tokenizers).
+        if (
+            getattr(self.model, "share_embeddings", False)
+            and not self.data.shared_vocabulary
+            and self.train.init_from is None
+        ):
             raise ValueError(
                 "model.share_embeddings = true needs one vocabulary for both sides: set "
                 "[data] shared_vocabulary = true (--shared-vocabulary)"
