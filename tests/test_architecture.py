@@ -273,3 +273,30 @@ def test_a_real_transformer_trains_decodes_and_plots(tmp_path, capsys):
     if importlib.util.find_spec("matplotlib") is not None:
         assert main(["plot", "--model", str(out), "--input", "7"]) == 0
         assert (out / "attention.png").exists()
+
+
+def test_spec_methods_pickle_and_a_spec_round_trips():
+    import pickle
+
+    spec = TransformerSpec(5, 5, d_model=8, num_heads=2)
+    assert pickle.loads(pickle.dumps(TransformerSpec.from_dict))(spec.to_dict()) == spec
+    assert pickle.loads(pickle.dumps(spec.to_dict))() == spec.to_dict()
+    assert pickle.loads(pickle.dumps(spec)) == spec
+
+
+def test_a_saved_spec_beyond_the_tables_upper_bounds_still_loads():
+    # the [model] bounds guard a new run's typos; a model an older version saved may exceed them
+    from seq2seq_kit.spec import spec_from_dict
+
+    saved = {"architecture": "transformer", "src_vocab_size": 5, "tgt_vocab_size": 5}
+    assert spec_from_dict({**saved, "max_positions": 100_000}).max_positions == 100_000
+    with pytest.raises(ValueError, match="max_positions"):
+        spec_from_dict({**saved, "max_positions": 1})  # the lower bound is a rule
+
+
+@pytest.mark.parametrize("architecture", [5, None, ["rnn"]])
+def test_an_architecture_that_is_not_a_name_is_unknown(architecture):
+    from seq2seq_kit.spec import spec_from_dict
+
+    with pytest.raises(ValueError, match="unknown model architecture"):
+        spec_from_dict({"architecture": architecture, "src_vocab_size": 5, "tgt_vocab_size": 5})

@@ -59,7 +59,7 @@ def architecture_of(keys: Keys | str) -> Architecture:
     Raises:
         ValueError: an architecture no module defines.
     """
-    name = keys if isinstance(keys, str) else keys.architecture
+    name = keys if isinstance(keys, str) else getattr(keys, "architecture", keys)
     try:
         return ARCHITECTURES[name]
     except (KeyError, TypeError):

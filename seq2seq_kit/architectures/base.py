@@ -8,14 +8,16 @@ table, and :func:`spec_of` derives the frozen dataclass a backend builds from th
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import annotated_types
 import numpy as np
-from pydantic import ValidationError
+from pydantic import ValidationError, create_model
 
 from ..section import Section
 
@@ -62,10 +64,12 @@ def spec_of(config: type[Section]) -> Callable[[type], type]:
     ``src_vocab_size``, ``tgt_vocab_size`` and then ``config``'s keys (``architecture``
     excepted, a class constant here), with ``config``'s defaults.
 
-    Constructing one validates the keys through ``config`` (types, bounds, choices and its
-    rules, written once there) and the vocabulary sizes (integers >= 1); a ``check(self)``
-    method of the decorated class adds rules that need the vocabulary sizes. Raises
-    ``ValueError`` naming the class and the key.
+    Constructing one validates the keys through ``config`` (types, lower bounds, choices and
+    its rules, written once there) and the vocabulary sizes (integers >= 1); a
+    ``check(self)`` method of the decorated class adds rules that need the vocabulary sizes.
+    Raises ``ValueError`` naming the class and the key. The table's upper bounds (``le``)
+    are not applied: they catch a new run's typos, and a saved model may exceed them (an
+    older version wrote it, or a sinusoidal Transformer with more positions).
     """
 
     def derive(cls: type) -> type:
@@ -77,14 +81,26 @@ def spec_of(config: type[Section]) -> Callable[[type], type]:
         ]
         namespace = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
         namespace["architecture"] = config.model_fields["architecture"].default
-        namespace["__post_init__"] = _validator(cls.__name__, config, keys)
-        namespace.setdefault("to_dict", _to_dict)
-        namespace["from_dict"] = classmethod(_from_dict)
+        namespace["__post_init__"] = _validator(cls.__name__, _without_upper_bounds(config), keys)
+        namespace.setdefault("to_dict", to_dict)
+        namespace["from_dict"] = classmethod(from_dict)
         derived = dataclasses.make_dataclass(cls.__name__, fields, namespace=namespace, frozen=True)
         derived.__module__, derived.__qualname__ = cls.__module__, cls.__qualname__
         return derived
 
     return derive
+
+
+def _without_upper_bounds(config: type[Section]) -> type[Section]:
+    """``config`` with every ``le`` bound of its fields dropped (its rules kept)."""
+    fields = {}
+    for name, info in config.model_fields.items():
+        kept = [m for m in info.metadata if not isinstance(m, annotated_types.Le)]
+        if len(kept) != len(info.metadata):
+            field = copy.copy(info)
+            field.metadata = kept
+            fields[name] = (info.annotation, field)
+    return create_model(f"Saved{config.__name__}", __base__=config, **fields)
 
 
 def _plain(annotation: Any) -> type:
@@ -117,11 +133,17 @@ def _first_problem(name: str, exc: ValidationError) -> str:
     return f"{name}.{'.'.join(map(str, error['loc']))}: {message}, got {error['input']!r:.40}"
 
 
-def _to_dict(self: Any) -> dict[str, Any]:
+def to_dict(self: Any) -> dict[str, Any]:
+    """The spec as saved in ``model.json``: ``architecture`` and every field."""
     return {"architecture": self.architecture, **dataclasses.asdict(self)}
 
 
-def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """The spec saved by :func:`to_dict`.
+
+    Raises:
+        ValueError: another architecture, an unknown key, or a value the spec refuses.
+    """
     data = dict(data)
     architecture = data.pop("architecture", cls.architecture)
     if architecture != cls.architecture:
