@@ -175,10 +175,13 @@ def call(
     env: dict[str, str],
     timeout: float | None = None,
     tag: str = "",
+    python: str | None = None,
     **kwargs: Any,
 ) -> Outcome:
     """Run ``module.function(**kwargs)`` (a module of benchmarks/) in a fresh Python
     process through ``_worker.py`` and return its result with the child's peak RSS.
+    ``python``: the interpreter to run it with (default: this one's), for a benchmark
+    whose frameworks are installed in different environments.
 
     Each call is isolated: its framework imports, thread pools and memory are its own.
     Arguments and the result cross as JSON files; stdout and stderr go to a log file in
@@ -196,7 +199,8 @@ def call(
     with tempfile.TemporaryDirectory(dir=WORK) as tmp:
         args_path, out_path = Path(tmp, "args.json"), Path(tmp, "out.json")
         args_path.write_text(json.dumps(kwargs))
-        cmd = [sys.executable, str(HERE / "_worker.py"), module, function, str(args_path)]
+        cmd = [python or sys.executable, str(HERE / "_worker.py"), module, function]
+        cmd.append(str(args_path))
         cmd.append(str(out_path))
         start = time.perf_counter()
         with open(log_path, "w") as log:
