@@ -201,7 +201,8 @@ def frozen_weights(spec: Spec, groups: Iterable[str] = ()) -> tuple[str, ...]:
 
     Raises:
         ValueError: a group that is not one of :data:`FREEZE_GROUPS`, or that names no
-            weight of ``spec`` (``positions`` of an RNN or of sinusoidal positions).
+            weight of ``spec`` (``positions`` of an RNN or of sinusoidal positions); groups
+            that freeze every weight.
     """
     names = set(architecture_of(spec).fixed(spec))
     layout = weight_shapes(spec)
@@ -215,6 +216,10 @@ def frozen_weights(spec: Spec, groups: Iterable[str] = ()) -> tuple[str, ...]:
                 f"{_none_in(spec, group)}"
             )
         names |= matched
+    if groups and names == set(layout):
+        raise ValueError(
+            f"weight groups {list(groups)} cover every weight of the model: nothing would train"
+        )
     return tuple(sorted(names))
 
 
