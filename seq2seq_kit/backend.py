@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .architectures import required_capabilities
+from .architectures import required_capabilities, weight_shapes
 from .batch import Batch
 from .capabilities import MODEL, RUNTIME, TRAINING
 from .errors import BackendError
@@ -253,7 +253,9 @@ class Backend:
 
         Raises:
             BackendError: ``spec`` or ``runtime`` needs a capability this backend does not
-                declare, or ``spec`` is of an architecture it does not build.
+                declare (``optimizer.frozen`` names weights: ``freeze``), or ``spec`` is of
+                an architecture it does not build.
+            ValueError: ``optimizer.frozen`` names a weight ``spec``'s layout lacks.
         """
         runtime = runtime or Runtime()
         if self.architectures is not None and spec.architecture not in self.architectures:
@@ -261,15 +263,21 @@ class Backend:
                 f"backend {self.name!r} builds {' and '.join(sorted(self.architectures))} "
                 f"models only; this model's architecture is {spec.architecture!r}"
             )
-        missing = sorted(
-            (required_capabilities(spec) | runtime_capabilities(runtime)) - self.capabilities
-        )
+        optimizer = optimizer or OptimizerSpec()
+        needed = required_capabilities(spec) | runtime_capabilities(runtime)
+        missing = sorted((needed | ({"freeze"} if optimizer.frozen else set())) - self.capabilities)
         if missing:
             raise BackendError(
                 f"backend {self.name!r} cannot build this model: it lacks {missing} "
                 f"(it declares {sorted(self.capabilities)})"
             )
-        options = {"seed": seed, "optimizer": optimizer or OptimizerSpec()}
+        unknown = sorted(set(optimizer.frozen) - set(weight_shapes(spec)))
+        if unknown:
+            raise ValueError(
+                f"OptimizerSpec.frozen names {unknown}, which this model does not have "
+                f"(its weights: seq2seq_kit.weights.weight_shapes)"
+            )
+        options: dict[str, Any] = {"seed": seed, "optimizer": optimizer}
         if _takes_runtime(self.build):
             options["runtime"] = runtime
         return checked(self.build(spec, **options))

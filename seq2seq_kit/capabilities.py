@@ -6,8 +6,9 @@ runs adds ``RUNTIME``.
 - ``MODEL``: whatever a spec may need (see
   :func:`~seq2seq_kit.backend.required_capabilities`): ``embedding``, ``multilayer``,
   ``gru``, ``bidirectional``, ``attention``, ``dropout``, ``transformer``.
-- ``TRAINING``: ``train``, and ``resume`` to resume it exactly; without ``train`` a backend
-  is inference only.
+- ``TRAINING``: ``train``, ``resume`` to resume it exactly, and ``freeze`` to keep the
+  weights of :attr:`~seq2seq_kit.spec.OptimizerSpec.frozen` fixed; without ``train`` a
+  backend is inference only.
 - ``RUNTIME``: whatever a runtime may need (see
   :func:`~seq2seq_kit.backend.runtime_capabilities`): ``devices``, ``mixed_precision``,
   ``distributed``.
@@ -22,5 +23,5 @@ from __future__ import annotations
 MODEL = frozenset(
     {"embedding", "multilayer", "gru", "bidirectional", "attention", "dropout", "transformer"}
 )
-TRAINING = frozenset({"train", "resume"})
+TRAINING = frozenset({"train", "resume", "freeze"})
 RUNTIME = frozenset({"devices", "mixed_precision", "distributed"})

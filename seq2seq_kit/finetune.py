@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,11 @@ TOKENIZER_KEYS = (
 )
 
 
+#: ``[model]`` values a fine-tuned run may switch between, by key: the weights stay as they
+#: are (a position table trained, or kept fixed, from here on).
+SWITCHABLE = {"positions": frozenset({"learned", "table"})}
+
+
 @dataclass
 class FineTune:
     """The model a run is fine-tuned from.
@@ -47,10 +52,13 @@ class FineTune:
     Attributes:
         checkpoint: the model directory as loaded (integrity and finite weights checked).
         lineage: what the run records of it: ``{"path", "weights_sha256"}``.
+        spec: the spec the run trains: the model's, its positions switched between
+            ``"table"`` and ``"learned"`` when the config asks (:data:`SWITCHABLE`).
     """
 
     checkpoint: Checkpoint
     lineage: dict[str, Any]
+    spec: Spec
 
     @property
     def vocabs(self) -> tuple[Vocabulary, Vocabulary]:
@@ -64,7 +72,9 @@ def fine_tuning(
     """Load the model ``cfg.train.init_from`` names and return a copy of ``cfg`` with its
     ``[model]`` table and tokenizer keys (:data:`TOKENIZER_KEYS`) set to the model's and
     ``train.init_from`` made absolute, with the model. ``out``: the run's output directory;
-    ``corpus``: the run's data is a binarized corpus.
+    ``corpus``: the run's data is a binarized corpus. A key of :data:`SWITCHABLE` set to
+    another of its values is taken (``model.positions = "learned"`` trains an imported
+    position ``"table"``).
 
     Raises:
         CheckpointError: the model directory is missing, damaged or holds non-finite
@@ -105,9 +115,16 @@ def fine_tuning(
         )
     cfg = cfg.model_copy(deep=True)
     cfg.data = DataConfig.model_validate({**cfg.data.model_dump(), **_tokenizer_keys(ckpt)})
-    cfg.model = architecture_of(ckpt.spec).config.model_validate(saved_model_keys(ckpt.spec))
+    switched = {
+        key: value
+        for key, value in explicit_keys(cfg).get("model", {}).items()
+        if key in SWITCHABLE and value in SWITCHABLE[key]
+    }
+    spec = replace(ckpt.spec, **switched)
+    cfg.model = architecture_of(spec).config.model_validate(saved_model_keys(spec))
     cfg.train.init_from = str(path)
-    return cfg, FineTune(ckpt, {"path": str(path), "weights_sha256": ckpt.weights_sha256})
+    lineage = {"path": str(path), "weights_sha256": ckpt.weights_sha256}
+    return cfg, FineTune(ckpt, lineage, spec)
 
 
 def saved_model_keys(spec: Spec) -> dict[str, Any]:
@@ -129,7 +146,7 @@ def _model_conflicts(cfg: Config, spec: Spec) -> list[str]:
                 f"model.{key} is {new!r} now but no key of the model's architecture "
                 f"{spec.architecture!r}"
             )
-        elif saved[key] != new:
+        elif saved[key] != new and not {saved[key], new} <= SWITCHABLE.get(key, frozenset()):
             conflicts.append(f"model.{key} is {saved[key]!r} in the model but {new!r} now")
     return conflicts
 

@@ -57,6 +57,14 @@ class OptimizerSpec:
             i.e. cross-entropy against ``(1 - epsilon) * one_hot(y) + epsilon / V``
             (PyTorch's ``CrossEntropyLoss(label_smoothing=)``, Keras' ``label_smoothing``).
             ``train_step``, ``loss`` and ``gradients`` all use it; ``log_probs`` does not.
+        frozen: canonical weight names (:mod:`seq2seq_kit.weights`) that ``train_step``
+            never changes: they take no update, their Adam moments are left as they are
+            (zero from the start), and their gradients count neither in the update nor in
+            the global norm that clipping scales by (as ``requires_grad = False`` in
+            PyTorch). ``loss``, ``gradients`` and ``log_probs`` are unchanged by it. Needs
+            the ``freeze`` capability; :meth:`seq2seq_kit.backend.Backend.create` refuses a
+            name the spec's layout lacks. Training fills it from ``[train] freeze`` and the
+            weights no run trains (:func:`seq2seq_kit.architectures.frozen_weights`).
     """
 
     learning_rate: float = 1e-3
@@ -65,12 +73,21 @@ class OptimizerSpec:
     epsilon: float = 1e-7
     clip_norm: float = 5.0
     label_smoothing: float = 0.0
+    frozen: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(
                 f"OptimizerSpec.label_smoothing must be in [0, 1), got {self.label_smoothing}"
             )
+        # a lone string would be frozen character by character
+        if isinstance(self.frozen, str) or not all(isinstance(n, str) for n in self.frozen):
+            raise ValueError(
+                f"OptimizerSpec.frozen must be a sequence of weight names, got {self.frozen!r:.80}"
+            )
+        # a tuple, in a fixed order and without repeats: the spec is hashable and compares
+        # equal however the names were listed
+        object.__setattr__(self, "frozen", tuple(sorted(set(self.frozen))))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

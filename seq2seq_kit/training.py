@@ -15,30 +15,22 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .architectures import spec_for
+from .architectures import frozen_weights, spec_for
 from .backend import Backend
 from .checkpoint import Checkpoint, check_output_dir, load_checkpoint, save_checkpoint, writer_lock
 from .config import Config, describe_errors, load_config, resolve_backend
 from .corpus import TrainingData, names_corpus, training_data
 from .data import Pair, check_pairs
 from .engine import Engine, check_trainable, engine, join_launch
-from .errors import CheckpointError, ConfigError, OutOfMemory, allocating
+from .errors import CheckpointError, ConfigError, OutOfMemory, allocating, option
 from .finetune import FineTune, check_not_resumed, fine_tuning
 from .logs import stdout_logging
 from .plugins import get_backend, registry
 from .prepare import make_tokenizers
 from .resume import Continuation, check_same_data, continue_run, resumed_config
 from .run_record import RunRecord
-from .runtime import (
-    Launch,
-    machine_memory,
-)
-from .spec import (
-    OptimizerSpec,
-    Spec,
-    decoding_cap,
-    model_sizes,
-)
+from .runtime import Launch, machine_memory
+from .spec import OptimizerSpec, Spec, decoding_cap, model_sizes
 from .text_data import text_training_data
 from .trainer import TrainerState, fit
 from .translator import Translator, default_max_length
@@ -64,9 +56,19 @@ def model_spec(cfg: Config, src_vocab_size: int, tgt_vocab_size: int) -> Spec:
         raise ConfigError(f"model: {exc}") from None
 
 
-def optimizer_spec(cfg: Config) -> OptimizerSpec:
-    """Adam, clipping and label smoothing as ``cfg.train`` sets them."""
+def optimizer_spec(cfg: Config, spec: Spec | None = None) -> OptimizerSpec:
+    """Adam, clipping and label smoothing as ``cfg.train`` sets them; with the ``spec``
+    trained, the weights it keeps fixed (:func:`frozen_weights`: ``train.freeze`` and a
+    position ``"table"``).
+
+    Raises:
+        ConfigError: a ``train.freeze`` group naming no weight of ``spec``.
+    """
     train = cfg.train
+    try:
+        frozen = () if spec is None else frozen_weights(spec, train.freeze)
+    except ValueError as exc:
+        raise ConfigError(f"{option('train.freeze', train.freeze)}: {exc}") from None
     return OptimizerSpec(
         learning_rate=train.learning_rate,
         beta1=train.adam_beta1,
@@ -74,6 +76,7 @@ def optimizer_spec(cfg: Config) -> OptimizerSpec:
         epsilon=train.adam_epsilon,
         clip_norm=train.clip_norm,
         label_smoothing=train.label_smoothing,
+        frozen=frozen,
     )
 
 
@@ -261,10 +264,10 @@ def _train(
         check_same_data(saved, data.fingerprint, changes, data.where)
     source_vocab, target_vocab = data.vocabs
     if source is not None:
-        spec = source.checkpoint.spec  # what the model's weights were trained as
+        spec = source.spec  # what the model's weights were trained as
     else:
         spec = model_spec(cfg, len(source_vocab), len(target_vocab))
-    optimizer = optimizer_spec(cfg)
+    optimizer = optimizer_spec(cfg, spec)
     with engine(cfg, chosen, backend_name, launch) as running:
         return _train_model(cfg, out, running, data, spec, optimizer, saved, changes, source)
 

@@ -55,7 +55,7 @@ Transformer layout. ``D`` is ``d_model``, ``F`` ``ff_size``, ``P`` ``max_positio
 ``num_heads``, ``d = D // N``; ``{l}`` counts layers from 0 at the bottom::
 
     encoder.embedding                        [V_src, D]
-    encoder.positions                        [P, D]   positions = "learned" only
+    encoder.positions                        [P, D]   positions = "learned" or "table"
     encoder.layers.{l}.self_attention.{query,key,value,output}.kernel   [D, D]
     encoder.layers.{l}.self_attention.{query,key,value,output}.bias     [D]
     encoder.layers.{l}.self_attention_norm.{scale,bias}                 [D]
@@ -64,7 +64,7 @@ Transformer layout. ``D`` is ``d_model``, ``F`` ``ff_size``, ``P`` ``max_positio
     encoder.layers.{l}.feed_forward_norm.{scale,bias}                   [D]
     encoder.final_norm.{scale,bias}          [D]      layer_norm = "pre" only
     decoder.embedding                        [V_tgt, D]  not with share_embeddings
-    decoder.positions                        [P, D]   positions = "learned" only
+    decoder.positions                        [P, D]   positions = "learned" or "table"
     decoder.layers.{l}.self_attention.*, self_attention_norm.*          as the encoder's
     decoder.layers.{l}.cross_attention.*, cross_attention_norm.*        as self_attention
     decoder.layers.{l}.feed_forward.*, feed_forward_norm.*              as the encoder's

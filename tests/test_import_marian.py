@@ -344,3 +344,10 @@ def test_fine_tuning_the_import_lowers_its_loss_and_it_loads_on_every_backend(im
     assert max(losses.values()) - min(losses.values()) < 1e-4, losses
     meta = json.loads((tmp_path / "tuned" / "model.json").read_text())["meta"]
     assert meta["init_from"]["path"] == str(imported)
+    # Marian's sinusoids are a position table: fine-tuning left them as imported
+    before, after = (load(path, backend="numpy") for path in (imported, tmp_path / "tuned"))
+    assert after.model.spec.positions == "table"
+    old, new = before.model.get_weights(), after.model.get_weights()
+    for side in ("encoder", "decoder"):
+        np.testing.assert_array_equal(new[f"{side}.positions"], old[f"{side}.positions"])
+    assert not np.array_equal(new["encoder.embedding"], old["encoder.embedding"])

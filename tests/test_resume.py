@@ -46,6 +46,7 @@ def saved(tmp_path):
         (["--cell", "gru"], "model.cell"),
         (["--tokenizer", "word"], "data.tokenizer"),
         (["--max-target-length", "3"], "data.max_target_length"),
+        (["--freeze", "output"], "train.freeze"),
     ],
 )
 def test_conflicting_setting_is_refused_naming_key_and_both_values(saved, args, key, capsys):

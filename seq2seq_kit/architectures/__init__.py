@@ -10,7 +10,8 @@ compute with it).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from collections.abc import Callable, Iterable
+from typing import Annotated, Any, Literal, Union, get_args
 
 import numpy as np
 from pydantic import Discriminator, Tag
@@ -22,7 +23,9 @@ from .transformer import TransformerConfig, TransformerSpec, sinusoidal_position
 
 __all__ = [
     "ARCHITECTURES",
+    "FREEZE_GROUPS",
     "Architecture",
+    "FreezeGroup",
     "ModelConfig",
     "ModelSpec",
     "RNNConfig",
@@ -31,6 +34,7 @@ __all__ = [
     "TransformerSpec",
     "architecture_of",
     "decoding_cap",
+    "frozen_weights",
     "initial_weights",
     "max_source_tokens",
     "max_target_tokens",
@@ -168,3 +172,61 @@ def model_sizes(spec: Spec) -> str:
         f"{listed} or the vocabularies ({spec.src_vocab_size} source, {spec.tgt_vocab_size} "
         f"target ids; data.tokenizer_options max_size or vocab_size bound them)"
     )
+
+
+#: A group of weights ``[train] freeze`` may name.
+FreezeGroup = Literal["encoder", "decoder", "embeddings", "positions", "output"]
+
+#: Which canonical names (:mod:`seq2seq_kit.weights`) each :data:`FreezeGroup` covers, by
+#: the layout's naming, the same in every architecture: ``encoder``: every ``encoder.*``
+#: weight (with ``share_embeddings`` the one table both sides use); ``decoder``: every
+#: ``decoder.*`` weight, the output projection included; ``embeddings``: each side's
+#: ``embedding`` (with ``tie_output_embeddings`` the output kernel too, being that table);
+#: ``positions``: a Transformer's ``{side}.positions`` (``"learned"`` or ``"table"``);
+#: ``output``: ``decoder.output.*``.
+FREEZE_GROUPS: dict[str, Callable[[str], bool]] = {
+    "encoder": lambda name: name.startswith("encoder."),
+    "decoder": lambda name: name.startswith("decoder."),
+    "embeddings": lambda name: name.endswith(".embedding"),
+    "positions": lambda name: name.endswith(".positions"),
+    "output": lambda name: name.startswith("decoder.output."),
+}
+assert set(FREEZE_GROUPS) == set(get_args(FreezeGroup))
+
+
+def frozen_weights(spec: Spec, groups: Iterable[str] = ()) -> tuple[str, ...]:
+    """The canonical names training keeps fixed (:attr:`OptimizerSpec.frozen
+    <seq2seq_kit.spec.OptimizerSpec>`): those of ``groups`` (:data:`FREEZE_GROUPS`) and
+    those no run trains (a Transformer's position ``"table"``), sorted.
+
+    Raises:
+        ValueError: a group that is not one of :data:`FREEZE_GROUPS`, or that names no
+            weight of ``spec`` (``positions`` of an RNN or of sinusoidal positions); groups
+            that freeze every weight.
+    """
+    names = set(architecture_of(spec).fixed(spec))
+    layout = weight_shapes(spec)
+    for group in groups:
+        if group not in FREEZE_GROUPS:
+            raise ValueError(f"unknown weight group {group!r}; known: {list(FREEZE_GROUPS)}")
+        matched = {name for name in layout if FREEZE_GROUPS[group](name)}
+        if not matched:
+            raise ValueError(
+                f"weight group {group!r} names no weight of this {spec.architecture} model: "
+                f"{_none_in(spec, group)}"
+            )
+        names |= matched
+    if groups and names == set(layout):
+        raise ValueError(
+            f"weight groups {list(groups)} cover every weight of the model: nothing would train"
+        )
+    return tuple(sorted(names))
+
+
+def _none_in(spec: Spec, group: str) -> str:
+    """Why ``spec`` has no weight of ``group``, for :func:`frozen_weights`' message."""
+    if group == "positions" and getattr(spec, "positions", None) == "sinusoidal":
+        return "its positions are sinusoidal, computed rather than stored"
+    if group == "embeddings" and getattr(spec, "embedding_size", None) == 0:
+        return "its inputs are one-hot (embedding_size = 0)"
+    return f"it has no {group} weights"

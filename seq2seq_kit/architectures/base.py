@@ -45,6 +45,8 @@ class Architecture:
         attention: what a plot of the model's attention shows, in a few words.
         positions: the key holding the positions each side has (the source's length cap;
             the target's, BOS included); None when a side may have any length.
+        fixed: the canonical names of a spec's weights that no training run changes
+            (a Transformer's given position ``"table"``).
     """
 
     name: str
@@ -57,6 +59,7 @@ class Architecture:
     size_keys: tuple[str, ...]
     positions: str | None
     attention: Callable[[Any], str]
+    fixed: Callable[[Any], tuple[str, ...]] = lambda spec: ()
 
 
 def spec_of(config: type[Section]) -> Callable[[type], type]:

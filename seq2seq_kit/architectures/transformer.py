@@ -41,8 +41,10 @@ class TransformerConfig(Section):
     layer_norm: Literal["pre", "post"] = Field(
         "pre", description="pre: normalise each sub-layer's input; post: its residual sum"
     )
-    positions: Literal["sinusoidal", "learned"] = Field(
-        "sinusoidal", description="position encodings: sinusoidal or learned"
+    positions: Literal["sinusoidal", "learned", "table"] = Field(
+        "sinusoidal",
+        description="position encodings: sinusoidal, learned (a trained table per side) or "
+        "table (a stored table per side that training never changes: an imported model's)",
     )
     # 2: a target needs a position for its BOS and one for a token.
     max_positions: int = Field(
@@ -101,7 +103,11 @@ class TransformerSpec:
             (Wang et al. 2019; fairseq's ``--encoder-normalize-before``); ``"post"``:
             ``norm(x + sublayer(x))``, the paper's. Norms use epsilon 1e-5.
         positions: ``"sinusoidal"`` (section 3.5, sine on even and cosine on odd
-            features) or ``"learned"`` (a trained table per side).
+            features), ``"learned"`` (a trained table per side) or ``"table"`` (a table
+            per side given with the weights, e.g. an imported model's other sinusoids:
+            the weights and the forward pass of ``"learned"``, but never trained, since
+            training adds them to :attr:`~seq2seq_kit.spec.OptimizerSpec.frozen`,
+            :func:`fixed_weights`).
         max_positions: the longest sequence a side may have (the target counted with its
             BOS); decoding stops there.
         tie_output_embeddings: the output projection's kernel is the transposed target
@@ -123,6 +129,12 @@ class TransformerSpec:
     def has_attention(self) -> bool:
         """Always: ``Model.attention`` returns the top decoder layer's cross-attention."""
         return True
+
+    @property
+    def stored_positions(self) -> bool:
+        """Whether the positions are weights (``{side}.positions`` [max_positions, D]):
+        ``"learned"`` and ``"table"``, which compute alike."""
+        return self.positions != "sinusoidal"
 
     @property
     def head_size(self) -> int:
@@ -149,7 +161,7 @@ def shapes(spec: TransformerSpec) -> dict[str, tuple[int, ...]]:
     ):
         if side == "encoder" or not spec.share_embeddings:
             out[f"{side}.embedding"] = (vocab, d)
-        if spec.positions == "learned":
+        if spec.stored_positions:
             out[f"{side}.positions"] = (spec.max_positions, d)
         for layer in range(layers):
             prefix = f"{side}.layers.{layer}"
@@ -183,12 +195,16 @@ def sinusoidal_positions(count: int, width: int) -> np.ndarray:
 def initial_weights(spec: TransformerSpec, seed: int) -> dict[str, np.ndarray]:
     """fairseq's Transformer initialisation: embeddings and learned positions normal with
     standard deviation ``d_model ** -0.5`` (they are scaled by ``sqrt(d_model)`` in the
-    forward pass), Glorot-uniform kernels, zero biases, norms with scale 1 and bias 0."""
+    forward pass), Glorot-uniform kernels, zero biases, norms with scale 1 and bias 0. A
+    position ``"table"`` starts as the sinusoids (:func:`sinusoidal_positions`), since it
+    is never trained; the other weights are those of ``"learned"`` for the same seed."""
     rng = np.random.default_rng(seed)
     weights: dict[str, np.ndarray] = {}
     for name, shape in shapes(spec).items():
         if name.endswith(("embedding", "positions")):
             value = rng.normal(0.0, spec.d_model**-0.5, shape)
+            if name.endswith("positions") and spec.positions == "table":
+                value = sinusoidal_positions(*shape)
         elif name.endswith("kernel"):
             limit = np.sqrt(6.0 / (shape[0] + shape[1]))
             value = rng.uniform(-limit, limit, shape)
@@ -198,6 +214,14 @@ def initial_weights(spec: TransformerSpec, seed: int) -> dict[str, np.ndarray]:
             value = np.zeros(shape)
         weights[name] = value.astype(np.float32)
     return weights
+
+
+def fixed_weights(spec: TransformerSpec) -> tuple[str, ...]:
+    """The weights no training run changes: both sides' ``positions`` when they are a given
+    ``"table"``."""
+    if spec.positions != "table":
+        return ()
+    return ("encoder.positions", "decoder.positions")
 
 
 def capabilities(spec: TransformerSpec) -> set[str]:
@@ -216,4 +240,5 @@ ARCHITECTURE = Architecture(
     size_keys=("d_model", "ff_size", "encoder_layers", "decoder_layers", "max_positions"),
     positions="max_positions",
     attention=lambda spec: "transformer cross-attention, top decoder layer, mean over heads",
+    fixed=fixed_weights,
 )

@@ -40,17 +40,21 @@ def _field_checker(field: Any, key: str) -> Callable[[str], Any]:
     """argparse ``type=``: the value as the config field would accept it, or an
     ``ArgumentTypeError`` with pydantic's reason (so a flag obeys the config file's rules).
     The field alone is checked: rules across keys (num_heads divides d_model) wait for the
-    whole config, where the flags' values meet."""
-    from typing import Annotated
+    whole config, where the flags' values meet. A list key takes its items separated by
+    commas (``--freeze encoder,embeddings``; ``""`` is the empty list)."""
+    from typing import Annotated, get_origin
 
     from pydantic import TypeAdapter, ValidationError
 
     from ..config import Config
 
     adapter = TypeAdapter(Annotated[field.annotation, field], config=Config.model_config)
+    listed = get_origin(field.annotation) is list
 
     def check(text: str) -> Any:
         try:
+            if listed:
+                return adapter.validate_python([p.strip() for p in text.split(",") if p.strip()])
             return adapter.validate_strings(text)
         except ValidationError as exc:
             reasons = "; ".join(err["msg"] for err in exc.errors())
@@ -103,11 +107,7 @@ def _add_config_flags(
                 kwargs["choices"] = list(dict.fromkeys(choices))
             else:
                 kwargs["type"] = _field_checker(field, key)
-                kwargs["metavar"] = (
-                    "DIR"
-                    if (section, key) in _DIRECTORY_KEYS
-                    else _METAVARS.get(field.annotation, "VALUE")
-                )
+                kwargs["metavar"] = _metavar(section, key, field.annotation)
             target = p
             if len(owners) < len(models):  # one architecture's key
                 name = _architecture(owners[0])
@@ -119,6 +119,15 @@ def _add_config_flags(
                     )
                 target = groups[name]
             target.add_argument(_flag(section, key), **kwargs)
+
+
+def _metavar(section: str, key: str, annotation: Any) -> str:
+    """The placeholder of a key's flag in the help: DIR, N, X, A,B (a list) or VALUE."""
+    from typing import get_origin
+
+    if (section, key) in _DIRECTORY_KEYS:
+        return "DIR"
+    return "A,B" if get_origin(annotation) is list else _METAVARS.get(annotation, "VALUE")
 
 
 def _literal(annotation: Any) -> tuple[Any, ...]:

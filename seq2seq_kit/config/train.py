@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from ..architectures import FreezeGroup
 from ..runtime import DEVICE_PATTERN, MAX_THREADS
 from ..section import MAX_COUNT, Section
 
@@ -88,6 +89,16 @@ class TrainConfig(Section):
         "schedule start afresh; pieces of the data its vocabulary lacks follow "
         "decode.unknown); its path and weights' SHA-256 are recorded in model.json",
     )
+    # A list (TOML has no sets), kept in FreezeGroup's order without repeats: the same
+    # groups compare equal on resume however they were listed.
+    freeze: list[FreezeGroup] = Field(
+        [],
+        max_length=len(get_args(FreezeGroup)),
+        description="weight groups training never changes: encoder, decoder (the output "
+        "projection included), embeddings, positions, output (the output projection); "
+        "each must name a weight of the model. An imported position table (model.positions "
+        "= table) is never trained whatever this says",
+    )
     # Training measured in updates (Transformer recipes). An update is one optimizer step
     # on ``accumulate`` batches; updates are counted over the whole run, resumes included.
     lr_schedule: Literal["constant", "noam", "inverse_sqrt"] = Field(
@@ -165,6 +176,11 @@ class TrainConfig(Section):
         description="fp32, or mixed precision bf16 / fp16 (weights, loss and optimizer "
         "state stay float32; fp16 scales the loss)",
     )
+
+    @field_validator("freeze")
+    @classmethod
+    def _groups_in_order(cls, groups: list[str]) -> list[str]:
+        return [group for group in get_args(FreezeGroup) if group in groups]
 
     @model_validator(mode="after")
     def _schedule_needs(self) -> TrainConfig:

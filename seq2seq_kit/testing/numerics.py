@@ -7,8 +7,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from ..architectures import frozen_weights
 from ..batching import Batch, make_batch
-from ..spec import OptimizerSpec
+from ..spec import OptimizerSpec, Spec
 from ..weights import weight_shapes
 from .base import (
     BackendTestBase,
@@ -50,6 +51,21 @@ def _step_through(model, batch) -> np.ndarray:
         log_probs, state = model.step(batch.tgt_in[:, t].copy(), state)
         out.append(np.asarray(log_probs))
     return np.stack(out, axis=1)
+
+
+def _with_table(spec: Spec) -> Spec:
+    """A Transformer ``spec`` with a position ``"table"`` (an RNN as it is)."""
+    return replace(spec, positions="table") if spec.architecture == "transformer" else spec
+
+
+def _frozen_names(spec: Spec) -> tuple[str, ...]:
+    """What the freezing check freezes: what training always does (a position table), the
+    source embedding when there is one, the first kernel of the encoder (in some backends
+    one part of a packed parameter) and the output bias."""
+    layout = weight_shapes(spec)
+    kernel = next(n for n in layout if n.startswith("encoder.") and n.endswith(".kernel"))
+    chosen = {kernel, "decoder.output.bias"} | {"encoder.embedding"} & set(layout)
+    return frozen_weights(spec) + tuple(sorted(chosen))
 
 
 class NumericsTests(BackendTestBase):
@@ -236,3 +252,32 @@ class NumericsTests(BackendTestBase):
         for _ in range(30):
             model.train_step(batch)
         assert model.loss(batch) < before
+
+    @requires("train", "freeze")
+    def test_frozen_weights_stay_fixed(self):
+        # OptimizerSpec.frozen: bit-identical after training, moments untouched, and left out
+        # of the clipping norm (clip_norm 0.1 clips every update here: a norm that counted the
+        # frozen gradients would move the other weights off the reference's)
+        for spec in map(_with_table, family_specs(self.backend())):
+            frozen = _frozen_names(spec)
+            adam = OptimizerSpec(epsilon=1e-3, clip_norm=0.1, frozen=frozen)
+            weights = perturbed_weights(spec, 15)
+            model, ref = self.build(spec, optimizer=adam), self.reference(spec, adam)
+            model.set_weights(weights)
+            ref.set_weights(weights)
+            for seed in (7, 8, 7):
+                batch = mixed_batch(spec, seed=seed)
+                assert model.train_step(batch) == pytest.approx(
+                    ref.train_step(batch), abs=LOG_PROB_ATOL
+                )
+            got, expected = model.get_weights(), ref.get_weights()
+            for name in frozen:
+                np.testing.assert_array_equal(got[name], weights[name], err_msg=name)
+            for name, value in expected.items():
+                np.testing.assert_allclose(got[name], value, atol=1e-5, rtol=0, err_msg=name)
+            trained = [n for n in got if n not in frozen]
+            assert any(not np.array_equal(got[n], weights[n]) for n in trained)
+            if "resume" in self.backend().capabilities:
+                state = model.optimizer_state()
+                for name in frozen:
+                    assert not state[f"m/{name}"].any() and not state[f"v/{name}"].any(), name

@@ -150,7 +150,7 @@ def to_ctranslate2(
 
 
 def _positions(spec: TransformerSpec, w: dict[str, np.ndarray], side: str) -> np.ndarray:
-    if spec.positions == "learned":
+    if spec.stored_positions:
         return w[f"{side}.positions"]
     return sinusoidal_positions(spec.max_positions, spec.d_model)
 

@@ -35,16 +35,23 @@ from seq2seq_kit.spec import OptimizerSpec
 
 
 class Hyper(NamedTuple):
-    """The static (compiled-in) part of :class:`OptimizerSpec`."""
+    """The static (compiled-in) part of :class:`OptimizerSpec`, its frozen weights too."""
 
     beta1: float
     beta2: float
     epsilon: float
     clip_norm: float
+    frozen: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, spec: OptimizerSpec) -> Hyper:
-        return cls(float(spec.beta1), float(spec.beta2), float(spec.epsilon), float(spec.clip_norm))
+        return cls(
+            float(spec.beta1),
+            float(spec.beta2),
+            float(spec.epsilon),
+            float(spec.clip_norm),
+            tuple(spec.frozen),
+        )
 
 
 def step_scalars(hyper: Hyper, learning_rate: float, t: int) -> tuple[np.float32, np.float32]:
@@ -68,17 +75,30 @@ def update(
     """One Adam step (pure): weights and gradients as dicts, the moments as flat vectors;
     returns the new ``(params, m, v)``. The gradient is ``grads * grad_scale`` (``1 / n``
     for summed token gradients); ``lr_scale`` and ``bias2_root`` come from
-    :func:`step_scalars`."""
+    :func:`step_scalars`. The weights of ``hyper.frozen`` count with a zero gradient (in
+    the clipping norm too) and keep their values and moments."""
     theta, unravel = ravel_pytree(params)
     g = ravel_pytree(grads)[0] * grad_scale
+    trained = None
+    if hyper.frozen:
+        # a constant of the compiled update: True on the elements of trained weights
+        flags = {k: jnp.full(jnp.shape(p), k not in hyper.frozen) for k, p in params.items()}
+        trained = ravel_pytree(flags)[0]
+        g = jnp.where(trained, g, 0.0)
     if hyper.clip_norm > 0:
         norm = jnp.sqrt(jnp.sum(g * g))
         safe = jnp.where(norm > 0, norm, 1.0)
         g = g * jnp.where(norm > hyper.clip_norm, hyper.clip_norm / safe, 1.0)
-    m = hyper.beta1 * m + (1.0 - hyper.beta1) * g
-    v = hyper.beta2 * v + (1.0 - hyper.beta2) * (g * g)
-    theta = theta - (m / (jnp.sqrt(v) / bias2_root + hyper.epsilon)) * lr_scale
-    return unravel(theta), m, v
+    m_new = hyper.beta1 * m + (1.0 - hyper.beta1) * g
+    v_new = hyper.beta2 * v + (1.0 - hyper.beta2) * (g * g)
+    step = (m_new / (jnp.sqrt(v_new) / bias2_root + hyper.epsilon)) * lr_scale
+    if trained is None:
+        return unravel(theta - step), m_new, v_new
+    return (
+        unravel(jnp.where(trained, theta - step, theta)),
+        jnp.where(trained, m_new, m),
+        jnp.where(trained, v_new, v),
+    )
 
 
 def flatten(tree: dict[str, np.ndarray]) -> jax.Array:

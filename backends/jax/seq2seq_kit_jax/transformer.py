@@ -159,7 +159,7 @@ def _sublayer(spec, params, norm, x, run, drop: Dropout | None, site: int):
 
 
 def _position_table(spec: TransformerSpec, params: Params, side: str) -> jax.Array:
-    if spec.positions == "learned":
+    if spec.stored_positions:
         return params[f"{side}.positions"]
     # a constant of the compiled function, computed once per trace
     return jnp.asarray(sinusoidal_positions(spec.max_positions, spec.d_model))

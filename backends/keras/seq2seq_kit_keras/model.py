@@ -124,6 +124,10 @@ class _Core:
             self.network = Transformer(spec) if isinstance(spec, TransformerSpec) else Seq2Seq(spec)
             self.variables = variables_by_name(self.network)
             self.trainable = list(self.variables.values())
+            # Adam steps these (OptimizerSpec.frozen left out); its moments are built for
+            # every weight, so a frozen weight's stay as they are (zero)
+            frozen = set(optimizer_spec.frozen)
+            self.updated = [i for i, name in enumerate(self.variables) if name not in frozen]
             self.optimizer = make_optimizer(optimizer_spec)
             # fp16: Keras' dynamic loss scaling around Adam (it skips an update whose
             # gradient overflows and halves the scale; unscales before Adam clips)
@@ -222,13 +226,16 @@ class _Core:
         return self._loss_and_gradients(batch, total, seed, scaled=True)
 
     def _apply(self, grads):
+        # the frozen weights' gradients stay out: no step, and no part in the clipping norm
+        grads = [grads[i] for i in self.updated]
+        variables = [self.trainable[i] for i in self.updated]
         if self.scaler is None:
-            self.optimizer.apply(grads, self.trainable)  # clips the summed gradient first
+            self.optimizer.apply(grads, variables)  # clips the summed gradient first
         else:
             # LossScaleOptimizer.apply's own path for TensorFlow's default strategy, and
             # for a mirrored one too: the gradients are already summed, so every worker
             # takes the same decision on overflow (apply() refuses cross-replica context)
-            self.scaler._common_apply(grads, self.trainable)
+            self.scaler._common_apply(grads, variables)
         return self.optimizer.iterations
 
     def _sum_and_apply(self, grads):

@@ -285,7 +285,7 @@ class Transformer(layers.Layer):
             else layers.Embedding(spec.tgt_vocab_size, d, name="decoder_embedding")
         )
         self.source_positions = self.target_positions = None
-        if spec.positions == "learned":
+        if spec.stored_positions:
             p = spec.max_positions
             self.source_positions = layers.Embedding(p, d, name="encoder_positions")
             self.target_positions = layers.Embedding(p, d, name="decoder_positions")

@@ -29,6 +29,10 @@ class Adam:
     evaluated as PyTorch's ``torch.optim.Adam`` does: ``denom = sqrt(v) / sqrt(1 - beta2^t)
     + epsilon``, ``theta -= (lr / (1 - beta1^t)) * m / denom``.
 
+    The weights of ``spec.frozen`` have their gradient taken as zero (so it counts nowhere,
+    the clipping norm included), and their values and moments are put back after the
+    vectorised update: they end bit-identical, whatever their moments held.
+
     Attributes:
         spec: the :class:`OptimizerSpec`.
         learning_rate: the step size ``lr`` (``spec.learning_rate`` until
@@ -50,6 +54,7 @@ class Adam:
         self._tmp = np.empty(size, dtype=dtype)
         self._clipped = np.empty(size, dtype=dtype)
         self.state: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._frozen: list[slice] = []
         offset = 0
         for name, shape in shapes.items():
             n = math.prod(shape)
@@ -57,6 +62,8 @@ class Adam:
                 self.m[offset : offset + n].reshape(shape),
                 self.v[offset : offset + n].reshape(shape),
             )
+            if name in spec.frozen:
+                self._frozen.append(slice(offset, offset + n))
             offset += n
 
     def clip_scale(self, grads: np.ndarray) -> float:
@@ -70,6 +77,13 @@ class Adam:
         """One Adam step in place on the flat ``params`` with flat ``grads`` (same size and
         dtype as the moments). ``grads`` is not modified."""
         spec = self.spec
+        if self._frozen:
+            np.copyto(self._clipped, grads)  # ``grads`` itself stays as given
+            grads = self._clipped
+            kept = []
+            for part in self._frozen:
+                grads[part] = 0.0
+                kept.append((part, params[part].copy(), self.m[part].copy(), self.v[part].copy()))
         scale = self.clip_scale(grads)
         if scale < 1.0:
             grads = np.multiply(grads, scale, out=self._clipped)
@@ -90,6 +104,9 @@ class Adam:
         np.divide(m, tmp, out=tmp)
         tmp *= self.learning_rate / bias1
         params -= tmp
+        if self._frozen:
+            for part, value, m_part, v_part in kept:
+                params[part], m[part], v[part] = value, m_part, v_part
 
     def set_learning_rate(self, learning_rate: float) -> None:
         """Use step size ``learning_rate`` (finite, >= 0) from the next update on."""

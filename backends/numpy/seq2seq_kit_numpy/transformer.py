@@ -518,7 +518,7 @@ class Transformer:
             d_x = self._sublayer_backward(d_x, sub, prefix + "_norm.", inner_backward)
         if cache.embed_mask is not None:
             d_x *= cache.embed_mask
-        if spec.positions == "learned":
+        if spec.stored_positions:
             g[f"{side}.positions"][:steps] += d_x.reshape(batch_size, steps, -1).sum(axis=0)
         table = g[self._tables[side]]
         d_x *= self.embed_scale

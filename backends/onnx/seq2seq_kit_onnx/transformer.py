@@ -52,7 +52,7 @@ class _Builder:
 
     def positions(self, side: str) -> str:
         spec = self.spec
-        if spec.positions == "learned":
+        if spec.stored_positions:
             return self.weight(f"{side}.positions")
         table = sinusoidal_positions(spec.max_positions, spec.d_model)
         return self.g.weight(f"{side}.sinusoids", table)

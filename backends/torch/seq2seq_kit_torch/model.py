@@ -102,7 +102,9 @@ class TorchModel:
         self.layout = Layout(spec)
         self._params = dict(self.net.named_parameters())
         self._dropout = spec.dropout > 0.0 or getattr(spec, "attention_dropout", 0.0) > 0.0
-        self.optimizer = ClippedAdam(self.net.parameters(), self.optimizer_spec)
+        self.optimizer = ClippedAdam(
+            self.net.parameters(), self.optimizer_spec, self._frozen_masks()
+        )
         self.set_weights(initial_weights(spec, seed))
         group = None if runtime is None else runtime.group
         self.world_size = 1 if group is None else group.world_size
@@ -341,8 +343,24 @@ class TorchModel:
         if forward is not self.net and skipped_encoder:
             # every source empty: the RNN encoder did not run, yet each rank must give
             # each parameter a gradient (see .distributed.data_parallel)
-            loss = loss + 0.0 * sum(p.sum() for p in self.optimizer.params)
+            loss = loss + 0.0 * sum(p.sum() for p in self.optimizer.gradients)
         return loss
+
+    def _frozen_masks(self) -> dict[nn.Parameter, torch.Tensor]:
+        """Per parameter holding a weight of ``optimizer_spec.frozen``: a boolean mask, True
+        on the elements of frozen weights (mapped as the weights are, :class:`Layout`)."""
+        frozen = set(self.optimizer_spec.frozen)
+        if not frozen:
+            return {}
+        flags = self.layout.from_canonical(
+            {n: torch.full(shape, float(n in frozen)) for n, shape in self.layout.shapes.items()}
+        )
+        masks = {}
+        for name, flag in flags.items():
+            param = self._params[name]
+            if param.requires_grad and bool((flag > 0.5).any()):
+                masks[param] = (flag > 0.5).to(param.device)
+        return masks
 
     def _net(self, *inputs: torch.Tensor, forward: nn.Module | None = None) -> torch.Tensor:
         """``self.net(*inputs)`` (or ``forward``, its data-parallel wrapper) in the model's

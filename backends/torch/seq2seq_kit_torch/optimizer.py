@@ -27,16 +27,34 @@ class ClippedAdam:
     given a zero gradient rather than skipped, so its moments decay and it keeps moving
     with its momentum.
 
+    The weights of ``spec.frozen`` (``frozen``: a boolean mask per parameter holding some,
+    True on their elements) take no step: a parameter that is all frozen stays out of Adam
+    (its moments are never made: zeros), and one packing frozen and trained weights (the
+    query of a ``qkv`` projection) has the frozen elements of its gradient zeroed before
+    clipping, and their values and moments put back after Adam's step.
+
     Attributes:
         spec: the :class:`OptimizerSpec`.
-        params: the trained parameters (frozen ones excluded).
+        params: the trained parameters (``requires_grad = False`` ones and wholly frozen
+            ones excluded).
+        gradients: every parameter that takes a gradient, frozen ones included (zeroed
+            together: ``gradients`` reports theirs too).
+        partial: ``(parameter, mask)`` of the parameters partly frozen.
         adam: the ``torch.optim.Adam`` instance (its ``state`` holds the moments).
         steps: number of updates taken.
     """
 
-    def __init__(self, params: Iterable[nn.Parameter], spec: OptimizerSpec):
+    def __init__(
+        self,
+        params: Iterable[nn.Parameter],
+        spec: OptimizerSpec,
+        frozen: dict[nn.Parameter, torch.Tensor] | None = None,
+    ):
         self.spec = spec
-        self.params = [p for p in params if p.requires_grad]
+        frozen = frozen or {}
+        self.gradients = [p for p in params if p.requires_grad]
+        self.params = [p for p in self.gradients if p not in frozen or not frozen[p].all()]
+        self.partial = [(p, frozen[p]) for p in self.params if p in frozen]
         options = dict(lr=spec.learning_rate, betas=(spec.beta1, spec.beta2), eps=spec.epsilon)
         try:
             # One fused kernel for all parameters: ~3x faster than the per-tensor loop on
@@ -47,7 +65,8 @@ class ClippedAdam:
         self.steps = 0
 
     def zero_grad(self) -> None:
-        self.adam.zero_grad(set_to_none=True)
+        for p in self.gradients:
+            p.grad = None
 
     def step(self, scaler: torch.amp.GradScaler | None = None) -> None:
         """Clip the gradients in place, then one Adam update. With the ``scaler`` of fp16
@@ -56,6 +75,10 @@ class ClippedAdam:
         for p in self.params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
+        kept = []
+        for p, mask in self.partial:
+            p.grad.masked_fill_(mask, 0.0)
+            kept.append((p, mask, p.detach()[mask], [t[mask] for t in self._moments(p)]))
         if scaler is not None:
             scaler.unscale_(self.adam)
         if self.spec.clip_norm > 0:
@@ -63,13 +86,24 @@ class ClippedAdam:
         if scaler is None:
             self.adam.step()
             self.steps += 1
-            return
-        scale = scaler.get_scale()
-        scaler.step(self.adam)
-        scaler.update()
-        # The scale only shrinks after an overflow, i.e. when scaler.step skipped Adam.
-        if scaler.get_scale() >= scale:
-            self.steps += 1
+        else:
+            scale = scaler.get_scale()
+            scaler.step(self.adam)
+            scaler.update()
+            # The scale only shrinks after an overflow, i.e. when scaler.step skipped Adam.
+            if scaler.get_scale() >= scale:
+                self.steps += 1
+        with torch.no_grad():
+            for p, mask, value, moments in kept:
+                p[mask] = value
+                # none before the first step: the moments made then are zero there
+                for tensor, old in zip(self._moments(p), moments, strict=False):
+                    tensor[mask] = old
+
+    def _moments(self, param: nn.Parameter) -> list[torch.Tensor]:
+        """Adam's moment tensors of ``param``, none before its first update."""
+        state = self.adam.state.get(param)
+        return [state["exp_avg"], state["exp_avg_sq"]] if state else []
 
     @property
     def learning_rate(self) -> float:

@@ -357,7 +357,7 @@ class Stack(nn.Module):
         super().__init__()
         self.embedding = embedding
         self.positions = None
-        if spec.positions == "learned":
+        if spec.stored_positions:
             self.positions = nn.Embedding(spec.max_positions, spec.d_model)
         else:
             table = sinusoidal_positions(spec.max_positions, spec.d_model)

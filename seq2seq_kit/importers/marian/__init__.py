@@ -15,7 +15,8 @@ What the import maps (transformers 4.57, ``models/marian/modeling_marian.py`` an
   query projected (bias included) before scaling, as ours. Its sinusoidal positions put the
   sines in the first half of the features and the cosines in the second
   (``MarianSinusoidalPositionalEmbedding``), counted from 0 on each side: they become a
-  stored table, ``positions = "learned"`` (:func:`position_table`).
+  stored table that training keeps fixed, ``positions = "table"``
+  (:func:`position_table`).
 - One vocabulary for both sides (``share_embeddings``), the output projection tied to it
   unless ``tie_word_embeddings`` is false, and ``final_logits_bias`` as
   ``decoder.output.bias``.

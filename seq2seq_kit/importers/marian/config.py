@@ -201,7 +201,7 @@ def spec_of(settings: dict[str, Any], size: int, config_file: Path) -> Transform
             attention_dropout=float(settings["attention_dropout"]),
             activation=ACTIVATIONS[settings["activation_function"]],
             layer_norm="post",
-            positions="learned",
+            positions="table",  # never trained: Marian's are fixed sinusoids
             max_positions=settings["max_position_embeddings"],
             tie_output_embeddings=bool(settings["tie_word_embeddings"]),
             share_embeddings=True,

@@ -31,7 +31,8 @@ def position_table(count: int, width: int) -> np.ndarray:
     the first ``ceil(width / 2)`` features, the cosines of the odd ones the rest. Computed
     in float64 and rounded once, as there.
 
-    The one place that says how Marian's positions are stored: as our learned table."""
+    The one place that says how Marian's positions are stored: as our position
+    ``"table"``, which training never changes."""
     j = np.arange(width)
     angles = np.arange(count, dtype=np.float64)[:, None] / np.power(10000, 2 * (j // 2) / width)
     return np.concatenate([np.sin(angles[:, 0::2]), np.cos(angles[:, 1::2])], axis=1).astype(
