@@ -246,6 +246,40 @@ def test_greedy_ids_equal_generate(marian, imported, hf_model):
     assert len(outputs) > 1  # the model learned something: not one output for every input
 
 
+def test_beam_4_finds_generates_best_hypothesis(marian, imported, hf_model):
+    # One length normalisation on both sides: none (transformers' length_penalty = 0, our
+    # GNMT alpha = 0), so a hypothesis scores the sum of its tokens' log-probabilities.
+    from seq2seq_kit.decoding import beam_search
+
+    tokenizer = _tokenizer(marian)
+    to_marian = _marian_ids(imported, marian)
+    pad = json.loads((marian / "vocab.json").read_text(encoding="utf-8"))["<pad>"]
+    enc = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = hf_model.generate(
+            **enc,
+            num_beams=4,
+            length_penalty=0.0,
+            early_stopping="never",
+            do_sample=False,
+            max_new_tokens=30,
+            bad_words_ids=[[pad]],
+        )
+    expected = []
+    for row in out.tolist():
+        ids = row[1:]
+        expected.append(ids[: ids.index(0)] if 0 in ids else ids)
+    translator = load(imported, backend="numpy")
+    vocab = translator.source_vocab
+    sources = [vocab.encode(s, unknown="replace") for s in SENTENCES]
+    src = np.full((len(sources), max(map(len, sources))), vocab.pad_id, np.int32)
+    for row, ids in enumerate(sources):
+        src[row, : len(ids)] = ids
+    lengths = np.array([len(s) for s in sources], np.int32)
+    found = beam_search(translator.model, src, lengths, translator.target_vocab, 30, beam=4)
+    assert [to_marian[list(h[0].ids)].tolist() for h in found] == expected
+
+
 def test_cli_import_info_translate_beam(marian, tmp_path, capsys):
     out = tmp_path / "fr"
     assert main(["import", "--format", "marian", "--from", str(marian), "--out", str(out)]) == 0
