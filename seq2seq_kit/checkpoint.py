@@ -34,6 +34,8 @@ import numpy as np
 from . import atomic
 from .errors import CheckpointError, option
 from .integrity import DIGESTS, changed_fields, file_sha256, manifest_of, read_manifest, seal
+from .run_record import check_meta
+from .section import MAX_LENGTH
 from .spec import Spec, spec_from_dict
 from .vocab import Vocabulary
 from .weights import check_weights
@@ -321,11 +323,9 @@ def _load(path: Path, extra: bool, finite: bool) -> Checkpoint:
         source_vocab, target_vocab = _vocabularies(doc, path, model_file)
         weights_file, expected_sha = _file_entry(path, doc["weights"])
         max_length = doc.get("max_length", 50)
-        if type(max_length) is not int or max_length < 1:
-            raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
-        meta = doc.get("meta", {})
-        if not isinstance(meta, dict):
-            raise TypeError(f"meta must be an object, got {type(meta).__name__}")
+        if type(max_length) is not int or not 1 <= max_length <= MAX_LENGTH:
+            raise ValueError(f"max_length must be in [1, {MAX_LENGTH}], got {max_length!r:.20}")
+        meta = check_meta(doc.get("meta", {}))
         extras = doc.get("extra", {}) if extra else {}
         entries = {name: (_file_entry(path, info), info) for name, info in extras.items()}
         changed = _changed_fields(doc, version)

@@ -10,6 +10,7 @@ format: a record written for a run is the ``meta`` object earlier versions wrote
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,3 +133,45 @@ class RunRecord:
         """The corpus the model was trained from (``{"path", "sha256"}``), None for text
         data."""
         return self.others.get("corpus")
+
+
+#: The entries of ``meta`` that must be objects when present, and those that must be lists
+#: of objects: every reader relies on these shapes.
+_OBJECTS = ("config", "distributed", "init_from", "trainer")
+_LISTS = ("history", "resumes")
+
+
+def check_meta(meta: Any) -> dict[str, Any]:
+    """``meta`` itself when it has the shapes its readers rely on: an object whose
+    ``config`` (and the config's tables), ``distributed``, ``init_from`` and ``trainer`` are
+    objects or null, whose ``history`` and ``resumes`` are lists of objects or null,
+    ``distributed.world_size`` a positive integer and ``seconds`` a finite number >= 0.
+
+    Raises:
+        TypeError or ValueError: naming the first entry that is not so (``meta.config.decode
+            must be an object, got list``).
+    """
+    if not isinstance(meta, dict):
+        raise TypeError(f"meta must be an object, got {type(meta).__name__}")
+    config = meta.get("config")
+    tables = config.items() if isinstance(config, dict) else ()
+    entries = [(f"meta.{key}", meta.get(key)) for key in _OBJECTS]
+    entries += [(f"meta.config.{key}", value) for key, value in tables if key != "backend"]
+    for name, value in entries:
+        if value is not None and not isinstance(value, dict):
+            raise TypeError(f"{name} must be an object, got {type(value).__name__}")
+    for key in _LISTS:
+        value = meta.get(key)
+        if value is not None and not (
+            isinstance(value, list) and all(isinstance(item, dict) for item in value)
+        ):
+            raise TypeError(f"meta.{key} must be a list of objects, got {value!r:.60}")
+    world = (meta.get("distributed") or {}).get("world_size", 1)
+    if type(world) is not int or world < 1:
+        raise ValueError(f"meta.distributed.world_size must be an integer >= 1, got {world!r:.40}")
+    seconds = meta.get("seconds")
+    if seconds is not None and not (
+        type(seconds) in (int, float) and math.isfinite(seconds) and seconds >= 0
+    ):
+        raise ValueError(f"meta.seconds must be a finite number >= 0, got {seconds!r:.40}")
+    return meta

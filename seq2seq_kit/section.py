@@ -8,6 +8,9 @@ from pydantic import BaseModel, ConfigDict
 #: a 32-bit signed integer, which every framework, file format and C library here holds
 #: (a larger value is a typo, and would surface as an overflow deep inside one of them).
 MAX_COUNT = 2**31 - 1
+#: The most output tokens a decoding may ask for (``decode.max_length``, a model's saved
+#: ``max_length``): far above any sentence, and a bound on what one decoding allocates.
+MAX_LENGTH = 1 << 20
 
 
 class Section(BaseModel):

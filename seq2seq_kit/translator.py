@@ -99,7 +99,7 @@ class Translator:
         Raises:
             ConfigError: an option breaks the ``[decode]`` rules, naming it.
         """
-        saved = self.meta.get("config", {}).get("decode", {})
+        saved = (self.meta.get("config") or {}).get("decode") or {}
         given = {k: v for k, v in options.items() if v is not None}
         try:
             return DecodeConfig.model_validate({**saved, **given})

@@ -378,3 +378,33 @@ def test_a_reader_during_a_save_reads_one_save_or_the_other(copy, monkeypatch):
     monkeypatch.setattr(checkpoint, "_verify", save_in_between)
     loaded = load_checkpoint(copy)
     assert saved and all((loaded.weights[k] == ckpt.weights[k]).all() for k in ckpt.weights)
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (lambda d: d["meta"].update(config=None), None),  # null: a model without a record
+        (lambda d: d["meta"].update(config=[1]), "meta.config must be an object"),
+        (lambda d: d["meta"]["config"].update(decode=[]), "meta.config.decode must be an object"),
+        (lambda d: d["meta"].update(history={}), "meta.history must be a list of objects"),
+        (lambda d: d["meta"].update(distributed=[]), "meta.distributed must be an object"),
+        (
+            lambda d: d["meta"]["distributed"].update(world_size="x"),
+            "meta.distributed.world_size must be an integer",
+        ),
+        (lambda d: d["meta"].update(seconds=float("nan")), "meta.seconds must be a finite"),
+        (lambda d: d.update(max_length=10**9), "max_length must be in [1, 1048576]"),
+    ],
+)
+def test_a_forged_meta_of_the_wrong_shape_is_named_not_a_traceback(copy, capsys, edit, named):
+    # digests re-sealed: the shapes every reader relies on are checked when the model loads
+    doc = json.loads((copy / "model.json").read_text())
+    edit(doc)
+    forge(copy / "model.json", doc)
+    if named is None:
+        assert main(["translate", "--model", str(copy), "3"]) == 0
+        return
+    for command in (["translate", "--model", str(copy), "3"], ["info", "--model", str(copy)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert named in err and "Traceback" not in err, err

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..section import Section
+from ..section import MAX_LENGTH, Section
 
 
 class DecodeConfig(Section):
@@ -29,7 +29,7 @@ class DecodeConfig(Section):
     max_length: int | None = Field(
         None,
         ge=1,
-        le=1 << 20,
+        le=MAX_LENGTH,
         description="most output tokens per input; default: saved with the model",
     )
     unknown: Literal["error", "replace"] = Field(
