@@ -259,7 +259,7 @@ def _check_world_size(record: RunRecord, state: TrainerState, world_size: int) -
     Raises:
         ConfigError: another world size, mid-epoch.
     """
-    before = int((record.distributed or {}).get("world_size", 1))
+    before = (record.distributed or {}).get("world_size", 1)  # checked when loaded
     if before != world_size and state.step:
         raise ConfigError(
             f"the saved run stopped at epoch {state.epoch + 1} step {state.step} with "

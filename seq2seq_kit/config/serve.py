@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from ..section import Section
+from ..section import MAX_LENGTH, Section
 
 
 class ServeConfig(Section):
@@ -40,7 +40,7 @@ class ServeConfig(Section):
     max_max_length: int = Field(
         512,
         ge=1,
-        le=1 << 20,
+        le=MAX_LENGTH,
         description="largest max_length a request may ask for (and the default's cap)",
     )
     max_body_bytes: int = Field(
