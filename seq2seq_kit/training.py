@@ -111,6 +111,7 @@ def train(
     seed: int | None = None,
     resume: str | os.PathLike[str] | None = None,
     overwrite: bool | None = None,
+    init_from: str | os.PathLike[str] | None = None,
 ) -> Translator:
     """Train a model as ``config`` says (a :class:`Config`, a TOML path, or ``None`` for
     the seed notebook's defaults on ``digits``); keyword arguments override it. ``data`` is
@@ -137,8 +138,9 @@ def train(
     learning rate and its plateau decay...), which are applied and recorded in the model's metadata
     (``meta["resumes"]``) and in the first resumed epoch's history record.
 
-    ``config.train.init_from`` fine-tunes a model directory (:mod:`seq2seq_kit.finetune`): a
-    new run from its weights, with a fresh optimizer, recorded as ``meta["init_from"]``.
+    ``init_from`` (or ``config.train.init_from``) fine-tunes a model directory
+    (:mod:`seq2seq_kit.finetune`): a new run from its weights, with a fresh optimizer,
+    recorded as ``meta["init_from"]``.
 
     Raises:
         DataError: no training pairs after the split and length filter, or resumed data
@@ -165,7 +167,13 @@ def train(
             ``data.options`` for a generated dataset.
     """
     cfg, pairs = _configured(
-        config, data, limit=limit, epochs=epochs, seed=seed, overwrite=overwrite
+        config,
+        data,
+        limit=limit,
+        epochs=epochs,
+        seed=seed,
+        overwrite=overwrite,
+        init_from=init_from,
     )
     saved = load_checkpoint(resume, extra=True) if resume is not None else None
     changes: dict[str, list[Any]] = {}
@@ -210,6 +218,7 @@ def _configured(
     epochs: int | None,
     seed: int | None,
     overwrite: bool | None,
+    init_from: str | os.PathLike[str] | None = None,
 ) -> tuple[Config, tuple[Pair, ...] | None]:
     """A copy of the config :func:`train` is given with its keyword arguments set (those
     not None; ``data`` as ``data.source`` when a name or a path), and the pairs given as
@@ -235,6 +244,8 @@ def _configured(
             cfg.train.seed = seed
         if overwrite is not None:
             cfg.train.overwrite = overwrite
+        if init_from is not None:
+            cfg.train.init_from = os.fspath(init_from)
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc)) from None
     pairs = None if data is None or isinstance(data, str) else check_pairs(data)

@@ -97,6 +97,18 @@ def test_lineage_is_recorded_and_shown_by_info(source, tmp_path, capsys):
     assert RunRecord.from_dict(model_json(source)["meta"]).init_from is None
 
 
+def test_the_api_keyword_equals_the_config_key(source, tmp_path):
+    by_key = seq2seq_kit.train(fine_tune(source, tmp_path / "key"), out=tmp_path / "key")
+    cfg = fine_tune(source, tmp_path / "kw")
+    cfg.train.init_from = None
+    by_keyword = seq2seq_kit.train(cfg, out=tmp_path / "kw", init_from=source)
+    assert (
+        model_json(tmp_path / "kw")["meta"]["init_from"]
+        == model_json(tmp_path / "key")["meta"]["init_from"]
+    )
+    assert by_keyword.translate(["12", "7"]) == by_key.translate(["12", "7"])
+
+
 @pytest.mark.parametrize(
     "flags, named",
     [
