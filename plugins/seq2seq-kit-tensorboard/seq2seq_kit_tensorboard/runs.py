@@ -58,14 +58,13 @@ def choose_run(root: Path, step: int) -> tuple[Path, int | None]:
     step it holds, else a new ``run-N``.
 
     Raises:
-        ConfigError: ``root`` exists and is not a directory (naming it and where its path
-            comes from).
+        ConfigError: ``root`` exists and is not a directory (naming it).
     """
     if root.exists() and not root.is_dir():
-        source = f"${ENV}" if os.environ.get(ENV) == str(root) else "beside the model directory"
         raise ConfigError(
-            f"{root}: the TensorBoard log directory ({source}) is a file; move it, or leave "
-            f"the tensorboard plugin out with SEQ2SEQ_KIT_PLUGINS"
+            f"{root}: the TensorBoard log directory (beside the model directory, or "
+            f"${ENV} without one) is a file; move it, or leave the tensorboard plugin out "
+            f"with SEQ2SEQ_KIT_PLUGINS"
         )
     runs = run_directories(root)
     if runs:
