@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from seq2seq_kit_tensorboard.events import last_step, summary_writer
 from seq2seq_kit_tensorboard.runs import ENV, choose_run
-from seq2seq_kit_tensorboard.tags import POSITION
+from seq2seq_kit_tensorboard.tags import POSITION, step_of, validation_scalars
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import seq2seq_kit
@@ -140,6 +140,29 @@ def test_without_a_model_directory_the_environment_names_the_log(tmp_path, heard
     monkeypatch.delenv(ENV)
     seq2seq_kit.train(config)  # and without it, nowhere
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["run-1"]
+
+
+def test_every_numeric_figure_of_a_validation_is_a_scalar_and_flags_are_not():
+    record = {
+        "update": 30,
+        "epoch": 2,
+        "step": 4,
+        "valid_loss": 1.25,
+        "valid_chrf": 41.5,  # a metric the trainer may add: no change needed here
+        "valid_exact_match": 3,
+        "evaluated_on": "valid",
+        "best": True,
+        "at_stop": False,
+    }
+    assert validation_scalars(record) == {
+        "valid/loss": 1.25,
+        "valid/chrf": 41.5,
+        "valid/exact_match": 3.0,
+    }
+    on_train = validation_scalars({**record, "evaluated_on": "train"})
+    assert sorted(on_train) == ["train_set/chrf", "train_set/exact_match", "train_set/loss"]
+    with pytest.raises(ValueError, match="on_update record has no update count 'update'"):
+        step_of({"epoch": 1, "train_loss": 2.0}, "update", "on_update")
 
 
 def test_a_file_where_the_log_goes_is_a_named_error(tmp_path, heard):
