@@ -4,6 +4,7 @@ import sys
 
 import pytest
 
+from seq2seq_kit.config.train import DecodedMetric
 from seq2seq_kit.datasets import nato
 from seq2seq_kit.metrics import METRICS, from_statistics, score, statistics, token_error_rate
 
@@ -111,6 +112,12 @@ def test_statistics_of_some_metrics_score_those_alone():
         from_statistics(counts, ["chrf"])
     with pytest.raises(ValueError, match="unknown metric 'meteor'"):
         statistics(HYPOTHESES, REFERENCES, ["meteor"])
+
+
+def test_the_configs_decoded_metrics_are_those_the_metrics_compute():
+    from typing import get_args
+
+    assert get_args(DecodedMetric) == METRICS
 
 
 def run(*args):
