@@ -459,3 +459,28 @@ def test_valid_metrics_cannot_change_on_resume(tmp_path):
     more = Config.model_validate({"train": {"epochs": 3, "valid_metrics": ["chrf", "bleu"]}})
     with pytest.raises(ConfigError, match=r"train.valid_metrics is \['chrf'\] in the saved run"):
         seq2seq_kit.train(resume=tmp_path / "m", config=more)
+
+
+def test_fit_refuses_a_decoded_early_stopping_metric_without_the_scorer():
+    config = TrainConfig(valid_metrics=["chrf"], early_stopping_metric="chrf", progress=False)
+    with pytest.raises(ValueError, match="early_stopping_metric = 'chrf'.*decoded="):
+        fit(tiny_numpy_model(), PAIRS, PAIRS, config)
+
+
+def test_the_summary_of_runs_without_a_recorded_validation():
+    from seq2seq_kit.cli.train import kept_line
+    from seq2seq_kit.run_record import RunRecord
+
+    before = RunRecord(trainer={"updates": 3, "best_score": None})
+    assert kept_line(None, before) == (
+        "kept the last weights (update 3): the run stopped before any validation could "
+        "choose weights"
+    )
+    # a run saved by a version that did not record the validation, then resumed
+    older = RunRecord(
+        trainer={"updates": 9, "best_score": -0.75},
+        config={"train": {"early_stopping_metric": "accuracy"}},
+    )
+    assert kept_line(None, older).startswith(
+        "kept the weights of the best validation by accuracy (score -0.7500"
+    )

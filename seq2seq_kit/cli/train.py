@@ -156,6 +156,13 @@ def kept_line(best: dict[str, Any] | None, record: Any) -> str:
     from ..trainer import epoch_records
     from ..trainer.log import decoded_figures
 
+    score = record.trainer_state.get("best_score")
+    if best is None and isinstance(score, (int, float)):  # saved before it was recorded
+        metric = ((record.config or {}).get("train") or {}).get("early_stopping_metric", "loss")
+        return (
+            f"kept the weights of the best validation by {metric} (score {score:.4f}, lower "
+            f"is better; which validation it was is not recorded in this run's model.json)"
+        )
     if best is None:
         return (
             f"kept the last weights (update {record.updates}): the run stopped before any "

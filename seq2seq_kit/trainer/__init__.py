@@ -155,6 +155,8 @@ def fit(
     callbacks; the other ranks log only warnings and show no progress bar.
 
     Raises:
+        ValueError: ``config.early_stopping_metric`` is a decoded metric and no ``decoded``
+            is given.
         TrainingError: a non-finite training loss (naming epoch and step), validation loss
             or weight, raised before anything non-finite is saved, so the last checkpoint
             stays as it was; or, in data-parallel training, a collective operation that
@@ -162,6 +164,11 @@ def fit(
         TrainingInterrupted: SIGINT or SIGTERM (handled only while this runs in the main
             thread) stopped training after the current update and after ``save(state)``.
     """
+    if config.early_stopping_metric not in ("loss", "accuracy") and decoded is None:
+        raise ValueError(
+            f"train.early_stopping_metric = {config.early_stopping_metric!r} is a decoded "
+            f"metric: fit needs decoded= to score it (seq2seq_kit.decoded_validation)"
+        )
     group = group or SingleProcess()
     state = state or TrainerState(learning_rate=config.learning_rate)
     state.stopped = None
