@@ -71,8 +71,11 @@ def on_epoch_end(record: dict[str, Any], out_dir: str | None) -> None:
     """Called by the trainer after each epoch with ``{"epoch", "train_loss", "valid_loss",
     "valid_accuracy", "evaluated_on", "learning_rate", "seconds", "updates"}`` (losses in
     nats per target token, accuracy 0..1, seconds of wall time, updates over the whole
-    run) and the model directory being
-    written, or None. An implementation may take either argument alone."""
+    run), plus ``"valid_<metric>"`` for each metric of ``train.valid_metrics``
+    (``valid_chrf``, ``valid_bleu``, ``valid_ter`` 0..100; ``valid_exact_match``,
+    ``valid_cer``, ``valid_token_error_rate`` 0..1: the decoded outputs' scores), and the
+    model directory being written, or None. An implementation may take either argument
+    alone."""
 
 
 @hookspec
@@ -90,10 +93,11 @@ def on_validation(record: dict[str, Any], out_dir: str | None) -> None:
     """Called after every validation (at each epoch end, every ``train.valid_every``
     updates, and when ``max_updates`` or ``max_time`` stops training) with ``{"update",
     "epoch", "step", "valid_loss", "valid_accuracy", "evaluated_on", "best", "at_stop"}``
-    (``best``: the score improved on the best so far; ``at_stop``: a validation made only
-    because training stopped between validation points, which is never ``best`` and
-    counts for neither patience nor the learning rate); ``out_dir`` as for
-    ``on_epoch_end``."""
+    and a ``"valid_<metric>"`` per decoded metric as in ``on_epoch_end`` (``best``: the
+    score of ``train.early_stopping_metric`` improved on the best so far; ``at_stop``: a
+    validation made only because training stopped between validation points, which is
+    never ``best`` and counts for neither patience nor the learning rate); ``out_dir`` as
+    for ``on_epoch_end``."""
 
 
 @hookspec

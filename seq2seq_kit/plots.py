@@ -3,6 +3,7 @@ matplotlib). Imported only by the ``plot`` command and plot plugins."""
 
 from __future__ import annotations
 
+import math
 import os
 import textwrap
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .errors import Seq2SeqError
+from .metrics import LABELS, LOWER_IS_BETTER, METRICS, PERCENT
 from .trainer import epoch_records
 
 
@@ -28,7 +30,9 @@ def _pyplot():
 
 def plot_history(history: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> Path:
     """Loss (training and validation, nats per token) and validation token accuracy per
-    epoch, side by side, written as a PNG to ``path``.
+    epoch, side by side, and, for a run with decoded validation (``train.valid_metrics``),
+    its scores per epoch beside them: chrF, BLEU and TER (0..100) in one panel, exact
+    match, CER and token error rate (0..1) in another; written as a PNG to ``path``.
 
     Raises:
         Seq2SeqError: no epochs recorded, or matplotlib missing.
@@ -39,14 +43,38 @@ def plot_history(history: Sequence[dict[str, Any]], path: str | os.PathLike[str]
     plt = _pyplot()
     epochs = [r["epoch"] for r in history]
     on = history[-1].get("evaluated_on", "valid")
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    decoded = [
+        [
+            name
+            for name in METRICS
+            if (name in PERCENT) == percent and f"valid_{name}" in history[-1]
+        ]
+        for percent in (True, False)
+    ]
+    panels = [names for names in decoded if names]
+    fig, axes = plt.subplots(
+        1, 2 + len(panels), figsize=(5 * (2 + len(panels)), 4), constrained_layout=True
+    )
+    left, right = axes[0], axes[1]
     left.plot(epochs, [r["train_loss"] for r in history], label="training")
     left.plot(epochs, [r["valid_loss"] for r in history], label=f"{on} (teacher-forced)")
     left.set(xlabel="epoch", ylabel="cross-entropy (nats / token)", title="loss")
     left.legend()
     right.plot(epochs, [r["valid_accuracy"] for r in history], color="tab:green")
     right.set(xlabel="epoch", ylabel="token accuracy", title=f"{on} token accuracy", ylim=(0, 1))
-    for ax in (left, right):
+    for ax, names in zip(axes[2:], panels, strict=True):
+        for name in names:
+            # an epoch recorded before decoded validation was asked for has no score: a gap
+            values = [r.get(f"valid_{name}", math.nan) for r in history]
+            lower = " (lower is better)" if name in LOWER_IS_BETTER else ""
+            ax.plot(epochs, values, marker=".", label=LABELS[name] + lower)
+        ax.set(
+            xlabel="epoch",
+            ylabel="sacrebleu score" if names[0] in PERCENT else "share or rate",
+            title=f"{on} decoded outputs",
+        )
+        ax.legend()
+    for ax in axes:
         ax.grid(alpha=0.3)
     path = Path(path)
     fig.savefig(path, dpi=120)

@@ -21,6 +21,7 @@ from .checkpoint import Checkpoint, check_output_dir, load_checkpoint, save_chec
 from .config import Config, describe_errors, load_config, resolve_backend
 from .corpus import TrainingData, names_corpus, training_data
 from .data import Pair, check_pairs
+from .decoded_validation import DecodedValidation, decoded_validation
 from .engine import Engine, check_trainable, engine, join_launch
 from .errors import CheckpointError, ConfigError, OutOfMemory, allocating, option
 from .finetune import FineTune, check_not_resumed, fine_tuning
@@ -156,7 +157,7 @@ def train(
             written, holds another model (without ``overwrite=True`` or ``resume=``, which
             the message names) or is being written by another process.
         BackendError: the backend is missing, inference only (no ``train`` capability), or
-            lacks a capability the run needs.
+            lacks a capability the run needs (``beam`` for ``train.valid_beam`` > 1).
         TrainingError: a non-finite loss or weights (naming epoch and step).
         TrainingInterrupted: SIGINT or SIGTERM; the checkpoint was written first.
         OutOfMemory: the model's float32 weights, three times over (weights and Adam's
@@ -330,9 +331,18 @@ def _train_model(
         meta=record.to_dict(),
     )
     translator.train_pairs, translator.valid_pairs = data.train_pairs, data.valid_pairs
+    # decoded on the pairs the trainer validates on: the training pairs when there are no
+    # validation pairs, for the record, as the loss is
+    validating = len(data.valid[0]) > 0
+    decoded = decoded_validation(
+        cfg,
+        translator,
+        data.valid_pairs if validating else data.train_pairs,
+        data.valid[0] if validating else data.train[0],
+    )
     progress = _Progress(translator, record, out)
     state = None if resumed is None else resumed.state
-    _fit(cfg, running, spec, data, progress, state, changes)
+    _fit(cfg, running, spec, data, progress, state, changes, decoded)
     translator.rank = running.rank
     return translator
 
@@ -403,10 +413,12 @@ def _fit(
     progress: _Progress,
     state: TrainerState | None,
     changes: dict[str, list[Any]],
+    decoded: DecodedValidation | None = None,
 ) -> TrainerState:
     """Run the trainer from ``state`` (None: from the start), telling plugins of its
     updates, validations and epochs (the first resumed epoch's record carries the
-    ``changes``), saving through ``progress``; rank 0 alone tells and saves."""
+    ``changes``), saving through ``progress``; rank 0 alone tells and saves. ``decoded``
+    scores the decoded outputs at each validation (``train.valid_metrics``)."""
     out_dir = None if progress.out is None else str(progress.out)
     first_epoch = 1 if state is None else state.epoch + 1
     hook = registry().manager.hook
@@ -436,6 +448,7 @@ def _fit(
             on_update=on_update if lead else None,
             on_validation=on_validation if lead else None,
             group=running.group,
+            decoded=decoded,
         )
     progress.note(state)
     if lead:

@@ -85,3 +85,36 @@ def test_update_lines_are_logged_appended_on_resume_and_restarted(tmp_path, even
     config.train.overwrite, config.train.epochs = True, 1
     seq2seq_kit.train(config, out=tmp_path / "model")  # a new run starts a new log
     assert logged() == [(2, 1), (4, 1)]
+
+
+def png_width(path: Path) -> int:
+    """The width in pixels a PNG file's header gives."""
+    return int.from_bytes(path.read_bytes()[16:20], "big")
+
+
+def test_decoded_scores_are_logged_and_drawn(tmp_path, event_plugins):
+    pytest.importorskip("matplotlib")
+    import seq2seq_kit
+
+    config = Config()
+    config.train.epochs, config.train.progress = 3, False
+    seq2seq_kit.train(config, out=tmp_path / "plain")
+    config.train.valid_metrics = ["chrf", "ter", "exact_match"]
+    seq2seq_kit.train(config, out=tmp_path / "decoded")
+    history = json.loads((tmp_path / "decoded" / "model.json").read_text())["meta"]["history"]
+    rows = list(csv.DictReader((tmp_path / "decoded.log.csv").read_text().splitlines()))
+    assert list(rows[0])[2:7] == [
+        "valid_loss",
+        "valid_accuracy",
+        "valid_chrf",
+        "valid_ter",
+        "valid_exact_match",
+    ]
+    for row, record in zip(rows, history, strict=True):
+        for key in ("valid_chrf", "valid_ter", "valid_exact_match"):
+            assert float(row[key]) == pytest.approx(record[key])
+    lines = [json.loads(x) for x in (tmp_path / "decoded.log.jsonl").read_text().splitlines()]
+    assert [r["valid_chrf"] for r in lines] == [r["valid_chrf"] for r in history]
+    # two more panels beside loss and accuracy: chrF and TER (0..100), exact match (0..1)
+    plain, decoded = (png_width(tmp_path / d / "curves.png") for d in ("plain", "decoded"))
+    assert decoded == 2 * plain

@@ -4,8 +4,30 @@ import sys
 
 import pytest
 
+from seq2seq_kit.config.train import DecodedMetric
 from seq2seq_kit.datasets import nato
-from seq2seq_kit.metrics import score, token_error_rate
+from seq2seq_kit.metrics import METRICS, from_statistics, score, statistics, token_error_rate
+
+#: Outputs against one to three references each (Tatoeba lists several translations of many
+#: sentences): exact, close, empty, and with a reference missing from the second stream on.
+HYPOTHESES = [
+    "le chat est sur la table",
+    "le chien mange",
+    "",
+    "Tom est mon ami.",
+    "il pleut beaucoup aujourd'hui ici",
+    "merci",
+    "je ne sais pas",
+]
+REFERENCES = [
+    ["le chat est sur la table"],
+    ["le chien mange sa soupe", "un chien mange"],
+    ["bonjour"],
+    ["Tom est mon ami.", "Tom est un ami.", "C'est mon ami Tom."],
+    ["il pleut beaucoup aujourd'hui"],
+    ["merci beaucoup", "merci"],
+    ["je sais pas", "je ne le sais pas"],
+]
 
 
 @pytest.mark.parametrize(
@@ -52,6 +74,52 @@ def test_token_error_rate_needs_a_reference_list_per_hypothesis():
         token_error_rate(["Alfa", "Bravo"], [["Alfa"]])
 
 
+def test_ter_is_sacrebleus_corpus_ter_against_every_reference():
+    from sacrebleu.metrics import TER
+
+    streams = [[refs[k] if k < len(refs) else None for refs in REFERENCES] for k in range(3)]
+    expected = TER().corpus_score(HYPOTHESES, streams)
+    scores = score(HYPOTHESES, REFERENCES)
+    assert scores["ter"] == pytest.approx(expected.score, abs=1e-12)
+    assert 0 < scores["ter"] < 100
+    assert scores["ter_signature"].startswith("nrefs:var|")
+
+
+def test_the_counts_of_a_corpus_split_in_parts_add_up_to_its_scores():
+    whole = score(HYPOTHESES, REFERENCES)
+    for parts in (2, 3, len(HYPOTHESES) + 2):  # the last leaves some parts empty
+        summed = [0.0] * len(statistics([], [], METRICS))
+        for part in range(parts):  # every parts-th sentence from part on, as ranks share
+            mine = range(part, len(HYPOTHESES), parts)
+            counts = statistics(
+                [HYPOTHESES[i] for i in mine], [REFERENCES[i] for i in mine], METRICS
+            )
+            summed = [a + b for a, b in zip(summed, counts, strict=True)]
+        scores = from_statistics(summed, METRICS)
+        for name in METRICS:
+            assert scores[name] == pytest.approx(whole[name], abs=1e-12), (parts, name)
+    assert 0 < whole["chrf"] < 100 and 0 < whole["bleu"] < 100
+    assert 0 < whole["exact_match"] < 1 and 0 < whole["cer"] < 1
+
+
+def test_statistics_of_some_metrics_score_those_alone():
+    counts = statistics(HYPOTHESES, REFERENCES, ["bleu", "exact_match"])
+    assert from_statistics(counts, ["bleu", "exact_match"]) == {
+        "bleu": score(HYPOTHESES, REFERENCES)["bleu"],
+        "exact_match": 3 / 7,  # the first, Tom's and "merci"
+    }
+    with pytest.raises(ValueError, match="counts"):
+        from_statistics(counts, ["chrf"])
+    with pytest.raises(ValueError, match="unknown metric 'meteor'"):
+        statistics(HYPOTHESES, REFERENCES, ["meteor"])
+
+
+def test_the_configs_decoded_metrics_are_those_the_metrics_compute():
+    from typing import get_args
+
+    assert get_args(DecodedMetric) == METRICS
+
+
 def run(*args):
     return subprocess.run(
         [sys.executable, "-m", "seq2seq_kit", *args], capture_output=True, text=True
@@ -96,6 +164,7 @@ def test_evaluate_prints_the_token_error_rate_of_a_nato_model(nato_files):
     assert printed(res.stdout, "exact match:") >= 0.9
     assert printed(res.stdout, "token error rate:") <= 0.1
     assert "WER over whitespace tokens" in res.stdout
+    assert 0 <= printed(res.stdout, "TER:") <= 100
     res = run("evaluate", "--model", str(model), "--data", str(data), "--json")
     assert json.loads(res.stdout)["token_error_rate"] <= 0.1
 

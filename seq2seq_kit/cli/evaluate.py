@@ -11,7 +11,7 @@ from .options import _add_config_flags, _flag_values
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
-        help="exact match, CER, token error rate, chrF and BLEU on a TSV file",
+        help="exact match, CER, token error rate, chrF, BLEU and TER on a TSV file",
         description="Decoding flags default to the model's saved [decode] settings.",
     )
     p.add_argument("--model", required=True, help="model directory")
@@ -77,4 +77,5 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(f"BLEU:        {scores['bleu']:.2f}  ({scores['bleu_signature']})")
     if scores["bleu_note"]:
         print(f"             {scores['bleu_note']}")
+    print(f"TER:         {scores['ter']:.2f}  ({scores['ter_signature']}; lower is better)")
     return 0

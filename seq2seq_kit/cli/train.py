@@ -100,8 +100,8 @@ def _check_architecture_flags(flags: dict[str, Any], model: dict[str, Any]) -> N
 
 
 def _report(translator: Any) -> None:
-    """Print the last epoch's figures (or, for a run stopped within its first epoch, its
-    updates) and a sample of translations with exact matches."""
+    """Print how long the run trained, which weights it kept and their validation figures
+    (:func:`kept_line`), and a sample of translations with exact matches."""
     from ..metrics import group_references
     from ..run_record import RunRecord
     from ..trainer import epoch_records
@@ -113,8 +113,7 @@ def _report(translator: Any) -> None:
         print(
             f"backend {translator.backend}, {translator.architecture} model: "
             f"{last['epoch']} epoch{'s' if last['epoch'] != 1 else ''} in {record.seconds:.2f} s; "
-            f"training loss {last['train_loss']:.4f}; on the {last['evaluated_on']} pairs: "
-            f"loss {last['valid_loss']:.4f}, token accuracy {last['valid_accuracy']:.3f}"
+            f"training loss {last['train_loss']:.4f} (last epoch)"
         )
     else:
         print(
@@ -122,6 +121,7 @@ def _report(translator: Any) -> None:
             f"{record.updates} updates in {record.seconds:.2f} s, stopped by "
             f"{record.stopped} within the first epoch"
         )
+    print(kept_line(translator.best_validation, record))
     if record.corpus is not None:
         # its pairs are ids: decoded, a piece that became <unk> is lost from the text, so
         # sources and references would not be the data's
@@ -144,3 +144,46 @@ def _report(translator: Any) -> None:
             print(f"{src} -> {out}" + ("" if ok else f"   (expected {refs[0]})"))
     where = "validation" if held_out else "training"
     print(f"exact match on {len(sources)} {where} sources: {exact}/{len(sources)}")
+
+
+def kept_line(best: dict[str, Any] | None, record: Any) -> str:
+    """Which weights a run kept in ``weights.safetensors`` and their validation figures:
+    ``best``, the validation that chose them (``Translator.best_validation``), and
+    ``record``, the run's :class:`~seq2seq_kit.run_record.RunRecord`; e.g. ``kept the
+    weights of epoch 6 (update 72), the best by validation chrF: loss 0.8084, token accuracy
+    0.753; chrF 46.14``."""
+    from ..metrics import LABELS
+    from ..trainer import epoch_records
+    from ..trainer.log import decoded_figures
+
+    score = record.trainer_state.get("best_score")
+    if best is None and isinstance(score, (int, float)):  # saved before it was recorded
+        metric = ((record.config or {}).get("train") or {}).get("early_stopping_metric", "loss")
+        return (
+            f"kept the weights of the best validation by {metric} (score {score:.4f}, lower "
+            f"is better; which validation it was is not recorded in this run's model.json)"
+        )
+    if best is None:
+        return (
+            f"kept the last weights (update {record.updates}): the run stopped before any "
+            f"validation could choose weights"
+        )
+    figures = (
+        f"loss {best['valid_loss']:.4f}, token accuracy {best['valid_accuracy']:.3f}"
+        f"{decoded_figures(best)}"
+    )
+    if best.get("evaluated_on") != "valid":
+        return (
+            f"kept the last weights (update {record.updates}; no validation pairs to choose "
+            f"by); on the training pairs at update {best['update']}: {figures}"
+        )
+    # a validation at an epoch's end is the one of that epoch's record
+    ended = any(r.get("updates") == best["update"] for r in epoch_records(record.history or []))
+    where = (
+        f"epoch {best['epoch']} (update {best['update']})"
+        if ended
+        else f"update {best['update']} (epoch {best['epoch']} step {best['step']})"
+    )
+    metric = best.get("metric", "loss")
+    by = {"loss": "loss", "accuracy": "token accuracy"}.get(metric) or LABELS.get(metric, metric)
+    return f"kept the weights of {where}, the best by validation {by}: {figures}"

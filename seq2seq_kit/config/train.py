@@ -10,6 +10,16 @@ from ..architectures import FreezeGroup
 from ..runtime import DEVICE_PATTERN, MAX_THREADS
 from ..section import MAX_COUNT, Section
 
+#: The corpus metrics validation may decode and score (``seq2seq_kit.metrics.METRICS``,
+#: which computes them; a test holds the two lists equal): chrF, BLEU and TER 0..100
+#: (sacrebleu), exact match, CER and token error rate 0..1. Lower is better for TER, CER
+#: and token error rate, higher for the others.
+DecodedMetric = Literal["chrf", "bleu", "ter", "exact_match", "cer", "token_error_rate"]
+#: What ``early_stopping_metric`` may name: the teacher-forced figures, or a decoded metric.
+SelectionMetric = Literal[
+    "loss", "accuracy", "chrf", "bleu", "ter", "exact_match", "cer", "token_error_rate"
+]
+
 
 class TrainConfig(Section):
     epochs: int = Field(300, ge=1, le=MAX_COUNT, description="passes over the training pairs")
@@ -49,10 +59,46 @@ class TrainConfig(Section):
         description="early stopping after N validations not better (epochs, unless "
         "valid_every); 0: off",
     )
-    early_stopping_metric: Literal["loss", "accuracy"] = Field(
+    early_stopping_metric: SelectionMetric = Field(
         "loss",
         description="validation figure that picks the best weights and drives patience and "
-        "lr_patience: loss (lower is better) or teacher-forced token accuracy (higher)",
+        "lr_patience: loss (lower is better), teacher-forced token accuracy (higher), or a "
+        "decoded metric of valid_metrics (higher is better for chrf, bleu, exact_match; lower "
+        "for ter, cer, token_error_rate)",
+    )
+    # A list (TOML has no sets), kept in DecodedMetric's order without repeats, as freeze.
+    valid_metrics: list[DecodedMetric] = Field(
+        [],
+        max_length=len(get_args(DecodedMetric)),
+        description="decoded validation: at each validation, decode the first "
+        "valid_decode_limit distinct validation sources (greedy, or beam valid_beam; "
+        "decode.max_length, length_penalty and batch_size apply) and score them against all "
+        "their references with these metrics: chrf, bleu, ter (sacrebleu, 0..100), "
+        "exact_match, cer, token_error_rate (0..1); each is logged, recorded as valid_NAME "
+        "and plotted; []: no decoding",
+    )
+    # 1,000 by default, an estimate from measured figures (a benchmark is to check it): the
+    # Tatoeba Transformer example (examples/tatoeba-eng-fra-transformer.toml) validates every
+    # 500 of the ~2,000 updates of its 20 minutes, at its 1-2 epoch ends and at its stop: ~6
+    # validations. Trained, it decoded 2,000 test sources greedily in about 10 s at one
+    # thread, process start included (benchmarks/ACCURACY.md): ~5 s for 1,000, ~30 s in all,
+    # 2.5% of the 20 minutes. An early model whose every output runs to its 60-token cap
+    # decodes ~35 sources/s (15.5/s to a 131-token cap in the Transformer throughput table):
+    # ~30 s for 1,000, and even 6 such validations (180 s) stay within 15%. Beam 5 cost 4
+    # times greedy there: with valid_beam 5, a quarter of the sources keeps that bound.
+    valid_decode_limit: int = Field(
+        1000,
+        ge=1,
+        le=MAX_COUNT,
+        description="decoded validation (valid_metrics) decodes at most this many distinct "
+        "validation sources, the first ones, so that its cost stays bounded",
+    )
+    valid_beam: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="beam size of decoded validation (valid_metrics); 1: greedy. Beam search "
+        "needs the backend's beam capability and costs more (beam 5: about 4 times greedy)",
     )
     bucket: bool = Field(False, description="batch pairs of similar length together")
     teacher_forcing: float = Field(
@@ -181,6 +227,24 @@ class TrainConfig(Section):
     @classmethod
     def _groups_in_order(cls, groups: list[str]) -> list[str]:
         return [group for group in get_args(FreezeGroup) if group in groups]
+
+    @field_validator("valid_metrics")
+    @classmethod
+    def _metrics_in_order(cls, metrics: list[str]) -> list[str]:
+        return [metric for metric in get_args(DecodedMetric) if metric in metrics]
+
+    @model_validator(mode="after")
+    def _selection_is_decoded(self) -> TrainConfig:
+        # Refused rather than added: a metric the user did not list would be decoded and
+        # recorded without being asked for, and valid_metrics would not say what ran.
+        metric = self.early_stopping_metric
+        if metric in get_args(DecodedMetric) and metric not in self.valid_metrics:
+            raise ValueError(
+                f"early_stopping_metric = {metric!r} is a decoded metric, but valid_metrics "
+                f"= {self.valid_metrics!r} does not compute it: add {metric!r} to "
+                f"valid_metrics (--valid-metrics {','.join([*self.valid_metrics, metric])})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _schedule_needs(self) -> TrainConfig:

@@ -25,7 +25,7 @@ from ..config import TrainConfig
 from ..errors import TrainingError, TrainingInterrupted
 from ..logs import stdout_logging
 from ..runtime import ProcessGroup, SingleProcess
-from .early_stopping import Scoring
+from .early_stopping import DecodedScores, Scoring, selection_score
 from .log import log_start, quiet_unless
 from .loop import Hooks, Run
 from .scheduled_sampling import scheduled_sampling
@@ -35,12 +35,14 @@ from .state import STOP_REASONS, Ids, TrainerState, epoch_records
 __all__ = [
     "EVAL_BATCH_SIZE",
     "STOP_REASONS",
+    "DecodedScores",
     "TrainerState",
     "clock",
     "epoch_records",
     "evaluate",
     "fit",
     "scheduled_sampling",
+    "selection_score",
 ]
 
 EVAL_BATCH_SIZE = 256
@@ -84,6 +86,7 @@ def fit(
     on_update: Callable[[dict[str, Any]], None] | None = None,
     on_validation: Callable[[dict[str, Any]], None] | None = None,
     group: ProcessGroup | None = None,
+    decoded: DecodedScores | None = None,
 ) -> TrainerState:
     """Train ``model`` in place up to ``config.epochs`` epochs; returns the final state.
 
@@ -95,7 +98,8 @@ def fit(
 
     Each epoch record has ``epoch``, ``train_loss`` (token-weighted mean over the epoch's
     updates, before each update), ``valid_loss`` and ``valid_accuracy`` (on the validation
-    pairs, or on the training pairs when there are none, as ``evaluated_on`` says),
+    pairs, or on the training pairs when there are none, as ``evaluated_on`` says), with
+    ``decoded`` a ``valid_<metric>`` for each score it gives (``valid_chrf``...),
     ``learning_rate`` (of the epoch's last update), ``seconds`` and ``updates`` (in all so
     far); it is also logged as one line on the ``seq2seq_kit.trainer`` logger at INFO, which
     goes to stdout, flushed, when the application configured no logging (see
@@ -114,13 +118,18 @@ def fit(
     score or best weights, so a run resumed from the stop repeats the uninterrupted one
     (at such a stop, as at an interrupt, the best weights are those of the validations due
     so far). ``on_validation`` receives each validation as ``{"update", "epoch", "step",
-    "valid_loss", "valid_accuracy", "evaluated_on", "best", "at_stop"}``. With validation
-    pairs, "better" means a lower validation
-    loss, or a higher validation token accuracy with ``config.early_stopping_metric =
-    "accuracy"`` (JoeyNMT's option of that name): ``config.patience`` > 0 stops after that
+    "valid_loss", "valid_accuracy", "valid_<metric>"..., "evaluated_on", "best",
+    "at_stop"}``. ``decoded(model, group)`` (:data:`DecodedScores`, built by
+    :mod:`seq2seq_kit.decoded_validation` for ``config.valid_metrics``) scores the model's
+    decoded outputs at each validation, on the same pairs as ``evaluate``. With validation
+    pairs, "better" means a lower :func:`selection_score` of
+    ``config.early_stopping_metric`` (JoeyNMT's option of that name): a lower loss, a
+    higher token accuracy, chrF, BLEU or exact match, a lower TER, CER or token error rate;
+    a tie is no better. ``config.patience`` > 0 stops after that
     many validations without a better one (epochs, unless ``valid_every`` > 0),
     ``config.lr_patience`` > 0 multiplies the learning rate by ``config.lr_factor`` after
-    that many (Keras' ``ReduceLROnPlateau``), and the best weights are restored at the end.
+    that many (Keras' ``ReduceLROnPlateau``), and the best weights are restored at the end;
+    ``state.best_validation`` records the validation that chose them.
 
     Training stops after ``config.epochs`` epochs, on early stopping, after
     ``config.max_updates`` updates in all, or after the update that ends
@@ -141,10 +150,13 @@ def fit(
     ranks, so the updates are those of one process with the whole batches. The loss, the
     validation sums, a received SIGINT/SIGTERM and ``max_time`` are added up over the ranks
     at every update, so all ranks take the same decisions (early stopping, learning rate,
-    stops). Only rank 0 should be given ``save`` and the callbacks; the other ranks log
-    only warnings and show no progress bar.
+    stops); ``decoded`` must give every rank the same scores (each rank decodes its share
+    and the metrics' counts are summed). Only rank 0 should be given ``save`` and the
+    callbacks; the other ranks log only warnings and show no progress bar.
 
     Raises:
+        ValueError: ``config.early_stopping_metric`` is a decoded metric and no ``decoded``
+            is given.
         TrainingError: a non-finite training loss (naming epoch and step), validation loss
             or weight, raised before anything non-finite is saved, so the last checkpoint
             stays as it was; or, in data-parallel training, a collective operation that
@@ -152,11 +164,16 @@ def fit(
         TrainingInterrupted: SIGINT or SIGTERM (handled only while this runs in the main
             thread) stopped training after the current update and after ``save(state)``.
     """
+    if config.early_stopping_metric not in ("loss", "accuracy") and decoded is None:
+        raise ValueError(
+            f"train.early_stopping_metric = {config.early_stopping_metric!r} is a decoded "
+            f"metric: fit needs decoded= to score it (seq2seq_kit.decoded_validation)"
+        )
     group = group or SingleProcess()
     state = state or TrainerState(learning_rate=config.learning_rate)
     state.stopped = None
     has_valid = bool(valid and len(valid[0]))
-    scoring = Scoring(valid if has_valid else train, has_valid, evaluate)
+    scoring = Scoring(valid if has_valid else train, has_valid, evaluate, decoded)
     hooks = Hooks(on_epoch_end, on_update, on_validation, save, out_dir)
     with stdout_logging(), quiet_unless(group.rank == 0), StopSignals() as signals:
         run = Run(model, config, state, scoring, hooks, signals, group, clock)

@@ -1,6 +1,7 @@
 """Validation during training and what it decides: each validation scored once per update
 count and reported, the best score and weights, early stopping (patience) and the learning
-rate cut on a plateau."""
+rate cut on a plateau. The score that decides is :func:`selection_score` of the
+validation's figures, lower is better, computed here alone."""
 
 from __future__ import annotations
 
@@ -13,10 +14,16 @@ from typing import Any
 from ..backend import Model
 from ..config import TrainConfig
 from ..errors import TrainingError
+from ..metrics import LOWER_IS_BETTER
 from ..runtime import ProcessGroup
 from .cadence import Checkpoints
 from .log import log_validation
 from .state import Ids, TrainerState, where
+
+#: Decoded validation: ``(model, group)`` to ``{metric: score}`` of the model's outputs (the
+#: names of :data:`seq2seq_kit.metrics.METRICS`), the same on every rank of ``group``
+#: (:class:`seq2seq_kit.decoded_validation.DecodedValidation`).
+DecodedScores = Callable[[Model, ProcessGroup], dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -31,11 +38,59 @@ class Scoring:
         evaluate: ``(model, sources, targets, group)`` to the mean loss (nats per target
             token) and the token accuracy, the same on every rank
             (:func:`seq2seq_kit.trainer.evaluate`).
+        decoded: the scores of the model's decoded outputs on the same pairs
+            (:data:`DecodedScores`), or None (``train.valid_metrics`` empty).
     """
 
     pairs: tuple[Ids, Ids]
     has_valid: bool
     evaluate: Callable[[Model, Ids, Ids, ProcessGroup], tuple[float, float]]
+    decoded: DecodedScores | None = None
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The figures of one validation.
+
+    Attributes:
+        loss: teacher-forced mean loss, nats per target token.
+        accuracy: teacher-forced token accuracy, 0..1.
+        decoded: the decoded outputs' scores by metric name (empty without
+            ``valid_metrics``).
+        score: what decides, lower is better (:func:`selection_score`).
+        patience_out: early stopping's patience ran out at this validation.
+    """
+
+    loss: float
+    accuracy: float
+    decoded: dict[str, float]
+    score: float
+    patience_out: bool
+
+    def figures(self) -> dict[str, float]:
+        """The figures as a record holds them: ``valid_loss``, ``valid_accuracy``, then
+        ``valid_<metric>`` for each decoded metric, in ``valid_metrics``' order."""
+        named = {f"valid_{name}": value for name, value in self.decoded.items()}
+        return {"valid_loss": self.loss, "valid_accuracy": self.accuracy, **named}
+
+
+def selection_score(metric: str, loss: float, accuracy: float, decoded: dict[str, float]) -> float:
+    """The score that picks the best weights and drives patience and plateaus, lower is
+    better: the loss, minus the accuracy, or the decoded ``metric``'s score, negated where
+    higher is better (chrF, BLEU, exact match; not TER, CER, token error rate:
+    :data:`seq2seq_kit.metrics.LOWER_IS_BETTER`).
+
+    Raises:
+        ValueError: ``metric`` is a decoded metric not in ``decoded`` (the config refuses an
+            ``early_stopping_metric`` that ``valid_metrics`` does not list).
+    """
+    if metric == "loss":
+        return loss
+    if metric == "accuracy":
+        return -accuracy
+    if metric not in decoded:
+        raise ValueError(f"early_stopping_metric {metric!r} was not computed (valid_metrics)")
+    return decoded[metric] if metric in LOWER_IS_BETTER else -decoded[metric]
 
 
 class Validator:
@@ -56,12 +111,12 @@ class Validator:
         self.model, self.config, self.state, self.scoring = model, config, state, scoring
         self.group, self.on_validation, self.checkpoints = group, on_validation, checkpoints
         self.validated_at: int | None = None  # update count of the last validation
-        self.last: tuple[float, float, bool] = (math.nan, math.nan, False)
+        self.last = Validation(math.nan, math.nan, {}, math.nan, False)
 
-    def validate(self, mid_epoch: bool = False, at_stop: bool = False) -> tuple[float, float, bool]:
+    def validate(self, mid_epoch: bool = False, at_stop: bool = False) -> Validation:
         """Evaluate the model now (once per update count: a second call at the same update
-        gives the first one's figures) and, unless ``at_stop``, track the best score;
-        returns the loss, the accuracy and whether patience ran out.
+        gives the first one's figures), decode and score its outputs with
+        ``scoring.decoded`` if any, and, unless ``at_stop``, track the best score.
 
         ``at_stop``: a validation due only because training stops here; it is reported
         and recorded, but an uninterrupted run would not have made it, so it must not
@@ -76,32 +131,40 @@ class Validator:
             return self.last
         start = time.perf_counter()
         loss, accuracy = self.scoring.evaluate(self.model, *self.scoring.pairs, self.group)
-        state.epoch_seconds += time.perf_counter() - start
         on = "validation" if has_valid else "training-set"
         if not math.isfinite(loss):
+            state.epoch_seconds += time.perf_counter() - start
             raise TrainingError(
                 f"{where(state)}: the {on} loss is {loss} (not finite); training stopped "
                 f"and {self.checkpoints.kept()}"
             )
+        decoding = time.perf_counter()
+        decoded = (
+            {} if self.scoring.decoded is None else self.scoring.decoded(self.model, self.group)
+        )
+        now = time.perf_counter()
+        state.epoch_seconds += now - start
         before = state.best_score
-        score = loss if config.early_stopping_metric == "loss" else -accuracy
+        score = selection_score(config.early_stopping_metric, loss, accuracy, decoded)
         patience_out = False if at_stop else track_best(self.model, state, config, score, has_valid)
-        self.validated_at, self.last = state.updates, (loss, accuracy, patience_out)
+        self.validated_at = state.updates
+        self.last = Validation(loss, accuracy, decoded, score, patience_out)
+        best = has_valid and state.best_score < before
+        record = {
+            "update": state.updates,
+            "epoch": state.epoch + 1,
+            "step": state.step,
+            **self.last.figures(),
+            "evaluated_on": "valid" if has_valid else "train",
+        }
+        if best or not has_valid:
+            # the validation of the weights a save keeps: the best, or without validation
+            # pairs the last weights, judged by the latest validation
+            state.best_validation = {"metric": config.early_stopping_metric, **record}
         if mid_epoch:
-            log_validation(state, loss, accuracy, has_valid, at_stop)
+            log_validation(state, self.last.figures(), has_valid, at_stop, now - decoding)
         if self.on_validation is not None:
-            self.on_validation(
-                {
-                    "update": state.updates,
-                    "epoch": state.epoch + 1,
-                    "step": state.step,
-                    "valid_loss": loss,
-                    "valid_accuracy": accuracy,
-                    "evaluated_on": "valid" if has_valid else "train",
-                    "best": has_valid and state.best_score < before,
-                    "at_stop": at_stop,
-                }
-            )
+            self.on_validation({**record, "best": best, "at_stop": at_stop})
         return self.last
 
     def at_stop(self, learning_rate: float) -> None:
@@ -112,14 +175,13 @@ class Validator:
         state = self.state
         if self.validated_at == state.updates:
             return
-        loss, accuracy, _ = self.validate(mid_epoch=True, at_stop=True)
+        validation = self.validate(mid_epoch=True, at_stop=True)
         state.history.append(
             {
                 "epoch": state.epoch + 1,
                 "step": state.step,
                 "train_loss": state.epoch_loss / max(state.epoch_tokens, 1.0),
-                "valid_loss": loss,
-                "valid_accuracy": accuracy,
+                **validation.figures(),
                 "evaluated_on": "valid" if self.scoring.has_valid else "train",
                 "learning_rate": learning_rate,
                 "seconds": state.epoch_seconds,

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..config import TrainConfig
+from ..metrics import LABELS, METRICS, PERCENT
 from ..schedules import learning_rate_at
 from .state import TrainerState
 
@@ -76,16 +77,30 @@ class EpochLines:
         self.last_time = now
         where = "valid" if record["evaluated_on"] == "valid" else "train-set"
         log.info(
-            "epoch %d/%d: train loss %.4f; %s loss %.4f, accuracy %.3f; learning rate %.3g; %.2f s",
+            "epoch %d/%d: train loss %.4f; %s loss %.4f, accuracy %.3f%s; learning rate %.3g; "
+            "%.2f s",
             record["epoch"],
             self.epochs,
             record["train_loss"],
             where,
             record["valid_loss"],
             record["valid_accuracy"],
+            decoded_figures(record),
             record["learning_rate"],
             record["seconds"],
         )
+
+
+def decoded_figures(record: dict[str, Any]) -> str:
+    """The decoded metrics of a validation or epoch ``record`` (its ``valid_<metric>``
+    keys) for a log line: ``"; chrF 45.12, BLEU 20.10, exact match 0.3120"`` (chrF, BLEU
+    and TER 0..100, the others 0..1), or ``""`` when it has none."""
+    shown = [
+        f"{LABELS[name]} {record[f'valid_{name}']:.{2 if name in PERCENT else 4}f}"
+        for name in METRICS
+        if f"valid_{name}" in record
+    ]
+    return f"; {', '.join(shown)}" if shown else ""
 
 
 class UpdateLines:
@@ -130,18 +145,26 @@ class UpdateLines:
 
 
 def log_validation(
-    state: TrainerState, loss: float, accuracy: float, has_valid: bool, at_stop: bool
+    state: TrainerState,
+    figures: dict[str, float],
+    has_valid: bool,
+    at_stop: bool,
+    decode_seconds: float,
 ) -> None:
-    """The line of a validation within an epoch: ``loss`` in nats per target token,
-    ``accuracy`` a fraction, on the validation pairs (``has_valid``) or the training pairs."""
+    """The line of a validation within an epoch: ``figures`` as a record holds them
+    (``valid_loss`` in nats per target token, ``valid_accuracy`` a fraction, any decoded
+    metric's ``valid_<metric>``, which took ``decode_seconds`` to decode and score), on the
+    validation pairs (``has_valid``) or the training pairs."""
+    decoded = decoded_figures(figures)
     log.info(
-        "update %d (epoch %d step %d): %s loss %.4f, accuracy %.3f%s",
+        "update %d (epoch %d step %d): %s loss %.4f, accuracy %.3f%s%s",
         state.updates,
         state.epoch + 1,
         state.step,
         "valid" if has_valid else "train-set",
-        loss,
-        accuracy,
+        figures["valid_loss"],
+        figures["valid_accuracy"],
+        f"{decoded} (decoded in {decode_seconds:.1f} s)" if decoded else "",
         " (at the stop: not counted for patience, learning rate or best weights)"
         if at_stop
         else "",

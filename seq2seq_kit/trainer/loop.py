@@ -23,7 +23,7 @@ from ..errors import TrainingError, TrainingInterrupted
 from ..runtime import ProcessGroup
 from ..schedules import learning_rate_at, model_width
 from .cadence import Checkpoints
-from .early_stopping import Scoring, Validator
+from .early_stopping import Scoring, Validation, Validator
 from .log import EpochLines, UpdateLines, log_stop
 from .scheduled_sampling import scheduled_sampling
 from .signals import StopSignals
@@ -120,17 +120,18 @@ class Run:
         stops there."""
         config, state, checkpoints = self.config, self.state, self.checkpoints
         steps, rate = state.step, self.rate()  # before a plateau cut
-        valid_loss, valid_acc, patience_out = self.validator.validate()
+        validation = self.validator.validate()
         self.vote()  # a signal or the deadline during the evaluation, on any rank
-        record = _close_epoch(state, epoch, (valid_loss, valid_acc), self.has_valid, rate, self.rng)
+        record = _close_epoch(state, epoch, validation, self.has_valid, rate, self.rng)
         bar.set_postfix(
             loss=f"{record['train_loss']:.4f}",
-            val=f"{valid_loss:.4f}",
-            acc=f"{valid_acc:.3f}",
+            val=f"{validation.loss:.4f}",
+            acc=f"{validation.accuracy:.3f}",
+            **{name: f"{value:.4g}" for name, value in validation.decoded.items()},
             refresh=False,
         )
         bar.update(1)
-        stop = "patience" if patience_out else self.limit_reached()
+        stop = "patience" if validation.patience_out else self.limit_reached()
         if stop is None and epoch == config.epochs:
             stop = "epochs"
         self.epoch_lines.write(record, stopping=bool(stop))
@@ -194,7 +195,7 @@ class Run:
             self._update([shard for _, shard in group], group[-1][0])
             patience_out = False
             if not last and self._every(config.valid_every):
-                patience_out = self.validator.validate(mid_epoch=True)[2]
+                patience_out = self.validator.validate(mid_epoch=True).patience_out
                 self.vote()
             if self.signalled:
                 self.stop("interrupted")
@@ -321,19 +322,17 @@ def _groups(items: Iterator[Any], size: int) -> Iterator[tuple[list[Any], bool]]
 def _close_epoch(
     state: TrainerState,
     epoch: int,
-    validation: tuple[float, float],
+    validation: Validation,
     has_valid: bool,
     learning_rate: float,
     rng: np.random.Generator,
 ) -> dict[str, Any]:
-    """Append the record of the epoch just trained and evaluated (``validation``: loss and
-    accuracy; ``learning_rate``: of its last update); back to a boundary."""
-    valid_loss, valid_acc = validation
+    """Append the record of the epoch just trained and evaluated (``validation``: its
+    figures; ``learning_rate``: of its last update); back to a boundary."""
     record = {
         "epoch": epoch,
         "train_loss": state.epoch_loss / max(state.epoch_tokens, 1.0),
-        "valid_loss": valid_loss,
-        "valid_accuracy": valid_acc,
+        **validation.figures(),
         "evaluated_on": "valid" if has_valid else "train",
         "learning_rate": learning_rate,
         "seconds": state.epoch_seconds,

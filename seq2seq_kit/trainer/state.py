@@ -26,10 +26,18 @@ class TrainerState:
         rng: the shuffling generator's ``bit_generator.state`` (JSON-serialisable).
         learning_rate: the base step size: ``train.learning_rate``, reduced on plateaus;
             each update's rate is the schedule's at that update from this base.
-        best_score: best validation score so far, lower is better: the loss, or minus the
-            token accuracy with ``early_stopping_metric = "accuracy"`` (``inf`` before the
-            first epoch).
+        best_score: best validation score so far, lower is better
+            (:func:`seq2seq_kit.trainer.early_stopping.selection_score` of
+            ``early_stopping_metric``: the loss, minus the token accuracy, minus a decoded
+            chrF, BLEU or exact match, or a decoded TER, CER or token error rate; ``inf``
+            before the first validation).
         best_weights: the weights that reached it (the last weights without validation).
+        best_validation: the validation that reached it: ``{"metric"`` (the
+            ``early_stopping_metric``), ``"update", "epoch", "step"`` (where it was made: the
+            epoch counted from 1, its batches done), ``"valid_loss", "valid_accuracy"``, a
+            ``"valid_<metric>"`` per decoded metric, and ``"evaluated_on"}``; without
+            validation pairs, the latest validation (of the training pairs); None before
+            the first.
         bad_epochs: validations since ``best_score`` improved (early stopping); one
             validation per epoch unless ``valid_every`` > 0.
         plateau_epochs: validations since the learning rate was last reduced or
@@ -54,6 +62,7 @@ class TrainerState:
     learning_rate: float = 0.0
     best_score: float = float("inf")
     best_weights: dict[str, np.ndarray] | None = None
+    best_validation: dict[str, Any] | None = None
     bad_epochs: int = 0
     plateau_epochs: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -81,6 +90,7 @@ class TrainerState:
             "epoch_seconds": self.epoch_seconds,
             "updates": self.updates,
             "stopped": self.stopped,
+            "best_validation": self.best_validation,
         }
 
     @classmethod
@@ -107,7 +117,13 @@ class TrainerState:
             epoch_seconds=float(data.get("epoch_seconds", 0.0)),
             updates=int(data.get("updates", updates)),
             stopped=data.get("stopped"),
+            # unknown in states written before it was recorded
+            best_validation=_object_or_none(data.get("best_validation")),
         )
+
+
+def _object_or_none(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
 
 
 def epoch_records(history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

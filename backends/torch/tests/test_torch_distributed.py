@@ -164,6 +164,55 @@ def test_train_step_sums_the_gradients_of_the_ranks(tmp_path):
             np.testing.assert_allclose(rank[name], weight, atol=1e-6, err_msg=name)
 
 
+def decoded_validation():
+    """A decoded validation of seven sources against one or two references each, for the
+    model of :func:`spec` (outputs of at most 6 of the characters a to e, two sources a
+    batch: the ranks decode different numbers of batches)."""
+    from seq2seq_kit.decoded_validation import DecodedValidation
+    from seq2seq_kit.decoding import Search
+    from seq2seq_kit.metrics import METRICS
+    from seq2seq_kit.vocab import Vocabulary
+
+    rng = np.random.default_rng(0)
+    sources = [rng.integers(4, 8, size=n).tolist() for n in (1, 2, 3, 4, 5, 2, 3)]
+    references = [["ab", "abc"], ["c"], ["de"], ["a b"], ["e"], ["dd", "d"], ["eeb"]]
+    search = Search(beam=1, n_best=1, length_penalty=0.0, max_length=6, batch_size=2, engine=False)
+    return DecodedValidation(sources, references, Vocabulary.build(["abcde"]), search, METRICS)
+
+
+def decode_rank(rank: int, port: int, out: str) -> None:
+    """One rank of :func:`test_decoded_validation_sums_the_ranks_counts` (spawned)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from seq2seq_kit_torch import build, join
+
+    from seq2seq_kit.runtime import Launch, Runtime
+
+    group = join(Launch("torchrun", rank, 2), Runtime())
+    model = build(spec(), seed=3, optimizer=None, runtime=Runtime(group=group))
+    scores = decoded_validation()(model, group)
+    (Path(out) / f"rank{rank}.json").write_text(json.dumps(scores))
+    group.close()
+
+
+def test_decoded_validation_sums_the_ranks_counts(tmp_path):
+    """Each rank decodes every second source and the metrics' counts are all-reduced: both
+    ranks get the scores of one process decoding them all, the model's network never
+    called through its DistributedDataParallel wrapper (which would wait for the other
+    rank at every batch)."""
+    from seq2seq_kit_torch import build
+
+    from seq2seq_kit.runtime import SingleProcess
+
+    torch.multiprocessing.spawn(decode_rank, args=(free_port(), str(tmp_path)), nprocs=2)
+    single = decoded_validation()(build(spec(), seed=3, optimizer=None), SingleProcess())
+    assert 0 < single["chrf"] < 100 and single["cer"] > 0
+    for rank in range(2):
+        scores = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert scores.keys() == single.keys()
+        for name, value in single.items():
+            assert scores[name] == pytest.approx(value, rel=1e-12, abs=1e-12), (rank, name)
+
+
 def group_on(store, rank: int, world_size: int):
     """A :class:`TorchGroup` on ``store`` without a process group (failed_ranks uses the
     store alone)."""

@@ -1,7 +1,8 @@
 """Training curves: a seq2seq-kit plugin on the ``on_train_end`` hook.
 
 When a training run that writes a model directory ends, it draws the loss and validation
-accuracy per epoch into ``DIR/curves.png`` (as ``seq2seq-kit plot --model DIR`` does).
+accuracy per epoch, and the decoded validation scores when ``train.valid_metrics`` asks for
+them, into ``DIR/curves.png`` (as ``seq2seq-kit plot --model DIR`` does).
 matplotlib is imported only then.
 """
 

@@ -1,7 +1,8 @@
 """Training-log writer: a seq2seq-kit plugin on the ``on_epoch_end`` and ``on_update``
 hooks.
 
-For a model written to ``DIR`` it appends each epoch's record to ``DIR.log.csv`` and
+For a model written to ``DIR`` it appends each epoch's record (with its decoded validation
+scores, ``valid_chrf``..., when ``train.valid_metrics`` asks for them) to ``DIR.log.csv`` and
 ``DIR.log.jsonl`` beside the directory (the model directory itself is replaced atomically
 at every save, so files are not kept inside it), and each ``train.log_every`` record to
 ``DIR.log.updates.jsonl``. Without a model directory it writes to
@@ -40,6 +41,15 @@ UPDATE_FIELDS = [
 ]
 
 
+def epoch_fields(record: dict[str, Any]) -> list[str]:
+    """The columns of an epoch record: :data:`FIELDS`, with the record's decoded validation
+    scores (``valid_<metric>``; the same in every epoch of a run, resumes included) after
+    ``valid_accuracy``."""
+    decoded = [key for key in record if key.startswith("valid_") and key not in FIELDS]
+    at = FIELDS.index("valid_accuracy") + 1
+    return [*FIELDS[:at], *decoded, *FIELDS[at:]]
+
+
 def log_prefix(out_dir: str | None) -> str | None:
     if out_dir is not None:
         return os.path.normpath(out_dir) + ".log"
@@ -52,13 +62,14 @@ def on_epoch_end(record: dict[str, Any], out_dir: str | None) -> None:
     if prefix is None:
         return
     mode = "w" if record["epoch"] == 1 else "a"
+    fields = epoch_fields(record)
     with open(prefix + ".csv", mode, newline="") as fh:
-        writer = csv.DictWriter(fh, FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(fh, fields, extrasaction="ignore")
         if mode == "w":
             writer.writeheader()
         writer.writerow(record)
     with open(prefix + ".jsonl", mode) as fh:
-        fh.write(json.dumps({k: record.get(k) for k in FIELDS}) + "\n")
+        fh.write(json.dumps({k: record.get(k) for k in fields}) + "\n")
 
 
 def _last_update(path: str) -> int | None:
