@@ -16,7 +16,7 @@ from ..errors import TrainingError
 from ..runtime import ProcessGroup
 from .cadence import Checkpoints
 from .log import log_validation
-from .state import Ids, TrainerState, where
+from .state import Ids, Tracked, TrainerState, where
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,8 @@ class Validator:
         before = state.best_score
         score = loss if config.early_stopping_metric == "loss" else -accuracy
         patience_out = False if at_stop else track_best(self.model, state, config, score, has_valid)
+        if not at_stop:  # the validation a checkpoint kept now is ranked by
+            state.tracked = Tracked(state.updates, state.epoch + 1, state.step, score)
         self.validated_at, self.last = state.updates, (loss, accuracy, patience_out)
         if mid_epoch:
             log_validation(state, loss, accuracy, has_valid, at_stop)
