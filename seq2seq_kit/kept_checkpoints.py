@@ -150,7 +150,7 @@ def choose(entries: Sequence[Entry], keep_last: int, keep_best: int) -> list[Ent
     the ``keep_best`` of the lowest scores (of equal scores the earlier, as the trainer's
     best weights are the first to reach a score), both together when both are set."""
     by_update = sorted(entries, key=lambda e: e.update)
-    last = by_update[len(by_update) - keep_last :] if keep_last else []
+    last = by_update[max(len(by_update) - keep_last, 0) :] if keep_last else []
     best = sorted(by_update, key=lambda e: (e.score, e.update))[:keep_best]
     chosen = {e.update for e in (*last, *best)}
     return [e for e in by_update if e.update in chosen]
