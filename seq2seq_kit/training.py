@@ -130,9 +130,9 @@ def train(
     validation) as ``weights.safetensors``, plus the last weights and the optimizer state
     for ``resume``; with ``train.keep_last`` or ``keep_best``, the checkpoints of the last or
     best validations beside it (:mod:`seq2seq_kit.kept_checkpoints`), each a model directory
-    that a run resumes from into another ``out``. ``out`` is checked before any work (writable; not a file; an existing
-    model directory only with ``overwrite``, which sets ``train.overwrite``) and locked
-    against a second writer.
+    that a run resumes from into another ``out``. ``out`` is checked before any work
+    (writable; not a file; an existing model directory only with ``overwrite``, which sets
+    ``train.overwrite``) and locked against a second writer.
 
     ``resume`` continues the training saved in that directory (its config, data and
     vocabularies) and gives the same result as one uninterrupted run. Keys set in ``config``
@@ -150,8 +150,9 @@ def train(
             (with ``decode.unknown = "error"``).
         ConfigError: a resumed run's conflicting key (naming it and both values), or no
             epochs left to train; a kept checkpoint resumed in place (its ``out``);
-            ``train.keep_best`` without validation pairs; a fine-tuned run's key set against its model, its model
-            as ``out``, or ``init_from`` beside ``resume``; a vocabulary with no piece but
+            ``train.keep_best`` without validation pairs; a fine-tuned run's key set
+            against its model, its model as ``out``, or ``init_from`` beside ``resume``; a
+            vocabulary with no piece but
             the specials, or one that maps most of the training pieces to ``<unk>``
             (:func:`check_vocabulary`: naming the side, the tokenizer and the option, e.g.
             ``min_frequency``).
