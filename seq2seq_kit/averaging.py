@@ -198,16 +198,9 @@ def _check_out(out: Path, model: str | os.PathLike[str] | None, paths: list[Path
 
 
 def _check_compatible(first: _Input, other: _Input) -> None:
-    """Raises CheckpointError: ``other`` has another architecture (naming the spec key and
-    both values) or another vocabulary (naming the side and what differs) than ``first``."""
-    a, b = first.checkpoint.spec.to_dict(), other.checkpoint.spec.to_dict()
-    for key in sorted(a.keys() | b.keys()):
-        if a.get(key) != b.get(key):
-            raise CheckpointError(
-                f"{other.path}: another architecture than {first.path} (spec {key} is "
-                f"{b.get(key)!r} there, {a.get(key)!r} in {first.path}); only checkpoints of "
-                f"one model average"
-            )
+    """Raises CheckpointError: ``other`` has another vocabulary (naming the side and what
+    differs) or another architecture (naming the spec key and both values) than ``first``;
+    the vocabularies first, since their sizes are keys of the spec too."""
     for side in ("source", "target"):
         difference = _vocabulary_difference(
             getattr(first.checkpoint, f"{side}_vocab"), getattr(other.checkpoint, f"{side}_vocab")
@@ -216,6 +209,14 @@ def _check_compatible(first: _Input, other: _Input) -> None:
             raise CheckpointError(
                 f"{other.path}: another {side} vocabulary than {first.path} ({difference}); "
                 f"only checkpoints of one model average"
+            )
+    a, b = first.checkpoint.spec.to_dict(), other.checkpoint.spec.to_dict()
+    for key in sorted(a.keys() | b.keys()):
+        if a.get(key) != b.get(key):
+            raise CheckpointError(
+                f"{other.path}: another architecture than {first.path} (spec {key} is "
+                f"{b.get(key)!r} there, {a.get(key)!r} in the first); only checkpoints of one "
+                f"model average"
             )
 
 
