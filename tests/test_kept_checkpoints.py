@@ -288,3 +288,46 @@ def test_the_keys_are_in_the_reference_and_the_help(capsys):
     shown = capsys.readouterr().out
     assert "--keep-last N" in shown and "--keep-best N" in shown
     assert "`seq2seq-kit average`" in hooks.cli_reference()
+
+
+def test_a_data_parallel_run_keeps_the_checkpoints_of_one_process(tmp_path):
+    """Two torch ranks under torchrun (gloo on loopback): rank 0 alone writes, and keeps the
+    checkpoints one process keeps, holding its weights."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch.distributed.run")
+    if not torch.distributed.is_available():
+        pytest.skip("torch built without torch.distributed")
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    args = [
+        "--data", "num2words", "--limit", "40", "--valid-fraction", "0.2", "--backend",
+        "torch", "--hidden-size", "8", "--embedding-size", "4", "--threads", "1",
+        "--no-progress", "--max-updates", "6", "--valid-every", "2", "--keep-last", "2",
+        "--keep-best", "1",
+    ]  # fmt: skip
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "TF_CONFIG")}
+    launch = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "seq2seq_kit",
+    ]  # fmt: skip
+    two, one = tmp_path / "two", tmp_path / "one"
+    done = subprocess.run(
+        [*launch, "train", *args, "--batch-size", "4", "--out", str(two)],
+        env=env | {"OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert main(["train", *args, "--batch-size", "8", "--out", str(one)]) == 0
+    assert listed(two) == on_disk(two) == listed(one) == on_disk(one)
+    for entry in load_checkpoint(two).meta["checkpoints"]:
+        theirs, ours = load_checkpoint(one / entry["path"]), load_checkpoint(two / entry["path"])
+        for name, value in theirs.weights.items():
+            np.testing.assert_allclose(ours.weights[name], value, atol=1e-5, err_msg=name)
