@@ -436,10 +436,11 @@ class _Progress:
 
 def _snapshot(ckpt: Checkpoint, best: dict[str, Any] | None) -> Checkpoint:
     """The checkpoint of the validation just made, from the directory's ``ckpt``: its
-    weights are the last ones, and for resuming from it, the best weights so far when
-    they are others (``best.safetensors``; :func:`seq2seq_kit.resume.continue_run`)."""
+    weights are the last ones; for resuming from it, every further tensor file the
+    directory's save holds, and the best weights so far when they are others
+    (``best.safetensors``; :func:`seq2seq_kit.resume.continue_run`)."""
     last = ckpt.extra["last"]
-    extra = {"last": last, "optimizer": ckpt.extra["optimizer"]}
+    extra = dict(ckpt.extra)
     if best is not None and any(not np.array_equal(best[k], v) for k, v in last.items()):
         extra["best"] = best
     return Checkpoint(
