@@ -42,6 +42,7 @@ from .checkpoint import (
     save_checkpoint,
     sealed_manifest,
 )
+from .errors import CheckpointError
 from .run_record import RunRecord
 
 #: The folder of a model directory holding its kept checkpoints.
@@ -261,9 +262,25 @@ class KeptCheckpoints:
         longer among them are removed. Returns the new listing.
 
         Raises:
-            CheckpointError: writing failed (naming the path); the directory's model and
-                listing stay as they were, and the next save removes what was written.
+            CheckpointError: writing or removing failed (naming the path); the directory's
+                model and listing are the old ones or the new ones, whole, and the next
+                save finishes the change (removes what no listing holds).
         """
+        try:
+            return self._save(model, validation, snapshot)
+        except OSError as exc:  # the journal's or a removal's; a save reports its own
+            raise CheckpointError(
+                f"{exc.filename or self.path}: updating the kept checkpoints failed "
+                f"({exc.strerror or exc}); the model directory is whole, and its next save "
+                f"finishes the change"
+            ) from None
+
+    def _save(
+        self,
+        model: Checkpoint,
+        validation: tuple[int, int, int, float] | None,
+        snapshot: Callable[[], Checkpoint] | None,
+    ) -> list[dict[str, Any]]:
         recover(self.path)
         entries = list(self.kept)
         new = None

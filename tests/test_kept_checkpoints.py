@@ -15,7 +15,7 @@ from seq2seq_kit import kept_checkpoints, trainer
 from seq2seq_kit.checkpoint import load_checkpoint
 from seq2seq_kit.cli import main
 from seq2seq_kit.config import Config
-from seq2seq_kit.errors import ConfigError, TrainingInterrupted
+from seq2seq_kit.errors import CheckpointError, ConfigError, TrainingInterrupted
 from seq2seq_kit.kept_checkpoints import JOURNAL, checkpoint_path
 from seq2seq_kit.trainer import epoch_records
 
@@ -331,3 +331,22 @@ def test_a_data_parallel_run_keeps_the_checkpoints_of_one_process(tmp_path):
         theirs, ours = load_checkpoint(one / entry["path"]), load_checkpoint(two / entry["path"])
         for name, value in theirs.weights.items():
             np.testing.assert_allclose(ours.weights[name], value, atol=1e-5, err_msg=name)
+
+
+def test_a_removal_that_fails_is_a_checkpoint_error_and_the_next_save_finishes_it(
+    tmp_path, prescribed
+):
+    out = tmp_path / "m"
+
+    def refused(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kept_checkpoints, "remove_model_dir", refused)
+        with pytest.raises(CheckpointError, match=r"update-00000002: updating the kept checkpo"):
+            seq2seq_kit.train(config(tmp_path, keep_last=2), out=out)
+    assert listed(out) == [4, 6] and on_disk(out) == [2, 4, 6]
+    cfg = Config()
+    cfg.train.max_updates = 7
+    seq2seq_kit.train(cfg, resume=out)
+    assert listed(out) == on_disk(out) == [4, 6]
