@@ -288,6 +288,11 @@ def test_the_keys_are_in_the_reference_and_the_help(capsys):
     shown = capsys.readouterr().out
     assert "--keep-last N" in shown and "--keep-best N" in shown
     assert "`seq2seq-kit average`" in hooks.cli_reference()
+    with pytest.raises(SystemExit):
+        main(["average", "--help"])
+    shown = capsys.readouterr().out
+    for flag in ("--model DIR", "--last N", "--best N", "--inputs DIR", "--out DIR", "--overwrite"):
+        assert flag in shown
 
 
 def test_a_data_parallel_run_keeps_the_checkpoints_of_one_process(tmp_path):
