@@ -6,12 +6,13 @@ model is first built.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .hookspecs import hookimpl, hookspec
 from .version import __version__
 
-__all__ = ["Translator", "hookimpl", "hookspec", "load", "train", "__version__"]
+__all__ = ["Translator", "average", "hookimpl", "hookspec", "load", "train", "__version__"]
 
 if TYPE_CHECKING:
     from .api import Translator
@@ -29,6 +30,13 @@ def load(path: str, backend: str | None = None) -> Translator:
     from .api import load as _load
 
     return _load(path, backend=backend)
+
+
+def average(*args: Any, **kwargs: Any) -> Path:
+    """Average checkpoints into a model directory; see :func:`seq2seq_kit.api.average`."""
+    from .api import average as _average
+
+    return _average(*args, **kwargs)
 
 
 def __getattr__(name: str) -> Any:

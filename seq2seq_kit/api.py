@@ -1,16 +1,19 @@
-"""The Python API: ``train`` a model and ``load`` one, each giving a :class:`Translator`.
+"""The Python API: ``train`` a model and ``load`` one, each giving a :class:`Translator`;
+``average`` checkpoints into a model directory.
 
-The work is done in :mod:`seq2seq_kit.training` and :mod:`seq2seq_kit.translator`; this
-module is the stable place to import them from."""
+The work is done in :mod:`seq2seq_kit.training`, :mod:`seq2seq_kit.translator` and
+:mod:`seq2seq_kit.averaging`; this module is the stable place to import them from."""
 
 from __future__ import annotations
 
+from .averaging import average
 from .spec import decoding_cap, model_sizes
 from .training import check_model_fits, model_spec, optimizer_spec, train
 from .translator import Translator, default_max_length, load
 
 __all__ = [
     "Translator",
+    "average",
     "check_model_fits",
     "decoding_cap",
     "default_max_length",

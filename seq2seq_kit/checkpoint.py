@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,7 +51,9 @@ WEIGHTS_FILE = "weights.safetensors"
 READ_ATTEMPTS = 4
 #: What a save writes (model.json and the tensor files training saves), besides tokenizer
 #: files; anything else in a model directory is the user's and is kept.
-OWN_FILES = frozenset({MODEL_FILE, WEIGHTS_FILE, "last.safetensors", "optimizer.safetensors"})
+OWN_FILES = frozenset(
+    {MODEL_FILE, WEIGHTS_FILE, "last.safetensors", "optimizer.safetensors", "best.safetensors"}
+)
 
 
 @dataclass
@@ -203,14 +206,55 @@ def _write(ckpt: Checkpoint, path: Path) -> None:
         raise OSError(str(exc)) from exc
 
 
+def sealed_manifest(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ``model.json`` of model directory ``path`` when it is ours and its field digests
+    vouch for every field (nothing edited since the save); None otherwise. Its files are
+    not read: a reader that uses them checks them (:func:`load_checkpoint`)."""
+    doc = manifest_of(Path(path) / MODEL_FILE, FORMAT)
+    try:
+        return None if doc is None or changed_fields(doc, nested="meta") else doc
+    except (KeyError, TypeError):
+        return None
+
+
+def remove_model_dir(path: str | os.PathLike[str]) -> bool:
+    """Remove model directory ``path`` as far as a save wrote it: finish or drop a save that
+    was cut short (:mod:`seq2seq_kit.atomic`), remove the checkpoint's own files
+    (:func:`_own_files`), ``model.json`` last so that a removal cut short is finished by
+    the next, then the directory if nothing is left in it. A file of someone else's keeps
+    the directory, and it stays; a ``model.json`` of another program keeps all of it.
+    Returns whether the directory is gone.
+
+    Raises:
+        OSError: a file of the save cannot be removed (no permission).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return not path.exists()
+    if (path / MODEL_FILE).exists() and manifest_of(path / MODEL_FILE, FORMAT) is None:
+        return False  # another program's model.json: nothing here is taken for ours
+    atomic.finish(path)
+    for stale in path.glob(f"{atomic.STAGING_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a save killed before its commit
+    for name in sorted(_own_files(path) - {MODEL_FILE}) + [MODEL_FILE]:
+        file = path / name
+        if file.is_symlink() or file.is_file():
+            file.unlink()
+    try:
+        path.rmdir()
+    except OSError:
+        return False
+    return True
+
+
 def _own_files(path: Path) -> set[str]:
     """The files of the checkpoint now in ``path``, which a save may replace or remove: the
     fixed names, and those its ``model.json`` lists (tokenizer files ``source-*`` and
     ``target-*``, tensor files ``*.safetensors``) when its digests vouch for them."""
     names = set(OWN_FILES)
     with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
-        doc = manifest_of(path / MODEL_FILE, FORMAT)
-        if doc is None or changed_fields(doc, nested="meta"):
+        doc = sealed_manifest(path)
+        if doc is None:
             return names
         names.update(n for n in doc["tokenizer_files"] if n.startswith(("source-", "target-")))
         listed = [info["file"] for info in doc["extra"].values()] + [doc["weights"]["file"]]

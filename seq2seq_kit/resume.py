@@ -30,6 +30,7 @@ from .data import Pair
 from .errors import CheckpointError, ConfigError, DataError, option
 from .run_record import RunRecord
 from .trainer import TrainerState
+from .weights import check_weights
 
 #: Keys naming data that may move (another path, another copy): the pairs must still be the
 #: saved run's (:func:`check_same_data`).
@@ -186,8 +187,8 @@ class Continuation:
 
     Attributes:
         state: the trainer's state as saved; its learning rate the resumed config's when
-            that changed, its best weights the saved ``weights.safetensors`` when a
-            validation scored them.
+            that changed, its best weights the saved ``weights.safetensors`` (a kept
+            checkpoint's ``best.safetensors`` when it has one) when a validation scored them.
         changes: what the run records as changed: the config's keys, and
             ``distributed.world_size`` when it resumes on another number of processes.
         resumes: the saved run's ``meta["resumes"]`` with this resume's entry appended.
@@ -230,15 +231,18 @@ def continue_run(
             updates=int(saved.extra["optimizer"].get("step", 0)),
         )
         seconds = float(0.0 if record.seconds is None else record.seconds)
+        if "best" in saved.extra:
+            check_weights(saved.spec, saved.extra["best"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(
             f"the saved run's model.json cannot be resumed: malformed training state "
             f"({type(exc).__name__}: {exc})"
         ) from None
     # weights.safetensors holds the last weights when no validation has scored any:
-    # they are no best weights to fall back on
+    # they are no best weights to fall back on. A kept checkpoint's are its validation's,
+    # with the best so far beside them when they are others (best.safetensors).
     scored = validating and math.isfinite(state.best_score)
-    state.best_weights = saved.weights if scored else None
+    state.best_weights = saved.extra.get("best", saved.weights) if scored else None
     if "train.learning_rate" in changes:
         state.learning_rate = cfg.train.learning_rate
     before = _check_world_size(record, state, world_size)

@@ -19,8 +19,9 @@ from typing import Any
 _HEAD = ("seq2seq_kit_version", "backend", "backend_version", "data", "data_sha256")
 _BODY = ("train_pairs", "valid_pairs", "skipped_too_long", "config", "seconds", "distributed")
 #: Written only when set: a run not fine-tuned has no ``init_from``, a run never resumed no
-#: ``resumes``, a run not yet saved no ``history`` nor ``trainer``.
-_TAIL = ("init_from", "resumes", "history", "trainer")
+#: ``resumes``, a run not yet saved no ``history`` nor ``trainer``, a run keeping no
+#: checkpoints no ``checkpoints``, a directory that is no kept checkpoint no ``checkpoint``.
+_TAIL = ("init_from", "resumes", "history", "trainer", "checkpoints", "checkpoint")
 
 
 @dataclass
@@ -56,6 +57,12 @@ class RunRecord:
         history: the trainer's records (:attr:`seq2seq_kit.translator.Translator.history`).
         trainer: the trainer's state (``TrainerState.to_json``: ``epoch``, ``step``,
             ``updates``, ``stopped``...), which a resumed run starts from.
+        checkpoints: the checkpoints kept in the directory (``train.keep_last``,
+            ``keep_best``), oldest first: one ``{"update", "epoch", "step", "metric",
+            "score", "path", "weights_sha256"}`` each
+            (:class:`seq2seq_kit.kept_checkpoints.Entry`).
+        checkpoint: in a kept checkpoint's own directory, the validation it is of:
+            ``{"update", "epoch", "step", "metric", "score"}``.
     """
 
     seq2seq_kit_version: str | None = None
@@ -74,6 +81,8 @@ class RunRecord:
     resumes: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] | None = None
     trainer: dict[str, Any] | None = None
+    checkpoints: list[dict[str, Any]] | None = None
+    checkpoint: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, meta: dict[str, Any]) -> RunRecord:
@@ -86,7 +95,8 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``meta`` object, keys in ``model.json``'s order; :attr:`resumes` only when
-        there are any, :attr:`init_from`, :attr:`history` and :attr:`trainer` only when set.
+        there are any, :attr:`init_from`, :attr:`history`, :attr:`trainer`,
+        :attr:`checkpoints` and :attr:`checkpoint` only when set.
         Values are the record's own, not copies."""
         meta = {key: getattr(self, key) for key in _HEAD}
         meta.update(self.others)
@@ -95,7 +105,7 @@ class RunRecord:
             meta["init_from"] = self.init_from
         if self.resumes:
             meta["resumes"] = self.resumes
-        for key in ("history", "trainer"):
+        for key in ("history", "trainer", "checkpoints", "checkpoint"):
             if getattr(self, key) is not None:
                 meta[key] = getattr(self, key)
         return meta
@@ -137,14 +147,15 @@ class RunRecord:
 
 #: The entries of ``meta`` that must be objects when present, and those that must be lists
 #: of objects: every reader relies on these shapes.
-_OBJECTS = ("config", "distributed", "init_from", "trainer")
-_LISTS = ("history", "resumes")
+_OBJECTS = ("config", "distributed", "init_from", "trainer", "checkpoint")
+_LISTS = ("history", "resumes", "checkpoints")
 
 
 def check_meta(meta: Any) -> dict[str, Any]:
     """``meta`` itself when it has the shapes its readers rely on: an object whose
-    ``config`` (and the config's tables), ``distributed``, ``init_from`` and ``trainer`` are
-    objects or null, whose ``history`` and ``resumes`` are lists of objects or null,
+    ``config`` (and the config's tables), ``distributed``, ``init_from``, ``trainer`` and
+    ``checkpoint`` are objects or null, whose ``history``, ``resumes`` and ``checkpoints``
+    are lists of objects or null,
     ``distributed.world_size`` a positive integer and ``seconds`` a finite number >= 0.
 
     Raises:

@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from .architectures import frozen_weights, spec_for
 from .backend import Backend
-from .checkpoint import Checkpoint, check_output_dir, load_checkpoint, save_checkpoint, writer_lock
+from .checkpoint import Checkpoint, check_output_dir, load_checkpoint, writer_lock
 from .config import Config, describe_errors, load_config, resolve_backend
 from .corpus import TrainingData, names_corpus, training_data
 from .data import Pair, check_pairs
@@ -25,6 +26,7 @@ from .decoded_validation import DecodedValidation, decoded_validation
 from .engine import Engine, check_trainable, engine, join_launch
 from .errors import CheckpointError, ConfigError, OutOfMemory, allocating, option
 from .finetune import FineTune, check_not_resumed, fine_tuning
+from .kept_checkpoints import KeptCheckpoints
 from .logs import stdout_logging
 from .plugins import get_backend, registry
 from .prepare import make_tokenizers
@@ -128,9 +130,11 @@ def train(
     (``meta.trainer.stopped`` says why, ``meta.trainer.updates`` counts updates): the best weights
     by ``train.early_stopping_metric`` on the validation pairs (the last weights without
     validation) as ``weights.safetensors``, plus the last weights and the optimizer state
-    for ``resume``. ``out`` is checked before any work (writable; not a file; an existing
-    model directory only with ``overwrite``, which sets ``train.overwrite``) and locked
-    against a second writer.
+    for ``resume``; with ``train.keep_last`` or ``keep_best``, the checkpoints of the last or
+    best validations beside it (:mod:`seq2seq_kit.kept_checkpoints`), each a model directory
+    that a run resumes from into another ``out``. ``out`` is checked before any work
+    (writable; not a file; an existing model directory only with ``overwrite``, which sets
+    ``train.overwrite``) and locked against a second writer.
 
     ``resume`` continues the training saved in that directory (its config, data and
     vocabularies) and gives the same result as one uninterrupted run. Keys set in ``config``
@@ -148,8 +152,10 @@ def train(
             that differ from the saved run's; a piece a fine-tuned model's vocabulary lacks
             (with ``decode.unknown = "error"``).
         ConfigError: a resumed run's conflicting key (naming it and both values), or no
-            epochs left to train; a fine-tuned run's key set against its model, its model
-            as ``out``, or ``init_from`` beside ``resume``; a vocabulary with no piece but
+            epochs left to train; a kept checkpoint resumed in place (its ``out``);
+            ``train.keep_best`` without validation pairs; a fine-tuned run's key set
+            against its model, its model as ``out``, or ``init_from`` beside ``resume``; a
+            vocabulary with no piece but
             the specials, or one that maps most of the training pieces to ``<unk>``
             (:func:`check_vocabulary`: naming the side, the tokenizer and the option, e.g.
             ``min_frequency``).
@@ -184,6 +190,7 @@ def train(
         cfg, changes = resumed_config(saved, cfg, resume)
         backend = backend or RunRecord.from_dict(saved.meta).backend
         out = resume if out is None else out
+        _check_not_a_kept_checkpoint(saved, resume, out)
     elif cfg.train.init_from is not None:
         cfg, source = fine_tuning(cfg, out, pairs is None and names_corpus(cfg.data.source))
     backend_name = resolve_backend(backend, cfg)
@@ -209,6 +216,21 @@ def train(
     with writer_lock(out), stdout_logging():
         check_output_dir(out, replace=replace)  # now that no one else can write it
         return _train(cfg, out, chosen, backend_name, pairs, saved, changes, launch, source)
+
+
+def _check_not_a_kept_checkpoint(
+    saved: Checkpoint, resume: str | os.PathLike[str], out: str | os.PathLike[str]
+) -> None:
+    """Raises ConfigError: ``resume`` is a checkpoint a run keeps
+    (:mod:`seq2seq_kit.kept_checkpoints`) and the resumed run would write it in place: its
+    saves would replace the checkpoint its run lists."""
+    kept = RunRecord.from_dict(saved.meta).checkpoint
+    if kept is not None and Path(out).resolve() == Path(resume).resolve():
+        raise ConfigError(
+            f"{resume}: the checkpoint of update {kept.get('update')} that its run keeps; "
+            f"a run resumed from it goes on in another directory, "
+            f"{option('out', metavar='DIR')} (resuming it in place would overwrite it)"
+        )
 
 
 def _configured(
@@ -274,6 +296,12 @@ def _train(
         data = text_training_data(cfg, pairs, saved, None if source is None else source.vocabs)
     if saved is not None:
         check_same_data(saved, data.fingerprint, changes, data.where)
+    if cfg.train.keep_best and not data.valid_pairs:
+        raise ConfigError(
+            f"{option('train.keep_best', cfg.train.keep_best)} ranks checkpoints by their "
+            f"validation score, and this run has no validation pairs (data.valid, "
+            f"data.valid_fraction); keep the latest with {option('train.keep_last', None)}"
+        )
     source_vocab, target_vocab = data.vocabs
     if source is not None:
         spec = source.spec  # what the model's weights were trained as
@@ -323,6 +351,14 @@ def _train_model(
     # a resumed fine-tuned run keeps its lineage
     lineage = source.lineage if source else saved and RunRecord.from_dict(saved.meta).init_from
     record = _run_record(cfg, running, data, resumed, lineage or None)
+    kept = None
+    if out is not None and running.rank == 0:  # rank 0 alone writes the directory
+        train = cfg.train
+        until = None if resumed is None else resumed.state.updates
+        kept = KeptCheckpoints(
+            out, train.keep_last, train.keep_best, train.early_stopping_metric, until
+        )
+        record.checkpoints = kept.listing() or None
     translator = Translator(
         model,
         *data.vocabs,
@@ -340,7 +376,7 @@ def _train_model(
         data.valid_pairs if validating else data.train_pairs,
         data.valid[0] if validating else data.train[0],
     )
-    progress = _Progress(translator, record, out)
+    progress = _Progress(translator, record, out, kept)
     state = None if resumed is None else resumed.state
     _fit(cfg, running, spec, data, progress, state, changes, decoded)
     translator.rank = running.rank
@@ -379,10 +415,16 @@ def _run_record(
 class _Progress:
     """Keeps the run record current as training goes (the seconds spent, added to a
     resumed run's; the trainer's history and state), hands the translator its JSON, and
-    saves the model directory ``out``."""
+    saves the model directory ``out`` with the checkpoints it keeps (``kept``)."""
 
-    def __init__(self, translator: Translator, record: RunRecord, out: Path | None):
-        self.translator, self.record, self.out = translator, record, out
+    def __init__(
+        self,
+        translator: Translator,
+        record: RunRecord,
+        out: Path | None,
+        kept: KeptCheckpoints | None = None,
+    ):
+        self.translator, self.record, self.out, self.kept = translator, record, out, kept
         self.clock = time.perf_counter()
 
     def note(self, state: TrainerState) -> None:
@@ -394,15 +436,37 @@ class _Progress:
 
     def save(self, state: TrainerState) -> None:
         """Write the model directory: the best weights (the last without validation), and
-        for resuming, the last weights and the optimizer state."""
+        for resuming, the last weights and the optimizer state; and a checkpoint of the
+        validation made at this update, if any, when it is one to keep."""
         self.note(state)
         model = self.translator.model
         ckpt = self.translator.checkpoint()
+        last = ckpt.weights
         if state.best_weights is not None:
             ckpt.weights = state.best_weights
-        ckpt.extra = {"last": model.get_weights(), "optimizer": model.optimizer_state()}
-        assert self.out is not None  # fit is given no save without a directory
-        save_checkpoint(ckpt, self.out, claimed=True)
+        ckpt.extra = {"last": last, "optimizer": model.optimizer_state()}
+        assert self.out is not None and self.kept is not None  # given to rank 0 with a directory
+        tracked = state.tracked
+        validation = None
+        if tracked is not None and tracked.update == state.updates:
+            validation = (tracked.update, tracked.epoch, tracked.step, tracked.score)
+        listing = self.kept.save(ckpt, validation, lambda: _snapshot(ckpt, state.best_weights))
+        self.record.checkpoints = listing or None
+        self.translator.meta = self.record.to_dict()
+
+
+def _snapshot(ckpt: Checkpoint, best: dict[str, Any] | None) -> Checkpoint:
+    """The checkpoint of the validation just made, from the directory's ``ckpt``: its
+    weights are the last ones; for resuming from it, every further tensor file the
+    directory's save holds, and the best weights so far when they are others
+    (``best.safetensors``; :func:`seq2seq_kit.resume.continue_run`)."""
+    last = ckpt.extra["last"]
+    extra = dict(ckpt.extra)
+    if best is not None and any(not np.array_equal(best[k], v) for k, v in last.items()):
+        extra["best"] = best
+    return Checkpoint(
+        ckpt.spec, ckpt.source_vocab, ckpt.target_vocab, last, ckpt.max_length, ckpt.meta, extra
+    )
 
 
 def _fit(

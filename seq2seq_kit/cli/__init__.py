@@ -1,5 +1,5 @@
 """The ``seq2seq-kit`` command line: train, preprocess, translate, evaluate, plot, info,
-serve, export, import, backends.
+average, serve, export, import, backends.
 
 One module per command, each with its sub-parser (``add_COMMAND``) and what it runs
 (``run_COMMAND``); the flags derived from the config are in :mod:`.options`.
@@ -14,6 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .average import add_average
 from .backends import add_backends
 from .evaluate import add_evaluate
 from .export import add_export
@@ -38,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
         add_evaluate,
         add_plot,
         add_info,
+        add_average,
         add_serve,
         add_export,
         add_import,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 
 def add_info(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +45,9 @@ def run_info(args: argparse.Namespace) -> int:
         "distributed": record.distributed,
         "imported": ckpt.meta.get("imported"),
         "init_from": record.init_from,
+        "checkpoints": record.checkpoints,
+        "checkpoint": record.checkpoint,
+        "averaged": ckpt.meta.get("averaged"),
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -76,7 +80,31 @@ def run_info(args: argparse.Namespace) -> int:
     if isinstance(imported, dict):
         print(f"imported:     {imported.get('format')} model from {imported.get('from')}")
     _print_lineage(summary["init_from"])
+    _print_checkpoints(summary)
     return 0
+
+
+def _print_checkpoints(summary: dict[str, Any]) -> None:
+    """The checkpoints the directory keeps, the validation it is a checkpoint of, or the
+    checkpoints it averages, as ``model.json`` records them."""
+    kept, of, averaged = summary["checkpoints"], summary["checkpoint"], summary["averaged"]
+    if isinstance(kept, list) and kept and all(isinstance(e, dict) for e in kept):
+        print(f"checkpoints:  {len(kept)} kept (train.keep_last, keep_best)")
+        for e in kept:
+            print(
+                f"  {e.get('path')}: update {e.get('update')}, epoch {e.get('epoch')} step "
+                f"{e.get('step')}, {e.get('metric')} score {_score(e.get('score'))}"
+            )
+    if isinstance(of, dict):
+        print(
+            f"checkpoint:   kept at update {of.get('update')} (epoch {of.get('epoch')} step "
+            f"{of.get('step')}), {of.get('metric')} score {_score(of.get('score'))}"
+        )
+    if isinstance(averaged, dict) and isinstance(averaged.get("checkpoints"), list):
+        print(f"averaged:     {len(averaged['checkpoints'])} checkpoints ({averaged.get('by')})")
+        for entry in averaged["checkpoints"]:
+            if isinstance(entry, dict):
+                print(f"  {entry.get('path')} (weights SHA-256 {entry.get('weights_sha256')})")
 
 
 def _print_lineage(lineage: object) -> None:
@@ -86,3 +114,8 @@ def _print_lineage(lineage: object) -> None:
             f"fine-tuned:   from {lineage.get('path')} (weights SHA-256 "
             f"{lineage.get('weights_sha256')})"
         )
+
+
+def _score(value: object) -> str:
+    """A validation score for a line of ``info`` (lower is better: minus an accuracy)."""
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -122,6 +122,10 @@ RESUMABLE = frozenset(
         "train.overwrite",
         "train.valid_every",
         "train.save_every",
+        # which checkpoints stay in the directory, not what is trained; those a change drops
+        # are removed at the next save
+        "train.keep_last",
+        "train.keep_best",
         "train.max_updates",
         "train.max_time",
         "train.log_every",

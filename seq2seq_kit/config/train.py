@@ -184,6 +184,21 @@ class TrainConfig(Section):
         description="also write the model directory every N updates (a mid-epoch save "
         "resumes exactly); 0: at epoch ends only",
     )
+    keep_last: int = Field(
+        0,
+        ge=0,
+        le=MAX_COUNT,
+        description="keep the checkpoints of the last N validations in the model directory's "
+        "checkpoints/update-NNNNNNNN/, each a full model directory (translate, evaluate, "
+        "average, --resume), listed in model.json; 0: none",
+    )
+    keep_best: int = Field(
+        0,
+        ge=0,
+        le=MAX_COUNT,
+        description="keep the checkpoints of the N best validations by early_stopping_metric "
+        "(with keep_last: the union of both); needs validation pairs; 0: none",
+    )
     max_updates: int = Field(
         0,
         ge=0,

@@ -138,8 +138,11 @@ def fit(
 
     ``state`` resumes from a saved :class:`TrainerState` (weights and optimizer state
     already restored in ``model``); ``save(state)`` is called when training stops, after
-    any epoch that ends ``config.save_seconds`` or more after the previous save, and every
-    ``config.save_every`` updates (in the middle of an epoch too). ``out_dir`` is where
+    any epoch that ends ``config.save_seconds`` or more after the previous save, every
+    ``config.save_every`` updates (in the middle of an epoch too), and with
+    ``config.keep_last`` or ``keep_best`` > 0 after every validation that counts (not one
+    made only at a stop), with ``state.tracked`` saying which: ``save`` keeps a checkpoint
+    of it. ``out_dir`` is where
     ``save`` writes, named in messages. Resumed training repeats uninterrupted training
     exactly for a deterministic backend, also from a state saved in the middle of an epoch.
 

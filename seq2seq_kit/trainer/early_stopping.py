@@ -18,7 +18,7 @@ from ..metrics import LOWER_IS_BETTER
 from ..runtime import ProcessGroup
 from .cadence import Checkpoints
 from .log import log_validation
-from .state import Ids, TrainerState, where
+from .state import Ids, Tracked, TrainerState, where
 
 #: Decoded validation: ``(model, group)`` to ``{metric: score}`` of the model's outputs (the
 #: names of :data:`seq2seq_kit.metrics.METRICS`), the same on every rank of ``group``
@@ -147,6 +147,8 @@ class Validator:
         before = state.best_score
         score = selection_score(config.early_stopping_metric, loss, accuracy, decoded)
         patience_out = False if at_stop else track_best(self.model, state, config, score, has_valid)
+        if not at_stop:  # the validation a checkpoint kept now is ranked by
+            state.tracked = Tracked(state.updates, state.epoch + 1, state.step, score)
         self.validated_at = state.updates
         self.last = Validation(loss, accuracy, decoded, score, patience_out)
         best = has_valid and state.best_score < before

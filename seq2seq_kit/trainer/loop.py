@@ -85,6 +85,8 @@ class Run:
         self.signalled = self.time_up = False
         self.d_model = model_width(model.spec)
         self.deadline = clock() + config.max_time if config.max_time else None
+        # a kept checkpoint holds the state of its validation: every one that counts saves
+        self.keeping = bool(config.keep_last or config.keep_best)
 
     def epochs(self, train: tuple[Ids, Ids]) -> None:
         """Train on ``train`` (the sources' and targets' token ids) from epoch
@@ -142,7 +144,7 @@ class Run:
         if self.hooks.on_epoch_end is not None:
             self.hooks.on_epoch_end(record)
         state.stopped = stop
-        if stop or checkpoints.due() or self._every(config.save_every):
+        if stop or checkpoints.due() or self._every(config.save_every) or self._keep_due():
             checkpoints.write(self.model, state, f"epoch {epoch} step {steps}")
         if self.signalled:  # arrived during the evaluation
             state.stopped = "interrupted"
@@ -206,7 +208,7 @@ class Run:
             reason = self.limit_reached()
             if reason is not None:
                 return reason
-            if self._every(config.save_every):
+            if self._every(config.save_every) or self._keep_due():
                 state.rng = rng.bit_generator.state
                 self.checkpoints.write(self.model, state, where(state))
         return None
@@ -247,6 +249,12 @@ class Run:
 
     def _every(self, period: int) -> bool:
         return period > 0 and self.state.updates % period == 0
+
+    def _keep_due(self) -> bool:
+        """Whether a save is due to keep a checkpoint (``keep_last``, ``keep_best``) of a
+        validation that counted at this update."""
+        tracked = self.state.tracked
+        return self.keeping and tracked is not None and tracked.update == self.state.updates
 
     def vote(self, *values: float) -> list[float]:
         """``values`` summed over the ranks, and whether any rank has received SIGINT or

@@ -17,6 +17,24 @@ Ids = Sequence[Sequence[int]]
 STOP_REASONS = ("epochs", "patience", "max_updates", "max_time", "interrupted")
 
 
+@dataclass(frozen=True)
+class Tracked:
+    """A validation that counted for the best score, patience and plateaus (not one made
+    only because the run stopped there), as a kept checkpoint records it.
+
+    Attributes:
+        update: updates done when it ran (``TrainerState.updates``).
+        epoch: the epoch it ran in, counted from 1 (at an epoch end: the epoch ending).
+        step: that epoch's batches trained on by then (all of them at an epoch end).
+        score: its score, lower is better (:attr:`TrainerState.best_score`'s measure).
+    """
+
+    update: int
+    epoch: int
+    step: int
+    score: float
+
+
 @dataclass
 class TrainerState:
     """Everything besides the model and its optimizer that the next epoch depends on.
@@ -55,6 +73,8 @@ class TrainerState:
         epoch_seconds: wall time spent on those steps.
         updates: optimizer updates taken over the whole run (the schedule's ``n - 1``).
         stopped: why training stopped (one of :data:`STOP_REASONS`), None while it runs.
+        tracked: the last validation that counted (:class:`Tracked`), for the checkpoint
+            a save at its update keeps; not saved (a resumed run has tracked none yet).
     """
 
     epoch: int = 0
@@ -73,6 +93,7 @@ class TrainerState:
     epoch_seconds: float = 0.0
     updates: int = 0
     stopped: str | None = None
+    tracked: Tracked | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON-able part (``best_weights`` is saved as weights, not here)."""
