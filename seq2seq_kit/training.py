@@ -57,9 +57,9 @@ def model_spec(cfg: Config, src_vocab_size: int, tgt_vocab_size: int) -> Spec:
 
 
 def optimizer_spec(cfg: Config, spec: Spec | None = None) -> OptimizerSpec:
-    """Adam, clipping and label smoothing as ``cfg.train`` sets them; with the ``spec``
-    trained, the weights it keeps fixed (:func:`frozen_weights`: ``train.freeze`` and a
-    position ``"table"``).
+    """Adam, clipping, label smoothing and the moving average of the weights as
+    ``cfg.train`` sets them; with the ``spec`` trained, the weights it keeps fixed
+    (:func:`frozen_weights`: ``train.freeze`` and a position ``"table"``).
 
     Raises:
         ConfigError: a ``train.freeze`` group naming no weight of ``spec``.
@@ -77,6 +77,7 @@ def optimizer_spec(cfg: Config, spec: Spec | None = None) -> OptimizerSpec:
         clip_norm=train.clip_norm,
         label_smoothing=train.label_smoothing,
         frozen=frozen,
+        ema_decay=train.ema_decay,
     )
 
 
@@ -372,13 +373,16 @@ class _Progress:
         self.translator.meta = self.record.to_dict()
 
     def save(self, state: TrainerState) -> None:
-        """Write the model directory: the best weights (the last without validation), and
-        for resuming, the last weights and the optimizer state."""
+        """Write the model directory: the best weights (the last without validation; with
+        ``train.ema_decay``, the best average, or the last average), and for resuming, the
+        last weights and the optimizer state (the average's state with it)."""
         self.note(state)
         model = self.translator.model
         ckpt = self.translator.checkpoint()
         if state.best_weights is not None:
             ckpt.weights = state.best_weights
+        elif self.record.config["train"].get("ema_decay"):
+            ckpt.weights = model.ema_weights()
         ckpt.extra = {"last": model.get_weights(), "optimizer": model.optimizer_state()}
         assert self.out is not None  # fit is given no save without a directory
         save_checkpoint(ckpt, self.out, claimed=True)

@@ -122,6 +122,11 @@ def fit(
     ``config.lr_patience`` > 0 multiplies the learning rate by ``config.lr_factor`` after
     that many (Keras' ``ReduceLROnPlateau``), and the best weights are restored at the end.
 
+    With ``config.ema_decay`` > 0 (a model built with that ``OptimizerSpec.ema_decay``, see
+    :mod:`seq2seq_kit.ema`), every validation scores the moving average of the weights,
+    the best weights are the best average, and ``model`` ends with the best average (the
+    last average without validation pairs); training itself goes on from the weights.
+
     Training stops after ``config.epochs`` epochs, on early stopping, after
     ``config.max_updates`` updates in all, or after the update that ends
     ``config.max_time`` seconds of this call (read from :data:`clock`); the reason is
@@ -171,4 +176,6 @@ def fit(
             raise run.failure(exc) from exc
     if state.best_weights is not None and has_valid:
         model.set_weights(state.best_weights)
+    elif config.ema_decay:  # the model a run keeps is the average
+        model.set_weights(model.ema_weights())
     return state
