@@ -61,6 +61,15 @@ def test_bad_decays_and_a_backend_without_the_capability_are_refused(capsys, tmp
     assert "--ema-decay" in capsys.readouterr().out
 
 
+def test_fit_refuses_an_average_of_a_model_that_keeps_none():
+    class Bare:  # a model without ema_weights
+        spec = SPEC
+
+    config = TrainConfig(epochs=1, progress=False, ema_decay=0.9)
+    with pytest.raises(TypeError, match="ema_decay = 0.9 needs a model .* Bare has none"):
+        fit(Bare(), (SOURCES, TARGETS), None, config)
+
+
 def fit_tiny(decay: float):
     """A tiny RNN trained 3 epochs on 8 pairs (4 updates an epoch), validated on them,
     nothing decided by validation (no patience, no plateau cuts); each epoch's record with

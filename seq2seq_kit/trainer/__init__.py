@@ -25,6 +25,7 @@ from ..config import TrainConfig
 from ..errors import TrainingError, TrainingInterrupted
 from ..logs import stdout_logging
 from ..runtime import ProcessGroup, SingleProcess
+from .averaged import check_averaging
 from .early_stopping import Scoring
 from .log import log_start, quiet_unless
 from .loop import Hooks, Run
@@ -156,7 +157,9 @@ def fit(
             failed because another rank failed or stopped (naming the ranks found gone).
         TrainingInterrupted: SIGINT or SIGTERM (handled only while this runs in the main
             thread) stopped training after the current update and after ``save(state)``.
+        TypeError: ``config.ema_decay`` > 0 and ``model`` keeps no moving average.
     """
+    check_averaging(model, config.ema_decay)
     group = group or SingleProcess()
     state = state or TrainerState(learning_rate=config.learning_rate)
     state.stopped = None

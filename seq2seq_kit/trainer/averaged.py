@@ -7,7 +7,23 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from ..backend import Model
+from ..backend import EmaModel, Model
+
+
+def check_averaging(model: Model, decay: float) -> None:
+    """Refuse, before training, a ``train.ema_decay`` above 0 with a model that keeps no
+    moving average.
+
+    Raises:
+        TypeError: ``decay`` > 0 and ``model`` has no ``ema_weights`` (it was not built by
+            a backend declaring the ``ema`` capability).
+    """
+    if decay and not isinstance(model, EmaModel):
+        raise TypeError(
+            f"train.ema_decay = {decay} needs a model that keeps a moving average of its "
+            f"weights (capability 'ema': EmaModel.ema_weights); {type(model).__name__} has "
+            f"none"
+        )
 
 
 @contextlib.contextmanager
