@@ -16,6 +16,7 @@ from ..config import TrainConfig
 from ..errors import TrainingError
 from ..metrics import LOWER_IS_BETTER
 from ..runtime import ProcessGroup
+from .averaged import averaged_weights
 from .cadence import Checkpoints
 from .log import log_validation
 from .state import Ids, Tracked, TrainerState, where
@@ -123,12 +124,21 @@ class Validator:
         move what a resumed run carries on from (patience, plateau, best score and
         weights).
 
+        With ``config.ema_decay``, what is validated, and kept as the best weights, is the
+        moving average of the weights (:func:`averaged_weights`); training goes on from the
+        weights.
+
         Raises:
             TrainingError: the loss is not finite.
         """
-        state, config, has_valid = self.state, self.config, self.scoring.has_valid
-        if self.validated_at == state.updates:
+        if self.validated_at == self.state.updates:
             return self.last
+        with averaged_weights(self.model, self.config.ema_decay > 0):
+            return self._validate(mid_epoch, at_stop)
+
+    def _validate(self, mid_epoch: bool, at_stop: bool) -> tuple[float, float, bool]:
+        """:meth:`validate` of the weights the model holds."""
+        state, config, has_valid = self.state, self.config, self.scoring.has_valid
         start = time.perf_counter()
         loss, accuracy = self.scoring.evaluate(self.model, *self.scoring.pairs, self.group)
         on = "validation" if has_valid else "training-set"
