@@ -88,6 +88,14 @@ class Translator:
         return self.meta.get("history", [])
 
     @property
+    def validations(self) -> list[dict[str, Any]] | None:
+        """Every validation the training run made, in order, within epochs too
+        (:attr:`seq2seq_kit.run_record.RunRecord.validations`); None for a model saved
+        before they were recorded, or without a training run."""
+        validations = self.meta.get("validations")
+        return validations if isinstance(validations, list) else None
+
+    @property
     def best_validation(self) -> dict[str, Any] | None:
         """The validation figures of the weights this model holds, as training chose them
         (``meta.trainer.best_validation``): ``{"metric"`` (``train.early_stopping_metric``),

@@ -574,6 +574,7 @@ def test_resuming_after_a_stop_at_any_update_repeats_the_uninterrupted_run(
         config, validations = TrainConfig(**options, max_updates=stop), []
         state = fit(model, pairs, pairs, config, save=save, on_validation=validations.append)
         assert state.stopped == "max_updates" and state.updates == stop
+        assert state.validations == validations  # every one, within epochs too
         due = stop % 4 == 0 or (valid_every and stop % valid_every == 0)
         assert (validations[-1]["update"], validations[-1]["at_stop"]) == (stop, not due)
         assert [r["updates"] for r in state.history if r.get("at_stop")] == ([] if due else [stop])
@@ -591,6 +592,8 @@ def test_resuming_after_a_stop_at_any_update_repeats_the_uninterrupted_run(
                 assert a[key] == b[key], (stop, a["epoch"], key)
         for key in ("learning_rate", "best_score", "bad_epochs", "plateau_epochs", "updates"):
             assert getattr(state, key) == getattr(done, key), (stop, key)
+        made = [[v for v in s.validations if not v["at_stop"]] for s in (state, done)]
+        assert made[0] == made[1], stop
         for key, value in straight.get_weights().items():
             np.testing.assert_allclose(model.get_weights()[key], value, atol=1e-7, rtol=0)
 

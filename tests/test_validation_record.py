@@ -1,0 +1,130 @@
+"""Every validation of a run, within epochs too, in model.json (``meta.validations``), in
+curves.png, and the validation whose weights a directory holds in ``info`` and the server's
+model listing; a model.json saved before validations were recorded still loads, resumes
+and plots."""
+
+import json
+
+import pytest
+from forged import forge
+from test_training import small_config
+
+import seq2seq_kit
+from seq2seq_kit import cli
+from seq2seq_kit.checkpoint import load_checkpoint
+from seq2seq_kit.datasets import digits
+from seq2seq_kit.run_record import RunRecord
+from seq2seq_kit.trainer import epoch_records
+
+
+def without_flags(validation):
+    return {k: v for k, v in validation.items() if k not in ("best", "at_stop")}
+
+
+@pytest.fixture(scope="module")
+def chrf_run(tmp_path_factory):
+    """digits validated on its own pairs every 3 updates (5 updates an epoch), kept by
+    chrF with patience 5, keeping the last 2 checkpoints: the loss keeps falling after the
+    best chrF, so the two disagree on the weights."""
+    tmp = tmp_path_factory.mktemp("chrf")
+    valid = tmp / "valid.tsv"
+    valid.write_text("".join(f"{s}\t{t}\n" for s, t in digits().pairs))
+    args = [
+        "--data", "digits", "--valid", str(valid), "--learning-rate", "0.02",
+        "--valid-metrics", "chrf,exact_match", "--early-stopping-metric", "chrf",
+        "--patience", "5", "--valid-every", "3", "--keep-last", "2", "--no-progress",
+    ]  # fmt: skip
+    assert cli.main(["train", *args, "--out", str(tmp / "m")]) == 0
+    return tmp / "m"
+
+
+def test_every_validation_is_in_model_json_within_epochs_too(chrf_run):
+    meta = load_checkpoint(chrf_run).meta
+    validations, epochs = meta["validations"], meta["history"]
+    updates = [v["update"] for v in validations]
+    # every 3 updates and at each epoch end (5 updates an epoch), each once, in order
+    assert updates == sorted({*range(3, updates[-1] + 1, 3), *range(5, updates[-1] + 1, 5)})
+    assert meta["trainer"]["stopped"] == "patience" and updates[-1] == meta["trainer"]["updates"]
+    assert len(validations) > len(epochs) and all(v["evaluated_on"] == "valid" for v in validations)
+    assert all(isinstance(v["valid_chrf"], float) for v in validations)
+    # the history keeps one record per epoch; each epoch end's figures are its validation's
+    assert epoch_records(epochs) == epochs
+    for record in epochs:
+        (at_end,) = [v for v in validations if v["update"] == record["updates"]]
+        for key in ("valid_loss", "valid_accuracy", "valid_chrf", "valid_exact_match"):
+            assert at_end[key] == record[key], (record["epoch"], key)
+    # the kept weights are of the last validation that bettered chrF, not the lowest loss
+    best = [v for v in validations if v["best"]][-1]
+    assert meta["trainer"]["best_validation"] == {"metric": "chrf", **without_flags(best)}
+    assert best["valid_chrf"] == max(v["valid_chrf"] for v in validations)
+    assert best["valid_loss"] > min(v["valid_loss"] for v in validations)
+    assert best["update"] % 5  # within an epoch: the history alone could not say
+    assert seq2seq_kit.load(chrf_run).validations == validations
+
+
+def test_the_hooks_get_what_model_json_records(tmp_path, monkeypatch):
+    seen = {"on_validation": [], "on_train_end": []}
+
+    class Recorder:
+        @seq2seq_kit.hookimpl
+        def on_validation(self, record):
+            seen["on_validation"].append(record)
+
+        @seq2seq_kit.hookimpl
+        def on_train_end(self, history, validations, out_dir):
+            seen["on_train_end"].append((history, validations, out_dir))
+
+    from seq2seq_kit.plugins import build_registry
+
+    registry = build_registry(extra_plugins=(Recorder(),))
+    monkeypatch.setattr("seq2seq_kit.training.registry", lambda: registry)
+    config = small_config(2)
+    config.train.valid_every = 4
+    seq2seq_kit.train(config, out=tmp_path / "m")
+    meta = load_checkpoint(tmp_path / "m").meta
+    assert [v["update"] for v in meta["validations"]] == [4, 6, 8, 12]  # 6 updates an epoch
+    assert meta["validations"] == seen["on_validation"]
+    ((history, validations, out_dir),) = seen["on_train_end"]
+    assert (history, validations, out_dir) == (
+        meta["history"],
+        meta["validations"],
+        str(tmp_path / "m"),
+    )
+
+
+def test_a_resumed_run_records_the_validations_of_the_uninterrupted_one(tmp_path):
+    def config(**train):
+        config = small_config(3)
+        config.train.valid_every, config.train.valid_metrics = 4, ["chrf"]
+        for key, value in train.items():
+            setattr(config.train, key, value)
+        return config
+
+    straight = seq2seq_kit.train(config(), out=tmp_path / "straight")
+    # stopped at update 10, between validation points (4, 6, 8, 12...): one made for the stop
+    seq2seq_kit.train(config(max_updates=10), out=tmp_path / "split")
+    stopped = load_checkpoint(tmp_path / "split").meta["validations"]
+    assert [(v["update"], v["at_stop"]) for v in stopped][-2:] == [(8, False), (10, True)]
+    resumed = seq2seq_kit.train(config(max_updates=0), resume=tmp_path / "split")
+    made = [v for v in resumed.validations if not v["at_stop"]]
+    assert made == straight.validations and len({v["valid_chrf"] for v in made}) > 1
+    assert [v["update"] for v in resumed.validations if v["at_stop"]] == [10]
+
+
+def test_a_model_json_saved_before_validations_were_recorded(tmp_path, capsys):
+    """As an earlier version wrote it: no meta.validations (its field digests match)."""
+    out = tmp_path / "m"
+    seq2seq_kit.train(small_config(2), out=out)
+    doc = json.loads((out / "model.json").read_text())
+    del doc["meta"]["validations"]
+    forge(out / "model.json", doc)
+    model = seq2seq_kit.load(out)
+    assert model.validations is None and len(model.history) == 2
+    assert RunRecord.from_dict(model.meta).to_dict() == doc["meta"]
+    assert cli.main(["info", "--model", str(out)]) == 0
+    assert "trained:      2 epochs (12 updates) with backend numpy" in capsys.readouterr().out
+    # resumed, it records none (a list missing the first run's would mislead): the epochs
+    # in the history say what there is
+    resumed = seq2seq_kit.train(resume=out, epochs=3)
+    assert resumed.validations is None and len(resumed.history) == 3
+    assert "validations" not in load_checkpoint(out).meta
