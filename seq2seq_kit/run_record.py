@@ -146,6 +146,38 @@ class RunRecord:
         return self.trainer_state.get("stopped")
 
     @property
+    def kept_validation(self) -> dict[str, Any] | None:
+        """The validation the directory's weights (``weights.safetensors``) are of, as
+        ``TrainerState.best_validation`` records one: ``{"metric"`` (the
+        ``early_stopping_metric`` that chose them), ``"update", "epoch", "step",
+        "valid_loss", "valid_accuracy"``, a ``"valid_<metric>"`` per decoded metric,
+        ``"evaluated_on"}``.
+
+        A run's directory holds the best weights by that metric: ``trainer.best_validation``
+        (without validation pairs the last weights, and the latest validation, of the
+        training pairs). A kept checkpoint (:attr:`checkpoint`) holds the weights of its
+        own validation, found in :attr:`validations` by its update. None where no one
+        validation scored the weights: an average of checkpoints (``meta.averaged``), an
+        imported model, a run stopped before its first validation, or a model saved before
+        this was recorded.
+        """
+        of = self.checkpoint
+        if isinstance(of, dict):
+            found = [
+                v
+                for v in self.validations or []
+                if isinstance(v, dict)
+                and v.get("update") == of.get("update")
+                and not v.get("at_stop")
+            ]
+            if not found:
+                return None
+            figures = {k: v for k, v in found[0].items() if k not in ("best", "at_stop")}
+            return {"metric": of.get("metric"), **figures}
+        best = self.trainer_state.get("best_validation")
+        return best if isinstance(best, dict) else None
+
+    @property
     def corpus(self) -> dict[str, Any] | None:
         """The corpus the model was trained from (``{"path", "sha256"}``), None for text
         data."""

@@ -506,7 +506,7 @@ def test_a_model_stopped_inside_its_first_epoch_reports_and_plots(tmp_path, caps
     assert main([*args, "--batch-size", "1", "--max-updates", "3", "--out", str(out)]) == 0
     capsys.readouterr()
     assert main(["info", "--model", str(out)]) == 0
-    assert "0 epochs (3 updates), stopped by max_updates" in capsys.readouterr().out
+    assert "0 epochs (3 updates, 1 validation), stopped by max_updates" in capsys.readouterr().out
     # no epoch ended: no curves, but the attention heatmap is drawn
     assert main(["plot", "--model", str(out), "--input", "7"]) == 0
     printed = capsys.readouterr().out

@@ -14,7 +14,7 @@ from seq2seq_kit import cli
 from seq2seq_kit.checkpoint import load_checkpoint
 from seq2seq_kit.datasets import digits
 from seq2seq_kit.run_record import RunRecord
-from seq2seq_kit.trainer import epoch_records
+from seq2seq_kit.trainer import epoch_records, evaluate
 
 
 def without_flags(validation):
@@ -128,3 +128,72 @@ def test_a_model_json_saved_before_validations_were_recorded(tmp_path, capsys):
     resumed = seq2seq_kit.train(resume=out, epochs=3)
     assert resumed.validations is None and len(resumed.history) == 3
     assert "validations" not in load_checkpoint(out).meta
+
+
+# info and the server's listing: the validation the weights are of
+
+
+def test_info_says_which_validation_the_kept_weights_are_of(chrf_run, capsys):
+    meta = load_checkpoint(chrf_run).meta
+    kept = meta["trainer"]["best_validation"]
+    assert cli.main(["info", "--model", str(chrf_run), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["kept_validation"] == kept
+    assert summary["validations"] == len(meta["validations"])
+    assert cli.main(["info", "--model", str(chrf_run)]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        f"weights:      kept the weights of update {kept['update']} (epoch {kept['epoch']} "
+        f"step {kept['step']}), the best by validation chrF: loss {kept['valid_loss']:.4f}, "
+        f"token accuracy {kept['valid_accuracy']:.3f}; chrF {kept['valid_chrf']:.2f}, "
+        f"exact match {kept['valid_exact_match']:.4f}"
+    ) in printed.splitlines()
+    assert (
+        f"({meta['trainer']['updates']} updates, {len(meta['validations'])} validations)" in printed
+    )
+
+
+def test_a_kept_checkpoint_is_of_its_own_validation(chrf_run, capsys):
+    meta = load_checkpoint(chrf_run).meta
+    entry = meta["checkpoints"][0]
+    (own,) = [v for v in meta["validations"] if v["update"] == entry["update"]]
+    assert not own["best"]  # kept as one of the last, not as the best
+    folder = chrf_run / entry["path"]
+    expected = {"metric": "chrf", **without_flags(own)}
+    checkpoint = seq2seq_kit.load(folder)
+    assert checkpoint.best_validation == expected != meta["trainer"]["best_validation"]
+    # its weights are that validation's: their loss on the validation pairs is its loss
+    pairs = digits().pairs
+    sources = [checkpoint.source_vocab.encode(s) for s, _ in pairs]
+    targets = [checkpoint.target_vocab.encode(t) for _, t in pairs]
+    loss, accuracy = evaluate(checkpoint.model, sources, targets)
+    assert loss == pytest.approx(own["valid_loss"], rel=1e-6)
+    assert accuracy == pytest.approx(own["valid_accuracy"], rel=1e-6)
+    assert cli.main(["info", "--model", str(folder), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kept_validation"] == expected
+    assert cli.main(["info", "--model", str(folder)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = lines.index(
+        f"checkpoint:   kept at update {own['update']} (epoch {own['epoch']} step "
+        f"{own['step']}), chrf score {-own['valid_chrf']:.4f}"
+    )
+    assert lines[at + 1] == (
+        f"              on the validation pairs: loss {own['valid_loss']:.4f}, token accuracy "
+        f"{own['valid_accuracy']:.3f}; chrF {own['valid_chrf']:.2f}, exact match "
+        f"{own['valid_exact_match']:.4f}"
+    )
+    assert not any(line.startswith("weights:") for line in lines)
+
+
+def test_an_average_is_of_no_one_validation(chrf_run, tmp_path, capsys):
+    averaged = tmp_path / "avg"
+    assert (
+        cli.main(["average", "--model", str(chrf_run), "--last", "2", "--out", str(averaged)]) == 0
+    )
+    capsys.readouterr()
+    assert seq2seq_kit.load(averaged).best_validation is None
+    assert cli.main(["info", "--model", str(averaged), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kept_validation"] is None
+    assert cli.main(["info", "--model", str(averaged)]) == 0
+    printed = capsys.readouterr().out
+    assert "averaged:     2 checkpoints" in printed and "weights:" not in printed
