@@ -4,9 +4,12 @@ model listing; a model.json saved before validations were recorded still loads, 
 and plots."""
 
 import json
+import signal
+import sys
 
 import pytest
 from forged import forge
+from test_interrupt import signal_after_steps
 from test_training import small_config
 
 import seq2seq_kit
@@ -197,3 +200,139 @@ def test_an_average_is_of_no_one_validation(chrf_run, tmp_path, capsys):
     assert cli.main(["info", "--model", str(averaged)]) == 0
     printed = capsys.readouterr().out
     assert "averaged:     2 checkpoints" in printed and "weights:" not in printed
+
+
+# curves.png
+
+
+def curves(ax):
+    """The labelled lines of a panel, by label (the epoch ends' lines have none)."""
+    return {line.get_label(): line for line in ax.get_lines() if line.get_label()[0] != "_"}
+
+
+def top_axis(ax):
+    (top,) = ax.child_axes
+    return list(top.get_xticks()), [label.get_text() for label in top.get_xticklabels()]
+
+
+@pytest.fixture
+def figures():
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from seq2seq_kit.plots import history_figure
+
+    made = []
+
+    def figure(history, validations=None):
+        made.append(history_figure(history, validations))
+        return made[-1]
+
+    yield figure
+    for fig in made:
+        plt.close(fig)
+
+
+def test_curves_by_update_show_every_validation(chrf_run, figures):
+    meta = load_checkpoint(chrf_run).meta
+    validations, epochs = meta["validations"], meta["history"]
+    updates = [v["update"] for v in validations]
+    loss, accuracy, chrf, share = figures(epochs, validations).axes[:4]
+    assert [ax.get_xlabel() for ax in (loss, accuracy, chrf, share)] == ["update"] * 4
+    lines = curves(loss)
+    assert list(lines["valid (teacher-forced)"].get_xdata()) == updates
+    assert list(lines["valid (teacher-forced)"].get_ydata()) == [
+        v["valid_loss"] for v in validations
+    ]
+    training = lines["training (epoch mean, at its end)"]
+    assert list(training.get_xdata()) == [r["updates"] for r in epochs]
+    assert list(training.get_ydata()) == [r["train_loss"] for r in epochs]
+    assert list(accuracy.get_lines()[0].get_ydata()) == [v["valid_accuracy"] for v in validations]
+    assert list(curves(chrf)["chrF"].get_ydata()) == [v["valid_chrf"] for v in validations]
+    assert list(curves(share)["exact match"].get_xdata()) == updates
+    # the best validation is marked, the epoch ends numbered on a top axis of each panel
+    kept = meta["trainer"]["best_validation"]["update"]
+    for ax in (loss, accuracy, chrf, share):
+        assert list(curves(ax)[f"best validation (update {kept})"].get_xdata()) == [kept, kept]
+        assert top_axis(ax) == ([r["updates"] for r in epochs], [str(r["epoch"]) for r in epochs])
+
+
+def validation(update, epoch, loss, **flags):
+    return {
+        "update": update, "epoch": epoch, "step": update - 4 * (epoch - 1), "valid_loss": loss,
+        "valid_accuracy": 1 - loss, "evaluated_on": "valid", "best": False, "at_stop": False,
+        **flags,
+    }  # fmt: skip
+
+
+def epoch_record(epoch, updates, loss):
+    return {"epoch": epoch, "train_loss": loss + 0.1, "valid_loss": loss,
+            "valid_accuracy": 1 - loss, "updates": updates}  # fmt: skip
+
+
+def test_curves_by_epoch_when_every_validation_ends_an_epoch(figures):
+    history = [epoch_record(1, 4, 0.6), epoch_record(2, 8, 0.4)]
+    validations = [validation(4, 1, 0.6, best=True), validation(8, 2, 0.4, best=True)]
+    for given in (validations, None):  # None: a model saved before they were recorded
+        loss, accuracy = figures(history, given).axes[:2]
+        assert loss.get_xlabel() == accuracy.get_xlabel() == "epoch"
+        assert list(curves(loss)["valid (teacher-forced)"].get_xdata()) == [1, 2]
+        assert not loss.child_axes
+    marks = [label for label in curves(figures(history, validations).axes[0]) if "best" in label]
+    assert marks == ["best validation (epoch 2)"]
+    # a stop within epoch 3 validated once more: then by update, that one included
+    history.append({**epoch_record(3, 10, 0.5), "step": 2, "at_stop": True})
+    validations.append(validation(10, 3, 0.5, at_stop=True))
+    loss = figures(history, validations).axes[0]
+    assert loss.get_xlabel() == "update"
+    assert list(curves(loss)["valid (teacher-forced)"].get_xdata()) == [4, 8, 10]
+    assert list(curves(loss)["training (epoch mean, at its end)"].get_xdata()) == [4, 8]
+    assert top_axis(loss) == ([4, 8], ["1", "2"])
+
+
+def test_curves_of_a_run_stopped_before_its_first_epoch_ended(figures):
+    validations = [validation(3, 1, 0.7), validation(5, 1, 0.6, at_stop=True)]
+    loss = figures([{**epoch_record(1, 5, 0.6), "step": 5, "at_stop": True}], validations).axes[0]
+    assert loss.get_xlabel() == "update" and not loss.child_axes
+    assert list(curves(loss)) == ["valid (teacher-forced)"]  # no epoch: no epoch mean
+    assert list(curves(loss)["valid (teacher-forced)"].get_xdata()) == [3, 5]
+
+
+@pytest.mark.parametrize(
+    "record, said",
+    [
+        ({"update": "7", "valid_loss": 0.5, "valid_accuracy": 0.5}, "update is '7'"),
+        ({"update": 7, "valid_accuracy": 0.5}, "valid_loss is missing or no number"),
+        ("7", "is not an object"),
+    ],
+)
+def test_a_damaged_validation_record_is_named(figures, record, said):
+    from seq2seq_kit.errors import Seq2SeqError
+
+    good = validation(3, 1, 0.5)
+    with pytest.raises(Seq2SeqError, match=rf"meta.validations\[1\]:? {said}"):
+        figures([], [good, record])
+
+
+@pytest.fixture
+def sigint_arrives():
+    """A test run started in the background inherits an ignored SIGINT."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_no_curves_for_a_run_interrupted_before_any_validation(
+    tmp_path, capsys, monkeypatch, sigint_arrives
+):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "m"
+    signal_after_steps(monkeypatch, 2, signal.SIGINT)
+    args = ["train", "--data", "digits", "--valid-every", "3", "--no-progress"]
+    assert cli.main([*args, "--out", str(out)]) == 128 + signal.SIGINT
+    assert load_checkpoint(out).meta["validations"] == []
+    capsys.readouterr()
+    assert cli.main(["plot", "--model", str(out)]) == 2
+    assert "no epoch has ended and no validation was made" in capsys.readouterr().err
+    assert not (out / "curves.png").exists()
