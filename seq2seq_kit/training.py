@@ -415,7 +415,7 @@ def _run_record(
 
 class _Progress:
     """Keeps the run record current as training goes (the seconds spent, added to a
-    resumed run's; the trainer's history and state), hands the translator its JSON, and
+    resumed run's; the trainer's history, validations and state), hands the translator its JSON, and
     saves the model directory ``out`` with the checkpoints it keeps (``kept``)."""
 
     def __init__(
@@ -433,6 +433,7 @@ class _Progress:
         self.record.seconds += now - self.clock
         self.clock = now
         self.record.history, self.record.trainer = state.history, state.to_json()
+        self.record.validations = state.validations
         self.translator.meta = self.record.to_dict()
 
     def save(self, state: TrainerState) -> None:
@@ -527,7 +528,7 @@ def _fit(
         )
     progress.note(state)
     if lead:
-        hook.on_train_end(history=state.history, out_dir=out_dir)
+        hook.on_train_end(history=state.history, validations=state.validations, out_dir=out_dir)
     return state
 
 

@@ -96,8 +96,8 @@ def selection_score(metric: str, loss: float, accuracy: float, decoded: dict[str
 
 class Validator:
     """Validates one run, at most once per update count: each validation is logged (within
-    an epoch), reported to ``on_validation`` and, unless made only because the run stops
-    there, tracks the best score (:func:`track_best`)."""
+    an epoch), recorded in ``state.validations``, reported to ``on_validation`` and, unless
+    made only because the run stops there, tracks the best score (:func:`track_best`)."""
 
     def __init__(
         self,
@@ -175,8 +175,11 @@ class Validator:
             state.best_validation = {"metric": config.early_stopping_metric, **record}
         if mid_epoch:
             log_validation(state, self.last.figures(), has_valid, at_stop, now - decoding)
+        reported = {**record, "best": best, "at_stop": at_stop}
+        if state.validations is not None:  # None: resumed from a run that recorded none
+            state.validations.append(reported)
         if self.on_validation is not None:
-            self.on_validation({**record, "best": best, "at_stop": at_stop})
+            self.on_validation(dict(reported))
         return self.last
 
     def at_stop(self, learning_rate: float) -> None:
