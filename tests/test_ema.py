@@ -190,3 +190,10 @@ def test_kept_checkpoints_hold_the_average_their_validation_scored_and_resume(tm
     assert_same_training(
         load_checkpoint(straight, extra=True), load_checkpoint(resumed, extra=True)
     )
+
+
+def test_info_says_the_kept_weights_are_the_average(averaged_run, capsys):
+    _, out = averaged_run
+    assert main(["info", "--model", str(out)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("weights:"))
+    assert "kept the moving average (train.ema_decay = 0.9) of the weights of epoch" in line

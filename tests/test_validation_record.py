@@ -178,7 +178,7 @@ def test_a_kept_checkpoint_is_of_its_own_validation(chrf_run, capsys):
     lines = capsys.readouterr().out.splitlines()
     at = lines.index(
         f"checkpoint:   kept at update {own['update']} (epoch {own['epoch']} step "
-        f"{own['step']}), chrf score {-own['valid_chrf']:.4f}"
+        f"{own['step']}), chrF {own['valid_chrf']:.4f}"  # the figure, not the negated score
     )
     assert lines[at + 1] == (
         f"              on the validation pairs: loss {own['valid_loss']:.4f}, token accuracy "

@@ -115,12 +115,12 @@ def _print_checkpoints(summary: dict[str, Any]) -> None:
         for e in kept:
             print(
                 f"  {e.get('path')}: update {e.get('update')}, epoch {e.get('epoch')} step "
-                f"{e.get('step')}, {e.get('metric')} score {_score(e.get('score'))}"
+                f"{e.get('step')}, {_score(e.get('metric'), e.get('score'))}"
             )
     if isinstance(of, dict):
         print(
             f"checkpoint:   kept at update {of.get('update')} (epoch {of.get('epoch')} step "
-            f"{of.get('step')}), {of.get('metric')} score {_score(of.get('score'))}"
+            f"{of.get('step')}), {_score(of.get('metric'), of.get('score'))}"
         )
         figures = summary["kept_validation"]
         if figures is not None:  # the validation of these weights, as recorded
@@ -150,6 +150,15 @@ def _print_lineage(lineage: object) -> None:
         )
 
 
-def _score(value: object) -> str:
-    """A validation score for a line of ``info`` (lower is better: minus an accuracy)."""
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+def _score(metric: object, score: object) -> str:
+    """The validation figure a checkpoint was ranked by, as its metric reads (``chrF
+    68.5231``, ``loss 0.2742``): ``score`` is the trainer's lower-is-better score, minus the
+    figure where higher is better (accuracy, chrF, BLEU, exact match)."""
+    from ..metrics import LABELS, LOWER_IS_BETTER
+
+    if not isinstance(score, float) or not isinstance(metric, str):
+        return f"{metric} score {score}"
+    if metric == "loss":
+        return f"loss {score:.4f}"
+    label = "token accuracy" if metric == "accuracy" else LABELS.get(metric, metric)
+    return f"{label} {score if metric in LOWER_IS_BETTER else -score:.4f}"
