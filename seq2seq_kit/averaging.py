@@ -19,7 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import Checkpoint, check_output_dir, is_model_dir, load_checkpoint, writer_lock
+from .checkpoint import (
+    Checkpoint,
+    check_output_dir,
+    is_model_dir,
+    load_checkpoint,
+    refuse_kept_place,
+    writer_lock,
+)
 from .errors import CheckpointError, ConfigError, option
 from .kept_checkpoints import Entry, KeptCheckpoints, choose, entries_of
 from .run_record import RunRecord
@@ -78,6 +85,7 @@ def average(
         raise ConfigError(f"{option('out', '')} is empty; name the directory to write")
     out_path = Path(out).resolve()
     _check_out(out_path, model, [path for path, _ in paths])
+    refuse_kept_place(out_path)
     if out_path.exists() and is_model_dir(out_path) and not overwrite:
         raise CheckpointError(
             f"{out_path}: already holds a model; replace it with {option('overwrite')}, or "

@@ -90,6 +90,7 @@ def check_output_dir(path: str | os.PathLike[str], *, replace: bool = False) -> 
             interface running spells them (:func:`seq2seq_kit.errors.option`).
     """
     path = Path(path)
+    refuse_kept_place(path)
     if _refuse_foreign(path) and not replace:
         raise CheckpointError(
             f"{path}: already holds a model; continue its training with "
@@ -107,6 +108,28 @@ def check_output_dir(path: str | os.PathLike[str], *, replace: bool = False) -> 
             f"{path}: cannot write there ({exc.strerror or exc}: {exc.filename or path})"
         ) from None
     return path
+
+
+#: The folder of a model directory where its run keeps checkpoints
+#: (:mod:`seq2seq_kit.kept_checkpoints`), which that run alone writes and removes.
+CHECKPOINTS_FOLDER = "checkpoints"
+
+
+def refuse_kept_place(path: Path) -> None:
+    """Refuse ``path`` inside a model directory's checkpoints folder: its run names,
+    replaces and removes the folders there by its listing, so another command's output
+    there would be overwritten or break that listing, ``--overwrite`` or not."""
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):  # a loop: refused by the writes that follow
+        return
+    owner = resolved.parent.parent
+    if resolved.parent.name == CHECKPOINTS_FOLDER and is_model_dir(owner):
+        raise CheckpointError(
+            f"{path}: inside {owner}/{CHECKPOINTS_FOLDER}, where the model directory "
+            f"{owner} keeps the checkpoints its training writes and removes; write the "
+            f"output somewhere else"
+        )
 
 
 def is_model_dir(path: Path) -> bool:

@@ -36,17 +36,18 @@ from typing import Any
 
 from . import atomic
 from .checkpoint import (
+    CHECKPOINTS_FOLDER,
     Checkpoint,
     is_model_dir,
     remove_model_dir,
     save_checkpoint,
     sealed_manifest,
 )
-from .errors import CheckpointError
+from .errors import CheckpointError, option
 from .run_record import RunRecord
 
 #: The folder of a model directory holding its kept checkpoints.
-FOLDER = "checkpoints"
+FOLDER = CHECKPOINTS_FOLDER
 #: The journal of a save that adds or drops checkpoints (see the module's docstring).
 JOURNAL = f"{atomic.PREFIX}checkpoints.json"
 _NAME = re.compile(rf"{FOLDER}/update-(\d{{8,}})")
@@ -225,10 +226,13 @@ class KeptCheckpoints:
     """The checkpoints one training run keeps in its model directory ``path``, which it
     holds the writer lock of (:func:`seq2seq_kit.checkpoint.writer_lock`).
 
-    ``carried_until``: a resumed run's updates at its start; it keeps those the directory
-    lists from validations up to there (a run resumed in place: all of them), and drops
-    the later ones (left by the run it replaces). A new run (None) keeps none of a model it
-    replaces (``train.overwrite``): their folders are removed at its first save.
+    ``carried_until``: a resumed run's updates at its start, and ``resumed_sha256`` the
+    SHA-256 of the weights it resumed from. When the directory holds that model (the run
+    resumed in place, or into a copy of its directory), the run keeps the checkpoints it
+    lists from validations up to there and drops the later ones (left by the run it
+    replaces). Otherwise, and for a new run (None), it keeps none of those the directory
+    lists (a model it replaces, ``train.overwrite``: another run's): their folders are
+    removed at its first save.
     """
 
     def __init__(
@@ -238,11 +242,13 @@ class KeptCheckpoints:
         keep_best: int,
         metric: str,
         carried_until: int | None = None,
+        resumed_sha256: str | None = None,
     ):
         self.path, self.keep_last, self.keep_best, self.metric = path, keep_last, keep_best, metric
         recover(path)
         self.listed = listed(path)  # what the directory's model.json lists now
-        until = -1 if carried_until is None else carried_until
+        ours = resumed_sha256 is not None and _weights_sha256(path) == resumed_sha256
+        until = carried_until if carried_until is not None and ours else -1
         self.kept = [e for e in self.listed if e.update <= until]
 
     def listing(self) -> list[dict[str, Any]]:
@@ -295,6 +301,8 @@ class KeptCheckpoints:
             save_checkpoint(_listing(model, keep), self.path, claimed=True)
             self.kept = self.listed = keep
             return self.listing()
+        if adding is not None and adding.path not in {e.path for e in self.listed}:
+            self._refuse_in_the_way(adding)
         if adding is not None and not is_model_dir(self.path):
             # the model before its first checkpoint: never a directory of checkpoints alone
             before = [e for e in keep if e is not adding]
@@ -310,6 +318,20 @@ class KeptCheckpoints:
         _remove_empty(self.path / FOLDER)
         (self.path / JOURNAL).unlink()
         return self.listing()
+
+    def _refuse_in_the_way(self, entry: Entry) -> None:
+        """Refuse to write the checkpoint of ``entry`` over a folder the listing does not
+        hold: recover() removed any that a cut-short save of ours left, so it is not ours.
+
+        Raises:
+            CheckpointError: naming the folder, before anything is written.
+        """
+        if (self.path / entry.path).exists() or (self.path / entry.path).is_symlink():
+            raise CheckpointError(
+                f"{self.path / entry.path}: the checkpoint of update {entry.update} goes "
+                f"there, and something this run did not write is in the way; move it and "
+                f"resume with {option('resume', self.path)}"
+            )
 
     def _write(self, entry: Entry, ckpt: Checkpoint) -> Entry:
         """Write ``ckpt`` as the checkpoint of ``entry``; returns the entry with the SHA-256

@@ -356,8 +356,14 @@ def _train_model(
     if out is not None and running.rank == 0:  # rank 0 alone writes the directory
         train = cfg.train
         until = None if resumed is None else resumed.state.updates
+        resumed_sha256 = None if saved is None else saved.weights_sha256
         kept = KeptCheckpoints(
-            out, train.keep_last, train.keep_best, train.early_stopping_metric, until
+            out,
+            train.keep_last,
+            train.keep_best,
+            train.early_stopping_metric,
+            until,
+            resumed_sha256,
         )
         record.checkpoints = kept.listing() or None
     translator = Translator(

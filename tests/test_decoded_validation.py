@@ -461,6 +461,20 @@ def test_valid_metrics_cannot_change_on_resume(tmp_path):
         seq2seq_kit.train(resume=tmp_path / "m", config=more)
 
 
+def test_early_stopping_metric_on_resume_is_checked_against_the_saved_metrics(tmp_path, capsys):
+    config = small_config(2)
+    config.train.valid_metrics, config.train.early_stopping_metric = ["chrf", "ter"], "chrf"
+    seq2seq_kit.train(config, out=tmp_path / "m")
+    resume = ["train", "--resume", str(tmp_path / "m")]
+    # the saved value is accepted: the run's valid_metrics compute it
+    assert cli.main([*resume, "--epochs", "3", "--early-stopping-metric", "chrf"]) == 0
+    capsys.readouterr()
+    # another is refused as a key fixed on resume, not as a metric nothing computes
+    assert cli.main([*resume, "--epochs", "4", "--early-stopping-metric", "ter"]) == 2
+    err = capsys.readouterr().err
+    assert "early_stopping_metric" in err and "saved run" in err and "does not compute" not in err
+
+
 def test_fit_refuses_a_decoded_early_stopping_metric_without_the_scorer():
     config = TrainConfig(valid_metrics=["chrf"], early_stopping_metric="chrf", progress=False)
     with pytest.raises(ValueError, match="early_stopping_metric = 'chrf'.*decoded="):

@@ -267,6 +267,53 @@ def test_a_new_run_over_a_model_removes_the_checkpoints_it_kept(tmp_path, prescr
     assert listed(out) == on_disk(out) == [4]
 
 
+def test_a_run_resumed_over_another_runs_directory_keeps_none_of_its_checkpoints(
+    tmp_path, prescribed
+):
+    other, ours = tmp_path / "other", tmp_path / "ours"
+    seq2seq_kit.train(config(tmp_path, keep_last=8, seed=1), out=other)
+    seq2seq_kit.train(config(tmp_path, keep_last=8), out=ours)
+    # resumed from one of our checkpoints into the other run's directory, replacing it
+    resumed = seq2seq_kit.train(
+        resume=ours / checkpoint_path(10), out=other, overwrite=True, epochs=4
+    )
+    assert listed(other) == on_disk(other) == [12, 14, 16]  # ours from the resume on only
+    for update in listed(other):
+        a, b = (load_checkpoint(d / checkpoint_path(update)) for d in (ours, other))
+        for name, value in a.weights.items():
+            np.testing.assert_array_equal(value, b.weights[name], err_msg=f"{update} {name}")
+    assert resumed.meta["trainer"]["updates"] == 16
+    # resumed into a copy of its own directory, the copy's checkpoints are its own: kept
+    copy = tmp_path / "copy"
+    seq2seq_kit.train(config(tmp_path, keep_last=8, epochs=2), out=copy)
+    seq2seq_kit.train(resume=copy, epochs=4)
+    assert listed(copy) == sorted(LOSSES)
+
+
+def test_no_command_writes_into_a_directorys_checkpoints_folder(tmp_path, prescribed, capsys):
+    out = tmp_path / "m"
+    seq2seq_kit.train(config(tmp_path, keep_last=2, epochs=2), out=out)  # keeps 6 and 8
+    before = {p: p.read_bytes() for p in (out / "checkpoints").rglob("*") if p.is_file()}
+    for target in (out / checkpoint_path(6), out / checkpoint_path(200)):  # 8 is read
+        for args in (
+            ["average", "--model", str(out), "--last", "1", "--out", str(target)],
+            ["average", "--model", str(out), "--last", "1", "--out", str(target), "--overwrite"],
+            ["train", "--epochs", "1", "--out", str(target), "--overwrite"],
+        ):
+            assert main(args) == 2, args
+            err = capsys.readouterr().err
+            assert "keeps the checkpoints its training writes and removes" in err, args
+    assert {p: p.read_bytes() for p in (out / "checkpoints").rglob("*") if p.is_file()} == before
+    assert not (out / checkpoint_path(200)).exists()
+    # a folder in the way of a checkpoint to come is refused before anything is written
+    (out / checkpoint_path(12)).mkdir()
+    (out / checkpoint_path(12) / "notes.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match="something this run did not write"):
+        seq2seq_kit.train(resume=out, epochs=4)
+    assert (out / checkpoint_path(12) / "notes.txt").read_text() == "mine"
+    assert listed(out) == [8, 10]  # saved up to the validation before it
+
+
 def test_info_lists_the_checkpoints(tmp_path, prescribed, capsys):
     out = tmp_path / "m"
     seq2seq_kit.train(config(tmp_path, keep_best=1), out=out)

@@ -46,6 +46,8 @@ def run_train(args: argparse.Namespace) -> int:
     if data.get("model") and "architecture" not in data["model"]:
         _saved_architecture(data, args.resume)
     _check_architecture_flags(flags.get("model", {}), data.get("model", {}))
+    if args.resume is not None:
+        _saved_metrics(data, flags, args.resume)
     cfg = _validated(data, flags, args.config)
     translator = train(cfg, out=args.out, resume=args.resume, backend=args.backend)
     if translator.rank != 0:  # rank 0 of the data-parallel run reports and saves
@@ -72,6 +74,20 @@ def _saved_architecture(data: dict[str, Any], resume: str | None) -> None:
     with contextlib.suppress(CheckpointError):
         if init_from is not None:
             data["model"]["architecture"] = load_checkpoint(init_from).spec.architecture
+
+
+def _saved_metrics(data: dict[str, Any], flags: dict[str, Any], resume: str) -> None:
+    """An ``early_stopping_metric`` given on resume without ``valid_metrics`` is checked
+    against the resumed run's decoded metrics, not the default none: give ``data`` the
+    saved ``valid_metrics`` (the resumed run then compares both with its own)."""
+    from ..checkpoint import load_checkpoint
+
+    given = {**data.get("train", {}), **flags.get("train", {})}
+    if "early_stopping_metric" not in given or "valid_metrics" in given:
+        return
+    saved = load_checkpoint(resume).meta.get("config", {}).get("train", {})
+    if isinstance(saved, dict) and isinstance(saved.get("valid_metrics"), list):
+        data.setdefault("train", {})["valid_metrics"] = saved["valid_metrics"]
 
 
 def _check_architecture_flags(flags: dict[str, Any], model: dict[str, Any]) -> None:
