@@ -46,7 +46,9 @@ class DecodedValidation:
 
     def __call__(self, model: Model, group: ProcessGroup) -> dict[str, float]:
         """Decode the sources with ``model`` and score the outputs: ``{metric: score}``
-        (chrF, BLEU, TER 0..100; exact match, CER, token error rate 0..1), the same on every
+        (chrF, BLEU 0..100 and TER from 0, in percent; exact match 0..1, CER and token error
+        rate fractions from 0; the error rates pass 100 or 1 when outputs insert more than
+        the references hold), the same on every
         rank of ``group``, whose ranks must all call it (one ``all_reduce``).
 
         Raises:

@@ -27,8 +27,9 @@ LABELS = {
     "cer": "CER",
     "token_error_rate": "token error rate",
 }
-#: The metrics scored 0..100 (sacrebleu's); the others are fractions (0..1; the error rates
-#: pass 1 when outputs insert more than the references hold).
+#: The metrics scored in percent (sacrebleu's: chrF and BLEU 0..100, TER from 0 and past
+#: 100 when outputs insert more than the references hold); the others are fractions (0..1;
+#: the error rates pass 1 likewise).
 PERCENT = frozenset({"chrf", "bleu", "ter"})
 _SACREBLEU = ("chrf", "bleu", "ter")
 

@@ -73,8 +73,9 @@ class TrainConfig(Section):
         description="decoded validation: at each validation, decode the first "
         "valid_decode_limit distinct validation sources (greedy, or beam valid_beam; "
         "decode.max_length, length_penalty and batch_size apply) and score them against all "
-        "their references with these metrics: chrf, bleu, ter (sacrebleu, 0..100), "
-        "exact_match, cer, token_error_rate (0..1); each is logged, recorded as valid_NAME "
+        "their references with these metrics: chrf, bleu, ter (sacrebleu, percent; TER "
+        "may pass 100), exact_match, cer, token_error_rate (fractions; the error rates "
+        "may pass 1); each is logged, recorded as valid_NAME "
         "and plotted; []: no decoding",
     )
     # 1,000 by default, an estimate from measured figures (a benchmark is to check it): the
