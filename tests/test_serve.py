@@ -89,6 +89,7 @@ def test_models_listing(client, models):
         "max_text_chars": 1000,
         "max_beam": 16,
         "max_n_best": 16,
+        "max_num_samples": 16,
         "max_max_length": 512,
     }
 
