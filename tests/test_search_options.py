@@ -89,8 +89,28 @@ def test_draw_inverts_the_cumulative_distribution(weights, u):
     assert token == int(np.searchsorted(cdf, u * cdf[-1], side="right"))
 
 
-def test_draw_at_the_top_of_the_unit_interval_takes_the_last_possible_token():
-    weights = np.array([[0.0, 1.5, 0.0, 0.0]])
+def test_draw_over_many_blocks_inverts_the_cumulative_distribution():
+    rng = np.random.default_rng(0)
+    for vocab_size in (513, 1000, 8000):
+        weights = rng.random((50, vocab_size)) * (rng.random((50, vocab_size)) < 0.1)
+        weights[:, 3] += 1e-3
+        weights = weights.astype(np.float32)
+        uniforms = rng.random(50)
+        tokens = draw(weights, uniforms)
+        cdf = np.cumsum(weights, axis=1, dtype=np.float64)
+        expected = [
+            np.searchsorted(c, u * c[-1], side="right") for c, u in zip(cdf, uniforms, strict=True)
+        ]
+        assert (weights[np.arange(50), tokens] > 0).all()
+        # float32 block sums could move a point within rounding of a boundary across it:
+        # no random point falls that close
+        assert tokens.tolist() == expected
+
+
+@pytest.mark.parametrize("vocab_size", [4, 2000])
+def test_draw_at_the_top_of_the_unit_interval_takes_the_last_possible_token(vocab_size):
+    weights = np.zeros((1, vocab_size))
+    weights[0, 1] = 1.5
     assert draw(weights, np.array([np.nextafter(1.0, 0.0)]))[0] == 1
 
 
