@@ -5,7 +5,8 @@ The entry has three steps, so that a server can check a request when it arrives 
 it later together with others: :func:`plan` checks the decoding options against the
 backend and gives a :class:`Search`; :func:`encode` turns texts into source ids, checked
 against the model; :func:`decode` decodes the ids of many texts with one :class:`Search`,
-dispatching each batch to greedy decoding, beam search or the engine's own search.
+dispatching each batch to greedy decoding, sampling, beam search or the engine's own
+search (:func:`encode_prefixes` checks the target prefixes of the texts).
 
 Greedy decoding, sampling and beam search drive a model only through ``encode``, ``step``
 and ``reorder``. Each step's log-probabilities go through one processing
