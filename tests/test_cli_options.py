@@ -241,3 +241,12 @@ def test_a_rule_across_keys_is_checked_on_the_values_given_together(tmp_path, ca
         assert code == 0
     else:  # the config passed; the backend is what refuses
         assert code == 2 and "lacks ['transformer']" in err
+
+
+def test_a_list_flag_with_nothing_but_spaces_is_refused(model_dir, capsys):
+    # trimmed to no item, " " would ban nothing while the user meant the space token
+    with pytest.raises(SystemExit) as exc:
+        main(["translate", "--model", str(model_dir), "--banned-tokens", " ", "3"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "argument --banned-tokens: ' ': no item" in err
+    assert main(["translate", "--model", str(model_dir), "--banned-tokens", "", "3"]) == 0
