@@ -148,6 +148,13 @@ def _chosen(
             f"name it with {option('model', metavar='DIR')}"
         )
     entries = _listed(Path(model))
+    if not entries:
+        raise ConfigError(
+            f"{option(by, count)}: {model} keeps no checkpoints (a run keeps them with "
+            f"{option('train.keep_last', None)} or {option('train.keep_best', None)}; an "
+            f"average or an imported model has none); name model directories to average "
+            f"with {option('inputs', metavar='DIR')}"
+        )
     if count > len(entries):
         held = ", ".join(str(e.update) for e in entries) or "none"
         raise ConfigError(

@@ -138,7 +138,8 @@ class Model(Protocol):
     def optimizer_state(self) -> dict[str, np.ndarray]:
         """Adam's state for resuming: ``"step"`` (int64 scalar: updates taken), and
         ``"m/NAME"``, ``"v/NAME"`` (float32, canonical shapes) for every weight NAME;
-        ``"learning_rate"`` (float64 scalar); ``"seed"`` (int64 scalar: the build seed).
+        ``"learning_rate"`` (float64 scalar); ``"seed"`` (int64 scalar: the build seed);
+        with an ``ema_decay`` above 0, ``"ema/NAME"`` too (:meth:`ema_weights`).
         Dropout masks are drawn from (seed, step), so this and the weights make training
         resume exactly in the same backend (masks, and
         so trajectories with dropout, differ between backends)."""
@@ -185,6 +186,23 @@ class SearchModel(Protocol):
         be left empty: the core fills it from the target vocabulary. Engines may differ from
         the core's beam search in which hypotheses they keep and when they stop; greedy
         output must be the core's."""
+
+
+@runtime_checkable
+class EmaModel(Protocol):
+    """The optional piece of a backend declaring ``ema``: the exponential moving average
+    of the weights (:mod:`seq2seq_kit.ema`) with the decay
+    :attr:`OptimizerSpec.ema_decay <seq2seq_kit.spec.OptimizerSpec>` it was built with.
+    With a decay above 0, ``train_step`` updates the average after each update on the
+    backend's own device (no copy to the host per update), ``optimizer_state`` carries it as
+    ``"ema/NAME"`` (float32, canonical shapes, for every weight NAME) and
+    ``set_optimizer_state`` restores it, so a resumed run goes on with the same average;
+    ``set_weights`` leaves it as it is (the trainer swaps the average in to validate it,
+    and the weights back)."""
+
+    def ema_weights(self) -> dict[str, np.ndarray]:
+        """Float32 copies of the average, canonical names and shapes: the weights
+        themselves before the first update, or with a decay of 0."""
 
 
 BuildFn = Callable[..., Model]
@@ -253,8 +271,9 @@ class Backend:
 
         Raises:
             BackendError: ``spec`` or ``runtime`` needs a capability this backend does not
-                declare (``optimizer.frozen`` names weights: ``freeze``), or ``spec`` is of
-                an architecture it does not build.
+                declare (``optimizer.frozen`` names weights: ``freeze``;
+                ``optimizer.ema_decay`` is above 0: ``ema``), or ``spec`` is of an
+                architecture it does not build.
             ValueError: ``optimizer.frozen`` names a weight ``spec``'s layout lacks.
         """
         runtime = runtime or Runtime()
@@ -265,7 +284,9 @@ class Backend:
             )
         optimizer = optimizer or OptimizerSpec()
         needed = required_capabilities(spec) | runtime_capabilities(runtime)
-        missing = sorted((needed | ({"freeze"} if optimizer.frozen else set())) - self.capabilities)
+        needed |= {"freeze"} if optimizer.frozen else set()
+        needed |= {"ema"} if optimizer.ema_decay else set()
+        missing = sorted(needed - self.capabilities)
         if missing:
             raise BackendError(
                 f"backend {self.name!r} cannot build this model: it lacks {missing} "

@@ -6,9 +6,10 @@ runs adds ``RUNTIME``.
 - ``MODEL``: whatever a spec may need (see
   :func:`~seq2seq_kit.backend.required_capabilities`): ``embedding``, ``multilayer``,
   ``gru``, ``bidirectional``, ``attention``, ``dropout``, ``transformer``.
-- ``TRAINING``: ``train``, ``resume`` to resume it exactly, and ``freeze`` to keep the
-  weights of :attr:`~seq2seq_kit.spec.OptimizerSpec.frozen` fixed; without ``train`` a
-  backend is inference only.
+- ``TRAINING``: ``train``, ``resume`` to resume it exactly, ``freeze`` to keep the
+  weights of :attr:`~seq2seq_kit.spec.OptimizerSpec.frozen` fixed, and ``ema`` to keep the
+  moving average of :attr:`~seq2seq_kit.spec.OptimizerSpec.ema_decay`
+  (:mod:`seq2seq_kit.ema`); without ``train`` a backend is inference only.
 - ``RUNTIME``: whatever a runtime may need (see
   :func:`~seq2seq_kit.backend.runtime_capabilities`): ``devices``, ``mixed_precision``,
   ``distributed``.
@@ -28,6 +29,6 @@ from __future__ import annotations
 MODEL = frozenset(
     {"embedding", "multilayer", "gru", "bidirectional", "attention", "dropout", "transformer"}
 )
-TRAINING = frozenset({"train", "resume", "freeze"})
+TRAINING = frozenset({"train", "resume", "freeze", "ema"})
 RUNTIME = frozenset({"devices", "mixed_precision", "distributed"})
 SEARCH_OPTIONS = frozenset({"sampling", "prefix", "min_length", "no_repeat_ngram", "banned_tokens"})

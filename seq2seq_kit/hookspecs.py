@@ -101,8 +101,14 @@ def on_validation(record: dict[str, Any], out_dir: str | None) -> None:
 
 
 @hookspec
-def on_train_end(history: list[dict[str, Any]], out_dir: str | None) -> None:
+def on_train_end(
+    history: list[dict[str, Any]],
+    validations: list[dict[str, Any]] | None,
+    out_dir: str | None,
+) -> None:
     """Called once training is done with every epoch record (and the ``"at_stop"`` records
-    of stops within an epoch: :func:`seq2seq_kit.trainer.epoch_records` drops them) and
-    the model directory (None
-    when the model is not saved). The directory is complete when this runs."""
+    of stops within an epoch: :func:`seq2seq_kit.trainer.epoch_records` drops them), every
+    validation made, within epochs too, as ``on_validation`` received them (None for a run
+    resumed from a model saved before validations were recorded), and the model directory
+    (None when the model is not saved). The directory is complete when this runs. An
+    implementation takes the arguments it names, e.g. ``on_train_end(history, out_dir)``."""

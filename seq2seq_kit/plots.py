@@ -28,26 +28,74 @@ def _pyplot():
     return plt
 
 
-def plot_history(history: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> Path:
-    """Loss (training and validation, nats per token) and validation token accuracy per
-    epoch, side by side, and, for a run with decoded validation (``train.valid_metrics``),
-    its scores per epoch beside them: chrF, BLEU and TER (0..100) in one panel, exact
-    match, CER and token error rate (0..1) in another; written as a PNG to ``path``.
+def plot_history(
+    history: Sequence[dict[str, Any]],
+    path: str | os.PathLike[str],
+    validations: Sequence[dict[str, Any]] | None = None,
+) -> Path:
+    """The training curves of :func:`history_figure` written as a PNG to ``path``.
 
     Raises:
-        Seq2SeqError: no epochs recorded, or matplotlib missing.
+        Seq2SeqError: as :func:`history_figure`.
     """
-    history = epoch_records(history)  # a stop's record within an epoch is no epoch
-    if not history:
+    fig = history_figure(history, validations)
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return path
+
+
+def history_figure(
+    history: Sequence[dict[str, Any]], validations: Sequence[dict[str, Any]] | None = None
+) -> Any:
+    """Training curves as a matplotlib ``Figure`` (its caller closes it with
+    ``matplotlib.pyplot.close``): the loss (training and validation, nats per token) and
+    the validation token accuracy side by side, and, for a run with decoded validation
+    (``train.valid_metrics``), its scores beside them: chrF, BLEU and TER (0..100) in one
+    panel, exact match, CER and token error rate (0..1) in another.
+
+    ``history`` holds the epoch records (``meta.history``; the training loss is each
+    epoch's mean), ``validations`` every validation of the run (``meta.validations``).
+    When a validation fell within an epoch (``train.valid_every``, or a stop by
+    ``max_updates`` or ``max_time``) or no epoch ended, the x axis counts updates and
+    shows every validation, with each epoch end a dotted line numbered on a top axis;
+    otherwise it counts epochs. Without ``validations`` (a model saved before they were
+    recorded) the figures are the epoch records'. The best validation (the last that
+    improved the best score of ``train.early_stopping_metric``, on validation pairs: the
+    one whose weights a run's directory keeps) is marked with a dashed line.
+
+    Raises:
+        Seq2SeqError: no epoch ended and no validation was made; a validation record
+            without its update count or figures; matplotlib missing.
+    """
+    epochs = epoch_records(history)  # a stop's record within an epoch is no epoch
+    points = _checked(validations)
+    if not epochs and not points:
         raise Seq2SeqError("the model has no training history to plot")
+    ends = [(r["updates"], r["epoch"]) for r in epochs if isinstance(r.get("updates"), int)]
+    at_ends = {update for update, _ in ends}
+    by_update = validations is not None and (
+        not epochs or any(v["update"] not in at_ends for v in points)
+    )
+    if by_update:
+        xlabel, train_x = "update", [update for update, _ in ends]
+        trained = [r for r in epochs if isinstance(r.get("updates"), int)]
+        figures, valid_x = points, [v["update"] for v in points]
+    else:
+        xlabel, trained = "epoch", epochs
+        train_x = valid_x = [r["epoch"] for r in epochs]
+        figures = epochs
+    best = [v for v in points if v.get("best") and not v.get("at_stop")]
+    marked = None
+    if best:
+        marked = best[-1]["update"] if by_update else best[-1]["epoch"]
     plt = _pyplot()
-    epochs = [r["epoch"] for r in history]
-    on = history[-1].get("evaluated_on", "valid")
+    on = figures[-1].get("evaluated_on", "valid")
     decoded = [
         [
             name
             for name in METRICS
-            if (name in PERCENT) == percent and f"valid_{name}" in history[-1]
+            if (name in PERCENT) == percent and f"valid_{name}" in figures[-1]
         ]
         for percent in (True, False)
     ]
@@ -55,31 +103,84 @@ def plot_history(history: Sequence[dict[str, Any]], path: str | os.PathLike[str]
     fig, axes = plt.subplots(
         1, 2 + len(panels), figsize=(5 * (2 + len(panels)), 4), constrained_layout=True
     )
+    dots = "." if len(figures) <= 100 else None
     left, right = axes[0], axes[1]
-    left.plot(epochs, [r["train_loss"] for r in history], label="training")
-    left.plot(epochs, [r["valid_loss"] for r in history], label=f"{on} (teacher-forced)")
-    left.set(xlabel="epoch", ylabel="cross-entropy (nats / token)", title="loss")
-    left.legend()
-    right.plot(epochs, [r["valid_accuracy"] for r in history], color="tab:green")
-    right.set(xlabel="epoch", ylabel="token accuracy", title=f"{on} token accuracy", ylim=(0, 1))
+    if trained:
+        epoch_mean = "training (epoch mean, at its end)" if by_update else "training"
+        left.plot(train_x, [r["train_loss"] for r in trained], marker=".", label=epoch_mean)
+    left.plot(
+        valid_x,
+        [r["valid_loss"] for r in figures],
+        marker=dots,
+        label=f"{on} (teacher-forced)",
+    )
+    left.set(xlabel=xlabel, ylabel="cross-entropy (nats / token)", title="loss")
+    right.plot(valid_x, [r["valid_accuracy"] for r in figures], marker=dots, color="tab:green")
+    right.set(xlabel=xlabel, ylabel="token accuracy", title=f"{on} token accuracy", ylim=(0, 1))
     for ax, names in zip(axes[2:], panels, strict=True):
         for name in names:
-            # an epoch recorded before decoded validation was asked for has no score: a gap
-            values = [r.get(f"valid_{name}", math.nan) for r in history]
+            # a record made before decoded validation was asked for has no score: a gap
+            values = [r.get(f"valid_{name}", math.nan) for r in figures]
             lower = " (lower is better)" if name in LOWER_IS_BETTER else ""
-            ax.plot(epochs, values, marker=".", label=LABELS[name] + lower)
+            ax.plot(valid_x, values, marker=dots, label=LABELS[name] + lower)
         ax.set(
-            xlabel="epoch",
+            xlabel=xlabel,
             ylabel="sacrebleu score" if names[0] in PERCENT else "share or rate",
             title=f"{on} decoded outputs",
         )
-        ax.legend()
     for ax in axes:
         ax.grid(alpha=0.3)
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+        if marked is not None:
+            label = f"best validation ({xlabel} {marked})"
+            ax.axvline(marked, color="tab:red", linestyle="--", linewidth=1, label=label)
+        if by_update:
+            _mark_epochs(ax, ends)
+    for ax in (left, *axes[2:]):
+        ax.legend(fontsize="small")
+    return fig
+
+
+def _checked(validations: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The validation records ``plot_history`` draws, once checked that each has its
+    update count and teacher-forced figures.
+
+    Raises:
+        Seq2SeqError: naming the first record that does not.
+    """
+    for number, record in enumerate(validations or []):
+        if not isinstance(record, dict):
+            raise Seq2SeqError(f"meta.validations[{number}] is not an object")
+        update = record.get("update")
+        if type(update) is not int or update < 0:
+            raise Seq2SeqError(
+                f"meta.validations[{number}]: update is {update!r:.40}, not a count of updates"
+            )
+        for key in ("valid_loss", "valid_accuracy"):
+            if type(record.get(key)) not in (int, float):
+                raise Seq2SeqError(f"meta.validations[{number}]: {key} is missing or no number")
+    return list(validations or [])
+
+
+#: Above this many epoch ends, a plot by update numbers only some of them on its top axis,
+#: and above the second number draws no line at each.
+_EPOCH_LABELS, _EPOCH_LINES = 12, 50
+
+
+def _mark_epochs(ax: Any, ends: Sequence[tuple[int, int]]) -> None:
+    """Mark each epoch end (``(update, epoch)``) on an axis of updates: a dotted line (but
+    for very many), and the epoch's number on a top axis (every k-th of many, the last
+    always)."""
+    if not ends:
+        return
+    if len(ends) <= _EPOCH_LINES:  # more would grey the panel over
+        for update, _ in ends:
+            ax.axvline(update, color="0.55", linestyle=":", linewidth=0.8, zorder=0)
+    every = math.ceil(len(ends) / _EPOCH_LABELS)
+    shown = [end for i, end in enumerate(ends) if i % every == 0 or i == len(ends) - 1]
+    top = ax.secondary_xaxis("top")
+    top.set_xticks([update for update, _ in shown], labels=[str(epoch) for _, epoch in shown])
+    top.set_xlabel("end of epoch", fontsize="small")
+    top.tick_params(labelsize="small")
 
 
 def plot_attention(

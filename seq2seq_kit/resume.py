@@ -229,6 +229,7 @@ def continue_run(
             record.trainer,
             record.history,
             updates=int(saved.extra["optimizer"].get("step", 0)),
+            validations=record.validations,
         )
         seconds = float(0.0 if record.seconds is None else record.seconds)
         if "best" in saved.extra:

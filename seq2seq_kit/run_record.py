@@ -19,9 +19,10 @@ from typing import Any
 _HEAD = ("seq2seq_kit_version", "backend", "backend_version", "data", "data_sha256")
 _BODY = ("train_pairs", "valid_pairs", "skipped_too_long", "config", "seconds", "distributed")
 #: Written only when set: a run not fine-tuned has no ``init_from``, a run never resumed no
-#: ``resumes``, a run not yet saved no ``history`` nor ``trainer``, a run keeping no
+#: ``resumes``, a run not yet saved no ``history`` nor ``trainer``, a run saved before
+#: validations were recorded (or resumed from one) no ``validations``, a run keeping no
 #: checkpoints no ``checkpoints``, a directory that is no kept checkpoint no ``checkpoint``.
-_TAIL = ("init_from", "resumes", "history", "trainer", "checkpoints", "checkpoint")
+_TAIL = ("init_from", "resumes", "history", "validations", "trainer", "checkpoints", "checkpoint")
 
 
 @dataclass
@@ -55,6 +56,11 @@ class RunRecord:
         resumes: one ``{"after_epoch", "backend", "changed"}`` per resumed run, oldest
             first; ``changed`` maps a config key to ``[old, new]``.
         history: the trainer's records (:attr:`seq2seq_kit.translator.Translator.history`).
+        validations: every validation of the run, in order, within epochs too
+            (``TrainerState.validations``: ``{"update", "epoch", "step", "valid_loss",
+            "valid_accuracy", "valid_<metric>"..., "evaluated_on", "best", "at_stop"}``);
+            None for a run saved before they were recorded (its epoch ends are in
+            :attr:`history`).
         trainer: the trainer's state (``TrainerState.to_json``: ``epoch``, ``step``,
             ``updates``, ``stopped``...), which a resumed run starts from.
         checkpoints: the checkpoints kept in the directory (``train.keep_last``,
@@ -80,6 +86,7 @@ class RunRecord:
     init_from: dict[str, Any] | None = None
     resumes: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] | None = None
+    validations: list[dict[str, Any]] | None = None
     trainer: dict[str, Any] | None = None
     checkpoints: list[dict[str, Any]] | None = None
     checkpoint: dict[str, Any] | None = None
@@ -95,8 +102,8 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``meta`` object, keys in ``model.json``'s order; :attr:`resumes` only when
-        there are any, :attr:`init_from`, :attr:`history`, :attr:`trainer`,
-        :attr:`checkpoints` and :attr:`checkpoint` only when set.
+        there are any, :attr:`init_from`, :attr:`history`, :attr:`validations`,
+        :attr:`trainer`, :attr:`checkpoints` and :attr:`checkpoint` only when set.
         Values are the record's own, not copies."""
         meta = {key: getattr(self, key) for key in _HEAD}
         meta.update(self.others)
@@ -105,7 +112,7 @@ class RunRecord:
             meta["init_from"] = self.init_from
         if self.resumes:
             meta["resumes"] = self.resumes
-        for key in ("history", "trainer", "checkpoints", "checkpoint"):
+        for key in ("history", "validations", "trainer", "checkpoints", "checkpoint"):
             if getattr(self, key) is not None:
                 meta[key] = getattr(self, key)
         return meta
@@ -139,6 +146,38 @@ class RunRecord:
         return self.trainer_state.get("stopped")
 
     @property
+    def kept_validation(self) -> dict[str, Any] | None:
+        """The validation the directory's weights (``weights.safetensors``) are of, as
+        ``TrainerState.best_validation`` records one: ``{"metric"`` (the
+        ``early_stopping_metric`` that chose them), ``"update", "epoch", "step",
+        "valid_loss", "valid_accuracy"``, a ``"valid_<metric>"`` per decoded metric,
+        ``"evaluated_on"}``.
+
+        A run's directory holds the best weights by that metric: ``trainer.best_validation``
+        (without validation pairs the last weights, and the latest validation, of the
+        training pairs). A kept checkpoint (:attr:`checkpoint`) holds the weights of its
+        own validation, found in :attr:`validations` by its update. None where no one
+        validation scored the weights: an average of checkpoints (``meta.averaged``), an
+        imported model, a run stopped before its first validation, or a model saved before
+        this was recorded.
+        """
+        of = self.checkpoint
+        if isinstance(of, dict):
+            found = [
+                v
+                for v in self.validations or []
+                if isinstance(v, dict)
+                and v.get("update") == of.get("update")
+                and not v.get("at_stop")
+            ]
+            if not found:
+                return None
+            figures = {k: v for k, v in found[0].items() if k not in ("best", "at_stop")}
+            return {"metric": of.get("metric"), **figures}
+        best = self.trainer_state.get("best_validation")
+        return best if isinstance(best, dict) else None
+
+    @property
     def corpus(self) -> dict[str, Any] | None:
         """The corpus the model was trained from (``{"path", "sha256"}``), None for text
         data."""
@@ -148,14 +187,14 @@ class RunRecord:
 #: The entries of ``meta`` that must be objects when present, and those that must be lists
 #: of objects: every reader relies on these shapes.
 _OBJECTS = ("config", "distributed", "init_from", "trainer", "checkpoint")
-_LISTS = ("history", "resumes", "checkpoints")
+_LISTS = ("history", "validations", "resumes", "checkpoints")
 
 
 def check_meta(meta: Any) -> dict[str, Any]:
     """``meta`` itself when it has the shapes its readers rely on: an object whose
     ``config`` (and the config's tables), ``distributed``, ``init_from``, ``trainer`` and
-    ``checkpoint`` are objects or null, whose ``history``, ``resumes`` and ``checkpoints``
-    are lists of objects or null,
+    ``checkpoint`` are objects or null, whose ``history``, ``validations``, ``resumes`` and
+    ``checkpoints`` are lists of objects or null,
     ``distributed.world_size`` a positive integer and ``seconds`` a finite number >= 0.
 
     Raises:

@@ -21,6 +21,7 @@ from .architectures import (
     model_sizes,
     spec_from_dict,
 )
+from .ema import check_decay
 
 __all__ = [
     "ModelSpec",
@@ -65,6 +66,11 @@ class OptimizerSpec:
             the ``freeze`` capability; :meth:`seq2seq_kit.backend.Backend.create` refuses a
             name the spec's layout lacks. Training fills it from ``[train] freeze`` and the
             weights no run trains (:func:`seq2seq_kit.architectures.frozen_weights`).
+        ema_decay: the decay ``d`` of an exponential moving average of the weights that
+            ``train_step`` keeps after every update (:mod:`seq2seq_kit.ema` defines it), on
+            the backend's device; ``Model.ema_weights`` returns it and the optimizer state
+            carries it (``ema/NAME``). 0 (the default): none. Needs the ``ema``
+            capability. Training fills it from ``[train] ema_decay``.
     """
 
     learning_rate: float = 1e-3
@@ -74,12 +80,17 @@ class OptimizerSpec:
     clip_norm: float = 5.0
     label_smoothing: float = 0.0
     frozen: tuple[str, ...] = ()
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(
                 f"OptimizerSpec.label_smoothing must be in [0, 1), got {self.label_smoothing}"
             )
+        try:
+            object.__setattr__(self, "ema_decay", check_decay(self.ema_decay))
+        except ValueError as exc:
+            raise ValueError(f"OptimizerSpec.{exc}") from None
         # a lone string would be frozen character by character
         if isinstance(self.frozen, str) or not all(isinstance(n, str) for n in self.frozen):
             raise ValueError(

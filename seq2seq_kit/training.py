@@ -60,9 +60,9 @@ def model_spec(cfg: Config, src_vocab_size: int, tgt_vocab_size: int) -> Spec:
 
 
 def optimizer_spec(cfg: Config, spec: Spec | None = None) -> OptimizerSpec:
-    """Adam, clipping and label smoothing as ``cfg.train`` sets them; with the ``spec``
-    trained, the weights it keeps fixed (:func:`frozen_weights`: ``train.freeze`` and a
-    position ``"table"``).
+    """Adam, clipping, label smoothing and the moving average of the weights as
+    ``cfg.train`` sets them; with the ``spec`` trained, the weights it keeps fixed
+    (:func:`frozen_weights`: ``train.freeze`` and a position ``"table"``).
 
     Raises:
         ConfigError: a ``train.freeze`` group naming no weight of ``spec``.
@@ -80,6 +80,7 @@ def optimizer_spec(cfg: Config, spec: Spec | None = None) -> OptimizerSpec:
         clip_norm=train.clip_norm,
         label_smoothing=train.label_smoothing,
         frozen=frozen,
+        ema_decay=train.ema_decay,
     )
 
 
@@ -414,7 +415,7 @@ def _run_record(
 
 class _Progress:
     """Keeps the run record current as training goes (the seconds spent, added to a
-    resumed run's; the trainer's history and state), hands the translator its JSON, and
+    resumed run's; the trainer's history, validations and state), hands the translator its JSON, and
     saves the model directory ``out`` with the checkpoints it keeps (``kept``)."""
 
     def __init__(
@@ -432,40 +433,51 @@ class _Progress:
         self.record.seconds += now - self.clock
         self.clock = now
         self.record.history, self.record.trainer = state.history, state.to_json()
+        self.record.validations = state.validations
         self.translator.meta = self.record.to_dict()
 
     def save(self, state: TrainerState) -> None:
-        """Write the model directory: the best weights (the last without validation), and
-        for resuming, the last weights and the optimizer state; and a checkpoint of the
-        validation made at this update, if any, when it is one to keep."""
+        """Write the model directory: the best weights (the last without validation; with
+        ``train.ema_decay``, the best average, or the last average), and for resuming, the
+        last weights and the optimizer state (the average's state with it); and a
+        checkpoint of the validation made at this update, if any, when it is one to keep
+        (with its validation's weights: the average, with ``train.ema_decay``)."""
         self.note(state)
         model = self.translator.model
         ckpt = self.translator.checkpoint()
         last = ckpt.weights
+        averaging = bool(self.record.config["train"].get("ema_decay"))
+        current = model.ema_weights() if averaging else last  # what validation scores
         if state.best_weights is not None:
             ckpt.weights = state.best_weights
+        elif averaging:
+            ckpt.weights = current
         ckpt.extra = {"last": last, "optimizer": model.optimizer_state()}
         assert self.out is not None and self.kept is not None  # given to rank 0 with a directory
         tracked = state.tracked
         validation = None
         if tracked is not None and tracked.update == state.updates:
             validation = (tracked.update, tracked.epoch, tracked.step, tracked.score)
-        listing = self.kept.save(ckpt, validation, lambda: _snapshot(ckpt, state.best_weights))
+        listing = self.kept.save(
+            ckpt, validation, lambda: _snapshot(ckpt, current, state.best_weights)
+        )
         self.record.checkpoints = listing or None
         self.translator.meta = self.record.to_dict()
 
 
-def _snapshot(ckpt: Checkpoint, best: dict[str, Any] | None) -> Checkpoint:
+def _snapshot(
+    ckpt: Checkpoint, weights: dict[str, np.ndarray], best: dict[str, Any] | None
+) -> Checkpoint:
     """The checkpoint of the validation just made, from the directory's ``ckpt``: its
-    weights are the last ones; for resuming from it, every further tensor file the
-    directory's save holds, and the best weights so far when they are others
-    (``best.safetensors``; :func:`seq2seq_kit.resume.continue_run`)."""
-    last = ckpt.extra["last"]
+    ``weights`` are those the validation scored (the last ones, or their moving average);
+    for resuming from it, every further tensor file the directory's save holds, and the
+    best weights so far when they are others (``best.safetensors``;
+    :func:`seq2seq_kit.resume.continue_run`)."""
     extra = dict(ckpt.extra)
-    if best is not None and any(not np.array_equal(best[k], v) for k, v in last.items()):
+    if best is not None and any(not np.array_equal(best[k], v) for k, v in weights.items()):
         extra["best"] = best
     return Checkpoint(
-        ckpt.spec, ckpt.source_vocab, ckpt.target_vocab, last, ckpt.max_length, ckpt.meta, extra
+        ckpt.spec, ckpt.source_vocab, ckpt.target_vocab, weights, ckpt.max_length, ckpt.meta, extra
     )
 
 
@@ -516,7 +528,7 @@ def _fit(
         )
     progress.note(state)
     if lead:
-        hook.on_train_end(history=state.history, out_dir=out_dir)
+        hook.on_train_end(history=state.history, validations=state.validations, out_dir=out_dir)
     return state
 
 

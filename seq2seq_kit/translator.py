@@ -44,6 +44,7 @@ from .errors import (
     option,
 )
 from .plugins import get_backend
+from .run_record import RunRecord
 from .runtime import (
     Runtime,
     resolve_threads,
@@ -99,18 +100,26 @@ class Translator:
         return self.meta.get("history", [])
 
     @property
+    def validations(self) -> list[dict[str, Any]] | None:
+        """Every validation the training run made, in order, within epochs too
+        (:attr:`seq2seq_kit.run_record.RunRecord.validations`); None for a model saved
+        before they were recorded, or without a training run."""
+        validations = self.meta.get("validations")
+        return validations if isinstance(validations, list) else None
+
+    @property
     def best_validation(self) -> dict[str, Any] | None:
         """The validation figures of the weights this model holds, as training chose them
-        (``meta.trainer.best_validation``): ``{"metric"`` (``train.early_stopping_metric``),
-        ``"update", "epoch", "step"`` (where that validation was made; the epoch counted
-        from 1), ``"valid_loss", "valid_accuracy"``, ``"valid_<metric>"`` for each of
-        ``train.valid_metrics``, ``"evaluated_on"}``. Without validation pairs
-        (``evaluated_on`` is ``"train"``) the last weights are kept and this is the latest
-        validation, on the training pairs. None when no validation was made, or for a model
+        (``meta.trainer.best_validation``; for a kept checkpoint, its own validation's:
+        :attr:`seq2seq_kit.run_record.RunRecord.kept_validation`): ``{"metric"``
+        (``train.early_stopping_metric``), ``"update", "epoch", "step"`` (where that
+        validation was made; the epoch counted from 1), ``"valid_loss",
+        "valid_accuracy"``, ``"valid_<metric>"`` for each of ``train.valid_metrics``,
+        ``"evaluated_on"}``. Without validation pairs (``evaluated_on`` is ``"train"``) the
+        last weights are kept and this is the latest validation, on the training pairs.
+        None when no validation was made, for an average of checkpoints, or for a model
         saved before this was recorded."""
-        trainer = self.meta.get("trainer")
-        best = trainer.get("best_validation") if isinstance(trainer, dict) else None
-        return best if isinstance(best, dict) else None
+        return RunRecord.from_dict(self.meta).kept_validation
 
     def translate(self, texts: Sequence[str], **options: Any) -> list[str]:
         """Best translation of each text, in order; an empty or blank text gives ``""``.

@@ -102,6 +102,7 @@ import numpy as np
 from .architectures import Spec, initial_weights, sinusoidal_positions, weight_shapes
 from .architectures.rnn import initial_weights as rnn_initial_weights
 from .architectures.transformer import initial_weights as transformer_initial_weights
+from .ema import PREFIX as EMA_PREFIX
 
 __all__ = [
     "LAYER_NORM_EPSILON",
@@ -134,16 +135,19 @@ def check_weights(spec: Spec, weights: dict[str, np.ndarray]) -> None:
         raise ValueError("weights do not match the model spec: " + "; ".join(problems))
 
 
-def check_optimizer_state(spec: Spec, state: dict[str, np.ndarray]) -> None:
+def check_optimizer_state(spec: Spec, state: dict[str, np.ndarray], *, ema: bool = False) -> None:
     """Raise ``ValueError`` naming every missing, unexpected or mis-shaped entry of an
     optimizer state of a ``spec`` model (see ``Model.optimizer_state``: ``step``, ``learning_rate``,
-    ``seed``, ``m/NAME``, ``v/NAME``), and every bad value: a negative or non-integer step,
+    ``seed``, ``m/NAME``, ``v/NAME``; with ``ema``, the moving average ``ema/NAME`` of
+    :mod:`seq2seq_kit.ema` too), and every bad value: a negative or non-integer step,
     a non-integer seed, a negative or non-finite learning rate, non-finite or
-    non-floating moments, negative second moments."""
+    non-floating moments or averages, negative second moments."""
     arrays = {key: np.asarray(value) for key, value in state.items()}
     expected: dict[str, tuple[int, ...]] = {"step": (), "learning_rate": (), "seed": ()}
+    prefixes = ("m/", "v/", EMA_PREFIX) if ema else ("m/", "v/")
     for name, shape in weight_shapes(spec).items():
-        expected[f"m/{name}"] = expected[f"v/{name}"] = shape
+        for prefix in prefixes:
+            expected[f"{prefix}{name}"] = shape
     problems = [f"missing {key} {shape}" for key, shape in expected.items() if key not in arrays]
     problems += [f"unexpected {key}" for key in arrays if key not in expected]
     problems += [
@@ -166,7 +170,7 @@ def check_optimizer_state(spec: Spec, state: dict[str, np.ndarray]) -> None:
     ):
         problems.append(f"learning_rate must be a finite float >= 0, got {rate!r}")
     for key, value in arrays.items():
-        if key.startswith(("m/", "v/")) and key in expected:
+        if key.startswith(prefixes) and key in expected:
             if not np.issubdtype(value.dtype, np.floating):
                 problems.append(f"{key} has dtype {value.dtype}, expected float32")
             elif not np.all(np.isfinite(value)):

@@ -142,6 +142,15 @@ def test_refused_in_python(run, tmp_path):
     assert not out.exists()
 
 
+def test_a_directory_keeping_no_checkpoints_points_to_inputs(run, tmp_path, capsys):
+    averaged = seq2seq_kit.average(run, last=2, out=tmp_path / "avg")
+    args = ["average", "--model", str(averaged), "--last", "1", "--out", str(tmp_path / "a")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "keeps no checkpoints" in err and "--inputs DIR" in err and "at most 0" not in err
+    assert not (tmp_path / "a").exists()
+
+
 @pytest.mark.parametrize("where", ["model", "checkpoint", "parent"])
 def test_out_that_is_or_holds_what_is_read_is_refused(run, capsys, where):
     out = {"model": run, "checkpoint": run / checkpoint_path(16), "parent": run / "checkpoints"}

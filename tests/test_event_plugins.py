@@ -118,3 +118,21 @@ def test_decoded_scores_are_logged_and_drawn(tmp_path, event_plugins):
     # two more panels beside loss and accuracy: chrF and TER (0..100), exact match (0..1)
     plain, decoded = (png_width(tmp_path / d / "curves.png") for d in ("plain", "decoded"))
     assert decoded == 2 * plain
+
+
+def test_the_curves_drawn_at_train_end_are_the_plot_command_s(tmp_path, event_plugins):
+    """Validations within epochs (valid_every) reach the plugin: curves.png by update, as
+    ``seq2seq-kit plot`` draws it from model.json."""
+    pytest.importorskip("matplotlib")
+    import seq2seq_kit
+    from seq2seq_kit.cli import main
+
+    config = Config()
+    config.train.epochs, config.train.progress, config.train.valid_every = 3, False, 2
+    seq2seq_kit.train(config, out=tmp_path / "model")
+    assert main(["plot", "--model", str(tmp_path / "model"), "--out-dir", str(tmp_path)]) == 0
+    drawn = (tmp_path / "model" / "curves.png").read_bytes()
+    assert drawn == (tmp_path / "curves.png").read_bytes()
+    config.train.valid_every = 0  # by epoch: another figure
+    seq2seq_kit.train(config, out=tmp_path / "epochs")
+    assert (tmp_path / "epochs" / "curves.png").read_bytes() != drawn

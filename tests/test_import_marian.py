@@ -315,6 +315,19 @@ def test_a_pickle_only_directory_is_refused_without_unpickling(marian, tmp_path,
     assert not out.exists()
 
 
+def test_sharded_weights_import_as_the_single_file(marian, hf_model, imported, tmp_path):
+    copy = _copy(marian, tmp_path)
+    (copy / "model.safetensors").unlink()
+    hf_model.save_pretrained(copy, max_shard_size="200KB")  # shards and their index
+    assert len(list(copy.glob("model-*-of-*.safetensors"))) > 1
+    assert not (copy / "model.safetensors").exists()
+    sharded = import_model("marian", copy, tmp_path / "sharded")
+    ours, theirs = (load(path, backend="numpy").model.get_weights() for path in (imported, sharded))
+    assert ours.keys() == theirs.keys()
+    for name, value in ours.items():
+        np.testing.assert_array_equal(value, theirs[name], err_msg=name)
+
+
 @pytest.mark.parametrize(
     ("key", "value", "named"),
     [

@@ -57,10 +57,13 @@ def signal_after_steps(monkeypatch, steps, *signals):
 
 
 def assert_same_training(a, b):
-    """Two finished model directories hold identical weights, optimizer state and history."""
+    """Two finished model directories hold identical weights, optimizer state, history and
+    validations (but those made only at a stop, which an uninterrupted run did not make)."""
     for x, y in zip(a.meta["history"], b.meta["history"], strict=True):
         for key in ("epoch", "train_loss", "valid_loss", "valid_accuracy", "learning_rate"):
             assert x[key] == y[key], (x["epoch"], key)
+    made = [[v for v in d.meta["validations"] if not v["at_stop"]] for d in (a, b)]
+    assert made[0] == made[1] and made[0]
     for name in ("last", "optimizer"):
         for key, value in a.extra[name].items():
             np.testing.assert_array_equal(value, b.extra[name][key], err_msg=f"{name} {key}")

@@ -263,7 +263,7 @@ def test_the_named_capability_sets_are_what_specs_and_runtimes_require():
     assert rnn | required_capabilities(TransformerSpec(5, 5)) == MODEL
     busiest = Runtime(device="cuda", precision="bf16", group=SingleProcess(world_size=2))
     assert runtime_capabilities(busiest) == RUNTIME
-    assert {"train", "resume", "freeze"} == TRAINING
+    assert {"train", "resume", "freeze", "ema"} == TRAINING
     assert set(SEARCH_OPTION_CAPABILITIES.values()) == SEARCH_OPTIONS
     assert sorted(KNOWN_CAPABILITIES - MODEL - TRAINING - RUNTIME - SEARCH_OPTIONS) == [
         "beam",

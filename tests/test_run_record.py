@@ -49,6 +49,7 @@ def test_further_keys_keep_their_place_after_the_data_digest():
         "seconds": 1.5,
         "distributed": RunRecord.distributed_entry("none", 1, 32),
         "history": [],
+        "validations": [],
         "trainer": {"epoch": 1},
     }
     record = RunRecord.from_dict(meta)

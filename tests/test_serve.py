@@ -19,6 +19,7 @@ pytest.importorskip("httpx")
 
 import seq2seq_kit  # noqa: E402
 from seq2seq_kit.config import Config, ServeConfig  # noqa: E402
+from seq2seq_kit.datasets import digits  # noqa: E402
 from seq2seq_kit.serving.app import create_app  # noqa: E402
 
 with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 beside httpx
@@ -92,6 +93,32 @@ def test_models_listing(client, models):
         "max_num_samples": 16,
         "max_max_length": 512,
     }
+
+
+def test_the_listing_gives_the_served_weights_validation(model_dir, tmp_path):
+    """``kept_validation``: the validation the served weights are of and the metric that
+    chose them; ``best_valid_loss``: the lowest validation loss, which under chrF is not
+    theirs."""
+    valid = tmp_path / "valid.tsv"
+    valid.write_text("".join(f"{s}\t{t}\n" for s, t in digits().pairs))
+    config = Config()
+    config.data.valid, config.train.learning_rate, config.train.progress = str(valid), 0.02, False
+    config.train.valid_metrics, config.train.early_stopping_metric = ["chrf"], "chrf"
+    config.train.patience, config.train.valid_every = 5, 3
+    seq2seq_kit.train(config, out=tmp_path / "chrf")
+    models = {"chrf": seq2seq_kit.load(tmp_path / "chrf"), "digits": seq2seq_kit.load(model_dir)}
+    with TestClient(create_app(models, ServeConfig())) as client:
+        chrf, plain = (m["training"] for m in client.get("/v1/models").json()["models"])
+    meta = models["chrf"].meta
+    kept = meta["trainer"]["best_validation"]
+    assert chrf["kept_validation"] == kept and kept["metric"] == "chrf"
+    assert kept["valid_chrf"] == max(v["valid_chrf"] for v in meta["validations"])
+    lowest = min(v["valid_loss"] for v in meta["validations"] if not v["at_stop"])
+    assert chrf["best_valid_loss"] == lowest < kept["valid_loss"]
+    # no validation pairs: no validation loss; the last weights, scored on the training pairs
+    assert plain["best_valid_loss"] is None
+    assert plain["kept_validation"]["evaluated_on"] == "train"
+    assert plain["kept_validation"]["update"] == plain["updates"]
 
 
 def test_greedy_translation_equals_in_process(client, models):

@@ -506,14 +506,12 @@ def test_a_model_stopped_inside_its_first_epoch_reports_and_plots(tmp_path, caps
     assert main([*args, "--batch-size", "1", "--max-updates", "3", "--out", str(out)]) == 0
     capsys.readouterr()
     assert main(["info", "--model", str(out)]) == 0
-    assert "0 epochs (3 updates), stopped by max_updates" in capsys.readouterr().out
-    # no epoch ended: no curves, but the attention heatmap is drawn
+    assert "0 epochs (3 updates, 1 validation), stopped by max_updates" in capsys.readouterr().out
+    # no epoch ended: the stop's validation is drawn, by update, and the attention heatmap
+    assert not (out / "curves.png").exists()
     assert main(["plot", "--model", str(out), "--input", "7"]) == 0
     printed = capsys.readouterr().out
-    assert "no training curves" in printed and (out / "attention.png").is_file()
-    assert not (out / "curves.png").exists()
-    assert main(["plot", "--model", str(out)]) == 2
-    assert "no epoch has ended" in capsys.readouterr().err
+    assert f"wrote {out / 'curves.png'}" in printed and (out / "attention.png").is_file()
 
 
 def test_a_schedule_says_its_peak_learning_rate_before_training(tmp_path, caplog):
@@ -574,6 +572,7 @@ def test_resuming_after_a_stop_at_any_update_repeats_the_uninterrupted_run(
         config, validations = TrainConfig(**options, max_updates=stop), []
         state = fit(model, pairs, pairs, config, save=save, on_validation=validations.append)
         assert state.stopped == "max_updates" and state.updates == stop
+        assert state.validations == validations  # every one, within epochs too
         due = stop % 4 == 0 or (valid_every and stop % valid_every == 0)
         assert (validations[-1]["update"], validations[-1]["at_stop"]) == (stop, not due)
         assert [r["updates"] for r in state.history if r.get("at_stop")] == ([] if due else [stop])
@@ -591,6 +590,8 @@ def test_resuming_after_a_stop_at_any_update_repeats_the_uninterrupted_run(
                 assert a[key] == b[key], (stop, a["epoch"], key)
         for key in ("learning_rate", "best_score", "bad_epochs", "plateau_epochs", "updates"):
             assert getattr(state, key) == getattr(done, key), (stop, key)
+        made = [[v for v in s.validations if not v["at_stop"]] for s in (state, done)]
+        assert made[0] == made[1], stop
         for key, value in straight.get_weights().items():
             np.testing.assert_allclose(model.get_weights()[key], value, atol=1e-7, rtol=0)
 

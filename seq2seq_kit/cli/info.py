@@ -45,6 +45,8 @@ def run_info(args: argparse.Namespace) -> int:
         "distributed": record.distributed,
         "imported": ckpt.meta.get("imported"),
         "init_from": record.init_from,
+        "validations": len(record.validations) if isinstance(record.validations, list) else None,
+        "kept_validation": record.kept_validation,
         "checkpoints": record.checkpoints,
         "checkpoint": record.checkpoint,
         "averaged": ckpt.meta.get("averaged"),
@@ -65,8 +67,12 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"max length:   {summary['max_length']} output tokens")
     if summary["backend"] is not None:
         done = f"{summary['epochs']} epoch{'s' if summary['epochs'] != 1 else ''}"
-        if summary["updates"] is not None:
-            done += f" ({summary['updates']} updates)"
+        counts = [f"{summary['updates']} updates"] if summary["updates"] is not None else []
+        if summary["validations"] is not None:
+            n = summary["validations"]
+            counts.append(f"{n} validation{'s' if n != 1 else ''}")
+        if counts:
+            done += f" ({', '.join(counts)})"
         if summary["stopped"] not in (None, "epochs"):
             done += f", stopped by {summary['stopped']}"
         parallel = summary["distributed"]
@@ -80,31 +86,59 @@ def run_info(args: argparse.Namespace) -> int:
     if isinstance(imported, dict):
         print(f"imported:     {imported.get('format')} model from {imported.get('from')}")
     _print_lineage(summary["init_from"])
+    _print_kept(summary, record)
     _print_checkpoints(summary)
     return 0
+
+
+def _print_kept(summary: dict[str, Any], record: Any) -> None:
+    """Which validation a run's directory keeps the weights of, by which metric, with its
+    figures, as the end of training reports it (:func:`seq2seq_kit.cli.train.kept_line`).
+    Nothing for a model no run trained (imported), an average of checkpoints, which no one
+    validation scored, or a kept checkpoint (:func:`_print_checkpoints` gives its own)."""
+    from .train import kept_line
+
+    if record.trainer is None or summary["averaged"] is not None:
+        return
+    if summary["checkpoint"] is None:
+        print(f"weights:      {kept_line(summary['kept_validation'], record)}")
 
 
 def _print_checkpoints(summary: dict[str, Any]) -> None:
     """The checkpoints the directory keeps, the validation it is a checkpoint of, or the
     checkpoints it averages, as ``model.json`` records them."""
+    from ..trainer.log import decoded_figures
+
     kept, of, averaged = summary["checkpoints"], summary["checkpoint"], summary["averaged"]
     if isinstance(kept, list) and kept and all(isinstance(e, dict) for e in kept):
         print(f"checkpoints:  {len(kept)} kept (train.keep_last, keep_best)")
         for e in kept:
             print(
                 f"  {e.get('path')}: update {e.get('update')}, epoch {e.get('epoch')} step "
-                f"{e.get('step')}, {e.get('metric')} score {_score(e.get('score'))}"
+                f"{e.get('step')}, {_score(e.get('metric'), e.get('score'))}"
             )
     if isinstance(of, dict):
         print(
             f"checkpoint:   kept at update {of.get('update')} (epoch {of.get('epoch')} step "
-            f"{of.get('step')}), {of.get('metric')} score {_score(of.get('score'))}"
+            f"{of.get('step')}), {_score(of.get('metric'), of.get('score'))}"
         )
+        figures = summary["kept_validation"]
+        if figures is not None:  # the validation of these weights, as recorded
+            pairs = _PAIRS.get(figures.get("evaluated_on"), "validation")
+            print(
+                f"              on the {pairs} pairs: loss "
+                f"{figures['valid_loss']:.4f}, token accuracy {figures['valid_accuracy']:.3f}"
+                f"{decoded_figures(figures)}"
+            )
     if isinstance(averaged, dict) and isinstance(averaged.get("checkpoints"), list):
         print(f"averaged:     {len(averaged['checkpoints'])} checkpoints ({averaged.get('by')})")
         for entry in averaged["checkpoints"]:
             if isinstance(entry, dict):
                 print(f"  {entry.get('path')} (weights SHA-256 {entry.get('weights_sha256')})")
+
+
+#: The pairs a validation was of, by its ``evaluated_on``.
+_PAIRS = {"valid": "validation", "train": "training"}
 
 
 def _print_lineage(lineage: object) -> None:
@@ -116,6 +150,15 @@ def _print_lineage(lineage: object) -> None:
         )
 
 
-def _score(value: object) -> str:
-    """A validation score for a line of ``info`` (lower is better: minus an accuracy)."""
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+def _score(metric: object, score: object) -> str:
+    """The validation figure a checkpoint was ranked by, as its metric reads (``chrF
+    68.5231``, ``loss 0.2742``): ``score`` is the trainer's lower-is-better score, minus the
+    figure where higher is better (accuracy, chrF, BLEU, exact match)."""
+    from ..metrics import LABELS, LOWER_IS_BETTER
+
+    if not isinstance(score, float) or not isinstance(metric, str):
+        return f"{metric} score {score}"
+    if metric == "loss":
+        return f"loss {score:.4f}"
+    label = "token accuracy" if metric == "accuracy" else LABELS.get(metric, metric)
+    return f"{label} {score if metric in LOWER_IS_BETTER else -score:.4f}"

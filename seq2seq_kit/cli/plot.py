@@ -52,10 +52,11 @@ def run_plot(args: argparse.Namespace) -> int:
             )
         attention = translator.attention(args.input)
     epochs = epoch_records(translator.history)  # a stop within an epoch is no epoch
-    if attention is None and not epochs:
+    curves = bool(epochs or translator.validations)
+    if attention is None and not curves:
         raise ConfigError(
-            f"{args.model}: no epoch has ended, so there are no training curves to plot; "
-            "give --input to plot an attention heatmap"
+            f"{args.model}: no epoch has ended and no validation was made, so there are no "
+            "training curves to plot; give --input to plot an attention heatmap"
         )
     if args.out_dir == "":
         raise ConfigError("--out-dir: empty path")
@@ -63,10 +64,11 @@ def run_plot(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out-dir: {out_dir} exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    if epochs:
-        print(f"wrote {plot_history(translator.history, out_dir / 'curves.png')}")
-    else:  # stopped inside its first epoch (max_updates, max_time, an interrupt)
-        print("no training curves: no epoch has ended")
+    if curves:
+        path = plot_history(translator.history, out_dir / "curves.png", translator.validations)
+        print(f"wrote {path}")
+    else:  # stopped before its first validation (max_updates, max_time, an interrupt)
+        print("no training curves: no epoch has ended and no validation was made")
     if attention is not None:
         source, output, weights = attention
         what = _attention_kind(translator.model.spec)

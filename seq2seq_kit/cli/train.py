@@ -156,16 +156,21 @@ def kept_line(best: dict[str, Any] | None, record: Any) -> str:
     from ..trainer import epoch_records
     from ..trainer.log import decoded_figures
 
+    decay = ((record.config or {}).get("train") or {}).get("ema_decay")
+    # with train.ema_decay, what is kept is the weights' moving average, not the weights
+    average = f"moving average (train.ema_decay = {decay}) of the weights"
+    weights = f"the {average}" if decay else "the weights"
+    last = f"the last {average}" if decay else "the last weights"
     score = record.trainer_state.get("best_score")
     if best is None and isinstance(score, (int, float)):  # saved before it was recorded
         metric = ((record.config or {}).get("train") or {}).get("early_stopping_metric", "loss")
         return (
-            f"kept the weights of the best validation by {metric} (score {score:.4f}, lower "
+            f"kept {weights} of the best validation by {metric} (score {score:.4f}, lower "
             f"is better; which validation it was is not recorded in this run's model.json)"
         )
     if best is None:
         return (
-            f"kept the last weights (update {record.updates}): the run stopped before any "
+            f"kept {last} (update {record.updates}): the run stopped before any "
             f"validation could choose weights"
         )
     figures = (
@@ -174,7 +179,7 @@ def kept_line(best: dict[str, Any] | None, record: Any) -> str:
     )
     if best.get("evaluated_on") != "valid":
         return (
-            f"kept the last weights (update {record.updates}; no validation pairs to choose "
+            f"kept {last} (update {record.updates}; no validation pairs to choose "
             f"by); on the training pairs at update {best['update']}: {figures}"
         )
     # a validation at an epoch's end is the one of that epoch's record
@@ -186,4 +191,4 @@ def kept_line(best: dict[str, Any] | None, record: Any) -> str:
     )
     metric = best.get("metric", "loss")
     by = {"loss": "loss", "accuracy": "token accuracy"}.get(metric) or LABELS.get(metric, metric)
-    return f"kept the weights of {where}, the best by validation {by}: {figures}"
+    return f"kept {weights} of {where}, the best by validation {by}: {figures}"

@@ -106,7 +106,9 @@ def section_models(section: str) -> tuple[type[Section], ...]:
 #: moments were averaged with the saved decay rates and the bias correction 1 - beta**t
 #: assumes one beta for all t; fairseq keeps the saved optimizer's betas unless
 #: --optimizer-overrides, and OpenNMT-py's default -reset_optim none restores the saved
-#: optimizer whole. Refusing the change says so instead of ignoring it.
+#: optimizer whole. Refusing the change says so instead of ignoring it. train.ema_decay is
+#: fixed too: the saved average was taken with the saved decay, and a run that had none has
+#: no average to go on from.
 RESUMABLE = frozenset(
     {
         "train.epochs",

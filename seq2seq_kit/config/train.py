@@ -145,6 +145,16 @@ class TrainConfig(Section):
         "each must name a weight of the model. An imported position table (model.positions "
         "= table) is never trained whatever this says",
     )
+    ema_decay: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="decay d of an exponential moving average of the weights, taken after "
+        "every update (ema = d * ema + (1 - d) * weights, from the first update's weights; "
+        "fairseq's --ema-decay): validation scores the average, and the best average is the "
+        "model saved, while training goes on from the weights; typical 0.999 or 0.9999; "
+        "0: off",
+    )
     # Training measured in updates (Transformer recipes). An update is one optimizer step
     # on ``accumulate`` batches; updates are counted over the whole run, resumes included.
     lr_schedule: Literal["constant", "noam", "inverse_sqrt"] = Field(

@@ -101,7 +101,11 @@ def json_safe(value: Any) -> Any:
 
 def describe_model(name: str, translator: Translator) -> dict[str, Any]:
     """One entry of ``GET /v1/models``: what the model is, its decoding defaults and a
-    summary of its training, from ``model.json``."""
+    summary of its training, from ``model.json``: among it ``kept_validation``, the
+    validation the served weights are of with its figures and the metric that chose them
+    (:attr:`Translator.best_validation`, None where no one validation scored them), and
+    ``best_valid_loss``, the lowest validation loss of the run (:func:`_lowest_valid_loss`),
+    which is the served weights' only where the loss chose them."""
     from ..trainer import epoch_records
 
     spec = translator.model.spec.to_dict()
@@ -113,18 +117,14 @@ def describe_model(name: str, translator: Translator) -> dict[str, Any]:
         history = epoch_records(history)
     else:
         history = []
-    losses = [
-        r["valid_loss"]
-        for r in history
-        if isinstance(r.get("valid_loss"), (int, float)) and math.isfinite(r["valid_loss"])
-    ]
     training = {
         "dataset": record.data,
         "backend": record.backend,
         "epochs": history[-1].get("epoch") if history else 0,
         "updates": record.updates,
         "stopped": record.stopped,
-        "best_valid_loss": min(losses) if losses else None,
+        "best_valid_loss": _lowest_valid_loss(record, history),
+        "kept_validation": translator.best_validation,
         "train_pairs": record.train_pairs,
         "valid_pairs": record.valid_pairs,
         "seconds": record.seconds,
@@ -144,3 +144,23 @@ def describe_model(name: str, translator: Translator) -> dict[str, Any]:
             "training": training,
         }
     )
+
+
+def _lowest_valid_loss(record: RunRecord, epochs: list[dict[str, Any]]) -> float | None:
+    """The lowest teacher-forced loss on the validation pairs of the validations that
+    counted (``meta.validations``, within epochs too; not those made only at a stop), or of
+    the ``epochs``' records for a run saved before validations were recorded; None without
+    validation pairs."""
+    validations = record.validations
+    if isinstance(validations, list) and all(isinstance(v, dict) for v in validations):
+        scored = [v for v in validations if not v.get("at_stop")]
+    else:
+        scored = epochs
+    losses = [
+        r["valid_loss"]
+        for r in scored
+        if r.get("evaluated_on", "valid") == "valid"
+        and isinstance(r.get("valid_loss"), (int, float))
+        and math.isfinite(r["valid_loss"])
+    ]
+    return min(losses) if losses else None

@@ -25,6 +25,7 @@ from ..config import TrainConfig
 from ..errors import TrainingError, TrainingInterrupted
 from ..logs import stdout_logging
 from ..runtime import ProcessGroup, SingleProcess
+from .averaged import check_averaging
 from .early_stopping import DecodedScores, Scoring, selection_score
 from .log import log_start, quiet_unless
 from .loop import Hooks, Run
@@ -131,6 +132,11 @@ def fit(
     that many (Keras' ``ReduceLROnPlateau``), and the best weights are restored at the end;
     ``state.best_validation`` records the validation that chose them.
 
+    With ``config.ema_decay`` > 0 (a model built with that ``OptimizerSpec.ema_decay``, see
+    :mod:`seq2seq_kit.ema`), every validation scores the moving average of the weights,
+    the best weights are the best average, and ``model`` ends with the best average (the
+    last average without validation pairs); training itself goes on from the weights.
+
     Training stops after ``config.epochs`` epochs, on early stopping, after
     ``config.max_updates`` updates in all, or after the update that ends
     ``config.max_time`` seconds of this call (read from :data:`clock`); the reason is
@@ -166,12 +172,14 @@ def fit(
             failed because another rank failed or stopped (naming the ranks found gone).
         TrainingInterrupted: SIGINT or SIGTERM (handled only while this runs in the main
             thread) stopped training after the current update and after ``save(state)``.
+        TypeError: ``config.ema_decay`` > 0 and ``model`` keeps no moving average.
     """
     if config.early_stopping_metric not in ("loss", "accuracy") and decoded is None:
         raise ValueError(
             f"train.early_stopping_metric = {config.early_stopping_metric!r} is a decoded "
             f"metric: fit needs decoded= to score it (seq2seq_kit.decoded_validation)"
         )
+    check_averaging(model, config.ema_decay)
     group = group or SingleProcess()
     state = state or TrainerState(learning_rate=config.learning_rate)
     state.stopped = None
@@ -191,4 +199,6 @@ def fit(
             raise run.failure(exc) from exc
     if state.best_weights is not None and has_valid:
         model.set_weights(state.best_weights)
+    elif config.ema_decay:  # the model a run keeps is the average
+        model.set_weights(model.ema_weights())
     return state

@@ -16,6 +16,7 @@ from ..config import TrainConfig
 from ..errors import TrainingError
 from ..metrics import LOWER_IS_BETTER
 from ..runtime import ProcessGroup
+from .averaged import averaged_weights
 from .cadence import Checkpoints
 from .log import log_validation
 from .state import Ids, Tracked, TrainerState, where
@@ -95,8 +96,8 @@ def selection_score(metric: str, loss: float, accuracy: float, decoded: dict[str
 
 class Validator:
     """Validates one run, at most once per update count: each validation is logged (within
-    an epoch), reported to ``on_validation`` and, unless made only because the run stops
-    there, tracks the best score (:func:`track_best`)."""
+    an epoch), recorded in ``state.validations``, reported to ``on_validation`` and, unless
+    made only because the run stops there, tracks the best score (:func:`track_best`)."""
 
     def __init__(
         self,
@@ -123,12 +124,21 @@ class Validator:
         move what a resumed run carries on from (patience, plateau, best score and
         weights).
 
+        With ``config.ema_decay``, what is validated, and kept as the best weights, is the
+        moving average of the weights (:func:`averaged_weights`); training goes on from the
+        weights.
+
         Raises:
             TrainingError: the loss is not finite.
         """
-        state, config, has_valid = self.state, self.config, self.scoring.has_valid
-        if self.validated_at == state.updates:
+        if self.validated_at == self.state.updates:
             return self.last
+        with averaged_weights(self.model, self.config.ema_decay > 0):
+            return self._validate(mid_epoch, at_stop)
+
+    def _validate(self, mid_epoch: bool, at_stop: bool) -> tuple[float, float, bool]:
+        """:meth:`validate` of the weights the model holds."""
+        state, config, has_valid = self.state, self.config, self.scoring.has_valid
         start = time.perf_counter()
         loss, accuracy = self.scoring.evaluate(self.model, *self.scoring.pairs, self.group)
         on = "validation" if has_valid else "training-set"
@@ -165,8 +175,11 @@ class Validator:
             state.best_validation = {"metric": config.early_stopping_metric, **record}
         if mid_epoch:
             log_validation(state, self.last.figures(), has_valid, at_stop, now - decoding)
+        reported = {**record, "best": best, "at_stop": at_stop}
+        if state.validations is not None:  # None: resumed from a run that recorded none
+            state.validations.append(reported)
         if self.on_validation is not None:
-            self.on_validation({**record, "best": best, "at_stop": at_stop})
+            self.on_validation(dict(reported))
         return self.last
 
     def at_stop(self, learning_rate: float) -> None:

@@ -63,6 +63,11 @@ class TrainerState:
         history: one record per completed epoch, and one marked ``"at_stop": True`` for
             each stop by ``max_updates`` or ``max_time`` between validation points (see
             :func:`epoch_records`).
+        validations: every validation made, in order, within epochs too: the records
+            ``on_validation`` receives (``{"update", "epoch", "step", "valid_loss",
+            "valid_accuracy"``, a ``"valid_<metric>"`` per decoded metric, ``"evaluated_on",
+            "best", "at_stop"}``); None for a run resumed from a model saved before they were
+            recorded, which records none (a list from then on would miss the earlier ones).
         step: batches of epoch ``epoch + 1`` already trained on (0 at an epoch boundary;
             more when training stopped or saved in the middle of that epoch); a multiple of
             ``accumulate`` unless it is the epoch's last batch.
@@ -86,6 +91,7 @@ class TrainerState:
     bad_epochs: int = 0
     plateau_epochs: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    validations: list[dict[str, Any]] | None = field(default_factory=list)
     step: int = 0
     epoch_rng: dict[str, Any] | None = None
     epoch_loss: float = 0.0
@@ -116,10 +122,15 @@ class TrainerState:
 
     @classmethod
     def from_json(
-        cls, data: dict[str, Any], history: list[dict[str, Any]], updates: int = 0
+        cls,
+        data: dict[str, Any],
+        history: list[dict[str, Any]],
+        updates: int = 0,
+        validations: list[dict[str, Any]] | None = None,
     ) -> TrainerState:
-        """The state :meth:`to_json` wrote; ``updates`` counts the updates of a state
-        written before they were counted (the optimizer state's ``step``)."""
+        """The state :meth:`to_json` wrote, with the run's ``history`` and ``validations``
+        (None for a state saved before they were recorded); ``updates`` counts the updates
+        of a state written before they were counted (the optimizer state's ``step``)."""
         # states written before early_stopping_metric existed hold a loss as best_loss
         best = data.get("best_score", data.get("best_loss"))
         return cls(
@@ -130,6 +141,7 @@ class TrainerState:
             bad_epochs=int(data["bad_epochs"]),
             plateau_epochs=int(data["plateau_epochs"]),
             history=list(history),
+            validations=None if validations is None else list(validations),
             # states written before mid-epoch resumption existed are at an epoch boundary
             step=int(data.get("step", 0)),
             epoch_rng=data.get("epoch_rng"),

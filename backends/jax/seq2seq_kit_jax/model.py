@@ -30,7 +30,7 @@ from seq2seq_kit.weights import (
     weight_shapes,
 )
 
-from . import rnn, transformer
+from . import ema, rnn, transformer
 from .decoding import decoder
 from .dropout import Dropout
 from .loss import summed_loss
@@ -131,6 +131,8 @@ class JaxModel:
         self.set_weights(initial_weights(spec, self.seed))
         size = sum(math.prod(shape) for shape in self._shapes.values())
         self._m = self._v = jnp.zeros(size, jnp.float32)  # flat: see optimizer.update
+        # the moving average of ema_decay, flat as the moments (see .ema)
+        self._ema = jnp.zeros(size if self.optimizer_spec.ema_decay else 0, jnp.float32)
 
     # ------------------------------------------------------------------ Model protocol
 
@@ -138,7 +140,8 @@ class JaxModel:
         """One clipped Adam step from the non-empty list ``batches``: the gradient of the
         mean label-smoothed token loss over all their real target positions (with dropout
         if the spec asks, masks drawn from ``(seed, updates so far, place in the list)``).
-        Returns that mean loss, before the update."""
+        Returns that mean loss, before the update. With an ``ema_decay``, the moving
+        average takes in the updated weights (:mod:`.ema`)."""
         total_loss, total_grads = 0.0, None
         for position, batch in enumerate(batches):
             value, grads = self._summed(batch, position, train=True)
@@ -157,6 +160,10 @@ class JaxModel:
             bias2_root,
         )
         self.steps += 1
+        if self.optimizer_spec.ema_decay:
+            keep, take = ema.factors(self.optimizer_spec.ema_decay, self.steps)
+            frozen = self._hyper.frozen
+            self._ema = ema.update(frozen, self._ema, self._params, keep, take)
         return total_loss * scale
 
     def loss(self, batch: Batch) -> float:
@@ -210,7 +217,8 @@ class JaxModel:
     def optimizer_state(self) -> dict[str, np.ndarray]:
         """Adam's state: ``step`` (int64 scalar), ``learning_rate`` (float64 scalar),
         ``seed`` (int64 scalar: the dropout seed) and float32 ``m/NAME``, ``v/NAME`` for
-        every canonical weight NAME (copies)."""
+        every canonical weight NAME (copies); with an ``ema_decay``, the moving average as
+        ``ema/NAME`` too."""
         state = {
             "step": np.array(self.steps, dtype=np.int64),
             "learning_rate": np.array(self.learning_rate, dtype=np.float64),
@@ -220,6 +228,8 @@ class JaxModel:
         for name in self._shapes:
             state[f"m/{name}"] = np.array(m[name], dtype=np.float32)
             state[f"v/{name}"] = np.array(v[name], dtype=np.float32)
+        if self.optimizer_spec.ema_decay:
+            state.update({f"ema/{name}": w for name, w in self.ema_weights().items()})
         return state
 
     def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
@@ -227,12 +237,24 @@ class JaxModel:
         saved run); ``ValueError`` naming every missing, unexpected or mis-shaped entry,
         before changing anything."""
         arrays = {key: np.asarray(value) for key, value in state.items()}
-        check_optimizer_state(self.spec, arrays)
+        averaged = bool(self.optimizer_spec.ema_decay)
+        check_optimizer_state(self.spec, arrays, ema=averaged)
         self._m = flatten({n: arrays[f"m/{n}"] for n in self._shapes})
         self._v = flatten({n: arrays[f"v/{n}"] for n in self._shapes})
+        if averaged:
+            self._ema = flatten({n: arrays[f"ema/{n}"] for n in self._shapes})
         self.steps = int(arrays["step"])
         self.learning_rate = float(arrays["learning_rate"])
         self.seed = int(arrays["seed"])
+
+    def ema_weights(self) -> dict[str, np.ndarray]:
+        """Float32 copies of the moving average of the weights, canonical names and shapes
+        (:class:`seq2seq_kit.backend.EmaModel`); the weights before the first update or
+        without an ``ema_decay``."""
+        if not self.optimizer_spec.ema_decay or not self.steps:
+            return self.get_weights()
+        average = unflatten(self._ema, self._params)
+        return {name: np.array(average[name], dtype=np.float32) for name in self._shapes}
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Float32 copies of all weights, canonical names and shapes."""

@@ -37,6 +37,7 @@ from seq2seq_kit.weights import (  # noqa: E402
 )
 
 from .dropout import step_seed  # noqa: E402
+from .ema import Ema  # noqa: E402
 from .layout import variables_by_name  # noqa: E402
 from .optimizer import make_optimizer  # noqa: E402
 from .placement import placement  # noqa: E402
@@ -138,11 +139,14 @@ class _Core:
             (self.scaler or self.optimizer).build(self.trainable)
             # A variable, not a constant of the traces: restoring a seed retraces nothing.
             self.seed = tf.Variable(0, dtype=tf.int64, trainable=False, name="dropout_seed")
+            self.ema = Ema(self.variables, optimizer_spec.ema_decay, frozen)
         # Every variable but the weights (which set_weights replaces) as first built: the
-        # optimizer's step, learning rate and moments, a loss scale and its counter.
+        # optimizer's step, learning rate and moments, a loss scale and its counter, the
+        # moving average.
         seen = {id(v) for v in self.trainable}
         self._fresh = []
-        for v in (*self.network.variables, *self.optimizer.variables, *self._scaling()):
+        shadows = self.ema.shadows.values()
+        for v in (*self.network.variables, *self.optimizer.variables, *self._scaling(), *shadows):
             if id(v) not in seen:
                 seen.add(id(v))
                 self._fresh.append((v, v.numpy()))
@@ -226,9 +230,19 @@ class _Core:
         return self._loss_and_gradients(batch, total, seed, scaled=True)
 
     def _apply(self, grads):
+        # the update count before the step (an update the fp16 loss scale skips leaves it,
+        # and the average, as they are); the explicit dependency orders the read before
+        # Adam's increment, which a traced graph did not (the average then never moved)
+        before = tf.identity(self.optimizer.iterations.value)
         # the frozen weights' gradients stay out: no step, and no part in the clipping norm
         grads = [grads[i] for i in self.updated]
         variables = [self.trainable[i] for i in self.updated]
+        with tf.control_dependencies([before]):
+            self._adam(grads, variables)
+        self.ema.update(before, self.optimizer.iterations)
+        return self.optimizer.iterations
+
+    def _adam(self, grads, variables):
         if self.scaler is None:
             self.optimizer.apply(grads, variables)  # clips the summed gradient first
         else:
@@ -236,7 +250,6 @@ class _Core:
             # for a mirrored one too: the gradients are already summed, so every worker
             # takes the same decision on overflow (apply() refuses cross-replica context)
             self.scaler._common_apply(grads, variables)
-        return self.optimizer.iterations
 
     def _sum_and_apply(self, grads):
         """Sum ``grads`` over the workers (the strategy's all-reduce, in replica context),
@@ -344,6 +357,7 @@ class KerasModel:
         spec: the spec.
         network: the :class:`.rnn.Seq2Seq` or :class:`.transformer.Transformer` layer.
         optimizer: the Keras optimizer (:class:`~seq2seq_kit_keras.optimizer.Adam`).
+        ema: the :class:`.ema.Ema` of the weights (no shadows without ``ema_decay``).
 
     The decoder state handed out by :meth:`encode` and :meth:`step` is a
     :class:`DecoderState`. Arguments are not checked here: ``Backend.create`` returns the
@@ -374,7 +388,7 @@ class KerasModel:
         if key is not None:
             # the core must not refer to this model, or the model would never be dropped
             weakref.finalize(self, _POOL.give, key, core).atexit = False
-        self.network, self.optimizer = core.network, core.optimizer
+        self.network, self.optimizer, self.ema = core.network, core.optimizer, core.ema
         self._variables, self._trainable, self._seed = core.variables, core.trainable, core.seed
         self._train_fn, self._accumulate_fn = core.train_fn, core.accumulate_fn
         self._apply_fn, self._sum_apply_fn = core.apply_fn, getattr(core, "sum_apply_fn", None)
@@ -397,7 +411,8 @@ class KerasModel:
         none) and ``total_tokens`` the target tokens of the whole update; the gradient of
         (this worker's token losses) / ``total_tokens`` is summed over the workers by the
         strategy's all-reduce before clipping, every worker applies that same update, and
-        the return value is this worker's share of the loss."""
+        the return value is this worker's share of the loss. With an ``ema_decay``, the
+        moving average takes in the updated weights (:mod:`.ema`)."""
         arrays = [self._batch_arrays(batch) for batch in batches]
         total = np.float32(sum(float(a[4].sum()) for a in arrays))
         if self.placement.strategy is not None:
@@ -486,9 +501,12 @@ class KerasModel:
     def optimizer_state(self) -> dict[str, np.ndarray]:
         """Adam's state: ``step`` (int64 scalar), ``learning_rate`` (float64 scalar),
         ``seed`` (int64 scalar: the dropout seed) and float32 ``m/NAME``, ``v/NAME`` for
-        every canonical weight NAME (copies)."""
+        every canonical weight NAME (copies); with an ``ema_decay``, the moving average as
+        ``ema/NAME`` too."""
         state = self.optimizer.get_state(self._variables)
         state["seed"] = np.array(int(self._seed.numpy()), dtype=np.int64)
+        if self.ema.decay:
+            state.update({f"ema/{name}": w for name, w in self.ema_weights().items()})
         return state
 
     def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
@@ -496,9 +514,19 @@ class KerasModel:
         the saved run); ``ValueError`` naming every missing, unexpected or mis-shaped
         entry, before changing anything."""
         arrays = {key: np.asarray(value) for key, value in state.items()}
-        check_optimizer_state(self.spec, arrays)
+        check_optimizer_state(self.spec, arrays, ema=bool(self.ema.decay))
         self._seed.assign(int(arrays.pop("seed")))
         self.optimizer.set_state(self._variables, arrays)
+        if self.ema.decay:
+            self.ema.load({name: arrays[f"ema/{name}"] for name in self._variables})
+
+    def ema_weights(self) -> dict[str, np.ndarray]:
+        """Float32 copies of the moving average of the weights, canonical names and shapes
+        (:class:`seq2seq_kit.backend.EmaModel`); the weights before the first update or
+        without an ``ema_decay``."""
+        if not self.ema.decay or not int(self.optimizer.iterations.numpy()):
+            return self.get_weights()
+        return self.ema.weights()
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Float32 copies of all weights, canonical names and shapes."""

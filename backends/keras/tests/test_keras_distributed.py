@@ -98,11 +98,12 @@ def tensors(directory: Path, name: str) -> dict[str, np.ndarray]:
 
 def test_two_workers_take_the_updates_of_one_process_with_their_combined_batch(tmp_path):
     # 41 pairs in batches of 8: 6 updates, the last of one pair (worker 1 trains nothing
-    # in it but still joins the all-reduce)
+    # in it but still joins the all-reduce); the moving average of the weights, mirrored
+    # like them, is validated and saved (weights.safetensors, ema/ of optimizer.safetensors)
     train = write_pairs(tmp_path / "train.tsv", range(100, 141))
     valid = write_pairs(tmp_path / "valid.tsv", range(500, 508))
     options = ["--data", str(train), "--valid", str(valid), "--hidden-size", "16"]
-    options += ["--attention", "general", "--epochs", "1", "--no-bucket"]
+    options += ["--attention", "general", "--epochs", "1", "--no-bucket", "--ema-decay", "0.5"]
     workers = start_workers(tmp_path / "two", *options, "--batch-size", "4")
     one = subprocess.run(
         train_command(tmp_path / "one", *options, "--batch-size", "8"),
@@ -142,6 +143,8 @@ def test_two_workers_take_the_updates_of_one_process_with_their_combined_batch(t
             np.testing.assert_allclose(got[key], expected[key], atol=1e-5, err_msg=f"{name} {key}")
     start = tensors(tmp_path / "one", "last.safetensors")
     assert any(np.abs(w).max() > 0 for w in start.values())
+    averaged = tensors(tmp_path / "two", "weights.safetensors")
+    assert all(not np.array_equal(averaged[key], value) for key, value in start.items())
 
 
 def test_a_killed_worker_stops_the_other_naming_it_and_the_model_still_loads(tmp_path):

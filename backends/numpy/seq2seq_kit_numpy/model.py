@@ -23,6 +23,7 @@ from seq2seq_kit.weights import (
     weight_shapes,
 )
 
+from .ema import Ema
 from .ops import Dropout
 from .optimizer import Adam
 from .rnn import RNN
@@ -77,6 +78,7 @@ class NumpyModel:
         network = Transformer if isinstance(spec, TransformerSpec) else RNN
         self.network = network(spec, self._w, self._g, self.dtype)
         self.optimizer = Adam(self.optimizer_spec, self._shapes, self.dtype)
+        self.ema = Ema(self.optimizer_spec, self._shapes, self.dtype)
         self.set_weights(initial_weights(spec, seed))
 
     # ------------------------------------------------------------------ Model protocol
@@ -85,7 +87,8 @@ class NumpyModel:
         """One Adam step on the concatenation of ``batches`` (a non-empty list; a single
         :class:`Batch` is taken as ``[batch]``): the loss and gradient are the sums of each
         batch's token-weighted share, so the update equals that of one concatenated batch
-        (fairseq's ``--update-freq``); clipping applies to the summed gradient. With
+        (fairseq's ``--update-freq``); clipping applies to the summed gradient. With an
+        ``ema_decay``, the moving average takes in the updated weights (:mod:`.ema`). With
         dropout, batch ``i`` draws its masks from ``default_rng((seed, updates so far))``
         for ``i = 0`` and ``default_rng((seed, updates so far, i))`` after. Returns the loss
         (nats per target token, with those masks and label smoothing) before the update."""
@@ -107,6 +110,7 @@ class NumpyModel:
                 self._accumulated += self._grad_flat
         grads = self._grad_flat if len(batches) == 1 else self._accumulated
         self.optimizer.update(self._flat, grads)
+        self.ema.update(self._flat, self.optimizer.t)
         return loss
 
     def loss(self, batch: Batch) -> float:
@@ -154,17 +158,29 @@ class NumpyModel:
     def optimizer_state(self) -> dict[str, np.ndarray]:
         """Adam's state: ``step`` (int64 scalar), ``learning_rate`` (float64 scalar),
         ``seed`` (int64 scalar: the dropout seed) and float32 ``m/NAME``, ``v/NAME`` for
-        every canonical weight NAME (copies)."""
-        return {**self.optimizer.get_state(), "seed": np.array(self.seed, dtype=np.int64)}
+        every canonical weight NAME (copies); with an ``ema_decay``, the moving average as
+        ``ema/NAME`` too."""
+        return {
+            **self.optimizer.get_state(),
+            "seed": np.array(self.seed, dtype=np.int64),
+            **self.ema.state(self._w, self.optimizer.t),
+        }
 
     def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
         """Restore :meth:`optimizer_state` (the dropout seed too, so masks continue as in
         the saved run); ``ValueError`` naming every missing, unexpected or mis-shaped
         entry, before changing anything."""
-        check_optimizer_state(self.spec, state)
+        check_optimizer_state(self.spec, state, ema=bool(self.ema.decay))
         state = dict(state)
         self.seed = int(state.pop("seed"))
         self.optimizer.set_state(state)
+        self.ema.restore(state)
+
+    def ema_weights(self) -> dict[str, np.ndarray]:
+        """Float32 copies of the moving average of the weights, canonical names and shapes
+        (:class:`seq2seq_kit.backend.EmaModel`); the weights before the first update or
+        without an ``ema_decay``."""
+        return self.ema.weights(self._w, self.optimizer.t)
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Float32 copies of all weights, canonical names and shapes."""

@@ -29,6 +29,7 @@ from seq2seq_kit.runtime import Runtime
 from seq2seq_kit.spec import OptimizerSpec, Spec, TransformerSpec
 from seq2seq_kit.weights import check_optimizer_state, check_weights, initial_weights
 
+from .ema import Ema
 from .layout import Layout
 from .loss import smoothed_cross_entropy
 from .optimizer import ClippedAdam
@@ -72,6 +73,7 @@ class TorchModel:
         net: the :func:`network`, in eval mode outside :meth:`train_step`.
         layout: its :class:`.layout.Layout`.
         optimizer: the :class:`optimizer.ClippedAdam` over ``net``'s trained parameters.
+        ema: the :class:`.ema.Ema` of ``net``'s parameters (empty without ``ema_decay``).
         placement: the :class:`.placement.Placement`: device, precision, fp16 scaler.
         world_size: the processes of a data-parallel run (1 alone).
 
@@ -102,9 +104,9 @@ class TorchModel:
         self.layout = Layout(spec)
         self._params = dict(self.net.named_parameters())
         self._dropout = spec.dropout > 0.0 or getattr(spec, "attention_dropout", 0.0) > 0.0
-        self.optimizer = ClippedAdam(
-            self.net.parameters(), self.optimizer_spec, self._frozen_masks()
-        )
+        masks = self._frozen_masks()
+        self.optimizer = ClippedAdam(self.net.parameters(), self.optimizer_spec, masks)
+        self.ema = Ema(self._params, self.optimizer_spec.ema_decay, masks)
         self.set_weights(initial_weights(spec, seed))
         group = None if runtime is None else runtime.group
         self.world_size = 1 if group is None else group.world_size
@@ -128,7 +130,8 @@ class TorchModel:
         Data-parallel (built with a group, given ``total_tokens``): this rank's batches,
         possibly none, and the update's target tokens over all ranks; the gradient is that
         of the sum of every rank's token losses over ``total_tokens``; returns this rank's
-        share of that loss."""
+        share of that loss. With an ``ema_decay``, the moving average takes in the updated
+        weights (:mod:`.ema`)."""
         if self._data_parallel is not None and total_tokens is not None:
             losses = self._distributed_loss_and_gradients
             losses = functools.partial(losses, total_tokens=total_tokens)
@@ -144,7 +147,10 @@ class TorchModel:
                 loss = losses(batches, reseed=True)
             finally:
                 self.net.eval()
+        steps = self.optimizer.steps
         self.optimizer.step(self.placement.scaler)
+        if self.optimizer.steps > steps:  # fp16 skips an update whose gradient overflows
+            self.ema.update(self.optimizer.steps)
         return loss
 
     def loss(self, batch: Batch) -> float:
@@ -213,7 +219,7 @@ class TorchModel:
         """Adam's state: ``step`` (int64 scalar), ``learning_rate`` (float64 scalar),
         ``seed`` (int64 scalar: the dropout seed) and float32 ``m/NAME``, ``v/NAME`` for
         every canonical weight NAME (copies; the moments map to the canonical layout as the
-        weights do)."""
+        weights do); with an ``ema_decay``, the moving average as ``ema/NAME`` too."""
         state = {
             "step": np.array(self.optimizer.steps, dtype=np.int64),
             "learning_rate": np.array(self.optimizer.learning_rate, dtype=np.float64),
@@ -224,6 +230,8 @@ class TorchModel:
             canonical = self.layout.to_canonical({n: mv[index] for n, mv in moments.items()})
             for name, value in canonical.items():
                 state[f"{key}/{name}"] = self._to_numpy(value, np.float32)
+        if self.ema.decay:
+            state.update({f"ema/{n}": w for n, w in self.ema_weights().items()})
         return state
 
     def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
@@ -231,7 +239,7 @@ class TorchModel:
         the saved run); ``ValueError`` naming every missing, unexpected or mis-shaped entry
         (or a bad step, seed, learning rate or moment), before changing anything."""
         arrays = {key: np.asarray(value) for key, value in state.items()}
-        check_optimizer_state(self.spec, arrays)
+        check_optimizer_state(self.spec, arrays, ema=bool(self.ema.decay))
         names = self.layout.shapes
         m, v = (
             self.layout.from_canonical({n: torch.tensor(arrays[f"{key}/{n}"]) for n in names})
@@ -240,6 +248,19 @@ class TorchModel:
         self.optimizer.load({self._params[n]: (m[n], v[n]) for n in m}, int(arrays["step"]))
         self.optimizer.set_learning_rate(float(arrays["learning_rate"]))
         self.seed = int(arrays["seed"])
+        if self.ema.decay:
+            canonical = {n: torch.tensor(arrays[f"ema/{n}"]) for n in names}
+            self.ema.load(self.layout.from_canonical(canonical))
+
+    def ema_weights(self) -> dict[str, np.ndarray]:
+        """Float32 copies of the moving average of the weights, canonical names and shapes
+        (:class:`seq2seq_kit.backend.EmaModel`); the weights before the first update or
+        without an ``ema_decay``."""
+        if not self.ema.decay or not self.optimizer.steps:
+            return self.get_weights()
+        with torch.no_grad():
+            weights = self.layout.to_canonical(self.ema.shadows)
+            return {name: self._to_numpy(w, np.float32) for name, w in weights.items()}
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Float32 copies of all weights, canonical names and shapes."""

@@ -24,6 +24,7 @@ from safetensors.numpy import load_file  # noqa: E402
 
 import seq2seq_kit  # noqa: E402
 from seq2seq_kit import cli  # noqa: E402
+from seq2seq_kit.spec import OptimizerSpec  # noqa: E402
 
 #: a small attention RNN on num2words pairs, no validation split
 MODEL = [
@@ -125,6 +126,10 @@ def spec():
     )
 
 
+#: The optimizer of the ranks and of the one process: Adam's defaults and an average.
+AVERAGED = OptimizerSpec(ema_decay=0.5)
+
+
 def batches_of(pairs_lists):
     from seq2seq_kit.batching import make_batch
 
@@ -139,29 +144,34 @@ def train_rank(rank: int, port: int, out: str) -> None:
     from seq2seq_kit.runtime import Launch, Runtime
 
     group = join(Launch("torchrun", rank, 2), Runtime())
-    model = build(spec(), seed=3, optimizer=None, runtime=Runtime(group=group))
+    model = build(spec(), seed=3, optimizer=AVERAGED, runtime=Runtime(group=group))
     shares = []
     for update in UPDATES:
         total = sum(b.num_target_tokens for part in update for b in batches_of(part))
         shares.append(model.train_step(batches_of(update[rank]), total_tokens=total))
-    np.savez(Path(out) / f"rank{rank}.npz", shares=shares, **model.get_weights())
+    average = {f"ema:{name}": w for name, w in model.ema_weights().items()}
+    np.savez(Path(out) / f"rank{rank}.npz", shares=shares, **model.get_weights(), **average)
     group.close()
 
 
 def test_train_step_sums_the_gradients_of_the_ranks(tmp_path):
     """The contract of ``train_step(batches, total_tokens)``: the ranks' update is that of
     their batches accumulated in one process, also when a rank's batch skips the encoder
-    or a rank has no batch at all; the returned shares sum to the one process's loss."""
+    or a rank has no batch at all; the returned shares sum to the one process's loss. Each
+    rank keeps the moving average of the weights the one process keeps."""
     from seq2seq_kit_torch import build
 
     torch.multiprocessing.spawn(train_rank, args=(free_port(), str(tmp_path)), nprocs=2)
     ranks = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
-    single = build(spec(), seed=3, optimizer=None)
+    single = build(spec(), seed=3, optimizer=AVERAGED)
     losses = [single.train_step(batches_of(update[0] + update[1])) for update in UPDATES]
     np.testing.assert_allclose(ranks[0]["shares"] + ranks[1]["shares"], losses, rtol=1e-6)
-    for name, weight in single.get_weights().items():
+    weights, average = single.get_weights(), single.ema_weights()
+    for name, weight in weights.items():
+        assert not np.array_equal(average[name], weight), name
         for rank in ranks:
             np.testing.assert_allclose(rank[name], weight, atol=1e-6, err_msg=name)
+            np.testing.assert_allclose(rank[f"ema:{name}"], average[name], atol=1e-6)
 
 
 def decoded_validation():
