@@ -23,7 +23,7 @@ import numpy as np
 
 from .architectures import required_capabilities, weight_shapes
 from .batch import Batch
-from .capabilities import MODEL, RUNTIME, TRAINING
+from .capabilities import MODEL, RUNTIME, SEARCH_OPTIONS, TRAINING
 from .errors import BackendError
 from .runtime import ProcessGroup, Runtime
 from .spec import OptimizerSpec, Spec
@@ -34,7 +34,7 @@ State = Any
 #: Capabilities a backend may declare; the conformance suite skips checks of undeclared ones.
 #: Without ``train`` a backend is inference only (see :class:`Model`). Named subsets a plugin
 #: combines: :mod:`seq2seq_kit.capabilities`.
-KNOWN_CAPABILITIES = MODEL | TRAINING | RUNTIME | {"beam", "search"}
+KNOWN_CAPABILITIES = MODEL | TRAINING | RUNTIME | SEARCH_OPTIONS | {"beam", "search"}
 
 
 def distribution_version(distribution: str) -> str:

@@ -1,7 +1,8 @@
 """The numerics of :func:`seq2seq_kit.decoding.beam_search` (its docstring gives the
 scheme and the stopping bound), step by step: the live beams, the best extensions of
-each, and the finished hypotheses with their ranks. Also the two pieces greedy decoding
-shares with it: the GNMT length penalty and the masking of the specials."""
+each, and the finished hypotheses with their ranks. Also the GNMT length penalty, which
+sampling's rankings share with it. Each step's log-probabilities go through the step
+processing every search shares (:mod:`.logits_processing`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .backend import Model
+from .logits_processing import StepProcessor
 from .vocab import Vocabulary
 
 _NEG_INF = -np.inf
@@ -28,14 +30,6 @@ def length_penalty(length: int | np.ndarray, alpha: float) -> float | np.ndarray
     return ((5.0 + np.asarray(length, dtype=np.float64)) / 6.0) ** alpha
 
 
-def mask_specials(log_probs: np.ndarray, vocab: Vocabulary) -> np.ndarray:
-    """A float32 copy of ``log_probs`` [rows, V] with PAD, BOS and UNK at -inf: no output
-    ever holds one."""
-    log_probs = np.array(log_probs, dtype=np.float32, copy=True)
-    log_probs[:, [vocab.pad_id, vocab.bos_id, vocab.unk_id]] = _NEG_INF
-    return log_probs
-
-
 def best_outputs(
     model: Model,
     src_ids: np.ndarray,
@@ -45,10 +39,14 @@ def best_outputs(
     width: int,
     n_best: int,
     alpha: float,
+    process: StepProcessor | None = None,
 ) -> list[list[Output]]:
     """Beam search of ``width`` beams over int32 [B, S] sources: per sentence, up to
     ``n_best`` distinct outputs, best first. The options are the caller's to check:
-    ``width >= n_best >= 1`` and ``alpha >= 0``, which the stopping bound assumes."""
+    ``width >= n_best >= 1`` and ``alpha >= 0``, which the stopping bound assumes.
+    ``process`` is each step's processing of the log-probabilities (default: the specials
+    masked)."""
+    process = process or StepProcessor(vocab)
     n_sent = src_ids.shape[0]
     state = model.encode(src_ids, src_lengths)
     state = model.reorder(state, np.repeat(np.arange(n_sent), width).astype(np.int64))
@@ -60,7 +58,7 @@ def best_outputs(
     max_penalty = float(length_penalty(max_length + 1, alpha))
     for t in range(max_length + 1):
         log_probs, state = model.step(beams.tokens.reshape(-1), state)
-        log_probs = mask_specials(log_probs, vocab)
+        log_probs = process(log_probs, t, beams.history, np.repeat(beams.alive, width))
         steps = log_probs.reshape(len(beams.alive), width, log_probs.shape[1])
         if t == max_length:
             _finish_at_max_length(beams, steps, vocab.eos_id, finished, t)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from .backend import Model
 from .config import Config, DecodeConfig
+from .config.decode import SAMPLING_DEFAULTS
 from .data import Pair
 from .decoding import Search, decode, plan
 from .errors import BackendError
@@ -73,10 +74,14 @@ def decoded_validation(
     The first ``valid_decode_limit`` distinct sources are kept, each with every target it
     has among ``pairs`` as a reference. They are decoded with ``valid_beam`` (1: greedy) and
     the ``[decode]`` table's ``length_penalty``, ``max_length`` (default: the model's cap,
-    :meth:`~seq2seq_kit.translator.Translator.decoding_limit`) and ``batch_size``.
+    :meth:`~seq2seq_kit.translator.Translator.decoding_limit`), ``batch_size`` and output
+    controls (``min_length``, ``no_repeat_ngram_size``, ``banned_tokens``), never by
+    sampling: a validation compares checkpoints, so its decoding is a search.
 
     Raises:
         BackendError: ``valid_beam`` above 1 for a backend without the ``beam`` capability.
+        OptionError: an output control that does not fit the model (a banned token its
+            target vocabulary lacks...).
     """
     train = cfg.train
     if not train.valid_metrics:
@@ -87,14 +92,14 @@ def decoded_validation(
             f"declare the 'beam' capability; validate greedily (valid_beam = 1) or choose "
             f"another backend"
         )
-    options = DecodeConfig.model_validate(
-        {**cfg.decode.model_dump(), "beam": train.valid_beam, "n_best": 1}
-    )
+    searched = {**cfg.decode.model_dump(), **SAMPLING_DEFAULTS, "sampling": False}
+    options = DecodeConfig.model_validate({**searched, "beam": train.valid_beam, "n_best": 1})
     search = plan(
         options,
         translator.decoding_limit(options.max_length),
         translator.capabilities,
         translator.backend,
+        translator.target_vocab,
     )
     grouped, references = group_references(pairs)
     first: dict[str, int] = {}  # the pair whose ids stand for its source

@@ -122,6 +122,20 @@ class BackendError(Seq2SeqError):
     """A backend is unknown, not installed, or failed to load."""
 
 
+class CapabilityError(BackendError):
+    """A decoding option the backend running the model does not declare the capability of
+    (beam search without ``beam``; sampling, a prefix or an output control asked of an
+    engine with its own search that does not map it).
+
+    Attributes:
+        option: the ``[decode]`` key (a request's field) that asked for it.
+    """
+
+    def __init__(self, message: str, option: str):
+        super().__init__(message)
+        self.option = option
+
+
 class ExportError(Seq2SeqError):
     """A model cannot be exported: an unknown format, an output in the way, or something
     the format cannot express (named)."""
@@ -134,6 +148,34 @@ class ModelImportError(Seq2SeqError):
 
 class ConfigError(Seq2SeqError):
     """A configuration file or option is invalid (names file and key)."""
+
+
+class OptionError(ConfigError):
+    """A decoding option valid alone that does not fit the model it decodes with
+    (``min_length`` over the length cap, a banned token the target vocabulary lacks).
+
+    Attributes:
+        option: the ``[decode]`` key, with its index for a list's item
+            (``banned_tokens[1]``).
+    """
+
+    def __init__(self, message: str, option: str):
+        super().__init__(message)
+        self.option = option
+
+
+class PrefixError(Seq2SeqError, ValueError):
+    """A target prefix that cannot be forced (a piece the target vocabulary lacks, a
+    banned token, more tokens than the length cap, no source text).
+
+    Attributes:
+        reason: what is wrong, without the line. line: the 1-based input line, or None.
+    """
+
+    def __init__(self, reason: str, line: int | None):
+        where = f"input line {line}: " if line is not None else ""
+        super().__init__(f"{where}target prefix: {reason}")
+        self.reason, self.line = reason, line
 
 
 class TrainingError(Seq2SeqError):

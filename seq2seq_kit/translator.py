@@ -25,9 +25,20 @@ from .config import (
     resolve_backend,
 )
 from .data import Pair
-from .decoding import Hypothesis, Search, decode, encode, encode_text, greedy, plan
+from .decoding import (
+    Hypothesis,
+    Search,
+    decode,
+    encode,
+    encode_prefixes,
+    encode_text,
+    greedy,
+    plan,
+)
 from .errors import (
     ConfigError,
+    OptionError,
+    PrefixError,
     Seq2SeqError,
     allocating,
     option,
@@ -120,40 +131,64 @@ class Translator:
         table the model was trained with, over the built-in defaults.
 
         Raises:
-            ConfigError: an option breaks the ``[decode]`` rules, naming it.
+            ConfigError: an option breaks the ``[decode]`` rules, naming it: an
+                :class:`OptionError` whose ``option`` is the key to change, where one is.
         """
         saved = (self.meta.get("config") or {}).get("decode") or {}
         given = {k: v for k, v in options.items() if v is not None}
         try:
             return DecodeConfig.model_validate({**saved, **given})
         except ValidationError as exc:
-            raise ConfigError(describe_errors(exc)) from None
+            key = _option_of(exc.errors()[0])
+            message = describe_errors(exc)
+            raise (OptionError(message, key) if key else ConfigError(message)) from None
 
     def hypotheses(
         self,
         texts: Sequence[str],
         *,
+        prefix: Sequence[str] | None = None,
         beam: int | None = None,
         n_best: int | None = None,
         length_penalty: float | None = None,
         max_length: int | None = None,
         unknown: str | None = None,
         batch_size: int | None = None,
+        sampling: bool | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        num_samples: int | None = None,
+        seed: int | None = None,
+        min_length: int | None = None,
+        no_repeat_ngram_size: int | None = None,
+        banned_tokens: Sequence[str] | None = None,
     ) -> list[list[Hypothesis]]:
         """Decode every text: greedy for ``beam == 1 and n_best == 1``, else beam search
-        (``n_best`` above ``beam`` widens the beam). Returns, per text, its n-best list (one
-        entry for greedy). Options left ``None`` take the model's saved ``[decode]``
-        settings (:meth:`decode_config`); ``max_length`` then defaults to the cap saved
-        with the model, and is lowered to what the model can decode (a Transformer's
-        ``max_positions - 1``: :meth:`decoding_limit`).
+        (``n_best`` above ``beam`` widens the beam), or, with ``sampling``, ``num_samples``
+        outputs drawn per text (:func:`seq2seq_kit.decoding.sample`). Returns, per text, its
+        n-best list (one entry for greedy; the samples, best first, for sampling). Options
+        left ``None`` take the model's saved ``[decode]`` settings (:meth:`decode_config`,
+        whose keys they are); ``max_length`` then defaults to the cap saved with the model,
+        and is lowered to what the model can decode (a Transformer's ``max_positions - 1``:
+        :meth:`decoding_limit`).
+
+        ``prefix``, one string per text (``""`` for none), is the start every output of
+        that text is forced to (its target tokens, tokenized alone); decoding goes on after
+        it, and the hypotheses' ids, text and score include it
+        (:func:`seq2seq_kit.decoding.encode_prefixes`).
 
         Raises:
             UnknownTokenError: a token not in the source vocabulary, naming it, its position
                 and the 1-based input line, unless ``unknown="replace"`` maps it to UNK.
             InputTooLongError: a text with more source tokens than the model can encode (a
                 Transformer's ``max_positions``), naming its line and both lengths.
-            ConfigError: an option out of range (``beam=0``, ``length_penalty=nan``...).
-            BackendError: beam search asked of a backend without the ``beam`` capability.
+            ConfigError: an option out of range (``beam=0``, ``length_penalty=nan``...),
+                a sampling option without ``sampling``, or (:class:`OptionError`) one
+                that does not fit the model (a banned token it lacks...).
+            PrefixError: a prefix that cannot be forced, naming its line.
+            BackendError: beam search asked of a backend without the ``beam`` capability,
+                or (:class:`CapabilityError`) an option an engine's own search lacks.
             OutOfMemory: decoding ran out of memory, naming the decode settings.
         """
         texts = _text_list(texts)
@@ -164,40 +199,66 @@ class Translator:
             max_length=max_length,
             unknown=unknown,
             batch_size=batch_size,
+            sampling=sampling,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            num_samples=num_samples,
+            seed=seed,
+            min_length=min_length,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            banned_tokens=None if banned_tokens is None else list(banned_tokens),
         )
-        return self._decode(texts, options)
+        return self._decode(texts, options, _prefix_list(prefix, len(texts)))
 
-    def decode_texts(self, texts: Sequence[str], options: DecodeConfig) -> list[list[Hypothesis]]:
+    def decode_texts(
+        self, texts: Sequence[str], options: DecodeConfig, prefix: Sequence[str] | None = None
+    ) -> list[list[Hypothesis]]:
         """:meth:`hypotheses` with every option given by ``options``, as
         :meth:`decode_config` resolved them (a command that also reads them to write its
         output resolves them once).
 
         Raises:
-            As :meth:`hypotheses`, except ``ConfigError`` (``options`` are validated).
+            As :meth:`hypotheses`, except the ``ConfigError`` of an option out of range
+            (``options`` are validated).
         """
-        return self._decode(_text_list(texts), options)
+        texts = _text_list(texts)
+        return self._decode(texts, options, _prefix_list(prefix, len(texts)))
 
-    def _decode(self, texts: list[str], options: DecodeConfig) -> list[list[Hypothesis]]:
+    def _decode(
+        self, texts: list[str], options: DecodeConfig, prefix: list[str] | None
+    ) -> list[list[Hypothesis]]:
         rows = encode(texts, self.source_vocab, self.model.spec, options.unknown)
         search = plan(
-            options, self.decoding_limit(options.max_length), self.capabilities, self.backend
+            options,
+            self.decoding_limit(options.max_length),
+            self.capabilities,
+            self.backend,
+            self.target_vocab,
         )
-        return self.decode_ids(rows, search=search)
+        prefixes = encode_prefixes(prefix, rows, self.target_vocab, search)
+        return self.decode_ids(rows, search=search, prefixes=prefixes)
 
     def decode_ids(
-        self, rows: Sequence[Sequence[int] | None], *, search: Search
+        self,
+        rows: Sequence[Sequence[int] | None],
+        *,
+        search: Search,
+        prefixes: Sequence[Sequence[int]] | None = None,
     ) -> list[list[Hypothesis]]:
         """Decode sources already encoded and checked (:func:`seq2seq_kit.decoding.encode`:
         ``None`` for a blank text, which gets one empty hypothesis) with options already
-        checked (:func:`seq2seq_kit.decoding.plan`): :meth:`hypotheses` after its checks,
-        or a server that checked and encoded its requests when they arrived. Returns, per
-        row, its n-best list (:func:`seq2seq_kit.decoding.decode`).
+        checked (:func:`seq2seq_kit.decoding.plan`), each output starting with its row's
+        target ids in ``prefixes`` (:func:`seq2seq_kit.decoding.encode_prefixes`):
+        :meth:`hypotheses` after its checks, or a server that checked and encoded its
+        requests when they arrived. Returns, per row, its n-best list
+        (:func:`seq2seq_kit.decoding.decode`).
 
         Raises:
             OutOfMemory: decoding ran out of memory (in any backend), naming
                 ``decode.batch_size``, ``beam``, ``n_best`` and ``max_length``.
         """
-        return decode(self.model, rows, self.target_vocab, search)
+        return decode(self.model, rows, self.target_vocab, search, prefixes)
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -310,6 +371,40 @@ def _text_list(texts: Sequence[str]) -> list[str]:
         if not isinstance(text, str):
             raise TypeError(f"texts[{number - 1}] is a {type(text).__name__}, not a string")
     return texts
+
+
+def _option_of(error: Any) -> str | None:
+    """The ``[decode]`` key a pydantic error of a :class:`DecodeConfig` is about: its
+    location (``banned_tokens[1]`` for a list's item), else the key a rule across keys
+    names (``DecodeRuleError.option``)."""
+    if error["loc"]:
+        key = ""
+        for part in error["loc"]:
+            key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+        return key
+    return getattr((error.get("ctx") or {}).get("error"), "option", None)
+
+
+def _prefix_list(prefix: Sequence[str] | None, count: int) -> list[str] | None:
+    """``prefix`` as a list of ``count`` strings, or None.
+
+    Raises:
+        TypeError: ``prefix`` is one string (not a list of them), or holds a non-string.
+        PrefixError: not one prefix per text.
+    """
+    if prefix is None:
+        return None
+    if isinstance(prefix, str):
+        raise TypeError("prefix must be a sequence of strings (one per text), not one string")
+    prefix = list(prefix)
+    for number, text in enumerate(prefix):
+        if not isinstance(text, str):
+            raise TypeError(f"prefix[{number}] is a {type(text).__name__}, not a string")
+    if len(prefix) != count:
+        raise PrefixError(
+            f'{len(prefix)} prefixes for {count} texts: give one per text ("" for none)', None
+        )
+    return prefix
 
 
 def default_max_length(targets: Sequence[Sequence[int]]) -> int:

@@ -151,6 +151,17 @@ class Vocabulary:
             ids.append(idx)
         return ids
 
+    def token_id(self, token: str) -> int:
+        """The id of the data piece ``token`` (:meth:`token` inverted for data pieces).
+
+        Raises:
+            ValueError: ``token`` is not a data piece of this vocabulary.
+        """
+        idx = self._index.get(token)
+        if idx is None:
+            raise ValueError(f"{token!r} is not a piece of this vocabulary")
+        return idx
+
     def token(self, idx: int) -> str:
         """The token of id ``idx``; specials by their names (``"</s>"``...)."""
         if not 0 <= idx < len(self):

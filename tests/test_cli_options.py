@@ -3,6 +3,7 @@ models), and the hints the CLI prints are true."""
 
 import argparse
 import json
+from typing import get_origin
 
 import pytest
 from pydantic import ValidationError
@@ -30,14 +31,19 @@ def _config_flags():
 
 def _config_accepts(section: str, key: str, value: str) -> bool:
     """Whether a config model of ``[section]`` that has ``key`` (each architecture's, for
-    ``[model]``) takes ``value`` for it, the other keys at their defaults."""
+    ``[model]``) takes ``value`` for it, the other keys at their defaults. A rule across keys
+    (an error of the whole table, such as ``seed`` without ``sampling``) is left out: a flag
+    checks its own key's rules, the whole config the others. A list key takes the value as
+    its one item, as its flag does."""
     for model in section_models(section):
         if key not in model.model_fields:
             continue
+        listed = get_origin(model.model_fields[key].annotation) is list  # the flag: A,B
         try:
-            model.model_validate_strings({key: value})
-        except ValidationError:
-            continue
+            model.model_validate_strings({key: [value] if listed else value})
+        except ValidationError as exc:
+            if all(err["loc"] for err in exc.errors()):
+                continue
         return True
     return False
 
@@ -235,3 +241,12 @@ def test_a_rule_across_keys_is_checked_on_the_values_given_together(tmp_path, ca
         assert code == 0
     else:  # the config passed; the backend is what refuses
         assert code == 2 and "lacks ['transformer']" in err
+
+
+def test_a_list_flag_with_nothing_but_spaces_is_refused(model_dir, capsys):
+    # trimmed to no item, " " would ban nothing while the user meant the space token
+    with pytest.raises(SystemExit) as exc:
+        main(["translate", "--model", str(model_dir), "--banned-tokens", " ", "3"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "argument --banned-tokens: ' ': no item" in err
+    assert main(["translate", "--model", str(model_dir), "--banned-tokens", "", "3"]) == 0

@@ -16,7 +16,8 @@ from seq2seq_kit.checkpoint import load_checkpoint
 from seq2seq_kit.config import Config, TrainConfig
 from seq2seq_kit.datasets import digits
 from seq2seq_kit.decoded_validation import decoded_validation
-from seq2seq_kit.errors import BackendError, ConfigError
+from seq2seq_kit.decoding import OutputControls
+from seq2seq_kit.errors import BackendError, ConfigError, OptionError
 from seq2seq_kit.metrics import METRICS, group_references, score
 from seq2seq_kit.plugins import get_backend
 from seq2seq_kit.runtime import SingleProcess
@@ -196,6 +197,21 @@ def test_valid_beam_searches_with_the_decode_tables_options(tmp_path, monkeypatc
     no_beam = get_backend("numpy").capabilities - {"beam"}
     monkeypatch.setattr(type(translator), "capabilities", property(lambda self: no_beam))
     with pytest.raises(BackendError, match=r"train.valid_beam = 3: backend 'numpy'.*'beam'"):
+        decoded_validation(config, translator, translator.valid_pairs, ids)
+
+
+def test_validation_searches_with_the_output_controls_and_never_samples(tmp_path):
+    translator, config = trained_translator(tmp_path)
+    config.train.valid_metrics, config.train.valid_beam = ["chrf"], 2
+    config.decode.sampling, config.decode.temperature, config.decode.seed = True, 1.5, 3
+    config.decode.min_length, config.decode.banned_tokens = 4, ["x"]
+    ids = [translator.source_vocab.encode(s) for s, _ in translator.valid_pairs]
+    validation = decoded_validation(config, translator, translator.valid_pairs, ids)
+    assert validation.search.sampling is None and validation.search.beam == 2
+    banned = translator.target_vocab.token_id("x")
+    assert validation.search.controls == OutputControls(min_length=4, banned_ids=(banned,))
+    config.decode.banned_tokens = ["<s>"]
+    with pytest.raises(OptionError, match="special"):
         decoded_validation(config, translator, translator.valid_pairs, ids)
 
 

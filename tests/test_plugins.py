@@ -251,7 +251,8 @@ def test_the_named_capability_sets_are_what_specs_and_runtimes_require():
         required_capabilities,
         runtime_capabilities,
     )
-    from seq2seq_kit.capabilities import MODEL, RUNTIME, TRAINING
+    from seq2seq_kit.capabilities import MODEL, RUNTIME, SEARCH_OPTIONS, TRAINING
+    from seq2seq_kit.decoding import SEARCH_OPTION_CAPABILITIES
     from seq2seq_kit.runtime import Runtime, SingleProcess
     from seq2seq_kit.spec import ModelSpec, TransformerSpec
 
@@ -263,4 +264,8 @@ def test_the_named_capability_sets_are_what_specs_and_runtimes_require():
     busiest = Runtime(device="cuda", precision="bf16", group=SingleProcess(world_size=2))
     assert runtime_capabilities(busiest) == RUNTIME
     assert {"train", "resume", "freeze", "ema"} == TRAINING
-    assert sorted(KNOWN_CAPABILITIES - MODEL - TRAINING - RUNTIME) == ["beam", "search"]
+    assert set(SEARCH_OPTION_CAPABILITIES.values()) == SEARCH_OPTIONS
+    assert sorted(KNOWN_CAPABILITIES - MODEL - TRAINING - RUNTIME - SEARCH_OPTIONS) == [
+        "beam",
+        "search",
+    ]

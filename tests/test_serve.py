@@ -90,6 +90,7 @@ def test_models_listing(client, models):
         "max_text_chars": 1000,
         "max_beam": 16,
         "max_n_best": 16,
+        "max_num_samples": 16,
         "max_max_length": 512,
     }
 
@@ -148,6 +149,51 @@ def test_beam_n_best_equal_in_process(client, models):
         assert [h["text"] for h in got["hypotheses"]] == [h.text for h in hyps]
         assert [h["score"] for h in got["hypotheses"]] == pytest.approx([h.score for h in hyps])
         assert [h["truncated"] for h in got["hypotheses"]] == [h.truncated for h in hyps]
+
+
+def test_sampling_and_output_controls_equal_in_process(client, models):
+    texts = ["7", "41", ""]
+    options = {"sampling": True, "num_samples": 3, "seed": 4, "temperature": 1.5, "top_p": 0.9}
+    controls = {"min_length": 2, "no_repeat_ngram_size": 2, "banned_tokens": ["x"]}
+    for asked in (options, controls, {**options, **controls}):
+        reply = translate(client, texts=texts, **asked)
+        assert reply.status_code == 200, reply.text
+        expected = models["default"].hypotheses(texts, **asked)
+        for got, hyps in zip(reply.json()["translations"], expected, strict=True):
+            assert [h["text"] for h in got["hypotheses"]] == [h.text for h in hyps]
+            assert [h["score"] for h in got["hypotheses"]] == pytest.approx([h.score for h in hyps])
+    # a seed answers the same whatever else the server decodes beside the request
+    alone = translate(client, texts=["41"], **options).json()["translations"][0]["hypotheses"]
+    among = translate(client, texts=texts, **options).json()["translations"][1]["hypotheses"]
+    assert [h["text"] for h in alone] == [h["text"] for h in among]
+    assert [h["score"] for h in alone] == pytest.approx([h["score"] for h in among], abs=1e-5)
+
+
+def test_prefixes_equal_in_process_and_batch_with_other_requests(client, models):
+    from seq2seq_kit.serving.decode import translate_requests
+    from seq2seq_kit.serving.requests import parse_body, prepare
+
+    texts, prefix = ["3", "12", "", "8"], ["th", "", "", "e"]
+    reply = translate(client, texts=texts, prefix=prefix, beam=2, n_best=2, attention=True)
+    assert reply.status_code == 200, reply.text
+    expected = models["default"].hypotheses(texts, prefix=prefix, beam=2, n_best=2)
+    for got, hyps, text, start in zip(
+        reply.json()["translations"], expected, texts, prefix, strict=True
+    ):
+        assert [h["text"] for h in got["hypotheses"]] == [h.text for h in hyps]
+        assert all(h["text"].startswith(start) for h in got["hypotheses"])
+        for h in got["hypotheses"] if text else ():  # a blank text has no weights
+            assert len(h["attention"]) == len(h["tokens"]) + (not h["truncated"])
+    # requests with and without prefixes share one decoding call
+    limits = ServeConfig()
+    bodies = [{"texts": ["3", "8"], "prefix": ["th", ""]}, {"texts": ["12"]}]
+    requests = [
+        prepare(parse_body(json.dumps(b).encode()), models, limits, "default") for b in bodies
+    ]
+    together = translate_requests(models["default"], requests)
+    for body, got in zip(bodies, together, strict=True):
+        alone = models["default"].hypotheses(body["texts"], prefix=body.get("prefix"))
+        assert [t["hypotheses"][0]["text"] for t in got] == [h[0].text for h in alone]
 
 
 def test_attention_per_hypothesis(client, models):
@@ -234,6 +280,44 @@ BAD = [
     (b'{"texts": ["3"], "length_penalty": 50}', 422, "length_penalty", ["less than or equal"]),
     (b'{"texts": ["3"], "beam": 1' + b"0" * 5000 + b"}", 400, None, ["digits"]),
     (b'{"texts": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, None, ["nests too deeply"]),
+    (b'{"texts": ["3"], "sampling": "yes"}', 422, "sampling", ["boolean"]),
+    (b'{"texts": ["3"], "sampling": true, "temperature": 0}', 422, "temperature", ["greater"]),
+    (b'{"texts": ["3"], "sampling": true, "top_p": 1.5}', 422, "top_p", ["less than or"]),
+    (b'{"texts": ["3"], "sampling": true, "top_k": -1}', 422, "top_k", ["greater than or"]),
+    (b'{"texts": ["3"], "sampling": true, "seed": "3"}', 422, "seed", ["valid integer"]),
+    (b'{"texts": ["3"], "sampling": true, "seed": -1}', 422, "seed", ["greater than or"]),
+    (
+        b'{"texts": ["3"], "sampling": true, "num_samples": 17}',
+        422,
+        "num_samples",
+        ["at most 16", "serve.max_num_samples"],
+    ),
+    (b'{"texts": ["3"], "temperature": 0.5}', 422, "temperature", ["sampling only"]),
+    (b'{"texts": ["3"], "seed": 1}', 422, "seed", ["sampling only"]),
+    (b'{"texts": ["3"], "sampling": true, "beam": 2}', 422, "sampling", ["set beam to 1"]),
+    (b'{"texts": ["3"], "min_length": 513}', 422, "min_length", ["above the length cap"]),
+    (b'{"texts": ["3"], "no_repeat_ngram_size": -2}', 422, "no_repeat_ngram_size", ["greater"]),
+    (b'{"texts": ["3"], "banned_tokens": "e"}', 422, "banned_tokens", ["valid list"]),
+    (b'{"texts": ["3"], "banned_tokens": ["e", ""]}', 422, "banned_tokens[1]", ["at least 1"]),
+    (b'{"texts": ["3"], "banned_tokens": ["zz"]}', 422, "banned_tokens[0]", ["'zz'", "not a"]),
+    (b'{"texts": ["3"], "banned_tokens": ["</s>"]}', 422, "banned_tokens[0]", ["special"]),
+    (b'{"texts": ["3", "4"], "prefix": ["th"]}', 422, "prefix", ["1 strings for 2 texts"]),
+    (b'{"texts": ["3"], "prefix": [3]}', 422, "prefix[0]", ["valid string"]),
+    (b'{"texts": ["3"], "prefix": "th"}', 422, "prefix", ["valid list"]),
+    (b'{"texts": ["3", "4"], "prefix": ["", "tq"]}', 422, "prefix[1]", ["'q'", "target vocab"]),
+    (b'{"texts": ["3", " "], "prefix": ["", "t"]}', 422, "prefix[1]", ["blank"]),
+    (
+        b'{"texts": ["3"], "max_length": 2, "prefix": ["thr"]}',
+        422,
+        "prefix[0]",
+        ["3 tokens", "length cap of 2"],
+    ),
+    (
+        b'{"texts": ["3"], "banned_tokens": ["h"], "prefix": ["th"]}',
+        422,
+        "prefix[0]",
+        ["'h'", "banned"],
+    ),
     (b'{"texts": ["3"], "attention": 1}', 422, "attention", ["boolean"]),
     (b'{"texts": ["3"], "model": 1}', 422, "model", ["string"]),
     (
@@ -246,6 +330,7 @@ BAD = [
     (b'{"texts": ["3"], "model": "plain", "attention": true}', 422, "attention", ["plain"]),
     (json.dumps({"texts": ["1"] * 65}).encode(), 413, "texts", ["65", "at most 64"]),
     (json.dumps({"texts": ["1", "2" * 1001]}).encode(), 413, "texts[1]", ["1001", "1000"]),
+    (json.dumps({"texts": ["1"], "prefix": ["t" * 1001]}).encode(), 413, "prefix[0]", ["1001"]),
     (json.dumps({"texts": ["1" * (1 << 20)]}).encode(), 413, None, ["at most 1048576"]),
 ]
 

@@ -283,3 +283,36 @@ def test_a_model_without_attention_is_chosen_from_the_list(server, browser, plai
     expected = seq2seq_kit.load(plain_dir).translate(["4", "8"])
     assert [item.text for item in shown] == expected
     assert browser.find_elements(By.CSS_SELECTOR, "#results table") == []
+
+
+def test_sampling_and_a_prefix_behind_the_options_disclosure(server, browser, model_dir):
+    wait = _open(browser, server)
+    prefix, sample = browser.find_element(By.ID, "prefix"), browser.find_element(By.ID, "sampling")
+    assert not prefix.is_displayed() and not sample.is_displayed()  # folded away
+    browser.find_element(By.CSS_SELECTOR, "#options summary").click()
+    assert prefix.is_displayed()
+    assert not browser.find_element(By.ID, "temperature").is_enabled()  # sampling only
+    sample.click()
+    assert not browser.find_element(By.ID, "beam").is_enabled()
+    _set(browser.find_element(By.ID, "temperature"), "1.5")
+    _set(browser.find_element(By.ID, "num-samples"), "3")
+    _set(browser.find_element(By.ID, "seed"), "7")
+    _set(prefix, "t")
+    _set(browser.find_element(By.ID, "source"), "3\n8")
+    browser.find_element(By.ID, "translate").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .translation")) == 2)
+    assert not browser.find_element(By.ID, "error").is_displayed()
+
+    expected = seq2seq_kit.load(model_dir).hypotheses(
+        ["3", "8"], prefix=["t", "t"], beam=1, n_best=1, sampling=True, temperature=1.5,
+        num_samples=3, seed=7,
+    )  # fmt: skip
+    cards = browser.find_elements(By.CSS_SELECTOR, "#results .translation")
+    for card, hyps in zip(cards, expected, strict=True):
+        shown = [item.text for item in card.find_elements(By.CSS_SELECTOR, ".hypothesis .text")]
+        assert shown == [h.text for h in hyps] and all(t.startswith("t") for t in shown)
+
+    _set(prefix, "tq")  # a prefix the model cannot write: the API's error, naming the line
+    browser.find_element(By.ID, "translate").click()
+    box = wait.until(ec.visibility_of_element_located((By.ID, "error")))
+    assert "'q'" in box.text and "prefix[0]" in box.text and "line 1 of the box" in box.text

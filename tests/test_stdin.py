@@ -59,3 +59,75 @@ def test_a_lone_carriage_return_on_stdin_is_exit_2(model_dir):
     assert res.returncode == 2
     assert "<stdin>:1: " in res.stderr.decode() and "carriage return" in res.stderr.decode()
     assert res.stdout == b""
+
+
+def _translate_in_process(model_dir, stdin: bytes, *args, monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))
+    try:
+        code = main(["translate", "--model", str(model_dir), *args])
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_tab_separated_second_column_is_the_target_prefix(model_dir, monkeypatch, capsys):
+    import seq2seq_kit
+
+    code, out, err = _translate_in_process(
+        model_dir, b"3\tfi\n7\n\n8\t\n", monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert code == 0, err
+    lines = out.split("\n")
+    translator = seq2seq_kit.load(model_dir)
+    expected = translator.translate(["3", "7", "", "8"], prefix=["fi", "", "", ""])
+    assert lines[:4] == expected and lines[0].startswith("fi")
+    code, out, err = _translate_in_process(
+        model_dir, b"3\tfi\tx\n", monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert code == 2 and out == ""
+    assert "<stdin>:1: 2 TABs: an input is 'source' or 'source<TAB>target prefix'" in err
+    code, out, err = _translate_in_process(
+        model_dir, b"3\tfiq\n", monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert code == 2 and "input line 1: target prefix: character 3: 'q'" in err
+
+
+def test_samples_are_printed_in_the_n_best_format(model_dir, monkeypatch, capsys):
+    import seq2seq_kit
+
+    flags = ["--sampling", "--num-samples", "3", "--seed", "5", "--temperature", "2"]
+    code, out, err = _translate_in_process(
+        model_dir, b"3\n12\n", *flags, monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert code == 0, err
+    expected = seq2seq_kit.load(model_dir).hypotheses(
+        ["3", "12"], sampling=True, num_samples=3, seed=5, temperature=2.0
+    )
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert [(int(n), int(r), t) for n, r, _, t in rows] == [
+        (i, rank, h.text) for i, hyps in enumerate(expected, 1) for rank, h in enumerate(hyps, 1)
+    ]
+    assert [float(s) for *_, s, _ in rows] == [
+        pytest.approx(h.score, abs=1e-4) for hyps in expected for h in hyps
+    ]
+
+
+def test_every_decode_key_is_a_translate_flag_and_a_rule_across_keys_exits_2(
+    model_dir, monkeypatch, capsys
+):
+    from seq2seq_kit.config import DecodeConfig
+
+    with pytest.raises(SystemExit):
+        main(["translate", "--help"])
+    help_text = capsys.readouterr().out
+    for key in DecodeConfig.model_fields:
+        flag = "--" + key.replace("_", "-")
+        assert flag in help_text, flag
+    code, _, err = _translate_in_process(
+        model_dir, b"3\n", "--top-k", "3", monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert code == 2 and "decode.top_k = 3 applies to sampling only" in err
+    assert "--sampling" in err

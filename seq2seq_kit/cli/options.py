@@ -41,7 +41,8 @@ def _field_checker(field: Any, key: str) -> Callable[[str], Any]:
     ``ArgumentTypeError`` with pydantic's reason (so a flag obeys the config file's rules).
     The field alone is checked: rules across keys (num_heads divides d_model) wait for the
     whole config, where the flags' values meet. A list key takes its items separated by
-    commas (``--freeze encoder,embeddings``; ``""`` is the empty list)."""
+    commas, spaces around each trimmed (``--freeze encoder,embeddings``; ``""`` is the empty
+    list; a value with no item left, such as ``" "``, is refused)."""
     from typing import Annotated, get_origin
 
     from pydantic import TypeAdapter, ValidationError
@@ -54,7 +55,13 @@ def _field_checker(field: Any, key: str) -> Callable[[str], Any]:
     def check(text: str) -> Any:
         try:
             if listed:
-                return adapter.validate_python([p.strip() for p in text.split(",") if p.strip()])
+                items = [p.strip() for p in text.split(",") if p.strip()]
+                if text and not items:  # " ": an item the trimming would drop unseen
+                    raise argparse.ArgumentTypeError(
+                        f'{text!r}: no item once spaces are trimmed ("" is the empty list; '
+                        f"an item of spaces or commas belongs in a config file)"
+                    )
+                return adapter.validate_python(items)
             return adapter.validate_strings(text)
         except ValidationError as exc:
             reasons = "; ".join(err["msg"] for err in exc.errors())

@@ -13,15 +13,20 @@ def add_translate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "translate",
         help="translate TEXT arguments, or stdin line by line",
-        description="One output line per input (n-best > 1: N lines 'input number<TAB>rank<TAB>"
-        "score<TAB>text' per input). Empty input lines give empty output lines. Decoding "
-        "flags default to the model's saved [decode] settings.",
+        description="One output line per input (n-best > 1, or num-samples > 1 with "
+        "--sampling: N lines 'input number<TAB>rank<TAB>score<TAB>text' per input). Empty "
+        "input lines give empty output lines. An input 'source<TAB>prefix' forces each "
+        "output to start with the target prefix and decodes on from it (the output and its "
+        "score include the prefix). Decoding flags default to the model's saved [decode] "
+        "settings.",
     )
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--backend", help="backend to run the model with")
     _add_config_flags(p, "decode")
     _add_config_flags(p, "data", ["max_line_bytes"])
-    p.add_argument("text", nargs="*", help="inputs; none: read stdin")
+    p.add_argument(
+        "text", nargs="*", help="inputs ('source' or 'source<TAB>target prefix'); none: read stdin"
+    )
     p.set_defaults(run=run_translate)
 
 
@@ -45,6 +50,32 @@ def _read_inputs(texts: Sequence[str], max_line_bytes: int | None) -> list[str]:
         raise DataError(f"cannot read: {exc.strerror}", "<stdin>") from None
 
 
+def _split_prefixes(lines: list[str], from_stdin: bool) -> tuple[list[str], list[str] | None]:
+    """The sources and target prefixes of inputs ``source`` or ``source<TAB>prefix`` (a
+    source never holds a TAB: a model is trained on TSV rows); prefixes None when no input
+    has one.
+
+    Raises:
+        DataError: an input with more than one TAB, naming its line.
+    """
+    from ..errors import DataError
+
+    if not any("\t" in line for line in lines):
+        return lines, None
+    sources, prefixes = [], []
+    for number, line in enumerate(lines, start=1):
+        source, tab, prefix = line.partition("\t")
+        if "\t" in prefix:
+            what = ("<stdin>", number) if from_stdin else (f"TEXT argument {number}", None)
+            raise DataError(
+                f"{line.count(chr(9))} TABs: an input is 'source' or 'source<TAB>target prefix'",
+                *what,
+            )
+        sources.append(source)
+        prefixes.append(prefix)
+    return sources, prefixes
+
+
 def _check_utf8(text: str, what: str) -> None:
     """Arguments reach Python with undecodable bytes as surrogates: refuse them as the
     stdin and file readers refuse invalid UTF-8."""
@@ -61,8 +92,9 @@ def run_translate(args: argparse.Namespace) -> int:
 
     translator = load(args.model, backend=args.backend)
     options = translator.decode_config(**_flag_values(args).get("decode", {}))
-    texts = _read_inputs(args.text, getattr(args, "data.max_line_bytes"))
-    results = translator.decode_texts(texts, options)
+    lines = _read_inputs(args.text, getattr(args, "data.max_line_bytes"))
+    texts, prefixes = _split_prefixes(lines, from_stdin=not args.text)
+    results = translator.decode_texts(texts, options, prefixes)
     out = sys.stdout
     for line_no, hyps in enumerate(results, start=1):
         if any(h.truncated for h in hyps):
@@ -71,7 +103,7 @@ def run_translate(args: argparse.Namespace) -> int:
                 f"{translator.decoding_limit(options.max_length)} tokens (no end of sequence)",
                 file=sys.stderr,
             )
-        if options.n_best == 1:
+        if options.outputs_per_input == 1:
             out.write(hyps[0].text + "\n")
         else:
             for rank, h in enumerate(hyps, start=1):

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..section import MAX_LENGTH, Section
+
+
+class DecodeRuleError(ValueError):
+    """A rule across ``[decode]`` keys broken; ``option`` is the key to change (a server
+    names it as the request's field)."""
+
+    def __init__(self, message: str, option: str):
+        super().__init__(message)
+        self.option = option
+
+
+#: The sampling keys and their values when sampling is off (their defaults).
+SAMPLING_DEFAULTS = {
+    "temperature": 1.0,
+    "top_k": 0,
+    "top_p": 1.0,
+    "num_samples": 1,
+    "seed": None,
+}
 
 
 class DecodeConfig(Section):
@@ -38,3 +57,89 @@ class DecodeConfig(Section):
         "vocabulary lacks): error naming them, or replace by <unk>",
     )
     batch_size: int = Field(256, ge=1, le=65536, description="inputs decoded together")
+    sampling: bool = Field(
+        False,
+        description="draw each output token at random from the model's distribution (shaped "
+        "by temperature, top_k and top_p) instead of searching; needs beam 1 and n_best 1",
+    )
+    temperature: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="sampling: log-probabilities divided by it before drawing (below 1 "
+        "sharper, towards 0 greedy; above 1 flatter)",
+    )
+    top_k: int = Field(
+        0,
+        ge=0,
+        le=1 << 24,
+        description="sampling: draw among the top_k most likely tokens only; 0: all",
+    )
+    top_p: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="sampling: draw from the smallest set of most likely tokens whose "
+        "probability reaches top_p (nucleus sampling, Holtzman et al. 2020); 1: all",
+    )
+    num_samples: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="sampling: outputs drawn per input, ranked best first as an n-best list",
+    )
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**32 - 1,
+        description="sampling: the seed that reproduces a run's samples (the same input "
+        "gives the same samples in any batch); default: a fresh one each run",
+    )
+    min_length: int = Field(
+        0,
+        ge=0,
+        le=MAX_LENGTH,
+        description="fewest tokens an output holds before its end (a target prefix "
+        "counts; at most max_length); 0: any",
+    )
+    no_repeat_ngram_size: int = Field(
+        0,
+        ge=0,
+        le=MAX_LENGTH,
+        description="no output holds the same n-gram of this many tokens twice (a target "
+        "prefix's count); 0: off",
+    )
+    banned_tokens: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        max_length=65536,
+        description="target tokens never output, as the target vocabulary spells them "
+        "(flag: comma-separated, spaces around each trimmed; a token with a comma or a "
+        "space belongs in a config file)",
+    )
+
+    @model_validator(mode="after")
+    def _sampling_keys_need_sampling(self) -> DecodeConfig:
+        if self.sampling:
+            for key in ("beam", "n_best"):
+                if getattr(self, key) != 1:
+                    raise DecodeRuleError(
+                        f"decode.{key} = {getattr(self, key)} with decode.sampling: sampling "
+                        f"draws its outputs one token at a time (decode.num_samples of them "
+                        f"per input); set {key} to 1",
+                        "sampling",
+                    )
+            return self
+        for key, default in SAMPLING_DEFAULTS.items():
+            if getattr(self, key) != default:
+                raise DecodeRuleError(
+                    f"decode.{key} = {getattr(self, key)!r} applies to sampling only: set "
+                    f"decode.sampling = true (flag --sampling) or leave {key} out",
+                    key,
+                )
+        return self
+
+    @property
+    def outputs_per_input(self) -> int:
+        """The most hypotheses an input gets: ``num_samples`` when sampling, else
+        ``n_best``."""
+        return self.num_samples if self.sampling else self.n_best

@@ -37,6 +37,9 @@ class ServeConfig(Section):
     )
     max_beam: int = Field(16, ge=1, le=1024, description="largest beam a request may ask for")
     max_n_best: int = Field(16, ge=1, le=1024, description="largest n_best a request may ask for")
+    max_num_samples: int = Field(
+        16, ge=1, le=1024, description="largest num_samples (sampling) a request may ask for"
+    )
     max_max_length: int = Field(
         512,
         ge=1,

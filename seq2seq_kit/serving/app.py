@@ -95,6 +95,7 @@ class _Api:
                     "max_text_chars",
                     "max_beam",
                     "max_n_best",
+                    "max_num_samples",
                     "max_max_length",
                 )
             },

@@ -25,12 +25,20 @@ def translate_requests(
     arrived; per request, one translation per text, in order.
 
     A translation is ``{"source_tokens", "hypotheses": [{"text", "tokens", "score",
-    "truncated", "attention"}]}``, hypotheses best first; ``attention`` is None unless the
+    "truncated", "attention"}]}``, hypotheses best first (a target prefix's tokens
+    included); ``attention`` is None unless the
     options ask for it, then rows = output tokens and ``"</s>"`` (unless truncated) by
     columns = source tokens, each hypothesis's own weights (:func:`forced_attention`).
     """
     ids = [row for r in requests for row in r.source_ids]
-    results = translator.decode_ids(ids, search=requests[0].search)
+    prefixes = None
+    if any(r.prefix_ids is not None for r in requests):
+        prefixes = [
+            prefix
+            for r in requests
+            for prefix in (r.prefix_ids if r.prefix_ids is not None else [()] * len(r.texts))
+        ]
+    results = translator.decode_ids(ids, search=requests[0].search, prefixes=prefixes)
     weights = _attention(translator, ids, results) if requests[0].attention else None
     source, target = translator.source_vocab, translator.target_vocab
     translations = []

@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..config import DecodeConfig
-from ..decoding import Search, plan
+from ..decoding import Search, encode_prefixes, plan
 from ..decoding import encode as encode_texts
 from ..errors import (
-    BackendError,
+    CapabilityError,
     ConfigError,
     InputTooLongError,
+    OptionError,
+    PrefixError,
     UnknownTokenError,
     describe_token,
 )
@@ -31,10 +33,28 @@ if TYPE_CHECKING:
 RESOLVED_KEPT = 256
 
 
-def _decode_option(name: str, kind: type) -> Any:
+def _decode_option(name: str, kind: Any) -> Any:
     """``kind | None`` under the rules of ``DecodeConfig.<name>`` (``length_penalty`` at most
     10, ...), defined there once: a request's option breaking them is refused naming it."""
     return Annotated[(kind, *DecodeConfig.model_fields[name].metadata)] | None
+
+
+#: The request's keys that are ``[decode]`` options, resolved over the model's settings.
+DECODE_KEYS = (
+    "beam",
+    "n_best",
+    "max_length",
+    "length_penalty",
+    "sampling",
+    "temperature",
+    "top_k",
+    "top_p",
+    "num_samples",
+    "seed",
+    "min_length",
+    "no_repeat_ngram_size",
+    "banned_tokens",
+)
 
 
 class TranslateBody(BaseModel):
@@ -44,10 +64,20 @@ class TranslateBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     texts: list[str] = Field(min_length=1)
+    prefix: list[str] | None = None
     beam: _decode_option("beam", int) = None
     n_best: _decode_option("n_best", int) = None
     max_length: _decode_option("max_length", int) = None
     length_penalty: _decode_option("length_penalty", float) = None
+    sampling: bool | None = None
+    temperature: _decode_option("temperature", float) = None
+    top_k: _decode_option("top_k", int) = None
+    top_p: _decode_option("top_p", float) = None
+    num_samples: _decode_option("num_samples", int) = None
+    seed: _decode_option("seed", int) = None
+    min_length: _decode_option("min_length", int) = None
+    no_repeat_ngram_size: _decode_option("no_repeat_ngram_size", int) = None
+    banned_tokens: _decode_option("banned_tokens", list[Annotated[str, Field(min_length=1)]]) = None
     attention: bool = False
     model: str | None = None
 
@@ -64,13 +94,15 @@ class Resolved(NamedTuple):
 class TranslateRequest:
     """A validated request: ``source_ids[i]`` are the ids of ``texts[i]`` (None for a
     blank text, which is answered with an empty translation, as ``translate`` does),
-    decoded with ``search``."""
+    decoded with ``search``, each output starting with ``prefix_ids[i]`` (None: no
+    prefix)."""
 
     model: str
     texts: list[str]
     source_ids: list[list[int] | None]
     search: Search
     attention: bool
+    prefix_ids: list[tuple[int, ...]] | None = None
 
     @property
     def options(self) -> tuple[Search, bool]:
@@ -159,11 +191,14 @@ def prepare(
     more than half the cost of ``prepare``).
 
     Raises:
-        RequestError: 404 for an unknown model; 413 for too many texts or a text over
-            ``max_text_chars``; 422 for an option over its limit, attention asked of a model
-            without it, beam search asked of a backend without it, a character the model
-            never saw (naming the text's index, the character and its position) or a text
-            longer than the model can encode.
+        RequestError: 404 for an unknown model; 413 for too many texts or a text (or
+            prefix) over ``max_text_chars``; 422 for an option over its limit or that does
+            not fit the model (a sampling option without ``sampling``, a banned token the
+            model lacks, ``min_length`` over ``max_length``), attention asked of a model
+            without it, an option asked of a backend without its capability, a character
+            the model never saw (naming the text's index, the character and its position), a
+            text longer than the model can encode, or a prefix that cannot be forced
+            (naming ``prefix[i]``).
     """
     name = default_model if body.model is None else body.model
     if name not in models:
@@ -176,9 +211,10 @@ def prepare(
         _check_attention(name, translator)
     search = _plan(options, max_length, translator)
     ids = encode(body.texts, translator, options.unknown)
+    prefix_ids = _encode_prefixes(body.prefix, ids, translator, search)
     if body.attention:
         _check_attention_size(ids, search, limits.max_attention_weights)
-    return TranslateRequest(name, list(body.texts), ids, search, body.attention)
+    return TranslateRequest(name, list(body.texts), ids, search, body.attention, prefix_ids)
 
 
 def _check_limits(body: TranslateBody, limits: ServeConfig) -> None:
@@ -199,9 +235,26 @@ def _check_limits(body: TranslateBody, limits: ServeConfig) -> None:
                 f"{limits.max_text_chars} (serve.max_text_chars)",
                 f"texts[{i}]",
             )
+    if body.prefix is not None:
+        if len(body.prefix) != len(body.texts):
+            raise RequestError(
+                422,
+                f"prefix holds {len(body.prefix)} strings for {len(body.texts)} texts: give "
+                f'one per text ("" for none)',
+                "prefix",
+            )
+        for i, text in enumerate(body.prefix):
+            if len(text) > limits.max_text_chars:
+                raise RequestError(
+                    413,
+                    f"prefix[{i}] has {len(text)} characters but a text may have at most "
+                    f"{limits.max_text_chars} (serve.max_text_chars)",
+                    f"prefix[{i}]",
+                )
     for key, limit in (
         ("beam", limits.max_beam),
         ("n_best", limits.max_n_best),
+        ("num_samples", limits.max_num_samples),
         ("max_length", limits.max_max_length),
     ):
         value = getattr(body, key)
@@ -222,7 +275,7 @@ def _resolve_cached(
 ) -> Resolved:
     """:func:`resolve_options`, from ``resolved`` when these options were asked of this
     model before."""
-    key = (name, body.beam, body.n_best, body.max_length, body.length_penalty)
+    key = (name, *(_hashable(getattr(body, k)) for k in DECODE_KEYS))
     options = None if resolved is None else resolved.get(key)
     if options is None:
         options = resolve_options(body, translator, limits)
@@ -250,29 +303,55 @@ def _check_attention(name: str, translator: Translator) -> None:
 
 
 def _plan(options: DecodeConfig, max_length: int, translator: Translator) -> Search:
-    """:func:`seq2seq_kit.decoding.plan` for ``translator``, its refusal a 422."""
+    """:func:`seq2seq_kit.decoding.plan` for ``translator``, its refusal a 422 naming the
+    option."""
     try:
-        return plan(options, max_length, translator.capabilities, translator.backend)
-    except BackendError:
-        raise RequestError(
-            422,
-            f"backend {translator.backend!r} does not declare the 'beam' capability: "
-            f"ask for beam 1 and n_best 1",
-            "beam",
-        ) from None
+        return plan(
+            options,
+            max_length,
+            translator.capabilities,
+            translator.backend,
+            translator.target_vocab,
+        )
+    except CapabilityError as exc:
+        message = str(exc)
+        if exc.option == "beam":
+            message = (
+                f"backend {translator.backend!r} does not declare the 'beam' capability: "
+                f"ask for beam 1 and n_best 1"
+            )
+        raise RequestError(422, message, exc.option) from None
+    except OptionError as exc:
+        raise RequestError(422, str(exc), exc.option) from None
+
+
+def _encode_prefixes(
+    prefix: list[str] | None,
+    ids: list[list[int] | None],
+    translator: Translator,
+    search: Search,
+) -> list[tuple[int, ...]] | None:
+    """:func:`seq2seq_kit.decoding.encode_prefixes` for ``translator``, its refusal a 422
+    naming ``prefix[i]``."""
+    try:
+        return encode_prefixes(prefix, ids, translator.target_vocab, search)
+    except PrefixError as exc:
+        field = "prefix" if exc.line is None else f"prefix[{exc.line - 1}]"
+        raise RequestError(422, f"{field}: {exc.reason}", field) from None
 
 
 def _check_attention_size(ids: list[list[int] | None], search: Search, limit: int) -> None:
     """Refuse (422) attention whose reply could hold more than ``limit`` weights: one row per
     output token and EOS, one column per source token, for each hypothesis of each text,
     counted at the longest outputs the options allow (a reply is built whole in memory)."""
-    most = sum(len(row or ()) for row in ids) * search.n_best * (search.max_length + 1)
+    most = sum(len(row or ()) for row in ids) * search.outputs_per_input * (search.max_length + 1)
     if most > limit:
         raise RequestError(
             422,
             f"attention: this request's weights could number {most:,} (source tokens x n_best "
-            f"x (max_length + 1)) but a reply may hold at most {limit:,} "
-            f"(serve.max_attention_weights); ask for fewer texts, n_best or max_length",
+            f"or num_samples x (max_length + 1)) but a reply may hold at most {limit:,} "
+            f"(serve.max_attention_weights); ask for fewer texts, n_best, num_samples or "
+            f"max_length",
             "attention",
         )
 
@@ -282,22 +361,29 @@ def resolve_options(body: TranslateBody, translator: Translator, limits: ServeCo
     left out is the model's cap, lowered to ``limits.max_max_length``.
 
     Raises:
-        RequestError: 422 when the model's saved settings break the ``[decode]`` rules.
+        RequestError: 422 when the request's options break a rule across ``[decode]`` keys
+            (a sampling option without ``sampling``; sampling beside a beam), naming the
+            field, or when the model's saved settings break the ``[decode]`` rules.
     """
+    given = {key: getattr(body, key) for key in DECODE_KEYS}
     try:
-        options = translator.decode_config(
-            beam=body.beam,
-            n_best=body.n_best,
-            length_penalty=body.length_penalty,
-            max_length=body.max_length,
-        )
-    # the request's options passed these rules in parse_body: the fault is the model's
+        options = translator.decode_config(**given)
+    except OptionError as exc:
+        # each option passed its own rules in parse_body; one across keys may not have
+        if given.get(exc.option) is not None:
+            raise RequestError(422, str(exc), exc.option) from None
+        raise RequestError(422, f"the model's decoding settings: {exc}") from None
     except ConfigError as exc:
         raise RequestError(422, f"the model's decoding settings: {exc}") from None
     max_length = translator.decoding_limit(options.max_length)
     if body.max_length is None:
         max_length = min(max_length, limits.max_max_length)
     return Resolved(options, max_length)
+
+
+def _hashable(value: Any) -> Any:
+    """``value`` as a key of the resolved options (a list of banned tokens as a tuple)."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 def encode(texts: list[str], translator: Translator, unknown: str) -> list[list[int] | None]:

@@ -24,6 +24,7 @@ from .features import FeatureTests
 from .inputs import InputTests
 from .numerics import NumericsTests
 from .registration import RegistrationTests
+from .search_options import SearchOptionTests
 from .training import TrainingTests
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "InputTests",
     "NumericsTests",
     "RegistrationTests",
+    "SearchOptionTests",
     "TrainingTests",
     "requires",
     "uses_step",
@@ -46,6 +48,7 @@ class BackendSuite(
     NumericsTests,
     TrainingTests,
     DecodingTests,
+    SearchOptionTests,
     FeatureTests,
     CheckpointTests,
     InputTests,

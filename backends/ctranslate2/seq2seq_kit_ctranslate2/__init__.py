@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from seq2seq_kit import hookimpl
 from seq2seq_kit.backend import Backend, distribution_version
+from seq2seq_kit.capabilities import SEARCH_OPTIONS
 
 __version__ = distribution_version("seq2seq-kit-ctranslate2")
 
 #: Inference only (no ``train``); Transformers only; ``dropout`` is accepted and does
-#: nothing (it acts in training alone); ``devices``: CUDA through CTranslate2's own build.
-CAPABILITIES = frozenset({"transformer", "beam", "search", "dropout", "devices"})
+#: nothing (it acts in training alone); ``devices``: CUDA through CTranslate2's own build;
+#: every decoding option of the core mapped onto CTranslate2's own (``SEARCH_OPTIONS``).
+CAPABILITIES = frozenset({"transformer", "beam", "search", "dropout", "devices"}) | SEARCH_OPTIONS
 #: CTranslate2 has no RNN decoder.
 ARCHITECTURES = frozenset({"transformer"})
 

@@ -21,6 +21,21 @@ the difference:
   then EOS. It decodes ``max_length + 1`` positions and cuts a hypothesis that did not end
   to ``max_length`` tokens, flagged truncated.
 
+The core's other decoding options map onto CTranslate2's own (the capabilities
+:data:`seq2seq_kit.capabilities.SEARCH_OPTIONS`): sampling onto ``sampling_temperature``,
+``sampling_topk`` and ``sampling_topp`` (the same distribution: CTranslate2 takes the top k,
+divides by the temperature, then keeps the nucleus), one source row per sample, a seed
+through a new engine whose random generator starts from it (``_translate``); a target
+prefix onto ``target_prefix`` (kept in the output, counted in the lengths, as the core's);
+``min_length`` onto ``min_decoding_length``; ``no_repeat_ngram_size`` onto its namesake;
+banned tokens onto ``suppress_sequences``. With any of them the search masks PAD, BOS and
+UNK from the start, and every hypothesis is rescored with ``score_batch`` (CTranslate2 scores
+a forced prefix token 0 and renormalises over the tokens it allows; the core's score is the
+model's full log-probabilities, the prefix's included). The engine draws its samples from
+one random stream per call, so a seed reproduces a call (loading the model again, in tens
+of milliseconds for a mid-sized Transformer), not each output whatever its batch as the
+core's sampling does.
+
 Greedy output is so the core's exactly; a beam search keeps CTranslate2's choice of
 hypotheses and stopping rule (without a penalty it stops once its best hypothesis has
 finished; the core goes on until no live hypothesis can still enter the n-best list), so
@@ -33,6 +48,8 @@ keep another.
 from __future__ import annotations
 
 import tempfile
+import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +58,7 @@ from seq2seq_kit.decoding import Hypothesis
 from seq2seq_kit.decoding import length_penalty as gnmt_penalty
 from seq2seq_kit.errors import BackendError, ExportError
 from seq2seq_kit.runtime import Runtime
+from seq2seq_kit.sampling import Sampling
 from seq2seq_kit.spec import Spec, TransformerSpec
 from seq2seq_kit.vocab import BOS, EOS, PAD, SPECIALS, UNK
 from seq2seq_kit.weights import check_weights, initial_weights
@@ -56,6 +74,13 @@ _SPECIAL_IDS = frozenset({PAD, BOS, UNK})
 #: alpha 1, its best hypothesis was the core's for 9 of 14 inputs at patience 1, 14 of 14
 #: at 4.
 LENGTH_PENALTY_PATIENCE = 4.0
+
+
+#: CTranslate2's "no seed set" (its generators then start from ``std::random_device``); a
+#: seed is taken modulo this value.
+_UNSET_SEED = 2**32 - 1
+#: Held while an engine may draw: ``set_random_seed`` sets one process-wide seed.
+_RANDOM = threading.Lock()
 
 
 def device_of(runtime: Runtime) -> tuple[str, int]:
@@ -88,6 +113,7 @@ class CTranslate2Model:
         self.runtime = runtime or Runtime()
         self._weights = initial_weights(spec, seed)
         self._engine: Any = None
+        self._files: dict[str, bytes] | None = None
         self._source_tokens = id_tokens(spec.src_vocab_size)
         self._target_tokens = id_tokens(spec.tgt_vocab_size)
         self._target_ids = {t: i for i, t in enumerate(self._target_tokens)}
@@ -100,26 +126,33 @@ class CTranslate2Model:
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
         check_weights(self.spec, weights)
         self._weights = {k: np.array(v, dtype=np.float32) for k, v in weights.items()}
-        self._engine = None
+        self._engine = self._files = None
 
     def engine(self) -> Any:
-        """The ``ctranslate2.Translator`` of the current weights (made on first use: the
-        converted model is written to a temporary directory and loaded into memory)."""
+        """The ``ctranslate2.Translator`` of the current weights (made on first use)."""
         if self._engine is None:
-            import ctranslate2
+            self._engine = self._new_engine()
+        return self._engine
 
-            device, index = device_of(self.runtime)
+    def _new_engine(self) -> Any:
+        """A new ``ctranslate2.Translator`` of the current weights, from the converted
+        model's files (written to a temporary directory once, then kept in memory)."""
+        import ctranslate2
+
+        if self._files is None:
             with tempfile.TemporaryDirectory(prefix="seq2seq-kit-ct2-") as folder:
                 to_ctranslate2(self.spec, self._weights).save(folder)
-                self._engine = ctranslate2.Translator(
-                    folder,
-                    device=device,
-                    device_index=index,
-                    compute_type="float32",
-                    inter_threads=1,
-                    intra_threads=self.runtime.threads,
-                )
-        return self._engine
+                self._files = {p.name: p.read_bytes() for p in Path(folder).iterdir()}
+        device, index = device_of(self.runtime)
+        return ctranslate2.Translator(
+            "seq2seq-kit",
+            device=device,
+            device_index=index,
+            compute_type="float32",
+            inter_threads=1,
+            intra_threads=self.runtime.threads,
+            files=self._files,
+        )
 
     # ------------------------------------------------------------------ decoding
 
@@ -132,6 +165,11 @@ class CTranslate2Model:
         beam: int,
         n_best: int,
         length_penalty: float,
+        sampling: Sampling | None = None,
+        prefixes: list[tuple[int, ...]] | None = None,
+        min_length: int = 0,
+        no_repeat_ngram_size: int = 0,
+        banned_ids: tuple[int, ...] = (),
     ) -> list[list[Hypothesis]]:
         """See :class:`seq2seq_kit.backend.SearchModel` and the module docstring."""
         empty = np.flatnonzero(src_lengths == 0)
@@ -145,6 +183,19 @@ class CTranslate2Model:
             [tokens[i] for i in row[:n]]
             for row, n in zip(src_ids.tolist(), src_lengths.tolist(), strict=True)
         ]
+        if sampling or prefixes or min_length or no_repeat_ngram_size or banned_ids:
+            return self._search_with_options(
+                sources,
+                max_length=max_length,
+                width=max(beam, n_best),
+                n_best=n_best,
+                alpha=length_penalty,
+                sampling=sampling,
+                prefixes=prefixes or [()] * len(sources),
+                min_length=min_length,
+                no_repeat_ngram_size=no_repeat_ngram_size,
+                banned_ids=banned_ids,
+            )
         width = max(beam, n_best)
         options = {
             "beam_size": width,
@@ -190,6 +241,114 @@ class CTranslate2Model:
             per_row[row].append(Hypothesis("", ids, score, not done))
         return [self._ranked(hyps, n_best, length_penalty) for hyps in per_row]
 
+    def _search_with_options(
+        self,
+        sources: list[list[str]],
+        *,
+        max_length: int,
+        width: int,
+        n_best: int,
+        alpha: float,
+        sampling: Sampling | None,
+        prefixes: list[tuple[int, ...]],
+        min_length: int,
+        no_repeat_ngram_size: int,
+        banned_ids: tuple[int, ...],
+    ) -> list[list[Hypothesis]]:
+        """:meth:`search` with the options CTranslate2 maps (module docstring), every
+        hypothesis rescored by the core's rule."""
+        names = self._target_tokens
+        options: dict[str, Any] = {
+            "beam_size": width,
+            "num_hypotheses": width,
+            "length_penalty": alpha,
+            "patience": 1.0 if alpha == 0 else LENGTH_PENALTY_PATIENCE,
+            "max_decoding_length": max_length + 1,
+            "min_decoding_length": min_length,
+            "no_repeat_ngram_size": no_repeat_ngram_size,
+            "max_input_length": 0,
+            "return_end_token": True,
+            "disable_unk": True,
+            "suppress_sequences": [[_PAD], [_BOS], *([names[i]] for i in banned_ids)],
+        }
+        copies = 1
+        if sampling is not None:
+            copies = sampling.num_samples
+            vocab_size = len(names)
+            options.update(
+                beam_size=1,
+                num_hypotheses=1,
+                length_penalty=0.0,
+                patience=1.0,
+                sampling_temperature=sampling.temperature,
+                # CTranslate2 refuses a k over the vocabulary's size; 0 is every token
+                sampling_topk=sampling.top_k if sampling.top_k < vocab_size else 0,
+                sampling_topp=sampling.top_p,
+            )
+        rows = [row for row in range(len(sources)) for _ in range(copies)]
+        results = self._translate(
+            [sources[row] for row in rows],
+            [[names[i] for i in prefixes[row]] for row in rows],
+            options,
+            None if sampling is None else sampling.seed,
+        )
+        found: list[list[tuple[tuple[int, ...], bool]]] = [[] for _ in sources]
+        for row, result in zip(rows, results, strict=True):
+            for tokens in result.hypotheses:
+                done = bool(tokens) and tokens[-1] == _EOS
+                ids = tuple(self._target_ids[t] for t in (tokens[:-1] if done else tokens))
+                cut = len(ids) > max_length
+                ids = ids[:max_length]
+                if sampling is not None or all(ids != kept for kept, _ in found[row]):
+                    found[row].append((ids, done and not cut))
+        if sampling is None and width > 1:
+            # the prefix alone, which the core's beam search finishes (see _eos_first)
+            free = [row for row in range(len(sources)) if len(prefixes[row]) >= min_length]
+            chosen = self._eos_first(
+                [sources[row] for row in free],
+                width,
+                banned_ids,
+                [prefixes[row] for row in free],
+            )
+            for row in (free[i] for i in chosen):
+                if all(prefixes[row] != ids for ids, _ in found[row]):
+                    found[row].append((prefixes[row], True))
+        flat = [(row, ids, done) for row, entries in enumerate(found) for ids, done in entries]
+        scores = iter(self._rescore(sources, flat))
+        per_row: list[list[Hypothesis]] = [[] for _ in sources]
+        for row, ids, done in flat:
+            per_row[row].append(Hypothesis("", ids, next(scores), not done))
+        keep = copies if sampling is not None else n_best
+        return [self._ranked(hyps, keep, alpha) for hyps in per_row]
+
+    def _translate(
+        self,
+        sources: list[list[str]],
+        prefixes: list[list[str]],
+        options: dict[str, Any],
+        seed: int | None,
+    ) -> list[Any]:
+        """``translate_batch`` of the engine; with a ``seed``, of a new engine whose random
+        generator starts from it. CTranslate2 seeds a thread's generator when the thread
+        first draws (``set_random_seed`` sets the seed of generators yet to be made), and an
+        engine draws in its own worker thread: a new engine's first call draws from the
+        seed. The seed is unset again after the call, so that an unseeded engine still
+        draws from fresh entropy."""
+        import ctranslate2
+
+        if "sampling_topk" not in options:
+            return self.engine().translate_batch(sources, target_prefix=prefixes, **options)
+        with _RANDOM:
+            try:
+                if seed is None:
+                    engine = self.engine()
+                else:
+                    ctranslate2.set_random_seed(seed % _UNSET_SEED)
+                    engine = self._new_engine()
+                return engine.translate_batch(sources, target_prefix=prefixes, **options)
+            finally:
+                ctranslate2.set_random_seed(_UNSET_SEED)
+
     def _candidates(
         self, result: Any, max_length: int, alpha: float
     ) -> dict[tuple[int, ...], tuple[bool, float | None]] | None:
@@ -210,23 +369,37 @@ class CTranslate2Model:
             found.setdefault(tuple(ids[:max_length]), (done and not cut, raw))
         return found
 
-    def _eos_first(self, sources: list[list[str]], width: int) -> list[int]:
-        """The rows whose EOS is among the ``width`` best first tokens (specials masked,
-        ties to the lower id): the core's beam search then finishes the empty hypothesis
-        at its first step. CTranslate2's length penalty (``length ** alpha``) favours long
-        hypotheses far more than GNMT's and may drop that one from its n-best list."""
+    def _eos_first(
+        self,
+        sources: list[list[str]],
+        width: int,
+        banned_ids: tuple[int, ...] = (),
+        prefixes: list[tuple[int, ...]] | None = None,
+    ) -> list[int]:
+        """The rows whose EOS is among the ``width`` best first tokens after their prefix
+        (specials and ``banned_ids`` masked, ties to the lower id): the core's beam search
+        then finishes the hypothesis of the prefix alone (empty without a prefix) at that
+        step. CTranslate2's length penalty (``length ** alpha``) favours long hypotheses
+        far more than GNMT's and may drop that one from its n-best list; with a target
+        prefix, CTranslate2 keeps EOS right after it only on its best beam."""
+        if not sources:
+            return []
+        names = self._target_tokens
+        prefixes = prefixes or [()] * len(sources)
         results = self.engine().translate_batch(
             sources,
+            target_prefix=[[names[i] for i in p] for p in prefixes],
             beam_size=1,
-            max_decoding_length=1,
+            max_decoding_length=max(len(p) for p in prefixes) + 1,
             min_decoding_length=0,
             max_input_length=0,
             return_logits_vocab=True,
         )
         rows = []
-        masked = sorted(_SPECIAL_IDS)
+        masked = sorted(_SPECIAL_IDS | set(banned_ids))
         for row, result in enumerate(results):
-            logits = np.asarray(result.logits[0], dtype=np.float64).reshape(-1)
+            # the best hypothesis's logits, one row per step: the step after the prefix
+            logits = np.array(np.asarray(result.logits[0])[len(prefixes[row])], np.float64)
             logits[masked] = -np.inf
             better = np.sum(logits > logits[EOS]) + np.sum(logits[:EOS] == logits[EOS])
             if better < width:
