@@ -48,9 +48,9 @@ def test_early_stopping_on_a_decoded_metric_needs_it_in_valid_metrics(metric, tm
 
 
 def test_every_new_key_is_in_the_config_reference_and_the_train_help(capsys):
-    import mkdocs_hooks
+    from test_docs import hooks
 
-    table = mkdocs_hooks.config_reference()
+    table = hooks.config_reference()
     for key in ("valid_metrics", "valid_decode_limit", "valid_beam"):
         # fixed on resume: they decide the scores best_score compares
         assert f"| `train.{key}` |" in table and f"`train.{key}` | " in table
