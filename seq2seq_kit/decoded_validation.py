@@ -18,7 +18,7 @@ from .backend import Model
 from .config import Config, DecodeConfig
 from .config.decode import SAMPLING_DEFAULTS
 from .data import Pair
-from .decoding import Search, decode, plan
+from .decoding import Search, decode
 from .errors import BackendError
 from .metrics import from_statistics, group_references, statistics
 from .runtime import ProcessGroup
@@ -94,13 +94,7 @@ def decoded_validation(
         )
     searched = {**cfg.decode.model_dump(), **SAMPLING_DEFAULTS, "sampling": False}
     options = DecodeConfig.model_validate({**searched, "beam": train.valid_beam, "n_best": 1})
-    search = plan(
-        options,
-        translator.decoding_limit(options.max_length),
-        translator.capabilities,
-        translator.backend,
-        translator.target_vocab,
-    )
+    search = translator.plan(options)
     grouped, references = group_references(pairs)
     first: dict[str, int] = {}  # the pair whose ids stand for its source
     for i, (source, _) in enumerate(pairs):

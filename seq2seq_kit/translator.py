@@ -229,15 +229,24 @@ class Translator:
         self, texts: list[str], options: DecodeConfig, prefix: list[str] | None
     ) -> list[list[Hypothesis]]:
         rows = encode(texts, self.source_vocab, self.model.spec, options.unknown)
-        search = plan(
+        search = self.plan(options)
+        prefixes = encode_prefixes(prefix, rows, self.target_vocab, search)
+        return self.decode_ids(rows, search=search, prefixes=prefixes)
+
+    def plan(self, options: DecodeConfig) -> Search:
+        """``options`` checked against this model's backend and length cap
+        (:func:`seq2seq_kit.decoding.plan`).
+
+        Raises:
+            CapabilityError, OptionError: as :func:`~seq2seq_kit.decoding.plan`.
+        """
+        return plan(
             options,
             self.decoding_limit(options.max_length),
             self.capabilities,
             self.backend,
             self.target_vocab,
         )
-        prefixes = encode_prefixes(prefix, rows, self.target_vocab, search)
-        return self.decode_ids(rows, search=search, prefixes=prefixes)
 
     def decode_ids(
         self,

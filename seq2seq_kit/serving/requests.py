@@ -217,6 +217,19 @@ def prepare(
     return TranslateRequest(name, list(body.texts), ids, search, body.attention, prefix_ids)
 
 
+def _check_chars(name: str, strings: list[str], limit: int) -> None:
+    """Refuse (413) a string of the field ``name`` over ``limit`` characters
+    (``serve.max_text_chars``), naming it by position."""
+    for i, text in enumerate(strings):
+        if len(text) > limit:
+            raise RequestError(
+                413,
+                f"{name}[{i}] has {len(text)} characters but a text may have at most "
+                f"{limit} (serve.max_text_chars)",
+                f"{name}[{i}]",
+            )
+
+
 def _check_limits(body: TranslateBody, limits: ServeConfig) -> None:
     """Refuse (413) more texts or a longer text than the server takes, and (422) an option
     over the server's limit."""
@@ -227,14 +240,7 @@ def _check_limits(body: TranslateBody, limits: ServeConfig) -> None:
             f"{limits.max_texts} (serve.max_texts); split it into several requests",
             "texts",
         )
-    for i, text in enumerate(body.texts):
-        if len(text) > limits.max_text_chars:
-            raise RequestError(
-                413,
-                f"texts[{i}] has {len(text)} characters but a text may have at most "
-                f"{limits.max_text_chars} (serve.max_text_chars)",
-                f"texts[{i}]",
-            )
+    _check_chars("texts", body.texts, limits.max_text_chars)
     if body.prefix is not None:
         if len(body.prefix) != len(body.texts):
             raise RequestError(
@@ -243,14 +249,7 @@ def _check_limits(body: TranslateBody, limits: ServeConfig) -> None:
                 f'one per text ("" for none)',
                 "prefix",
             )
-        for i, text in enumerate(body.prefix):
-            if len(text) > limits.max_text_chars:
-                raise RequestError(
-                    413,
-                    f"prefix[{i}] has {len(text)} characters but a text may have at most "
-                    f"{limits.max_text_chars} (serve.max_text_chars)",
-                    f"prefix[{i}]",
-                )
+        _check_chars("prefix", body.prefix, limits.max_text_chars)
     for key, limit in (
         ("beam", limits.max_beam),
         ("n_best", limits.max_n_best),
