@@ -11,6 +11,8 @@ MAX_COUNT = 2**31 - 1
 #: The most output tokens a decoding may ask for (``decode.max_length``, a model's saved
 #: ``max_length``): far above any sentence, and a bound on what one decoding allocates.
 MAX_LENGTH = 1 << 20
+#: The widest seed every framework's generator takes (NumPy, torch, TF, JAX).
+MAX_SEED = 2**32 - 1
 
 
 class Section(BaseModel):

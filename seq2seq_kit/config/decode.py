@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from ..section import MAX_LENGTH, Section
+from ..section import MAX_LENGTH, MAX_SEED, Section
 
 
 class DecodeRuleError(ValueError):
@@ -91,7 +91,7 @@ class DecodeConfig(Section):
     seed: int | None = Field(
         None,
         ge=0,
-        le=2**32 - 1,
+        le=MAX_SEED,
         description="sampling: the seed that reproduces a run's samples (the same input "
         "gives the same samples in any batch); default: a fresh one each run",
     )

@@ -8,7 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ..architectures import FreezeGroup
 from ..runtime import DEVICE_PATTERN, MAX_THREADS
-from ..section import MAX_COUNT, Section
+from ..section import MAX_COUNT, MAX_SEED, Section
 
 #: The corpus metrics validation may decode and score (``seq2seq_kit.metrics.METRICS``,
 #: which computes them; a test holds the two lists equal): chrF, BLEU and TER 0..100
@@ -48,9 +48,8 @@ class TrainConfig(Section):
     adam_beta1: float = Field(0.9, ge=0.0, lt=1.0, description="Adam's first-moment decay")
     adam_beta2: float = Field(0.999, ge=0.0, lt=1.0, description="Adam's second-moment decay")
     adam_epsilon: float = Field(1e-7, gt=0.0, description="Adam's stability term")
-    # 2**32 - 1: the widest seed every framework's generator takes (NumPy, torch, TF, JAX)
     seed: int = Field(
-        0, ge=0, le=2**32 - 1, description="initial weights, shuffling, dropout and the split"
+        0, ge=0, le=MAX_SEED, description="initial weights, shuffling, dropout and the split"
     )
     patience: int = Field(
         0,
