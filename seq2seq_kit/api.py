@@ -7,8 +7,9 @@ The work is done in :mod:`seq2seq_kit.training`, :mod:`seq2seq_kit.translator` a
 from __future__ import annotations
 
 from .averaging import average
+from .model_setup import check_model_fits, model_spec, optimizer_spec
 from .spec import decoding_cap, model_sizes
-from .training import check_model_fits, model_spec, optimizer_spec, train
+from .training import train
 from .translator import Translator, default_max_length, load
 
 __all__ = [

@@ -6,17 +6,13 @@ model and runs the trainer, saving checkpoints, with the run's record
 from __future__ import annotations
 
 import logging
-import math
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import ValidationError
 
-from .architectures import frozen_weights, spec_for
 from .backend import Backend
 from .checkpoint import Checkpoint, check_output_dir, load_checkpoint, writer_lock
 from .config import Config, describe_errors, load_config, resolve_backend
@@ -24,84 +20,24 @@ from .corpus import TrainingData, names_corpus, training_data
 from .data import Pair, check_pairs
 from .decoded_validation import DecodedValidation, decoded_validation
 from .engine import Engine, check_trainable, engine, join_launch
-from .errors import CheckpointError, ConfigError, OutOfMemory, allocating, option
+from .errors import CheckpointError, ConfigError, allocating, option
 from .finetune import FineTune, check_not_resumed, fine_tuning
 from .kept_checkpoints import KeptCheckpoints
 from .logs import stdout_logging
+from .model_setup import check_model_fits, model_spec, optimizer_spec
 from .plugins import get_backend, registry
 from .prepare import make_tokenizers
 from .resume import Continuation, check_same_data, continue_run, resumed_config
 from .run_record import RunRecord
-from .runtime import Launch, machine_memory
+from .run_saves import RunSaves
+from .runtime import Launch
 from .spec import OptimizerSpec, Spec, decoding_cap, model_sizes
 from .text_data import text_training_data
 from .trainer import TrainerState, fit
 from .translator import Translator, default_max_length
 from .version import __version__
-from .weights import weight_shapes
 
 log = logging.getLogger(__name__)
-
-
-def model_spec(cfg: Config, src_vocab_size: int, tgt_vocab_size: int) -> Spec:
-    """The spec ``cfg.model`` describes (its architecture's: a
-    :class:`~seq2seq_kit.spec.ModelSpec` for an RNN, a
-    :class:`~seq2seq_kit.spec.TransformerSpec` for a Transformer) for vocabularies of these
-    sizes.
-
-    Raises:
-        ConfigError: a value the spec refuses (e.g. ``share_embeddings`` with vocabularies
-            of different sizes).
-    """
-    try:
-        return spec_for(cfg.model, src_vocab_size, tgt_vocab_size)
-    except ValueError as exc:
-        raise ConfigError(f"model: {exc}") from None
-
-
-def optimizer_spec(cfg: Config, spec: Spec | None = None) -> OptimizerSpec:
-    """Adam, clipping, label smoothing and the moving average of the weights as
-    ``cfg.train`` sets them; with the ``spec`` trained, the weights it keeps fixed
-    (:func:`frozen_weights`: ``train.freeze`` and a position ``"table"``).
-
-    Raises:
-        ConfigError: a ``train.freeze`` group naming no weight of ``spec``.
-    """
-    train = cfg.train
-    try:
-        frozen = () if spec is None else frozen_weights(spec, train.freeze)
-    except ValueError as exc:
-        raise ConfigError(f"{option('train.freeze', train.freeze)}: {exc}") from None
-    return OptimizerSpec(
-        learning_rate=train.learning_rate,
-        beta1=train.adam_beta1,
-        beta2=train.adam_beta2,
-        epsilon=train.adam_epsilon,
-        clip_norm=train.clip_norm,
-        label_smoothing=train.label_smoothing,
-        frozen=frozen,
-        ema_decay=train.ema_decay,
-    )
-
-
-def check_model_fits(spec: Spec, copies: int) -> None:
-    """Refuse, before anything is allocated, a model whose float32 weights, ``copies``
-    times, exceed this machine's memory (:func:`~seq2seq_kit.runtime.machine_memory`):
-    training holds at least three on the host, the weights and Adam's two moments, which
-    every checkpoint saves, whatever device trains.
-
-    Raises:
-        OutOfMemory: naming the model's size settings (:func:`model_sizes`).
-    """
-    weights = sum(math.prod(shape) for shape in weight_shapes(spec).values())
-    need, have = 4 * weights * copies, machine_memory()
-    if have is not None and need > have:
-        held = f" ({copies} float32 copies: weights and Adam's moments)" if copies > 1 else ""
-        raise OutOfMemory(
-            model_sizes(spec),
-            f"{weights:,} weights need {need / 2**30:.1f} GiB{held} and this machine has "
-            f"{have / 2**30:.1f} GiB",
-        )
 
 
 def train(
@@ -383,7 +319,7 @@ def _train_model(
         data.valid_pairs if validating else data.train_pairs,
         data.valid[0] if validating else data.train[0],
     )
-    progress = _Progress(translator, record, out, kept)
+    progress = RunSaves(translator, record, out, kept)
     state = None if resumed is None else resumed.state
     _fit(cfg, running, spec, data, progress, state, changes, decoded)
     translator.rank = running.rank
@@ -419,80 +355,12 @@ def _run_record(
     )
 
 
-class _Progress:
-    """Keeps the run record current as training goes (the seconds spent, added to a
-    resumed run's; the trainer's history, validations and state), hands the translator its JSON, and
-    saves the model directory ``out`` with the checkpoints it keeps (``kept``)."""
-
-    def __init__(
-        self,
-        translator: Translator,
-        record: RunRecord,
-        out: Path | None,
-        kept: KeptCheckpoints | None = None,
-    ):
-        self.translator, self.record, self.out, self.kept = translator, record, out, kept
-        self.clock = time.perf_counter()
-
-    def note(self, state: TrainerState) -> None:
-        now = time.perf_counter()
-        self.record.seconds += now - self.clock
-        self.clock = now
-        self.record.history, self.record.trainer = state.history, state.to_json()
-        self.record.validations = state.validations
-        self.translator.meta = self.record.to_dict()
-
-    def save(self, state: TrainerState) -> None:
-        """Write the model directory: the best weights (the last without validation; with
-        ``train.ema_decay``, the best average, or the last average), and for resuming, the
-        last weights and the optimizer state (the average's state with it); and a
-        checkpoint of the validation made at this update, if any, when it is one to keep
-        (with its validation's weights: the average, with ``train.ema_decay``)."""
-        self.note(state)
-        model = self.translator.model
-        ckpt = self.translator.checkpoint()
-        last = ckpt.weights
-        averaging = bool(self.record.config["train"].get("ema_decay"))
-        current = model.ema_weights() if averaging else last  # what validation scores
-        if state.best_weights is not None:
-            ckpt.weights = state.best_weights
-        elif averaging:
-            ckpt.weights = current
-        ckpt.extra = {"last": last, "optimizer": model.optimizer_state()}
-        assert self.out is not None and self.kept is not None  # given to rank 0 with a directory
-        tracked = state.tracked
-        validation = None
-        if tracked is not None and tracked.update == state.updates:
-            validation = (tracked.update, tracked.epoch, tracked.step, tracked.score)
-        listing = self.kept.save(
-            ckpt, validation, lambda: _snapshot(ckpt, current, state.best_weights)
-        )
-        self.record.checkpoints = listing or None
-        self.translator.meta = self.record.to_dict()
-
-
-def _snapshot(
-    ckpt: Checkpoint, weights: dict[str, np.ndarray], best: dict[str, Any] | None
-) -> Checkpoint:
-    """The checkpoint of the validation just made, from the directory's ``ckpt``: its
-    ``weights`` are those the validation scored (the last ones, or their moving average);
-    for resuming from it, every further tensor file the directory's save holds, and the
-    best weights so far when they are others (``best.safetensors``;
-    :func:`seq2seq_kit.resume.continue_run`)."""
-    extra = dict(ckpt.extra)
-    if best is not None and any(not np.array_equal(best[k], v) for k, v in weights.items()):
-        extra["best"] = best
-    return Checkpoint(
-        ckpt.spec, ckpt.source_vocab, ckpt.target_vocab, weights, ckpt.max_length, ckpt.meta, extra
-    )
-
-
 def _fit(
     cfg: Config,
     running: Engine,
     spec: Spec,
     data: TrainingData,
-    progress: _Progress,
+    progress: RunSaves,
     state: TrainerState | None,
     changes: dict[str, list[Any]],
     decoded: DecodedValidation | None = None,
