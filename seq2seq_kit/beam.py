@@ -65,7 +65,7 @@ def best_outputs(
         if t == max_length:
             _finish_at_max_length(beams, steps, vocab.eos_id, finished, t)
             break
-        top = _best_extensions(beams.scores, steps, vocab.eos_id)
+        top = _best_extensions(beams.scores, steps, vocab.eos_id, 2 * width)
         # extensions ending in EOS among the `width` best finish; the others may live on
         rows, ranks = np.nonzero(top.is_eos[:, :width])
         if rows.size:
@@ -84,8 +84,8 @@ def best_outputs(
 
 
 class _Extensions(NamedTuple):
-    """The 2 x width best extensions of each sentence's live hypotheses, best first (the
-    lower flat index on ties), each [n_alive, k]."""
+    """The k (2 x width) best extensions of each sentence's live hypotheses, best first
+    (the lower flat index on ties), each [n_alive, k]."""
 
     scores: np.ndarray  # float64 raw scores of the extended hypotheses
     beam: np.ndarray  # the hypothesis extended (its column in the beam)
@@ -137,20 +137,60 @@ class _Beams:
         self.history, self.tokens = self.history[rows], self.tokens[rows]
 
 
-def _best_extensions(scores: np.ndarray, steps: np.ndarray, eos_id: int) -> _Extensions:
-    """The best extensions of hypotheses scoring ``scores`` (float64 [n_alive, width]) by
-    their next token's masked log-probabilities ``steps`` (float32 [n_alive, width, V])."""
+def _best_extensions(scores: np.ndarray, steps: np.ndarray, eos_id: int, k: int) -> _Extensions:
+    """The ``k`` best extensions of hypotheses scoring ``scores`` (float64 [n_alive, w]) by
+    their next token's masked log-probabilities ``steps`` (float32 [n_alive, w, V]): of the
+    w x V sums ``score + log-probability`` of each sentence, the ``k`` highest, best first,
+    the lower flat index ``beam * V + token`` first among equal sums.
+
+    Selecting them from the w x V sums directly (a partition of float64 [n_alive, w x V])
+    cost more than a decoder step of a small Transformer. A sum can rank among a sentence's
+    ``k`` best only if its log-probability ranks among the ``k`` best of its own row (adding
+    the row's score keeps the order), so each row is first cut to its likely candidates
+    (:func:`_row_candidates`), and only those are summed and sorted."""
     n_alive, width, vocab_size = steps.shape
-    flat = (scores[:, :, None] + steps).reshape(n_alive, width * vocab_size)
-    k = min(2 * width, flat.shape[1])
-    top = np.argpartition(-flat, k - 1, axis=1)[:, :k]
-    top_scores = np.take_along_axis(flat, top, axis=1)
-    order = np.lexsort((top, -top_scores), axis=1)  # best first, lower index on ties
-    top = np.take_along_axis(top, order, axis=1)
-    top_scores = np.take_along_axis(top_scores, order, axis=1)
-    top_beam, top_tok = np.divmod(top, vocab_size)
+    k = min(k, width * vocab_size)
+    rows, tokens, log_probs = _row_candidates(steps.reshape(n_alive * width, vocab_size), k)
+    sentence, beam = np.divmod(rows, width)
+    sums = scores[sentence, beam] + log_probs  # float64, as the hypotheses' scores
+    flat = beam * vocab_size + tokens
+    order = np.lexsort((flat, -sums, sentence))  # per sentence: best first, lower index on ties
+    # every row holds at least min(k, V) candidates, so every sentence at least k
+    counts = np.bincount(sentence, minlength=n_alive)
+    first = np.cumsum(counts) - counts
+    rank = np.arange(order.size) - first[sentence[order]]
+    pick = order[rank < k].reshape(n_alive, k)
+    top_scores, top_beam, top_tok = sums[pick], beam[pick], tokens[pick]
     valid = np.isfinite(top_scores)
     return _Extensions(top_scores, top_beam, top_tok, valid, (top_tok == eos_id) & valid)
+
+
+def _row_candidates(log_probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A few entries of each row of float32 [R, V] ``log_probs`` among which are the row's
+    ``min(k, V)`` largest, all entries equal to the smallest of those included (so that
+    ties are broken by index afterwards, not here): ``(rows, columns, values)``, each [C].
+
+    The columns are cut into groups of equal width whose maxima are taken in one pass;
+    the ``min(k, V)``-th largest maximum is a threshold at most the row's ``min(k, V)``-th
+    largest entry (that many groups each hold an entry at or above it), and only the groups
+    reaching it are read again, for their entries at or above it."""
+    n_rows, vocab_size = log_probs.shape
+    kk = min(k, vocab_size)
+    # about 8 kk groups: few entries above the threshold, and few groups to read again
+    size = max(1, vocab_size // (8 * kk))
+    starts = np.arange(0, vocab_size, size)
+    maxima = np.maximum.reduceat(log_probs, starts, axis=1)  # [R, G], G >= kk
+    threshold = np.partition(maxima, maxima.shape[1] - kk, axis=1)[:, maxima.shape[1] - kk]
+    # flat indices and flatnonzero: fancy 2-d indexing and 2-d nonzero cost several times more
+    reached = np.flatnonzero(maxima >= threshold[:, None])
+    group_rows, groups = np.divmod(reached, maxima.shape[1])
+    columns = starts[groups][:, None] + np.arange(size)  # [P, size]
+    inside = columns < vocab_size  # the last group may be narrower
+    flat = group_rows[:, None] * vocab_size + np.minimum(columns, vocab_size - 1)
+    values = np.take(log_probs, flat)
+    at = np.flatnonzero(inside & (values >= threshold[group_rows][:, None]))
+    rows, columns = np.divmod(flat.reshape(-1)[at], vocab_size)
+    return rows, columns, values.reshape(-1)[at]
 
 
 def _finish_at_max_length(
