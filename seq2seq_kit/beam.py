@@ -50,9 +50,10 @@ def best_outputs(
     ``n_best`` distinct outputs, best first. The options are the caller's to check:
     ``width >= n_best >= 1`` and ``alpha >= 0``, which the stopping bound assumes."""
     n_sent = src_ids.shape[0]
+    # the first step reads BOS alone, one decoder row per sentence; the rows become
+    # `width` after it, each extending that one hypothesis
     state = model.encode(src_ids, src_lengths)
-    state = model.reorder(state, np.repeat(np.arange(n_sent), width).astype(np.int64))
-    beams = _Beams.start(n_sent, width, vocab.bos_id)
+    beams = _Beams.start(n_sent, vocab.bos_id)
     finished = _Finished(n_sent, width, alpha)
     # No output holds more than max_length tokens plus EOS, and length_penalty grows with
     # length for alpha >= 0: dividing a raw score s <= 0 by this bounds every rank that a
@@ -61,7 +62,7 @@ def best_outputs(
     for t in range(max_length + 1):
         log_probs, state = model.step(beams.tokens.reshape(-1), state)
         log_probs = mask_specials(log_probs, vocab)
-        steps = log_probs.reshape(len(beams.alive), width, log_probs.shape[1])
+        steps = log_probs.reshape(*beams.scores.shape, log_probs.shape[1])
         if t == max_length:
             _finish_at_max_length(beams, steps, vocab.eos_id, finished, t)
             break
@@ -96,28 +97,28 @@ class _Extensions(NamedTuple):
 
 @dataclass
 class _Beams:
-    """The live hypotheses of the sentences still searched, ``width`` rows per sentence."""
+    """The live hypotheses of the sentences still searched, ``w`` rows per sentence (one,
+    BOS, before the first step; ``width`` after it), in the decoder's row order."""
 
     alive: np.ndarray  # [n_alive]: the sentence of each row
-    scores: np.ndarray  # float64 [n_alive, width] raw scores; -inf: no hypothesis there
-    history: np.ndarray  # int32 [n_alive, width, t]: the tokens chosen so far
-    tokens: np.ndarray  # int32 [n_alive, width]: each one's last token, the next input
+    scores: np.ndarray  # float64 [n_alive, w] raw scores; -inf: no hypothesis there
+    history: np.ndarray  # int32 [n_alive, w, t]: the tokens chosen so far
+    tokens: np.ndarray  # int32 [n_alive, w]: each one's last token, the next input
 
     @classmethod
-    def start(cls, n_sent: int, width: int, bos_id: int) -> _Beams:
-        scores = np.full((n_sent, width), _NEG_INF)
-        scores[:, 0] = 0.0  # every beam starts as the same BOS; keep one copy live
+    def start(cls, n_sent: int, bos_id: int) -> _Beams:
         return cls(
             alive=np.arange(n_sent),
-            scores=scores,
-            history=np.zeros((n_sent, width, 0), dtype=np.int32),
-            tokens=np.full((n_sent, width), bos_id, dtype=np.int32),
+            scores=np.zeros((n_sent, 1)),
+            history=np.zeros((n_sent, 1, 0), dtype=np.int32),
+            tokens=np.full((n_sent, 1), bos_id, dtype=np.int32),
         )
 
     def extend(self, top: _Extensions, width: int) -> np.ndarray:
         """Keep, per sentence, the ``width`` best extensions not ending in EOS (-inf where
         fewer remain). Returns the decoder rows they extend, int [n_alive, width], for
         ``model.reorder``."""
+        rows = np.arange(len(self.alive))[:, None] * self.scores.shape[1]
         live = top.valid & ~top.is_eos
         take = np.argsort(~live, axis=1, kind="stable")[:, :width]
         self.scores = np.where(
@@ -129,7 +130,7 @@ class _Beams:
         self.tokens = np.take_along_axis(top.token, take, axis=1).astype(np.int32)
         kept = np.take_along_axis(self.history, parents[:, :, None], axis=1)
         self.history = np.concatenate([kept, self.tokens[:, :, None]], axis=2)
-        return np.arange(len(self.alive))[:, None] * width + parents
+        return rows + parents
 
     def keep(self, rows: np.ndarray) -> None:
         """Go on with ``rows`` only (the sentences not done)."""
@@ -149,7 +150,7 @@ def _best_extensions(scores: np.ndarray, steps: np.ndarray, eos_id: int, k: int)
     the row's score keeps the order), so each row is first cut to its likely candidates
     (:func:`_row_candidates`), and only those are summed and sorted."""
     n_alive, width, vocab_size = steps.shape
-    k = min(k, width * vocab_size)
+    wanted, k = k, min(k, width * vocab_size)
     rows, tokens, log_probs = _row_candidates(steps.reshape(n_alive * width, vocab_size), k)
     sentence, beam = np.divmod(rows, width)
     sums = scores[sentence, beam] + log_probs  # float64, as the hypotheses' scores
@@ -161,6 +162,10 @@ def _best_extensions(scores: np.ndarray, steps: np.ndarray, eos_id: int, k: int)
     rank = np.arange(order.size) - first[sentence[order]]
     pick = order[rank < k].reshape(n_alive, k)
     top_scores, top_beam, top_tok = sums[pick], beam[pick], tokens[pick]
+    if k < wanted:  # fewer sums than asked (a tiny vocabulary): none past them
+        pad = ((0, 0), (0, wanted - k))
+        top_scores = np.pad(top_scores, pad, constant_values=_NEG_INF)
+        top_beam, top_tok = np.pad(top_beam, pad), np.pad(top_tok, pad)
     valid = np.isfinite(top_scores)
     return _Extensions(top_scores, top_beam, top_tok, valid, (top_tok == eos_id) & valid)
 

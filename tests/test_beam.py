@@ -23,7 +23,7 @@ def _reference_extensions(scores: np.ndarray, steps: np.ndarray, k: int):
 @given(
     st.integers(1, 4),  # sentences
     st.integers(1, 5),  # beams
-    st.integers(4, 300),  # vocabulary
+    st.integers(4, 300),  # vocabulary (fewer than k sums: 1 beam of 4 tokens)
     st.integers(1, 12),  # k
     st.booleans(),  # a few distinct values only: many ties
     st.integers(0, 2**32 - 1),
@@ -39,6 +39,10 @@ def test_best_extensions_are_the_best_sums_with_ties_to_the_lower_index(
     scores = -np.round(np.abs(rng.normal(size=(n, width))) * 3)
     scores[rng.random((n, width)) < 0.2] = -np.inf  # empty beam slots
     got = _best_extensions(scores, steps, EOS, k)
+    assert got.scores.shape == (n, k)
+    # fewer sums than k (a tiny vocabulary): the rest is no extension
+    assert not got.valid[:, width * vocab_size :].any()
+    got = type(got)(*(a[:, : width * vocab_size] for a in got))
     want_scores, want_index = _reference_extensions(scores, steps, k)
     np.testing.assert_array_equal(got.scores, want_scores)
     # among -inf sums (no hypothesis) the order is immaterial; finite ones must match
