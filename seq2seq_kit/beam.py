@@ -1,12 +1,13 @@
 """The numerics of :func:`seq2seq_kit.decoding.beam_search` (its docstring gives the
-scheme and the stopping bound), step by step: the live beams, the best extensions of
+scheme and the stopping rules), step by step: the live beams, the best extensions of
 each, and the finished hypotheses with their ranks. Also the two pieces greedy decoding
 shares with it: the GNMT length penalty and the masking of the specials."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -19,6 +20,12 @@ _NEG_INF = -np.inf
 #: tokens' log-probabilities, EOS included when reached) and whether it was cut at
 #: ``max_length``.
 Output = tuple[tuple[int, ...], float, bool]
+
+#: When a sentence's beam search ends before ``max_length`` (Hugging Face's
+#: ``early_stopping`` values, or a patience): ``"never"`` the exact bound, False the bound
+#: at the current length, True or a number a count of finished hypotheses (see
+#: :func:`seq2seq_kit.decoding.beam_search`).
+EarlyStopping = bool | Literal["never"] | float
 
 
 def length_penalty(length: int | np.ndarray, alpha: float) -> float | np.ndarray:
@@ -45,20 +52,19 @@ def best_outputs(
     width: int,
     n_best: int,
     alpha: float,
+    early_stopping: EarlyStopping = False,
 ) -> list[list[Output]]:
     """Beam search of ``width`` beams over int32 [B, S] sources: per sentence, up to
-    ``n_best`` distinct outputs, best first. The options are the caller's to check:
-    ``width >= n_best >= 1`` and ``alpha >= 0``, which the stopping bound assumes."""
+    ``n_best`` distinct outputs, best first, stopping by the rule ``early_stopping``. The
+    options are the caller's to check: ``width >= n_best >= 1``, ``alpha >= 0``, which the
+    stopping bounds assume, and a patience above 0."""
     n_sent = src_ids.shape[0]
     # the first step reads BOS alone, one decoder row per sentence; the rows become
     # `width` after it, each extending that one hypothesis
     state = model.encode(src_ids, src_lengths)
     beams = _Beams.start(n_sent, vocab.bos_id)
-    finished = _Finished(n_sent, width, alpha)
-    # No output holds more than max_length tokens plus EOS, and length_penalty grows with
-    # length for alpha >= 0: dividing a raw score s <= 0 by this bounds every rank that a
-    # live hypothesis scoring s can still reach.
-    max_penalty = float(length_penalty(max_length + 1, alpha))
+    finished = _Finished(n_sent, n_best, alpha)
+    stop = _Stopping(early_stopping, width, max_length, alpha)
     for t in range(max_length + 1):
         log_probs, state = model.step(beams.tokens.reshape(-1), state)
         log_probs = mask_specials(log_probs, vocab)
@@ -73,7 +79,7 @@ def best_outputs(
             parents = top.beam[rows, ranks]
             finished.add(beams, rows, parents, top.scores[rows, ranks], t, truncated=False)
         rows = beams.extend(top, width)
-        done = finished.settled(beams, max_penalty)
+        done = stop.done(finished, beams, t)
         if done.any():
             keep = np.flatnonzero(~done)
             if keep.size == 0:
@@ -215,17 +221,19 @@ def _finish_at_max_length(
 
 
 class _Finished:
-    """Per sentence, the hypotheses that ended, and the ranks of its ``width`` best."""
+    """Per sentence, the hypotheses that ended, how many, and the ranks of its ``n_best``
+    best."""
 
-    def __init__(self, n_sent: int, width: int, alpha: float):
+    def __init__(self, n_sent: int, n_best: int, alpha: float):
         self.alpha = alpha
         # per sentence: finished ids -> (normalised score, raw score, truncated); first kept
         self.found: list[dict[tuple[int, ...], tuple[float, float, bool]]] = [
             {} for _ in range(n_sent)
         ]
-        # per sentence: the ranks of its `width` best finished hypotheses, best first; the
-        # last column is -inf until `width` have finished
-        self.best_ranks = np.full((n_sent, width), _NEG_INF)
+        self.count = np.zeros(n_sent, dtype=np.int64)  # len(found[i]), as an array
+        # per sentence: the ranks of its `n_best` best finished hypotheses, best first; the
+        # last column is -inf until `n_best` have finished
+        self.best_ranks = np.full((n_sent, n_best), _NEG_INF)
 
     def add(
         self,
@@ -249,19 +257,20 @@ class _Finished:
             if key not in bucket:  # keep n-best lists free of duplicates
                 rank = raw / penalty
                 bucket[key] = (rank, raw, truncated)
+                self.count[sentence] += 1
                 kept = self.best_ranks[sentence]
                 if rank > kept[-1]:
                     kept[-1] = rank
                     kept[::-1].sort()  # descending, in place
 
-    def settled(self, beams: _Beams, max_penalty: float) -> np.ndarray:
-        """bool [n_alive]: the sentences of ``beams`` that are done, none of their live
-        hypotheses able to displace the worst of the ``width`` best finished ones (ties do
-        not displace: the finished one ranks first), or none live. A -inf worst (fewer
-        than ``width`` finished) never satisfies this while some hypothesis lives."""
-        reachable = beams.scores.max(axis=1) / max_penalty
-        none_live = ~np.isfinite(beams.scores).any(axis=1)
-        return (self.best_ranks[beams.alive, -1] >= reachable) | none_live
+    def settled(self, beams: _Beams, penalty: float) -> np.ndarray:
+        """bool [n_alive]: the sentences of ``beams`` whose best live hypothesis, its raw
+        score divided by ``penalty``, cannot displace the worst of the ``n_best`` best
+        finished ones (ties do not displace: the finished one ranks first). A -inf worst
+        (fewer than ``n_best`` finished) never satisfies this while some hypothesis
+        lives."""
+        reachable = beams.scores.max(axis=1) / penalty
+        return self.best_ranks[beams.alive, -1] >= reachable
 
     def ranked(self, n_best: int) -> list[list[Output]]:
         """Per sentence, its ``n_best`` best finished outputs, best first."""
@@ -270,3 +279,40 @@ class _Finished:
             ranked = sorted(bucket.items(), key=lambda item: -item[1][0])[:n_best]
             results.append([(ids, raw, trunc) for ids, (_, raw, trunc) in ranked])
         return results
+
+
+@dataclass(frozen=True)
+class _Stopping:
+    """The rule that ends a sentence's search before ``max_length`` (the docstring of
+    :func:`seq2seq_kit.decoding.beam_search` gives each rule and its source)."""
+
+    early_stopping: EarlyStopping
+    width: int
+    max_length: int
+    alpha: float
+
+    def done(self, finished: _Finished, beams: _Beams, t: int) -> np.ndarray:
+        """bool [n_alive]: the sentences of ``beams`` done after step ``t`` (their live
+        hypotheses hold ``t + 1`` tokens), or with no live hypothesis."""
+        none_live = ~np.isfinite(beams.scores).any(axis=1)
+        patience = patience_of(self.early_stopping)
+        if patience is not None:
+            # round half up, as CTranslate2's std::round of beam_size * patience
+            needed = max(1, math.floor(self.width * patience + 0.5))
+            return (finished.count[beams.alive] >= needed) | none_live
+        # a raw score s <= 0 only falls as tokens are added, and length_penalty grows with
+        # length for alpha >= 0: s / length_penalty(L) bounds every rank reachable with at
+        # most L tokens and EOS. "never": L is the cap, max_length tokens plus EOS; False:
+        # the length the live hypotheses would have if they ended at the next step.
+        length = self.max_length + 1 if self.early_stopping == "never" else t + 2
+        return finished.settled(beams, float(length_penalty(length, self.alpha))) | none_live
+
+
+def patience_of(early_stopping: EarlyStopping) -> float | None:
+    """The patience of a stopping rule that counts finished hypotheses (True: 1; a number:
+    itself), else None (False, ``"never"``: a bound)."""
+    if early_stopping is True:
+        return 1.0
+    if isinstance(early_stopping, (bool, str)):
+        return None
+    return float(early_stopping)

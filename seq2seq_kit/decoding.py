@@ -16,6 +16,7 @@ choosing EOS is flagged ``truncated``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .backend import Model
-from .beam import best_outputs, length_penalty, mask_specials
+from .beam import EarlyStopping, best_outputs, length_penalty, mask_specials
 from .errors import BackendError, InputTooLongError, allocating
 from .spec import Spec, max_source_tokens
 from .vocab import PAD, Vocabulary, pad
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from .config import DecodeConfig
 
 __all__ = [
+    "EarlyStopping",
     "Hypothesis",
     "Search",
     "beam_search",
@@ -131,38 +133,57 @@ def beam_search(
     beam: int,
     n_best: int = 1,
     alpha: float = 0.0,
+    early_stopping: EarlyStopping = False,
 ) -> list[list[Hypothesis]]:
     """Batched beam search: ``beam`` hypotheses for each of B sentences advance together as
-    B x beam rows of one ``step`` call.
+    B x beam rows of one ``step`` call (one row per sentence at the first step, which
+    reads BOS alone).
 
     At each step every live hypothesis is extended by every token; of the 2 x beam best
     extensions of a sentence, those ending in EOS within the first ``beam`` are finished,
     and the best ``beam`` others stay live (the scheme of fairseq's ``SequenceGenerator``).
-    Hypotheses are ranked by ``score / length_penalty(len, alpha)``.
+    Hypotheses are ranked by ``score / length_penalty(|Y|, alpha)``, ``|Y|`` counting EOS.
 
-    A sentence is done when it has at least ``beam`` finished hypotheses and no live one
-    can still rank above the worst of its ``beam`` best finished ones, or at
-    ``max_length``, when each live hypothesis whose best next token is EOS finishes and
-    the others are added as truncated (greedy's last step). The bound is exact:
-    a live hypothesis's raw score ``s <= 0`` only decreases as tokens are added, and any
-    output it leads to holds at most ``max_length`` tokens plus EOS, so its best possible
-    rank is ``s / length_penalty(max_length + 1, alpha)`` (``s`` itself when
-    ``alpha = 0``). fairseq stops at ``beam`` finished hypotheses, which with a small
-    vocabulary can end a sentence on low-probability early EOS candidates before the
-    likely output finishes; Hugging Face's ``BeamHypotheses.is_done`` (early_stopping
-    False) bounds with the current length instead, which undercounts the growth of the
-    penalty for ``alpha > 0``. With ``beam = 1`` and ``alpha = 0`` the search is greedy
-    decoding.
+    A sentence is done at ``max_length``, when each live hypothesis whose best next token
+    is EOS finishes and the others are added as truncated (greedy's last step), when no
+    hypothesis of it lives, or earlier by the rule ``early_stopping`` (Hugging Face's
+    ``early_stopping`` of ``generate``, ``BeamHypotheses.is_done``):
+
+    - ``"never"``: exact. Done once no live hypothesis can still rank above the worst of
+      the ``n_best`` best finished ones: a live hypothesis's raw score ``s <= 0`` only
+      decreases as tokens are added, and any output it leads to holds at most
+      ``max_length`` tokens plus EOS, so its best possible rank is
+      ``s / length_penalty(max_length + 1, alpha)``. The outputs are those of a search
+      that went on to ``max_length``. With ``alpha > 0`` that bound is far below what
+      the live hypotheses reach, and the search mostly runs to ``max_length``.
+    - False (the default): the same test with the bound at the current length,
+      ``s / length_penalty(t + 1, alpha)`` for live hypotheses of ``t`` tokens (their rank
+      if they ended at the next step, EOS costing nothing): as exact for ``alpha = 0``,
+      where the two bounds are one; for ``alpha > 0`` it may stop before a longer
+      hypothesis that would rank first has finished. Hugging Face waits for ``num_beams``
+      finished hypotheses before testing its bound; the test here needs the ``n_best``
+      returned, as the exact rule does.
+    - True: done once ``beam`` distinct hypotheses have finished (Hugging Face's True,
+      fairseq's rule). A number ``patience`` above 0: once ``round(beam * patience)`` have
+      (at least one; CTranslate2's ``patience``, from Kasai et al. 2022, "Beam Decoding
+      with Controlled Patience"; True is 1). The fastest rules for ``patience <= 1``; with
+      a small vocabulary they can end a sentence on low-probability early EOS candidates
+      before the likely output finishes.
+
+    With ``beam = 1`` and ``alpha = 0`` the search is greedy decoding, by every rule.
 
     Returns, per sentence, up to ``n_best`` distinct hypotheses ordered by rank, best
     first. ``n_best`` above ``beam`` widens the beam to ``n_best``.
 
     Raises:
-        ValueError: ``beam`` or ``n_best`` below 1, or ``alpha`` negative (the stopping
-            bound assumes a penalty that grows with length).
+        ValueError: ``beam`` or ``n_best`` below 1, ``alpha`` negative (the stopping
+            bounds assume a penalty that grows with length), or ``early_stopping`` not one
+            of True, False, ``"never"`` and a finite number above 0.
     """
-    _check_search_options("beam_search", beam, n_best, alpha)
-    return _beam_search(model, src_ids, src_lengths, vocab, max_length, beam, n_best, alpha)
+    _check_search_options("beam_search", beam, n_best, alpha, early_stopping)
+    return _beam_search(
+        model, src_ids, src_lengths, vocab, max_length, beam, n_best, alpha, early_stopping
+    )
 
 
 def _beam_search(
@@ -174,10 +195,13 @@ def _beam_search(
     beam: int,
     n_best: int,
     alpha: float,
+    early_stopping: EarlyStopping,
 ) -> list[list[Hypothesis]]:
     """:func:`beam_search` of options already checked (the numerics: :mod:`.beam`)."""
     width = max(beam, n_best)
-    found = best_outputs(model, src_ids, src_lengths, vocab, max_length, width, n_best, alpha)
+    found = best_outputs(
+        model, src_ids, src_lengths, vocab, max_length, width, n_best, alpha, early_stopping
+    )
     return [[_hypothesis(ids, raw, trunc, vocab) for ids, raw, trunc in outs] for outs in found]
 
 
@@ -222,11 +246,23 @@ def forced_attention(
     return out
 
 
-def _check_search_options(caller: str, beam: int, n_best: int, alpha: float) -> None:
+def _check_search_options(
+    caller: str, beam: int, n_best: int, alpha: float, early_stopping: EarlyStopping
+) -> None:
     if beam < 1 or n_best < 1:
         raise ValueError(f"beam and n_best must be >= 1, got beam={beam}, n_best={n_best}")
     if not alpha >= 0:
         raise ValueError(f"{caller}: alpha (length penalty) must be >= 0, got {alpha}")
+    rule = early_stopping
+    if not (
+        isinstance(rule, bool)
+        or rule == "never"
+        or (isinstance(rule, (int, float)) and math.isfinite(rule) and rule > 0)
+    ):
+        raise ValueError(
+            f"{caller}: early_stopping must be True, False, 'never' or a patience above 0, "
+            f"got {early_stopping!r}"
+        )
 
 
 def _hypothesis(ids, score: float, truncated: bool, vocab: Vocabulary) -> Hypothesis:
@@ -243,6 +279,7 @@ def search(
     beam: int = 1,
     n_best: int = 1,
     alpha: float = 0.0,
+    early_stopping: EarlyStopping = False,
 ) -> list[list[Hypothesis]]:
     """Decode with the model's own search (a backend declaring the ``search`` capability,
     :class:`seq2seq_kit.backend.SearchModel`): greedy for ``beam == n_best == 1``, else
@@ -250,10 +287,12 @@ def search(
     hypothesis's text from ``vocab``.
 
     Raises:
-        ValueError: ``beam`` or ``n_best`` below 1, or ``alpha`` negative.
+        ValueError: as :func:`beam_search`.
     """
-    _check_search_options("search", beam, n_best, alpha)
-    return _engine_search(model, src_ids, src_lengths, vocab, max_length, beam, n_best, alpha)
+    _check_search_options("search", beam, n_best, alpha, early_stopping)
+    return _engine_search(
+        model, src_ids, src_lengths, vocab, max_length, beam, n_best, alpha, early_stopping
+    )
 
 
 def _engine_search(
@@ -265,6 +304,7 @@ def _engine_search(
     beam: int,
     n_best: int,
     alpha: float,
+    early_stopping: EarlyStopping,
 ) -> list[list[Hypothesis]]:
     """:func:`search` of options already checked."""
     found = model.search(
@@ -274,6 +314,7 @@ def _engine_search(
         beam=beam,
         n_best=n_best,
         length_penalty=alpha,
+        early_stopping=early_stopping,
     )
     return [[_hypothesis(h.ids, h.score, h.truncated, vocab) for h in hyps] for hyps in found]
 
@@ -288,6 +329,7 @@ class Search:
         beam: hypotheses kept per source at each step (1 with ``n_best`` 1: greedy).
         n_best: hypotheses returned per source; above ``beam`` it widens the beam.
         length_penalty: GNMT alpha (:func:`length_penalty`), >= 0.
+        early_stopping: when a beam search stops (:func:`beam_search`).
         max_length: the most tokens a hypothesis may hold, within what the model can
             decode (:func:`seq2seq_kit.spec.decoding_cap`).
         batch_size: sources decoded together.
@@ -298,6 +340,7 @@ class Search:
     beam: int
     n_best: int
     length_penalty: float
+    early_stopping: EarlyStopping
     max_length: int
     batch_size: int
     engine: bool
@@ -325,6 +368,7 @@ def plan(
         beam=options.beam,
         n_best=options.n_best,
         length_penalty=options.length_penalty,
+        early_stopping=options.early_stopping,
         max_length=max_length,
         batch_size=options.batch_size,
         engine="search" in capabilities,
@@ -409,8 +453,14 @@ def _decode_batch(
     """One batch decoded by the search that ``search`` names, its options already
     checked (:func:`plan`)."""
     args = (model, src, lengths, vocab, search.max_length)
+    options = (
+        search.beam,
+        search.n_best,
+        search.length_penalty,
+        search.early_stopping,
+    )
     if search.engine:
-        return _engine_search(*args, search.beam, search.n_best, search.length_penalty)
+        return _engine_search(*args, *options)
     if search.beam == 1 and search.n_best == 1:
         return [[h] for h in greedy(*args)]
-    return _beam_search(*args, search.beam, search.n_best, search.length_penalty)
+    return _beam_search(*args, *options)

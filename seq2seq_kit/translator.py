@@ -127,16 +127,18 @@ class Translator:
         beam: int | None = None,
         n_best: int | None = None,
         length_penalty: float | None = None,
+        early_stopping: bool | str | float | None = None,
         max_length: int | None = None,
         unknown: str | None = None,
         batch_size: int | None = None,
     ) -> list[list[Hypothesis]]:
         """Decode every text: greedy for ``beam == 1 and n_best == 1``, else beam search
-        (``n_best`` above ``beam`` widens the beam). Returns, per text, its n-best list (one
-        entry for greedy). Options left ``None`` take the model's saved ``[decode]``
-        settings (:meth:`decode_config`); ``max_length`` then defaults to the cap saved
-        with the model, and is lowered to what the model can decode (a Transformer's
-        ``max_positions - 1``: :meth:`decoding_limit`).
+        (``n_best`` above ``beam`` widens the beam; ``early_stopping`` says when it stops:
+        :func:`seq2seq_kit.decoding.beam_search`). Returns, per text, its n-best list (one
+        entry for greedy). Options left ``None`` take the model's saved
+        ``[decode]`` settings (:meth:`decode_config`); ``max_length`` then defaults to the
+        cap saved with the model, and is lowered to what the model can decode (a
+        Transformer's ``max_positions - 1``: :meth:`decoding_limit`).
 
         Raises:
             UnknownTokenError: a token not in the source vocabulary, naming it, its position
@@ -152,6 +154,7 @@ class Translator:
             beam=beam,
             n_best=n_best,
             length_penalty=length_penalty,
+            early_stopping=early_stopping,
             max_length=max_length,
             unknown=unknown,
             batch_size=batch_size,

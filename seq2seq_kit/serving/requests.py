@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..config import DecodeConfig
+from ..config.decode import EarlyStopping
 from ..decoding import Search, plan
 from ..decoding import encode as encode_texts
 from ..errors import (
@@ -48,6 +49,7 @@ class TranslateBody(BaseModel):
     n_best: _decode_option("n_best", int) = None
     max_length: _decode_option("max_length", int) = None
     length_penalty: _decode_option("length_penalty", float) = None
+    early_stopping: EarlyStopping | None = None
     attention: bool = False
     model: str | None = None
 
@@ -222,7 +224,14 @@ def _resolve_cached(
 ) -> Resolved:
     """:func:`resolve_options`, from ``resolved`` when these options were asked of this
     model before."""
-    key = (name, body.beam, body.n_best, body.max_length, body.length_penalty)
+    key = (
+        name,
+        body.beam,
+        body.n_best,
+        body.max_length,
+        body.length_penalty,
+        body.early_stopping,
+    )
     options = None if resolved is None else resolved.get(key)
     if options is None:
         options = resolve_options(body, translator, limits)
@@ -289,6 +298,7 @@ def resolve_options(body: TranslateBody, translator: Translator, limits: ServeCo
             beam=body.beam,
             n_best=body.n_best,
             length_penalty=body.length_penalty,
+            early_stopping=body.early_stopping,
             max_length=body.max_length,
         )
     # the request's options passed these rules in parse_body: the fault is the model's

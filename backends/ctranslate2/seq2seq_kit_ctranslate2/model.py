@@ -13,21 +13,26 @@ the difference:
   renormalising over the other tokens, so those hypotheses are rescored with
   ``score_batch`` (one teacher-forced pass), as is every hypothesis cut at ``max_length``.
 - Ranking. CTranslate2's length penalty is not GNMT's ``((5 + length) / 6) ** alpha``: it
-  searches with ``alpha`` and a larger patience (:data:`LENGTH_PENALTY_PATIENCE`), and the
-  hypotheses are ranked here by GNMT's. Its penalty favours long hypotheses far more, so
-  the empty hypothesis (EOS first) is added where the core's search would finish it (EOS
-  among the beam's best first tokens).
+  searches with ``alpha``, and the hypotheses are ranked here by GNMT's. Its penalty
+  favours long hypotheses far more, so the empty hypothesis (EOS first) is added where the
+  core's search would finish it (EOS among the beam's best first tokens).
+- Stopping. With a length penalty CTranslate2 stops a sentence once ``beam * patience``
+  hypotheses have finished: the core's ``early_stopping`` True (patience 1) or a patience
+  (the same rule: the same hypotheses where the scores agree). The core's bounds (False,
+  its default, and ``"never"``) have no counterpart; a larger patience
+  (:data:`LENGTH_PENALTY_PATIENCE`) stands for them. Without a penalty CTranslate2 stops
+  once its best candidate of a step is EOS and ``n_best`` hypotheses have finished,
+  whatever the rule: for the best hypothesis, the outcome of the core's exact search
+  (False and ``"never"``).
 - ``max_decoding_length`` counts EOS as a token; the core allows ``max_length`` tokens and
   then EOS. It decodes ``max_length + 1`` positions and cuts a hypothesis that did not end
   to ``max_length`` tokens, flagged truncated.
 
 Greedy output is so the core's exactly; a beam search keeps CTranslate2's choice of
-hypotheses and stopping rule (without a penalty it stops once its best hypothesis has
-finished; the core goes on until no live hypothesis can still enter the n-best list), so
-its n-best lists may differ from the core's below the best hypothesis, and the best
-hypothesis too where candidates are close. Without masking, a hypothesis through PAD, BOS
-or UNK may take a beam slot before it is dropped, where the core's masked search would
-keep another.
+hypotheses and stopping rule, so its n-best lists may differ from the core's below the
+best hypothesis, and the best hypothesis too where candidates are close. Without masking,
+a hypothesis through PAD, BOS or UNK may take a beam slot before it is dropped, where the
+core's masked search would keep another.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from seq2seq_kit.beam import patience_of
 from seq2seq_kit.decoding import Hypothesis
 from seq2seq_kit.decoding import length_penalty as gnmt_penalty
 from seq2seq_kit.errors import BackendError, ExportError
@@ -51,10 +57,11 @@ _PAD, _BOS, _EOS = SPECIALS[:3]
 _SPECIAL_IDS = frozenset({PAD, BOS, UNK})
 
 #: CTranslate2's beam-search patience (Kasai et al. 2022: it stops after ``beam * patience``
-#: finished hypotheses) with a length penalty. Its search then keeps looking for the longer
-#: hypotheses that GNMT's penalty may rank first: on a small num2words model, beam 4 and
-#: alpha 1, its best hypothesis was the core's for 9 of 14 inputs at patience 1, 14 of 14
-#: at 4.
+#: finished hypotheses) for the core's bounds (``early_stopping`` False or ``"never"``)
+#: with a length penalty. Its search then keeps looking for the longer hypotheses that
+#: GNMT's penalty may rank first: on a small num2words model, beam 4 and alpha 1, its best
+#: hypothesis was the core's exact search's for 9 of 14 inputs at patience 1, 14 of 14 at
+#: 4.
 LENGTH_PENALTY_PATIENCE = 4.0
 
 
@@ -132,6 +139,7 @@ class CTranslate2Model:
         beam: int,
         n_best: int,
         length_penalty: float,
+        early_stopping: bool | str | float = False,
     ) -> list[list[Hypothesis]]:
         """See :class:`seq2seq_kit.backend.SearchModel` and the module docstring."""
         empty = np.flatnonzero(src_lengths == 0)
@@ -150,7 +158,7 @@ class CTranslate2Model:
             "beam_size": width,
             "num_hypotheses": width,
             "length_penalty": length_penalty,
-            "patience": 1.0 if length_penalty == 0 else LENGTH_PENALTY_PATIENCE,
+            "patience": _patience(early_stopping),
             "max_decoding_length": max_length + 1,
             "min_decoding_length": 0,
             "max_input_length": 0,
@@ -278,6 +286,13 @@ class CTranslate2Model:
 
     train_step = loss = gradients = log_probs = set_learning_rate = _no_training
     optimizer_state = set_optimizer_state = _no_training
+
+
+def _patience(early_stopping: bool | str | float) -> float:
+    """CTranslate2's ``patience`` for the core's stopping rule (it applies only with a
+    length penalty; see the module docstring)."""
+    patience = patience_of(early_stopping)
+    return LENGTH_PENALTY_PATIENCE if patience is None else patience
 
 
 _NO_STEP = (
