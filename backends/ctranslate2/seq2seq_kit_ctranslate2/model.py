@@ -13,9 +13,12 @@ the difference:
   renormalising over the other tokens, so those hypotheses are rescored with
   ``score_batch`` (one teacher-forced pass), as is every hypothesis cut at ``max_length``.
 - Ranking. CTranslate2's length penalty is not GNMT's ``((5 + length) / 6) ** alpha``: it
-  searches with ``alpha``, and the hypotheses are ranked here by GNMT's. Its penalty
-  favours long hypotheses far more, so the empty hypothesis (EOS first) is added where the
-  core's search would finish it (EOS among the beam's best first tokens).
+  searches with ``alpha`` and the hypotheses it returns are ranked here by GNMT's. Its
+  penalty favours long hypotheses far more, so it may leave out of its n-best list the
+  empty hypothesis (EOS first) that the core's search finishes when EOS is among the
+  beam's best first tokens: where that hypothesis could rank among the ``n_best`` (GNMT's
+  rank of it, its raw score, is at most the lowest rank CTranslate2 returned), EOS's rank
+  among the first tokens is looked up and the hypothesis added.
 - Stopping. With a length penalty CTranslate2 stops a sentence once ``beam * patience``
   hypotheses have finished: the core's ``early_stopping`` True (patience 1) or a patience
   (the same rule: the same hypotheses where the scores agree). The core's bounds (False,
@@ -28,11 +31,12 @@ the difference:
   then EOS. It decodes ``max_length + 1`` positions and cuts a hypothesis that did not end
   to ``max_length`` tokens, flagged truncated.
 
-Greedy output is so the core's exactly; a beam search keeps CTranslate2's choice of
-hypotheses and stopping rule, so its n-best lists may differ from the core's below the
-best hypothesis, and the best hypothesis too where candidates are close. Without masking,
-a hypothesis through PAD, BOS or UNK may take a beam slot before it is dropped, where the
-core's masked search would keep another.
+Greedy output is so the core's exactly (greedy decoding is searched without a penalty, so
+that CTranslate2's scores are the sums of log-probabilities as they are); a beam search
+keeps CTranslate2's choice of hypotheses and stopping rule, so its n-best lists may differ
+from the core's below the best hypothesis, and the best hypothesis too where candidates
+are close. Without masking, a hypothesis through PAD, BOS or UNK may take a beam slot
+before it is dropped, where the core's masked search would keep another.
 """
 
 from __future__ import annotations
@@ -154,6 +158,8 @@ class CTranslate2Model:
             for row, n in zip(src_ids.tolist(), src_lengths.tolist(), strict=True)
         ]
         width = max(beam, n_best)
+        if width == 1:  # greedy: no ranking, so no penalty, and scores left as they are
+            length_penalty = 0.0
         options = {
             "beam_size": width,
             "num_hypotheses": width,
@@ -168,6 +174,15 @@ class CTranslate2Model:
         # unmasked first: its scores are the full softmax's, as the core's
         results = self.engine().translate_batch(sources, **options)
         candidates = [self._candidates(r, max_length, length_penalty) for r in results]
+        # the rows where CTranslate2 may have left out an empty hypothesis ranking among the
+        # n_best (never without a penalty, which ranks as GNMT's does)
+        unsure = [
+            row
+            for row, (result, found) in enumerate(zip(results, candidates, strict=True))
+            if length_penalty != 0
+            and found is not None
+            and _may_lack_empty(result, found, width, n_best, length_penalty)
+        ]
         special = [row for row, found in enumerate(candidates) if found is None]
         if special:  # the engine chose PAD, BOS or UNK somewhere: search again without them
             masked = self.engine().translate_batch(
@@ -181,8 +196,10 @@ class CTranslate2Model:
                 found = self._candidates(result, max_length, length_penalty)
                 candidates[row] = {ids: (done, None) for ids, (done, _) in found.items()}
         if length_penalty != 0:
-            for row in self._eos_first(sources, width):
-                candidates[row].setdefault((), (True, None))
+            # rescored rows hold scores that CTranslate2's ranks do not bound
+            unsure = sorted({*unsure, *special})
+            for row in self._eos_first([sources[r] for r in unsure], width):
+                candidates[unsure[row]].setdefault((), (True, None))
         flat = [
             (row, ids, done, score)
             for row, found in enumerate(candidates)
@@ -223,6 +240,8 @@ class CTranslate2Model:
         ties to the lower id): the core's beam search then finishes the empty hypothesis
         at its first step. CTranslate2's length penalty (``length ** alpha``) favours long
         hypotheses far more than GNMT's and may drop that one from its n-best list."""
+        if not sources:
+            return []
         results = self.engine().translate_batch(
             sources,
             beam_size=1,
@@ -293,6 +312,32 @@ def _patience(early_stopping: bool | str | float) -> float:
     length penalty; see the module docstring)."""
     patience = patience_of(early_stopping)
     return LENGTH_PENALTY_PATIENCE if patience is None else patience
+
+
+def _may_lack_empty(
+    result: Any,
+    found: dict[tuple[int, ...], tuple[bool, float | None]],
+    width: int,
+    n_best: int,
+    alpha: float,
+) -> bool:
+    """Whether CTranslate2 may have left out of ``result`` an empty hypothesis that ranks
+    among the ``n_best`` by GNMT's penalty. It returns the ``width`` best of the hypotheses
+    it finished by its own rank ``score / length ** alpha``: when it returned fewer, none
+    was left out; else a left-out empty one (length 1, so its rank is its raw score, by
+    either penalty) ranks at most the lowest returned, and matters only if that is above
+    the ``n_best``-th GNMT rank of ``found`` (a hypothesis to rescore ranks unknown)."""
+    if () in found or len(result.hypotheses) < width:
+        return False
+    lowest = min(float(score) for score in result.scores)
+    ranks = sorted(
+        (
+            -np.inf if raw is None else raw / float(gnmt_penalty(len(ids) + done, alpha))
+            for ids, (done, raw) in found.items()
+        ),
+        reverse=True,
+    )
+    return len(ranks) < n_best or lowest >= ranks[n_best - 1]
 
 
 _NO_STEP = (

@@ -152,6 +152,16 @@ def test_a_count_searches_as_the_core_with_a_length_penalty(trained, rule):
     np.testing.assert_allclose([h[0].score for h in got], [h[0].score for h in expected], atol=1e-4)
 
 
+def test_greedy_with_a_length_penalty_keeps_the_core_s_scores(trained):
+    # a penalty ranks nothing in greedy decoding: the scores stay sums of log-probabilities
+    translator, out = trained
+    ct2 = api.load(out, backend="ctranslate2")
+    expected = translator.hypotheses(INPUTS, length_penalty=1.5)
+    got = ct2.hypotheses(INPUTS, length_penalty=1.5)
+    assert [h[0].ids for h in got] == [h[0].ids for h in expected]
+    np.testing.assert_allclose([h[0].score for h in got], [h[0].score for h in expected], atol=1e-4)
+
+
 def test_rnn_refused_by_name():
     with pytest.raises(BackendError, match="(?i)transformer models only.*'rnn'"):
         get_backend("ctranslate2").create(ModelSpec(11, 13))
