@@ -12,21 +12,22 @@ the difference:
   (``suppress_sequences``, ``disable_unk``); CTranslate2 removes them before its softmax,
   renormalising over the other tokens, so those hypotheses are rescored with
   ``score_batch`` (one teacher-forced pass), as is every hypothesis cut at ``max_length``.
-- Ranking. CTranslate2's length penalty is not GNMT's ``((5 + length) / 6) ** alpha``: it
-  searches with ``alpha`` and the hypotheses it returns are ranked here by GNMT's. Its
-  penalty favours long hypotheses far more, so it may leave out of its n-best list the
-  empty hypothesis (EOS first) that the core's search finishes when EOS is among the
-  beam's best first tokens: where that hypothesis could rank among the ``n_best`` (GNMT's
-  rank of it, its raw score, is at most the lowest rank CTranslate2 returned), EOS's rank
-  among the first tokens is looked up and the hypothesis added.
 - Stopping. With a length penalty CTranslate2 stops a sentence once ``beam * patience``
-  hypotheses have finished: the core's ``early_stopping`` True (patience 1) or a patience
-  (the same rule: the same hypotheses where the scores agree). The core's bounds (False,
-  its default, and ``"never"``) have no counterpart; a larger patience
-  (:data:`LENGTH_PENALTY_PATIENCE`) stands for them. Without a penalty CTranslate2 stops
-  once its best candidate of a step is EOS and ``n_best`` hypotheses have finished,
-  whatever the rule: for the best hypothesis, the outcome of the core's exact search
-  (False and ``"never"``).
+  hypotheses have finished: the core's ``early_stopping`` True (patience 1) or a patience.
+  The core's bounds (False, its default, and ``"never"``) have no counterpart; a larger
+  patience (:data:`LENGTH_PENALTY_PATIENCE`) stands for them. Without a penalty
+  CTranslate2 stops once its best candidate of a step is EOS and ``n_best`` hypotheses
+  have finished: for the best hypothesis, the outcome of the core's bounds, which are one
+  exact rule without a penalty; it searches so for them.
+- Ranking. CTranslate2's length penalty is not GNMT's ``((5 + length) / 6) ** alpha``, and
+  it applies only when choosing the hypotheses it returns, which the backend ranks again
+  by GNMT's. Where CTranslate2 must count finished hypotheses it is given a negligible
+  penalty (:data:`COUNTING_PENALTY`: any penalty selects its count), which leaves its
+  choice that of the raw scores. Then an empty hypothesis (EOS first, which the core's
+  search finishes when EOS is among the beam's best first tokens) is left out only below
+  ``beam`` others by raw score, hence by GNMT's rank too (a penalty of at least 1 divides a
+  score of at most 0): never one the core would return. (Its own penalty, ``length **
+  alpha``, favours long hypotheses far more than GNMT's and could leave out that one.)
 - ``max_decoding_length`` counts EOS as a token; the core allows ``max_length`` tokens and
   then EOS. It decodes ``max_length + 1`` positions and cuts a hypothesis that did not end
   to ``max_length`` tokens, flagged truncated.
@@ -67,6 +68,12 @@ _SPECIAL_IDS = frozenset({PAD, BOS, UNK})
 #: hypothesis was the core's exact search's for 9 of 14 inputs at patience 1, 14 of 14 at
 #: 4.
 LENGTH_PENALTY_PATIENCE = 4.0
+
+#: The length penalty CTranslate2 gets where it must stop by its count of finished
+#: hypotheses: not 0 (which selects its other rule), small enough that dividing a float32
+#: score by ``length ** COUNTING_PENALTY`` leaves it as it is, so that the hypotheses it
+#: returns are those of the highest raw scores.
+COUNTING_PENALTY = 1e-9
 
 
 def device_of(runtime: Runtime) -> tuple[str, int]:
@@ -158,13 +165,16 @@ class CTranslate2Model:
             for row, n in zip(src_ids.tolist(), src_lengths.tolist(), strict=True)
         ]
         width = max(beam, n_best)
-        if width == 1:  # greedy: no ranking, so no penalty, and scores left as they are
-            length_penalty = 0.0
+        patience = patience_of(early_stopping)
+        # greedy decoding, or the core's bounds without a penalty: CTranslate2's rule without
+        # one; else its count of finished hypotheses (see the module docstring)
+        counting = width > 1 and (length_penalty != 0 or patience is not None)
+        engine_penalty = COUNTING_PENALTY if counting else 0.0
         options = {
             "beam_size": width,
             "num_hypotheses": width,
-            "length_penalty": length_penalty,
-            "patience": _patience(early_stopping),
+            "length_penalty": engine_penalty,
+            "patience": LENGTH_PENALTY_PATIENCE if patience is None else patience,
             "max_decoding_length": max_length + 1,
             "min_decoding_length": 0,
             "max_input_length": 0,
@@ -173,16 +183,7 @@ class CTranslate2Model:
         }
         # unmasked first: its scores are the full softmax's, as the core's
         results = self.engine().translate_batch(sources, **options)
-        candidates = [self._candidates(r, max_length, length_penalty) for r in results]
-        # the rows where CTranslate2 may have left out an empty hypothesis ranking among the
-        # n_best (never without a penalty, which ranks as GNMT's does)
-        unsure = [
-            row
-            for row, (result, found) in enumerate(zip(results, candidates, strict=True))
-            if length_penalty != 0
-            and found is not None
-            and _may_lack_empty(result, found, width, n_best, length_penalty)
-        ]
+        candidates = [self._candidates(r, max_length, engine_penalty) for r in results]
         special = [row for row, found in enumerate(candidates) if found is None]
         if special:  # the engine chose PAD, BOS or UNK somewhere: search again without them
             masked = self.engine().translate_batch(
@@ -193,13 +194,13 @@ class CTranslate2Model:
             )
             for row, result in zip(special, masked, strict=True):
                 # renormalised over the other tokens: rescored below
-                found = self._candidates(result, max_length, length_penalty)
+                found = self._candidates(result, max_length, engine_penalty)
                 candidates[row] = {ids: (done, None) for ids, (done, _) in found.items()}
-        if length_penalty != 0:
-            # rescored rows hold scores that CTranslate2's ranks do not bound
-            unsure = sorted({*unsure, *special})
-            for row in self._eos_first([sources[r] for r in unsure], width):
-                candidates[unsure[row]].setdefault((), (True, None))
+            if length_penalty != 0 and width > 1:
+                # the masked search's scores, renormalised, do not order them as the
+                # rescored ones: the empty hypothesis may have been left out for others
+                for row in self._eos_first([sources[r] for r in special], width):
+                    candidates[special[row]].setdefault((), (True, None))
         flat = [
             (row, ids, done, score)
             for row, found in enumerate(candidates)
@@ -305,39 +306,6 @@ class CTranslate2Model:
 
     train_step = loss = gradients = log_probs = set_learning_rate = _no_training
     optimizer_state = set_optimizer_state = _no_training
-
-
-def _patience(early_stopping: bool | str | float) -> float:
-    """CTranslate2's ``patience`` for the core's stopping rule (it applies only with a
-    length penalty; see the module docstring)."""
-    patience = patience_of(early_stopping)
-    return LENGTH_PENALTY_PATIENCE if patience is None else patience
-
-
-def _may_lack_empty(
-    result: Any,
-    found: dict[tuple[int, ...], tuple[bool, float | None]],
-    width: int,
-    n_best: int,
-    alpha: float,
-) -> bool:
-    """Whether CTranslate2 may have left out of ``result`` an empty hypothesis that ranks
-    among the ``n_best`` by GNMT's penalty. It returns the ``width`` best of the hypotheses
-    it finished by its own rank ``score / length ** alpha``: when it returned fewer, none
-    was left out; else a left-out empty one (length 1, so its rank is its raw score, by
-    either penalty) ranks at most the lowest returned, and matters only if that is above
-    the ``n_best``-th GNMT rank of ``found`` (a hypothesis to rescore ranks unknown)."""
-    if () in found or len(result.hypotheses) < width:
-        return False
-    lowest = min(float(score) for score in result.scores)
-    ranks = sorted(
-        (
-            -np.inf if raw is None else raw / float(gnmt_penalty(len(ids) + done, alpha))
-            for ids, (done, raw) in found.items()
-        ),
-        reverse=True,
-    )
-    return len(ranks) < n_best or lowest >= ranks[n_best - 1]
 
 
 _NO_STEP = (

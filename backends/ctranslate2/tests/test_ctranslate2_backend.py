@@ -139,13 +139,15 @@ def test_beam_and_n_best_close_to_the_core(trained):
     assert ct2.translate(INPUTS, beam=5) == translator.translate(INPUTS, beam=5)
 
 
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
 @pytest.mark.parametrize("rule", [True, 2.0])
-def test_a_count_searches_as_the_core_with_a_length_penalty(trained, rule):
-    # with a length penalty CTranslate2 stops at beam x patience finished hypotheses:
-    # the core's rule for early_stopping True or a patience
+def test_a_count_searches_as_the_core(trained, rule, alpha):
+    # CTranslate2 stops at beam x patience finished hypotheses when it has a length
+    # penalty (the backend gives it a negligible one without): the core's rule for
+    # early_stopping True or a patience
     translator, out = trained
     ct2 = api.load(out, backend="ctranslate2")
-    options = {"beam": 4, "n_best": 3, "length_penalty": 1.0, "early_stopping": rule}
+    options = {"beam": 4, "n_best": 3, "length_penalty": alpha, "early_stopping": rule}
     expected = translator.hypotheses(INPUTS, **options)
     got = ct2.hypotheses(INPUTS, **options)
     assert [h[0].ids for h in got] == [h[0].ids for h in expected]
