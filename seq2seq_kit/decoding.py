@@ -154,8 +154,9 @@ def beam_search(
       decreases as tokens are added, and any output it leads to holds at most
       ``max_length`` tokens plus EOS, so its best possible rank is
       ``s / length_penalty(max_length + 1, alpha)``. The outputs are those of a search
-      that went on to ``max_length``. With ``alpha > 0`` that bound is far below what
-      the live hypotheses reach, and the search mostly runs to ``max_length``.
+      that went on to ``max_length``. With ``alpha > 0`` that bound is far above the
+      ranks live hypotheses go on to reach, and the search goes on long after its best
+      output has finished.
     - False (the default): the same test with the bound at the current length,
       ``s / length_penalty(t + 1, alpha)`` for live hypotheses of ``t`` tokens (their rank
       if they ended at the next step, EOS costing nothing): as exact for ``alpha = 0``,

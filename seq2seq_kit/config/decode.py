@@ -50,9 +50,9 @@ class DecodeConfig(Section):
         description="when a beam search stops (Hugging Face's early_stopping): false, once "
         "no live hypothesis can beat the n_best best finished ones if it ended at the next "
         "step (exact for length_penalty 0); never, once none can at max_length (exact; "
-        "with a length penalty it mostly runs to max_length); true, once beam hypotheses "
-        "have finished (fairseq); a number X, once beam x X have (CTranslate2's patience, "
-        "Kasai et al. 2022)",
+        "with a length penalty it searches on long after the best output); true, once "
+        "beam hypotheses have finished (fairseq); a number X, once beam x X have "
+        "(CTranslate2's patience, Kasai et al. 2022)",
     )
     max_length: int | None = Field(
         None,
