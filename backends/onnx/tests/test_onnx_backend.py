@@ -216,9 +216,9 @@ def test_transformer_caches_keep_older_states_as_they_were():
 
 
 def test_transformer_caches_reordered_at_every_step_as_beam_search_does():
-    """A reorder one step after a reorder keeps room for one position only: the steps after
-    it, past that room, and the states it was reordered from give the NumPy reference's
-    log-probabilities."""
+    """A reorder one step after a reorder keeps room for one position only, and one within
+    each source's rows keeps the source's arrays: the steps after them, past that room, and
+    the states reordered from give the NumPy reference's log-probabilities."""
     from seq2seq_kit.plugins import get_backend
     from seq2seq_kit.spec import TransformerSpec
     from seq2seq_kit.weights import initial_weights
@@ -238,11 +238,15 @@ def test_transformer_caches_reordered_at_every_step_as_beam_search_does():
         rng = np.random.default_rng(1)  # the same ids and reorders for both models
         out, state = [], model.reorder(model.encode(src, lengths), np.array([0, 0, 1, 1]))
         kept = []
-        for _ in range(20):  # reordered after every step, as beam search's rows
+        for t in range(20):  # reordered after every step, as beam search's rows
             logp, state = model.step(rng.integers(4, 12, size=4).astype(np.int32), state)
             out.append(logp)
             kept.append(state)
-            state = model.reorder(state, rng.integers(0, 4, size=4))
+            if t % 3:  # within each source's rows (beam search), or across them
+                index = np.array([rng.integers(0, 2), rng.integers(0, 2), 3, 2])
+            else:
+                index = rng.integers(0, 4, size=4)
+            state = model.reorder(state, index)
         for _ in range(3):  # then steps without reorders, past the room kept
             logp, state = model.step(np.array([4, 5, 6, 7], dtype=np.int32), state)
             out.append(logp)
