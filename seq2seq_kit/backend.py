@@ -172,6 +172,7 @@ class SearchModel(Protocol):
         beam: int,
         n_best: int,
         length_penalty: float,
+        early_stopping: bool | str | float = False,
     ) -> list[list[Any]]:
         """Decode int32 [B, S] sources with int32 [B] lengths (each at least 1): per row,
         up to ``n_best`` distinct :class:`seq2seq_kit.decoding.Hypothesis` best first,
@@ -182,10 +183,13 @@ class SearchModel(Protocol):
         ``truncated`` says the output stopped there without EOS, ``score`` is the sum of
         the log-probabilities in nats of the chosen tokens (of the full softmax, EOS
         included when reached), and hypotheses rank by ``score / length_penalty(|Y|,
-        length_penalty)`` (GNMT, :func:`seq2seq_kit.decoding.length_penalty`). ``text`` may
-        be left empty: the core fills it from the target vocabulary. Engines may differ from
-        the core's beam search in which hypotheses they keep and when they stop; greedy
-        output must be the core's."""
+        length_penalty)`` (GNMT, :func:`seq2seq_kit.decoding.length_penalty`).
+        ``early_stopping`` (True, ``"never"`` or a patience above 0; passed only when not
+        False, the default) names the core's stopping rule
+        (:func:`seq2seq_kit.decoding.beam_search`), which the engine follows as closely as
+        it can. ``text`` may be left empty: the core fills it from the target
+        vocabulary. Engines may differ from the core's beam search in which hypotheses they
+        keep and when they stop; greedy output must be the core's."""
 
 
 @runtime_checkable

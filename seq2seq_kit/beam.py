@@ -1,13 +1,14 @@
 """The numerics of :func:`seq2seq_kit.decoding.beam_search` (its docstring gives the
-scheme and the stopping bound), step by step: the live beams, the best extensions of
+scheme and the stopping rules), step by step: the live beams, the best extensions of
 each, and the finished hypotheses with their ranks. Also the GNMT length penalty, which
 sampling's rankings share with it. Each step's log-probabilities go through the step
 processing every search shares (:mod:`.logits_processing`)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -21,6 +22,12 @@ _NEG_INF = -np.inf
 #: tokens' log-probabilities, EOS included when reached) and whether it was cut at
 #: ``max_length``.
 Output = tuple[tuple[int, ...], float, bool]
+
+#: When a sentence's beam search ends before ``max_length`` (Hugging Face's
+#: ``early_stopping`` values, or a patience): ``"never"`` the exact bound, False the bound
+#: at the current length, True or a number a count of finished hypotheses (see
+#: :func:`seq2seq_kit.decoding.beam_search`).
+EarlyStopping = bool | Literal["never"] | float
 
 
 def length_penalty(length: int | np.ndarray, alpha: float) -> float | np.ndarray:
@@ -40,37 +47,37 @@ def best_outputs(
     n_best: int,
     alpha: float,
     process: StepProcessor | None = None,
+    early_stopping: EarlyStopping = False,
 ) -> list[list[Output]]:
     """Beam search of ``width`` beams over int32 [B, S] sources: per sentence, up to
-    ``n_best`` distinct outputs, best first. The options are the caller's to check:
-    ``width >= n_best >= 1`` and ``alpha >= 0``, which the stopping bound assumes.
-    ``process`` is each step's processing of the log-probabilities (default: the specials
-    masked)."""
+    ``n_best`` distinct outputs, best first, stopping by the rule ``early_stopping``. The
+    options are the caller's to check: ``width >= n_best >= 1``, ``alpha >= 0``, which the
+    stopping bounds assume, and a patience above 0. ``process`` is each step's processing
+    of the log-probabilities (default: the specials masked)."""
     process = process or StepProcessor(vocab)
     n_sent = src_ids.shape[0]
+    # the first step reads BOS alone, one decoder row per sentence; the rows become
+    # `width` after it, each extending that one hypothesis
     state = model.encode(src_ids, src_lengths)
-    state = model.reorder(state, np.repeat(np.arange(n_sent), width).astype(np.int64))
-    beams = _Beams.start(n_sent, width, vocab.bos_id)
-    finished = _Finished(n_sent, width, alpha)
-    # No output holds more than max_length tokens plus EOS, and length_penalty grows with
-    # length for alpha >= 0: dividing a raw score s <= 0 by this bounds every rank that a
-    # live hypothesis scoring s can still reach.
-    max_penalty = float(length_penalty(max_length + 1, alpha))
+    beams = _Beams.start(n_sent, vocab.bos_id)
+    finished = _Finished(n_sent, n_best, alpha)
+    stop = _Stopping(early_stopping, width, max_length, alpha)
     for t in range(max_length + 1):
         log_probs, state = model.step(beams.tokens.reshape(-1), state)
-        log_probs = process(log_probs, t, beams.history, np.repeat(beams.alive, width))
-        steps = log_probs.reshape(len(beams.alive), width, log_probs.shape[1])
+        rows_per_sentence = beams.scores.shape[1]
+        log_probs = process(log_probs, t, beams.history, np.repeat(beams.alive, rows_per_sentence))
+        steps = log_probs.reshape(*beams.scores.shape, log_probs.shape[1])
         if t == max_length:
             _finish_at_max_length(beams, steps, vocab.eos_id, finished, t)
             break
-        top = _best_extensions(beams.scores, steps, vocab.eos_id)
+        top = _best_extensions(beams.scores, steps, vocab.eos_id, 2 * width)
         # extensions ending in EOS among the `width` best finish; the others may live on
         rows, ranks = np.nonzero(top.is_eos[:, :width])
         if rows.size:
             parents = top.beam[rows, ranks]
             finished.add(beams, rows, parents, top.scores[rows, ranks], t, truncated=False)
         rows = beams.extend(top, width)
-        done = finished.settled(beams, max_penalty)
+        done = stop.done(finished, beams, t)
         if done.any():
             keep = np.flatnonzero(~done)
             if keep.size == 0:
@@ -82,8 +89,8 @@ def best_outputs(
 
 
 class _Extensions(NamedTuple):
-    """The 2 x width best extensions of each sentence's live hypotheses, best first (the
-    lower flat index on ties), each [n_alive, k]."""
+    """The k (2 x width) best extensions of each sentence's live hypotheses, best first
+    (the lower flat index on ties), each [n_alive, k]."""
 
     scores: np.ndarray  # float64 raw scores of the extended hypotheses
     beam: np.ndarray  # the hypothesis extended (its column in the beam)
@@ -94,28 +101,28 @@ class _Extensions(NamedTuple):
 
 @dataclass
 class _Beams:
-    """The live hypotheses of the sentences still searched, ``width`` rows per sentence."""
+    """The live hypotheses of the sentences still searched, ``w`` rows per sentence (one,
+    BOS, before the first step; ``width`` after it), in the decoder's row order."""
 
     alive: np.ndarray  # [n_alive]: the sentence of each row
-    scores: np.ndarray  # float64 [n_alive, width] raw scores; -inf: no hypothesis there
-    history: np.ndarray  # int32 [n_alive, width, t]: the tokens chosen so far
-    tokens: np.ndarray  # int32 [n_alive, width]: each one's last token, the next input
+    scores: np.ndarray  # float64 [n_alive, w] raw scores; -inf: no hypothesis there
+    history: np.ndarray  # int32 [n_alive, w, t]: the tokens chosen so far
+    tokens: np.ndarray  # int32 [n_alive, w]: each one's last token, the next input
 
     @classmethod
-    def start(cls, n_sent: int, width: int, bos_id: int) -> _Beams:
-        scores = np.full((n_sent, width), _NEG_INF)
-        scores[:, 0] = 0.0  # every beam starts as the same BOS; keep one copy live
+    def start(cls, n_sent: int, bos_id: int) -> _Beams:
         return cls(
             alive=np.arange(n_sent),
-            scores=scores,
-            history=np.zeros((n_sent, width, 0), dtype=np.int32),
-            tokens=np.full((n_sent, width), bos_id, dtype=np.int32),
+            scores=np.zeros((n_sent, 1)),
+            history=np.zeros((n_sent, 1, 0), dtype=np.int32),
+            tokens=np.full((n_sent, 1), bos_id, dtype=np.int32),
         )
 
     def extend(self, top: _Extensions, width: int) -> np.ndarray:
         """Keep, per sentence, the ``width`` best extensions not ending in EOS (-inf where
         fewer remain). Returns the decoder rows they extend, int [n_alive, width], for
         ``model.reorder``."""
+        rows = np.arange(len(self.alive))[:, None] * self.scores.shape[1]
         live = top.valid & ~top.is_eos
         take = np.argsort(~live, axis=1, kind="stable")[:, :width]
         self.scores = np.where(
@@ -127,7 +134,7 @@ class _Beams:
         self.tokens = np.take_along_axis(top.token, take, axis=1).astype(np.int32)
         kept = np.take_along_axis(self.history, parents[:, :, None], axis=1)
         self.history = np.concatenate([kept, self.tokens[:, :, None]], axis=2)
-        return np.arange(len(self.alive))[:, None] * width + parents
+        return rows + parents
 
     def keep(self, rows: np.ndarray) -> None:
         """Go on with ``rows`` only (the sentences not done)."""
@@ -135,20 +142,64 @@ class _Beams:
         self.history, self.tokens = self.history[rows], self.tokens[rows]
 
 
-def _best_extensions(scores: np.ndarray, steps: np.ndarray, eos_id: int) -> _Extensions:
-    """The best extensions of hypotheses scoring ``scores`` (float64 [n_alive, width]) by
-    their next token's masked log-probabilities ``steps`` (float32 [n_alive, width, V])."""
+def _best_extensions(scores: np.ndarray, steps: np.ndarray, eos_id: int, k: int) -> _Extensions:
+    """The ``k`` best extensions of hypotheses scoring ``scores`` (float64 [n_alive, w]) by
+    their next token's masked log-probabilities ``steps`` (float32 [n_alive, w, V]): of the
+    w x V sums ``score + log-probability`` of each sentence, the ``k`` highest, best first,
+    the lower flat index ``beam * V + token`` first among equal sums.
+
+    Selecting them from the w x V sums directly (a partition of float64 [n_alive, w x V])
+    cost more than a decoder step of a small Transformer. A sum can rank among a sentence's
+    ``k`` best only if its log-probability ranks among the ``k`` best of its own row (adding
+    the row's score keeps the order), so each row is first cut to its likely candidates
+    (:func:`_row_candidates`), and only those are summed and sorted."""
     n_alive, width, vocab_size = steps.shape
-    flat = (scores[:, :, None] + steps).reshape(n_alive, width * vocab_size)
-    k = min(2 * width, flat.shape[1])
-    top = np.argpartition(-flat, k - 1, axis=1)[:, :k]
-    top_scores = np.take_along_axis(flat, top, axis=1)
-    order = np.lexsort((top, -top_scores), axis=1)  # best first, lower index on ties
-    top = np.take_along_axis(top, order, axis=1)
-    top_scores = np.take_along_axis(top_scores, order, axis=1)
-    top_beam, top_tok = np.divmod(top, vocab_size)
+    wanted, k = k, min(k, width * vocab_size)
+    rows, tokens, log_probs = _row_candidates(steps.reshape(n_alive * width, vocab_size), k)
+    sentence, beam = np.divmod(rows, width)
+    sums = scores[sentence, beam] + log_probs  # float64, as the hypotheses' scores
+    flat = beam * vocab_size + tokens
+    order = np.lexsort((flat, -sums, sentence))  # per sentence: best first, lower index on ties
+    # every row holds at least min(k, V) candidates, so every sentence at least k
+    counts = np.bincount(sentence, minlength=n_alive)
+    first = np.cumsum(counts) - counts
+    rank = np.arange(order.size) - first[sentence[order]]
+    pick = order[rank < k].reshape(n_alive, k)
+    top_scores, top_beam, top_tok = sums[pick], beam[pick], tokens[pick]
+    if k < wanted:  # fewer sums than asked (a tiny vocabulary): none past them
+        pad = ((0, 0), (0, wanted - k))
+        top_scores = np.pad(top_scores, pad, constant_values=_NEG_INF)
+        top_beam, top_tok = np.pad(top_beam, pad), np.pad(top_tok, pad)
     valid = np.isfinite(top_scores)
     return _Extensions(top_scores, top_beam, top_tok, valid, (top_tok == eos_id) & valid)
+
+
+def _row_candidates(log_probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A few entries of each row of float32 [R, V] ``log_probs`` among which are the row's
+    ``min(k, V)`` largest, all entries equal to the smallest of those included (so that
+    ties are broken by index afterwards, not here): ``(rows, columns, values)``, each [C].
+
+    The columns are cut into groups of equal width whose maxima are taken in one pass;
+    the ``min(k, V)``-th largest maximum is a threshold at most the row's ``min(k, V)``-th
+    largest entry (that many groups each hold an entry at or above it), and only the groups
+    reaching it are read again, for their entries at or above it."""
+    n_rows, vocab_size = log_probs.shape
+    kk = min(k, vocab_size)
+    # about 8 kk groups: few entries above the threshold, and few groups to read again
+    size = max(1, vocab_size // (8 * kk))
+    starts = np.arange(0, vocab_size, size)
+    maxima = np.maximum.reduceat(log_probs, starts, axis=1)  # [R, G], G >= kk
+    threshold = np.partition(maxima, maxima.shape[1] - kk, axis=1)[:, maxima.shape[1] - kk]
+    # flat indices and flatnonzero: fancy 2-d indexing and 2-d nonzero cost several times more
+    reached = np.flatnonzero(maxima >= threshold[:, None])
+    group_rows, groups = np.divmod(reached, maxima.shape[1])
+    columns = starts[groups][:, None] + np.arange(size)  # [P, size]
+    inside = columns < vocab_size  # the last group may be narrower
+    flat = group_rows[:, None] * vocab_size + np.minimum(columns, vocab_size - 1)
+    values = np.take(log_probs, flat)
+    at = np.flatnonzero(inside & (values >= threshold[group_rows][:, None]))
+    rows, columns = np.divmod(flat.reshape(-1)[at], vocab_size)
+    return rows, columns, values.reshape(-1)[at]
 
 
 def _finish_at_max_length(
@@ -168,17 +219,19 @@ def _finish_at_max_length(
 
 
 class _Finished:
-    """Per sentence, the hypotheses that ended, and the ranks of its ``width`` best."""
+    """Per sentence, the hypotheses that ended, how many, and the ranks of its ``n_best``
+    best."""
 
-    def __init__(self, n_sent: int, width: int, alpha: float):
+    def __init__(self, n_sent: int, n_best: int, alpha: float):
         self.alpha = alpha
         # per sentence: finished ids -> (normalised score, raw score, truncated); first kept
         self.found: list[dict[tuple[int, ...], tuple[float, float, bool]]] = [
             {} for _ in range(n_sent)
         ]
-        # per sentence: the ranks of its `width` best finished hypotheses, best first; the
-        # last column is -inf until `width` have finished
-        self.best_ranks = np.full((n_sent, width), _NEG_INF)
+        self.count = np.zeros(n_sent, dtype=np.int64)  # len(found[i]), as an array
+        # per sentence: the ranks of its `n_best` best finished hypotheses, best first; the
+        # last column is -inf until `n_best` have finished
+        self.best_ranks = np.full((n_sent, n_best), _NEG_INF)
 
     def add(
         self,
@@ -202,19 +255,20 @@ class _Finished:
             if key not in bucket:  # keep n-best lists free of duplicates
                 rank = raw / penalty
                 bucket[key] = (rank, raw, truncated)
+                self.count[sentence] += 1
                 kept = self.best_ranks[sentence]
                 if rank > kept[-1]:
                     kept[-1] = rank
                     kept[::-1].sort()  # descending, in place
 
-    def settled(self, beams: _Beams, max_penalty: float) -> np.ndarray:
-        """bool [n_alive]: the sentences of ``beams`` that are done, none of their live
-        hypotheses able to displace the worst of the ``width`` best finished ones (ties do
-        not displace: the finished one ranks first), or none live. A -inf worst (fewer
-        than ``width`` finished) never satisfies this while some hypothesis lives."""
-        reachable = beams.scores.max(axis=1) / max_penalty
-        none_live = ~np.isfinite(beams.scores).any(axis=1)
-        return (self.best_ranks[beams.alive, -1] >= reachable) | none_live
+    def settled(self, beams: _Beams, penalty: float) -> np.ndarray:
+        """bool [n_alive]: the sentences of ``beams`` whose best live hypothesis, its raw
+        score divided by ``penalty``, cannot displace the worst of the ``n_best`` best
+        finished ones (ties do not displace: the finished one ranks first). A -inf worst
+        (fewer than ``n_best`` finished) never satisfies this while some hypothesis
+        lives."""
+        reachable = beams.scores.max(axis=1) / penalty
+        return self.best_ranks[beams.alive, -1] >= reachable
 
     def ranked(self, n_best: int) -> list[list[Output]]:
         """Per sentence, its ``n_best`` best finished outputs, best first."""
@@ -223,3 +277,40 @@ class _Finished:
             ranked = sorted(bucket.items(), key=lambda item: -item[1][0])[:n_best]
             results.append([(ids, raw, trunc) for ids, (_, raw, trunc) in ranked])
         return results
+
+
+@dataclass(frozen=True)
+class _Stopping:
+    """The rule that ends a sentence's search before ``max_length`` (the docstring of
+    :func:`seq2seq_kit.decoding.beam_search` gives each rule and its source)."""
+
+    early_stopping: EarlyStopping
+    width: int
+    max_length: int
+    alpha: float
+
+    def done(self, finished: _Finished, beams: _Beams, t: int) -> np.ndarray:
+        """bool [n_alive]: the sentences of ``beams`` done after step ``t`` (their live
+        hypotheses hold ``t + 1`` tokens), or with no live hypothesis."""
+        none_live = ~np.isfinite(beams.scores).any(axis=1)
+        patience = patience_of(self.early_stopping)
+        if patience is not None:
+            # round half up, as CTranslate2's std::round of beam_size * patience
+            needed = max(1, math.floor(self.width * patience + 0.5))
+            return (finished.count[beams.alive] >= needed) | none_live
+        # a raw score s <= 0 only falls as tokens are added, and length_penalty grows with
+        # length for alpha >= 0: s / length_penalty(L) bounds every rank reachable with at
+        # most L tokens and EOS. "never": L is the cap, max_length tokens plus EOS; False:
+        # the length the live hypotheses would have if they ended at the next step.
+        length = self.max_length + 1 if self.early_stopping == "never" else t + 2
+        return finished.settled(beams, float(length_penalty(length, self.alpha))) | none_live
+
+
+def patience_of(early_stopping: EarlyStopping) -> float | None:
+    """The patience of a stopping rule that counts finished hypotheses (True: 1; a number:
+    itself), else None (False, ``"never"``: a bound)."""
+    if early_stopping is True:
+        return 1.0
+    if isinstance(early_stopping, (bool, str)):
+        return None
+    return float(early_stopping)

@@ -73,7 +73,8 @@ def decoded_validation(
 
     The first ``valid_decode_limit`` distinct sources are kept, each with every target it
     has among ``pairs`` as a reference. They are decoded with ``valid_beam`` (1: greedy) and
-    the ``[decode]`` table's ``length_penalty``, ``max_length`` (default: the model's cap,
+    the ``[decode]`` table's ``length_penalty``, ``early_stopping``,
+    ``max_length`` (default: the model's cap,
     :meth:`~seq2seq_kit.translator.Translator.decoding_limit`), ``batch_size`` and output
     controls (``min_length``, ``no_repeat_ngram_size``, ``banned_tokens``), never by
     sampling: a validation compares checkpoints, so its decoding is a search.

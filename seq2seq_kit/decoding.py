@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .backend import Model
-from .beam import length_penalty
+from .beam import EarlyStopping, length_penalty
 from .errors import (
     CapabilityError,
     InputTooLongError,
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SEARCH_OPTION_CAPABILITIES",
     "NO_CONTROLS",
+    "EarlyStopping",
     "Hypothesis",
     "OutputControls",
     "Sampling",
@@ -81,6 +82,7 @@ class Search:
         beam: hypotheses kept per source at each step (1 with ``n_best`` 1: greedy).
         n_best: hypotheses returned per source; above ``beam`` it widens the beam.
         length_penalty: GNMT alpha (:func:`length_penalty`), >= 0.
+        early_stopping: when a beam search stops (:func:`beam_search`).
         max_length: the most tokens a hypothesis may hold, within what the model can
             decode (:func:`seq2seq_kit.spec.decoding_cap`).
         batch_size: sources decoded together.
@@ -95,6 +97,7 @@ class Search:
     beam: int
     n_best: int
     length_penalty: float
+    early_stopping: EarlyStopping
     max_length: int
     batch_size: int
     engine: bool
@@ -172,6 +175,7 @@ def plan(
         beam=options.beam,
         n_best=options.n_best,
         length_penalty=options.length_penalty,
+        early_stopping=options.early_stopping,
         max_length=max_length,
         batch_size=options.batch_size,
         engine=engine,
@@ -398,7 +402,7 @@ def _decode_batch(
     if search.engine:
         return engine_search_checked(
             *args, search.beam, search.n_best, search.length_penalty,
-            search.sampling, search.controls, prefixes,
+            search.sampling, search.controls, prefixes, search.early_stopping,
         )  # fmt: skip
     if search.sampling is not None:
         return sample_checked(
@@ -407,5 +411,6 @@ def _decode_batch(
     if search.beam == 1 and search.n_best == 1:
         return [[h] for h in greedy(*args, controls=search.controls, prefixes=prefixes)]
     return beam_search_checked(
-        *args, search.beam, search.n_best, search.length_penalty, search.controls, prefixes
-    )
+        *args, search.beam, search.n_best, search.length_penalty, search.controls, prefixes,
+        search.early_stopping,
+    )  # fmt: skip

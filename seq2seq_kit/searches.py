@@ -20,6 +20,7 @@ were).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .backend import Model
-from .beam import best_outputs, length_penalty
+from .beam import EarlyStopping, best_outputs, length_penalty
 from .logits_processing import NO_CONTROLS, OutputControls, StepProcessor
 from .sampling import Sampling, draw, fresh_seed, output_uniforms, sampling_weights
 from .vocab import PAD, Vocabulary
@@ -246,47 +247,66 @@ def beam_search(
     beam: int,
     n_best: int = 1,
     alpha: float = 0.0,
+    early_stopping: EarlyStopping = False,
     *,
     controls: OutputControls = NO_CONTROLS,
     prefixes: Sequence[Sequence[int]] | None = None,
 ) -> list[list[Hypothesis]]:
     """Batched beam search: ``beam`` hypotheses for each of B sentences advance together as
-    B x beam rows of one ``step`` call.
+    B x beam rows of one ``step`` call (one row per sentence at the first step, which
+    reads BOS alone).
 
     At each step every live hypothesis is extended by every token; of the 2 x beam best
     extensions of a sentence, those ending in EOS within the first ``beam`` are finished,
     and the best ``beam`` others stay live (the scheme of fairseq's ``SequenceGenerator``).
-    Hypotheses are ranked by ``score / length_penalty(len, alpha)``.
+    Hypotheses are ranked by ``score / length_penalty(|Y|, alpha)``, ``|Y|`` counting EOS.
 
-    A sentence is done when it has at least ``beam`` finished hypotheses and no live one
-    can still rank above the worst of its ``beam`` best finished ones, or at
-    ``max_length``, when each live hypothesis whose best next token is EOS finishes and
-    the others are added as truncated (greedy's last step). The bound is exact:
-    a live hypothesis's raw score ``s <= 0`` only decreases as tokens are added, and any
-    output it leads to holds at most ``max_length`` tokens plus EOS, so its best possible
-    rank is ``s / length_penalty(max_length + 1, alpha)`` (``s`` itself when
-    ``alpha = 0``). fairseq stops at ``beam`` finished hypotheses, which with a small
-    vocabulary can end a sentence on low-probability early EOS candidates before the
-    likely output finishes; Hugging Face's ``BeamHypotheses.is_done`` (early_stopping
-    False) bounds with the current length instead, which undercounts the growth of the
-    penalty for ``alpha > 0``. With ``beam = 1`` and ``alpha = 0`` the search is greedy
-    decoding.
+    A sentence is done at ``max_length``, when each live hypothesis whose best next token
+    is EOS finishes and the others are added as truncated (greedy's last step), when no
+    hypothesis of it lives, or earlier by the rule ``early_stopping`` (Hugging Face's
+    ``early_stopping`` of ``generate``, ``BeamHypotheses.is_done``):
+
+    - ``"never"``: exact. Done once no live hypothesis can still rank above the worst of
+      the ``n_best`` best finished ones: a live hypothesis's raw score ``s <= 0`` only
+      decreases as tokens are added, and any output it leads to holds at most
+      ``max_length`` tokens plus EOS, so its best possible rank is
+      ``s / length_penalty(max_length + 1, alpha)``. The outputs are those of a search
+      that went on to ``max_length``. With ``alpha > 0`` that bound is far above the
+      ranks live hypotheses go on to reach, and the search goes on long after its best
+      output has finished.
+    - False (the default): the same test with the bound at the current length,
+      ``s / length_penalty(t + 1, alpha)`` for live hypotheses of ``t`` tokens (their rank
+      if they ended at the next step, EOS costing nothing): as exact for ``alpha = 0``,
+      where the two bounds are one; for ``alpha > 0`` it may stop before a longer
+      hypothesis that would rank first has finished. Hugging Face waits for ``num_beams``
+      finished hypotheses before testing its bound; the test here needs the ``n_best``
+      returned, as the exact rule does.
+    - True: done once ``beam`` distinct hypotheses have finished (Hugging Face's True,
+      fairseq's rule). A number ``patience`` above 0: once ``round(beam * patience)`` have
+      (at least one; CTranslate2's ``patience``, from Kasai et al. 2022, "Beam Decoding
+      with Controlled Patience"; True is 1). The fastest rules for ``patience <= 1``; with
+      a small vocabulary they can end a sentence on low-probability early EOS candidates
+      before the likely output finishes.
+
+    With ``beam = 1`` and ``alpha = 0`` the search is greedy decoding, by every rule.
 
     ``controls`` and ``prefixes`` act on every step as in :func:`greedy`: while a prefix
-    is forced, one hypothesis lives (its only extension is the prefix's token). The bound
-    stays exact, as it assumes only that scores do not grow.
+    is forced, one hypothesis lives (its only extension is the prefix's token). The bounds
+    hold, as they assume only that scores do not grow.
 
     Returns, per sentence, up to ``n_best`` distinct hypotheses ordered by rank, best
     first. ``n_best`` above ``beam`` widens the beam to ``n_best``.
 
     Raises:
-        ValueError: ``beam`` or ``n_best`` below 1, or ``alpha`` negative (the stopping
-            bound assumes a penalty that grows with length).
+        ValueError: ``beam`` or ``n_best`` below 1, ``alpha`` negative (the stopping
+            bounds assume a penalty that grows with length), or ``early_stopping`` not one
+            of True, False, ``"never"`` and a finite number above 0.
     """
-    _check_search_options("beam_search", beam, n_best, alpha)
+    _check_search_options("beam_search", beam, n_best, alpha, early_stopping)
     return beam_search_checked(
-        model, src_ids, src_lengths, vocab, max_length, beam, n_best, alpha, controls, prefixes
-    )
+        model, src_ids, src_lengths, vocab, max_length, beam, n_best, alpha, controls, prefixes,
+        early_stopping,
+    )  # fmt: skip
 
 
 def beam_search_checked(
@@ -300,13 +320,15 @@ def beam_search_checked(
     alpha: float,
     controls: OutputControls = NO_CONTROLS,
     prefixes: Sequence[Sequence[int]] | None = None,
+    early_stopping: EarlyStopping = False,
 ) -> list[list[Hypothesis]]:
     """:func:`beam_search` of options already checked (the numerics: :mod:`.beam`)."""
     width = max(beam, n_best)
     process = StepProcessor(vocab, controls, prefixes)
     found = best_outputs(
-        model, src_ids, src_lengths, vocab, max_length, width, n_best, alpha, process
-    )
+        model, src_ids, src_lengths, vocab, max_length, width, n_best, alpha, process,
+        early_stopping,
+    )  # fmt: skip
     return [[_hypothesis(ids, raw, trunc, vocab) for ids, raw, trunc in outs] for outs in found]
 
 
@@ -351,11 +373,23 @@ def forced_attention(
     return out
 
 
-def _check_search_options(caller: str, beam: int, n_best: int, alpha: float) -> None:
+def _check_search_options(
+    caller: str, beam: int, n_best: int, alpha: float, early_stopping: EarlyStopping = False
+) -> None:
     if beam < 1 or n_best < 1:
         raise ValueError(f"beam and n_best must be >= 1, got beam={beam}, n_best={n_best}")
     if not alpha >= 0:
         raise ValueError(f"{caller}: alpha (length penalty) must be >= 0, got {alpha}")
+    rule = early_stopping
+    if not (
+        isinstance(rule, bool)
+        or rule == "never"
+        or (isinstance(rule, (int, float)) and math.isfinite(rule) and rule > 0)
+    ):
+        raise ValueError(
+            f"{caller}: early_stopping must be True, False, 'never' or a patience above 0, "
+            f"got {early_stopping!r}"
+        )
 
 
 def _hypothesis(ids, score: float, truncated: bool, vocab: Vocabulary) -> Hypothesis:
@@ -372,6 +406,7 @@ def search(
     beam: int = 1,
     n_best: int = 1,
     alpha: float = 0.0,
+    early_stopping: EarlyStopping = False,
     *,
     sampling: Sampling | None = None,
     controls: OutputControls = NO_CONTROLS,
@@ -386,12 +421,12 @@ def search(
     each hypothesis's text from ``vocab``.
 
     Raises:
-        ValueError: ``beam`` or ``n_best`` below 1, or ``alpha`` negative.
+        ValueError: as :func:`beam_search`.
     """
-    _check_search_options("search", beam, n_best, alpha)
+    _check_search_options("search", beam, n_best, alpha, early_stopping)
     return engine_search_checked(
         model, src_ids, src_lengths, vocab, max_length, beam, n_best, alpha,
-        sampling, controls, prefixes,
+        sampling, controls, prefixes, early_stopping,
     )  # fmt: skip
 
 
@@ -407,6 +442,7 @@ def engine_search_checked(
     sampling: Sampling | None = None,
     controls: OutputControls = NO_CONTROLS,
     prefixes: Sequence[Sequence[int]] | None = None,
+    early_stopping: EarlyStopping = False,
 ) -> list[list[Hypothesis]]:
     """:func:`search` of options already checked."""
     # an option left unset is not passed: an engine without its capability takes none
@@ -421,6 +457,8 @@ def engine_search_checked(
         extra["no_repeat_ngram_size"] = controls.no_repeat_ngram_size
     if controls.banned_ids:
         extra["banned_ids"] = controls.banned_ids
+    if early_stopping is not False:
+        extra["early_stopping"] = early_stopping
     found = model.search(
         src_ids,
         src_lengths,

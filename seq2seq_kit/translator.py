@@ -151,6 +151,7 @@ class Translator:
         beam: int | None = None,
         n_best: int | None = None,
         length_penalty: float | None = None,
+        early_stopping: bool | str | float | None = None,
         max_length: int | None = None,
         unknown: str | None = None,
         batch_size: int | None = None,
@@ -165,7 +166,8 @@ class Translator:
         banned_tokens: Sequence[str] | None = None,
     ) -> list[list[Hypothesis]]:
         """Decode every text: greedy for ``beam == 1 and n_best == 1``, else beam search
-        (``n_best`` above ``beam`` widens the beam), or, with ``sampling``, ``num_samples``
+        (``n_best`` above ``beam`` widens the beam; ``early_stopping`` says when it stops:
+        :func:`seq2seq_kit.decoding.beam_search`), or, with ``sampling``, ``num_samples``
         outputs drawn per text (:func:`seq2seq_kit.decoding.sample`). Returns, per text, its
         n-best list (one entry for greedy; the samples, best first, for sampling). Options
         left ``None`` take the model's saved ``[decode]`` settings (:meth:`decode_config`,
@@ -196,6 +198,7 @@ class Translator:
             beam=beam,
             n_best=n_best,
             length_penalty=length_penalty,
+            early_stopping=early_stopping,
             max_length=max_length,
             unknown=unknown,
             batch_size=batch_size,

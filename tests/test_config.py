@@ -214,3 +214,23 @@ def test_resumable_keys_leave_the_model_and_adam_fixed():
     assert not {"train.adam_beta1", "train.adam_beta2", "train.adam_epsilon"} & RESUMABLE
     model_keys = {f"model.{k}" for m in section_models("model") for k in m.model_fields}
     assert "model.architecture" in model_keys and not model_keys & RESUMABLE
+
+
+@pytest.mark.parametrize(
+    ("value", "read"), [("true", True), ("false", False), ('"never"', "never"), ("2", 2.0)]
+)
+def test_early_stopping_takes_hugging_face_s_rules_or_a_patience(tmp_path, value, read):
+    path = tmp_path / "c.toml"
+    path.write_text(f"[decode]\nearly_stopping = {value}\n")
+    assert load_config(path).decode.early_stopping == read
+
+
+@pytest.mark.parametrize("value", ['"true"', "0", "-1", "101", '"always"'])
+def test_a_bad_early_stopping_is_one_error_naming_its_forms(tmp_path, value):
+    path = tmp_path / "c.toml"
+    path.write_text(f"[decode]\nearly_stopping = {value}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    message = str(exc.value)
+    assert "decode.early_stopping: Input should be true, false, 'never' or a patience" in message
+    assert message.count("decode.early_stopping") == 1  # not one error per form

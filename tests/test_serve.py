@@ -137,6 +137,18 @@ def test_greedy_translation_equals_in_process(client, models):
     assert body["translations"][0]["hypotheses"][0]["text"] == "three"
 
 
+@pytest.mark.parametrize("rule", [True, False, "never", 2.5])
+def test_early_stopping_equal_in_process(client, models, rule):
+    texts = ["7", "41", "1234"]
+    options = {"beam": 3, "n_best": 2, "length_penalty": 1.0, "early_stopping": rule}
+    reply = translate(client, texts=texts, **options)
+    assert reply.status_code == 200, reply.text
+    expected = models["default"].hypotheses(texts, **options)
+    for got, hyps in zip(reply.json()["translations"], expected, strict=True):
+        assert [h["text"] for h in got["hypotheses"]] == [h.text for h in hyps]
+        assert [h["score"] for h in got["hypotheses"]] == pytest.approx([h.score for h in hyps])
+
+
 def test_beam_n_best_equal_in_process(client, models):
     texts = ["7", "41"]
     reply = translate(client, texts=texts, beam=4, n_best=3, length_penalty=0.5, max_length=9)
@@ -278,6 +290,9 @@ BAD = [
     (b'{"texts": ["3"], "length_penalty": NaN}', 422, "length_penalty", ["finite"]),
     (b'{"texts": ["3"], "length_penalty": -1}', 422, "length_penalty", ["greater than"]),
     (b'{"texts": ["3"], "length_penalty": 50}', 422, "length_penalty", ["less than or equal"]),
+    (b'{"texts": ["3"], "early_stopping": "true"}', 422, "early_stopping", ["'never'", '"true"']),
+    (b'{"texts": ["3"], "early_stopping": 0}', 422, "early_stopping", ["above 0", "number 0"]),
+    (b'{"texts": ["3"], "early_stopping": 101}', 422, "early_stopping", ["at most 100"]),
     (b'{"texts": ["3"], "beam": 1' + b"0" * 5000 + b"}", 400, None, ["digits"]),
     (b'{"texts": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, None, ["nests too deeply"]),
     (b'{"texts": ["3"], "sampling": "yes"}', 422, "sampling", ["boolean"]),

@@ -129,11 +129,18 @@ def _add_config_flags(
 
 
 def _metavar(section: str, key: str, annotation: Any) -> str:
-    """The placeholder of a key's flag in the help: DIR, N, X, A,B (a list) or VALUE."""
-    from typing import get_origin
+    """The placeholder of a key's flag in the help: DIR, N, X, A,B (a list), the forms of a
+    boolean that also takes names and numbers ({true,false,never,X}) or VALUE."""
+    import types
+    from typing import Annotated, Union, get_args, get_origin
 
     if (section, key) in _DIRECTORY_KEYS:
         return "DIR"
+    if get_origin(annotation) in (Union, types.UnionType) and bool in get_args(annotation):
+        forms = [get_args(a)[0] if get_origin(a) is Annotated else a for a in get_args(annotation)]
+        words = ["true", "false", *(w for a in forms for w in _literal(a))]
+        words += ["X"] if float in forms else []
+        return "{" + ",".join(words) + "}"
     return "A,B" if get_origin(annotation) is list else _METAVARS.get(annotation, "VALUE")
 
 

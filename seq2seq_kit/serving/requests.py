@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..config import DecodeConfig
+from ..config.decode import EarlyStopping
 from ..decoding import Search, encode_prefixes, plan
 from ..decoding import encode as encode_texts
 from ..errors import (
@@ -45,6 +46,7 @@ DECODE_KEYS = (
     "n_best",
     "max_length",
     "length_penalty",
+    "early_stopping",
     "sampling",
     "temperature",
     "top_k",
@@ -78,6 +80,7 @@ class TranslateBody(BaseModel):
     min_length: _decode_option("min_length", int) = None
     no_repeat_ngram_size: _decode_option("no_repeat_ngram_size", int) = None
     banned_tokens: _decode_option("banned_tokens", list[Annotated[str, Field(min_length=1)]]) = None
+    early_stopping: EarlyStopping | None = None
     attention: bool = False
     model: str | None = None
 

@@ -12,11 +12,22 @@ the difference:
   (``suppress_sequences``, ``disable_unk``); CTranslate2 removes them before its softmax,
   renormalising over the other tokens, so those hypotheses are rescored with
   ``score_batch`` (one teacher-forced pass), as is every hypothesis cut at ``max_length``.
-- Ranking. CTranslate2's length penalty is not GNMT's ``((5 + length) / 6) ** alpha``: it
-  searches with ``alpha`` and a larger patience (:data:`LENGTH_PENALTY_PATIENCE`), and the
-  hypotheses are ranked here by GNMT's. Its penalty favours long hypotheses far more, so
-  the empty hypothesis (EOS first) is added where the core's search would finish it (EOS
-  among the beam's best first tokens).
+- Stopping. With a length penalty CTranslate2 stops a sentence once ``beam * patience``
+  hypotheses have finished: the core's ``early_stopping`` True (patience 1) or a patience.
+  The core's bounds (False, its default, and ``"never"``) have no counterpart; a larger
+  patience (:data:`LENGTH_PENALTY_PATIENCE`) stands for them. Without a penalty
+  CTranslate2 stops once its best candidate of a step is EOS and ``n_best`` hypotheses
+  have finished: for the best hypothesis, the outcome of the core's bounds, which are one
+  exact rule without a penalty; it searches so for them.
+- Ranking. CTranslate2's length penalty is not GNMT's ``((5 + length) / 6) ** alpha``, and
+  it applies only when choosing the hypotheses it returns, which the backend ranks again
+  by GNMT's. Where CTranslate2 must count finished hypotheses it is given a negligible
+  penalty (:data:`COUNTING_PENALTY`: any penalty selects its count), which leaves its
+  choice that of the raw scores. Then an empty hypothesis (EOS first, which the core's
+  search finishes when EOS is among the beam's best first tokens) is left out only below
+  ``beam`` others by raw score, hence by GNMT's rank too (a penalty of at least 1 divides a
+  score of at most 0): never one the core would return. (Its own penalty, ``length **
+  alpha``, favours long hypotheses far more than GNMT's and could leave out that one.)
 - ``max_decoding_length`` counts EOS as a token; the core allows ``max_length`` tokens and
   then EOS. It decodes ``max_length + 1`` positions and cuts a hypothesis that did not end
   to ``max_length`` tokens, flagged truncated.
@@ -36,13 +47,12 @@ one random stream per call, so a seed reproduces a call (loading the model again
 of milliseconds for a mid-sized Transformer), not each output whatever its batch as the
 core's sampling does.
 
-Greedy output is so the core's exactly; a beam search keeps CTranslate2's choice of
-hypotheses and stopping rule (without a penalty it stops once its best hypothesis has
-finished; the core goes on until no live hypothesis can still enter the n-best list), so
-its n-best lists may differ from the core's below the best hypothesis, and the best
-hypothesis too where candidates are close. Without masking, a hypothesis through PAD, BOS
-or UNK may take a beam slot before it is dropped, where the core's masked search would
-keep another.
+Greedy output is so the core's exactly (greedy decoding is searched without a penalty, so
+that CTranslate2's scores are the sums of log-probabilities as they are); a beam search
+keeps CTranslate2's choice of hypotheses and stopping rule, so its n-best lists may differ
+from the core's below the best hypothesis, and the best hypothesis too where candidates
+are close. Without masking, a hypothesis through PAD, BOS or UNK may take a beam slot
+before it is dropped, where the core's masked search would keep another.
 """
 
 from __future__ import annotations
@@ -54,6 +64,7 @@ from typing import Any
 
 import numpy as np
 
+from seq2seq_kit.beam import patience_of
 from seq2seq_kit.decoding import Hypothesis
 from seq2seq_kit.decoding import length_penalty as gnmt_penalty
 from seq2seq_kit.errors import BackendError, ExportError
@@ -69,11 +80,18 @@ _PAD, _BOS, _EOS = SPECIALS[:3]
 _SPECIAL_IDS = frozenset({PAD, BOS, UNK})
 
 #: CTranslate2's beam-search patience (Kasai et al. 2022: it stops after ``beam * patience``
-#: finished hypotheses) with a length penalty. Its search then keeps looking for the longer
-#: hypotheses that GNMT's penalty may rank first: on a small num2words model, beam 4 and
-#: alpha 1, its best hypothesis was the core's for 9 of 14 inputs at patience 1, 14 of 14
-#: at 4.
+#: finished hypotheses) for the core's bounds (``early_stopping`` False or ``"never"``)
+#: with a length penalty. Its search then keeps looking for the longer hypotheses that
+#: GNMT's penalty may rank first: on a small num2words model, beam 4 and alpha 1, its best
+#: hypothesis was the core's exact search's for 9 of 14 inputs at patience 1, 14 of 14 at
+#: 4.
 LENGTH_PENALTY_PATIENCE = 4.0
+
+#: The length penalty CTranslate2 gets where it must stop by its count of finished
+#: hypotheses: not 0 (which selects its other rule), small enough that dividing a float32
+#: score by ``length ** COUNTING_PENALTY`` leaves it as it is, so that the hypotheses it
+#: returns are those of the highest raw scores.
+COUNTING_PENALTY = 1e-9
 
 
 #: CTranslate2's "no seed set" (its generators then start from ``std::random_device``); a
@@ -170,6 +188,7 @@ class CTranslate2Model:
         min_length: int = 0,
         no_repeat_ngram_size: int = 0,
         banned_ids: tuple[int, ...] = (),
+        early_stopping: bool | str | float = False,
     ) -> list[list[Hypothesis]]:
         """See :class:`seq2seq_kit.backend.SearchModel` and the module docstring."""
         empty = np.flatnonzero(src_lengths == 0)
@@ -195,13 +214,19 @@ class CTranslate2Model:
                 min_length=min_length,
                 no_repeat_ngram_size=no_repeat_ngram_size,
                 banned_ids=banned_ids,
+                early_stopping=early_stopping,
             )
         width = max(beam, n_best)
+        patience = patience_of(early_stopping)
+        # greedy decoding, or the core's bounds without a penalty: CTranslate2's rule without
+        # one; else its count of finished hypotheses (see the module docstring)
+        counting = width > 1 and (length_penalty != 0 or patience is not None)
+        engine_penalty = COUNTING_PENALTY if counting else 0.0
         options = {
             "beam_size": width,
             "num_hypotheses": width,
-            "length_penalty": length_penalty,
-            "patience": 1.0 if length_penalty == 0 else LENGTH_PENALTY_PATIENCE,
+            "length_penalty": engine_penalty,
+            "patience": LENGTH_PENALTY_PATIENCE if patience is None else patience,
             "max_decoding_length": max_length + 1,
             "min_decoding_length": 0,
             "max_input_length": 0,
@@ -210,7 +235,7 @@ class CTranslate2Model:
         }
         # unmasked first: its scores are the full softmax's, as the core's
         results = self.engine().translate_batch(sources, **options)
-        candidates = [self._candidates(r, max_length, length_penalty) for r in results]
+        candidates = [self._candidates(r, max_length, engine_penalty) for r in results]
         special = [row for row, found in enumerate(candidates) if found is None]
         if special:  # the engine chose PAD, BOS or UNK somewhere: search again without them
             masked = self.engine().translate_batch(
@@ -221,11 +246,13 @@ class CTranslate2Model:
             )
             for row, result in zip(special, masked, strict=True):
                 # renormalised over the other tokens: rescored below
-                found = self._candidates(result, max_length, length_penalty)
+                found = self._candidates(result, max_length, engine_penalty)
                 candidates[row] = {ids: (done, None) for ids, (done, _) in found.items()}
-        if length_penalty != 0:
-            for row in self._eos_first(sources, width):
-                candidates[row].setdefault((), (True, None))
+            if length_penalty != 0 and width > 1:
+                # the masked search's scores, renormalised, do not order them as the
+                # rescored ones: the empty hypothesis may have been left out for others
+                for row in self._eos_first([sources[r] for r in special], width):
+                    candidates[special[row]].setdefault((), (True, None))
         flat = [
             (row, ids, done, score)
             for row, found in enumerate(candidates)
@@ -254,15 +281,23 @@ class CTranslate2Model:
         min_length: int,
         no_repeat_ngram_size: int,
         banned_ids: tuple[int, ...],
+        early_stopping: bool | str | float,
     ) -> list[list[Hypothesis]]:
         """:meth:`search` with the options CTranslate2 maps (module docstring), every
         hypothesis rescored by the core's rule."""
         names = self._target_tokens
+        patience = patience_of(early_stopping)
+        # a count rule needs a penalty (any selects it); the hypotheses are rescored anyway
+        counting_penalty = COUNTING_PENALTY if width > 1 and patience is not None else 0.0
         options: dict[str, Any] = {
             "beam_size": width,
             "num_hypotheses": width,
-            "length_penalty": alpha,
-            "patience": 1.0 if alpha == 0 else LENGTH_PENALTY_PATIENCE,
+            "length_penalty": alpha or counting_penalty,
+            "patience": (
+                patience
+                if patience is not None
+                else (1.0 if alpha == 0 else LENGTH_PENALTY_PATIENCE)
+            ),
             "max_decoding_length": max_length + 1,
             "min_decoding_length": min_length,
             "no_repeat_ngram_size": no_repeat_ngram_size,

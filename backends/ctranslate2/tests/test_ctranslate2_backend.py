@@ -139,6 +139,31 @@ def test_beam_and_n_best_close_to_the_core(trained):
     assert ct2.translate(INPUTS, beam=5) == translator.translate(INPUTS, beam=5)
 
 
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+@pytest.mark.parametrize("rule", [True, 2.0])
+def test_a_count_searches_as_the_core(trained, rule, alpha):
+    # CTranslate2 stops at beam x patience finished hypotheses when it has a length
+    # penalty (the backend gives it a negligible one without): the core's rule for
+    # early_stopping True or a patience
+    translator, out = trained
+    ct2 = api.load(out, backend="ctranslate2")
+    options = {"beam": 4, "n_best": 3, "length_penalty": alpha, "early_stopping": rule}
+    expected = translator.hypotheses(INPUTS, **options)
+    got = ct2.hypotheses(INPUTS, **options)
+    assert [h[0].ids for h in got] == [h[0].ids for h in expected]
+    np.testing.assert_allclose([h[0].score for h in got], [h[0].score for h in expected], atol=1e-4)
+
+
+def test_greedy_with_a_length_penalty_keeps_the_core_s_scores(trained):
+    # a penalty ranks nothing in greedy decoding: the scores stay sums of log-probabilities
+    translator, out = trained
+    ct2 = api.load(out, backend="ctranslate2")
+    expected = translator.hypotheses(INPUTS, length_penalty=1.5)
+    got = ct2.hypotheses(INPUTS, length_penalty=1.5)
+    assert [h[0].ids for h in got] == [h[0].ids for h in expected]
+    np.testing.assert_allclose([h[0].score for h in got], [h[0].score for h in expected], atol=1e-4)
+
+
 def test_rnn_refused_by_name():
     with pytest.raises(BackendError, match="(?i)transformer models only.*'rnn'"):
         get_backend("ctranslate2").create(ModelSpec(11, 13))

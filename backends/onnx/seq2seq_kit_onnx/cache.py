@@ -11,7 +11,10 @@ spare positions are zeros, never NaN, because a masked weight of 0 times NaN is 
 Appending position ``t`` writes into the shared buffer when nobody has written position
 ``t`` yet; otherwise (the same state stepped twice, or a full buffer) it first copies the
 ``t`` positions this cache sees into a new buffer half as long again (at most ``limit``).
-:meth:`take` (a reorder) copies the rows it keeps into a new buffer with a little spare.
+:meth:`take` (a reorder) copies the rows it keeps into a new buffer with a little spare,
+or with room for one position when the cache it reorders was itself reordered one step
+before (beam search reorders at every step: spare positions would be zeroed and read for
+nothing).
 Positions a state sees are never written again, so a step leaves the state it was given
 unchanged (the backend contract's rule) while greedy and beam decoding append in amortised
 O(1). The same rule as the NumPy backend's ``kv_cache``.
@@ -26,12 +29,13 @@ FIRST_CAPACITY = 16
 
 
 class _Buffer:
-    """``array`` [B, N, capacity, d]; ``filled``: positions written so far."""
+    """``array`` [B, N, capacity, d]; ``filled``: positions written so far; ``taken_at``:
+    the positions it was made with by a reorder (None: not made by one)."""
 
-    __slots__ = ("array", "filled")
+    __slots__ = ("array", "filled", "taken_at")
 
-    def __init__(self, array: np.ndarray, filled: int):
-        self.array, self.filled = array, filled
+    def __init__(self, array: np.ndarray, filled: int, taken_at: int | None = None):
+        self.array, self.filled, self.taken_at = array, filled, taken_at
 
 
 class Cache:
@@ -82,9 +86,13 @@ class Cache:
             raise IndexError(f"row index out of range for a batch of {batch}")
         index = index % max(batch, 1)
         # a little room only: greedy decoding reorders whenever a row finishes, and every
-        # spare position is zeroed here and read by each step's attention
-        capacity = max(self.length, min(self.length + FIRST_CAPACITY, self.limit))
-        return Cache(self._copy(index, capacity), self.length, self.limit)
+        # spare position is zeroed here and read by each step's attention; room for the
+        # next position alone where reorders follow each other (beam search)
+        spare = 1 if self._buffer.taken_at == self.length - 1 else FIRST_CAPACITY
+        capacity = max(self.length, min(self.length + spare, self.limit))
+        buffer = self._copy(index, capacity)
+        buffer.taken_at = self.length
+        return Cache(buffer, self.length, self.limit)
 
     def _copy(self, rows: np.ndarray | None, capacity: int) -> _Buffer:
         """The positions this cache sees (of ``rows``, or all rows) in a new buffer of

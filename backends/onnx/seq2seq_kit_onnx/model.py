@@ -8,7 +8,9 @@ owns. A step feeds them all with ``prev_ids``; each input ``NAME`` the graph als
 appended to its cache, the others (the attention memory, the source mask, a Transformer's
 cross-attention keys and values) are carried unchanged. ``reorder`` is a NumPy ``take``
 along the batch axis of every array with one (not of the scalar ``position``) and of every
-cache.
+cache; the arrays carried unchanged are taken from the encoder's rows, and only when the
+rows they stand for change: beam search reorders at every step, but within each sentence's
+rows, which read the same source.
 """
 
 from __future__ import annotations
@@ -48,11 +50,16 @@ class State:
             steps make new ones).
         weights: [B, S'] attention of the step that made this state; None from ``encode``.
         source_width: S, the width of the ``src_ids`` encoded.
+        sources: int64 [B], the encoder's row of each row (what the arrays carried
+            unchanged in ``tensors`` were taken by).
+        encoded: the arrays carried unchanged, as ``encode`` made them (a row per source).
     """
 
     tensors: dict[str, np.ndarray | Cache]
     weights: np.ndarray | None
     source_width: int
+    sources: np.ndarray
+    encoded: dict[str, np.ndarray]
 
 
 def graphs(spec: Spec, weights: dict[str, np.ndarray]):
@@ -171,7 +178,12 @@ class OnnxModel:
         limit = getattr(self.spec, "max_positions", 0)
         for name in self._appended:
             tensors[name] = Cache.empty(tensors[name], limit)
-        return State(tensors, None, src_ids.shape[1])
+        carried = {
+            name: value
+            for name, value in tensors.items()
+            if name not in self._appended and f"next_{name}" not in self._outputs
+        }
+        return State(tensors, None, src_ids.shape[1], np.arange(batch_size), carried)
 
     def step(self, prev_ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """One decoder-step graph run: int32 [B] previous ids -> (float32 [B, V]
@@ -197,13 +209,20 @@ class OnnxModel:
                 new[name] = value.append(results[self._appended[name]])
             else:
                 new[name] = results.get(f"next_{name}", value)
-        return results["log_probs"], State(new, results.get("attention"), state.source_width)
+        return results["log_probs"], replace(state, tensors=new, weights=results.get("attention"))
 
     def reorder(self, state: State, index: np.ndarray) -> State:
         """Rows ``index`` (int64 [B']) of every batched array of ``state``, as a new state."""
-        tensors = {name: _take(value, index) for name, value in state.tensors.items()}
+        sources = state.sources[index]
+        same = np.array_equal(sources, state.sources)
+        tensors = {
+            name: (value if same else _take(state.encoded[name], sources))
+            if name in state.encoded
+            else _take(value, index)
+            for name, value in state.tensors.items()
+        }
         weights = None if state.weights is None else state.weights[index]
-        return replace(state, tensors=tensors, weights=weights)
+        return replace(state, tensors=tensors, weights=weights, sources=sources)
 
     def attention(self, state: State) -> np.ndarray | None:
         """Float32 [B, S] attention of the step that returned ``state`` (see the

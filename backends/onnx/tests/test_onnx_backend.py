@@ -215,6 +215,49 @@ def test_transformer_caches_keep_older_states_as_they_were():
     np.testing.assert_array_equal(got[-1], got[12])  # the same state, the same step
 
 
+def test_transformer_caches_reordered_at_every_step_as_beam_search_does():
+    """A reorder one step after a reorder keeps room for one position only, and one within
+    each source's rows keeps the source's arrays: the steps after them, past that room, and
+    the states reordered from give the NumPy reference's log-probabilities."""
+    from seq2seq_kit.plugins import get_backend
+    from seq2seq_kit.spec import TransformerSpec
+    from seq2seq_kit.weights import initial_weights
+
+    spec = TransformerSpec(
+        11, 13, d_model=8, num_heads=2, ff_size=16, encoder_layers=1, decoder_layers=2,
+        max_positions=40,
+    )  # fmt: skip
+    weights = initial_weights(spec, 6)
+    onnx_model, numpy_model = (get_backend(b).create(spec, seed=0) for b in ("onnx", "numpy"))
+    for model in (onnx_model, numpy_model):
+        model.set_weights(weights)
+    src = np.array([[3, 4, 5], [6, 7, 0]], dtype=np.int32)
+    lengths = np.array([3, 2], dtype=np.int32)
+
+    def walk(model):
+        rng = np.random.default_rng(1)  # the same ids and reorders for both models
+        out, state = [], model.reorder(model.encode(src, lengths), np.array([0, 0, 1, 1]))
+        kept = []
+        for t in range(20):  # reordered after every step, as beam search's rows
+            logp, state = model.step(rng.integers(4, 12, size=4).astype(np.int32), state)
+            out.append(logp)
+            kept.append(state)
+            if t % 3:  # within each source's rows (beam search), or across them
+                index = np.array([rng.integers(0, 2), rng.integers(0, 2), 3, 2])
+            else:
+                index = rng.integers(0, 4, size=4)
+            state = model.reorder(state, index)
+        for _ in range(3):  # then steps without reorders, past the room kept
+            logp, state = model.step(np.array([4, 5, 6, 7], dtype=np.int32), state)
+            out.append(logp)
+        out.append(model.step(np.array([8, 9, 10, 11], dtype=np.int32), kept[5])[0])
+        return out
+
+    got, expected = walk(onnx_model), walk(numpy_model)
+    for i, (a, b) in enumerate(zip(got, expected, strict=True)):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0, err_msg=f"log-probs {i}")
+
+
 def test_export_refusals(models, tmp_path, capsys):
     model = str(models["rnn"])
     assert main(["export", "--model", model, "--format", "nope", "--out", str(tmp_path / "x")]) == 2
