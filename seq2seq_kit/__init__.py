@@ -12,10 +12,21 @@ from typing import TYPE_CHECKING, Any
 from .hookspecs import hookimpl, hookspec
 from .version import __version__
 
-__all__ = ["Translator", "average", "hookimpl", "hookspec", "load", "train", "__version__"]
+__all__ = [
+    "Translator",
+    "average",
+    "hookimpl",
+    "hookspec",
+    "load",
+    "load_ensemble",
+    "train",
+    "__version__",
+]
 
 if TYPE_CHECKING:
-    from .api import Translator
+    from collections.abc import Sequence
+
+    from .api import Ensemble, Translator
 
 
 def train(*args: Any, **kwargs: Any) -> Translator:
@@ -30,6 +41,17 @@ def load(path: str, backend: str | None = None) -> Translator:
     from .api import load as _load
 
     return _load(path, backend=backend)
+
+
+def load_ensemble(
+    paths: Sequence[str],
+    weights: Sequence[float] | None = None,
+    backends: str | Sequence[str | None] | None = None,
+) -> Ensemble:
+    """Load model directories as one ensemble; see :func:`seq2seq_kit.api.load_ensemble`."""
+    from .api import load_ensemble as _load_ensemble
+
+    return _load_ensemble(paths, weights=weights, backends=backends)
 
 
 def average(*args: Any, **kwargs: Any) -> Path:

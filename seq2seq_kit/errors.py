@@ -164,6 +164,12 @@ class OptionError(ConfigError):
         self.option = option
 
 
+class EnsembleError(ConfigError):
+    """Models that cannot decode as one ensemble (vocabularies or tokenizers that differ,
+    weights that are not one positive number per model), naming the models; or a use of an
+    ensemble that needs one model (saving it)."""
+
+
 class PrefixError(Seq2SeqError, ValueError):
     """A target prefix that cannot be forced (a piece the target vocabulary lacks, a
     banned token, more tokens than the length cap, no source text).

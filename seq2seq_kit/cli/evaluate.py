@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from .models import add_model_flags, load_models
 from .options import _add_config_flags, _flag_values
 
 
@@ -14,10 +15,9 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="exact match, CER, token error rate, chrF, BLEU and TER on a TSV file",
         description="Decoding flags default to the model's saved [decode] settings.",
     )
-    p.add_argument("--model", required=True, help="model directory")
+    add_model_flags(p)
     p.add_argument("--data", required=True, help="PATH.tsv or dataset name")
     _add_config_flags(p, "data", ["limit", "max_line_bytes"])
-    p.add_argument("--backend", help="backend to run the model with")
     _add_config_flags(p, "decode", [k for k in _decode_keys() if k != "n_best"])
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.set_defaults(run=run_evaluate)
@@ -30,13 +30,12 @@ def _decode_keys() -> list[str]:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ..api import load
     from ..config import DEFAULT_MAX_LINE_BYTES
     from ..data import load_dataset
     from ..errors import DataError, InputTooLongError, UnknownTokenError, describe_token
     from ..metrics import group_references, score
 
-    translator = load(args.model, backend=args.backend)
+    translator = load_models(args)
     options = translator.decode_config(**_flag_values(args).get("decode", {}), n_best=1)
     dataset = load_dataset(
         args.data,

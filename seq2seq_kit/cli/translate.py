@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .models import add_model_flags, load_models
 from .options import _add_config_flags, _flag_values
 
 
@@ -20,8 +21,7 @@ def add_translate(sub: argparse._SubParsersAction) -> None:
         "score include the prefix). Decoding flags default to the model's saved [decode] "
         "settings.",
     )
-    p.add_argument("--model", required=True, help="model directory")
-    p.add_argument("--backend", help="backend to run the model with")
+    add_model_flags(p)
     _add_config_flags(p, "decode")
     _add_config_flags(p, "data", ["max_line_bytes"])
     p.add_argument(
@@ -88,9 +88,7 @@ def _check_utf8(text: str, what: str) -> None:
 
 
 def run_translate(args: argparse.Namespace) -> int:
-    from ..api import load
-
-    translator = load(args.model, backend=args.backend)
+    translator = load_models(args)
     options = translator.decode_config(**_flag_values(args).get("decode", {}))
     lines = _read_inputs(args.text, getattr(args, "data.max_line_bytes"))
     texts, prefixes = _split_prefixes(lines, from_stdin=not args.text)
