@@ -3,6 +3,7 @@ an ensemble's step and scores are the weighted mean of its members', members may
 different backends, and models that cannot form one are refused naming why."""
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -270,3 +271,36 @@ def test_the_command_line_refuses_flags_that_do_not_fit(models, tmp_path, capsys
     assert main(["translate", "--model", str(a), "--model", str(other), "1"]) == 2
     err = capsys.readouterr().err
     assert f"the source sides of {a} and {other} differ" in err and "id 4" in err
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_the_server_serves_an_ensemble(models, monkeypatch):
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("httpx")
+    with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 beside httpx
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    import seq2seq_kit.serving.runtime
+    from seq2seq_kit.serving.app import create_app
+
+    a, b = models
+    served = {}
+
+    def run(models, settings):
+        served.update(models)
+        return 0
+
+    monkeypatch.setattr(seq2seq_kit.serving.runtime, "run", run)
+    assert main(["serve", "--model", f"both={a}+{b}", "--model", f"one={a}"]) == 0
+    assert isinstance(served["both"], Ensemble) and not isinstance(served["one"], Ensemble)
+    assert served["both"].names == (str(a), str(b))
+    with TestClient(create_app(served)) as client:
+        listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+        body = {"model": "both", "texts": ["12", "5"], "beam": 3, "n_best": 2}
+        reply = client.post("/v1/translate", json=body).json()
+    assert listed["both"]["backend"] == "numpy+numpy"
+    expected = served["both"].hypotheses(["12", "5"], beam=3, n_best=2)
+    got = [[(h["text"], h["score"]) for h in r["hypotheses"]] for r in reply["translations"]]
+    assert got == [[(h.text, pytest.approx(h.score)) for h in hyps] for hyps in expected]
+    assert main(["serve", "--model", f"both={a}++{b}"]) == 2

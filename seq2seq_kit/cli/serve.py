@@ -23,7 +23,8 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         required=True,
         metavar="[NAME=]DIR",
         help="model directory; repeat as NAME=DIR to serve several (one plain DIR is named "
-        "'default'); a request without \"model\" gets the first",
+        "'default'); a request without \"model\" gets the first. DIR+DIR+...: an ensemble "
+        "of those models, with equal weights (log-probabilities averaged at every step)",
     )
     p.add_argument("--backend", help="backend to run the models with")
     p.add_argument("--config", help="TOML config file; its [serve] table is read")
@@ -60,6 +61,25 @@ def _model_dirs(values: Sequence[str]) -> dict[str, str]:
     return named
 
 
+def _members(path: str) -> list[str] | None:
+    """The directories of an ensemble ``DIR+DIR+...``; None for one model (a directory
+    whose own name holds a ``+`` is one model).
+
+    Raises:
+        ConfigError: an empty directory between the ``+``.
+    """
+    import os
+
+    from ..errors import ConfigError
+
+    if "+" not in path or os.path.isdir(path):
+        return None
+    members = path.split("+")
+    if not all(m.strip() for m in members):
+        raise ConfigError(f"--model {path}: an empty directory in an ensemble DIR+DIR")
+    return members
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
 
@@ -71,10 +91,14 @@ def run_serve(args: argparse.Namespace) -> int:
             f"serve needs Starlette and uvicorn ({exc}): pip install 'seq2seq-kit[serve]'"
         ) from None
     settings = _validated(*_file_and_flags(args), args.config).serve
-    from ..api import load
+    from ..api import load, load_ensemble
     from ..serving.runtime import run
 
-    models = {
-        name: load(path, backend=args.backend) for name, path in _model_dirs(args.model).items()
-    }
+    models = {}
+    for name, path in _model_dirs(args.model).items():
+        members = _members(path)
+        if members is None:
+            models[name] = load(path, backend=args.backend)
+        else:
+            models[name] = load_ensemble(members, backends=args.backend)
     return run(models, settings)
