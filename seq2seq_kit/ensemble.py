@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -273,7 +273,7 @@ class Ensemble(Translator):
         """The capabilities every member's backend declares."""
         return frozenset.intersection(*(m.capabilities for m in self.members))
 
-    def checkpoint(self) -> Any:
+    def checkpoint(self) -> NoReturn:
         """Raises:
         EnsembleError: always; an ensemble is several models.
         """

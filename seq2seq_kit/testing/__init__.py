@@ -20,6 +20,7 @@ pandas' extension tests are.
 from .base import BackendTestBase, requires, uses_step
 from .checkpoints import CheckpointTests
 from .decoding import DecodingTests
+from .ensembles import EnsembleTests
 from .features import FeatureTests
 from .inputs import InputTests
 from .numerics import NumericsTests
@@ -32,6 +33,7 @@ __all__ = [
     "BackendTestBase",
     "CheckpointTests",
     "DecodingTests",
+    "EnsembleTests",
     "FeatureTests",
     "InputTests",
     "NumericsTests",
@@ -49,6 +51,7 @@ class BackendSuite(
     TrainingTests,
     DecodingTests,
     SearchOptionTests,
+    EnsembleTests,
     FeatureTests,
     CheckpointTests,
     InputTests,
