@@ -82,12 +82,12 @@ class Search:
         beam: hypotheses kept per source at each step (1 with ``n_best`` 1: greedy).
         n_best: hypotheses returned per source; above ``beam`` it widens the beam.
         length_penalty: GNMT alpha (:func:`length_penalty`), >= 0.
-        early_stopping: when a beam search stops (:func:`beam_search`).
         max_length: the most tokens a hypothesis may hold, within what the model can
             decode (:func:`seq2seq_kit.spec.decoding_cap`).
         batch_size: sources decoded together.
         engine: decode with the backend's own search (capability ``search``), which
             decodes greedily too.
+        early_stopping: when a beam search stops (:func:`beam_search`).
         sampling: draw the outputs (:func:`sample`) instead of searching; None: search.
         controls: what every output obeys (:class:`OutputControls`).
         takes_prefix: whether the search can force a target prefix (the core's always;
@@ -97,10 +97,10 @@ class Search:
     beam: int
     n_best: int
     length_penalty: float
-    early_stopping: EarlyStopping
     max_length: int
     batch_size: int
     engine: bool
+    early_stopping: EarlyStopping = False
     sampling: Sampling | None = None
     controls: OutputControls = NO_CONTROLS
     takes_prefix: bool = True
