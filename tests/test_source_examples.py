@@ -134,6 +134,18 @@ def test_without_validation_pairs_the_examples_are_training_sources(tmp_path):
     assert resumed.examples == translator.examples
 
 
+def test_kept_checkpoints_and_their_average_carry_the_examples(tmp_path):
+    config = _config(epochs=3)
+    config.train.keep_last = 2
+    translator = seq2seq_kit.train(config, out=tmp_path / "m", data=NUMBERS)
+    kept = [tmp_path / "m" / entry["path"] for entry in translator.meta["checkpoints"]]
+    assert len(kept) == 2 and translator.examples
+    for directory in kept:
+        assert seq2seq_kit.load(directory).examples == translator.examples
+    averaged = seq2seq_kit.average(tmp_path / "m", last=2, out=tmp_path / "avg")
+    assert seq2seq_kit.load(averaged).examples == translator.examples
+
+
 def test_a_model_saved_without_examples_loads(validated, tmp_path):
     _, out = validated
     old = tmp_path / "old"
