@@ -10,7 +10,8 @@ from typing import Any
 def add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "info",
-        help="what a model directory holds: architecture, sizes, vocabularies, training",
+        help="what a model directory holds: architecture, sizes, vocabularies, training, "
+        "example inputs",
         description="Reads model.json and checks the weights file; loads no backend.",
     )
     p.add_argument("--model", required=True, help="model directory")
