@@ -121,6 +121,15 @@ class Translator:
         saved before this was recorded."""
         return RunRecord.from_dict(self.meta).kept_validation
 
+    @property
+    def examples(self) -> list[str]:
+        """A few source texts to try the model with, chosen when it was trained from its
+        validation sources, topped up from its training sources when fewer qualify
+        (:attr:`seq2seq_kit.run_record.RunRecord.examples`); empty for a model saved
+        before they were recorded, or imported."""
+        examples = self.meta.get("examples")
+        return list(examples) if isinstance(examples, list) else []
+
     def translate(self, texts: Sequence[str], **options: Any) -> list[str]:
         """Best translation of each text, in order; an empty or blank text gives ``""``.
         ``options`` are those of :meth:`hypotheses`."""

@@ -21,6 +21,7 @@ import seq2seq_kit  # noqa: E402
 from seq2seq_kit.config import Config, ServeConfig  # noqa: E402
 from seq2seq_kit.datasets import digits  # noqa: E402
 from seq2seq_kit.serving.app import create_app  # noqa: E402
+from seq2seq_kit.source_examples import EXAMPLES  # noqa: E402
 
 with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 beside httpx
     warnings.simplefilter("ignore")
@@ -85,6 +86,11 @@ def test_models_listing(client, models):
     assert first["decode"]["beam"] == 1 and first["decode"]["max_length"] == translator.max_length
     assert first["training"]["epochs"] == 150 and first["training"]["dataset"] == "digits"
     assert first["training"]["updates"] > 0
+    # what the model reads, and inputs to try it with: digits has no validation pairs
+    alphabet = sorted({c for source, _ in digits().pairs for c in source})
+    assert first["source"] == {"tokenizer": "char", "pieces": len(alphabet), "alphabet": alphabet}
+    assert first["examples"] == translator.examples and len(first["examples"]) == EXAMPLES
+    assert set(first["examples"]) <= {source for source, _ in digits().pairs}
     assert listing["limits"] == {
         "max_texts": 64,
         "max_text_chars": 1000,
@@ -93,6 +99,28 @@ def test_models_listing(client, models):
         "max_num_samples": 16,
         "max_max_length": 512,
     }
+
+
+def test_the_listing_names_the_tokenizer_and_the_examples_the_server_takes(tmp_path):
+    """A word model lists no alphabet; an example longer than ``max_text_chars`` is left
+    out of the listing, as the server would refuse it."""
+    numbers = [(str(n), " ".join(str(n))) for n in range(5, 400, 3)]
+    config = Config()
+    config.train.epochs, config.train.progress = 1, False
+    config.data.valid_fraction, config.data.source_tokenizer = 0.25, "word"
+    translator = seq2seq_kit.train(config, out=tmp_path / "words", data=numbers)
+    examples = translator.examples
+    assert len(examples) == EXAMPLES
+    assert any(len(e) > 2 for e in examples) and any(len(e) <= 2 for e in examples)
+    settings = ServeConfig(max_text_chars=2, max_texts=1, max_queue=1)
+    with TestClient(create_app({"words": translator}, settings)) as client:
+        (listed,) = client.get("/v1/models").json()["models"]
+    assert listed["source"] == {
+        "tokenizer": "word",
+        "pieces": len(translator.source_vocab.tokens),
+        "alphabet": None,
+    }
+    assert listed["examples"] == [e for e in examples if len(e) <= 2] != []
 
 
 def test_the_listing_gives_the_served_weights_validation(model_dir, tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..decoding import Hypothesis, forced_attention
 from ..run_record import RunRecord
-from ..vocab import pad
+from ..vocab import Vocabulary, pad
 
 if TYPE_CHECKING:
     from ..api import Translator
@@ -99,8 +99,13 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
-def describe_model(name: str, translator: Translator) -> dict[str, Any]:
-    """One entry of ``GET /v1/models``: what the model is, its decoding defaults and a
+def describe_model(
+    name: str, translator: Translator, max_text_chars: int | None = None
+) -> dict[str, Any]:
+    """One entry of ``GET /v1/models``: what the model is, what it reads (``source``:
+    :func:`describe_source`), a few ``examples`` to try it with
+    (:attr:`Translator.examples`, those of at most ``max_text_chars`` characters, which
+    the server takes), its decoding defaults and a
     summary of its training, from ``model.json``: among it ``kept_validation``, the
     validation the served weights are of with its figures and the metric that chose them
     (:attr:`Translator.best_validation`, None where no one validation scored them), and
@@ -139,11 +144,31 @@ def describe_model(name: str, translator: Translator) -> dict[str, Any]:
             "spec": spec,
             "source_vocab_size": len(translator.source_vocab),
             "target_vocab_size": len(translator.target_vocab),
+            "source": describe_source(translator.source_vocab),
+            "examples": [
+                text
+                for text in translator.examples
+                if max_text_chars is None or len(text) <= max_text_chars
+            ],
             "max_length": translator.max_length,
             "decode": decode,
             "training": training,
         }
     )
+
+
+def describe_source(vocab: Vocabulary) -> dict[str, Any]:
+    """What a model reads, for ``GET /v1/models``: ``{"tokenizer"`` (its name: ``char``,
+    ``word``, ``sentencepiece``...), ``"pieces"`` (the data pieces of the vocabulary, the
+    specials not counted), ``"alphabet"}``: for the ``char`` tokenizer every character
+    the model knows, in id order (code-point order, :class:`Vocabulary`), so a client can
+    name an unknown character before it sends a text; None for other tokenizers."""
+    char = vocab.tokenizer_name == "char"
+    return {
+        "tokenizer": vocab.tokenizer_name,
+        "pieces": len(vocab.tokens),
+        "alphabet": list(vocab.tokens) if char else None,
+    }
 
 
 def _lowest_valid_loss(record: RunRecord, epochs: list[dict[str, Any]]) -> float | None:
