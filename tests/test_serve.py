@@ -856,3 +856,50 @@ def test_closing_the_batcher_answers_what_is_queued_and_refuses_the_rest():
     assert refused.status == 503 and refused.headers["Retry-After"] == "1"
     # 4 texts per round at most, each round split by key (odd, even): 4 calls, not 6
     assert sorted(map(sorted, calls)) == [[0, 2], [1, 3], [4], [5]]
+
+
+def test_alignments_per_hypothesis_equal_in_process(client, models):
+    texts = ["3", "", "12"]
+    reply = translate(client, texts=texts, beam=2, n_best=2, alignments=True)
+    assert reply.status_code == 200, reply.text
+    expected = models["default"].hypotheses(texts, beam=2, n_best=2, alignments=True)
+    for got, hyps in zip(reply.json()["translations"], expected, strict=True):
+        for hyp, h in zip(got["hypotheses"], hyps, strict=True):
+            assert hyp["alignment"] == [[i, j] for i, j in h.alignment]
+            assert len(hyp["alignment"]) == len(hyp["tokens"])
+    unasked = translate(client, texts=["3"]).json()["translations"][0]["hypotheses"][0]
+    assert unasked["alignment"] is None
+    for field in ("alignments", "replace_unk"):
+        refused = translate(client, texts=["3"], model="plain", **{field: True})
+        assert refused.status_code == 422 and refused.json()["error"]["field"] == field
+        assert "no attention" in refused.json()["error"]["message"]
+        wrong = translate(client, texts=["3"], **{field: 1})
+        assert wrong.status_code == 422 and wrong.json()["error"]["field"] == field
+
+
+def test_replace_unk_from_the_models_settings_and_per_request(tmp_path):
+    from aligned_tasks import named_pairs, train_named
+
+    table = tmp_path / "names.tsv"
+    table.write_text("Zed1\tZoe\n", encoding="utf-8")
+    folder = train_named(
+        tmp_path, unknown="replace", replace_unk=True, replace_unk_table=str(table)
+    )
+    named = seq2seq_kit.load(folder)
+    texts = [source for source, _ in named_pairs(1, 6, "Zed")]
+    with TestClient(create_app({"named": named}, ServeConfig())) as client:
+        reply = translate(client, texts=texts)
+        assert reply.status_code == 200, reply.text
+        got = [t["hypotheses"][0] for t in reply.json()["translations"]]
+        assert [h["text"] for h in got] == named.translate(texts)
+        assert any("Zoe" in h["text"] for h in got) and any("<unk>" in h["tokens"] for h in got)
+        # off in a request: the model's table goes with it, the names do not come through
+        off = translate(client, texts=texts, replace_unk=False).json()["translations"]
+        assert [t["hypotheses"][0]["text"] for t in off] == named.translate(
+            texts, replace_unk=False
+        )
+        assert not any("Zed" in t["hypotheses"][0]["text"] for t in off)
+        table.write_text("Zed1 Zoe\n", encoding="utf-8")  # the table broken while serving
+        broken = translate(client, texts=texts)
+        assert broken.status_code == 422 and broken.json()["error"]["field"] == "replace_unk"
+        assert f"{table}:1:" in broken.json()["error"]["message"]

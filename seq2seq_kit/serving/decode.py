@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..alignment import source_texts
 from ..decoding import Hypothesis, forced_attention
 from ..run_record import RunRecord
 from ..vocab import Vocabulary, pad
@@ -25,10 +26,14 @@ def translate_requests(
     arrived; per request, one translation per text, in order.
 
     A translation is ``{"source_tokens", "hypotheses": [{"text", "tokens", "score",
-    "truncated", "attention"}]}``, hypotheses best first (a target prefix's tokens
-    included); ``attention`` is None unless the
+    "truncated", "alignment", "attention"}]}``, hypotheses best first (a target prefix's
+    tokens included); ``alignment`` is None unless the options ask for it, then ``[i, j]``
+    pairs, one per output token ``j``, ``i`` the source token it attends to most
+    (:mod:`seq2seq_kit.alignment`); ``attention`` is None unless the
     options ask for it, then rows = output tokens and ``"</s>"`` (unless truncated) by
     columns = source tokens, each hypothesis's own weights (:func:`forced_attention`).
+    With ``replace_unk`` the text has each ``<unk>`` replaced, and ``tokens`` are still
+    the model's (``"<unk>"`` included).
     """
     ids = [row for r in requests for row in r.source_ids]
     prefixes = None
@@ -38,7 +43,15 @@ def translate_requests(
             for r in requests
             for prefix in (r.prefix_ids if r.prefix_ids is not None else [()] * len(r.texts))
         ]
-    results = translator.decode_ids(ids, search=requests[0].search, prefixes=prefixes)
+    search = requests[0].search
+    sources = None
+    if search.replace_unk:
+        texts = [text for r in requests for text in r.texts]
+        vocab = translator.source_vocab
+        sources = [
+            source_texts(text, vocab) if row else None for text, row in zip(texts, ids, strict=True)
+        ]
+    results = translator.decode_ids(ids, search=search, prefixes=prefixes, sources=sources)
     weights = _attention(translator, ids, results) if requests[0].attention else None
     source, target = translator.source_vocab, translator.target_vocab
     translations = []
@@ -51,6 +64,7 @@ def translate_requests(
                     "tokens": [target.token(t) for t in h.ids],
                     "score": _finite(h.score),
                     "truncated": h.truncated,
+                    "alignment": None if h.alignment is None else [list(p) for p in h.alignment],
                     "attention": None if weights is None else weights[i][j].tolist(),
                 }
             )
