@@ -293,3 +293,15 @@ def test_evaluate_scores_the_replaced_text(named_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:  # no alignment is printed: no flag for them
         main([*args, "--alignments"])
     assert info.value.code == 2
+
+
+def test_decoded_validation_scores_the_models_own_outputs(two_digits):
+    from seq2seq_kit.decoded_validation import decoded_validation
+
+    config = Config()
+    config.train.valid_metrics = ["exact_match"]
+    config.decode.alignments = config.decode.replace_unk = True
+    pairs = two_digit_pairs()[:5]
+    ids = [two_digits.source_vocab.encode(s) for s, _ in pairs]
+    search = decoded_validation(config, two_digits, pairs, ids).search
+    assert not search.aligns and not search.controls.unk
