@@ -77,7 +77,8 @@ def decoded_validation(
     ``max_length`` (default: the model's cap,
     :meth:`~seq2seq_kit.translator.Translator.decoding_limit`), ``batch_size`` and output
     controls (``min_length``, ``no_repeat_ngram_size``, ``banned_tokens``), never by
-    sampling: a validation compares checkpoints, so its decoding is a search.
+    sampling: a validation compares checkpoints, so its decoding is a search. It scores
+    the model's own outputs: ``replace_unk`` and ``alignments`` are left off.
 
     Raises:
         BackendError: ``valid_beam`` above 1 for a backend without the ``beam`` capability.
@@ -93,7 +94,15 @@ def decoded_validation(
             f"declare the 'beam' capability; validate greedily (valid_beam = 1) or choose "
             f"another backend"
         )
-    searched = {**cfg.decode.model_dump(), **SAMPLING_DEFAULTS, "sampling": False}
+    # a validation scores the model's own outputs: no <unk> replaced, no alignments read
+    searched = {
+        **cfg.decode.model_dump(),
+        **SAMPLING_DEFAULTS,
+        "sampling": False,
+        "alignments": False,
+        "replace_unk": False,
+        "replace_unk_table": None,
+    }
     options = DecodeConfig.model_validate({**searched, "beam": train.valid_beam, "n_best": 1})
     search = translator.plan(options)
     grouped, references = group_references(pairs)

@@ -12,11 +12,12 @@ checks the target prefixes of the texts).
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .alignment import align, replace_unknowns
 from .backend import Model
 from .beam import EarlyStopping, length_penalty
 from .errors import (
@@ -29,6 +30,7 @@ from .errors import (
     option,
 )
 from .logits_processing import NO_CONTROLS, OutputControls
+from .phrase_table import PhraseTable, load_phrase_table
 from .sampling import Sampling
 from .searches import (
     SEARCH_OPTION_CAPABILITIES,
@@ -82,28 +84,41 @@ class Search:
         beam: hypotheses kept per source at each step (1 with ``n_best`` 1: greedy).
         n_best: hypotheses returned per source; above ``beam`` it widens the beam.
         length_penalty: GNMT alpha (:func:`length_penalty`), >= 0.
-        early_stopping: when a beam search stops (:func:`beam_search`).
         max_length: the most tokens a hypothesis may hold, within what the model can
             decode (:func:`seq2seq_kit.spec.decoding_cap`).
         batch_size: sources decoded together.
         engine: decode with the backend's own search (capability ``search``), which
             decodes greedily too.
+        early_stopping: when a beam search stops (:func:`beam_search`).
         sampling: draw the outputs (:func:`sample`) instead of searching; None: search.
         controls: what every output obeys (:class:`OutputControls`).
         takes_prefix: whether the search can force a target prefix (the core's always;
             an engine's with the ``prefix`` capability): :func:`encode_prefixes` checks.
+        alignments: give each hypothesis its alignment (:mod:`.alignment`).
+        replace_unk: let UNK be output (``controls.unk``) and replace each in the text
+            by the source token it is aligned to, through ``phrase_table`` when given.
+        phrase_table: ``replace_unk``'s table, or None.
     """
 
     beam: int
     n_best: int
     length_penalty: float
-    early_stopping: EarlyStopping
     max_length: int
     batch_size: int
     engine: bool
+    early_stopping: EarlyStopping = False
     sampling: Sampling | None = None
     controls: OutputControls = NO_CONTROLS
     takes_prefix: bool = True
+    alignments: bool = False
+    replace_unk: bool = False
+    phrase_table: PhraseTable | None = None
+
+    @property
+    def aligns(self) -> bool:
+        """Whether decoding reads the hypotheses' alignments (asked for, or to replace
+        UNK)."""
+        return self.alignments or self.replace_unk
 
     @property
     def outputs_per_input(self) -> int:
@@ -118,12 +133,15 @@ def plan(
     capabilities: Collection[str],
     backend: str,
     vocab: Vocabulary | None = None,
+    *,
+    attention: bool = False,
 ) -> Search:
     """The search ``options`` ask for, checked against ``backend`` (the name of the backend
-    running the model), its ``capabilities`` and the target ``vocab`` (which
-    ``banned_tokens`` must name; needed only with them). The values of ``options`` obey the
-    ``[decode]`` rules (a :class:`~seq2seq_kit.config.DecodeConfig` is validated when
-    made); ``max_length`` is the cap already resolved for the model
+    running the model), its ``capabilities``, the target ``vocab`` (which
+    ``banned_tokens`` must name; needed only with them) and whether the model has
+    ``attention`` (which ``alignments`` and ``replace_unk`` need). The values of
+    ``options`` obey the ``[decode]`` rules (a :class:`~seq2seq_kit.config.DecodeConfig`
+    is validated when made); ``max_length`` is the cap already resolved for the model
     (:meth:`seq2seq_kit.translator.Translator.decoding_limit`).
 
     A backend that steps the decoder gets every option from the core's searches; one with
@@ -133,9 +151,13 @@ def plan(
     Raises:
         CapabilityError: beam search (``beam`` or ``n_best`` above 1) asked of a backend
             without the ``beam`` capability, or an option asked of an engine without its
-            capability; naming the option (``error.option``) and the capability.
-        OptionError: ``min_length`` above ``max_length``, or ``banned_tokens`` naming a
-            token ``vocab`` lacks, a special, or every token; naming the option.
+            capability; naming the option (``error.option``) and the capability;
+            ``alignments`` or ``replace_unk`` asked of an engine (it returns no attention).
+        OptionError: ``min_length`` above ``max_length``, ``banned_tokens`` naming a
+            token ``vocab`` lacks, a special, or every token, or ``alignments`` or
+            ``replace_unk`` for a model without ``attention``; naming the option.
+        DataError: ``replace_unk_table`` cannot be read or breaks the phrase table format
+            (:mod:`seq2seq_kit.phrase_table`), naming the file and line.
     """
     if (options.beam > 1 or options.n_best > 1) and "beam" not in capabilities:
         raise CapabilityError(
@@ -155,6 +177,7 @@ def plan(
                     f"torch...)",
                     name,
                 )
+    _check_alignments(options, engine, attention, backend)
     if options.min_length > max_length:
         raise OptionError(
             f"{option('decode.min_length', options.min_length)} is above the length cap of "
@@ -184,9 +207,41 @@ def plan(
             min_length=options.min_length,
             no_repeat_ngram_size=options.no_repeat_ngram_size,
             banned_ids=_banned_ids(options.banned_tokens, vocab),
+            unk=options.replace_unk,
         ),
         takes_prefix=not engine or "prefix" in capabilities,
+        alignments=options.alignments,
+        replace_unk=options.replace_unk,
+        phrase_table=(
+            load_phrase_table(options.replace_unk_table) if options.replace_unk_table else None
+        ),
     )
+
+
+def _check_alignments(options: DecodeConfig, engine: bool, attention: bool, backend: str) -> None:
+    """Refuse ``alignments`` and ``replace_unk`` where no attention weights can be read.
+
+    Raises:
+        CapabilityError: asked of an engine with its own search.
+        OptionError: asked of a model without attention.
+    """
+    for name in ("alignments", "replace_unk"):
+        if not getattr(options, name):
+            continue
+        asked = option("decode." + name, None)
+        if engine:
+            raise CapabilityError(
+                f"{asked}: backend {backend!r} decodes with its own search, which returns no "
+                f"attention weights to align with; choose a backend that steps the decoder "
+                f"(numpy, torch...)",
+                name,
+            )
+        if not attention:
+            raise OptionError(
+                f"{asked}: the model has no attention (model.attention = none), from which "
+                f"alignments are read; train a model with attention to use it",
+                name,
+            )
 
 
 def _options_asked(options: DecodeConfig) -> list[str]:
@@ -350,6 +405,7 @@ def decode(
     vocab: Vocabulary,
     search: Search,
     prefixes: Sequence[Sequence[int]] | None = None,
+    sources: Sequence[Sequence[str] | None] | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode the sources ``rows`` (from :func:`encode`; None: a blank text) into the
     target ``vocab`` as ``search`` says, ``search.batch_size`` sources at a time, sorted
@@ -358,14 +414,25 @@ def decode(
     hypotheses best first: one for greedy decoding and for a blank text (empty), up to
     ``n_best`` for beam search, ``num_samples`` for sampling.
 
+    With ``search.alignments`` each hypothesis carries its alignment; with
+    ``search.replace_unk`` each UNK of its text is replaced by the text of the source token
+    it is aligned to, ``sources[i][k]`` for source token ``k`` of row ``i``
+    (:func:`seq2seq_kit.alignment.source_texts`; needed only then), through
+    ``search.phrase_table``. Both read the attention of the chosen hypotheses in one forced
+    pass of the decoder per batch, after the search (:func:`seq2seq_kit.alignment.align`).
+
     Raises:
         OutOfMemory: decoding ran out of memory (in any backend), naming
             ``decode.batch_size``, ``beam``, ``n_best``, ``num_samples`` and
             ``max_length``.
+        ValueError: ``search.replace_unk`` without ``sources``.
     """
+    if search.replace_unk and sources is None:
+        raise ValueError("decode: replace_unk needs the source tokens' texts (sources=...)")
     ids = {i: row for i, row in enumerate(rows) if row is not None}
     todo = sorted(ids, key=lambda i: len(ids[i]))
-    results: list[list[Hypothesis]] = [[Hypothesis("", (), 0.0, False)] for _ in rows]
+    blank = Hypothesis("", (), 0.0, False, alignment=() if search.alignments else None)
+    results: list[list[Hypothesis]] = [[blank] for _ in rows]
     samples = f"decode.num_samples = {search.sampling.num_samples}, " if search.sampling else ""
     with allocating(
         lambda: (
@@ -379,11 +446,24 @@ def decode(
             src = pad([ids[i] for i in chunk])
             lengths = np.array([len(ids[i]) for i in chunk], dtype=np.int32)
             forced = None if prefixes is None else [tuple(prefixes[i]) for i in chunk]
-            for i, hyps in zip(
-                chunk, _decode_batch(model, src, lengths, vocab, search, forced), strict=True
-            ):
+            found = _decode_batch(model, src, lengths, vocab, search, forced)
+            if search.aligns:
+                found = align(model, src, lengths, found, vocab.bos_id)
+            for i, hyps in zip(chunk, found, strict=True):
+                if search.replace_unk:
+                    hyps = [_replaced(h, sources[i], vocab, search) for h in hyps]
                 results[i] = hyps
     return results
+
+
+def _replaced(
+    hyp: Hypothesis, source: Sequence[str] | None, vocab: Vocabulary, search: Search
+) -> Hypothesis:
+    """``hyp`` with its UNK replaced, its alignment kept only when asked for."""
+    if source is None:
+        raise ValueError("decode: replace_unk needs the texts of a decoded row's source tokens")
+    hyp = replace_unknowns(hyp, source, vocab, search.phrase_table)
+    return hyp if search.alignments else replace(hyp, alignment=None)
 
 
 def _decode_batch(

@@ -3,7 +3,8 @@
 whatever searched for it (Hugging Face's ``LogitsProcessor`` list, CTranslate2's
 ``DecodingOptions``, done once here):
 
-- PAD, BOS and UNK are never output;
+- PAD, BOS and UNK are never output (UNK is, with :attr:`OutputControls.unk`: the
+  ``replace_unk`` setting of Luong et al. 2015, whose ``<unk>`` the core replaces);
 - :class:`OutputControls`: ``banned_ids`` are never output; EOS cannot end an output of
   fewer than ``min_length`` tokens; no output repeats an n-gram of ``no_repeat_ngram_size``
   tokens (fairseq's and Hugging Face's ``no_repeat_ngram_size``, OpenNMT's
@@ -43,16 +44,19 @@ class OutputControls:
             (0: off; 1: no token twice). The prefix's n-grams count.
         banned_ids: target ids never output (data tokens only: EOS is ended by
             ``min_length``, the other specials are never output anyway).
+        unk: UNK may be output, as any data token (``[decode] replace_unk``, which
+            replaces it by the source token it is aligned to); else it never is.
     """
 
     min_length: int = 0
     no_repeat_ngram_size: int = 0
     banned_ids: tuple[int, ...] = ()
+    unk: bool = False
 
     @property
     def active(self) -> bool:
         """Whether any control is set (none: the plain searches)."""
-        return bool(self.min_length or self.no_repeat_ngram_size or self.banned_ids)
+        return bool(self.min_length or self.no_repeat_ngram_size or self.banned_ids or self.unk)
 
 
 #: No control set.
@@ -78,10 +82,10 @@ class StepProcessor:
         prefixes: Sequence[Sequence[int]] | None = None,
     ):
         self.eos_id = vocab.eos_id
-        self.masked = np.array(
-            sorted({vocab.pad_id, vocab.bos_id, vocab.unk_id, *controls.banned_ids}),
-            dtype=np.int64,
-        )
+        never = {vocab.pad_id, vocab.bos_id, *controls.banned_ids}
+        if not controls.unk:
+            never.add(vocab.unk_id)
+        self.masked = np.array(sorted(never), dtype=np.int64)
         self.min_length = controls.min_length
         self.ngram = controls.no_repeat_ngram_size
         # int64 [sentences, longest prefix]: the token forced at each step, -1 once free

@@ -21,8 +21,18 @@ _BODY = ("train_pairs", "valid_pairs", "skipped_too_long", "config", "seconds", 
 #: Written only when set: a run not fine-tuned has no ``init_from``, a run never resumed no
 #: ``resumes``, a run not yet saved no ``history`` nor ``trainer``, a run saved before
 #: validations were recorded (or resumed from one) no ``validations``, a run keeping no
-#: checkpoints no ``checkpoints``, a directory that is no kept checkpoint no ``checkpoint``.
-_TAIL = ("init_from", "resumes", "history", "validations", "trainer", "checkpoints", "checkpoint")
+#: checkpoints no ``checkpoints``, a directory that is no kept checkpoint no ``checkpoint``,
+#: a run from before examples were recorded no ``examples``.
+_TAIL = (
+    "examples",
+    "init_from",
+    "resumes",
+    "history",
+    "validations",
+    "trainer",
+    "checkpoints",
+    "checkpoint",
+)
 
 
 @dataclass
@@ -50,6 +60,10 @@ class RunRecord:
         seconds: wall-clock seconds spent training, over every resumed run.
         distributed: ``{"launcher", "world_size", "batch_size_per_rank",
             "global_batch_size"}`` (:meth:`distributed_entry`).
+        examples: a few source texts to try the model with, from its validation
+            sources, topped up from its training sources when fewer qualify
+            (:func:`seq2seq_kit.source_examples.run_examples`); None for a model saved
+            before they were recorded, or not trained here (imported).
         init_from: the model a fine-tuned run started from (``train.init_from``):
             ``{"path", "weights_sha256"}``, its directory's absolute path and the SHA-256 of
             its ``weights.safetensors``; None for a run from initial weights.
@@ -83,6 +97,7 @@ class RunRecord:
     config: dict[str, Any] | None = None
     seconds: float | None = None
     distributed: dict[str, Any] | None = None
+    examples: list[str] | None = None
     init_from: dict[str, Any] | None = None
     resumes: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] | None = None
@@ -102,12 +117,14 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``meta`` object, keys in ``model.json``'s order; :attr:`resumes` only when
-        there are any, :attr:`init_from`, :attr:`history`, :attr:`validations`,
+        there are any, :attr:`examples`, :attr:`init_from`, :attr:`history`, :attr:`validations`,
         :attr:`trainer`, :attr:`checkpoints` and :attr:`checkpoint` only when set.
         Values are the record's own, not copies."""
         meta = {key: getattr(self, key) for key in _HEAD}
         meta.update(self.others)
         meta.update({key: getattr(self, key) for key in _BODY})
+        if self.examples is not None:
+            meta["examples"] = self.examples
         if self.init_from is not None:
             meta["init_from"] = self.init_from
         if self.resumes:
@@ -194,7 +211,7 @@ def check_meta(meta: Any) -> dict[str, Any]:
     """``meta`` itself when it has the shapes its readers rely on: an object whose
     ``config`` (and the config's tables), ``distributed``, ``init_from``, ``trainer`` and
     ``checkpoint`` are objects or null, whose ``history``, ``validations``, ``resumes`` and
-    ``checkpoints`` are lists of objects or null,
+    ``checkpoints`` are lists of objects or null, ``examples`` a list of strings or null,
     ``distributed.world_size`` a positive integer and ``seconds`` a finite number >= 0.
 
     Raises:
@@ -216,6 +233,11 @@ def check_meta(meta: Any) -> dict[str, Any]:
             isinstance(value, list) and all(isinstance(item, dict) for item in value)
         ):
             raise TypeError(f"meta.{key} must be a list of objects, got {value!r:.60}")
+    examples = meta.get("examples")
+    if examples is not None and not (
+        isinstance(examples, list) and all(isinstance(text, str) for text in examples)
+    ):
+        raise TypeError(f"meta.examples must be a list of strings, got {examples!r:.60}")
     world = (meta.get("distributed") or {}).get("world_size", 1)
     if type(world) is not int or world < 1:
         raise ValueError(f"meta.distributed.world_size must be an integer >= 1, got {world!r:.40}")

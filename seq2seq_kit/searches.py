@@ -5,7 +5,8 @@ options already checked, and the attention of a given output (forced decoding).
 Greedy decoding, sampling and beam search drive a model only through ``encode``, ``step``
 and ``reorder``. Each step's log-probabilities go through one processing
 (:class:`~seq2seq_kit.logits_processing.StepProcessor`), whatever the search: targets PAD,
-BOS and UNK are masked out, so a hypothesis never contains a special; the output controls
+BOS and UNK are masked out, so a hypothesis never contains a special (UNK is let through
+for ``replace_unk``); the output controls
 (:class:`~seq2seq_kit.logits_processing.OutputControls`: ``min_length``,
 ``no_repeat_ngram_size``, banned tokens) rule tokens out; a target prefix is forced. EOS
 ends a hypothesis. A hypothesis holds at most ``max_length`` tokens before its EOS (its
@@ -56,6 +57,9 @@ class Hypothesis:
             a forced target prefix's included, and of EOS when it was reached.
         truncated: the output stopped at ``max_length`` without the model emitting EOS.
         attention: float32 [len(ids) + 1, S] attention weights when asked for, else None.
+        alignment: with ``[decode] alignments``, one ``(i, j)`` pair per output token ``j``
+            (0-based, EOS excluded): ``i`` is the source position (0-based, in the model's
+            source tokens) it attends to most (:mod:`seq2seq_kit.alignment`); else None.
     """
 
     text: str
@@ -63,6 +67,7 @@ class Hypothesis:
     score: float
     truncated: bool
     attention: np.ndarray | None = field(default=None, compare=False, repr=False)
+    alignment: tuple[tuple[int, int], ...] | None = field(default=None, compare=False)
 
 
 def greedy(

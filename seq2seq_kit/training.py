@@ -31,6 +31,7 @@ from .resume import Continuation, check_same_data, continue_run, resumed_config
 from .run_record import RunRecord
 from .run_saves import RunSaves
 from .runtime import Launch
+from .source_examples import run_examples
 from .spec import OptimizerSpec, Spec, decoding_cap, model_sizes
 from .text_data import text_training_data
 from .trainer import TrainerState, fit
@@ -334,7 +335,10 @@ def _run_record(
     init_from: dict[str, Any] | None,
 ) -> RunRecord:
     """The record of this run before it trains: a resumed run's adds to the saved run's
-    seconds and resumes; ``init_from``: the lineage of a fine-tuned run, kept on resume."""
+    seconds and resumes; ``init_from``: the lineage of a fine-tuned run, kept on resume;
+    ``examples`` from the validation sources, topped up from the training sources
+    (:func:`run_examples`): a resumed run chooses them again from the same data, so the
+    same."""
     return RunRecord(
         seq2seq_kit_version=__version__,
         backend=running.name,
@@ -351,6 +355,9 @@ def _run_record(
             running.launcher, running.world_size, cfg.train.batch_size
         ),
         resumes=[] if resumed is None else resumed.resumes,
+        examples=run_examples(
+            (data.valid_pairs, data.valid[0]), (data.train_pairs, data.train[0]), data.vocabs[0]
+        ),
         init_from=init_from,
     )
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from .alignment import source_texts
 from .backend import Model
 from .checkpoint import (
     Checkpoint,
@@ -121,6 +122,15 @@ class Translator:
         saved before this was recorded."""
         return RunRecord.from_dict(self.meta).kept_validation
 
+    @property
+    def examples(self) -> list[str]:
+        """A few source texts to try the model with, chosen when it was trained from its
+        validation sources, topped up from its training sources when fewer qualify
+        (:attr:`seq2seq_kit.run_record.RunRecord.examples`); empty for a model saved
+        before they were recorded, or imported."""
+        examples = self.meta.get("examples")
+        return list(examples) if isinstance(examples, list) else []
+
     def translate(self, texts: Sequence[str], **options: Any) -> list[str]:
         """Best translation of each text, in order; an empty or blank text gives ``""``.
         ``options`` are those of :meth:`hypotheses`."""
@@ -128,7 +138,8 @@ class Translator:
 
     def decode_config(self, **options: Any) -> DecodeConfig:
         """The decoding settings: ``options`` that are not ``None``, over the ``[decode]``
-        table the model was trained with, over the built-in defaults.
+        table the model was trained with, over the built-in defaults. ``replace_unk=False``
+        also drops a saved ``replace_unk_table``, which serves replace_unk alone.
 
         Raises:
             ConfigError: an option breaks the ``[decode]`` rules, naming it: an
@@ -136,6 +147,8 @@ class Translator:
         """
         saved = (self.meta.get("config") or {}).get("decode") or {}
         given = {k: v for k, v in options.items() if v is not None}
+        if given.get("replace_unk") is False and "replace_unk_table" not in given:
+            saved = {k: v for k, v in saved.items() if k != "replace_unk_table"}
         try:
             return DecodeConfig.model_validate({**saved, **given})
         except ValidationError as exc:
@@ -164,6 +177,9 @@ class Translator:
         min_length: int | None = None,
         no_repeat_ngram_size: int | None = None,
         banned_tokens: Sequence[str] | None = None,
+        alignments: bool | None = None,
+        replace_unk: bool | None = None,
+        replace_unk_table: str | os.PathLike[str] | None = None,
     ) -> list[list[Hypothesis]]:
         """Decode every text: greedy for ``beam == 1 and n_best == 1``, else beam search
         (``n_best`` above ``beam`` widens the beam; ``early_stopping`` says when it stops:
@@ -180,6 +196,13 @@ class Translator:
         it, and the hypotheses' ids, text and score include it
         (:func:`seq2seq_kit.decoding.encode_prefixes`).
 
+        ``alignments`` gives each hypothesis its ``alignment``: per output token, the
+        source position it attends to most. ``replace_unk`` lets the model output
+        ``<unk>`` and replaces each in the text by the source token it is aligned to, or
+        that token's entry in the phrase table ``replace_unk_table``
+        (:mod:`seq2seq_kit.alignment`); with ``unknown="replace"`` a source word the model
+        never saw can come through. Both need a model with attention.
+
         Raises:
             UnknownTokenError: a token not in the source vocabulary, naming it, its position
                 and the 1-based input line, unless ``unknown="replace"`` maps it to UNK.
@@ -191,6 +214,8 @@ class Translator:
             PrefixError: a prefix that cannot be forced, naming its line.
             BackendError: beam search asked of a backend without the ``beam`` capability,
                 or (:class:`CapabilityError`) an option an engine's own search lacks.
+            DataError: a ``replace_unk_table`` that cannot be read or breaks the phrase
+                table format, naming the file and line.
             OutOfMemory: decoding ran out of memory, naming the decode settings.
         """
         texts = _text_list(texts)
@@ -211,6 +236,9 @@ class Translator:
             min_length=min_length,
             no_repeat_ngram_size=no_repeat_ngram_size,
             banned_tokens=None if banned_tokens is None else list(banned_tokens),
+            alignments=alignments,
+            replace_unk=replace_unk,
+            replace_unk_table=None if replace_unk_table is None else os.fspath(replace_unk_table),
         )
         return self._decode(texts, options, _prefix_list(prefix, len(texts)))
 
@@ -234,14 +262,18 @@ class Translator:
         rows = encode(texts, self.source_vocab, self.model.spec, options.unknown)
         search = self.plan(options)
         prefixes = encode_prefixes(prefix, rows, self.target_vocab, search)
-        return self.decode_ids(rows, search=search, prefixes=prefixes)
+        sources = None
+        if search.replace_unk:
+            sources = [source_texts(text, self.source_vocab) if row else None
+                       for text, row in zip(texts, rows, strict=True)]  # fmt: skip
+        return self.decode_ids(rows, search=search, prefixes=prefixes, sources=sources)
 
     def plan(self, options: DecodeConfig) -> Search:
         """``options`` checked against this model's backend and length cap
         (:func:`seq2seq_kit.decoding.plan`).
 
         Raises:
-            CapabilityError, OptionError: as :func:`~seq2seq_kit.decoding.plan`.
+            CapabilityError, OptionError, DataError: as :func:`~seq2seq_kit.decoding.plan`.
         """
         return plan(
             options,
@@ -249,6 +281,7 @@ class Translator:
             self.capabilities,
             self.backend,
             self.target_vocab,
+            attention=bool(self.model.spec.has_attention),
         )
 
     def decode_ids(
@@ -257,20 +290,23 @@ class Translator:
         *,
         search: Search,
         prefixes: Sequence[Sequence[int]] | None = None,
+        sources: Sequence[Sequence[str] | None] | None = None,
     ) -> list[list[Hypothesis]]:
         """Decode sources already encoded and checked (:func:`seq2seq_kit.decoding.encode`:
         ``None`` for a blank text, which gets one empty hypothesis) with options already
         checked (:func:`seq2seq_kit.decoding.plan`), each output starting with its row's
         target ids in ``prefixes`` (:func:`seq2seq_kit.decoding.encode_prefixes`):
         :meth:`hypotheses` after its checks, or a server that checked and encoded its
-        requests when they arrived. Returns, per row, its n-best list
+        requests when they arrived. ``sources``, needed with ``search.replace_unk`` only,
+        are the texts of each row's source tokens
+        (:func:`seq2seq_kit.alignment.source_texts`). Returns, per row, its n-best list
         (:func:`seq2seq_kit.decoding.decode`).
 
         Raises:
             OutOfMemory: decoding ran out of memory (in any backend), naming
                 ``decode.batch_size``, ``beam``, ``n_best`` and ``max_length``.
         """
-        return decode(self.model, rows, self.target_vocab, search, prefixes)
+        return decode(self.model, rows, self.target_vocab, search, prefixes, sources)
 
     @property
     def capabilities(self) -> frozenset[str]:

@@ -50,6 +50,26 @@ def test_backends_command_lists_numpy():
     assert {"train", "beam"} <= set(numpy["capabilities"])
 
 
+def test_backends_text_has_a_header_row_and_the_formats_lines():
+    """The text listing is the JSON one in columns under a header, with the export and
+    import formats lines (``none`` where no plugin adds one)."""
+    run = [sys.executable, "-m", "seq2seq_kit", "backends"]
+    listing = json.loads(subprocess.run([*run, "--json"], capture_output=True, text=True).stdout)
+    lines = subprocess.run(run, capture_output=True, text=True, check=True).stdout.splitlines()
+    header, rows = lines[0], lines[1 : 1 + len(listing["backends"])]
+    assert header.split() == ["name", "version", "distribution", "capabilities"]
+    for key in ("version", "distribution", "capabilities"):  # each row in the columns
+        column = header.index(key)
+        assert all(row[column - 1] == " " and row[column] != " " for row in rows)
+    for backend, row in zip(listing["backends"], rows, strict=True):
+        assert row.split()[:3] == [backend[k] for k in ("name", "version", "distribution")]
+        assert row[header.index("capabilities") :].startswith(", ".join(backend["capabilities"]))
+    for kind in ("export", "import"):
+        (line,) = [line for line in lines if line.startswith(f"{kind} formats: ")]
+        named = listing[f"{kind}_formats"]
+        assert line.removeprefix(f"{kind} formats: ").startswith(", ".join(named) or "none")
+
+
 def fake_distribution(root, dist, module, source, entry_name):
     """A plugin installed the way pip leaves one: a module plus a .dist-info directory."""
     (root / f"{module}.py").write_text(textwrap.dedent(source))

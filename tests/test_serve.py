@@ -21,6 +21,7 @@ import seq2seq_kit  # noqa: E402
 from seq2seq_kit.config import Config, ServeConfig  # noqa: E402
 from seq2seq_kit.datasets import digits  # noqa: E402
 from seq2seq_kit.serving.app import create_app  # noqa: E402
+from seq2seq_kit.source_examples import EXAMPLES  # noqa: E402
 
 with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 beside httpx
     warnings.simplefilter("ignore")
@@ -85,6 +86,11 @@ def test_models_listing(client, models):
     assert first["decode"]["beam"] == 1 and first["decode"]["max_length"] == translator.max_length
     assert first["training"]["epochs"] == 150 and first["training"]["dataset"] == "digits"
     assert first["training"]["updates"] > 0
+    # what the model reads, and inputs to try it with: digits has no validation pairs
+    alphabet = sorted({c for source, _ in digits().pairs for c in source})
+    assert first["source"] == {"tokenizer": "char", "pieces": len(alphabet), "alphabet": alphabet}
+    assert first["examples"] == translator.examples and len(first["examples"]) == EXAMPLES
+    assert set(first["examples"]) <= {source for source, _ in digits().pairs}
     assert listing["limits"] == {
         "max_texts": 64,
         "max_text_chars": 1000,
@@ -93,6 +99,28 @@ def test_models_listing(client, models):
         "max_num_samples": 16,
         "max_max_length": 512,
     }
+
+
+def test_the_listing_names_the_tokenizer_and_the_examples_the_server_takes(tmp_path):
+    """A word model lists no alphabet; an example longer than ``max_text_chars`` is left
+    out of the listing, as the server would refuse it."""
+    numbers = [(str(n), " ".join(str(n))) for n in range(5, 400, 3)]
+    config = Config()
+    config.train.epochs, config.train.progress = 1, False
+    config.data.valid_fraction, config.data.source_tokenizer = 0.25, "word"
+    translator = seq2seq_kit.train(config, out=tmp_path / "words", data=numbers)
+    examples = translator.examples
+    assert len(examples) == EXAMPLES
+    assert any(len(e) > 2 for e in examples) and any(len(e) <= 2 for e in examples)
+    settings = ServeConfig(max_text_chars=2, max_texts=1, max_queue=1)
+    with TestClient(create_app({"words": translator}, settings)) as client:
+        (listed,) = client.get("/v1/models").json()["models"]
+    assert listed["source"] == {
+        "tokenizer": "word",
+        "pieces": len(translator.source_vocab.tokens),
+        "alphabet": None,
+    }
+    assert listed["examples"] == [e for e in examples if len(e) <= 2] != []
 
 
 def test_the_listing_gives_the_served_weights_validation(model_dir, tmp_path):
@@ -828,3 +856,50 @@ def test_closing_the_batcher_answers_what_is_queued_and_refuses_the_rest():
     assert refused.status == 503 and refused.headers["Retry-After"] == "1"
     # 4 texts per round at most, each round split by key (odd, even): 4 calls, not 6
     assert sorted(map(sorted, calls)) == [[0, 2], [1, 3], [4], [5]]
+
+
+def test_alignments_per_hypothesis_equal_in_process(client, models):
+    texts = ["3", "", "12"]
+    reply = translate(client, texts=texts, beam=2, n_best=2, alignments=True)
+    assert reply.status_code == 200, reply.text
+    expected = models["default"].hypotheses(texts, beam=2, n_best=2, alignments=True)
+    for got, hyps in zip(reply.json()["translations"], expected, strict=True):
+        for hyp, h in zip(got["hypotheses"], hyps, strict=True):
+            assert hyp["alignment"] == [[i, j] for i, j in h.alignment]
+            assert len(hyp["alignment"]) == len(hyp["tokens"])
+    unasked = translate(client, texts=["3"]).json()["translations"][0]["hypotheses"][0]
+    assert unasked["alignment"] is None
+    for field in ("alignments", "replace_unk"):
+        refused = translate(client, texts=["3"], model="plain", **{field: True})
+        assert refused.status_code == 422 and refused.json()["error"]["field"] == field
+        assert "no attention" in refused.json()["error"]["message"]
+        wrong = translate(client, texts=["3"], **{field: 1})
+        assert wrong.status_code == 422 and wrong.json()["error"]["field"] == field
+
+
+def test_replace_unk_from_the_models_settings_and_per_request(tmp_path):
+    from aligned_tasks import named_pairs, train_named
+
+    table = tmp_path / "names.tsv"
+    table.write_text("Zed1\tZoe\n", encoding="utf-8")
+    folder = train_named(
+        tmp_path, unknown="replace", replace_unk=True, replace_unk_table=str(table)
+    )
+    named = seq2seq_kit.load(folder)
+    texts = [source for source, _ in named_pairs(1, 6, "Zed")]
+    with TestClient(create_app({"named": named}, ServeConfig())) as client:
+        reply = translate(client, texts=texts)
+        assert reply.status_code == 200, reply.text
+        got = [t["hypotheses"][0] for t in reply.json()["translations"]]
+        assert [h["text"] for h in got] == named.translate(texts)
+        assert any("Zoe" in h["text"] for h in got) and any("<unk>" in h["tokens"] for h in got)
+        # off in a request: the model's table goes with it, the names do not come through
+        off = translate(client, texts=texts, replace_unk=False).json()["translations"]
+        assert [t["hypotheses"][0]["text"] for t in off] == named.translate(
+            texts, replace_unk=False
+        )
+        assert not any("Zed" in t["hypotheses"][0]["text"] for t in off)
+        table.write_text("Zed1 Zoe\n", encoding="utf-8")  # the table broken while serving
+        broken = translate(client, texts=texts)
+        assert broken.status_code == 422 and broken.json()["error"]["field"] == "replace_unk"
+        assert f"{table}:1:" in broken.json()["error"]["message"]

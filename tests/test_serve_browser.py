@@ -285,6 +285,34 @@ def test_a_model_without_attention_is_chosen_from_the_list(server, browser, plai
     assert browser.find_elements(By.CSS_SELECTOR, "#results table") == []
 
 
+def test_the_page_shows_what_the_model_knows_and_its_examples(server, browser, model_dir):
+    """A first try: the characters the model knows, an unknown one named before sending,
+    and an example chip that fills the box and translates."""
+    wait = _open(browser, server)
+    translator = seq2seq_kit.load(model_dir)
+    knows = browser.find_element(By.ID, "model-knows").text
+    assert knows == "Characters this model knows: " + " ".join(translator.source_vocab.tokens)
+    chips = browser.find_elements(By.CSS_SELECTOR, "#examples button.example")
+    assert [chip.text for chip in chips] == translator.examples != []
+
+    source, hint = browser.find_element(By.ID, "source"), browser.find_element(By.ID, "source-hint")
+    assert not hint.is_displayed()
+    _set(source, "12\n\n4x5")  # named as the server's error names it, before any request
+    assert hint.is_displayed()
+    assert hint.text.startswith("Line 3, character 2: 'x' (U+0078) is not a character")
+    assert "the server will refuse it" in hint.text
+
+    chosen = translator.examples[-1]
+    chips[-1].click()
+    assert source.get_attribute("value") == chosen and not hint.is_displayed()
+    browser.find_element(By.ID, "translate").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .translation")) == 1)
+    assert not browser.find_element(By.ID, "error").is_displayed()
+    expected = translator.hypotheses([chosen])[0]  # the saved beam 3 and n-best 2
+    shown = browser.find_elements(By.CSS_SELECTOR, "#results .hypothesis .text")
+    assert [item.text for item in shown] == [hyp.text for hyp in expected]
+
+
 def test_sampling_and_a_prefix_behind_the_options_disclosure(server, browser, model_dir):
     wait = _open(browser, server)
     prefix, sample = browser.find_element(By.ID, "prefix"), browser.find_element(By.ID, "sampling")

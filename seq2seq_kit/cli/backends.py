@@ -1,4 +1,6 @@
-"""``seq2seq-kit backends``: the installed backends, export formats and plugin errors."""
+"""``seq2seq-kit backends``: the installed backends (a header row, then one row each:
+name, version, distribution, capabilities), the export and import formats, and plugin
+errors."""
 
 from __future__ import annotations
 
@@ -40,6 +42,8 @@ def run_backends(args: argparse.Namespace) -> int:
         return 0
     widths = {"name": 10, "version": 10, "distribution": 22}
     widths = {key: max([least, *(len(row[key]) for row in rows)]) for key, least in widths.items()}
+    if rows:
+        print(" ".join(f"{key:<{width}}" for key, width in widths.items()), "capabilities")
     for row in rows:
         only = " (inference only: no train)" if row["inference_only"] else ""
         columns = " ".join(f"{row[key]:<{width}}" for key, width in widths.items())
@@ -50,10 +54,12 @@ def run_backends(args: argparse.Namespace) -> int:
         print(f"no backends installed; try: {install_hint('numpy')}")
     elif note:
         print(f"note: {note}")
-    if reg.exporters:
-        print(f"export formats: {', '.join(sorted(reg.exporters))}")
-    if reg.importers:
-        print(f"import formats: {', '.join(sorted(reg.importers))}")
+    # both lines always, so that "none" says a format is missing, not the line
+    exporters = (
+        ", ".join(sorted(reg.exporters)) or "none (the onnx and ctranslate2 backends add theirs)"
+    )
+    print(f"export formats: {exporters}")
+    print(f"import formats: {', '.join(sorted(reg.importers)) or 'none'}")
     for name, reason in reg.failures.items():
         print(f"error: plugin {name}: {reason}")
     return 0

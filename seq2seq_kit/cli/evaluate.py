@@ -18,7 +18,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     add_model_flags(p)
     p.add_argument("--data", required=True, help="PATH.tsv or dataset name")
     _add_config_flags(p, "data", ["limit", "max_line_bytes"])
-    _add_config_flags(p, "decode", [k for k in _decode_keys() if k != "n_best"])
+    # one output per source is scored, and no alignment printed
+    _add_config_flags(p, "decode", [k for k in _decode_keys() if k not in ("n_best", "alignments")])
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.set_defaults(run=run_evaluate)
 
@@ -36,7 +37,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..metrics import group_references, score
 
     translator = load_models(args)
-    options = translator.decode_config(**_flag_values(args).get("decode", {}), n_best=1)
+    options = translator.decode_config(
+        **_flag_values(args).get("decode", {}), n_best=1, alignments=False
+    )
     dataset = load_dataset(
         args.data,
         getattr(args, "data.limit"),

@@ -10,7 +10,8 @@ from typing import Any
 def add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "info",
-        help="what a model directory holds: architecture, sizes, vocabularies, training",
+        help="what a model directory holds: architecture, sizes, vocabularies, training, "
+        "example inputs",
         description="Reads model.json and checks the weights file; loads no backend.",
     )
     p.add_argument("--model", required=True, help="model directory")
@@ -38,6 +39,7 @@ def run_info(args: argparse.Namespace) -> int:
         "source_tokenizer": ckpt.source_vocab.tokenizer.name,
         "target_tokenizer": ckpt.target_vocab.tokenizer.name,
         "max_length": ckpt.max_length,
+        "examples": record.examples,
         "backend": record.backend,
         "epochs": history[-1].get("epoch") if history and isinstance(history[-1], dict) else 0,
         "updates": record.updates,
@@ -88,7 +90,17 @@ def run_info(args: argparse.Namespace) -> int:
     _print_lineage(summary["init_from"])
     _print_kept(summary, record)
     _print_checkpoints(summary)
+    _print_examples(summary["examples"])
     return 0
+
+
+def _print_examples(examples: list[str] | None) -> None:
+    """The source texts to try the model with (``meta.examples``), one a line, quoted as
+    JSON strings so that spaces at an end show; nothing for a model without them."""
+    if examples:
+        print(f"examples:     {len(examples)} to try the model with")
+        for text in examples:
+            print(f"  {json.dumps(text, ensure_ascii=False)}")
 
 
 def _print_kept(summary: dict[str, Any], record: Any) -> None:

@@ -20,8 +20,9 @@ _NO_FLAG = {
 
 
 _METAVARS: dict[Any, str] = {int: "N", int | None: "N", float: "X", float | None: "X"}
-#: Config keys whose value is a directory.
+#: Config keys whose value is a directory, and those whose value is a file.
 _DIRECTORY_KEYS = {("train", "init_from")}
+_FILE_KEYS = {("decode", "replace_unk_table")}
 
 
 def _flag(section: str, key: str) -> str:
@@ -129,13 +130,15 @@ def _add_config_flags(
 
 
 def _metavar(section: str, key: str, annotation: Any) -> str:
-    """The placeholder of a key's flag in the help: DIR, N, X, A,B (a list), the forms of a
+    """The placeholder of a key's flag in the help: DIR, FILE, N, X, A,B (a list), the forms of a
     boolean that also takes names and numbers ({true,false,never,X}) or VALUE."""
     import types
     from typing import Annotated, Union, get_args, get_origin
 
     if (section, key) in _DIRECTORY_KEYS:
         return "DIR"
+    if (section, key) in _FILE_KEYS:
+        return "FILE"
     if get_origin(annotation) in (Union, types.UnionType) and bool in get_args(annotation):
         forms = [get_args(a)[0] if get_origin(a) is Annotated else a for a in get_args(annotation)]
         words = ["true", "false", *(w for a in forms for w in _literal(a))]

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .models import add_model_flags, load_models
 from .options import _add_config_flags, _flag_values
+
+if TYPE_CHECKING:
+    from ..decoding import Hypothesis
 
 
 def add_translate(sub: argparse._SubParsersAction) -> None:
@@ -16,10 +20,11 @@ def add_translate(sub: argparse._SubParsersAction) -> None:
         help="translate TEXT arguments, or stdin line by line",
         description="One output line per input (n-best > 1, or num-samples > 1 with "
         "--sampling: N lines 'input number<TAB>rank<TAB>score<TAB>text' per input). Empty "
-        "input lines give empty output lines. An input 'source<TAB>prefix' forces each "
-        "output to start with the target prefix and decodes on from it (the output and its "
-        "score include the prefix). Decoding flags default to the model's saved [decode] "
-        "settings.",
+        "input lines give empty output lines. With --alignments each line ends with one "
+        "more TAB column of 'i-j' pairs (source position i, output position j). An input "
+        "'source<TAB>prefix' forces each output to start with the target prefix and decodes "
+        "on from it (the output and its score include the prefix). Decoding flags default "
+        "to the model's saved [decode] settings.",
     )
     add_model_flags(p)
     _add_config_flags(p, "decode")
@@ -102,8 +107,17 @@ def run_translate(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         if options.outputs_per_input == 1:
-            out.write(hyps[0].text + "\n")
+            out.write(hyps[0].text + _alignment_column(hyps[0]) + "\n")
         else:
             for rank, h in enumerate(hyps, start=1):
-                out.write(f"{line_no}\t{rank}\t{h.score:.4f}\t{h.text}\n")
+                out.write(f"{line_no}\t{rank}\t{h.score:.4f}\t{h.text}{_alignment_column(h)}\n")
     return 0
+
+
+def _alignment_column(hyp: Hypothesis) -> str:
+    """The alignment of ``hyp`` as one more TAB column of ``i-j`` pairs separated by spaces
+    (Moses and fast_align's order: source position, then output position); ``""``
+    without alignments."""
+    if hyp.alignment is None:
+        return ""
+    return "\t" + " ".join(f"{i}-{j}" for i, j in hyp.alignment)

@@ -145,6 +145,37 @@ class DecodeConfig(Section):
         "space belongs in a config file)",
     )
 
+    alignments: bool = Field(
+        False,
+        description="give each output token the source position it attends to most "
+        "(attention models): translate prints them as i-j pairs (source-target, 0-based, "
+        "in model tokens) in an extra TAB column",
+    )
+    replace_unk: bool = Field(
+        False,
+        description="let the model output <unk> and replace each by the source token it "
+        "attends to most, or by that token's entry in replace_unk_table (attention "
+        "models; Luong et al. 2015)",
+    )
+    replace_unk_table: str | None = Field(
+        None,
+        min_length=1,
+        description="replace_unk: a phrase table of 'source token<TAB>target text' lines "
+        "(UTF-8; a blank line skipped); a source token it lists is replaced by its target "
+        "text, others by themselves",
+    )
+
+    @model_validator(mode="after")
+    def _table_needs_replace_unk(self) -> DecodeConfig:
+        if self.replace_unk_table is not None and not self.replace_unk:
+            raise DecodeRuleError(
+                f"decode.replace_unk_table = {self.replace_unk_table!r} applies to "
+                f"replace_unk only: set decode.replace_unk = true (flag --replace-unk) or "
+                f"leave replace_unk_table out",
+                "replace_unk_table",
+            )
+        return self
+
     @model_validator(mode="after")
     def _sampling_keys_need_sampling(self) -> DecodeConfig:
         if self.sampling:

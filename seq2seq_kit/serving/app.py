@@ -87,7 +87,9 @@ class _Api:
         package = resources.files(__package__)
         self.page = package.joinpath("static/index.html").read_text(encoding="utf-8")
         self.listing = {
-            "models": [describe_model(name, t) for name, t in models.items()],
+            "models": [
+                describe_model(name, t, settings.max_text_chars) for name, t in models.items()
+            ],
             "limits": {
                 key: getattr(settings, key)
                 for key in (

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..alignment import source_texts
 from ..decoding import Hypothesis, forced_attention
 from ..run_record import RunRecord
-from ..vocab import pad
+from ..vocab import Vocabulary, pad
 
 if TYPE_CHECKING:
     from ..api import Translator
@@ -25,10 +26,14 @@ def translate_requests(
     arrived; per request, one translation per text, in order.
 
     A translation is ``{"source_tokens", "hypotheses": [{"text", "tokens", "score",
-    "truncated", "attention"}]}``, hypotheses best first (a target prefix's tokens
-    included); ``attention`` is None unless the
+    "truncated", "alignment", "attention"}]}``, hypotheses best first (a target prefix's
+    tokens included); ``alignment`` is None unless the options ask for it, then ``[i, j]``
+    pairs, one per output token ``j``, ``i`` the source token it attends to most
+    (:mod:`seq2seq_kit.alignment`); ``attention`` is None unless the
     options ask for it, then rows = output tokens and ``"</s>"`` (unless truncated) by
     columns = source tokens, each hypothesis's own weights (:func:`forced_attention`).
+    With ``replace_unk`` the text has each ``<unk>`` replaced, and ``tokens`` are still
+    the model's (``"<unk>"`` included).
     """
     ids = [row for r in requests for row in r.source_ids]
     prefixes = None
@@ -38,7 +43,15 @@ def translate_requests(
             for r in requests
             for prefix in (r.prefix_ids if r.prefix_ids is not None else [()] * len(r.texts))
         ]
-    results = translator.decode_ids(ids, search=requests[0].search, prefixes=prefixes)
+    search = requests[0].search
+    sources = None
+    if search.replace_unk:
+        texts = [text for r in requests for text in r.texts]
+        vocab = translator.source_vocab
+        sources = [
+            source_texts(text, vocab) if row else None for text, row in zip(texts, ids, strict=True)
+        ]
+    results = translator.decode_ids(ids, search=search, prefixes=prefixes, sources=sources)
     weights = _attention(translator, ids, results) if requests[0].attention else None
     source, target = translator.source_vocab, translator.target_vocab
     translations = []
@@ -51,6 +64,7 @@ def translate_requests(
                     "tokens": [target.token(t) for t in h.ids],
                     "score": _finite(h.score),
                     "truncated": h.truncated,
+                    "alignment": None if h.alignment is None else [list(p) for p in h.alignment],
                     "attention": None if weights is None else weights[i][j].tolist(),
                 }
             )
@@ -99,8 +113,13 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
-def describe_model(name: str, translator: Translator) -> dict[str, Any]:
-    """One entry of ``GET /v1/models``: what the model is, its decoding defaults and a
+def describe_model(
+    name: str, translator: Translator, max_text_chars: int | None = None
+) -> dict[str, Any]:
+    """One entry of ``GET /v1/models``: what the model is, what it reads (``source``:
+    :func:`describe_source`), a few ``examples`` to try it with
+    (:attr:`Translator.examples`, those of at most ``max_text_chars`` characters, which
+    the server takes), its decoding defaults and a
     summary of its training, from ``model.json``: among it ``kept_validation``, the
     validation the served weights are of with its figures and the metric that chose them
     (:attr:`Translator.best_validation`, None where no one validation scored them), and
@@ -139,11 +158,31 @@ def describe_model(name: str, translator: Translator) -> dict[str, Any]:
             "spec": spec,
             "source_vocab_size": len(translator.source_vocab),
             "target_vocab_size": len(translator.target_vocab),
+            "source": describe_source(translator.source_vocab),
+            "examples": [
+                text
+                for text in translator.examples
+                if max_text_chars is None or len(text) <= max_text_chars
+            ],
             "max_length": translator.max_length,
             "decode": decode,
             "training": training,
         }
     )
+
+
+def describe_source(vocab: Vocabulary) -> dict[str, Any]:
+    """What a model reads, for ``GET /v1/models``: ``{"tokenizer"`` (its name: ``char``,
+    ``word``, ``sentencepiece``...), ``"pieces"`` (the data pieces of the vocabulary, the
+    specials not counted), ``"alphabet"}``: for the ``char`` tokenizer every character
+    the model knows, in id order (code-point order, :class:`Vocabulary`), so a client can
+    name an unknown character before it sends a text; None for other tokenizers."""
+    char = vocab.tokenizer_name == "char"
+    return {
+        "tokenizer": vocab.tokenizer_name,
+        "pieces": len(vocab.tokens),
+        "alphabet": list(vocab.tokens) if char else None,
+    }
 
 
 def _lowest_valid_loss(record: RunRecord, epochs: list[dict[str, Any]]) -> float | None:

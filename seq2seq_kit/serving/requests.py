@@ -18,6 +18,7 @@ from ..decoding import encode as encode_texts
 from ..errors import (
     CapabilityError,
     ConfigError,
+    DataError,
     InputTooLongError,
     OptionError,
     PrefixError,
@@ -56,6 +57,8 @@ DECODE_KEYS = (
     "min_length",
     "no_repeat_ngram_size",
     "banned_tokens",
+    "alignments",
+    "replace_unk",
 )
 
 
@@ -81,6 +84,8 @@ class TranslateBody(BaseModel):
     no_repeat_ngram_size: _decode_option("no_repeat_ngram_size", int) = None
     banned_tokens: _decode_option("banned_tokens", list[Annotated[str, Field(min_length=1)]]) = None
     early_stopping: EarlyStopping | None = None
+    alignments: bool | None = None
+    replace_unk: bool | None = None
     attention: bool = False
     model: str | None = None
 
@@ -197,8 +202,10 @@ def prepare(
         RequestError: 404 for an unknown model; 413 for too many texts or a text (or
             prefix) over ``max_text_chars``; 422 for an option over its limit or that does
             not fit the model (a sampling option without ``sampling``, a banned token the
-            model lacks, ``min_length`` over ``max_length``), attention asked of a model
-            without it, an option asked of a backend without its capability, a character
+            model lacks, ``min_length`` over ``max_length``), attention, alignments or
+            replace_unk asked of a model without attention (or of an engine with its own
+            search), a phrase table of the model's that cannot be read, an option asked of
+            a backend without its capability, a character
             the model never saw (naming the text's index, the character and its position), a
             text longer than the model can encode, or a prefix that cannot be forced
             (naming ``prefix[i]``).
@@ -314,6 +321,7 @@ def _plan(options: DecodeConfig, max_length: int, translator: Translator) -> Sea
             translator.capabilities,
             translator.backend,
             translator.target_vocab,
+            attention=bool(translator.model.spec.has_attention),
         )
     except CapabilityError as exc:
         message = str(exc)
@@ -325,6 +333,12 @@ def _plan(options: DecodeConfig, max_length: int, translator: Translator) -> Sea
         raise RequestError(422, message, exc.option) from None
     except OptionError as exc:
         raise RequestError(422, str(exc), exc.option) from None
+    except DataError as exc:  # the model's replace_unk_table: a path on the server
+        raise RequestError(
+            422,
+            f"replace_unk: the model's phrase table (decode.replace_unk_table): {exc}",
+            "replace_unk",
+        ) from None
 
 
 def _encode_prefixes(

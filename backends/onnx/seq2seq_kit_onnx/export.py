@@ -11,7 +11,9 @@
   self-attention caches) whose output ``new_NAME`` is this position alone, to concatenate
   to ``NAME`` along axis 2; ``constant``, inputs that pass unchanged), the special ids
   (``pad``, ``bos``, ``eos``, ``unk``), ``max_length`` (the decoding cap saved with the
-  model), the model ``spec`` and both vocabularies (pieces and tokenizer, as in ``model.json``);
+  model), the model ``spec``, both vocabularies (pieces and tokenizer, as in ``model.json``)
+  and ``examples``, a few source texts to try it with (``meta.examples`` of the model
+  directory; empty for a model without them);
 - the tokenizers' files, if any (``source-*`` / ``target-*``, as in the model directory).
 
 Decoding with plain onnxruntime (greedy)::
@@ -110,6 +112,8 @@ def export(checkpoint: Checkpoint, out: Path) -> list[Path]:
         "source_vocab": checkpoint.source_vocab.to_dict(),
         "target_vocab": checkpoint.target_vocab.to_dict(),
         "tokenizer_files": sorted(tokenizer_files),
+        # inputs to try the export with, as the model directory keeps them
+        "examples": list(checkpoint.meta.get("examples") or []),
     }
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     written.append(out / META_FILE)

@@ -138,6 +138,7 @@ def test_exported_directory_runs_with_plain_onnxruntime(models, tmp_path, capsys
     }
     meta = json.loads((out / "export.json").read_text())
     assert meta["opset"] == 17 and meta["spec"]["architecture"] == kind
+    assert meta["examples"] == load(models[kind], backend="numpy").examples != []
     if kind == "transformer":  # the caches come back one position at a time
         assert meta["state"]["appended"] == sorted(
             f"self_{part}.{layer}" for part in ("key", "value") for layer in range(2)
