@@ -221,7 +221,9 @@ class Ensemble(Translator):
 
     - Vocabularies and tokenizers: the members', equal on each side (checked).
     - Decoding settings: the first member's saved ``[decode]`` table
-      (:meth:`decode_config`), as a translator's are its own.
+      (:meth:`decode_config`), as a translator's are its own; its example inputs
+      (:attr:`examples`) too. No training record (:attr:`history`, :attr:`validations`
+      and :attr:`best_validation` are empty): the members were trained, not the ensemble.
     - Length caps: the smallest saved cap (:attr:`max_length`); a source must fit, and a
       decoding cap is lowered to, what every member can take (:attr:`EnsembleModel.spec`).
     - Capabilities: those every member's backend declares (beam search needs each to
@@ -255,14 +257,21 @@ class Ensemble(Translator):
         except ValueError as exc:
             raise EnsembleError(f"ensemble weights: {exc}") from None
         first = members[0]
+        # the first member's decoding settings and example inputs; no training record: an
+        # ensemble was not trained as one
+        meta: dict[str, Any] = {}
         decode = (first.meta.get("config") or {}).get("decode")
+        if decode:
+            meta["config"] = {"decode": decode}
+        if first.examples:
+            meta["examples"] = list(first.examples)
         super().__init__(
             model,
             first.source_vocab,
             first.target_vocab,
             backend="+".join(m.backend for m in members),
             max_length=min(m.max_length for m in members),
-            meta={"config": {"decode": decode}} if decode else {},
+            meta=meta,
         )
         self.members = tuple(members)
         self.weights = tuple(float(w) for w in model.weights)

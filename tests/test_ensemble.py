@@ -44,14 +44,25 @@ def _same(left, right, tolerance):
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"beam": 3, "n_best": 3}, {"sampling": True, "num_samples": 2, "seed": 5}],
+    [
+        {"alignments": True},
+        {"beam": 3, "n_best": 3, "alignments": True},
+        {"sampling": True, "num_samples": 2, "seed": 5},
+    ],
     ids=["greedy", "beam", "sampling"],
 )
 def test_an_ensemble_of_a_model_with_itself_is_the_model(models, options):
     a, _ = models
     alone = seq2seq_kit.load(a)
     twice = load_ensemble([a, a], weights=[3.0, 1.0])
-    _same(alone.hypotheses(TEXTS, **options), twice.hypotheses(TEXTS, **options), 1e-6)
+    expected, found = alone.hypotheses(TEXTS, **options), twice.hypotheses(TEXTS, **options)
+    _same(expected, found, 1e-6)
+    alignments = [[h.alignment for h in hyps] for hyps in found]
+    assert alignments == [[h.alignment for h in hyps] for hyps in expected]
+    if options.get("alignments"):
+        pairs = zip(TEXTS, found, strict=True)
+        assert all(h.alignment for text, hyps in pairs if text for h in hyps)
+    assert twice.examples == alone.examples and alone.examples
     _, out_alone, weights_alone = alone.attention("984")
     _, out_twice, weights_twice = twice.attention("984")
     assert out_alone == out_twice
