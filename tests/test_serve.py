@@ -554,6 +554,7 @@ def test_concurrent_requests_are_batched(models, monkeypatch):
         "decode_calls": len(calls),
         "decoded_texts": 18,
         "mean_batch_texts": 18 / len(calls),
+        "failed_calls": 0,
         "pending_texts": 0,
     }
     for (text, _), reply in replies.items():
@@ -727,8 +728,8 @@ def test_serve_config_file_and_flags(model_dir, tmp_path, monkeypatch):
     config.write_text("[serve]\nmax_texts = 3\nmax_beam = 4\n\n[decode]\nbeam = 1\n")
     seen = {}
 
-    def fake_app(models, settings):
-        seen["models"], seen["settings"] = models, settings
+    def fake_app(models, settings, **options):
+        seen["models"], seen["settings"], seen["options"] = models, settings, options
         raise SystemExit(0)
 
     monkeypatch.setattr("seq2seq_kit.serving.app.create_app", fake_app)
@@ -737,6 +738,8 @@ def test_serve_config_file_and_flags(model_dir, tmp_path, monkeypatch):
             ["serve", "--model", f"digits={model_dir}", "--config", str(config), "--max-beam", "5"]
         )
     assert list(seen["models"]) == ["digits"]
+    # the directory each model came from, for a reload (SIGHUP, POST .../reload)
+    assert seen["options"]["sources"] == {"digits": str(model_dir)}
     settings = seen["settings"]
     assert (settings.max_texts, settings.max_beam, settings.max_text_chars) == (3, 5, 1000)
 
