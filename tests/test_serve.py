@@ -495,7 +495,7 @@ def test_a_fault_outside_decoding_is_a_json_500(models, monkeypatch):
         assert translate(client, texts=["3"]).status_code == 200
 
 
-def test_a_failed_batch_is_decoded_again_request_by_request(models, monkeypatch):
+def test_a_failed_batch_is_decoded_again_in_parts_down_to_single_requests(models, monkeypatch):
     translator = models["default"]
     decode_ids, nine = translator.decode_ids, translator.source_vocab.encode("9")
 
@@ -660,7 +660,8 @@ def _env():
 def test_importing_the_serving_package_loads_no_framework():
     code = (
         "import sys, seq2seq_kit.serving, seq2seq_kit.serving.requests, "
-        "seq2seq_kit.serving.batcher, seq2seq_kit.serving.decode\n"
+        "seq2seq_kit.serving.batcher, seq2seq_kit.serving.decode, "
+        "seq2seq_kit.serving.memory, seq2seq_kit.serving.models\n"
         "print(sorted(m for m in ('torch', 'tensorflow', 'starlette', 'uvicorn') "
         "if m in sys.modules))"
     )
