@@ -238,6 +238,13 @@ class Server:
         return self.proc.wait()
 
 
+def _until(condition, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
 def _address_space(pid):
     """The address space of process ``pid`` now, in bytes (VmSize)."""
     with open(f"/proc/{pid}/status") as file:
@@ -448,11 +455,11 @@ def test_reload_during_32_concurrent_requests_loses_none_and_sighup_reloads(
         threads = [threading.Thread(target=client, args=(i,)) for i in range(32)]
         for t in threads:
             t.start()
-        time.sleep(1.0)
+        _until(lambda: len(replies) >= 64)  # every client under way
         seq2seq_kit.load(retrained).save(served_dir)
         reload = httpx.post(f"{server.url}{RELOAD}", headers=JSON, timeout=60)
         reloaded.set()
-        time.sleep(1.0)
+        _until(lambda: sum(after for after, *_ in replies) >= 64)
         stop.set()
         for t in threads:
             t.join()
