@@ -13,7 +13,10 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="serve models over HTTP: a JSON translation API and a web page",
         description="Loads each model once and serves GET /healthz, GET /v1/models, "
-        "POST /v1/translate and a web page at /, until SIGTERM or Ctrl-C (exit 0). Every "
+        "POST /v1/translate and a web page at /, until SIGTERM or Ctrl-C (exit 0); SIGHUP "
+        "(and, with --allow-reload, POST /v1/models/NAME/reload) loads the model "
+        "directories again as they are on disk, keeping a model whose directory does not "
+        "load. Every "
         "flag but --model, --backend and --config sets the [serve] key it names. Needs the "
         "serve extra: pip install 'seq2seq-kit[serve]'.",
     )
@@ -74,7 +77,6 @@ def run_serve(args: argparse.Namespace) -> int:
     from ..api import load
     from ..serving.runtime import run
 
-    models = {
-        name: load(path, backend=args.backend) for name, path in _model_dirs(args.model).items()
-    }
-    return run(models, settings)
+    sources = _model_dirs(args.model)
+    models = {name: load(path, backend=args.backend) for name, path in sources.items()}
+    return run(models, settings, sources)
