@@ -206,11 +206,13 @@ class OutOfMemory(Seq2SeqError):
 
     Attributes:
         settings: the settings named, e.g. ``"model.hidden_size = 65536, ..."``.
+        why: the failed allocation's error, as its class name and first line (may be
+            empty).
     """
 
     def __init__(self, settings: str, why: str = ""):
         super().__init__(f"out of memory{f' ({why})' if why else ''}: lower {settings}")
-        self.settings = settings
+        self.settings, self.why = settings, why
 
 
 #: Messages by which frameworks say they ran out of memory, in errors of their own classes
@@ -271,6 +273,30 @@ def out_of_memory(exc: BaseException, settings: str) -> OutOfMemory | None:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
+
+
+def allocation_failure(exc: BaseException) -> str | None:
+    """The failed allocation behind ``exc``, as its class name and first line
+    (``"RuntimeError: DefaultCPUAllocator: can't allocate memory: ..."``), when ``exc`` is
+    one (:func:`out_of_memory`'s kinds) or an :class:`OutOfMemory` raised for one, found
+    along the chain of causes; None for any other error. For a caller that answers the
+    failure itself in its own terms (the server names a request's fields, not
+    ``[decode]`` settings)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    wrapped: list[str] = []  # the OutOfMemory errors' own accounts, if none deeper is found
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OutOfMemory):
+            wrapped.append(current.why)
+        elif isinstance(current, Seq2SeqError):
+            break
+        elif _is_out_of_memory(current):
+            return _first_line(current)
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    if not wrapped:
+        return None
+    return next((why for why in wrapped if why), "out of memory")
 
 
 @contextlib.contextmanager

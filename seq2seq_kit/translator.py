@@ -95,6 +95,9 @@ class Translator:
         #: this process's rank in the data-parallel run that trained the model (0 alone);
         #: only rank 0 writes the model directory
         self.rank = 0
+        #: the SHA-256 of the weights file it was loaded from (hex), as ``model.json``
+        #: records it and the load checked it; None for a model not loaded by :func:`load`
+        self.weights_sha256: str | None = None
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -396,7 +399,7 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> Translator
             ckpt.spec, seed=0, runtime=Runtime(threads=resolve_threads(0), device="auto")
         )
         model.set_weights(ckpt.weights)
-    return Translator(
+    translator = Translator(
         model,
         ckpt.source_vocab,
         ckpt.target_vocab,
@@ -404,6 +407,8 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> Translator
         max_length=ckpt.max_length,
         meta=ckpt.meta,
     )
+    translator.weights_sha256 = ckpt.weights_sha256
+    return translator
 
 
 def _text_list(texts: Sequence[str]) -> list[str]:

@@ -21,7 +21,14 @@ import seq2seq_kit.translator
 from seq2seq_kit import cli
 from seq2seq_kit.config import Config, section_models
 from seq2seq_kit.data import read_lines
-from seq2seq_kit.errors import DataError, OutOfMemory, allocating, out_of_memory
+from seq2seq_kit.errors import (
+    ConfigError,
+    DataError,
+    OutOfMemory,
+    allocating,
+    allocation_failure,
+    out_of_memory,
+)
 from seq2seq_kit.tokenizers import SentencePieceOptions, WordOptions
 
 GIB = 1 << 30
@@ -369,6 +376,28 @@ def test_other_errors_are_not_taken_for_out_of_memory(error):
     assert out_of_memory(error, "x") is None
     with pytest.raises(type(error)), allocating("x"):
         raise error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MemoryError(),
+        ResourceExhaustedError("OOM when allocating tensor with shape[65536,262144]"),
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB"),
+        OutOfMemory("decode.beam = 8", "MemoryError"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_the_allocation_failure_behind_an_error_is_found(error):
+    """What the server words in a request's terms: the framework's error, found through
+    the errors wrapping it (OutOfMemory from decoding, Keras's own)."""
+    expected = error.why if isinstance(error, OutOfMemory) else type(error).__name__
+    assert allocation_failure(error).startswith(expected)
+    for wrapper in (OutOfMemory("decode.beam = 8", ""), RuntimeError("in the layer")):
+        wrapper.__cause__ = error
+        assert allocation_failure(wrapper).startswith(expected)
+    assert allocation_failure(RuntimeError("in the layer")) is None
+    assert allocation_failure(ConfigError("out of memory")) is None
 
 
 def test_out_of_memory_while_decoding_names_the_decode_settings(model_dir, monkeypatch, capsys):

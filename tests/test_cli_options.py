@@ -70,6 +70,10 @@ def test_every_option_of_every_command_comes_from_the_config():
     commands = {command for command, *_ in flags}
     assert {"train", "translate", "evaluate", "serve"} <= commands
     serve = {k for c, _, s, k in flags if c == "serve" and s == "serve"}
+    switches = [  # --allow-reload / --no-allow-reload: a flag without a type
+        a for a in _subcommands()["serve"]._actions if isinstance(a, argparse.BooleanOptionalAction)
+    ]
+    serve |= {a.dest.removeprefix("serve.") for a in switches if a.dest.startswith("serve.")}
     assert serve == set(section_models("serve")[0].model_fields)  # every [serve] key
     train = {(s, k) for c, _, s, k in flags if c == "train"}
     # every scalar key of [data], [model] and [train] has a train flag

@@ -293,23 +293,30 @@ def test_the_server_serves_an_ensemble(models, monkeypatch):
         from starlette.testclient import TestClient
 
     import seq2seq_kit.serving.runtime
+    from seq2seq_kit.config import ServeConfig
     from seq2seq_kit.serving.app import create_app
 
     a, b = models
-    served = {}
+    served, reloaded = {}, {}
 
-    def run(models, settings):
+    def run(models, settings, sources=None):
         served.update(models)
+        reloaded.update(sources or {})
         return 0
 
     monkeypatch.setattr(seq2seq_kit.serving.runtime, "run", run)
     assert main(["serve", "--model", f"both={a}+{b}", "--model", f"one={a}"]) == 0
     assert isinstance(served["both"], Ensemble) and not isinstance(served["one"], Ensemble)
     assert served["both"].names == (str(a), str(b))
-    with TestClient(create_app(served)) as client:
+    assert reloaded == {"one": str(a)}  # a reload loads one directory
+    settings = ServeConfig(allow_reload=True)
+    json = {"content-type": "application/json"}
+    with TestClient(create_app(served, settings, sources=reloaded)) as client:
         listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
         body = {"model": "both", "texts": ["12", "5"], "beam": 3, "n_best": 2}
         reply = client.post("/v1/translate", json=body).json()
+        assert client.post("/v1/models/both/reload", headers=json).status_code == 409
+        assert client.post("/v1/models/one/reload", headers=json).status_code == 200
     assert listed["both"]["backend"] == "numpy+numpy"
     expected = served["both"].hypotheses(["12", "5"], beam=3, n_best=2)
     got = [[(h["text"], h["score"]) for h in r["hypotheses"]] for r in reply["translations"]]

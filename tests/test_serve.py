@@ -538,7 +538,7 @@ def test_a_fault_outside_decoding_is_a_json_500(models, monkeypatch):
         assert translate(client, texts=["3"]).status_code == 200
 
 
-def test_a_failed_batch_is_decoded_again_request_by_request(models, monkeypatch):
+def test_a_failed_batch_is_decoded_again_in_parts_down_to_single_requests(models, monkeypatch):
     translator = models["default"]
     decode_ids, nine = translator.decode_ids, translator.source_vocab.encode("9")
 
@@ -597,6 +597,7 @@ def test_concurrent_requests_are_batched(models, monkeypatch):
         "decode_calls": len(calls),
         "decoded_texts": 18,
         "mean_batch_texts": 18 / len(calls),
+        "failed_calls": 0,
         "pending_texts": 0,
     }
     for (text, _), reply in replies.items():
@@ -702,7 +703,8 @@ def _env():
 def test_importing_the_serving_package_loads_no_framework():
     code = (
         "import sys, seq2seq_kit.serving, seq2seq_kit.serving.requests, "
-        "seq2seq_kit.serving.batcher, seq2seq_kit.serving.decode\n"
+        "seq2seq_kit.serving.batcher, seq2seq_kit.serving.decode, "
+        "seq2seq_kit.serving.memory, seq2seq_kit.serving.models\n"
         "print(sorted(m for m in ('torch', 'tensorflow', 'starlette', 'uvicorn') "
         "if m in sys.modules))"
     )
@@ -770,8 +772,8 @@ def test_serve_config_file_and_flags(model_dir, tmp_path, monkeypatch):
     config.write_text("[serve]\nmax_texts = 3\nmax_beam = 4\n\n[decode]\nbeam = 1\n")
     seen = {}
 
-    def fake_app(models, settings):
-        seen["models"], seen["settings"] = models, settings
+    def fake_app(models, settings, **options):
+        seen["models"], seen["settings"], seen["options"] = models, settings, options
         raise SystemExit(0)
 
     monkeypatch.setattr("seq2seq_kit.serving.app.create_app", fake_app)
@@ -780,6 +782,8 @@ def test_serve_config_file_and_flags(model_dir, tmp_path, monkeypatch):
             ["serve", "--model", f"digits={model_dir}", "--config", str(config), "--max-beam", "5"]
         )
     assert list(seen["models"]) == ["digits"]
+    # the directory each model came from, for a reload (SIGHUP, POST .../reload)
+    assert seen["options"]["sources"] == {"digits": str(model_dir)}
     settings = seen["settings"]
     assert (settings.max_texts, settings.max_beam, settings.max_text_chars) == (3, 5, 1000)
 

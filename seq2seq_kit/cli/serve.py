@@ -13,7 +13,10 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="serve models over HTTP: a JSON translation API and a web page",
         description="Loads each model once and serves GET /healthz, GET /v1/models, "
-        "POST /v1/translate and a web page at /, until SIGTERM or Ctrl-C (exit 0). Every "
+        "POST /v1/translate and a web page at /, until SIGTERM or Ctrl-C (exit 0); SIGHUP "
+        "(and, with --allow-reload, POST /v1/models/NAME/reload) loads the model "
+        "directories again as they are on disk, keeping a model whose directory does not "
+        "load. Every "
         "flag but --model, --backend and --config sets the [serve] key it names. Needs the "
         "serve extra: pip install 'seq2seq-kit[serve]'.",
     )
@@ -24,7 +27,8 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         metavar="[NAME=]DIR",
         help="model directory; repeat as NAME=DIR to serve several (one plain DIR is named "
         "'default'); a request without \"model\" gets the first. DIR+DIR+...: an ensemble "
-        "of those models, with equal weights (log-probabilities averaged at every step)",
+        "of those models, with equal weights (log-probabilities averaged at every step; "
+        "served as loaded: SIGHUP and reloads leave it as it is)",
     )
     p.add_argument("--backend", help="backend to run the models with")
     p.add_argument("--config", help="TOML config file; its [serve] table is read")
@@ -94,11 +98,11 @@ def run_serve(args: argparse.Namespace) -> int:
     from ..api import load, load_ensemble
     from ..serving.runtime import run
 
-    models = {}
+    models, sources = {}, {}
     for name, path in _model_dirs(args.model).items():
         members = _members(path)
         if members is None:
-            models[name] = load(path, backend=args.backend)
-        else:
+            models[name], sources[name] = load(path, backend=args.backend), path
+        else:  # reloading is one directory's: an ensemble is served as given
             models[name] = load_ensemble(members, backends=args.backend)
-    return run(models, settings)
+    return run(models, settings, sources)

@@ -95,6 +95,12 @@ class ServeConfig(Section):
         "(503) and exits",
     )
 
+    allow_reload: bool = Field(
+        False,
+        description="answer POST /v1/models/NAME/reload, which loads the model's directory "
+        "again as it is on disk (off: 403; SIGHUP reloads every model either way)",
+    )
+
     @model_validator(mode="after")
     def _queue_holds_a_request(self) -> ServeConfig:
         if self.max_queue < self.max_texts:

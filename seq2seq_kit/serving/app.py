@@ -1,18 +1,22 @@
 """The ASGI application of ``seq2seq-kit serve`` (Starlette).
 
 Routes: ``GET /`` (the web page), ``GET /healthz``, ``GET /v1/models``,
-``GET /v1/stats``, ``POST /v1/translate``. Every error is JSON
-``{"error": {"field", "message"}}`` with its status (see ``docs/serving.md``).
+``GET /v1/stats``, ``POST /v1/translate``, ``POST /v1/models/NAME/reload`` (with
+``serve.allow_reload``). Every error is JSON ``{"error": {"field", "message"}}`` with its
+status (see ``docs/serving.md``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from functools import partial
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +30,8 @@ from ..config import ServeConfig
 from .batcher import Batcher
 from .decode import describe_model, translate_requests
 from .errors import RequestError
+from .memory import refuse_out_of_memory
+from .models import Models, Served
 from .requests import Resolved, TranslateRequest, parse_body, prepare
 
 if TYPE_CHECKING:
@@ -34,25 +40,41 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def create_app(models: Mapping[str, Translator], settings: ServeConfig | None = None) -> Starlette:
+def create_app(
+    models: Mapping[str, Translator],
+    settings: ServeConfig | None = None,
+    *,
+    sources: Mapping[str, str | os.PathLike[str]] | None = None,
+    reload_on_sighup: bool = False,
+) -> Starlette:
     """An application serving ``models`` (name -> loaded :class:`Translator`; a request
     without ``"model"`` gets the first) within ``settings``' limits.
 
+    ``sources`` gives the directory each model was loaded from, which a reload loads again
+    (:mod:`.models`): ``POST /v1/models/NAME/reload`` with ``settings.allow_reload``, and
+    with ``reload_on_sighup`` the signal SIGHUP, which reloads every model with a source
+    (it needs the main thread's event loop: the server's, not a test client's).
+
     The batchers (one per model, see :mod:`.batcher`) start and stop with the application's
     lifespan: run it under a server that runs the lifespan (uvicorn does), or, in tests,
-    use ``with TestClient(app)``. They are ``app.state.batchers`` (name -> Batcher).
+    use ``with TestClient(app)``. They are ``app.state.batchers`` (name -> Batcher); the
+    models are ``app.state.models`` (:class:`Models`).
 
     Raises:
-        ValueError: no models.
+        ValueError: no models, or a source for a name that is not a model's.
     """
     if not models:
         raise ValueError("create_app needs at least one model")
-    api = _Api(dict(models), settings or ServeConfig())
+    unknown = sorted(set(sources or {}) - set(models))
+    if unknown:
+        raise ValueError(f"sources for models that are not served: {unknown}")
+    api = _Api(Models(models, sources), settings or ServeConfig(), reload_on_sighup)
     app = Starlette(
         routes=[
             Route("/", api.index, methods=["GET"]),
             Route("/healthz", api.healthz, methods=["GET"]),
             Route("/v1/models", api.list_models, methods=["GET"]),
+            Route("/v1/models/{name}/reload", api.reload, methods=["POST"]),
             Route("/v1/stats", api.stats, methods=["GET"]),
             Route("/v1/translate", api.translate, methods=["POST"]),
         ],
@@ -62,33 +84,46 @@ def create_app(models: Mapping[str, Translator], settings: ServeConfig | None = 
     # /v1/translate/ is not /v1/translate: no redirect built from the client's Host header
     app.router.redirect_slashes = False
     app.state.batchers = api.batchers
+    app.state.models = api.models
     return app
 
 
 class _Api:
     """The endpoints, over the models, their batchers and what is worked out once: the web
-    page, the model listing and the decoding options already resolved."""
+    page, the model listing and the decoding options already resolved (both worked out
+    again when a model is reloaded)."""
 
-    def __init__(self, models: dict[str, Translator], settings: ServeConfig):
+    def __init__(self, models: Models, settings: ServeConfig, reload_on_sighup: bool):
         self.models, self.settings = models, settings
-        self.default_model = next(iter(models))
+        self.reload_on_sighup = reload_on_sighup
+        self.default_model = models.names()[0]
+        # one batcher per name, whichever model serves it: a request carries its model
+        # (reloads do not mix models in a batch: the key holds it)
         self.batchers = {
             name: Batcher(
-                partial(_translate_rendered, translator),
-                key=lambda request: request.options,
+                _decode,
+                key=lambda request: (request.translator, request.options),
                 window_s=settings.batch_window_ms / 1000,
                 max_batch=settings.max_batch,
                 max_queue=settings.max_queue,
                 name=name,
             )
-            for name, translator in models.items()
+            for name in models.names()
         }
         self.resolved: dict[tuple[Any, ...], Resolved] = {}  # see prepare
         package = resources.files(__package__)
         self.page = package.joinpath("static/index.html").read_text(encoding="utf-8")
-        self.listing = {
+        self.listing = self._listing()
+
+    def _listing(self) -> dict[str, Any]:
+        settings = self.settings
+        return {
             "models": [
-                describe_model(name, t, settings.max_text_chars) for name, t in models.items()
+                {
+                    **describe_model(name, served.translator, settings.max_text_chars),
+                    **served.describe(),
+                }
+                for name, served in self.models.served.items()
             ],
             "limits": {
                 key: getattr(settings, key)
@@ -107,11 +142,54 @@ class _Api:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         for batcher in self.batchers.values():
             batcher.start()
+        hangup = getattr(signal, "SIGHUP", None) if self.reload_on_sighup else None
+        loop = asyncio.get_running_loop()
+        reloads: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
+        if hangup is not None:
+
+            def on_hangup() -> None:
+                task = loop.create_task(self.reload_all("SIGHUP"))
+                reloads.add(task)
+                task.add_done_callback(reloads.discard)
+
+            loop.add_signal_handler(hangup, on_hangup)
         try:
             yield
         finally:
+            if hangup is not None:
+                loop.remove_signal_handler(hangup)
             for batcher in self.batchers.values():
                 await batcher.close()
+
+    async def reload_all(self, reason: str) -> None:
+        """Reload every model loaded from a directory, one after the other (one extra
+        model in memory at a time), reporting each on standard output or error."""
+        names = self.models.reloadable()
+        print(f"{reason}: reloading {', '.join(names) or 'no model'}", flush=True)
+        for name in names:
+            # a refusal is reported by _reload, and the old model keeps serving
+            with contextlib.suppress(RequestError):
+                await self._reload(name)
+
+    async def _reload(self, name: str) -> tuple[Served, Served]:
+        """:meth:`Models.reload`, with the listing and the resolved options worked out
+        again, reported on standard output (done) or error (refused)."""
+        try:
+            old, new = await self.models.reload(name)
+        except RequestError as exc:
+            if exc.status != 404:  # a client's unknown name is no news for the operator
+                print(f"error: reloading model {name!r}: {exc.message}", file=sys.stderr)
+            raise
+        # the new model's saved [decode] settings are the defaults of its requests
+        self.resolved.clear()
+        self.listing = self._listing()
+        changed = "" if old.weights_sha256 != new.weights_sha256 else " (unchanged)"
+        print(
+            f"reloaded model {name!r} from {new.source}: weights SHA-256 {new.weights_sha256}"
+            f"{changed}, was {old.weights_sha256}",
+            flush=True,
+        )
+        return old, new
 
     async def index(self, request: Request) -> Response:
         return HTMLResponse(self.page)
@@ -122,6 +200,30 @@ class _Api:
     async def list_models(self, request: Request) -> Response:
         return JSONResponse(self.listing)
 
+    async def reload(self, request: Request) -> Response:
+        settings = self.settings
+        try:
+            if not settings.allow_reload:
+                raise RequestError(
+                    403,
+                    "reloading over HTTP is off on this server: start it with --allow-reload "
+                    "(serve.allow_reload = true), or send its process SIGHUP",
+                )
+            _check_media_type(request)
+            body = await _read_body(request, settings.max_body_bytes)
+            if body.strip() not in (b"", b"{}"):
+                raise RequestError(422, "a reload takes no options: send no body, or {}")
+            old, new = await self._reload(request.path_params["name"])
+        except RequestError as exc:
+            return _error(exc)
+        return JSONResponse(
+            {
+                "model": request.path_params["name"],
+                **new.describe(),
+                "previous": old.describe(),
+            }
+        )
+
     async def stats(self, request: Request) -> Response:
         return JSONResponse({"models": {name: b.stats() for name, b in self.batchers.items()}})
 
@@ -130,7 +232,9 @@ class _Api:
         try:
             _check_media_type(request)
             body = parse_body(await _read_body(request, settings.max_body_bytes))
-            job = prepare(body, self.models, settings, self.default_model, self.resolved)
+            job = prepare(
+                body, self.models.translators, settings, self.default_model, self.resolved
+            )
             translations = await self.batchers[job.model].submit(job, len(job.texts))
         except RequestError as exc:
             return _error(exc)
@@ -157,10 +261,18 @@ class _Api:
         )
 
 
-def _translate_rendered(translator: Translator, requests: list[TranslateRequest]) -> list[bytes]:
-    """:func:`translate_requests`, each request's translations rendered as JSON here, in the
-    model's worker thread: a large reply (attention) is not encoded on the event loop,
-    which keeps answering ``GET /healthz`` meanwhile."""
+def _decode(requests: list[TranslateRequest]) -> list[bytes]:
+    """:func:`_translate_rendered` in the model's worker thread, an out-of-memory a 413
+    (:func:`refuse_out_of_memory`)."""
+    return refuse_out_of_memory(_translate_rendered, requests)
+
+
+def _translate_rendered(requests: list[TranslateRequest]) -> list[bytes]:
+    """:func:`translate_requests` by the requests' model (one for all: the batcher's key
+    holds it), each request's translations rendered as JSON here, in the model's worker
+    thread: a large reply (attention) is not encoded on the event loop, which keeps
+    answering ``GET /healthz`` meanwhile."""
+    translator = requests[0].translator
     return [_json(translations) for translations in translate_requests(translator, requests)]
 
 
@@ -217,7 +329,7 @@ async def _http_error(request: Request, exc: Any) -> Response:
     if exc.status_code == 404:
         message = (
             f"no such endpoint: {request.url.path} (the API: GET /healthz, GET /v1/models, "
-            f"GET /v1/stats, POST /v1/translate)"
+            f"GET /v1/stats, POST /v1/translate, POST /v1/models/NAME/reload)"
         )
     elif exc.status_code == 405:
         allowed = (exc.headers or {}).get("Allow", "")

@@ -23,8 +23,11 @@ the two groups would alternate in half-full batches forever (64 clients decoded 
 time: 0.75 times the throughput, measured with ``benchmarks/bench_serve.py``). The first
 round after start waits for ``max_batch`` texts, up to the window.
 
-If a group's call raises, its requests are decoded again one by one, so that only a
-request that fails alone is answered with the error.
+If a group's call raises, its requests are decoded again in two halves of about as many
+texts each, and a half that fails again is split again, down to single requests: only a
+request that fails alone is answered with the error, and a batch that ran out of memory
+(:mod:`.memory`) is retried smaller. Splitting in halves, not one by one, keeps a large
+batch that ran out of memory batched: halves that fit are decoded in one call each.
 """
 
 from __future__ import annotations
@@ -70,11 +73,17 @@ class Batcher(Generic[Item]):
         max_queue: the most texts accepted and not yet answered; past it, 503.
         name: the model's name, for messages and the thread's name.
 
+    ``decode`` may raise :class:`RequestError` for its items: an item that fails alone is
+    answered with it as it is (a 413 for a request that ran out of memory); any other error
+    of an item alone is answered 500.
+
     Attributes:
         decode_calls: how many ``decode`` calls were made (one per group, and one per
-            request of a group decoded again alone).
+            part of a group decoded again after a failure).
         decoded_texts: the texts of those calls, in all (``decoded_texts / decode_calls``
             is the mean batch size: how well requests were batched).
+        failed_calls: how many of those calls raised (each of several items is followed
+            by two calls on its halves).
     """
 
     def __init__(
@@ -90,7 +99,7 @@ class Batcher(Generic[Item]):
         self._decode, self._key = decode, key
         self.window_s, self.max_batch, self.max_queue = window_s, max_batch, max_queue
         self.name = name
-        self.decode_calls = self.decoded_texts = 0
+        self.decode_calls = self.decoded_texts = self.failed_calls = 0
         self._jobs: deque[_Job[Item]] = deque()
         self._queued = 0  # texts in self._jobs
         self._pending = 0  # texts accepted and not yet answered
@@ -196,35 +205,46 @@ class Batcher(Generic[Item]):
         for job in jobs:
             groups.setdefault(self._key(job.item), []).append(job)
         for group in groups.values():
-            try:
-                results = await self._call(group)
-            except Exception as exc:
-                if len(group) == 1:
-                    self._answer(group[0], error=exc)
-                    continue
-                log.warning(
-                    "decoding %d requests together failed (%s: %s): decoding them one by one",
-                    len(group),
-                    type(exc).__name__,
-                    exc,
-                )
-                for job in group:
-                    try:
-                        self._answer(job, (await self._call([job]))[0])
-                    except Exception as alone:
-                        self._answer(job, error=alone)
-                continue
+            await self._decode_group(group)
+
+    async def _decode_group(self, group: list[_Job[Item]]) -> None:
+        """Decode ``group`` in one call; if it raises, decode its halves apart, and so on
+        down to single requests (see the module's doc)."""
+        try:
+            results = await self._call(group)
+        except Exception as exc:
+            self.failed_calls += 1
+            if len(group) == 1:
+                self._answer(group[0], error=exc)
+                return
+            log.warning(
+                "decoding %d requests (%d texts) of model %r together failed (%s): decoding "
+                "them again in two halves",
+                len(group),
+                sum(job.size for job in group),
+                self.name,
+                _first_line(exc),
+            )
+        else:
             for job, result in zip(group, results, strict=True):
                 self._answer(job, result)
+            return
+        # here, past the except clause, the error and the failed call's frames are gone:
+        # a call that ran out of memory holds none of it while its halves decode
+        half = _halve(group)
+        await self._decode_group(group[:half])
+        await self._decode_group(group[half:])
 
     def stats(self) -> dict[str, Any]:
         """Counters since start: ``decode_calls``, ``decoded_texts``, ``mean_batch_texts``
-        (None before the first call) and ``pending_texts`` (accepted, not yet answered)."""
+        (None before the first call), ``failed_calls`` and ``pending_texts`` (accepted, not
+        yet answered)."""
         calls, texts = self.decode_calls, self.decoded_texts
         return {
             "decode_calls": calls,
             "decoded_texts": texts,
             "mean_batch_texts": texts / calls if calls else None,
+            "failed_calls": self.failed_calls,
             "pending_texts": self._pending,
         }
 
@@ -245,7 +265,28 @@ class Batcher(Generic[Item]):
         if error is None:
             job.future.set_result(result)
             return
+        if isinstance(error, RequestError):  # decode's own answer (a 413: out of memory)
+            log.warning("a request to model %r refused: %s", self.name, error.message)
+            job.future.set_exception(error)
+            return
         log.error("decoding failed for model %r", self.name, exc_info=error)
         job.future.set_exception(
             RequestError(500, f"decoding failed: {type(error).__name__}: {error}")
         )
+
+
+def _halve(jobs: Sequence[_Job[Any]]) -> int:
+    """Where to cut ``jobs`` (at least 2) into two parts of about as many texts each: an
+    index from 1 to ``len(jobs) - 1``."""
+    total, texts = sum(job.size for job in jobs), 0
+    for index, job in enumerate(jobs[:-1], start=1):
+        texts += job.size
+        if 2 * texts >= total:
+            return index
+    return len(jobs) - 1
+
+
+def _first_line(exc: BaseException) -> str:
+    """``exc`` as its class name and the first line of its message, for a log line."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__

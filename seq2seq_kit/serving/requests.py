@@ -4,6 +4,7 @@ is refused alone and never fails the batch it would have joined."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -103,9 +104,11 @@ class TranslateRequest:
     """A validated request: ``source_ids[i]`` are the ids of ``texts[i]`` (None for a
     blank text, which is answered with an empty translation, as ``translate`` does),
     decoded with ``search``, each output starting with ``prefix_ids[i]`` (None: no
-    prefix)."""
+    prefix), by ``translator``: the model named ``model`` when the request arrived, which
+    its ids and options were checked against (a reload of the model does not change it)."""
 
     model: str
+    translator: Translator = dataclasses.field(repr=False)
     texts: list[str]
     source_ids: list[list[int] | None]
     search: Search
@@ -224,7 +227,9 @@ def prepare(
     prefix_ids = _encode_prefixes(body.prefix, ids, translator, search)
     if body.attention:
         _check_attention_size(ids, search, limits.max_attention_weights)
-    return TranslateRequest(name, list(body.texts), ids, search, body.attention, prefix_ids)
+    return TranslateRequest(
+        name, translator, list(body.texts), ids, search, body.attention, prefix_ids
+    )
 
 
 def _check_chars(name: str, strings: list[str], limit: int) -> None:

@@ -1,5 +1,6 @@
 """The server's process: a listening socket, uvicorn running the app with the hardened
-protocol (:mod:`.protocol`), and a graceful stop on SIGTERM or SIGINT."""
+protocol (:mod:`.protocol`), a graceful stop on SIGTERM or SIGINT, and a reload of every
+model from its directory on SIGHUP (:mod:`.models`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
@@ -18,17 +20,23 @@ if TYPE_CHECKING:
     from ..config import ServeConfig
 
 
-def run(models: dict[str, Translator], settings: ServeConfig) -> int:
+def run(
+    models: dict[str, Translator],
+    settings: ServeConfig,
+    sources: Mapping[str, str | os.PathLike[str]] | None = None,
+) -> int:
     """Serve ``models`` (name -> loaded model) as ``settings`` say until SIGTERM or SIGINT
     stops the server gracefully; prints the address when listening and ``stopped`` at the
-    end. Returns the exit status, 0.
+    end. SIGHUP reloads each model from its directory in ``sources`` (name -> the
+    directory it was loaded from), and so does ``POST /v1/models/NAME/reload`` with
+    ``settings.allow_reload``. Returns the exit status, 0.
 
     Raises:
         ConfigError: the address cannot be listened on.
     """
     import uvicorn
 
-    app = create_app(models, settings)
+    app = create_app(models, settings, sources=sources, reload_on_sighup=True)
     sock = listen(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host

@@ -1,0 +1,144 @@
+"""The models a server holds, by name, and their reload from disk.
+
+Each name maps to a :class:`Served`: the loaded model, the directory it was loaded from,
+when, and the SHA-256 of its weights. :meth:`Models.reload` loads the directory again as
+it is on disk now (a model retrained or saved to the same path: saves are atomic, see
+:mod:`seq2seq_kit.checkpoint`), in a thread of its own while the old model goes on
+decoding, checked as every load is (each file's SHA-256, the fields of ``model.json``,
+finite weights), and only then puts it in the old one's place, in one assignment on the
+event loop. A request keeps the model it was checked and encoded against
+(:attr:`TranslateRequest.translator`) and is decoded by it, so requests accepted before
+the swap finish on the old model and later ones get the new; the old model's memory is
+freed once its last request is answered (until then both are held). A directory that
+does not load (damaged, missing, not a model) is refused and the old model keeps
+serving. Reloads of one model run one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import Seq2SeqError
+from .errors import RequestError
+
+if TYPE_CHECKING:
+    from ..api import Translator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Served:
+    """A model as the server holds it.
+
+    Attributes:
+        translator: the loaded model.
+        source: the model directory it was loaded from; None: it was given loaded, and
+            cannot be reloaded.
+        loaded_at: when the server took it (seconds since the epoch, ``time.time()``).
+    """
+
+    translator: Translator
+    source: Path | None
+    loaded_at: float
+
+    @property
+    def weights_sha256(self) -> str | None:
+        """The SHA-256 of its weights file (hex), as loaded; None when unknown."""
+        return self.translator.weights_sha256
+
+    def describe(self) -> dict[str, Any]:
+        """``loaded_at`` (ISO 8601, UTC, to the millisecond) and ``weights_sha256``."""
+        stamp = datetime.fromtimestamp(self.loaded_at, timezone.utc)
+        return {
+            "loaded_at": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "weights_sha256": self.weights_sha256,
+        }
+
+
+class Models:
+    """The served models by name (:class:`Served`), and their reload.
+
+    Args:
+        translators: name -> loaded model, in the order listed.
+        sources: name -> the directory each was loaded from (a model without one cannot be
+            reloaded).
+
+    Attributes:
+        translators: name -> the model serving requests now; a reload replaces its entry,
+            so a reader of this dict gets the new model from then on.
+    """
+
+    def __init__(
+        self,
+        translators: Mapping[str, Translator],
+        sources: Mapping[str, str | os.PathLike[str]] | None = None,
+    ):
+        now = time.time()
+        sources = sources or {}
+        self.served = {
+            name: Served(t, Path(sources[name]) if name in sources else None, now)
+            for name, t in translators.items()
+        }
+        self.translators = dict(translators)
+        self._locks = {name: asyncio.Lock() for name in translators}
+
+    def __getitem__(self, name: str) -> Served:
+        return self.served[name]
+
+    def names(self) -> list[str]:
+        return list(self.served)
+
+    def reloadable(self) -> list[str]:
+        """The names of the models loaded from a directory."""
+        return [name for name, s in self.served.items() if s.source is not None]
+
+    async def reload(self, name: str) -> tuple[Served, Served]:
+        """Load model ``name``'s directory again, with the backend running it now, and
+        serve it in the old one's place. Returns ``(old, new)``.
+
+        Raises:
+            RequestError: 404 for an unknown name; 409 for a model given loaded (no
+                directory), or a directory that does not load (damaged, missing, not a
+                model, a backend that cannot run it: the loader's message): the old model
+                keeps serving; 500 for any other failure of the load, old model kept too.
+        """
+        if name not in self.served:
+            have = ", ".join(repr(n) for n in self.served)
+            raise RequestError(404, f"no model named {name!r}; this server has {have}")
+        async with self._locks[name]:
+            old = self.served[name]
+            if old.source is None:
+                raise RequestError(
+                    409, f"model {name!r} was given to the server loaded, not as a directory"
+                )
+            from ..translator import load
+
+            keeping = (
+                f"model {name!r} keeps serving the weights loaded at "
+                f"{old.describe()['loaded_at']} (SHA-256 {old.weights_sha256})"
+            )
+            try:
+                translator = await asyncio.to_thread(load, old.source, old.translator.backend)
+            except Seq2SeqError as exc:
+                raise RequestError(
+                    409, f"{old.source} was not reloaded: {exc}; {keeping}"
+                ) from None
+            except Exception as exc:
+                log.error("reloading model %r from %s failed", name, old.source, exc_info=exc)
+                raise RequestError(
+                    500,
+                    f"{old.source} was not reloaded: {type(exc).__name__}: {exc}; {keeping}",
+                ) from None
+            new = Served(translator, old.source, time.time())
+            self.served[name] = new
+            self.translators[name] = translator
+            return old, new
