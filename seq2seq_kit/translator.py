@@ -44,6 +44,7 @@ from .errors import (
     option,
 )
 from .plugins import get_backend
+from .quantization import check_scheme
 from .run_record import RunRecord
 from .runtime import (
     Runtime,
@@ -340,25 +341,35 @@ class Translator:
         return save_checkpoint(self.checkpoint(), path)
 
 
-def load(path: str | os.PathLike[str], backend: str | None = None) -> Translator:
+def load(
+    path: str | os.PathLike[str], backend: str | None = None, *, quantization: str | None = None
+) -> Translator:
     """Load a model directory into ``backend`` (default: resolved as for training, so
-    ``$SEQ2SEQ_KIT_BACKEND`` applies; any backend loads any model).
+    ``$SEQ2SEQ_KIT_BACKEND`` applies; any backend loads any model). With ``quantization``
+    (a scheme of :data:`seq2seq_kit.quantization.SCHEMES`) the backend runs the model in
+    that scheme, quantized from its float32 weights as it loads them.
 
     Raises:
         CheckpointError: missing, truncated or corrupted files, or a newer format.
-        BackendError: the backend is not installed.
+        BackendError: the backend is not installed, does not run ``quantization`` (it
+            lacks the scheme's capability) or not on this device.
+        ConfigError: ``quantization`` is no scheme.
         OutOfMemory: the backend ran out of memory building the model, naming its sizes.
     """
+    if quantization is not None:
+        try:
+            check_scheme(quantization)
+        except ValueError as exc:
+            raise ConfigError(f"{option('quantization', quantization)}: {exc}") from None
     ckpt = load_checkpoint(path, finite=True)
     name = resolve_backend(backend, Config())
     chosen = get_backend(name)
+    runtime = Runtime(threads=resolve_threads(0), device="auto", quantization=quantization)
     with allocating(
         f"the model's sizes ({model_sizes(ckpt.spec)}; saved in {path}: train a smaller "
         f"model, or run it where there is more memory)"
     ):
-        model = chosen.create(
-            ckpt.spec, seed=0, runtime=Runtime(threads=resolve_threads(0), device="auto")
-        )
+        model = chosen.create(ckpt.spec, seed=0, runtime=runtime)
         model.set_weights(ckpt.weights)
     return Translator(
         model,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .options import _add_config_flags, _flag_values
+from .options import _add_config_flags, _add_quantization, _flag_values
 
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -18,6 +18,12 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="PATH.tsv or dataset name")
     _add_config_flags(p, "data", ["limit", "max_line_bytes"])
     p.add_argument("--backend", help="backend to run the model with")
+    _add_quantization(
+        p,
+        "run the model quantized to this scheme from its float32 weights (default: "
+        "float32), with a backend that runs it (ctranslate2: every scheme its device runs; "
+        "onnx: int8; others refuse, exit status 2)",
+    )
     _add_config_flags(p, "decode", [k for k in _decode_keys() if k != "n_best"])
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.set_defaults(run=run_evaluate)
@@ -36,7 +42,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..errors import DataError, InputTooLongError, UnknownTokenError, describe_token
     from ..metrics import group_references, score
 
-    translator = load(args.model, backend=args.backend)
+    translator = load(args.model, backend=args.backend, quantization=args.quantization)
     options = translator.decode_config(**_flag_values(args).get("decode", {}), n_best=1)
     dataset = load_dataset(
         args.data,

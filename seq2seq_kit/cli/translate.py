@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .options import _add_config_flags, _flag_values
+from .options import _add_config_flags, _add_quantization, _flag_values
 
 
 def add_translate(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +22,12 @@ def add_translate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--backend", help="backend to run the model with")
+    _add_quantization(
+        p,
+        "run the model quantized to this scheme from its float32 weights (default: "
+        "float32), with a backend that runs it (ctranslate2: every scheme its device runs; "
+        "onnx: int8; others refuse, exit status 2)",
+    )
     _add_config_flags(p, "decode")
     _add_config_flags(p, "data", ["max_line_bytes"])
     p.add_argument(
@@ -90,7 +96,7 @@ def _check_utf8(text: str, what: str) -> None:
 def run_translate(args: argparse.Namespace) -> int:
     from ..api import load
 
-    translator = load(args.model, backend=args.backend)
+    translator = load(args.model, backend=args.backend, quantization=args.quantization)
     options = translator.decode_config(**_flag_values(args).get("decode", {}))
     lines = _read_inputs(args.text, getattr(args, "data.max_line_bytes"))
     texts, prefixes = _split_prefixes(lines, from_stdin=not args.text)
