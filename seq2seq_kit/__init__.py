@@ -25,11 +25,11 @@ def train(*args: Any, **kwargs: Any) -> Translator:
     return _train(*args, **kwargs)
 
 
-def load(path: str, backend: str | None = None) -> Translator:
+def load(path: str, backend: str | None = None, *, quantization: str | None = None) -> Translator:
     """Load a trained model directory; see :func:`seq2seq_kit.api.load`."""
     from .api import load as _load
 
-    return _load(path, backend=backend)
+    return _load(path, backend=backend, quantization=quantization)
 
 
 def average(*args: Any, **kwargs: Any) -> Path:

@@ -36,10 +36,9 @@ class Tolerance:
 
     Attributes:
         agreement: the least share of sources whose greedy output (ids) equals float32's.
-        log_prob: the largest difference, in nats, between the two models'
-            log-probabilities of one output token, the float32 output teacher-forced
-            through both (the mean over its tokens of each source, so that one source's
-            length does not decide it).
+        log_prob: the largest difference, in nats per output token (EOS counted),
+            between the two models' scores (sums of log-probabilities) of an output both
+            decode alike.
     """
 
     agreement: float
@@ -47,16 +46,19 @@ class Tolerance:
 
 
 #: The conformance suite's tolerances per scheme (:mod:`seq2seq_kit.testing.quantized`).
-#: ``agreement`` is the issue's target (99% of the digits and num2words test sources);
-#: ``log_prob`` was set at about three times the largest per-token mean difference measured
-#: on the suite's trained models (int8: 0.02 nats on the ONNX Runtime RNN, 0.01 on the
-#: CTranslate2 Transformer); int16 and the float types keep more bits than int8.
+#: ``agreement``: 99% of the digits and num2words test sources. ``log_prob``: int8 at three
+#: times the largest difference measured on the suite's models (0.010 nats per token, one
+#: source of the ONNX Runtime num2words RNN, whose mean is 0.0002; 0.002 the CTranslate2
+#: Transformer); int8_float32 and bfloat16 (as many significant bits as int8) the same,
+#: int16 and float16 (more bits) half of it: not measured here, the CPUs the suite ran on
+#: run none of them. On larger models the differences grow: 0.009 nats per token on
+#: average on the Tatoeba Transformer in int8 (docs/export.md).
 TOLERANCES: dict[str, Tolerance] = {
-    "int8": Tolerance(agreement=0.99, log_prob=0.06),
-    "int8_float32": Tolerance(agreement=0.99, log_prob=0.06),
-    "int16": Tolerance(agreement=0.99, log_prob=0.02),
-    "float16": Tolerance(agreement=0.99, log_prob=0.02),
-    "bfloat16": Tolerance(agreement=0.99, log_prob=0.06),
+    "int8": Tolerance(agreement=0.99, log_prob=0.03),
+    "int8_float32": Tolerance(agreement=0.99, log_prob=0.03),
+    "int16": Tolerance(agreement=0.99, log_prob=0.015),
+    "float16": Tolerance(agreement=0.99, log_prob=0.015),
+    "bfloat16": Tolerance(agreement=0.99, log_prob=0.03),
 }
 
 

@@ -23,6 +23,7 @@ from .decoding import DecodingTests
 from .features import FeatureTests
 from .inputs import InputTests
 from .numerics import NumericsTests
+from .quantized import QuantizedTests
 from .registration import RegistrationTests
 from .search_options import SearchOptionTests
 from .training import TrainingTests
@@ -35,6 +36,7 @@ __all__ = [
     "FeatureTests",
     "InputTests",
     "NumericsTests",
+    "QuantizedTests",
     "RegistrationTests",
     "SearchOptionTests",
     "TrainingTests",
@@ -52,5 +54,6 @@ class BackendSuite(
     FeatureTests,
     CheckpointTests,
     InputTests,
+    QuantizedTests,
 ):
     """Every conformance check; subclass it and set ``backend_name``."""
