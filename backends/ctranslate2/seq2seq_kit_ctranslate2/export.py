@@ -22,6 +22,7 @@ from seq2seq_kit.checkpoint import Checkpoint
 from seq2seq_kit.errors import BackendError, ExportError
 from seq2seq_kit.export import model_fields, open_export, read_model_fields
 from seq2seq_kit.runtime import Runtime
+from seq2seq_kit.translator import Translator
 from seq2seq_kit.vocab import Vocabulary
 
 from .convert import check_convertible, to_ctranslate2
@@ -99,6 +100,20 @@ class Exported:
     target_vocab: Vocabulary
     max_length: int
     meta: dict
+
+    def translator(self) -> Translator:
+        """A :class:`seq2seq_kit.Translator` over the export (text in, text out; every
+        decoding option the backend takes), its inputs checked as a loaded model's are. It
+        has no saved ``[decode]`` settings: the defaults are the core's."""
+        from seq2seq_kit.validation import checked
+
+        return Translator(
+            checked(self.model),
+            self.source_vocab,
+            self.target_vocab,
+            backend="ctranslate2",
+            max_length=self.max_length,
+        )
 
 
 def load(directory: str | Path, runtime: Runtime | None = None) -> Exported:

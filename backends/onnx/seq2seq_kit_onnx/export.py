@@ -41,6 +41,7 @@ from seq2seq_kit import __version__ as core_version
 from seq2seq_kit.checkpoint import Checkpoint
 from seq2seq_kit.errors import ExportError
 from seq2seq_kit.export import model_fields, open_export, read_model_fields
+from seq2seq_kit.translator import Translator
 from seq2seq_kit.vocab import BOS, EOS, PAD, UNK, Vocabulary
 
 from .graph import IR_VERSION, OPSET, describe
@@ -123,6 +124,20 @@ class Exported:
     target_vocab: Vocabulary
     max_length: int
     meta: dict
+
+    def translator(self) -> Translator:
+        """A :class:`seq2seq_kit.Translator` over the export (text in, text out; every
+        decoding option the backend takes), its inputs checked as a loaded model's are. It
+        has no saved ``[decode]`` settings: the defaults are the core's."""
+        from seq2seq_kit.validation import checked
+
+        return Translator(
+            checked(self.model),
+            self.source_vocab,
+            self.target_vocab,
+            backend="onnx",
+            max_length=self.max_length,
+        )
 
 
 def load(directory: str | Path, threads: int = 1) -> Exported:
