@@ -34,8 +34,15 @@ HELD_OUT = 0.1
 #: Small num2words models that greedy-decode the held-out numbers mostly right after a few
 #: seconds of NumPy training: (model table, train table).
 NUM2WORDS_MODELS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    # the example's (examples/num2words.toml), smaller: the digits model has the LSTM
     "rnn": (
-        {"hidden_size": 64, "embedding_size": 16, "attention": "general", "bidirectional": True},
+        {
+            "cell": "gru",
+            "hidden_size": 64,
+            "embedding_size": 16,
+            "attention": "bahdanau",
+            "bidirectional": True,
+        },
         {"epochs": 10, "learning_rate": 0.01},
     ),
     "transformer": (

@@ -307,8 +307,16 @@ def test_an_int8_export_runs_in_plain_onnxruntime_as_the_backend_runs_int8(
         if kind == "transformer":  # norms and the softmax stay float
             assert ops["LayerNormalization"] == _ops(out["float32"] / name)["LayerNormalization"]
     if kind == "rnn":  # ONNX Runtime has no integer GRU: the encoder's stays float32
+        import onnx
+
         gru = _ops(out["float32"] / "encoder.onnx")["GRU"]
         assert gru >= 1 and _ops(out["int8"] / "encoder.onnx")["GRU"] == gru
+        graph = onnx.load(out["int8"] / "encoder.onnx").graph  # its weights stored as int8
+        stored = {t.name: t.data_type for t in graph.initializer}
+        for node in (n for n in graph.node if n.op_type == "GRU"):
+            for name in node.input[1:3]:
+                assert name.endswith(".dequantized")
+                assert stored[name.replace(".dequantized", ".int8")] == onnx.TensorProto.INT8
 
     sessions = _PlainSessions(
         *(
@@ -391,13 +399,21 @@ def test_int8_graphs_hold_about_a_quarter_of_the_bytes(spec):
     assert size["int8"] <= 0.3 * size[None]
 
 
-def test_an_lstm_encoder_runs_on_integer_kernels():
-    from seq2seq_kit_onnx.model import graphs
+@pytest.mark.parametrize("attention", ["bahdanau", "general", "dot"])
+def test_an_lstm_encoder_runs_on_integer_kernels(attention):
+    from seq2seq_kit_onnx.model import OnnxModel, graphs
 
-    spec = ModelSpec(11, 13, hidden_size=8, embedding_size=4, bidirectional=True)
+    spec = ModelSpec(
+        11, 13, hidden_size=8, embedding_size=4, bidirectional=True, attention=attention
+    )
     encoder, step = graphs(spec, initial_weights(spec, 0), "int8")
     ops = {node.op_type for node in encoder.graph.node}
     assert "DynamicQuantizeLSTM" in ops and "LSTM" not in ops
+    # and every attention's step runs (Bahdanau's score vector stays a float product)
+    model = OnnxModel(spec, quantization="int8")
+    state = model.encode(np.array([[4, 5, 6], [7, 0, 0]], np.int32), np.array([3, 1], np.int32))
+    log_probs, _ = model.step(np.array([1, 1], np.int32), state)
+    assert log_probs.shape == (2, 13) and np.allclose(np.exp(log_probs).sum(-1), 1, atol=1e-5)
 
 
 def test_an_export_scheme_other_than_int8_is_refused(models, tmp_path, capsys):
