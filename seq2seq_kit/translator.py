@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from .backend import Model
 from .checkpoint import (
+    MODEL_FILE,
     Checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -36,6 +37,7 @@ from .decoding import (
     plan,
 )
 from .errors import (
+    CheckpointError,
     ConfigError,
     OptionError,
     PrefixError,
@@ -350,7 +352,8 @@ def load(
     that scheme, quantized from its float32 weights as it loads them.
 
     Raises:
-        CheckpointError: missing, truncated or corrupted files, or a newer format.
+        CheckpointError: missing, truncated or corrupted files, or a newer format; an
+            export instead of a model directory (naming how to run it).
         BackendError: the backend is not installed, does not run ``quantization`` (it
             lacks the scheme's capability) or not on this device.
         ConfigError: ``quantization`` is no scheme.
@@ -361,6 +364,7 @@ def load(
             check_scheme(quantization)
         except ValueError as exc:
             raise ConfigError(f"{option('quantization', quantization)}: {exc}") from None
+    _refuse_an_export(Path(path))
     ckpt = load_checkpoint(path, finite=True)
     name = resolve_backend(backend, Config())
     chosen = get_backend(name)
@@ -378,6 +382,35 @@ def load(
         backend=name,
         max_length=ckpt.max_length,
         meta=ckpt.meta,
+    )
+
+
+def _refuse_an_export(path: Path) -> None:
+    """Say so when ``path`` is an export, not a model directory: the backend of its format
+    reads it (``seq2seq_kit_onnx.export.load``, ``seq2seq_kit_ctranslate2.export.load``).
+
+    Raises:
+        CheckpointError: ``path`` holds an export's ``manifest.json`` and no ``model.json``.
+    """
+    from .integrity import read_json
+
+    manifest = path / "manifest.json"
+    if (path / MODEL_FILE).exists() or not manifest.is_file():
+        return
+    try:
+        kind = read_json(manifest).get("export_format")
+    except (OSError, ValueError, AttributeError):
+        return
+    if not isinstance(kind, str):
+        return
+    reader = (
+        f"seq2seq_kit_{kind}.export.load({str(path)!r}).translator()"
+        if kind in ("onnx", "ctranslate2")
+        else "the plugin that wrote it"
+    )
+    raise CheckpointError(
+        f"{path}: is an export ({kind}), not a model directory; run the model directory it "
+        f"was exported from, or the export in Python with {reader}"
     )
 
 

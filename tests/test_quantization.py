@@ -100,6 +100,15 @@ def test_a_quantized_export_is_written_and_recorded(model_dir, tmp_path, formats
     assert summary["bytes"] == sum(p.stat().st_size for p in (tmp_path / "None").iterdir())
 
 
+def test_translating_an_export_says_how_to_run_it(model_dir, tmp_path, formats, capsys):
+    out = tmp_path / "out"
+    export_module.export_model(model_dir, "toy", out, quantization="int8")
+    assert main(["translate", "--model", str(out), "7"]) == 2
+    err = capsys.readouterr().err
+    assert "is an export (toy), not a model directory" in err
+    assert "with the plugin that wrote it" in err
+
+
 def test_info_checks_an_export_before_describing_it(model_dir, tmp_path, formats, capsys):
     out = tmp_path / "out"
     export_module.export_model(model_dir, "toy", out, quantization="int8")

@@ -335,6 +335,10 @@ def test_an_int8_export_runs_in_plain_onnxruntime_as_the_backend_runs_int8(
     np.testing.assert_allclose([h.score for h in plain], [h.score for h in expected], atol=1e-5)
     exported = load_export(out["int8"])
     assert exported.model.quantization == "int8"
+    assert exported.translator().translate(INPUTS) == backend.translate(INPUTS)
+    # translate runs model directories; for an export it names the loader
+    assert main(["translate", "--model", str(out["int8"]), "7"]) == 2
+    assert "seq2seq_kit_onnx.export.load(" in capsys.readouterr().err
     again = greedy(exported.model, src, lengths, vocab, meta["max_length"])
     assert [h.ids for h in again] == [h.ids for h in plain]
     np.testing.assert_allclose([h.score for h in again], [h.score for h in plain], atol=1e-5)
