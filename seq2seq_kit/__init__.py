@@ -36,22 +36,24 @@ def train(*args: Any, **kwargs: Any) -> Translator:
     return _train(*args, **kwargs)
 
 
-def load(path: str, backend: str | None = None) -> Translator:
+def load(path: str, backend: str | None = None, *, quantization: str | None = None) -> Translator:
     """Load a trained model directory; see :func:`seq2seq_kit.api.load`."""
     from .api import load as _load
 
-    return _load(path, backend=backend)
+    return _load(path, backend=backend, quantization=quantization)
 
 
 def load_ensemble(
     paths: Sequence[str],
     weights: Sequence[float] | None = None,
     backends: str | Sequence[str | None] | None = None,
+    *,
+    quantization: str | None = None,
 ) -> Ensemble:
     """Load model directories as one ensemble; see :func:`seq2seq_kit.api.load_ensemble`."""
     from .api import load_ensemble as _load_ensemble
 
-    return _load_ensemble(paths, weights=weights, backends=backends)
+    return _load_ensemble(paths, weights=weights, backends=backends, quantization=quantization)
 
 
 def average(*args: Any, **kwargs: Any) -> Path:

@@ -23,8 +23,9 @@ import numpy as np
 
 from .architectures import required_capabilities, weight_shapes
 from .batch import Batch
-from .capabilities import MODEL, RUNTIME, SEARCH_OPTIONS, TRAINING
+from .capabilities import MODEL, QUANTIZATION, RUNTIME, SEARCH_OPTIONS, TRAINING
 from .errors import BackendError
+from .quantization import check_scheme
 from .runtime import ProcessGroup, Runtime
 from .spec import OptimizerSpec, Spec
 from .validation import CheckedModel, checked
@@ -34,7 +35,7 @@ State = Any
 #: Capabilities a backend may declare; the conformance suite skips checks of undeclared ones.
 #: Without ``train`` a backend is inference only (see :class:`Model`). Named subsets a plugin
 #: combines: :mod:`seq2seq_kit.capabilities`.
-KNOWN_CAPABILITIES = MODEL | TRAINING | RUNTIME | SEARCH_OPTIONS | {"beam", "search"}
+KNOWN_CAPABILITIES = MODEL | TRAINING | RUNTIME | SEARCH_OPTIONS | QUANTIZATION | {"beam", "search"}
 
 
 def distribution_version(distribution: str) -> str:
@@ -275,10 +276,12 @@ class Backend:
 
         Raises:
             BackendError: ``spec`` or ``runtime`` needs a capability this backend does not
-                declare (``optimizer.frozen`` names weights: ``freeze``;
+                declare (``runtime.quantization``: the scheme's own; ``optimizer.frozen``
+                names weights: ``freeze``;
                 ``optimizer.ema_decay`` is above 0: ``ema``), or ``spec`` is of an
                 architecture it does not build.
-            ValueError: ``optimizer.frozen`` names a weight ``spec``'s layout lacks.
+            ValueError: ``optimizer.frozen`` names a weight ``spec``'s layout lacks, or
+                ``runtime.quantization`` is no scheme.
         """
         runtime = runtime or Runtime()
         if self.architectures is not None and spec.architecture not in self.architectures:
@@ -291,6 +294,15 @@ class Backend:
         needed |= {"freeze"} if optimizer.frozen else set()
         needed |= {"ema"} if optimizer.ema_decay else set()
         missing = sorted(needed - self.capabilities)
+        if runtime.quantization in missing:
+            runs = sorted(QUANTIZATION & self.capabilities)
+            raise BackendError(
+                f"backend {self.name!r} does not run models quantized to "
+                f"{runtime.quantization} (it runs "
+                f"{'float32 only' if not runs else 'float32, ' + ', '.join(runs)}); the "
+                f"backends that run it declare the capability {runtime.quantization!r}: "
+                f"seq2seq-kit backends"
+            )
         if missing:
             raise BackendError(
                 f"backend {self.name!r} cannot build this model: it lacks {missing} "
@@ -311,12 +323,20 @@ class Backend:
 def runtime_capabilities(runtime: Runtime) -> set[str]:
     """The capabilities a backend must declare to run as ``runtime`` says: ``devices`` for
     a GPU (``auto`` falls back to the CPU in a backend without it), ``mixed_precision``
-    for bf16/fp16, ``distributed`` for a process group."""
+    for bf16/fp16, ``distributed`` for a process group, and a quantization scheme its
+    own name (``int8``...).
+
+    Raises:
+        ValueError: ``runtime.quantization`` is no scheme of
+            :data:`seq2seq_kit.quantization.SCHEMES`.
+    """
     needed = {
         "devices": runtime.device.startswith("cuda"),
         "mixed_precision": runtime.precision != "fp32",
         "distributed": runtime.group is not None and runtime.group.world_size > 1,
     }
+    if runtime.quantization is not None:
+        needed[check_scheme(runtime.quantization)] = True
     return {name for name, used in needed.items() if used}
 
 

@@ -19,6 +19,11 @@ runs adds ``RUNTIME``.
   ``banned_tokens``; :data:`seq2seq_kit.decoding.SEARCH_OPTION_CAPABILITIES`). A backend
   that steps the decoder needs none of them: the core's searches take every option.
 
+- ``QUANTIZATION``: the quantization schemes (:data:`seq2seq_kit.quantization.SCHEMES`:
+  ``int8``, ``int8_float32``, ``int16``, ``float16``, ``bfloat16``), each a capability of
+  its own: a backend declares those it runs a model in from float32 weights
+  (:attr:`seq2seq_kit.runtime.Runtime.quantization`).
+
 ``beam`` (beam search and n-best lists) and ``search`` (decoding through a
 :class:`~seq2seq_kit.backend.SearchModel`) stand alone. All of them:
 :data:`seq2seq_kit.backend.KNOWN_CAPABILITIES`.
@@ -26,9 +31,12 @@ runs adds ``RUNTIME``.
 
 from __future__ import annotations
 
+from .quantization import SCHEMES
+
 MODEL = frozenset(
     {"embedding", "multilayer", "gru", "bidirectional", "attention", "dropout", "transformer"}
 )
 TRAINING = frozenset({"train", "resume", "freeze", "ema"})
 RUNTIME = frozenset({"devices", "mixed_precision", "distributed"})
 SEARCH_OPTIONS = frozenset({"sampling", "prefix", "min_length", "no_repeat_ngram", "banned_tokens"})
+QUANTIZATION = frozenset(SCHEMES)

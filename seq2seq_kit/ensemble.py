@@ -315,11 +315,14 @@ def load_ensemble(
     paths: Sequence[str | os.PathLike[str]],
     weights: Sequence[float] | None = None,
     backends: str | Sequence[str | None] | None = None,
+    *,
+    quantization: str | None = None,
 ) -> Ensemble:
     """Load the model directories ``paths`` (:func:`~seq2seq_kit.translator.load`) as one
     :class:`Ensemble` (:func:`ensemble`), named by their paths in messages. ``backends``:
     None (each as :func:`~seq2seq_kit.translator.load` resolves it), one backend name for
-    every model, or one name (or None) per path, in order.
+    every model, or one name (or None) per path, in order. ``quantization``: every member
+    runs in this scheme (:func:`~seq2seq_kit.translator.load`).
 
     Raises:
         EnsembleError: ``backends`` not one per path, or as :func:`ensemble`; checked
@@ -345,7 +348,9 @@ def load_ensemble(
         normalised_weights(weights, len(paths))
     except ValueError as exc:
         raise EnsembleError(f"ensemble weights: {exc}") from None
-    members = [load(p, backend=b) for p, b in zip(paths, backends, strict=True)]
+    members = [
+        load(p, backend=b, quantization=quantization) for p, b in zip(paths, backends, strict=True)
+    ]
     return Ensemble(members, weights, [str(p) for p in paths])
 
 

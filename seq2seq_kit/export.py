@@ -23,11 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from . import atomic
-from .checkpoint import MODEL_FILE, load_checkpoint
+from .checkpoint import MODEL_FILE, Checkpoint, check_vocab_sizes, load_checkpoint
 from .errors import ExportError, option
 from .integrity import file_sha256, manifest_of, read_json
 from .plugins import install_hint, registry
+from .quantization import check_scheme
+from .spec import Spec, spec_from_dict
 from .version import __version__
+from .vocab import Vocabulary
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "seq2seq-kit-export"
@@ -45,12 +48,18 @@ def export_model(
     out: str | os.PathLike[str],
     *,
     overwrite: bool = False,
+    quantization: str | None = None,
 ) -> list[Path]:
     """Write the model directory ``model`` in ``format`` at ``out``; returns the files
-    written (under ``out``), ``manifest.json`` last.
+    written (under ``out``), ``manifest.json`` last. With ``quantization`` (a scheme of
+    :data:`seq2seq_kit.quantization.SCHEMES` that the format's exporter registered) the
+    exporter writes the model quantized, and the manifest records the scheme
+    (``"quantization"``; null for float32).
 
     Raises:
-        ExportError: an unknown format (naming the installed ones), an empty ``out``, an
+        ExportError: an unknown format (naming the installed ones), a quantization that
+            is no scheme or that the format does not write (naming those it does), an
+            empty ``out``, an
             ``out`` that is a file, a model directory (this one or another), a directory
             holding the model, a non-empty folder that is no export, an export without
             ``overwrite``; another export writing ``out``; what the exporter cannot express;
@@ -64,6 +73,7 @@ def export_model(
         hint = install_hint(format)
         how = f"install it: {hint}" if hint else "a plugin adds one through register_exporters"
         raise ExportError(f"unknown export format {format!r} (installed: {installed}); {how}")
+    _check_quantization(format, quantization)
     ckpt = load_checkpoint(model, finite=True)
     if not str(out).strip():
         raise ExportError(f"{option('out', '')} is empty; name the directory to write")
@@ -80,11 +90,12 @@ def export_model(
             _check_out(Path(model), out, overwrite)  # again, now that no one else can write it
             obsolete = set(_manifest_files(out)) | {MANIFEST}
             with atomic.stage(out) as staging:
-                names = _run_exporter(exporters[format], format, ckpt, staging)
+                names = _run_exporter(exporters[format], format, ckpt, staging, quantization)
                 manifest = {
                     "format": MANIFEST_FORMAT,
                     "format_version": MANIFEST_VERSION,
                     "export_format": format,
+                    "quantization": quantization,
                     "producer": f"seq2seq-kit {__version__}",
                     "files": {name: file_sha256(staging / name) for name in names},
                 }
@@ -106,11 +117,33 @@ def export_model(
     return [shown / name for name in [*names, MANIFEST]]
 
 
-def _run_exporter(exporter: Any, format: str, ckpt: Any, staging: Path) -> list[str]:
+def _check_quantization(format: str, quantization: str | None) -> None:
+    """Refuse a ``quantization`` that is no scheme, or one ``format`` does not write.
+
+    Raises:
+        ExportError: naming the schemes the format writes.
+    """
+    if quantization is None:
+        return
+    flag = option("quantization", quantization)
+    try:
+        check_scheme(quantization)
+    except ValueError as exc:
+        raise ExportError(f"{flag}: {exc}") from None
+    schemes = sorted(registry().export_schemes.get(format, ()))
+    if quantization not in schemes:
+        writes = f"it writes {', '.join(schemes)}" if schemes else "it writes float32 only"
+        raise ExportError(f"{flag}: the {format!r} format has no {quantization} scheme; {writes}")
+
+
+def _run_exporter(
+    exporter: Any, format: str, ckpt: Any, staging: Path, quantization: str | None = None
+) -> list[str]:
     """Let ``exporter`` write a new folder in ``staging``, then lift its files into
     ``staging`` itself; returns their names, sorted."""
     target = staging / "export"
-    written = exporter(ckpt, target)
+    options = {} if quantization is None else {"quantization": quantization}
+    written = exporter(ckpt, target, **options)
     missing = [str(p) for p in written if not Path(p).is_file()]
     if missing or not target.is_dir():
         raise ExportError(f"the {format!r} exporter did not write what it reported: {missing}")
@@ -222,3 +255,76 @@ def open_export(directory: str | os.PathLike[str], format: str) -> dict[str, Pat
             raise ExportError(f"{path}: corrupted or truncated (SHA-256 differs from {file})")
         paths[name] = path
     return paths
+
+
+def model_fields(checkpoint: Checkpoint, out: Path) -> dict[str, Any]:
+    """What an exporter records of the model so that seq2seq-kit can run the export: the
+    ``spec``, both vocabularies (``source_vocab``, ``target_vocab``: pieces and tokenizer,
+    as in ``model.json``), ``max_length``, ``tokenizer_files``, the tokenizers' files,
+    which it writes into ``out`` (``source-*``, ``target-*``), and ``examples``, the
+    inputs to try the model with that its directory keeps. Read back by
+    :func:`read_model_fields`."""
+    files = []
+    for side, vocab in (("source", checkpoint.source_vocab), ("target", checkpoint.target_vocab)):
+        files += vocab.tokenizer.save(out, f"{side}-")
+    return {
+        "max_length": checkpoint.max_length,
+        "spec": checkpoint.spec.to_dict(),
+        "source_vocab": checkpoint.source_vocab.to_dict(),
+        "target_vocab": checkpoint.target_vocab.to_dict(),
+        "tokenizer_files": sorted(files),
+        "examples": list(checkpoint.meta.get("examples") or []),
+    }
+
+
+def read_model_fields(
+    meta: dict[str, Any], directory: Path, file: Path
+) -> tuple[Spec, Vocabulary, Vocabulary, int]:
+    """``(spec, source vocabulary, target vocabulary, max_length)`` of the fields
+    :func:`model_fields` wrote into ``meta``, the tokenizers' files read from
+    ``directory`` (whose files :func:`open_export` has checked).
+
+    Raises:
+        ExportError: naming ``file`` (where ``meta`` was read): a field missing or
+            malformed, vocabularies that do not fit the spec.
+    """
+    try:
+        spec = spec_from_dict(meta["spec"])
+        source, target = (
+            Vocabulary.from_dict(meta[f"{side}_vocab"], directory, f"{side}-")
+            for side in ("source", "target")
+        )
+        check_vocab_sizes(spec, source, target)
+        max_length = meta["max_length"]
+        if type(max_length) is not int or max_length < 1:
+            raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ExportError(f"{file}: malformed ({type(exc).__name__}: {exc})") from None
+    return spec, source, target, max_length
+
+
+def export_summary(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """What the export in ``directory`` is, for ``seq2seq-kit info``: ``format`` (the export
+    format), ``quantization`` (its scheme; None: float32), ``producer``, ``files`` (name ->
+    size in bytes, the manifest's files and the manifest) and ``bytes``, their total. Every
+    file is checked first (:func:`open_export`).
+
+    Raises:
+        ExportError: no export there (no ``manifest.json`` of this program), or a file
+            missing, truncated or altered.
+    """
+    directory = Path(directory)
+    manifest = _manifest(directory)
+    if manifest is None:
+        raise ExportError(f"{directory}: holds no export ({MANIFEST} of seq2seq-kit missing)")
+    format = manifest.get("export_format")
+    files = open_export(directory, format if isinstance(format, str) else "")
+    sizes = {name: path.stat().st_size for name, path in sorted(files.items())}
+    sizes[MANIFEST] = (directory / MANIFEST).stat().st_size
+    return {
+        "format": format,
+        "quantization": manifest.get("quantization"),
+        "producer": manifest.get("producer"),
+        "files": sizes,
+        "bytes": sum(sizes.values()),
+    }

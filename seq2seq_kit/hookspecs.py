@@ -49,6 +49,12 @@ def register_exporters(register: Callable[..., None]) -> None:
     creates) and returns the files written; raises ``seq2seq_kit.errors.ExportError`` (a
     Seq2SeqError) naming what it cannot export.
 
+    An exporter that writes quantized models registers the schemes it writes,
+    ``register(name, export, schemes)`` (names of
+    :data:`seq2seq_kit.quantization.SCHEMES`); ``export`` is then called with
+    ``quantization=SCHEME`` for a quantized export, and never with a scheme it did not
+    register.
+
     ``seq2seq-kit export --format NAME`` calls it with a checked checkpoint (finite
     weights) and a fresh path, then moves the directory into place."""
 

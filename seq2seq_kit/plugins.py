@@ -24,6 +24,7 @@ import pluggy
 from . import hookspecs
 from .backend import Backend
 from .errors import BackendError
+from .quantization import check_scheme
 
 GROUP = "seq2seq_kit"
 ALLOW_ENV = "SEQ2SEQ_KIT_PLUGINS"
@@ -60,6 +61,8 @@ class Registry:
         datasets: dataset name -> loader.
         tokenizers: tokenizer name -> ``make(options, directory, prefix)``.
         exporters: export format name -> ``export(checkpoint, out) -> list[Path]``.
+        export_schemes: export format name -> the quantization schemes its exporter writes
+            (``export(checkpoint, out, quantization=SCHEME)``); empty: float32 only.
         importers: import format name -> ``read(source) -> Checkpoint``.
         failures: plugin name (or ``plugin:backend``) -> why it was skipped.
         excluded: entry-point name -> distribution (or None), for each plugin that
@@ -73,6 +76,7 @@ class Registry:
     datasets: dict[str, Any] = field(default_factory=dict)
     tokenizers: dict[str, Any] = field(default_factory=dict)
     exporters: dict[str, Any] = field(default_factory=dict)
+    export_schemes: dict[str, frozenset[str]] = field(default_factory=dict)
     importers: dict[str, Any] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     excluded: dict[str, str | None] = field(default_factory=dict)
@@ -197,16 +201,37 @@ def build_registry(extra_plugins: tuple[Any, ...] = ()) -> Registry:
             ("export", registry.exporters, "register_exporters"),
             ("import", registry.importers, "register_importers"),
         ):
-            for format_name, function in registered[hook]:
+            for format_name, function, *schemes in registered[hook]:
                 if format_name in found:
                     registry.failures[f"{name}:{kind}:{format_name}"] = (
                         f"{kind} format {format_name!r} is registered twice: by "
                         f"{owners[kind, format_name]!r} and by {name!r}; kept the first"
                     )
                     continue
+                if kind == "export":
+                    try:
+                        registry.export_schemes[format_name] = _schemes(schemes)
+                    except (TypeError, ValueError) as exc:
+                        registry.failures[f"{name}:{kind}:{format_name}"] = (
+                            f"{kind} format {format_name!r}: {exc}"
+                        )
+                        continue
                 found[format_name] = function
                 owners[kind, format_name] = name
     return registry
+
+
+def _schemes(given: list[Any]) -> frozenset[str]:
+    """The quantization schemes an exporter registered (its third argument, if any).
+
+    Raises:
+        ValueError: a name that is no scheme of :data:`seq2seq_kit.quantization.SCHEMES`
+            (the plugin's registration then fails, with this reason).
+    """
+    schemes = frozenset(given[0]) if given else frozenset()
+    for scheme in sorted(schemes):
+        check_scheme(scheme)
+    return schemes
 
 
 @cache

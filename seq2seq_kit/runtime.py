@@ -91,12 +91,17 @@ class Runtime:
         group: the data-parallel :class:`ProcessGroup`, or None in one process. A model
             built with a group sums its gradients over the group's ranks in
             ``train_step`` (see :class:`seq2seq_kit.backend.Model`).
+        quantization: for inference, a scheme of :data:`seq2seq_kit.quantization.SCHEMES`
+            (``"int8"``...) the backend runs the model in, from its float32 weights (only
+            with the scheme's capability); None: as the weights are (float32 for a model
+            directory, the scheme recorded in an export).
     """
 
     threads: int = 1
     device: str = "cpu"
     precision: Precision = "fp32"
     group: ProcessGroup | None = None
+    quantization: str | None = None
 
     @property
     def world_size(self) -> int:

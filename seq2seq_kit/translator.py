@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from .alignment import source_texts
 from .backend import Model
 from .checkpoint import (
+    MODEL_FILE,
     Checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -37,6 +38,7 @@ from .decoding import (
     plan,
 )
 from .errors import (
+    CheckpointError,
     ConfigError,
     OptionError,
     PrefixError,
@@ -45,6 +47,7 @@ from .errors import (
     option,
 )
 from .plugins import get_backend
+from .quantization import check_scheme
 from .run_record import RunRecord
 from .runtime import (
     Runtime,
@@ -379,25 +382,37 @@ class Translator:
         return save_checkpoint(self.checkpoint(), path)
 
 
-def load(path: str | os.PathLike[str], backend: str | None = None) -> Translator:
+def load(
+    path: str | os.PathLike[str], backend: str | None = None, *, quantization: str | None = None
+) -> Translator:
     """Load a model directory into ``backend`` (default: resolved as for training, so
-    ``$SEQ2SEQ_KIT_BACKEND`` applies; any backend loads any model).
+    ``$SEQ2SEQ_KIT_BACKEND`` applies; any backend loads any model). With ``quantization``
+    (a scheme of :data:`seq2seq_kit.quantization.SCHEMES`) the backend runs the model in
+    that scheme, quantized from its float32 weights as it loads them.
 
     Raises:
-        CheckpointError: missing, truncated or corrupted files, or a newer format.
-        BackendError: the backend is not installed.
+        CheckpointError: missing, truncated or corrupted files, or a newer format; an
+            export instead of a model directory (naming how to run it).
+        BackendError: the backend is not installed, does not run ``quantization`` (it
+            lacks the scheme's capability) or not on this device.
+        ConfigError: ``quantization`` is no scheme.
         OutOfMemory: the backend ran out of memory building the model, naming its sizes.
     """
+    if quantization is not None:
+        try:
+            check_scheme(quantization)
+        except ValueError as exc:
+            raise ConfigError(f"{option('quantization', quantization)}: {exc}") from None
+    _refuse_an_export(Path(path))
     ckpt = load_checkpoint(path, finite=True)
     name = resolve_backend(backend, Config())
     chosen = get_backend(name)
+    runtime = Runtime(threads=resolve_threads(0), device="auto", quantization=quantization)
     with allocating(
         f"the model's sizes ({model_sizes(ckpt.spec)}; saved in {path}: train a smaller "
         f"model, or run it where there is more memory)"
     ):
-        model = chosen.create(
-            ckpt.spec, seed=0, runtime=Runtime(threads=resolve_threads(0), device="auto")
-        )
+        model = chosen.create(ckpt.spec, seed=0, runtime=runtime)
         model.set_weights(ckpt.weights)
     translator = Translator(
         model,
@@ -409,6 +424,35 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> Translator
     )
     translator.weights_sha256 = ckpt.weights_sha256
     return translator
+
+
+def _refuse_an_export(path: Path) -> None:
+    """Say so when ``path`` is an export, not a model directory: the backend of its format
+    reads it (``seq2seq_kit_onnx.export.load``, ``seq2seq_kit_ctranslate2.export.load``).
+
+    Raises:
+        CheckpointError: ``path`` holds an export's ``manifest.json`` and no ``model.json``.
+    """
+    from .integrity import read_json
+
+    manifest = path / "manifest.json"
+    if (path / MODEL_FILE).exists() or not manifest.is_file():
+        return
+    try:
+        kind = read_json(manifest).get("export_format")
+    except (OSError, ValueError, AttributeError):
+        return
+    if not isinstance(kind, str):
+        return
+    reader = (
+        f"seq2seq_kit_{kind}.export.load({str(path)!r}).translator()"
+        if kind in ("onnx", "ctranslate2")
+        else "the plugin that wrote it"
+    )
+    raise CheckpointError(
+        f"{path}: is an export ({kind}), not a model directory; run the model directory it "
+        f"was exported from, or the export in Python with {reader}"
+    )
 
 
 def _text_list(texts: Sequence[str]) -> list[str]:

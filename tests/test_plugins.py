@@ -271,7 +271,7 @@ def test_the_named_capability_sets_are_what_specs_and_runtimes_require():
         required_capabilities,
         runtime_capabilities,
     )
-    from seq2seq_kit.capabilities import MODEL, RUNTIME, SEARCH_OPTIONS, TRAINING
+    from seq2seq_kit.capabilities import MODEL, QUANTIZATION, RUNTIME, SEARCH_OPTIONS, TRAINING
     from seq2seq_kit.decoding import SEARCH_OPTION_CAPABILITIES
     from seq2seq_kit.runtime import Runtime, SingleProcess
     from seq2seq_kit.spec import ModelSpec, TransformerSpec
@@ -283,9 +283,12 @@ def test_the_named_capability_sets_are_what_specs_and_runtimes_require():
     assert rnn | required_capabilities(TransformerSpec(5, 5)) == MODEL
     busiest = Runtime(device="cuda", precision="bf16", group=SingleProcess(world_size=2))
     assert runtime_capabilities(busiest) == RUNTIME
+    # each scheme is the capability of its own name
+    schemes = {runtime_capabilities(Runtime(quantization=s)).pop() for s in QUANTIZATION}
+    assert schemes == QUANTIZATION
+    with pytest.raises(ValueError, match="unknown quantization 'int4'; one of: int8"):
+        runtime_capabilities(Runtime(quantization="int4"))
     assert {"train", "resume", "freeze", "ema"} == TRAINING
     assert set(SEARCH_OPTION_CAPABILITIES.values()) == SEARCH_OPTIONS
-    assert sorted(KNOWN_CAPABILITIES - MODEL - TRAINING - RUNTIME - SEARCH_OPTIONS) == [
-        "beam",
-        "search",
-    ]
+    named = MODEL | TRAINING | RUNTIME | SEARCH_OPTIONS | QUANTIZATION
+    assert sorted(KNOWN_CAPABILITIES - named) == ["beam", "search"]

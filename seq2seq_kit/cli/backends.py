@@ -36,6 +36,10 @@ def run_backends(args: argparse.Namespace) -> int:
             "excluded": sorted(reg.excluded),  # by SEQ2SEQ_KIT_PLUGINS
             "unmatched": sorted(reg.unmatched),  # its names that no plugin has
             "export_formats": sorted(reg.exporters),
+            # the quantization schemes each format writes (``export --quantization``)
+            "export_quantization": {
+                name: sorted(reg.export_schemes.get(name, ())) for name in sorted(reg.exporters)
+            },
             "import_formats": sorted(reg.importers),
         }
         print(json.dumps(listing, indent=2))
@@ -55,11 +59,19 @@ def run_backends(args: argparse.Namespace) -> int:
     elif note:
         print(f"note: {note}")
     # both lines always, so that "none" says a format is missing, not the line
-    exporters = (
-        ", ".join(sorted(reg.exporters)) or "none (the onnx and ctranslate2 backends add theirs)"
-    )
+    formats = [_with_schemes(name, reg.export_schemes.get(name)) for name in reg.exporters]
+    exporters = ", ".join(sorted(formats)) or "none (the onnx and ctranslate2 backends add theirs)"
     print(f"export formats: {exporters}")
     print(f"import formats: {', '.join(sorted(reg.importers)) or 'none'}")
     for name, reason in reg.failures.items():
         print(f"error: plugin {name}: {reason}")
     return 0
+
+
+def _with_schemes(name: str, schemes: frozenset[str] | None) -> str:
+    """An export format as listed: its name, and the quantization schemes it writes."""
+    from ..quantization import SCHEMES
+
+    if not schemes:
+        return name
+    return f"{name} (--quantization {'|'.join(s for s in SCHEMES if s in schemes)})"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .options import _add_quantization
+
 
 def add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -19,12 +21,20 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="replace the export at --out (only an export)"
     )
+    _add_quantization(
+        p,
+        "write the weights quantized, the scheme recorded in the export (default: float32); "
+        "the schemes each format writes: seq2seq-kit backends",
+    )
     p.set_defaults(run=run_export)
 
 
 def run_export(args: argparse.Namespace) -> int:
     from ..export import export_model
 
-    for path in export_model(args.model, args.format, args.out, overwrite=args.overwrite):
+    written = export_model(
+        args.model, args.format, args.out, overwrite=args.overwrite, quantization=args.quantization
+    )
+    for path in written:
         print(path)
     return 0

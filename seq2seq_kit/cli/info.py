@@ -11,19 +11,26 @@ def add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "info",
         help="what a model directory holds: architecture, sizes, vocabularies, training, "
-        "example inputs",
-        description="Reads model.json and checks the weights file; loads no backend.",
+        "example inputs; or an export: its format, quantization and file sizes",
+        description="Reads model.json and checks the weights file (of an export: checks "
+        "its files against manifest.json); loads no backend.",
     )
-    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--model", required=True, help="model directory, or an export's")
     p.add_argument("--json", action="store_true", help="print it as JSON")
     p.set_defaults(run=run_info)
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_checkpoint
+    from pathlib import Path
+
+    from ..checkpoint import MODEL_FILE, load_checkpoint
+    from ..export import MANIFEST
     from ..run_record import RunRecord
     from ..trainer import epoch_records
 
+    folder = Path(args.model)
+    if (folder / MANIFEST).is_file() and not (folder / MODEL_FILE).exists():
+        return _export_info(folder, args.json)
     ckpt = load_checkpoint(args.model)
     record = RunRecord.from_dict(ckpt.meta)
     spec = ckpt.spec.to_dict()
@@ -101,6 +108,31 @@ def _print_examples(examples: list[str] | None) -> None:
         print(f"examples:     {len(examples)} to try the model with")
         for text in examples:
             print(f"  {json.dumps(text, ensure_ascii=False)}")
+
+
+def _export_info(folder: Any, as_json: bool) -> int:
+    """An export's format, quantization scheme and file sizes
+    (:func:`seq2seq_kit.export.export_summary`)."""
+    from ..export import export_summary
+
+    summary = export_summary(folder)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"export:       {summary['format']} (written by {summary['producer']})")
+    print(f"quantization: {summary['quantization'] or 'none (float32)'}")
+    width = max(len(name) for name in summary["files"])
+    print(f"files:        {len(summary['files'])}, {_size(summary['bytes'])} in all")
+    for name, size in summary["files"].items():
+        print(f"  {name:<{width}}  {_size(size):>9}  ({size} bytes)")
+    return 0
+
+
+def _size(count: int) -> str:
+    """A byte count in kB or MB (powers of 1,000), or bytes below a kilobyte."""
+    if count >= 1_000_000:
+        return f"{count / 1_000_000:.2f} MB"
+    return f"{count / 1_000:.1f} kB" if count >= 1_000 else f"{count} B"
 
 
 def _print_kept(summary: dict[str, Any], record: Any) -> None:

@@ -1,6 +1,7 @@
-"""The ``--model``, ``--backend`` and ``--weights`` flags of the commands that decode
-(``translate``, ``evaluate``), and the translator they load: one model, or an ensemble of
-several (:mod:`seq2seq_kit.ensemble`), each member on the backend given for it."""
+"""The ``--model``, ``--backend``, ``--weights`` and ``--quantization`` flags of the
+commands that decode (``translate``, ``evaluate``), and the translator they load: one
+model, or an ensemble of several (:mod:`seq2seq_kit.ensemble`), each member on the
+backend given for it."""
 
 from __future__ import annotations
 
@@ -37,6 +38,14 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
         help="with several --model: one weight per model, in the same order, separated by "
         "commas (--weights 0.6,0.4; numbers above 0, normalised to sum to 1; default: equal "
         "weights)",
+    )
+    from .options import _add_quantization
+
+    _add_quantization(
+        p,
+        "run the model (every model of an ensemble) quantized to this scheme from its "
+        "float32 weights (default: float32), with a backend that runs it (ctranslate2: every "
+        "scheme its device runs; onnx: int8; others refuse, exit status 2)",
     )
 
 
@@ -91,6 +100,9 @@ def load_models(args: argparse.Namespace) -> Translator:
             f"--weights lists {len(weights)} for {len(models)} --model: give one weight "
             f"per model, in the same order"
         )
+    quantization = args.quantization
     if len(models) == 1:
-        return load(models[0], backend=backends[0])
-    return load_ensemble(models, weights, backends if len(backends) > 1 else backends[0])
+        return load(models[0], backend=backends[0], quantization=quantization)
+    return load_ensemble(
+        models, weights, backends if len(backends) > 1 else backends[0], quantization=quantization
+    )

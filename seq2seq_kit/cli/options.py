@@ -129,6 +129,18 @@ def _add_config_flags(
             target.add_argument(_flag(section, key), **kwargs)
 
 
+def _add_quantization(p: argparse.ArgumentParser, what: str) -> None:
+    """``--quantization SCHEME``: one of :data:`seq2seq_kit.quantization.SCHEMES`, each
+    explained in the help after ``what`` the flag does."""
+    from ..quantization import SCHEMES
+
+    p.add_argument(
+        "--quantization",
+        choices=list(SCHEMES),
+        help=f"{what}. " + "; ".join(f"{name}: {meaning}" for name, meaning in SCHEMES.items()),
+    )
+
+
 def _metavar(section: str, key: str, annotation: Any) -> str:
     """The placeholder of a key's flag in the help: DIR, FILE, N, X, A,B (a list), the forms of a
     boolean that also takes names and numbers ({true,false,never,X}) or VALUE."""

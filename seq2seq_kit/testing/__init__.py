@@ -24,6 +24,7 @@ from .ensembles import EnsembleTests
 from .features import FeatureTests
 from .inputs import InputTests
 from .numerics import NumericsTests
+from .quantized import QuantizedTests
 from .registration import RegistrationTests
 from .search_options import SearchOptionTests
 from .training import TrainingTests
@@ -37,6 +38,7 @@ __all__ = [
     "FeatureTests",
     "InputTests",
     "NumericsTests",
+    "QuantizedTests",
     "RegistrationTests",
     "SearchOptionTests",
     "TrainingTests",
@@ -55,5 +57,6 @@ class BackendSuite(
     FeatureTests,
     CheckpointTests,
     InputTests,
+    QuantizedTests,
 ):
     """Every conformance check; subclass it and set ``backend_name``."""

@@ -1,20 +1,27 @@
 """CTranslate2 backend for seq2seq-kit: registration only. ``convert`` maps canonical
 Transformer weights to CTranslate2's model spec, ``model`` runs them (inference only, with
-CTranslate2's own search: the ``search`` capability), ``export`` writes a model directory
-that plain ``ctranslate2.Translator`` loads. CTranslate2 is imported on first use."""
+CTranslate2's own search: the ``search`` capability; in float32 or a quantization scheme),
+``export`` writes a model directory that plain ``ctranslate2.Translator`` loads, quantized
+or not, and reads one back. CTranslate2 is imported on first use."""
 
 from __future__ import annotations
 
 from seq2seq_kit import hookimpl
 from seq2seq_kit.backend import Backend, distribution_version
-from seq2seq_kit.capabilities import SEARCH_OPTIONS
+from seq2seq_kit.capabilities import QUANTIZATION, SEARCH_OPTIONS
 
 __version__ = distribution_version("seq2seq-kit-ctranslate2")
 
 #: Inference only (no ``train``); Transformers only; ``dropout`` is accepted and does
 #: nothing (it acts in training alone); ``devices``: CUDA through CTranslate2's own build;
-#: every decoding option of the core mapped onto CTranslate2's own (``SEARCH_OPTIONS``).
-CAPABILITIES = frozenset({"transformer", "beam", "search", "dropout", "devices"}) | SEARCH_OPTIONS
+#: every decoding option of the core mapped onto CTranslate2's own (``SEARCH_OPTIONS``);
+#: every quantization scheme, CTranslate2's compute types (``QUANTIZATION``: float16 and
+#: bfloat16 run on GPUs only, int16 on CPUs with Intel MKL; another device refuses them).
+CAPABILITIES = (
+    frozenset({"transformer", "beam", "search", "dropout", "devices"})
+    | SEARCH_OPTIONS
+    | QUANTIZATION
+)
 #: CTranslate2 has no RNN decoder.
 ARCHITECTURES = frozenset({"transformer"})
 
@@ -25,10 +32,10 @@ def build(spec, *, seed, optimizer, runtime=None):
     return CTranslate2Model(spec, seed=seed, runtime=runtime)
 
 
-def export(checkpoint, out):
+def export(checkpoint, out, quantization=None):
     from .export import export_checkpoint
 
-    return export_checkpoint(checkpoint, out)
+    return export_checkpoint(checkpoint, out, quantization)
 
 
 @hookimpl
@@ -38,4 +45,4 @@ def register_backends(register):
 
 @hookimpl
 def register_exporters(register):
-    register("ctranslate2", export)
+    register("ctranslate2", export, QUANTIZATION)

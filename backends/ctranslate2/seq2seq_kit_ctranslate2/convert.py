@@ -25,6 +25,14 @@ from 0 on each side, the decoder's start token at 0: as ours. Post-norm is CTran
 ``pre_norm=False`` (``norm(x + sublayer(x))``, no final norm); GELU is its exact erf form
 (``Activation.GELU``).
 
+Quantization (:func:`to_ctranslate2`'s ``quantization``): CTranslate2's own
+``ModelSpec.optimize``, which first makes equal variables one (a shared or tied embedding is
+stored once) and then converts the weights of its linear and embedding layers to the scheme
+(int8 and int16: a scale per output row, ``127 / max |row|`` and ``2**10 / max |w|``),
+the other variables (layer norms, biases, the position table) to the scheme's float type
+(float32 for int8_float32 and int16). Every export is optimized, float32 ones too, so that
+sizes compare one storage with another.
+
 Vocabularies: CTranslate2 reads tokens as strings. A model directory exported with its
 vocabularies carries the real tokens; a model made from weights alone (the backend) names id
 ``i`` ``"i"``, except that the specials keep CTranslate2's own names, which are ours
@@ -69,9 +77,13 @@ def to_ctranslate2(
     weights: dict[str, np.ndarray],
     source_tokens: Sequence[str] | None = None,
     target_tokens: Sequence[str] | None = None,
+    quantization: str | None = None,
 ) -> Any:
     """The ``ctranslate2.specs.TransformerSpec`` of our ``spec`` and canonical ``weights``
-    (float32), with the given token lists as vocabularies (default: :func:`id_tokens`).
+    (float32), with the given token lists as vocabularies (default: :func:`id_tokens`),
+    optimized (equal variables stored once) and with its weights converted to
+    ``quantization`` (a scheme of :data:`seq2seq_kit.quantization.SCHEMES`; None: float32).
+    ``weights`` are not modified.
 
     Raises:
         ExportError: not a Transformer, or the weights or vocabularies do not fit ``spec``.
@@ -83,7 +95,8 @@ def to_ctranslate2(
         check_weights(spec, weights)
     except ValueError as exc:
         raise ExportError(str(exc)) from None
-    w = {name: np.asarray(value, dtype=np.float32) for name, value in weights.items()}
+    # copies: CTranslate2's quantization scales the arrays it is given in place
+    w = {name: np.array(value, dtype=np.float32) for name, value in weights.items()}
     activation = {
         "relu": common_spec.Activation.RELU,
         "gelu": common_spec.Activation.GELU,
@@ -146,6 +159,7 @@ def to_ctranslate2(
     model.register_source_vocabulary(source)
     model.register_target_vocabulary(target)
     model.validate()
+    model.optimize(quantization=quantization)
     return model
 
 

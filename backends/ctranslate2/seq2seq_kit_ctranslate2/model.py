@@ -114,13 +114,34 @@ def device_of(runtime: Runtime) -> tuple[str, int]:
     return "cpu", 0
 
 
-class CTranslate2Model:
-    """A Transformer run by CTranslate2 (float32, the canonical weights converted by
-    :func:`.convert.to_ctranslate2`); the engine is made on the first :meth:`search` after
-    the weights are set.
+def check_compute_type(scheme: str, runtime: Runtime) -> None:
+    """Refuse a quantization scheme that CTranslate2 cannot run on ``runtime``'s device
+    (float16 and bfloat16 on a CPU, int16 on a CPU without Intel MKL): asked for by name,
+    it is never swapped for another.
 
     Raises:
-        BackendError: ``spec`` is not a Transformer.
+        BackendError: naming the device and the compute types it runs.
+    """
+    import ctranslate2
+
+    device, _ = device_of(runtime)
+    supported = ctranslate2.get_supported_compute_types(device)
+    if scheme not in supported:
+        raise BackendError(
+            f"backend 'ctranslate2': quantization {scheme!r} does not run on {device} with "
+            f"this CTranslate2 build (it runs {', '.join(sorted(supported))} there)"
+        )
+
+
+class CTranslate2Model:
+    """A Transformer run by CTranslate2: the canonical weights converted by
+    :func:`.convert.to_ctranslate2`, in float32 or in ``runtime.quantization`` (CTranslate2's
+    compute type of that name); the engine is made on the first :meth:`search` after the
+    weights are set.
+
+    Raises:
+        BackendError: ``spec`` is not a Transformer, or CTranslate2 cannot run
+            ``runtime.quantization`` on the device (:func:`check_compute_type`).
     """
 
     def __init__(self, spec: Spec, *, seed: int = 0, runtime: Runtime | None = None):
@@ -129,12 +150,49 @@ class CTranslate2Model:
         except ExportError as exc:
             raise BackendError(f"backend 'ctranslate2': {exc}") from None
         self.runtime = runtime or Runtime()
+        if self.runtime.quantization is not None:
+            check_compute_type(self.runtime.quantization, self.runtime)
         self._weights = initial_weights(spec, seed)
         self._engine: Any = None
         self._files: dict[str, bytes] | None = None
-        self._source_tokens = id_tokens(spec.src_vocab_size)
-        self._target_tokens = id_tokens(spec.tgt_vocab_size)
-        self._target_ids = {t: i for i, t in enumerate(self._target_tokens)}
+        self._use_tokens(id_tokens(spec.src_vocab_size), id_tokens(spec.tgt_vocab_size))
+
+    @classmethod
+    def from_files(
+        cls,
+        spec: TransformerSpec,
+        files: dict[str, bytes],
+        source_tokens: list[str],
+        target_tokens: list[str],
+        runtime: Runtime | None = None,
+    ) -> CTranslate2Model:
+        """A model over a converted model's files (an export's ``model.bin``,
+        ``config.json`` and vocabularies) whose vocabularies are ``source_tokens`` and
+        ``target_tokens`` (id order). It runs in ``runtime.quantization`` when given (a
+        scheme the device runs, else :class:`BackendError`), else in what the files hold,
+        or the nearest type the device runs (CTranslate2's ``compute_type="default"``:
+        float16 and bfloat16 run as float32 on a CPU, int16 as int8_float32 without Intel
+        MKL). It holds no float32 weights: ``get_weights`` is empty, and ``set_weights``
+        replaces the files with the weights converted."""
+        model = cls.__new__(cls)
+        model.spec = check_convertible(spec)
+        model.runtime = runtime or Runtime()
+        if model.runtime.quantization is not None:
+            check_compute_type(model.runtime.quantization, model.runtime)
+        model._weights, model._engine, model._files = {}, None, dict(files)
+        model._use_tokens(list(source_tokens), list(target_tokens))
+        return model
+
+    def _use_tokens(self, source: list[str], target: list[str]) -> None:
+        self._source_tokens, self._target_tokens = source, target
+        self._target_ids = {t: i for i, t in enumerate(target)}
+
+    @property
+    def compute_type(self) -> str:
+        """The compute type CTranslate2 runs the model in (``float32``, ``int8_float32``,
+        ...): what the device made of the one asked for (an ``int8`` model runs as
+        ``int8_float32`` on a CPU)."""
+        return str(self.engine().compute_type)
 
     # ------------------------------------------------------------------ weights
 
@@ -145,6 +203,7 @@ class CTranslate2Model:
         check_weights(self.spec, weights)
         self._weights = {k: np.array(v, dtype=np.float32) for k, v in weights.items()}
         self._engine = self._files = None
+        self._use_tokens(id_tokens(self.spec.src_vocab_size), id_tokens(self.spec.tgt_vocab_size))
 
     def engine(self) -> Any:
         """The ``ctranslate2.Translator`` of the current weights (made on first use)."""
@@ -157,16 +216,19 @@ class CTranslate2Model:
         model's files (written to a temporary directory once, then kept in memory)."""
         import ctranslate2
 
+        scheme = self.runtime.quantization
         if self._files is None:
             with tempfile.TemporaryDirectory(prefix="seq2seq-kit-ct2-") as folder:
-                to_ctranslate2(self.spec, self._weights).save(folder)
+                to_ctranslate2(self.spec, self._weights, quantization=scheme).save(folder)
                 self._files = {p.name: p.read_bytes() for p in Path(folder).iterdir()}
         device, index = device_of(self.runtime)
         return ctranslate2.Translator(
             "seq2seq-kit",
             device=device,
             device_index=index,
-            compute_type="float32",
+            # the weights' own type when none is asked for: float32 from a model directory,
+            # the scheme of an export (or the nearest the device runs)
+            compute_type=scheme or "default",
             inter_threads=1,
             intra_threads=self.runtime.threads,
             files=self._files,

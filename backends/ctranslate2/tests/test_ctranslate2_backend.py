@@ -4,6 +4,8 @@ lists stay close to the core's; what CTranslate2 cannot run is refused by name."
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -11,10 +13,12 @@ ctranslate2 = pytest.importorskip("ctranslate2")
 
 from seq2seq_kit import api  # noqa: E402
 from seq2seq_kit.batching import make_batch  # noqa: E402
+from seq2seq_kit.cli import main  # noqa: E402
 from seq2seq_kit.config import Config  # noqa: E402
 from seq2seq_kit.decoding import greedy, search  # noqa: E402
 from seq2seq_kit.errors import BackendError, ExportError, Seq2SeqError  # noqa: E402
 from seq2seq_kit.plugins import get_backend, registry  # noqa: E402
+from seq2seq_kit.runtime import Runtime  # noqa: E402
 from seq2seq_kit.spec import ModelSpec, TransformerSpec  # noqa: E402
 from seq2seq_kit.testing.base import (  # noqa: E402
     TRANSFORMER_BASE,
@@ -22,11 +26,14 @@ from seq2seq_kit.testing.base import (  # noqa: E402
     perturbed_weights,
 )
 from seq2seq_kit.vocab import Vocabulary, pad  # noqa: E402
+from seq2seq_kit.weights import initial_weights  # noqa: E402
 
 if "ctranslate2" not in registry().backends:
     pytest.skip("the seq2seq-kit-ctranslate2 backend is not installed", allow_module_level=True)
 
+from seq2seq_kit_ctranslate2.convert import to_ctranslate2  # noqa: E402
 from seq2seq_kit_ctranslate2.export import export_checkpoint  # noqa: E402
+from seq2seq_kit_ctranslate2.export import load as load_export  # noqa: E402
 
 INPUTS = ["7", "42", "305", "1999", "80", "12", "6", "1000"]
 
@@ -198,3 +205,108 @@ def test_empty_source_refused_by_the_model():
             n_best=1,
             length_penalty=0.0,
         )
+
+
+# ------------------------------------------------------------------ quantization
+
+
+def _cpu_runs(scheme: str) -> bool:
+    return scheme in ctranslate2.get_supported_compute_types("cpu")
+
+
+def test_an_int8_export_runs_in_plain_ctranslate2_and_as_the_backend_runs_int8(
+    trained, tmp_path, capsys
+):
+    translator, model_dir = trained
+    out = {}
+    for scheme in ("float32", "int8"):
+        out[scheme] = tmp_path / scheme
+        flags = [] if scheme == "float32" else ["--quantization", "int8"]
+        args = ["export", "--model", str(model_dir), "--format", "ctranslate2"]
+        assert main([*args, "--out", str(out[scheme]), *flags]) == 0
+    capsys.readouterr()
+    for scheme, recorded in (("float32", None), ("int8", "int8")):
+        assert json.loads((out[scheme] / "manifest.json").read_text())["quantization"] == recorded
+        assert json.loads((out[scheme] / "export.json").read_text())["quantization"] == recorded
+    # plain CTranslate2 runs the export in the scheme it holds
+    engine = ctranslate2.Translator(str(out["int8"]), device="cpu", intra_threads=1)
+    assert engine.compute_type == "int8_float32"  # int8 on a CPU
+    # our backend too, as from the model directory with Runtime.quantization
+    exported = load_export(out["int8"])
+    assert exported.model.compute_type == "int8_float32"
+    from_export = exported.translator().hypotheses(INPUTS)
+    quantized = api.load(model_dir, backend="ctranslate2", quantization="int8")
+    assert quantized.model.compute_type == "int8_float32"
+    expected = quantized.hypotheses(INPUTS)
+    assert [h[0].ids for h in from_export] == [h[0].ids for h in expected]
+    np.testing.assert_allclose(
+        [h[0].score for h in from_export], [h[0].score for h in expected], atol=1e-5
+    )
+    plain = engine.translate_batch([list(t) for t in INPUTS], beam_size=1, min_decoding_length=0)
+    assert ["".join(r.hypotheses[0]) for r in plain] == [h[0].text for h in from_export]
+    # and a float32 export runs as the float32 backend does
+    exact = load_export(out["float32"])
+    assert exact.model.compute_type == "float32"
+    assert exact.translator().translate(INPUTS) == translator.translate(INPUTS)
+    scores = [h[0].score for h in expected]
+    assert scores != [h[0].score for h in exact.translator().hypotheses(INPUTS)]
+
+
+def test_the_runtime_s_scheme_overrides_the_export_s(trained, tmp_path):
+    translator, _ = trained
+    export_checkpoint(translator.checkpoint(), tmp_path / "f32")
+    _forge_manifest(tmp_path / "f32", "ctranslate2")
+    assert load_export(tmp_path / "f32", Runtime(quantization="int8")).model.compute_type == (
+        "int8_float32"
+    )
+    export_checkpoint(translator.checkpoint(), tmp_path / "i16", "int16")
+    _forge_manifest(tmp_path / "i16", "ctranslate2")
+    if _cpu_runs("int16"):
+        assert load_export(tmp_path / "i16").model.compute_type == "int16"
+    else:  # the export's own scheme falls back to the nearest the device runs...
+        assert load_export(tmp_path / "i16").model.compute_type == "int8_float32"
+        # ...one asked for by name is refused
+        with pytest.raises(BackendError, match="'int16' does not run on cpu"):
+            load_export(tmp_path / "i16", Runtime(quantization="int16"))
+
+
+def _forge_manifest(out, format):
+    """The manifest ``export_model`` writes, for a directory ``export_checkpoint`` wrote."""
+    from seq2seq_kit.integrity import file_sha256
+
+    files = {p.name: file_sha256(p) for p in out.iterdir()}
+    manifest = {"format": "seq2seq-kit-export", "format_version": 1, "export_format": format}
+    (out / "manifest.json").write_text(json.dumps({**manifest, "files": files}))
+
+
+@pytest.mark.parametrize("scheme", ["float16", "bfloat16", "int16"])
+def test_a_scheme_the_cpu_cannot_run_is_refused_by_name(scheme):
+    if _cpu_runs(scheme):
+        pytest.skip(f"this CPU runs {scheme}")
+    spec = TransformerSpec(11, 13, **TRANSFORMER_BASE)
+    with pytest.raises(BackendError, match=f"'{scheme}' does not run on cpu .*it runs .*int8"):
+        get_backend("ctranslate2").create(spec, runtime=Runtime(device="cpu", quantization=scheme))
+
+
+def test_quantizing_leaves_the_weights_given_as_they_were(tmp_path):
+    spec = TransformerSpec(11, 13, **TRANSFORMER_BASE)
+    weights = perturbed_weights(spec, 4)
+    before = {name: w.copy() for name, w in weights.items()}
+    to_ctranslate2(spec, weights, quantization="int8")  # CTranslate2 scales in place
+    assert all(np.array_equal(weights[name], before[name]) for name in before)
+
+
+def test_int8_weights_take_about_a_quarter_of_the_bytes(tmp_path):
+    # a mid-sized model (1.3M weights; the shared table stored once in both), where the
+    # weights, not the vocabularies and the position table, make the size
+    spec = TransformerSpec(
+        2000, 2000, d_model=128, ff_size=512, share_embeddings=True, tie_output_embeddings=True
+    )
+    weights = initial_weights(spec, 0)
+    size = {}
+    for scheme in (None, "int8", "int16", "float16"):
+        (tmp_path / str(scheme)).mkdir()
+        to_ctranslate2(spec, weights, quantization=scheme).save(str(tmp_path / str(scheme)))
+        size[scheme] = (tmp_path / str(scheme) / "model.bin").stat().st_size
+    assert size["int8"] <= 0.3 * size[None]
+    assert size["int16"] <= 0.55 * size[None] and size["float16"] <= 0.55 * size[None]

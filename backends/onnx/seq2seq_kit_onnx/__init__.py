@@ -14,8 +14,11 @@ from seq2seq_kit.capabilities import MODEL
 __version__ = distribution_version("seq2seq-kit-onnx")
 
 #: Everything decoding needs; dropout is accepted (a no-op at inference) so that models
-#: trained with it load. No train, resume, devices, mixed_precision or distributed.
-CAPABILITIES = MODEL | {"beam"}
+#: trained with it load; ``int8``: ONNX Runtime's integer kernels (``seq2seq_kit_onnx.quantize``).
+#: No train, resume, devices, mixed_precision or distributed.
+CAPABILITIES = MODEL | {"beam", "int8"}
+#: The quantization schemes ``export --format onnx --quantization`` writes.
+EXPORT_SCHEMES = frozenset({"int8"})
 
 
 def build(spec, *, seed, optimizer, runtime=None):
@@ -24,10 +27,10 @@ def build(spec, *, seed, optimizer, runtime=None):
     return build_model(spec, seed=seed, optimizer=optimizer, runtime=runtime)
 
 
-def export(checkpoint, out):
+def export(checkpoint, out, quantization=None):
     from .export import export as export_onnx
 
-    return export_onnx(checkpoint, out)
+    return export_onnx(checkpoint, out, quantization)
 
 
 @hookimpl
@@ -37,4 +40,4 @@ def register_backends(register):
 
 @hookimpl
 def register_exporters(register):
-    register("onnx", export)
+    register("onnx", export, EXPORT_SCHEMES)

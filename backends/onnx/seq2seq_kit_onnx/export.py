@@ -3,8 +3,11 @@
 ``export(checkpoint, out)`` writes into ``out`` (a directory it creates):
 
 - ``encoder.onnx`` and ``decoder_step.onnx``: the graphs of :mod:`.rnn` or
-  :mod:`.transformer` (ONNX opset 17, IR version 8), weights inside;
-- ``export.json``: ``format`` (``"seq2seq-kit-onnx"``), ``opset``, ``ir_version``, each
+  :mod:`.transformer` (ONNX opset 17, IR version 8), weights inside; with
+  ``quantization="int8"``, quantized by :mod:`.quantize` (ONNX Runtime's integer
+  operators, some of its ``com.microsoft`` domain);
+- ``export.json``: ``format`` (``"seq2seq-kit-onnx"``), ``quantization`` (the scheme, null
+  for float32), ``opset``, ``ir_version``, each
   graph's inputs and outputs (``name``, ``dtype``, ``shape`` with named symbolic
   dimensions), ``state`` (the decoder state names: ``carried``, step inputs ``NAME`` that come
   back whole as output ``next_NAME``; ``appended``, step inputs ``NAME`` (a Transformer's
@@ -37,10 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seq2seq_kit import __version__ as core_version
-from seq2seq_kit.checkpoint import Checkpoint, check_vocab_sizes
+from seq2seq_kit.checkpoint import Checkpoint
 from seq2seq_kit.errors import ExportError
-from seq2seq_kit.export import open_export
-from seq2seq_kit.spec import spec_from_dict
+from seq2seq_kit.export import model_fields, open_export, read_model_fields
+from seq2seq_kit.translator import Translator
 from seq2seq_kit.vocab import BOS, EOS, PAD, UNK, Vocabulary
 
 from .graph import IR_VERSION, OPSET, describe
@@ -52,9 +55,9 @@ FORMAT_VERSION = 2
 ENCODER_FILE, STEP_FILE, META_FILE = "encoder.onnx", "decoder_step.onnx", "export.json"
 
 
-def export(checkpoint: Checkpoint, out: Path) -> list[Path]:
-    """Write ``checkpoint`` as ONNX graphs in the new directory ``out``; returns the files
-    written.
+def export(checkpoint: Checkpoint, out: Path, quantization: str | None = None) -> list[Path]:
+    """Write ``checkpoint`` as ONNX graphs in the new directory ``out``, in float32 or
+    ``quantization`` (``"int8"``, :mod:`.quantize`); returns the files written.
 
     Raises:
         ExportError: ``out`` exists, or the graphs cannot be built (naming why).
@@ -67,16 +70,14 @@ def export(checkpoint: Checkpoint, out: Path) -> list[Path]:
     except FileExistsError:
         raise ExportError(f"{out}: already exists; export writes a new directory") from None
     try:
-        encoder, step = graphs(checkpoint.spec, checkpoint.weights)
+        encoder, step = graphs(checkpoint.spec, checkpoint.weights, quantization)
     except (ValueError, KeyError) as exc:
         raise ExportError(f"cannot express this model in ONNX: {exc}") from exc
     written = []
     for model, name in ((encoder, ENCODER_FILE), (step, STEP_FILE)):
         (out / name).write_bytes(model.SerializeToString())
         written.append(out / name)
-    tokenizer_files = []
-    for side, vocab in (("source", checkpoint.source_vocab), ("target", checkpoint.target_vocab)):
-        tokenizer_files += vocab.tokenizer.save(out, f"{side}-")
+    fields = model_fields(checkpoint, out)
     step_inputs = {i.name for i in step.graph.input}
     outputs = [o.name for o in step.graph.output]
     carried = sorted(name[len("next_") :] for name in outputs if name.startswith("next_"))
@@ -89,6 +90,7 @@ def export(checkpoint: Checkpoint, out: Path) -> list[Path]:
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "producer": f"seq2seq-kit {core_version}",
+        "quantization": quantization,
         "opset": OPSET,
         "ir_version": IR_VERSION,
         "encoder": {
@@ -107,17 +109,11 @@ def export(checkpoint: Checkpoint, out: Path) -> list[Path]:
             "constant": sorted(step_inputs - set(carried) - set(appended) - {"prev_ids"}),
         },
         "special_ids": {"pad": PAD, "bos": BOS, "eos": EOS, "unk": UNK},
-        "max_length": checkpoint.max_length,
-        "spec": checkpoint.spec.to_dict(),
-        "source_vocab": checkpoint.source_vocab.to_dict(),
-        "target_vocab": checkpoint.target_vocab.to_dict(),
-        "tokenizer_files": sorted(tokenizer_files),
-        # inputs to try the export with, as the model directory keeps them
-        "examples": list(checkpoint.meta.get("examples") or []),
+        **fields,
     }
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     written.append(out / META_FILE)
-    written += [out / name for name in sorted(tokenizer_files)]
+    written += [out / name for name in fields["tokenizer_files"]]
     return written
 
 
@@ -131,11 +127,26 @@ class Exported:
     max_length: int
     meta: dict
 
+    def translator(self) -> Translator:
+        """A :class:`seq2seq_kit.Translator` over the export (text in, text out; every
+        decoding option the backend takes), its inputs checked as a loaded model's are. It
+        has no saved ``[decode]`` settings: the defaults are the core's."""
+        from seq2seq_kit.validation import checked
+
+        return Translator(
+            checked(self.model),
+            self.source_vocab,
+            self.target_vocab,
+            backend="onnx",
+            max_length=self.max_length,
+        )
+
 
 def load(directory: str | Path, threads: int = 1) -> Exported:
     """Read an ``onnx`` export: its two graphs into onnxruntime sessions (the weights are
     not needed) and its vocabularies, once every file is checked against the export's
-    manifest (:func:`seq2seq_kit.export.open_export`).
+    manifest (:func:`seq2seq_kit.export.open_export`). A quantized export runs as written
+    (its ``quantization`` on the model).
 
     Raises:
         ExportError: naming the file: not an export of this format, a file missing,
@@ -167,17 +178,7 @@ def load(directory: str | Path, threads: int = 1) -> Exported:
             graphs.append(onnx.load(files[name]))
         except (OSError, DecodeError, ValueError) as exc:
             raise ExportError(f"{files[name]}: not a readable ONNX graph ({exc})") from None
-    try:
-        spec = spec_from_dict(meta["spec"])
-        vocabs = [
-            Vocabulary.from_dict(meta[f"{side}_vocab"], directory, f"{side}-")
-            for side in ("source", "target")
-        ]
-        check_vocab_sizes(spec, *vocabs)
-        max_length = meta["max_length"]
-        if type(max_length) is not int or max_length < 1:
-            raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ExportError(f"{meta_file}: malformed ({type(exc).__name__}: {exc})") from None
-    model = OnnxModel.from_sessions(spec, session(graphs[0], threads), session(graphs[1], threads))
-    return Exported(model, vocabs[0], vocabs[1], max_length, meta)
+    spec, source, target, max_length = read_model_fields(meta, directory, meta_file)
+    encoder, step = session(graphs[0], threads), session(graphs[1], threads)
+    model = OnnxModel.from_sessions(spec, encoder, step, meta.get("quantization"))
+    return Exported(model, source, target, max_length, meta)

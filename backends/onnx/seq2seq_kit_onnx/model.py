@@ -62,13 +62,19 @@ class State:
     encoded: dict[str, np.ndarray]
 
 
-def graphs(spec: Spec, weights: dict[str, np.ndarray]):
-    """``(encoder, decoder step)`` ONNX models of ``spec`` over canonical ``weights``."""
+def graphs(spec: Spec, weights: dict[str, np.ndarray], quantization: str | None = None):
+    """``(encoder, decoder step)`` ONNX models of ``spec`` over canonical ``weights``, in
+    float32 or, with ``quantization``, in that scheme (:mod:`.quantize`)."""
     if isinstance(spec, TransformerSpec):
         from . import transformer as module
     else:
         module = rnn
-    return module.encoder_graph(spec, weights), module.step_graph(spec, weights)
+    encoder, step = module.encoder_graph(spec, weights), module.step_graph(spec, weights)
+    if quantization is not None:
+        from .quantize import quantize
+
+        encoder, step = quantize(encoder, quantization), quantize(step, quantization)
+    return encoder, step
 
 
 def _digest(spec: Spec, weights: dict[str, np.ndarray]) -> str:
@@ -104,20 +110,27 @@ class OnnxModel:
         seed: seeds :func:`seq2seq_kit.weights.initial_weights`, the weights until
             :meth:`set_weights`.
         threads: onnxruntime's intra-op threads.
+        quantization: None (float32) or ``"int8"``: the graphs are quantized from the
+            weights (:mod:`.quantize`), as ``export --quantization int8`` writes them.
     """
 
-    def __init__(self, spec: Spec, *, seed: int = 0, threads: int = 1):
+    def __init__(
+        self, spec: Spec, *, seed: int = 0, threads: int = 1, quantization: str | None = None
+    ):
         self.spec = spec
         self.threads = max(1, int(threads))
+        self.quantization = quantization
         self._weights: dict[str, np.ndarray] = {}
         self.set_weights(initial_weights(spec, seed))
 
     @classmethod
-    def from_sessions(cls, spec: Spec, encoder, step) -> OnnxModel:
-        """A model over two ready sessions (an exported directory's): it decodes, but holds
-        no weights (``get_weights`` is empty and ``set_weights`` builds new sessions)."""
+    def from_sessions(cls, spec: Spec, encoder, step, quantization: str | None = None) -> OnnxModel:
+        """A model over two ready sessions (an exported directory's, whose graphs are in
+        ``quantization``): it decodes, but holds no weights (``get_weights`` is empty and
+        ``set_weights`` builds new sessions, in the same scheme)."""
         model = cls.__new__(cls)
         model.spec, model.threads, model._weights = spec, 1, {}
+        model.quantization = quantization
         model._use(encoder, step)
         return model
 
@@ -145,11 +158,11 @@ class OnnxModel:
         missing, unexpected or mis-shaped weight, before changing anything."""
         check_weights(self.spec, {name: np.asarray(w) for name, w in weights.items()})
         copied = {name: np.array(w, dtype=np.float32) for name, w in weights.items()}
-        key = (_digest(self.spec, copied), self.threads)
+        key = (_digest(self.spec, copied), self.threads, self.quantization)
         with _LOCK:
             sessions = _SESSIONS.get(key)
             if sessions is None:
-                encoder, step = graphs(self.spec, copied)
+                encoder, step = graphs(self.spec, copied, self.quantization)
                 sessions = (session(encoder, self.threads), session(step, self.threads))
                 _SESSIONS[key] = sessions
                 while len(_SESSIONS) > _KEEP:
@@ -277,5 +290,6 @@ def _take(value: np.ndarray | Cache, index: np.ndarray) -> np.ndarray | Cache:
 
 def build(spec: Spec, *, seed: int, optimizer: OptimizerSpec, runtime=None) -> OnnxModel:
     """The backend's ``build``: ``optimizer`` is unused (no training)."""
-    threads = 1 if runtime is None else runtime.threads
-    return OnnxModel(spec, seed=seed, threads=threads)
+    if runtime is None:
+        return OnnxModel(spec, seed=seed)
+    return OnnxModel(spec, seed=seed, threads=runtime.threads, quantization=runtime.quantization)
