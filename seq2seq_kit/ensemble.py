@@ -351,7 +351,9 @@ def load_ensemble(
     members = [
         load(p, backend=b, quantization=quantization) for p, b in zip(paths, backends, strict=True)
     ]
-    return Ensemble(members, weights, [str(p) for p in paths])
+    ensembled = Ensemble(members, weights, [str(p) for p in paths])
+    ensembled.quantization = quantization
+    return ensembled
 
 
 def _names(names: Sequence[str] | None, count: int) -> list[str]:

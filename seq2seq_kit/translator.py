@@ -101,6 +101,9 @@ class Translator:
         #: the SHA-256 of the weights file it was loaded from (hex), as ``model.json``
         #: records it and the load checked it; None for a model not loaded by :func:`load`
         self.weights_sha256: str | None = None
+        #: the quantization scheme the backend runs the model in (:func:`load`'s); None:
+        #: float32
+        self.quantization: str | None = None
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -423,6 +426,7 @@ def load(
         meta=ckpt.meta,
     )
     translator.weights_sha256 = ckpt.weights_sha256
+    translator.quantization = quantization
     return translator
 
 

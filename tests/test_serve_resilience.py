@@ -500,3 +500,33 @@ def test_reload_during_32_concurrent_requests_loses_none_and_sighup_reloads(
         stop.set()
         assert server.stop() == 0, server.stderr()
     assert "Traceback" not in server.stderr()
+
+
+def test_a_reload_keeps_the_quantization_scheme(served_dir, retrained):
+    """A model served quantized (``serve --quantization``) is reloaded in the same scheme,
+    and ``GET /v1/models`` names it."""
+    from seq2seq_kit.errors import BackendError
+
+    pytest.importorskip("onnxruntime")
+    try:
+        translator = seq2seq_kit.load(served_dir, backend="onnx", quantization="int8")
+    except BackendError as exc:
+        pytest.skip(f"the onnx backend does not run int8 here: {exc}")
+    settings = ServeConfig(allow_reload=True)
+    app = create_app({"default": translator}, settings, sources={"default": served_dir})
+    with TestClient(app) as client:
+        [before] = client.get("/v1/models").json()["models"]
+        assert (before["backend"], before["quantization"]) == ("onnx", "int8")
+        seq2seq_kit.load(retrained).save(served_dir)
+        assert client.post(RELOAD, headers=JSON).status_code == 200
+        [after] = client.get("/v1/models").json()["models"]
+        assert (after["backend"], after["quantization"]) == ("onnx", "int8")
+        assert after["weights_sha256"] == _sha(retrained)
+
+
+def test_serve_refuses_a_scheme_its_backend_does_not_run(trained, capsys):
+    from seq2seq_kit.cli import main
+
+    args = ["serve", "--model", str(trained), "--backend", "numpy", "--quantization", "int8"]
+    assert main(args) == 2
+    assert "backend 'numpy' does not run models quantized to int8" in capsys.readouterr().err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from .options import _add_config_flags, _file_and_flags, _validated
+from .options import _add_config_flags, _add_quantization, _file_and_flags, _validated
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,8 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         "(and, with --allow-reload, POST /v1/models/NAME/reload) loads the model "
         "directories again as they are on disk, keeping a model whose directory does not "
         "load. Every "
-        "flag but --model, --backend and --config sets the [serve] key it names. Needs the "
+        "flag but --model, --backend, --quantization and --config sets the [serve] key it "
+        "names. Needs the "
         "serve extra: pip install 'seq2seq-kit[serve]'.",
     )
     p.add_argument(
@@ -31,6 +32,12 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         "served as loaded: SIGHUP and reloads leave it as it is)",
     )
     p.add_argument("--backend", help="backend to run the models with")
+    _add_quantization(
+        p,
+        "run every model quantized to this scheme from its float32 weights (default: "
+        "float32), with a backend that runs it (ctranslate2: every scheme its device runs; "
+        "onnx: int8; others refuse, exit status 2); reloads keep it",
+    )
     p.add_argument("--config", help="TOML config file; its [serve] table is read")
     _add_config_flags(p, "serve")
     p.set_defaults(run=run_serve)
@@ -102,7 +109,10 @@ def run_serve(args: argparse.Namespace) -> int:
     for name, path in _model_dirs(args.model).items():
         members = _members(path)
         if members is None:
-            models[name], sources[name] = load(path, backend=args.backend), path
+            models[name] = load(path, backend=args.backend, quantization=args.quantization)
+            sources[name] = path
         else:  # reloading is one directory's: an ensemble is served as given
-            models[name] = load_ensemble(members, backends=args.backend)
+            models[name] = load_ensemble(
+                members, backends=args.backend, quantization=args.quantization
+            )
     return run(models, settings, sources)

@@ -153,6 +153,7 @@ def describe_model(
         {
             "name": name,
             "backend": translator.backend,
+            "quantization": translator.quantization,
             "architecture": translator.architecture,
             "has_attention": translator.has_attention,
             "spec": spec,

@@ -102,8 +102,8 @@ class Models:
         return [name for name, s in self.served.items() if s.source is not None]
 
     async def reload(self, name: str) -> tuple[Served, Served]:
-        """Load model ``name``'s directory again, with the backend running it now, and
-        serve it in the old one's place. Returns ``(old, new)``.
+        """Load model ``name``'s directory again, with the backend and quantization scheme
+        running it now, and serve it in the old one's place. Returns ``(old, new)``.
 
         Raises:
             RequestError: 404 for an unknown name; 409 for a model given loaded (no
@@ -127,7 +127,12 @@ class Models:
                 f"{old.describe()['loaded_at']} (SHA-256 {old.weights_sha256})"
             )
             try:
-                translator = await asyncio.to_thread(load, old.source, old.translator.backend)
+                translator = await asyncio.to_thread(
+                    load,
+                    old.source,
+                    old.translator.backend,
+                    quantization=old.translator.quantization,
+                )
             except Seq2SeqError as exc:
                 raise RequestError(
                     409, f"{old.source} was not reloaded: {exc}; {keeping}"
