@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,11 @@ def read_json(path: Path, max_bytes: int | None = None) -> Any:
     max_bytes = MAX_JSON_BYTES if max_bytes is None else max_bytes
     check_plain_file(path)
     with path.open("rb") as fh:
-        raw = fh.read(max_bytes + 1)
+        # read(n) sets n bytes aside first: ask for what the file holds (and one more, in
+        # case it grew), not for the bound, or a 5 kB model.json takes 256 MB under a
+        # memory limit (ulimit -v) and fails there
+        size = os.fstat(fh.fileno()).st_size
+        raw = fh.read(min(size, max_bytes) + 1)
     if len(raw) > max_bytes:
         raise ValueError(f"over {max_bytes} bytes, far more than such a file holds")
     try:

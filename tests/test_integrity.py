@@ -408,3 +408,31 @@ def test_a_forged_meta_of_the_wrong_shape_is_named_not_a_traceback(copy, capsys,
         assert main(command) == 2
         err = capsys.readouterr().err
         assert named in err and "Traceback" not in err, err
+
+
+def test_a_small_json_file_reads_under_a_tight_memory_limit(tmp_path):
+    """read_json sets aside what the file holds, not its bound (256 MB): a model.json
+    reads in a process whose address space has 64 MB to spare (``ulimit -v``)."""
+    import sys
+    import textwrap
+
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps({"pieces": list(range(1000))}))
+    script = textwrap.dedent(
+        f"""
+        import resource
+        from pathlib import Path
+        from seq2seq_kit.integrity import read_json
+
+        with open("/proc/self/status") as fh:
+            peak = next(int(l.split()[1]) for l in fh if l.startswith("VmSize:")) * 1024
+        spare = peak + (64 << 20)
+        resource.setrlimit(resource.RLIMIT_AS, (spare, spare))
+        print(len(read_json(Path({str(path)!r}))["pieces"]))
+        """
+    )
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs /proc to measure the address space")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "1000"

@@ -530,3 +530,21 @@ def test_serve_refuses_a_scheme_its_backend_does_not_run(trained, capsys):
     args = ["serve", "--model", str(trained), "--backend", "numpy", "--quantization", "int8"]
     assert main(args) == 2
     assert "backend 'numpy' does not run models quantized to int8" in capsys.readouterr().err
+
+
+def test_a_reload_out_of_memory_is_refused_and_the_old_model_kept(served_dir, monkeypatch):
+    """A load that runs out of memory is a reason a directory does not load (409), not a
+    server fault (500): the model keeps serving."""
+    import seq2seq_kit.translator as translator_module
+
+    client, _ = _client(served_dir, allow_reload=True)
+    with client:
+
+        def no_memory(*args, **kwargs):
+            raise MemoryError()
+
+        monkeypatch.setattr(translator_module, "load", no_memory)
+        reply = client.post(RELOAD, headers=JSON)
+        assert reply.status_code == 409, reply.text
+        assert "out of memory (MemoryError" in reply.json()["error"]["message"]
+        assert _first(client.post("/v1/translate", json={"texts": ["3"]})) == ["three"]

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Seq2SeqError
+from ..errors import Seq2SeqError, allocation_failure
 from .errors import RequestError
 
 if TYPE_CHECKING:
@@ -138,6 +138,11 @@ class Models:
                     409, f"{old.source} was not reloaded: {exc}; {keeping}"
                 ) from None
             except Exception as exc:
+                why = allocation_failure(exc)
+                if why is not None:  # the old model's memory stays held: a cause to report
+                    raise RequestError(
+                        409, f"{old.source} was not reloaded: out of memory ({why}); {keeping}"
+                    ) from None
                 log.error("reloading model %r from %s failed", name, old.source, exc_info=exc)
                 raise RequestError(
                     500,
