@@ -57,6 +57,7 @@ before it is dropped, where the core's masked search would keep another.
 
 from __future__ import annotations
 
+import math
 import tempfile
 import threading
 from pathlib import Path
@@ -99,6 +100,25 @@ COUNTING_PENALTY = 1e-9
 _UNSET_SEED = 2**32 - 1
 #: Held while an engine may draw: ``set_random_seed`` sets one process-wide seed.
 _RANDOM = threading.Lock()
+
+
+def counted(width: int, patience: float) -> dict[str, float | int]:
+    """CTranslate2's ``patience`` and ``num_hypotheses`` for the core's count of
+    ``max(1, round(width * patience))`` finished hypotheses
+    (:func:`seq2seq_kit.beam.patience_of`): CTranslate2 stops at
+    ``round(beam_size * patience)`` and refuses more hypotheses than
+    ``beam_size * patience``, so a patience under ``1 / width`` is raised to it (one
+    hypothesis: the core's least), and the hypotheses asked for are at most those the
+    count allows (the core returns those it found, fewer than ``n_best``
+    then too)."""
+    # CTranslate2 holds the patience as a float32, and compares in float32: a margin keeps
+    # 1 / width above 1 once multiplied, and the count below what it computes
+    patience = max(patience, (1.0 + 1e-6) / width)
+    allowed = float(np.float32(width) * np.float32(patience))
+    count = max(1, min(width, math.floor(allowed + 1e-6)))
+    if count > allowed:
+        count -= 1
+    return {"patience": patience, "num_hypotheses": max(1, count)}
 
 
 def device_of(runtime: Runtime) -> tuple[str, int]:
@@ -286,9 +306,8 @@ class CTranslate2Model:
         engine_penalty = COUNTING_PENALTY if counting else 0.0
         options = {
             "beam_size": width,
-            "num_hypotheses": width,
+            **counted(width, LENGTH_PENALTY_PATIENCE if patience is None else patience),
             "length_penalty": engine_penalty,
-            "patience": LENGTH_PENALTY_PATIENCE if patience is None else patience,
             "max_decoding_length": max_length + 1,
             "min_decoding_length": 0,
             "max_input_length": 0,
@@ -351,15 +370,12 @@ class CTranslate2Model:
         patience = patience_of(early_stopping)
         # a count rule needs a penalty (any selects it); the hypotheses are rescored anyway
         counting_penalty = COUNTING_PENALTY if width > 1 and patience is not None else 0.0
+        if patience is None:
+            patience = 1.0 if alpha == 0 else LENGTH_PENALTY_PATIENCE
         options: dict[str, Any] = {
             "beam_size": width,
-            "num_hypotheses": width,
+            **counted(width, patience),
             "length_penalty": alpha or counting_penalty,
-            "patience": (
-                patience
-                if patience is not None
-                else (1.0 if alpha == 0 else LENGTH_PENALTY_PATIENCE)
-            ),
             "max_decoding_length": max_length + 1,
             "min_decoding_length": min_length,
             "no_repeat_ngram_size": no_repeat_ngram_size,

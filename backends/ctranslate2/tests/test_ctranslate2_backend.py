@@ -161,6 +161,20 @@ def test_a_count_searches_as_the_core(trained, rule, alpha):
     np.testing.assert_allclose([h[0].score for h in got], [h[0].score for h in expected], atol=1e-4)
 
 
+@pytest.mark.parametrize(("beam", "patience"), [(3, 0.5), (2, 0.1), (10, 0.7), (4, 0.25)])
+def test_a_patience_below_one_decodes(trained, beam, patience):
+    # CTranslate2 refuses more hypotheses than beam x patience, and a patience under
+    # 1 / beam; the core counts max(1, round(beam x patience)) finished hypotheses
+    translator, out = trained
+    ct2 = api.load(out, backend="ctranslate2")
+    options = {"beam": beam, "n_best": beam, "early_stopping": patience}
+    expected = translator.hypotheses(INPUTS, **options)
+    got = ct2.hypotheses(INPUTS, **options)
+    assert [h[0].ids for h in got] == [h[0].ids for h in expected]
+    for hyps in got:
+        assert 1 <= len(hyps) <= beam
+
+
 def test_greedy_with_a_length_penalty_keeps_the_core_s_scores(trained):
     # a penalty ranks nothing in greedy decoding: the scores stay sums of log-probabilities
     translator, out = trained
