@@ -13,8 +13,11 @@ __version__ = distribution_version("seq2seq-kit-ctranslate2")
 
 #: Inference only (no ``train``); Transformers only; ``dropout`` is accepted and does
 #: nothing (it acts in training alone); ``devices``: CUDA through CTranslate2's own build;
-#: every decoding option of the core mapped onto CTranslate2's own (``SEARCH_OPTIONS``).
-CAPABILITIES = frozenset({"transformer", "beam", "search", "dropout", "devices"}) | SEARCH_OPTIONS
+#: the decoding options of the core mapped onto CTranslate2's own (``SEARCH_OPTIONS``), all
+#: but lexical constraints, which CTranslate2 has not (the core refuses them for it).
+CAPABILITIES = frozenset({"transformer", "beam", "search", "dropout", "devices"}) | (
+    SEARCH_OPTIONS - {"constraints"}
+)
 #: CTranslate2 has no RNN decoder.
 ARCHITECTURES = frozenset({"transformer"})
 
