@@ -25,8 +25,9 @@ def translate_requests(
     arrived; per request, one translation per text, in order.
 
     A translation is ``{"source_tokens", "hypotheses": [{"text", "tokens", "score",
-    "truncated", "attention"}]}``, hypotheses best first (a target prefix's tokens
-    included); ``attention`` is None unless the
+    "truncated", "constraints_met", "attention"}]}``, hypotheses best first (a target
+    prefix's tokens included; ``constraints_met`` false for an output the length cap kept
+    from holding its text's constraints); ``attention`` is None unless the
     options ask for it, then rows = output tokens and ``"</s>"`` (unless truncated) by
     columns = source tokens, each hypothesis's own weights (:func:`forced_attention`).
     """
@@ -38,7 +39,18 @@ def translate_requests(
             for r in requests
             for prefix in (r.prefix_ids if r.prefix_ids is not None else [()] * len(r.texts))
         ]
-    results = translator.decode_ids(ids, search=requests[0].search, prefixes=prefixes)
+    constraints = None
+    if any(r.constraint_ids is not None for r in requests):
+        constraints = [
+            phrases
+            for r in requests
+            for phrases in (
+                r.constraint_ids if r.constraint_ids is not None else [()] * len(r.texts)
+            )
+        ]
+    results = translator.decode_ids(
+        ids, search=requests[0].search, prefixes=prefixes, constraints=constraints
+    )
     weights = _attention(translator, ids, results) if requests[0].attention else None
     source, target = translator.source_vocab, translator.target_vocab
     translations = []
@@ -51,6 +63,7 @@ def translate_requests(
                     "tokens": [target.token(t) for t in h.ids],
                     "score": _finite(h.score),
                     "truncated": h.truncated,
+                    "constraints_met": h.constraints_met,
                     "attention": None if weights is None else weights[i][j].tolist(),
                 }
             )
