@@ -15,9 +15,10 @@ runs adds ``RUNTIME``.
   ``distributed``.
 
 - ``SEARCH_OPTIONS``: for a backend with its own search (``search``), the decoding options
-  its engine maps (``sampling``, ``prefix``, ``min_length``, ``no_repeat_ngram``,
-  ``banned_tokens``; :data:`seq2seq_kit.decoding.SEARCH_OPTION_CAPABILITIES`). A backend
-  that steps the decoder needs none of them: the core's searches take every option.
+  its engine may map (``sampling``, ``prefix``, ``min_length``, ``no_repeat_ngram``,
+  ``banned_tokens``, ``constraints``: lexical constraints;
+  :data:`seq2seq_kit.decoding.SEARCH_OPTION_CAPABILITIES`). A backend that steps the
+  decoder needs none of them: the core's searches take every option.
 
 - ``QUANTIZATION``: the quantization schemes (:data:`seq2seq_kit.quantization.SCHEMES`:
   ``int8``, ``int8_float32``, ``int16``, ``float16``, ``bfloat16``), each a capability of
@@ -38,5 +39,7 @@ MODEL = frozenset(
 )
 TRAINING = frozenset({"train", "resume", "freeze", "ema"})
 RUNTIME = frozenset({"devices", "mixed_precision", "distributed"})
-SEARCH_OPTIONS = frozenset({"sampling", "prefix", "min_length", "no_repeat_ngram", "banned_tokens"})
+SEARCH_OPTIONS = frozenset(
+    {"sampling", "prefix", "min_length", "no_repeat_ngram", "banned_tokens", "constraints"}
+)
 QUANTIZATION = frozenset(SCHEMES)

@@ -6,7 +6,8 @@ and gives a :class:`Search`; :func:`encode` turns texts into source ids, checked
 the model; :func:`decode` decodes the ids of many texts with one :class:`Search`,
 dispatching each batch to greedy decoding, sampling, beam search or the engine's own
 search (:mod:`.searches`, whose names this module re-exports; :func:`encode_prefixes`
-checks the target prefixes of the texts).
+checks the target prefixes of the texts, :func:`encode_constraints` their lexical
+constraints).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .backend import Model
 from .beam import EarlyStopping, length_penalty
 from .errors import (
     CapabilityError,
+    ConstraintError,
     InputTooLongError,
     OptionError,
     PrefixError,
@@ -61,6 +63,7 @@ __all__ = [
     "beam_search",
     "decode",
     "encode",
+    "encode_constraints",
     "encode_prefixes",
     "encode_text",
     "forced_attention",
@@ -98,6 +101,9 @@ class Search:
         replace_unk: let UNK be output (``controls.unk``) and replace each in the text
             by the source token it is aligned to, through ``phrase_table`` when given.
         phrase_table: ``replace_unk``'s table, or None.
+        takes_constraints: whether the search can hold lexical constraints (the core's
+            always; an engine's with the ``constraints`` capability):
+            :func:`encode_constraints` checks.
     """
 
     beam: int
@@ -119,6 +125,8 @@ class Search:
         """Whether decoding reads the hypotheses' alignments (asked for, or to replace
         UNK)."""
         return self.alignments or self.replace_unk
+
+    takes_constraints: bool = True
 
     @property
     def outputs_per_input(self) -> int:
@@ -215,6 +223,7 @@ def plan(
         phrase_table=(
             load_phrase_table(options.replace_unk_table) if options.replace_unk_table else None
         ),
+        takes_constraints=not engine or "constraints" in capabilities,
     )
 
 
@@ -246,7 +255,8 @@ def _check_alignments(options: DecodeConfig, engine: bool, attention: bool, back
 
 def _options_asked(options: DecodeConfig) -> list[str]:
     """The options of :data:`SEARCH_OPTION_CAPABILITIES` that ``options`` set (the target
-    prefix comes with the inputs: :func:`encode_prefixes`)."""
+    prefix and the constraints come with the inputs: :func:`encode_prefixes`,
+    :func:`encode_constraints`)."""
     asked = {
         "sampling": options.sampling,
         "min_length": options.min_length > 0,
@@ -363,6 +373,90 @@ def encode_prefixes(
     return out
 
 
+def encode_constraints(
+    constraints: Sequence[Sequence[str]] | None,
+    rows: Sequence[Sequence[int] | None],
+    vocab: Vocabulary,
+    search: Search,
+) -> list[tuple[tuple[int, ...], ...]] | None:
+    """The lexical constraints of each output of ``rows`` (the sources, from :func:`encode`):
+    ``constraints[i]`` (one list per row; empty for none) are target phrases every output
+    of row ``i`` must hold, each tokenized alone by the target ``vocab`` (a subword
+    tokenizer marks a phrase's first piece as a word's start, so it matches at one). None
+    when no constraint is given. A beam search holds them (:func:`beam_search`), greedy
+    decoding (beam 1) included, which then runs it with one hypothesis; phrases that
+    repeat, or that one another holds, count once. A phrase longer than the length cap is
+    searched for all the same: its outputs come back flagged ``constraints_met=False``.
+
+    Raises:
+        ConstraintError: naming the 1-based ``line`` and the constraint's ``number``: not
+            one list per row, an empty phrase, a piece the target vocabulary lacks (named),
+            a token of ``banned_tokens``, or constraints of a blank source (nothing is
+            decoded for it).
+        OptionError: constraints with ``sampling``, which draws its outputs (option
+            ``sampling``).
+        CapabilityError: constraints for an engine without the ``constraints`` capability
+            (option ``constraints``).
+    """
+    if constraints is None:
+        return None
+    if len(constraints) != len(rows):
+        raise ConstraintError(
+            f"{len(constraints)} lists for {len(rows)} inputs: give one list of phrases per "
+            f"input ([] for none)",
+            None,
+        )
+    if not any(constraints):
+        return None
+    line = next(i for i, phrases in enumerate(constraints, start=1) if phrases)
+    if search.sampling is not None:
+        raise OptionError(
+            f"input line {line} has lexical constraints, which need a search, but "
+            f"{option('decode.sampling', True)} draws its outputs at random: turn sampling "
+            f"off (a beam of 1 or more holds the constraints)",
+            "sampling",
+        )
+    if not search.takes_constraints:
+        raise CapabilityError(
+            f"input line {line} has lexical constraints, but the backend decodes with its own "
+            f"search, which does not declare the 'constraints' capability; decode without "
+            f"constraints or with a backend that steps the decoder (numpy, torch...)",
+            "constraints",
+        )
+    banned = set(search.controls.banned_ids)
+    out = []
+    for line, (phrases, row) in enumerate(zip(constraints, rows, strict=True), start=1):
+        if not phrases:
+            out.append(())
+            continue
+        if row is None:
+            raise ConstraintError("the source is blank: give a source text to constrain", line)
+        encoded = []
+        for number, text in enumerate(phrases, start=1):
+            pieces = vocab.pieces(text)
+            if not pieces:
+                raise ConstraintError(f"{text!r} has no target token", line, number)
+            ids = []
+            for position, piece in enumerate(pieces, start=1):
+                what = f"{text!r}: {describe_token(piece, position, vocab.tokenizer_name)}"
+                if piece not in vocab:
+                    raise ConstraintError(
+                        f"{what} is not in the model's target vocabulary", line, number
+                    )
+                token = vocab.token_id(piece)
+                if token in banned:
+                    raise ConstraintError(
+                        f"{what} is one of the banned tokens "
+                        f"({option('decode.banned_tokens', None)})",
+                        line,
+                        number,
+                    )
+                ids.append(token)
+            encoded.append(tuple(ids))
+        out.append(tuple(encoded))
+    return out
+
+
 def encode(
     texts: Sequence[str], vocab: Vocabulary, spec: Spec, unknown: str = "error"
 ) -> list[list[int] | None]:
@@ -406,13 +500,15 @@ def decode(
     search: Search,
     prefixes: Sequence[Sequence[int]] | None = None,
     sources: Sequence[Sequence[str] | None] | None = None,
+    constraints: Sequence[Sequence[Sequence[int]]] | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode the sources ``rows`` (from :func:`encode`; None: a blank text) into the
     target ``vocab`` as ``search`` says, ``search.batch_size`` sources at a time, sorted
     by length (similar lengths pad less), each output starting with its row's target ids
-    in ``prefixes`` (from :func:`encode_prefixes`; None: no prefix). Returns, per row, its
-    hypotheses best first: one for greedy decoding and for a blank text (empty), up to
-    ``n_best`` for beam search, ``num_samples`` for sampling.
+    in ``prefixes`` (from :func:`encode_prefixes`; None: no prefix) and holding its row's
+    phrases in ``constraints`` (from :func:`encode_constraints`; None: none). Returns, per
+    row, its hypotheses best first: one for greedy decoding and for a blank text (empty),
+    up to ``n_best`` for beam search, ``num_samples`` for sampling.
 
     With ``search.alignments`` each hypothesis carries its alignment; with
     ``search.replace_unk`` each UNK of its text is replaced by the text of the source token
@@ -446,7 +542,8 @@ def decode(
             src = pad([ids[i] for i in chunk])
             lengths = np.array([len(ids[i]) for i in chunk], dtype=np.int32)
             forced = None if prefixes is None else [tuple(prefixes[i]) for i in chunk]
-            found = _decode_batch(model, src, lengths, vocab, search, forced)
+            held = None if constraints is None else [tuple(constraints[i]) for i in chunk]
+            found = _decode_batch(model, src, lengths, vocab, search, forced, held)
             if search.aligns:
                 found = align(model, src, lengths, found, vocab.bos_id)
             for i, hyps in zip(chunk, found, strict=True):
@@ -473,24 +570,44 @@ def _decode_batch(
     vocab: Vocabulary,
     search: Search,
     prefixes: list[tuple[int, ...]] | None = None,
+    constraints: list[tuple[tuple[int, ...], ...]] | None = None,
 ) -> list[list[Hypothesis]]:
     """One batch decoded by the search that ``search`` names, its options already
-    checked (:func:`plan`, :func:`encode_prefixes`)."""
+    checked (:func:`plan`, :func:`encode_prefixes`, :func:`encode_constraints`)."""
     args = (model, src, lengths, vocab, search.max_length)
     if prefixes is not None and not any(prefixes):
         prefixes = None  # this batch's rows have none: the plain step
+    if constraints is not None and not any(constraints):
+        constraints = None  # nor constraints: the plain searches
     if search.engine:
         return engine_search_checked(
             *args, search.beam, search.n_best, search.length_penalty,
-            search.sampling, search.controls, prefixes, search.early_stopping,
+            search.sampling, search.controls, prefixes, search.early_stopping, constraints,
         )  # fmt: skip
     if search.sampling is not None:
         return sample_checked(
             *args, search.sampling, search.length_penalty, search.controls, prefixes
         )
     if search.beam == 1 and search.n_best == 1:
-        return [[h] for h in greedy(*args, controls=search.controls, prefixes=prefixes)]
+        if constraints is None:
+            return [[h] for h in greedy(*args, controls=search.controls, prefixes=prefixes)]
+        # greedy decoding for the rows without constraints, as they would get alone (a
+        # beam of one with a length penalty is not greedy decoding), a beam of one for the
+        # others
+        free = [i for i, phrases in enumerate(constraints) if not phrases]
+        if free:
+            held = [i for i, phrases in enumerate(constraints) if phrases]
+            results: list[list[Hypothesis]] = [[] for _ in constraints]
+            for rows, part in (
+                (free, None),
+                (held, [constraints[i] for i in held]),
+            ):
+                some = None if prefixes is None else [prefixes[i] for i in rows]
+                found = _decode_batch(model, src[rows], lengths[rows], vocab, search, some, part)
+                for i, hyps in zip(rows, found, strict=True):
+                    results[i] = hyps
+            return results
     return beam_search_checked(
         *args, search.beam, search.n_best, search.length_penalty, search.controls, prefixes,
-        search.early_stopping,
+        search.early_stopping, constraints,
     )  # fmt: skip

@@ -184,6 +184,23 @@ class PrefixError(Seq2SeqError, ValueError):
         self.reason, self.line = reason, line
 
 
+class ConstraintError(Seq2SeqError, ValueError):
+    """A lexical constraint that cannot be searched for (a piece the target vocabulary
+    lacks, a banned token, an empty phrase, no source text), or constraints not one list
+    per input.
+
+    Attributes:
+        reason: what is wrong, without the line. line: the 1-based input line, or None.
+        number: the 1-based number of the constraint among its line's, or None.
+    """
+
+    def __init__(self, reason: str, line: int | None, number: int | None = None):
+        where = f"input line {line}: " if line is not None else ""
+        which = f"constraint {number}" if number is not None else "constraints"
+        super().__init__(f"{where}{which}: {reason}")
+        self.reason, self.line, self.number = reason, line, number
+
+
 class TrainingError(Seq2SeqError):
     """Training cannot go on (a non-finite loss, no training pairs); names epoch and step
     where it happened. The last checkpoint written before it stays loadable."""

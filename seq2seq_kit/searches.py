@@ -11,7 +11,9 @@ for ``replace_unk``); the output controls
 ``no_repeat_ngram_size``, banned tokens) rule tokens out; a target prefix is forced. EOS
 ends a hypothesis. A hypothesis holds at most ``max_length`` tokens before its EOS (its
 prefix's included); one that reached that many without the model choosing EOS is flagged
-``truncated``.
+``truncated``. Beam search with lexical constraints (target phrases every output must hold)
+runs :mod:`.constrained_beam`; an output the length cap kept from holding them is flagged
+``constraints_met=False``.
 
 Scores are the model's own: the sum of the log-probabilities of a hypothesis's tokens,
 a target prefix's included, whatever the search (a temperature, top-k or top-p shapes only
@@ -30,6 +32,7 @@ import numpy as np
 
 from .backend import Model
 from .beam import EarlyStopping, best_outputs, length_penalty
+from .constrained_beam import constrained_outputs
 from .logits_processing import NO_CONTROLS, OutputControls, StepProcessor
 from .sampling import Sampling, draw, fresh_seed, output_uniforms, sampling_weights
 from .vocab import PAD, Vocabulary
@@ -43,6 +46,7 @@ SEARCH_OPTION_CAPABILITIES = {
     "min_length": "min_length",
     "no_repeat_ngram_size": "no_repeat_ngram",
     "banned_tokens": "banned_tokens",
+    "constraints": "constraints",
 }
 
 
@@ -60,6 +64,9 @@ class Hypothesis:
         alignment: with ``[decode] alignments``, one ``(i, j)`` pair per output token ``j``
             (0-based, EOS excluded): ``i`` is the source position (0-based, in the model's
             source tokens) it attends to most (:mod:`seq2seq_kit.alignment`); else None.
+        constraints_met: the output holds every lexical constraint of its input (True
+            without constraints); False only for an output that could not hold them all
+            within ``max_length`` (or under the output controls).
     """
 
     text: str
@@ -67,6 +74,7 @@ class Hypothesis:
     score: float
     truncated: bool
     attention: np.ndarray | None = field(default=None, compare=False, repr=False)
+    constraints_met: bool = True
     alignment: tuple[tuple[int, int], ...] | None = field(default=None, compare=False)
 
 
@@ -256,6 +264,7 @@ def beam_search(
     *,
     controls: OutputControls = NO_CONTROLS,
     prefixes: Sequence[Sequence[int]] | None = None,
+    constraints: Sequence[Sequence[Sequence[int]]] | None = None,
 ) -> list[list[Hypothesis]]:
     """Batched beam search: ``beam`` hypotheses for each of B sentences advance together as
     B x beam rows of one ``step`` call (one row per sentence at the first step, which
@@ -299,6 +308,15 @@ def beam_search(
     is forced, one hypothesis lives (its only extension is the prefix's token). The bounds
     hold, as they assume only that scores do not grow.
 
+    ``constraints``, per sentence its phrases of target ids (none: ``()``), makes the search
+    lexically constrained (:mod:`.constrained_beam`: dynamic beam allocation, Post & Vilar
+    2018): EOS ends only a hypothesis that holds each phrase somewhere, in any order, and
+    the beam is shared out among hypotheses by how many constraint tokens they have met.
+    The stopping rules count and bound those outputs alone. A sentence whose outputs could
+    not hold every phrase within ``max_length`` gets them flagged ``constraints_met=False``,
+    after any that hold them. A sentence without phrases gets this search's plain outputs;
+    with beam 1 the search keeps one hypothesis, and is no longer greedy decoding.
+
     Returns, per sentence, up to ``n_best`` distinct hypotheses ordered by rank, best
     first. ``n_best`` above ``beam`` widens the beam to ``n_best``.
 
@@ -310,7 +328,7 @@ def beam_search(
     _check_search_options("beam_search", beam, n_best, alpha, early_stopping)
     return beam_search_checked(
         model, src_ids, src_lengths, vocab, max_length, beam, n_best, alpha, controls, prefixes,
-        early_stopping,
+        early_stopping, constraints,
     )  # fmt: skip
 
 
@@ -326,10 +344,21 @@ def beam_search_checked(
     controls: OutputControls = NO_CONTROLS,
     prefixes: Sequence[Sequence[int]] | None = None,
     early_stopping: EarlyStopping = False,
+    constraints: Sequence[Sequence[Sequence[int]]] | None = None,
 ) -> list[list[Hypothesis]]:
-    """:func:`beam_search` of options already checked (the numerics: :mod:`.beam`)."""
+    """:func:`beam_search` of options already checked (the numerics: :mod:`.beam`, and
+    :mod:`.constrained_beam` with constraints)."""
     width = max(beam, n_best)
     process = StepProcessor(vocab, controls, prefixes)
+    if constraints is not None and any(constraints):
+        held = constrained_outputs(
+            model, src_ids, src_lengths, vocab, max_length, width, n_best, alpha, constraints,
+            process, early_stopping,
+        )  # fmt: skip
+        return [
+            [_hypothesis(ids, raw, trunc, vocab, met) for ids, raw, trunc, met in outs]
+            for outs in held
+        ]
     found = best_outputs(
         model, src_ids, src_lengths, vocab, max_length, width, n_best, alpha, process,
         early_stopping,
@@ -397,9 +426,23 @@ def _check_search_options(
         )
 
 
-def _hypothesis(ids, score: float, truncated: bool, vocab: Vocabulary) -> Hypothesis:
+def _hypothesis(
+    ids, score: float, truncated: bool, vocab: Vocabulary, constraints_met: bool = True
+) -> Hypothesis:
     ids = tuple(int(i) for i in ids)
-    return Hypothesis(vocab.decode(ids), ids, float(score), truncated)
+    return Hypothesis(
+        vocab.decode(ids), ids, float(score), truncated, constraints_met=bool(constraints_met)
+    )
+
+
+def holds_phrases(ids: Sequence[int], phrases: Sequence[Sequence[int]]) -> bool:
+    """Whether ``ids`` hold each of ``phrases`` as a run of consecutive ids."""
+    ids = tuple(ids)
+    for phrase in phrases:
+        n = len(phrase)
+        if not any(ids[i : i + n] == tuple(phrase) for i in range(len(ids) - n + 1)):
+            return False
+    return True
 
 
 def search(
@@ -416,14 +459,16 @@ def search(
     sampling: Sampling | None = None,
     controls: OutputControls = NO_CONTROLS,
     prefixes: Sequence[Sequence[int]] | None = None,
+    constraints: Sequence[Sequence[Sequence[int]]] | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode with the model's own search (a backend declaring the ``search`` capability,
     :class:`seq2seq_kit.backend.SearchModel`): greedy for ``beam == n_best == 1``, else
     beam search, or sampling when ``sampling`` is given, with the semantics of
-    :func:`greedy`, :func:`beam_search` and :func:`sample`. ``sampling``, ``controls`` and
-    ``prefixes`` reach the engine only when set, each as the keyword argument its
-    capability names (:data:`SEARCH_OPTION_CAPABILITIES`; :func:`plan` checks them). Fills
-    each hypothesis's text from ``vocab``.
+    :func:`greedy`, :func:`beam_search` and :func:`sample`. ``sampling``, ``controls``,
+    ``prefixes`` and ``constraints`` reach the engine only when set, each as the keyword
+    argument its capability names (:data:`SEARCH_OPTION_CAPABILITIES`; :func:`plan` and
+    :func:`~seq2seq_kit.decoding.encode_constraints` check them). Fills each hypothesis's
+    text from ``vocab``, and with constraints its ``constraints_met`` from its ids.
 
     Raises:
         ValueError: as :func:`beam_search`.
@@ -431,7 +476,7 @@ def search(
     _check_search_options("search", beam, n_best, alpha, early_stopping)
     return engine_search_checked(
         model, src_ids, src_lengths, vocab, max_length, beam, n_best, alpha,
-        sampling, controls, prefixes, early_stopping,
+        sampling, controls, prefixes, early_stopping, constraints,
     )  # fmt: skip
 
 
@@ -448,6 +493,7 @@ def engine_search_checked(
     controls: OutputControls = NO_CONTROLS,
     prefixes: Sequence[Sequence[int]] | None = None,
     early_stopping: EarlyStopping = False,
+    constraints: Sequence[Sequence[Sequence[int]]] | None = None,
 ) -> list[list[Hypothesis]]:
     """:func:`search` of options already checked."""
     # an option left unset is not passed: an engine without its capability takes none
@@ -464,6 +510,10 @@ def engine_search_checked(
         extra["banned_ids"] = controls.banned_ids
     if early_stopping is not False:
         extra["early_stopping"] = early_stopping
+    phrases = [()] * len(src_ids)
+    if constraints is not None and any(constraints):
+        phrases = [tuple(tuple(int(i) for i in p) for p in row) for row in constraints]
+        extra["constraints"] = phrases
     found = model.search(
         src_ids,
         src_lengths,
@@ -473,4 +523,7 @@ def engine_search_checked(
         length_penalty=alpha,
         **extra,
     )
-    return [[_hypothesis(h.ids, h.score, h.truncated, vocab) for h in hyps] for hyps in found]
+    return [
+        [_hypothesis(h.ids, h.score, h.truncated, vocab, holds_phrases(h.ids, row)) for h in hyps]
+        for hyps, row in zip(found, phrases, strict=True)
+    ]

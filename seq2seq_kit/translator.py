@@ -32,6 +32,7 @@ from .decoding import (
     Search,
     decode,
     encode,
+    encode_constraints,
     encode_prefixes,
     encode_text,
     greedy,
@@ -40,6 +41,7 @@ from .decoding import (
 from .errors import (
     CheckpointError,
     ConfigError,
+    ConstraintError,
     OptionError,
     PrefixError,
     Seq2SeqError,
@@ -170,6 +172,7 @@ class Translator:
         texts: Sequence[str],
         *,
         prefix: Sequence[str] | None = None,
+        constraints: Sequence[Sequence[str]] | None = None,
         beam: int | None = None,
         n_best: int | None = None,
         length_penalty: float | None = None,
@@ -212,6 +215,13 @@ class Translator:
         (:mod:`seq2seq_kit.alignment`); with ``unknown="replace"`` a source word the model
         never saw can come through. Both need a model with attention.
 
+        ``constraints``, one list of strings per text (``[]`` for none), are target phrases
+        every output of that text must hold, in any order (lexically constrained beam
+        search, :func:`seq2seq_kit.decoding.beam_search`; with ``beam`` 1 too, which then
+        keeps one hypothesis). An output that the length cap kept from holding them all is
+        flagged ``constraints_met=False`` and ranked after those that hold them
+        (:func:`seq2seq_kit.decoding.encode_constraints`).
+
         Raises:
             UnknownTokenError: a token not in the source vocabulary, naming it, its position
                 and the 1-based input line, unless ``unknown="replace"`` maps it to UNK.
@@ -221,8 +231,12 @@ class Translator:
                 a sampling option without ``sampling``, or (:class:`OptionError`) one
                 that does not fit the model (a banned token it lacks...).
             PrefixError: a prefix that cannot be forced, naming its line.
+            ConstraintError: a constraint that cannot be searched for (a piece the target
+                vocabulary lacks...), naming its line and number; :class:`OptionError` for
+                constraints with ``sampling``.
             BackendError: beam search asked of a backend without the ``beam`` capability,
-                or (:class:`CapabilityError`) an option an engine's own search lacks.
+                or (:class:`CapabilityError`) an option an engine's own search lacks
+                (constraints included).
             DataError: a ``replace_unk_table`` that cannot be read or breaks the phrase
                 table format, naming the file and line.
             OutOfMemory: decoding ran out of memory, naming the decode settings.
@@ -249,10 +263,19 @@ class Translator:
             replace_unk=replace_unk,
             replace_unk_table=None if replace_unk_table is None else os.fspath(replace_unk_table),
         )
-        return self._decode(texts, options, _prefix_list(prefix, len(texts)))
+        return self._decode(
+            texts,
+            options,
+            _prefix_list(prefix, len(texts)),
+            _constraint_lists(constraints, len(texts)),
+        )
 
     def decode_texts(
-        self, texts: Sequence[str], options: DecodeConfig, prefix: Sequence[str] | None = None
+        self,
+        texts: Sequence[str],
+        options: DecodeConfig,
+        prefix: Sequence[str] | None = None,
+        constraints: Sequence[Sequence[str]] | None = None,
     ) -> list[list[Hypothesis]]:
         """:meth:`hypotheses` with every option given by ``options``, as
         :meth:`decode_config` resolved them (a command that also reads them to write its
@@ -263,10 +286,19 @@ class Translator:
             (``options`` are validated).
         """
         texts = _text_list(texts)
-        return self._decode(texts, options, _prefix_list(prefix, len(texts)))
+        return self._decode(
+            texts,
+            options,
+            _prefix_list(prefix, len(texts)),
+            _constraint_lists(constraints, len(texts)),
+        )
 
     def _decode(
-        self, texts: list[str], options: DecodeConfig, prefix: list[str] | None
+        self,
+        texts: list[str],
+        options: DecodeConfig,
+        prefix: list[str] | None,
+        constraints: list[list[str]] | None = None,
     ) -> list[list[Hypothesis]]:
         rows = encode(texts, self.source_vocab, self.model.spec, options.unknown)
         search = self.plan(options)
@@ -275,7 +307,10 @@ class Translator:
         if search.replace_unk:
             sources = [source_texts(text, self.source_vocab) if row else None
                        for text, row in zip(texts, rows, strict=True)]  # fmt: skip
-        return self.decode_ids(rows, search=search, prefixes=prefixes, sources=sources)
+        held = encode_constraints(constraints, rows, self.target_vocab, search)
+        return self.decode_ids(
+            rows, search=search, prefixes=prefixes, sources=sources, constraints=held
+        )
 
     def plan(self, options: DecodeConfig) -> Search:
         """``options`` checked against this model's backend and length cap
@@ -300,11 +335,14 @@ class Translator:
         search: Search,
         prefixes: Sequence[Sequence[int]] | None = None,
         sources: Sequence[Sequence[str] | None] | None = None,
+        constraints: Sequence[Sequence[Sequence[int]]] | None = None,
     ) -> list[list[Hypothesis]]:
         """Decode sources already encoded and checked (:func:`seq2seq_kit.decoding.encode`:
         ``None`` for a blank text, which gets one empty hypothesis) with options already
         checked (:func:`seq2seq_kit.decoding.plan`), each output starting with its row's
-        target ids in ``prefixes`` (:func:`seq2seq_kit.decoding.encode_prefixes`):
+        target ids in ``prefixes`` (:func:`seq2seq_kit.decoding.encode_prefixes`) and
+        holding its row's phrases in ``constraints``
+        (:func:`seq2seq_kit.decoding.encode_constraints`):
         :meth:`hypotheses` after its checks, or a server that checked and encoded its
         requests when they arrived. ``sources``, needed with ``search.replace_unk`` only,
         are the texts of each row's source tokens
@@ -315,7 +353,7 @@ class Translator:
             OutOfMemory: decoding ran out of memory (in any backend), naming
                 ``decode.batch_size``, ``beam``, ``n_best`` and ``max_length``.
         """
-        return decode(self.model, rows, self.target_vocab, search, prefixes, sources)
+        return decode(self.model, rows, self.target_vocab, search, prefixes, sources, constraints)
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -506,6 +544,41 @@ def _prefix_list(prefix: Sequence[str] | None, count: int) -> list[str] | None:
             f'{len(prefix)} prefixes for {count} texts: give one per text ("" for none)', None
         )
     return prefix
+
+
+def _constraint_lists(
+    constraints: Sequence[Sequence[str]] | None, count: int
+) -> list[list[str]] | None:
+    """``constraints`` as ``count`` lists of strings, or None.
+
+    Raises:
+        TypeError: ``constraints`` or one of its lists is one string (not a list of them),
+            or a phrase is not a string.
+        ConstraintError: not one list per text.
+    """
+    if constraints is None:
+        return None
+    if isinstance(constraints, str):
+        raise TypeError(
+            "constraints must be a sequence of lists of strings (one list per text), not one string"
+        )
+    out = []
+    for i, phrases in enumerate(constraints):
+        if isinstance(phrases, str):
+            raise TypeError(
+                f"constraints[{i}] is one string, not a list of phrases (write [{phrases!r}])"
+            )
+        phrases = list(phrases)
+        for j, text in enumerate(phrases):
+            if not isinstance(text, str):
+                raise TypeError(f"constraints[{i}][{j}] is a {type(text).__name__}, not a string")
+        out.append(phrases)
+    if len(out) != count:
+        raise ConstraintError(
+            f"{len(out)} lists for {count} texts: give one list of phrases per text ([] for none)",
+            None,
+        )
+    return out
 
 
 def default_max_length(targets: Sequence[Sequence[int]]) -> int:

@@ -98,6 +98,7 @@ def test_models_listing(client, models):
         "max_n_best": 16,
         "max_num_samples": 16,
         "max_max_length": 512,
+        "max_constraints": 16,
     }
 
 

@@ -344,3 +344,38 @@ def test_sampling_and_a_prefix_behind_the_options_disclosure(server, browser, mo
     browser.find_element(By.ID, "translate").click()
     box = wait.until(ec.visibility_of_element_located((By.ID, "error")))
     assert "'q'" in box.text and "prefix[0]" in box.text and "line 1 of the box" in box.text
+
+
+def test_constraints_behind_the_options_disclosure(server, browser, model_dir):
+    wait = _open(browser, server)
+    phrases = browser.find_element(By.ID, "constraints")
+    assert not phrases.is_displayed()  # folded away
+    browser.find_element(By.CSS_SELECTOR, "#options summary").click()
+    _set(phrases, "ee\n\nx")  # one phrase a line; the blank line is none
+    _set(browser.find_element(By.ID, "source"), "3\n8")
+    browser.find_element(By.ID, "translate").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .translation")) == 2)
+    assert not browser.find_element(By.ID, "error").is_displayed()
+
+    expected = seq2seq_kit.load(model_dir).hypotheses(
+        ["3", "8"], constraints=[["ee", "x"]] * 2, beam=3, n_best=2
+    )
+    cards = browser.find_elements(By.CSS_SELECTOR, "#results .translation")
+    for card, hyps in zip(cards, expected, strict=True):
+        items = card.find_elements(By.CSS_SELECTOR, ".hypothesis")
+        assert [i.find_element(By.CSS_SELECTOR, ".text").text for i in items] == [
+            h.text for h in hyps
+        ]
+        assert "ee" in hyps[0].text and "x" in hyps[0].text
+        for item, hyp in zip(items, hyps, strict=True):
+            assert len(item.find_elements(By.CSS_SELECTOR, ".unmet")) == int(
+                not hyp.constraints_met
+            )
+
+    _set(phrases, "ee\nxq")  # a piece the model cannot write: the API's error, naming it
+    browser.find_element(By.ID, "translate").click()
+    box = wait.until(ec.visibility_of_element_located((By.ID, "error")))
+    assert "'q'" in box.text and "constraints[0][1]" in box.text
+    assert "line 1 of the box" in box.text
+    browser.find_element(By.ID, "sampling").click()  # sampling draws: no constraints then
+    assert not phrases.is_enabled()

@@ -23,14 +23,24 @@ def add_translate(sub: argparse._SubParsersAction) -> None:
         "input lines give empty output lines. With --alignments each line ends with one "
         "more TAB column of 'i-j' pairs (source position i, output position j). An input "
         "'source<TAB>prefix' forces each output to start with the target prefix and decodes "
-        "on from it (the output and its score include the prefix). Decoding flags default "
-        "to the model's saved [decode] settings.",
+        "on from it (the output and its score include the prefix); with --constraints, an "
+        "input 'source<TAB>phrase<TAB>phrase...' makes every output hold each target phrase. "
+        "Decoding flags default to the model's saved [decode] settings.",
     )
     add_model_flags(p)
+    p.add_argument(
+        "--constraints",
+        action="store_true",
+        help="every TAB-separated field after an input's source is a lexical constraint, a "
+        "target phrase each output must hold (constrained beam search; no target prefix then)",
+    )
     _add_config_flags(p, "decode")
     _add_config_flags(p, "data", ["max_line_bytes"])
     p.add_argument(
-        "text", nargs="*", help="inputs ('source' or 'source<TAB>target prefix'); none: read stdin"
+        "text",
+        nargs="*",
+        help="inputs ('source', 'source<TAB>target prefix', or with --constraints "
+        "'source<TAB>phrase<TAB>...'); none: read stdin",
     )
     p.set_defaults(run=run_translate)
 
@@ -81,6 +91,20 @@ def _split_prefixes(lines: list[str], from_stdin: bool) -> tuple[list[str], list
     return sources, prefixes
 
 
+def _split_constraints(lines: list[str]) -> tuple[list[str], list[list[str]] | None]:
+    """The sources and lexical constraints of inputs ``source<TAB>phrase<TAB>phrase...``
+    (fairseq's ``--constraints`` input); constraints None when no input has one. An empty
+    field is refused by :func:`seq2seq_kit.decoding.encode_constraints`, naming it."""
+    if not any("\t" in line for line in lines):
+        return lines, None
+    sources, constraints = [], []
+    for line in lines:
+        source, *phrases = line.split("\t")
+        sources.append(source)
+        constraints.append(phrases)
+    return sources, constraints
+
+
 def _check_utf8(text: str, what: str) -> None:
     """Arguments reach Python with undecodable bytes as surrogates: refuse them as the
     stdin and file readers refuse invalid UTF-8."""
@@ -96,14 +120,30 @@ def run_translate(args: argparse.Namespace) -> int:
     translator = load_models(args)
     options = translator.decode_config(**_flag_values(args).get("decode", {}))
     lines = _read_inputs(args.text, getattr(args, "data.max_line_bytes"))
-    texts, prefixes = _split_prefixes(lines, from_stdin=not args.text)
-    results = translator.decode_texts(texts, options, prefixes)
+    if args.constraints:
+        (texts, constraints), prefixes = _split_constraints(lines), None
+    else:
+        (texts, prefixes), constraints = _split_prefixes(lines, from_stdin=not args.text), None
+    results = translator.decode_texts(texts, options, prefixes, constraints)
     out = sys.stdout
+    cap = translator.decoding_limit(options.max_length)
     for line_no, hyps in enumerate(results, start=1):
         if any(h.truncated for h in hyps):
             print(
-                f"warning: input line {line_no}: output truncated at "
-                f"{translator.decoding_limit(options.max_length)} tokens (no end of sequence)",
+                f"warning: input line {line_no}: output truncated at {cap} tokens (no end of "
+                f"sequence)",
+                file=sys.stderr,
+            )
+        missed = [rank for rank, h in enumerate(hyps, start=1) if not h.constraints_met]
+        if missed:
+            which = (
+                "the output lacks"
+                if options.outputs_per_input == 1
+                else f"the outputs ranked {', '.join(map(str, missed))} lack"
+            )
+            print(
+                f"warning: input line {line_no}: {which} a constraint (none holding every "
+                f"one was found within {cap} tokens)",
                 file=sys.stderr,
             )
         if options.outputs_per_input == 1:

@@ -40,6 +40,13 @@ class ServeConfig(Section):
     max_num_samples: int = Field(
         16, ge=1, le=1024, description="largest num_samples (sampling) a request may ask for"
     )
+    max_constraints: int = Field(
+        16,
+        ge=0,
+        le=1024,
+        description="lexical constraints (target phrases, each of at most max_text_chars "
+        "characters) a request may give per text; 0: none",
+    )
     max_max_length: int = Field(
         512,
         ge=1,

@@ -134,6 +134,7 @@ class _Api:
                     "max_n_best",
                     "max_num_samples",
                     "max_max_length",
+                    "max_constraints",
                 )
             },
         }

@@ -26,10 +26,11 @@ def translate_requests(
     arrived; per request, one translation per text, in order.
 
     A translation is ``{"source_tokens", "hypotheses": [{"text", "tokens", "score",
-    "truncated", "alignment", "attention"}]}``, hypotheses best first (a target prefix's
-    tokens included); ``alignment`` is None unless the options ask for it, then ``[i, j]``
-    pairs, one per output token ``j``, ``i`` the source token it attends to most
-    (:mod:`seq2seq_kit.alignment`); ``attention`` is None unless the
+    "truncated", "constraints_met", "alignment", "attention"}]}``, hypotheses best first (a
+    target prefix's tokens included; ``constraints_met`` false for an output the length
+    cap kept from holding its text's constraints); ``alignment`` is None unless the options
+    ask for it, then ``[i, j]`` pairs, one per output token ``j``, ``i`` the source token it
+    attends to most (:mod:`seq2seq_kit.alignment`); ``attention`` is None unless the
     options ask for it, then rows = output tokens and ``"</s>"`` (unless truncated) by
     columns = source tokens, each hypothesis's own weights (:func:`forced_attention`).
     With ``replace_unk`` the text has each ``<unk>`` replaced, and ``tokens`` are still
@@ -51,7 +52,18 @@ def translate_requests(
         sources = [
             source_texts(text, vocab) if row else None for text, row in zip(texts, ids, strict=True)
         ]
-    results = translator.decode_ids(ids, search=search, prefixes=prefixes, sources=sources)
+    constraints = None
+    if any(r.constraint_ids is not None for r in requests):
+        constraints = [
+            phrases
+            for r in requests
+            for phrases in (
+                r.constraint_ids if r.constraint_ids is not None else [()] * len(r.texts)
+            )
+        ]
+    results = translator.decode_ids(
+        ids, search=search, prefixes=prefixes, sources=sources, constraints=constraints
+    )
     weights = _attention(translator, ids, results) if requests[0].attention else None
     source, target = translator.source_vocab, translator.target_vocab
     translations = []
@@ -64,6 +76,7 @@ def translate_requests(
                     "tokens": [target.token(t) for t in h.ids],
                     "score": _finite(h.score),
                     "truncated": h.truncated,
+                    "constraints_met": h.constraints_met,
                     "alignment": None if h.alignment is None else [list(p) for p in h.alignment],
                     "attention": None if weights is None else weights[i][j].tolist(),
                 }

@@ -14,11 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..config import DecodeConfig
 from ..config.decode import EarlyStopping
-from ..decoding import Search, encode_prefixes, plan
+from ..decoding import Search, encode_constraints, encode_prefixes, plan
 from ..decoding import encode as encode_texts
 from ..errors import (
     CapabilityError,
     ConfigError,
+    ConstraintError,
     DataError,
     InputTooLongError,
     OptionError,
@@ -71,6 +72,7 @@ class TranslateBody(BaseModel):
 
     texts: list[str] = Field(min_length=1)
     prefix: list[str] | None = None
+    constraints: list[list[str]] | None = None
     beam: _decode_option("beam", int) = None
     n_best: _decode_option("n_best", int) = None
     max_length: _decode_option("max_length", int) = None
@@ -104,8 +106,9 @@ class TranslateRequest:
     """A validated request: ``source_ids[i]`` are the ids of ``texts[i]`` (None for a
     blank text, which is answered with an empty translation, as ``translate`` does),
     decoded with ``search``, each output starting with ``prefix_ids[i]`` (None: no
-    prefix), by ``translator``: the model named ``model`` when the request arrived, which
-    its ids and options were checked against (a reload of the model does not change it)."""
+    prefix) and holding the phrases ``constraint_ids[i]`` (None: no constraint), by
+    ``translator``: the model named ``model`` when the request arrived, which its ids and
+    options were checked against (a reload of the model does not change it)."""
 
     model: str
     translator: Translator = dataclasses.field(repr=False)
@@ -114,6 +117,7 @@ class TranslateRequest:
     search: Search
     attention: bool
     prefix_ids: list[tuple[int, ...]] | None = None
+    constraint_ids: list[tuple[tuple[int, ...], ...]] | None = None
 
     @property
     def options(self) -> tuple[Search, bool]:
@@ -210,8 +214,10 @@ def prepare(
             search), a phrase table of the model's that cannot be read, an option asked of
             a backend without its capability, a character
             the model never saw (naming the text's index, the character and its position), a
-            text longer than the model can encode, or a prefix that cannot be forced
-            (naming ``prefix[i]``).
+            text longer than the model can encode, a prefix that cannot be forced
+            (naming ``prefix[i]``), or a constraint that cannot be held (naming
+            ``constraints[i][j]``; ``constraints`` over ``max_constraints`` for a text,
+            413 for a phrase over ``max_text_chars``).
     """
     name = default_model if body.model is None else body.model
     if name not in models:
@@ -225,10 +231,18 @@ def prepare(
     search = _plan(options, max_length, translator)
     ids = encode(body.texts, translator, options.unknown)
     prefix_ids = _encode_prefixes(body.prefix, ids, translator, search)
+    constraint_ids = _encode_constraints(body.constraints, ids, translator, search)
     if body.attention:
         _check_attention_size(ids, search, limits.max_attention_weights)
     return TranslateRequest(
-        name, translator, list(body.texts), ids, search, body.attention, prefix_ids
+        name,
+        translator,
+        list(body.texts),
+        ids,
+        search,
+        body.attention,
+        prefix_ids,
+        constraint_ids,
     )
 
 
@@ -265,6 +279,8 @@ def _check_limits(body: TranslateBody, limits: ServeConfig) -> None:
                 "prefix",
             )
         _check_chars("prefix", body.prefix, limits.max_text_chars)
+    if body.constraints is not None:
+        _check_constraints(body.constraints, len(body.texts), limits)
     for key, limit in (
         ("beam", limits.max_beam),
         ("n_best", limits.max_n_best),
@@ -278,6 +294,27 @@ def _check_limits(body: TranslateBody, limits: ServeConfig) -> None:
                 f"{key} is {value} but this server allows at most {limit} (serve.max_{key})",
                 key,
             )
+
+
+def _check_constraints(constraints: list[list[str]], texts: int, limits: ServeConfig) -> None:
+    """Refuse (422) constraints not one list per text or more than
+    ``serve.max_constraints`` for a text, and (413) a phrase over ``max_text_chars``."""
+    if len(constraints) != texts:
+        raise RequestError(
+            422,
+            f"constraints holds {len(constraints)} lists for {texts} texts: give one list of "
+            f"phrases per text ([] for none)",
+            "constraints",
+        )
+    for i, phrases in enumerate(constraints):
+        if len(phrases) > limits.max_constraints:
+            raise RequestError(
+                422,
+                f"constraints[{i}] holds {len(phrases)} phrases but a text may have at most "
+                f"{limits.max_constraints} (serve.max_constraints)",
+                f"constraints[{i}]",
+            )
+        _check_chars(f"constraints[{i}]", phrases, limits.max_text_chars)
 
 
 def _resolve_cached(
@@ -359,6 +396,27 @@ def _encode_prefixes(
     except PrefixError as exc:
         field = "prefix" if exc.line is None else f"prefix[{exc.line - 1}]"
         raise RequestError(422, f"{field}: {exc.reason}", field) from None
+
+
+def _encode_constraints(
+    constraints: list[list[str]] | None,
+    ids: list[list[int] | None],
+    translator: Translator,
+    search: Search,
+) -> list[tuple[tuple[int, ...], ...]] | None:
+    """:func:`seq2seq_kit.decoding.encode_constraints` for ``translator``, its refusal a
+    422 naming ``constraints[i][j]`` (``constraints[i]``, ``constraints``)."""
+    try:
+        return encode_constraints(constraints, ids, translator.target_vocab, search)
+    except ConstraintError as exc:
+        field = "constraints"
+        if exc.line is not None:
+            field += f"[{exc.line - 1}]"
+            if exc.number is not None:
+                field += f"[{exc.number - 1}]"
+        raise RequestError(422, f"{field}: {exc.reason}", field) from None
+    except (OptionError, CapabilityError) as exc:
+        raise RequestError(422, str(exc), exc.option) from None
 
 
 def _check_attention_size(ids: list[list[int] | None], search: Search, limit: int) -> None:

@@ -1,6 +1,7 @@
-"""Sampling, target prefixes and output controls, through the backend: the core's searches
-for a backend that steps the decoder, the engine's own for one declaring ``search`` (each
-check skipped where the engine lacks the option's capability)."""
+"""Sampling, target prefixes, output controls and lexical constraints, through the backend:
+the core's searches for a backend that steps the decoder, the engine's own for one declaring
+``search`` (each check skipped where the engine lacks the option's capability, and the
+refusal of constraints checked there)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,24 @@ import numpy as np
 import pytest
 
 from ..config import DecodeConfig
-from ..decoding import SEARCH_OPTION_CAPABILITIES, Hypothesis, decode, encode_prefixes, plan
+from ..decoding import (
+    SEARCH_OPTION_CAPABILITIES,
+    Hypothesis,
+    decode,
+    encode_constraints,
+    encode_prefixes,
+    plan,
+)
+from ..errors import CapabilityError
+from ..searches import holds_phrases
 from ..vocab import Vocabulary
-from .base import BackendTestBase, family_specs, perturbed_weights, without_dropout
+from .base import (
+    BackendTestBase,
+    assert_same_hypotheses,
+    family_specs,
+    perturbed_weights,
+    without_dropout,
+)
 
 #: The suite's target vocabulary: ids 4..12 are "a".."i" (the specs' 13 target ids).
 VOCAB = Vocabulary(tuple("abcdefghi"))
@@ -103,10 +119,11 @@ class SearchOptionTests(BackendTestBase):
         rows: list[list[int]] = ROWS,
         prefix: list[str] | None = None,
         max_length: int = 12,
+        constraints: list[list[str]] | None = None,
         **options: Any,
     ) -> list[list[Hypothesis]]:
         """Decode ``rows`` as ``translate`` does: options checked by ``plan``, prefixes by
-        ``encode_prefixes``."""
+        ``encode_prefixes``, constraints by ``encode_constraints``."""
         search = plan(
             DecodeConfig(**options),
             max_length,
@@ -114,7 +131,9 @@ class SearchOptionTests(BackendTestBase):
             self.backend_name,
             VOCAB,
         )
-        return decode(model, rows, VOCAB, search, encode_prefixes(prefix, rows, VOCAB, search))
+        prefixes = encode_prefixes(prefix, rows, VOCAB, search)
+        held = encode_constraints(constraints, rows, VOCAB, search)
+        return decode(model, rows, VOCAB, search, prefixes, held)
 
     def test_sampling_towards_its_limits_is_greedy_decoding(self):
         self._needs("sampling")
@@ -227,3 +246,50 @@ class SearchOptionTests(BackendTestBase):
             assert len(h.ids) >= controls.get("min_length", 0), (options, controls, h.ids)
         if controls.get("banned_tokens"):
             assert not banned & set(h.ids), (options, controls, h.ids)
+
+    def _constrained_searches(self) -> list[dict[str, Any]]:
+        searches: list[dict[str, Any]] = [{}]  # beam 1: the constrained search, one beam
+        if "beam" in self.backend().capabilities:
+            searches.append({"beam": 3, "n_best": 3, "length_penalty": 1.0})
+        return searches
+
+    def test_every_output_holds_its_constraints(self):
+        # within the length cap (12 tokens), the best output holds every phrase; any other
+        # output holds them or is flagged, after those that do
+        self._needs("constraints")
+        constraints = [["ab"], [], ["c", "hi"], ["iii"], ["ba", "ab", "e"], ["gf"]]
+        encoded = [[tuple(VOCAB.encode(p)) for p in phrases] for phrases in constraints]
+        for spec, _, model in self._models(37, eos_bias=1.0):
+            for options in self._constrained_searches():
+                found = self._decode(model, constraints=constraints, **options)
+                for phrases, wanted, hyps in zip(constraints, encoded, found, strict=True):
+                    assert hyps[0].constraints_met, (spec, options, phrases, hyps[0])
+                    met = [h.constraints_met for h in hyps]
+                    assert met == sorted(met, reverse=True), (options, phrases, met)
+                    for h in hyps:
+                        assert h.constraints_met == holds_phrases(h.ids, wanted), (options, h)
+                        if h.constraints_met:
+                            assert all(p in h.text for p in phrases), (options, phrases, h)
+
+    def test_without_constraints_the_search_is_the_plain_one(self):
+        # the inputs without constraints, decoded beside constrained ones, get what they get
+        # with no constraint at all
+        self._needs("constraints")
+        constraints = [["ab"], [], ["c"], [], ["ba", "e"], []]
+        for _, _, model in self._models(38, eos_bias=0.5):
+            for options in self._constrained_searches():
+                plain = self._decode(model, **options)
+                mixed = self._decode(model, constraints=constraints, **options)
+                free = [i for i, phrases in enumerate(constraints) if not phrases]
+                assert_same_hypotheses([mixed[i] for i in free], [plain[i] for i in free])
+                nothing = self._decode(model, constraints=[[] for _ in ROWS], **options)
+                assert_same_hypotheses(nothing, plain)
+
+    def test_an_engine_without_the_capability_refuses_constraints(self):
+        capabilities = self.backend().capabilities
+        if "search" not in capabilities or "constraints" in capabilities:
+            pytest.skip(f"backend {self.backend_name!r} holds constraints")
+        search = plan(DecodeConfig(), 12, capabilities, self.backend_name, VOCAB)
+        with pytest.raises(CapabilityError) as exc:
+            encode_constraints([["ab"], []], ROWS[:2], VOCAB, search)
+        assert exc.value.option == "constraints" and "'constraints' capability" in str(exc.value)

@@ -14,12 +14,13 @@ __version__ = distribution_version("seq2seq-kit-ctranslate2")
 
 #: Inference only (no ``train``); Transformers only; ``dropout`` is accepted and does
 #: nothing (it acts in training alone); ``devices``: CUDA through CTranslate2's own build;
-#: every decoding option of the core mapped onto CTranslate2's own (``SEARCH_OPTIONS``);
+#: the decoding options of the core mapped onto CTranslate2's own (``SEARCH_OPTIONS``), all
+#: but lexical constraints, which CTranslate2 has not (the core refuses them for it);
 #: every quantization scheme, CTranslate2's compute types (``QUANTIZATION``: float16 and
 #: bfloat16 run on GPUs only, int16 on CPUs with Intel MKL; another device refuses them).
 CAPABILITIES = (
     frozenset({"transformer", "beam", "search", "dropout", "devices"})
-    | SEARCH_OPTIONS
+    | (SEARCH_OPTIONS - {"constraints"})
     | QUANTIZATION
 )
 #: CTranslate2 has no RNN decoder.
