@@ -183,11 +183,17 @@ _NOT_ONE_MODEL = (
 
 
 def normalised_weights(weights: Sequence[float] | None, count: int) -> np.ndarray:
-    """float64 [count]: ``weights`` divided by their sum (None: equal weights).
+    """float64 [count]: ``weights`` divided by their sum (None: equal weights), each finite
+    and above 0 in float32 too (the precision :class:`EnsembleModel` steps in), summing to 1.
+
+    The weights are divided by the largest before they are summed, so that weights whose
+    sum overflows (``[1e308, 1e308]``) still give their shares (``[0.5, 0.5]``) rather than
+    ``inf`` and then zeros.
 
     Raises:
-        ValueError: not ``count`` weights, or one that is not a positive finite number
-            (naming its position).
+        ValueError: not ``count`` weights, one that is not a positive finite number, or one
+            so small beside the largest that its share rounds to 0 in float32 (naming its
+            position).
     """
     if weights is None:
         return np.full(count, 1.0 / count)
@@ -200,7 +206,21 @@ def normalised_weights(weights: Sequence[float] | None, count: int) -> np.ndarra
         if not (math.isfinite(w) and w > 0):
             raise ValueError(f"weights[{i}] = {w!r}: a weight must be a finite number above 0")
     values = np.asarray(weights, dtype=np.float64)
-    return values / values.sum()
+    # each in (0, 1], the largest 1: the sum lies in [1, count], far from overflow
+    scaled = values / values.max()
+    shares = scaled / math.fsum(scaled)
+    largest = int(values.argmax())
+    for i, share in enumerate(shares):
+        # a share that is 0 (or subnormal) in float32 would drop that model from every step
+        # unseen, and 0 * -inf log-probabilities would be NaN
+        if not share.astype(np.float32) >= np.finfo(np.float32).tiny:
+            raise ValueError(
+                f"weights[{i}] = {weights[i]!r} is negligible beside weights[{largest}] = "
+                f"{weights[largest]!r}: its share, {share:.3g}, is below float32's smallest "
+                f"normal number; raise it or leave that model out"
+            )
+    assert math.isclose(math.fsum(shares), 1.0, rel_tol=1e-12), shares
+    return shares
 
 
 def bounding_spec(specs: Sequence[Spec]) -> Spec:
@@ -302,7 +322,8 @@ def ensemble(
 
     Raises:
         EnsembleError: no translator; weights or names not one per translator, or a weight
-            that is not a positive finite number; source or target vocabularies that differ
+            that is not a positive finite number, or one negligible beside the largest (see
+            :func:`normalised_weights`); source or target vocabularies that differ
             (naming the side, the first id whose token differs and the two members), or
             tokenizers that differ (their kind, options or files).
         CapabilityError: a member whose backend decodes with its own search (capability

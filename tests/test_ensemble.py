@@ -3,6 +3,7 @@ an ensemble's step and scores are the weighted mean of its members', members may
 different backends, and models that cannot form one are refused naming why."""
 
 import dataclasses
+import math
 import warnings
 
 import numpy as np
@@ -184,6 +185,23 @@ def test_weights_must_be_one_positive_finite_number_per_model():
     assert ensemble(members, [3, 1]).weights == (0.75, 0.25)
 
 
+def test_weights_whose_sum_overflows_keep_their_shares():
+    """``[1e308, 1e308]`` sum to inf in float64: the shares are still halves, and a weight
+    whose share vanishes in float32 is refused rather than dropped from every step."""
+    members = [_translator("abcd"), _translator("abcd", seed=1)]
+    halves = ensemble(members, [1e308, 1e308])
+    assert halves.weights == (0.5, 0.5)
+    assert halves.hypotheses(["ab"], beam=2, n_best=2) == ensemble(members).hypotheses(
+        ["ab"], beam=2, n_best=2
+    )
+    shares = ensemble(members, [1.5e308, 0.5e308]).weights
+    assert shares == pytest.approx((0.75, 0.25), rel=1e-15) and math.fsum(shares) == 1
+    with pytest.raises(EnsembleError, match=r"weights\[1\] = 1e-300 is negligible beside"):
+        ensemble(members, [1e10, 1e-300])
+    with pytest.raises(EnsembleError, match=r"weights\[0\] = 1e-320 is negligible"):
+        load_ensemble(["unused", "unused"], weights=[1e-320, 1e300])  # before any load
+
+
 def test_an_engine_with_its_own_search_cannot_join(monkeypatch):
     numpy = get_backend("numpy")
     engine = dataclasses.replace(numpy, name="engine", capabilities=numpy.capabilities | {"search"})
@@ -256,6 +274,11 @@ def test_the_command_line_decodes_with_an_ensemble(models, capsys):
         for rank, h in enumerate(hyps, start=1)
     )
     assert weighted != alone
+    # weights whose sum overflows weigh as their shares do: equal here
+    equal = _translate(capsys, "--model", a, "--model", b, *beam)
+    assert _translate(capsys, "--model", a, "--model", b, "--weights", "1e308,1e308", *beam) == (
+        equal
+    )
     assert main(["evaluate", "--model", str(a), "--model", str(b), "--data", "digits"]) == 0
     assert "exact match" in capsys.readouterr().out
 
