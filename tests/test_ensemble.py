@@ -292,10 +292,18 @@ def test_the_command_line_refuses_flags_that_do_not_fit(models, tmp_path, capsys
     ]:
         assert main(["translate", *map(str, args), "1"]) == 2
         assert message in capsys.readouterr().err
-    for weights in ("1,0", "1,x", "1,inf"):
+    for weights, why in [
+        ("1,0", "weight 2, '0': a weight must be a finite number above 0"),
+        ("1,x", "weight 2, 'x', is not a number"),
+        ("1,inf", "weight 2, 'inf': a weight must be"),
+        # a value that looks like a flag to argparse, which would expect one argument
+        ("-1,2", "weight 1, '-1': a weight must be a finite number above 0"),
+        ("-.5", "weight 1, '-.5': a weight must be"),
+    ]:
         with pytest.raises(SystemExit) as exc:
             main(["translate", "--model", str(a), "--model", str(b), "--weights", weights, "1"])
-        assert exc.value.code == 2 and "argument --weights" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and f"argument --weights: {weights!r}: {why}" in err, err
     other = tmp_path / "words"
     data = tmp_path / "pairs.tsv"
     data.write_text("ab\tba\nba\tab\n", encoding="utf-8")

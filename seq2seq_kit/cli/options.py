@@ -4,6 +4,7 @@ one flag per config key, checked by the key's own rules, each given at most once
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -232,12 +233,18 @@ class _OnceBool(argparse.BooleanOptionalAction):
 
 class _Parser(argparse.ArgumentParser):
     """Unknown or mistyped flags are reported with the usage of the subcommand they were
-    given to, not the top-level one; a value flag may be given once."""
+    given to, not the top-level one; a value flag may be given once; an argument that
+    starts with a minus sign and a digit is a value, not a flag."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.register("action", None, _Once)
         self.register("action", "store", _Once)
+        # argparse takes only "-1" and "-1.5" for negative numbers, so "--weights -1,2" or
+        # "--length-penalty -1e3" ended as "expected one argument" before the flag's own
+        # check could name the value; no flag here starts with a digit, so such an argument
+        # is a value
+        self._negative_number_matcher = re.compile(r"^-\.?\d.*$")
 
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
         parsed, extras = self.parse_known_args(args, namespace)
