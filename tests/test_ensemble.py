@@ -163,6 +163,52 @@ def test_different_vocabularies_are_refused_naming_the_first_difference():
         ensemble([base, _translator("abcd", tokenizer="word")], names=["A", "B"])
 
 
+def test_tokenizers_are_compared_by_how_they_split_text(tmp_path):
+    """Options that only shaped the vocabulary (``word``'s ``min_frequency``, ``max_size``)
+    or the training (SentencePiece's) do not refuse an ensemble whose vocabularies and
+    tokenizer files are equal; those that change the pieces do, and so do other files."""
+    pytest.importorskip("sentencepiece")
+    from seq2seq_kit.importers.marian.tokenizer import MarianSentencePiece
+    from seq2seq_kit.tokenizers import (
+        SentencePieceOptions,
+        SentencePieceTokenizer,
+        WordOptions,
+        WordTokenizer,
+    )
+
+    def word(**options):
+        return WordTokenizer(WordOptions(**options))
+
+    words = ("one", "three", "two")
+    loose = word(min_frequency=2, max_size=50000)
+    ensemble([_translator(words, word(min_frequency=2)), _translator(words, loose)])
+    texts = ["one two three", "three two one", "two two", "one one three"] * 5
+    trained = SentencePieceTokenizer(SentencePieceOptions(vocab_size=12))
+    trained.train(texts)
+    pieces = Vocabulary.build(texts, trained).tokens
+    [name] = trained.save(tmp_path, "")
+    again = SentencePieceTokenizer(
+        SentencePieceOptions(vocab_size=8000, seed_sentencepiece_size=100), tmp_path / name
+    )
+    assert again.encode("one two") == trained.encode("one two")
+    ensemble([_translator(pieces, trained), _translator(pieces, again)])
+    other = SentencePieceTokenizer(SentencePieceOptions(vocab_size=12, model_type="bpe"))
+    other.train(texts)
+    with pytest.raises(EnsembleError, match="'sentencepiece' from different files"):
+        ensemble([_translator(pieces, trained), _translator(pieces, other)])
+    proto = (tmp_path / name).read_bytes()
+    ended = [_translator(pieces, MarianSentencePiece(proto, end)) for end in (True, False)]
+    with pytest.raises(EnsembleError, match="'marian' splits text with options"):
+        ensemble(ended)
+
+    class Plugin(WordTokenizer):  # a tokenizer that does not say which options split
+        name = "plugin"
+        splitting_options = None
+
+    with pytest.raises(EnsembleError, match="'plugin' splits text with options"):
+        ensemble([_translator(words, Plugin(WordOptions(max_size=n))) for n in (8, 9)])
+
+
 def test_the_target_side_is_checked_too():
     base = _translator("abcd")
     other = _translator("abcd")
