@@ -183,11 +183,17 @@ _NOT_ONE_MODEL = (
 
 
 def normalised_weights(weights: Sequence[float] | None, count: int) -> np.ndarray:
-    """float64 [count]: ``weights`` divided by their sum (None: equal weights).
+    """float64 [count]: ``weights`` divided by their sum (None: equal weights), each finite
+    and above 0 in float32 too (the precision :class:`EnsembleModel` steps in), summing to 1.
+
+    The weights are divided by the largest before they are summed, so that weights whose
+    sum overflows (``[1e308, 1e308]``) still give their shares (``[0.5, 0.5]``) rather than
+    ``inf`` and then zeros.
 
     Raises:
-        ValueError: not ``count`` weights, or one that is not a positive finite number
-            (naming its position).
+        ValueError: not ``count`` weights, one that is not a positive finite number, or one
+            so small beside the largest that its share rounds to 0 in float32 (naming its
+            position).
     """
     if weights is None:
         return np.full(count, 1.0 / count)
@@ -200,7 +206,21 @@ def normalised_weights(weights: Sequence[float] | None, count: int) -> np.ndarra
         if not (math.isfinite(w) and w > 0):
             raise ValueError(f"weights[{i}] = {w!r}: a weight must be a finite number above 0")
     values = np.asarray(weights, dtype=np.float64)
-    return values / values.sum()
+    # each in (0, 1], the largest 1: the sum lies in [1, count], far from overflow
+    scaled = values / values.max()
+    shares = scaled / math.fsum(scaled)
+    largest = int(values.argmax())
+    for i, share in enumerate(shares):
+        # a share that is 0 (or subnormal) in float32 would drop that model from every step
+        # unseen, and 0 * -inf log-probabilities would be NaN
+        if not share.astype(np.float32) >= np.finfo(np.float32).tiny:
+            raise ValueError(
+                f"weights[{i}] = {weights[i]!r} is negligible beside weights[{largest}] = "
+                f"{weights[largest]!r}: its share, {share:.3g}, is below float32's smallest "
+                f"normal number; raise it or leave that model out"
+            )
+    assert math.isclose(math.fsum(shares), 1.0, rel_tol=1e-12), shares
+    return shares
 
 
 def bounding_spec(specs: Sequence[Spec]) -> Spec:
@@ -219,7 +239,8 @@ class Ensemble(Translator):
     :class:`EnsembleModel` of other translators' models: it translates, decodes with every
     option and gives attention as one translator does.
 
-    - Vocabularies and tokenizers: the members', equal on each side (checked).
+    - Vocabularies and tokenizers: the first member's; every member's vocabularies are
+      equal on each side and its tokenizers split text alike (checked).
     - Decoding settings: the first member's saved ``[decode]`` table
       (:meth:`decode_config`), as a translator's are its own; its example inputs
       (:attr:`examples`) too. No training record (:attr:`history`, :attr:`validations`
@@ -302,9 +323,11 @@ def ensemble(
 
     Raises:
         EnsembleError: no translator; weights or names not one per translator, or a weight
-            that is not a positive finite number; source or target vocabularies that differ
+            that is not a positive finite number, or one negligible beside the largest (see
+            :func:`normalised_weights`); source or target vocabularies that differ
             (naming the side, the first id whose token differs and the two members), or
-            tokenizers that differ (their kind, options or files).
+            tokenizers that split text differently (their kind, the options that change
+            how they split and join text, or their files: :func:`_tokenizer_identity`).
         CapabilityError: a member whose backend decodes with its own search (capability
             ``search``, CTranslate2's), which has no decoder step to combine.
     """
@@ -396,7 +419,8 @@ def check_members(members: Sequence[Translator], names: Sequence[str]) -> None:
 
 def _same_vocabulary(side: str, a: Vocabulary, b: Vocabulary, name_a: str, name_b: str) -> None:
     """Raises EnsembleError naming the first difference of two vocabularies of ``side``:
-    their tokenizers' kind, options or files, else the first id whose token differs."""
+    their tokenizers' kind, splitting options or files, else the first id whose token
+    differs."""
     where = f"the {side} sides of {name_a} and {name_b}"
     kind_a, options_a, files_a = _tokenizer_identity(a)
     kind_b, options_b, files_b = _tokenizer_identity(b)
@@ -404,7 +428,8 @@ def _same_vocabulary(side: str, a: Vocabulary, b: Vocabulary, name_a: str, name_
         raise EnsembleError(f"{where} differ: tokenizer {kind_a!r} against {kind_b!r}")
     if options_a != options_b:
         raise EnsembleError(
-            f"{where} differ: tokenizer {kind_a!r} with options {options_a} against {options_b}"
+            f"{where} differ: tokenizer {kind_a!r} splits text with options {options_a} "
+            f"against {options_b}"
         )
     if files_a != files_b:
         differing = sorted(set(files_a) ^ set(files_b)) or sorted(
@@ -435,12 +460,18 @@ def _same_vocabulary(side: str, a: Vocabulary, b: Vocabulary, name_a: str, name_
 
 
 def _tokenizer_identity(vocab: Vocabulary) -> tuple[str, dict[str, Any], dict[str, str]]:
-    """A tokenizer's kind, options and the SHA-256 of each file it saves (a trained
-    SentencePiece model), by file name."""
+    """What decides how a tokenizer splits and joins text: its kind, its splitting options
+    (``splitting_options()``, defaults filled in; all its options for a tokenizer without
+    that method) and the SHA-256 of each file it saves (a trained SentencePiece model), by
+    file name. Options that only shaped the vocabulary (``word``'s ``min_frequency`` and
+    ``max_size``) or the training (SentencePiece's ``vocab_size``) are left out: the
+    vocabularies, compared token for token, and the files hold what they decided."""
     tokenizer = vocab.tokenizer
     with tempfile.TemporaryDirectory() as folder:
         names = tokenizer.save(Path(folder), "")
         files = {
             n: hashlib.sha256((Path(folder) / n).read_bytes()).hexdigest() for n in sorted(names)
         }
-    return vocab.tokenizer_name, tokenizer.options(), files
+    splitting = getattr(tokenizer, "splitting_options", None)
+    options = splitting() if splitting is not None else tokenizer.options()
+    return vocab.tokenizer_name, options, files

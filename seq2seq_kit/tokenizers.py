@@ -20,6 +20,12 @@ The contract (a :class:`Tokenizer`):
 - ``options() -> dict``: the JSON-able options to rebuild it, saved in ``model.json``.
 - Optional ``min_frequency`` / ``max_size`` attributes limit the vocabulary built over its
   pieces (rarer pieces become ``<unk>``).
+- Optional ``splitting_options() -> dict``: those of its options, defaults filled in, that
+  change how a trained tokenizer (its saved files given) splits text into pieces and joins
+  them, leaving out those that only shaped its vocabulary or its training. Two tokenizers of
+  one kind with the same splitting options and the same files split every text alike; an
+  ensemble (:mod:`seq2seq_kit.ensemble`) holds its members to that and to equal
+  vocabularies. Without it, every option counts.
 """
 
 from __future__ import annotations
@@ -78,6 +84,9 @@ class _Stateless:
     def options(self) -> dict[str, Any]:
         return {}
 
+    def splitting_options(self) -> dict[str, Any]:
+        return {}
+
 
 class CharTokenizer(_Stateless):
     """Every character is a piece (the seed notebook's one-hot characters)."""
@@ -116,6 +125,11 @@ class WordTokenizer(_Stateless):
 
     def options(self) -> dict[str, Any]:
         return self._options.model_dump(exclude_defaults=True)
+
+    def splitting_options(self) -> dict[str, Any]:
+        """None: ``min_frequency`` and ``max_size`` shape the vocabulary only (a word it
+        lacks is ``<unk>``, which the vocabulary decides)."""
+        return {}
 
 
 class SentencePieceOptions(_Options):
@@ -222,6 +236,11 @@ class SentencePieceTokenizer:
 
     def options(self) -> dict[str, Any]:
         return self._options.model_dump()
+
+    def splitting_options(self) -> dict[str, Any]:
+        """None: every option shaped the training; the trained model (the saved file)
+        alone decides the pieces."""
+        return {}
 
 
 def _options(model: type[_Options], name: str, options: dict[str, Any]) -> Any:

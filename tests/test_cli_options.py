@@ -3,7 +3,9 @@ models), and the hints the CLI prints are true."""
 
 import argparse
 import json
-from typing import get_origin
+from pathlib import Path
+from types import UnionType
+from typing import Union, get_args, get_origin
 
 import pytest
 from pydantic import ValidationError
@@ -98,6 +100,51 @@ def test_a_value_the_config_rejects_is_rejected_as_a_flag(value, model_dir, caps
         assert exc.value.code == 2, (command, flag, value)
         assert f"argument {flag}: " in err and "Traceback" not in err, err
         assert f"usage: seq2seq-kit {command}" in err  # the subcommand's usage
+
+
+WRITTEN = ["true", "false", "never", "1", "2.5", "1e1", "100", "1_0"]
+MISWRITTEN = ["0", "0.0", "-1", "101", "nan", "yes", "no", "on", "off", "t", "n", "True", "1 2"]
+
+
+@pytest.mark.parametrize("text", WRITTEN + MISWRITTEN)
+def test_a_boolean_or_value_flag_reads_what_a_config_file_reads(text, capsys):
+    """``--early-stopping`` (true, false, never or a number): the flag takes a text exactly
+    when the config file takes it written there (as a TOML value, else a TOML string), with
+    the same value (``1`` the number, not true), and refuses it otherwise with the config's
+    message (``0`` is not false)."""
+    import tomllib
+
+    from seq2seq_kit.config import Config
+
+    try:
+        written = tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        written = text
+
+    def boolean_or_value(section, key):
+        for model in section_models(section):
+            annotation = model.model_fields[key].annotation if key in model.model_fields else None
+            if get_origin(annotation) in (Union, UnionType) and bool in get_args(annotation):
+                return True
+        return False
+
+    flags = [(c, f, s, k) for c, f, s, k in _config_flags() if boolean_or_value(s, k)]
+    assert ("translate", "--early-stopping", "decode", "early_stopping") in flags
+    for command, flag, section, key in flags:
+        try:
+            expected = getattr(Config.model_validate({section: {key: written}}), section)
+        except ValidationError as exc:
+            expected, why = None, exc.errors()[0]["msg"]
+        args = [command, *_required_args(command, Path("m")), f"{flag}={text}"]
+        if expected is None:
+            with pytest.raises(SystemExit) as exit_:
+                parser().parse_args(args)
+            err = capsys.readouterr().err
+            assert exit_.value.code == 2 and f"argument {flag}: {text!r}: {why}" in err, err
+        else:
+            value = vars(parser().parse_args(args))[f"{section}.{key}"]
+            assert value == getattr(expected, key) and type(value) is type(getattr(expected, key))
+    assert (text in WRITTEN) == (expected is not None)
 
 
 def test_the_issue_examples_exit_2_naming_the_option(model_dir, capsys):

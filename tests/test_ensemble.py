@@ -3,6 +3,7 @@ an ensemble's step and scores are the weighted mean of its members', members may
 different backends, and models that cannot form one are refused naming why."""
 
 import dataclasses
+import math
 import warnings
 
 import numpy as np
@@ -162,6 +163,52 @@ def test_different_vocabularies_are_refused_naming_the_first_difference():
         ensemble([base, _translator("abcd", tokenizer="word")], names=["A", "B"])
 
 
+def test_tokenizers_are_compared_by_how_they_split_text(tmp_path):
+    """Options that only shaped the vocabulary (``word``'s ``min_frequency``, ``max_size``)
+    or the training (SentencePiece's) do not refuse an ensemble whose vocabularies and
+    tokenizer files are equal; those that change the pieces do, and so do other files."""
+    pytest.importorskip("sentencepiece")
+    from seq2seq_kit.importers.marian.tokenizer import MarianSentencePiece
+    from seq2seq_kit.tokenizers import (
+        SentencePieceOptions,
+        SentencePieceTokenizer,
+        WordOptions,
+        WordTokenizer,
+    )
+
+    def word(**options):
+        return WordTokenizer(WordOptions(**options))
+
+    words = ("one", "three", "two")
+    loose = word(min_frequency=2, max_size=50000)
+    ensemble([_translator(words, word(min_frequency=2)), _translator(words, loose)])
+    texts = ["one two three", "three two one", "two two", "one one three"] * 5
+    trained = SentencePieceTokenizer(SentencePieceOptions(vocab_size=12))
+    trained.train(texts)
+    pieces = Vocabulary.build(texts, trained).tokens
+    [name] = trained.save(tmp_path, "")
+    again = SentencePieceTokenizer(
+        SentencePieceOptions(vocab_size=8000, seed_sentencepiece_size=100), tmp_path / name
+    )
+    assert again.encode("one two") == trained.encode("one two")
+    ensemble([_translator(pieces, trained), _translator(pieces, again)])
+    other = SentencePieceTokenizer(SentencePieceOptions(vocab_size=12, model_type="bpe"))
+    other.train(texts)
+    with pytest.raises(EnsembleError, match="'sentencepiece' from different files"):
+        ensemble([_translator(pieces, trained), _translator(pieces, other)])
+    proto = (tmp_path / name).read_bytes()
+    ended = [_translator(pieces, MarianSentencePiece(proto, end)) for end in (True, False)]
+    with pytest.raises(EnsembleError, match="'marian' splits text with options"):
+        ensemble(ended)
+
+    class Plugin(WordTokenizer):  # a tokenizer that does not say which options split
+        name = "plugin"
+        splitting_options = None
+
+    with pytest.raises(EnsembleError, match="'plugin' splits text with options"):
+        ensemble([_translator(words, Plugin(WordOptions(max_size=n))) for n in (8, 9)])
+
+
 def test_the_target_side_is_checked_too():
     base = _translator("abcd")
     other = _translator("abcd")
@@ -182,6 +229,23 @@ def test_weights_must_be_one_positive_finite_number_per_model():
         with pytest.raises(EnsembleError, match=message):
             ensemble(members, weights)
     assert ensemble(members, [3, 1]).weights == (0.75, 0.25)
+
+
+def test_weights_whose_sum_overflows_keep_their_shares():
+    """``[1e308, 1e308]`` sum to inf in float64: the shares are still halves, and a weight
+    whose share vanishes in float32 is refused rather than dropped from every step."""
+    members = [_translator("abcd"), _translator("abcd", seed=1)]
+    halves = ensemble(members, [1e308, 1e308])
+    assert halves.weights == (0.5, 0.5)
+    assert halves.hypotheses(["ab"], beam=2, n_best=2) == ensemble(members).hypotheses(
+        ["ab"], beam=2, n_best=2
+    )
+    shares = ensemble(members, [1.5e308, 0.5e308]).weights
+    assert shares == pytest.approx((0.75, 0.25), rel=1e-15) and math.fsum(shares) == 1
+    with pytest.raises(EnsembleError, match=r"weights\[1\] = 1e-300 is negligible beside"):
+        ensemble(members, [1e10, 1e-300])
+    with pytest.raises(EnsembleError, match=r"weights\[0\] = 1e-320 is negligible"):
+        load_ensemble(["unused", "unused"], weights=[1e-320, 1e300])  # before any load
 
 
 def test_an_engine_with_its_own_search_cannot_join(monkeypatch):
@@ -256,6 +320,11 @@ def test_the_command_line_decodes_with_an_ensemble(models, capsys):
         for rank, h in enumerate(hyps, start=1)
     )
     assert weighted != alone
+    # weights whose sum overflows weigh as their shares do: equal here
+    equal = _translate(capsys, "--model", a, "--model", b, *beam)
+    assert _translate(capsys, "--model", a, "--model", b, "--weights", "1e308,1e308", *beam) == (
+        equal
+    )
     assert main(["evaluate", "--model", str(a), "--model", str(b), "--data", "digits"]) == 0
     assert "exact match" in capsys.readouterr().out
 
@@ -269,10 +338,18 @@ def test_the_command_line_refuses_flags_that_do_not_fit(models, tmp_path, capsys
     ]:
         assert main(["translate", *map(str, args), "1"]) == 2
         assert message in capsys.readouterr().err
-    for weights in ("1,0", "1,x", "1,inf"):
+    for weights, why in [
+        ("1,0", "weight 2, '0': a weight must be a finite number above 0"),
+        ("1,x", "weight 2, 'x', is not a number"),
+        ("1,inf", "weight 2, 'inf': a weight must be"),
+        # a value that looks like a flag to argparse, which would expect one argument
+        ("-1,2", "weight 1, '-1': a weight must be a finite number above 0"),
+        ("-.5", "weight 1, '-.5': a weight must be"),
+    ]:
         with pytest.raises(SystemExit) as exc:
             main(["translate", "--model", str(a), "--model", str(b), "--weights", weights, "1"])
-        assert exc.value.code == 2 and "argument --weights" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and f"argument --weights: {weights!r}: {why}" in err, err
     other = tmp_path / "words"
     data = tmp_path / "pairs.tsv"
     data.write_text("ab\tba\nba\tab\n", encoding="utf-8")

@@ -1,6 +1,7 @@
 """``seq2seq-kit serve`` when a request runs out of memory, and when a model is reloaded
 from its directory (``POST /v1/models/NAME/reload``, SIGHUP) while requests are served."""
 
+import asyncio
 import gc
 import json
 import os
@@ -429,6 +430,174 @@ def test_a_model_given_loaded_cannot_be_reloaded(trained):
     with TestClient(app) as client:
         reply = client.post(RELOAD, headers=JSON)
     assert reply.status_code == 409 and "given to the server loaded" in reply.text
+
+
+class _HeldLoads:
+    """``seq2seq_kit.translator.load`` counted, the first call held until released (a
+    load under way), each call made by ``make(call number, args...)``."""
+
+    def __init__(self, make):
+        self.make, self.calls = make, []
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append(args[0])
+        if len(self.calls) == 1:
+            self.entered.set()
+            assert self.release.wait(30)
+        return self.make(len(self.calls), *args, **kwargs)
+
+    async def entering(self):
+        while not self.entered.is_set():
+            await asyncio.sleep(0.01)
+
+
+def _counted_reloads(models):
+    """The number of calls to ``models.reload`` so far, a list grown by one per call (a
+    call has joined or queued its load when counted: no await comes between)."""
+    calls, reload = [], models.reload
+
+    async def counted(name):
+        calls.append(name)
+        return await reload(name)
+
+    models.reload = counted
+    return calls
+
+
+def test_reloads_asked_during_a_load_merge_into_one_more(monkeypatch, tmp_path):
+    """49 reloads asked while one loads: one more load, after it, whose outcome all 49
+    get (and its refusal alike); a caller that stops waiting does not stop its load."""
+    import seq2seq_kit.translator
+    from seq2seq_kit.errors import CheckpointError
+    from seq2seq_kit.serving.errors import RequestError
+    from seq2seq_kit.serving.models import Models
+
+    class Loaded:  # what a reload reads of a translator
+        backend, quantization = "numpy", None
+
+        def __init__(self, sha):
+            self.weights_sha256 = sha
+
+    failing = set()
+
+    def make(number, *args, **kwargs):
+        if number in failing:
+            raise CheckpointError(f"load {number} damaged")
+        return Loaded(f"load {number}")
+
+    loads = _HeldLoads(make)
+    monkeypatch.setattr(seq2seq_kit.translator, "load", loads)
+    models = Models({"m": Loaded("start")}, {"m": tmp_path})
+    reported = []
+    models.report = lambda name, old, outcome: reported.append(
+        (name, old.weights_sha256, getattr(outcome, "weights_sha256", None) or outcome.status)
+    )
+
+    async def reloads():
+        first = asyncio.create_task(models.reload("m"))
+        await loads.entering()
+        later = [asyncio.create_task(models.reload("m")) for _ in range(49)]
+        await asyncio.sleep(0.05)
+        assert len(loads.calls) == 1  # the 49 wait for the load under way
+        loads.release.set()
+        done = await first, await asyncio.gather(*later)
+        # a refused load: every caller that joined it gets its refusal
+        failing.add(3)
+        refused = await asyncio.gather(
+            *(models.reload("m") for _ in range(5)), return_exceptions=True
+        )
+        # a caller gone (a client that hung up) leaves the load to the others
+        gone, stays = (asyncio.create_task(models.reload("m")) for _ in range(2))
+        await asyncio.sleep(0)  # both asked, one load
+        gone.cancel()
+        stayed = await stays
+        assert gone.cancelled()
+        return done, refused, stayed
+
+    (first, later), refused, stays = asyncio.run(reloads())
+    assert len(loads.calls) == 4
+    pair = lambda old_new: tuple(s.weights_sha256 for s in old_new)  # noqa: E731
+    assert pair(first) == ("start", "load 1")
+    assert {pair(old_new) for old_new in later} == {("load 1", "load 2")}
+    assert all(isinstance(e, RequestError) and e.status == 409 for e in refused)
+    assert "load 3 damaged" in refused[0].message and "keeps serving" in refused[0].message
+    assert pair(stays) == ("load 2", "load 4")
+    # each load reported once, however many reloads it served
+    assert reported == [
+        ("m", "start", "load 1"),
+        ("m", "load 1", "load 2"),
+        ("m", "load 2", 409),
+        ("m", "load 2", "load 4"),
+    ]
+    assert models["m"].weights_sha256 == models.translators["m"].weights_sha256 == "load 4"
+
+
+def test_reload_requests_during_a_load_share_one_more(served_dir, monkeypatch):
+    """``POST .../reload`` twice while a reload loads: one more load, both answered by it."""
+    import seq2seq_kit.translator
+
+    real_load = seq2seq_kit.translator.load
+    loads = _HeldLoads(lambda number, *args, **kwargs: real_load(*args, **kwargs))
+    monkeypatch.setattr(seq2seq_kit.translator, "load", loads)
+    client, _ = _client(served_dir, allow_reload=True)
+    asked = _counted_reloads(client.app.state.models)
+    replies = {}
+
+    def send(name):
+        replies[name] = client.post(RELOAD, headers=JSON)
+
+    with client:
+        first = threading.Thread(target=send, args=("first",))
+        first.start()
+        assert loads.entered.wait(30)
+        later = [threading.Thread(target=send, args=(name,)) for name in ("second", "third")]
+        for thread in later:
+            thread.start()
+        _until(lambda: len(asked) == 3)
+        loads.release.set()
+        for thread in (first, *later):
+            thread.join()
+    assert len(loads.calls) == 2
+    bodies = {name: reply.json() for name, reply in replies.items()}
+    assert all(reply.status_code == 200 for reply in replies.values()), bodies
+    assert bodies["second"] == bodies["third"]
+    assert bodies["second"]["previous"]["loaded_at"] == bodies["first"]["loaded_at"]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this system")
+def test_a_burst_of_sighups_loads_each_model_at_most_twice(retrained, monkeypatch, capsys):
+    """50 SIGHUPs, 49 of them while the first reload loads: one more load, not 49."""
+    import seq2seq_kit.translator
+
+    real_load = seq2seq_kit.translator.load
+    loads = _HeldLoads(lambda number, *args, **kwargs: real_load(*args, **kwargs))
+    monkeypatch.setattr(seq2seq_kit.translator, "load", loads)
+    app = create_app(
+        {"default": real_load(retrained)}, sources={"default": retrained}, reload_on_sighup=True
+    )
+    asked = _counted_reloads(app.state.models)
+
+    async def burst():
+        async with app.router.lifespan_context(app):  # the handler of SIGHUP, as served
+            os.kill(os.getpid(), signal.SIGHUP)
+            await loads.entering()
+            for _ in range(49):
+                os.kill(os.getpid(), signal.SIGHUP)
+                await asyncio.sleep(0)
+            while len(asked) < 50:  # every signal handled
+                await asyncio.sleep(0.01)
+            loads.release.set()
+            counted = -1
+            while counted != len(loads.calls):  # until no load follows
+                counted = len(loads.calls)
+                await asyncio.sleep(0.5)
+
+    asyncio.run(burst())
+    assert len(loads.calls) == 2
+    out = capsys.readouterr().out
+    assert out.count("SIGHUP: reloading default") == 50
+    assert out.count("reloaded model 'default'") == 2 and "(unchanged)" in out
 
 
 def test_reload_during_32_concurrent_requests_loses_none_and_sighup_reloads(

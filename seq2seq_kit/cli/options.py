@@ -4,6 +4,7 @@ one flag per config key, checked by the key's own rules, each given at most once
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -43,7 +44,10 @@ def _field_checker(field: Any, key: str) -> Callable[[str], Any]:
     The field alone is checked: rules across keys (num_heads divides d_model) wait for the
     whole config, where the flags' values meet. A list key takes its items separated by
     commas, spaces around each trimmed (``--freeze encoder,embeddings``; ``""`` is the empty
-    list; a value with no item left, such as ``" "``, is refused)."""
+    list; a value with no item left, such as ``" "``, is refused). A key that is a boolean or
+    something else (``decode.early_stopping``: true, false, ``never`` or a number) takes the
+    values a config file writes: ``true``, ``false``, a number, a word (:func:`_written`),
+    not the other spellings pydantic reads as booleans from text (``0``, ``yes``, ``off``)."""
     from typing import Annotated, get_origin
 
     from pydantic import TypeAdapter, ValidationError
@@ -52,9 +56,13 @@ def _field_checker(field: Any, key: str) -> Callable[[str], Any]:
 
     adapter = TypeAdapter(Annotated[field.annotation, field], config=Config.model_config)
     listed = get_origin(field.annotation) is list
+    boolean_or_value = _boolean_or_value(field.annotation)
 
     def check(text: str) -> Any:
         try:
+            if boolean_or_value:
+                # strict, as a config file's value: 0 is a number, "yes" a word
+                return adapter.validate_python(_written(text))
             if listed:
                 items = [p.strip() for p in text.split(",") if p.strip()]
                 if text and not items:  # " ": an item the trimming would drop unseen
@@ -70,6 +78,28 @@ def _field_checker(field: Any, key: str) -> Callable[[str], Any]:
 
     check.__name__ = key  # argparse names the type in some messages
     return check
+
+
+def _boolean_or_value(annotation: Any) -> bool:
+    """Whether a key's type is a union of ``bool`` with other types."""
+    import types
+    from typing import Union, get_args, get_origin
+
+    return get_origin(annotation) in (Union, types.UnionType) and bool in get_args(annotation)
+
+
+def _written(text: str) -> Any:
+    """A flag's text as a config file would hold the value: ``true`` and ``false`` the
+    booleans, a number an ``int`` or a ``float`` (``0`` is the number 0, not false), any
+    other text a string (``never``; ``yes`` and ``off`` too, which no boolean key takes)."""
+    if text in ("true", "false"):
+        return text == "true"
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _add_config_flags(
@@ -144,14 +174,13 @@ def _add_quantization(p: argparse.ArgumentParser, what: str) -> None:
 def _metavar(section: str, key: str, annotation: Any) -> str:
     """The placeholder of a key's flag in the help: DIR, FILE, N, X, A,B (a list), the forms of a
     boolean that also takes names and numbers ({true,false,never,X}) or VALUE."""
-    import types
-    from typing import Annotated, Union, get_args, get_origin
+    from typing import Annotated, get_args, get_origin
 
     if (section, key) in _DIRECTORY_KEYS:
         return "DIR"
     if (section, key) in _FILE_KEYS:
         return "FILE"
-    if get_origin(annotation) in (Union, types.UnionType) and bool in get_args(annotation):
+    if _boolean_or_value(annotation):
         forms = [get_args(a)[0] if get_origin(a) is Annotated else a for a in get_args(annotation)]
         words = ["true", "false", *(w for a in forms for w in _literal(a))]
         words += ["X"] if float in forms else []
@@ -232,12 +261,18 @@ class _OnceBool(argparse.BooleanOptionalAction):
 
 class _Parser(argparse.ArgumentParser):
     """Unknown or mistyped flags are reported with the usage of the subcommand they were
-    given to, not the top-level one; a value flag may be given once."""
+    given to, not the top-level one; a value flag may be given once; an argument that
+    starts with a minus sign and a digit is a value, not a flag."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.register("action", None, _Once)
         self.register("action", "store", _Once)
+        # argparse takes only "-1" and "-1.5" for negative numbers, so "--weights -1,2" or
+        # "--length-penalty -1e3" ended as "expected one argument" before the flag's own
+        # check could name the value; no flag here starts with a digit, so such an argument
+        # is a value
+        self._negative_number_matcher = re.compile(r"^-\.?\d.*$")
 
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
         parsed, extras = self.parse_known_args(args, namespace)

@@ -95,6 +95,7 @@ class _Api:
 
     def __init__(self, models: Models, settings: ServeConfig, reload_on_sighup: bool):
         self.models, self.settings = models, settings
+        models.report = self._reported
         self.reload_on_sighup = reload_on_sighup
         self.default_model = models.names()[0]
         # one batcher per name, whichever model serves it: a request carries its model
@@ -164,33 +165,32 @@ class _Api:
 
     async def reload_all(self, reason: str) -> None:
         """Reload every model loaded from a directory, one after the other (one extra
-        model in memory at a time), reporting each on standard output or error."""
+        model in memory at a time); each load is reported by :meth:`_reported`. A model
+        whose reload another signal or request has queued already joins it
+        (:meth:`Models.reload`), so signals in a burst load each model at most twice."""
         names = self.models.reloadable()
         print(f"{reason}: reloading {', '.join(names) or 'no model'}", flush=True)
         for name in names:
-            # a refusal is reported by _reload, and the old model keeps serving
+            # a refusal is reported by _reported, and the old model keeps serving
             with contextlib.suppress(RequestError):
-                await self._reload(name)
+                await self.models.reload(name)
 
-    async def _reload(self, name: str) -> tuple[Served, Served]:
-        """:meth:`Models.reload`, with the listing and the resolved options worked out
-        again, reported on standard output (done) or error (refused)."""
-        try:
-            old, new = await self.models.reload(name)
-        except RequestError as exc:
-            if exc.status != 404:  # a client's unknown name is no news for the operator
-                print(f"error: reloading model {name!r}: {exc.message}", file=sys.stderr)
-            raise
+    def _reported(self, name: str, old: Served, outcome: Served | RequestError) -> None:
+        """A load of a reload done (:attr:`Models.report`): the listing and the resolved
+        options worked out again, and the load reported on standard output (done) or
+        error (refused), once however many reloads it served."""
+        if isinstance(outcome, RequestError):
+            print(f"error: reloading model {name!r}: {outcome.message}", file=sys.stderr)
+            return
         # the new model's saved [decode] settings are the defaults of its requests
         self.resolved.clear()
         self.listing = self._listing()
-        changed = "" if old.weights_sha256 != new.weights_sha256 else " (unchanged)"
+        changed = "" if old.weights_sha256 != outcome.weights_sha256 else " (unchanged)"
         print(
-            f"reloaded model {name!r} from {new.source}: weights SHA-256 {new.weights_sha256}"
-            f"{changed}, was {old.weights_sha256}",
+            f"reloaded model {name!r} from {outcome.source}: weights SHA-256 "
+            f"{outcome.weights_sha256}{changed}, was {old.weights_sha256}",
             flush=True,
         )
-        return old, new
 
     async def index(self, request: Request) -> Response:
         return HTMLResponse(self.page)
@@ -214,7 +214,7 @@ class _Api:
             body = await _read_body(request, settings.max_body_bytes)
             if body.strip() not in (b"", b"{}"):
                 raise RequestError(422, "a reload takes no options: send no body, or {}")
-            old, new = await self._reload(request.path_params["name"])
+            old, new = await self.models.reload(request.path_params["name"])
         except RequestError as exc:
             return _error(exc)
         return JSONResponse(

@@ -61,6 +61,10 @@ class MarianSentencePiece:
     def options(self) -> dict[str, Any]:
         return {"source_end": True} if self.source_end else {}
 
+    def splitting_options(self) -> dict[str, Any]:
+        """``source_end``, which adds a piece to every text."""
+        return {"source_end": self.source_end}
+
 
 def make_tokenizer(
     options: dict[str, Any], directory: Path | None, prefix: str
