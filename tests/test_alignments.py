@@ -305,3 +305,66 @@ def test_decoded_validation_scores_the_models_own_outputs(two_digits):
     ids = [two_digits.source_vocab.encode(s) for s, _ in pairs]
     search = decoded_validation(config, two_digits, pairs, ids).search
     assert not search.aligns and not search.controls.unk
+
+
+class _Peaked:
+    """A decoder whose attention at step ``t`` of row ``k`` peaks at a position drawn from
+    its fed token and ``t`` (ties and padding included): what the alignment reads, without
+    a network. Its log-probabilities are never read by the forced pass."""
+
+    def __init__(self, width: int):
+        self.width = width
+
+    def encode(self, src_ids, src_lengths):
+        return (np.asarray(src_lengths), 0, None)
+
+    def step(self, prev_ids, state):
+        lengths, t, _ = state
+        return np.zeros((len(prev_ids), 1), np.float32), (lengths, t + 1, np.asarray(prev_ids))
+
+    def attention(self, state):
+        lengths, t, fed = state
+        weights = np.zeros((len(lengths), self.width), np.float32)
+        for k, n in enumerate(lengths):
+            weights[k, (int(fed[k]) * 7 + t * 3) % n] = 1.0
+            weights[k, (int(fed[k]) + t) % n] = 1.0  # a tie: the lower position wins
+            weights[k, n:] = 2.0  # past the source: never chosen
+        return weights
+
+
+def test_alignments_hold_one_int_per_output_token_in_memory():
+    """The forced pass keeps each step's argmax, never a hypothesis's weights [outputs,
+    sources]: here these would take 80 x 201 x 1000 float32 (64 MB); the alignments, read
+    in chunks of hypotheses, equal the argmax of the full weights."""
+    import tracemalloc
+
+    from seq2seq_kit.alignment import align
+    from seq2seq_kit.decoding import forced_attention
+
+    rng = np.random.default_rng(0)
+    width, rows = 1000, 16
+    lengths = rng.integers(1, width + 1, size=rows).astype(np.int32)
+    lengths[0] = width
+    src = np.full((rows, width), 4, np.int32)
+    found = [
+        [
+            Hypothesis("", tuple(int(i) for i in rng.integers(4, 30, size=n)), 0.0, bool(n % 2))
+            for n in rng.integers(0, 201, size=5)
+        ]
+        for _ in range(rows)
+    ]
+    found[0][0] = Hypothesis("", tuple(range(4, 204)), 0.0, False)
+    model = _Peaked(width)
+    tracemalloc.start()
+    try:
+        aligned = align(model, src, lengths, found, 1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak / 2**20:.1f} MiB held while aligning"
+    for row, hyps in enumerate(found):
+        index = [row] * len(hyps)
+        weights = forced_attention(model, src[index], lengths[index], hyps, 1)
+        for hyp, got, w in zip(hyps, aligned[row], weights, strict=True):
+            assert got.alignment == argmax_alignment(w, len(hyp.ids), int(lengths[row]))
+            assert got.ids == hyp.ids and got.alignment is not None
