@@ -47,7 +47,7 @@ from .searches import (
     search,
 )
 from .spec import Spec, max_source_tokens
-from .vocab import SPECIALS, Vocabulary, pad
+from .vocab import EOS, SPECIALS, UNK, Vocabulary, pad
 
 if TYPE_CHECKING:
     from .config import DecodeConfig
@@ -214,7 +214,7 @@ def plan(
         controls=OutputControls(
             min_length=options.min_length,
             no_repeat_ngram_size=options.no_repeat_ngram_size,
-            banned_ids=_banned_ids(options.banned_tokens, vocab),
+            banned_ids=_banned_ids(options.banned_tokens, vocab, options.replace_unk),
             unk=options.replace_unk,
         ),
         takes_prefix=not engine or "prefix" in capabilities,
@@ -266,12 +266,15 @@ def _options_asked(options: DecodeConfig) -> list[str]:
     return [name for name, set_ in asked.items() if set_]
 
 
-def _banned_ids(tokens: Sequence[str], vocab: Vocabulary | None) -> tuple[int, ...]:
-    """The target ids of ``tokens`` (sorted, distinct).
+def _banned_ids(
+    tokens: Sequence[str], vocab: Vocabulary | None, replace_unk: bool = False
+) -> tuple[int, ...]:
+    """The target ids of ``tokens`` (sorted, distinct), for a search that outputs UNK
+    only with ``replace_unk``.
 
     Raises:
-        OptionError: a token ``vocab`` lacks or a special (naming ``banned_tokens[i]``), or
-            every data token banned.
+        OptionError: a token ``vocab`` lacks or a special (naming ``banned_tokens[i]`` and
+            why it cannot be banned), or every data token banned.
         ValueError: tokens without a ``vocab`` to find them in.
     """
     if not tokens:
@@ -283,12 +286,7 @@ def _banned_ids(tokens: Sequence[str], vocab: Vocabulary | None) -> tuple[int, .
         where = f"banned_tokens[{i}]"
         named = f"{option('decode.banned_tokens', None)}: {token!r}"
         if token in SPECIALS:
-            raise OptionError(
-                f"{named} is a special token: PAD, BOS and UNK are never output, and EOS ends "
-                f"every output (to make outputs longer, set "
-                f"{option('decode.min_length', None)})",
-                where,
-            )
+            raise OptionError(f"{named} is a special token: {_special(token, replace_unk)}", where)
         if token not in vocab:
             raise OptionError(
                 f"{named} is not a token of the model's target vocabulary "
@@ -303,6 +301,26 @@ def _banned_ids(tokens: Sequence[str], vocab: Vocabulary | None) -> tuple[int, .
             "banned_tokens",
         )
     return tuple(sorted(ids))
+
+
+def _special(token: str, replace_unk: bool) -> str:
+    """Why special ``token`` is no token to ban, for a search that outputs UNK only with
+    ``replace_unk``."""
+    replace_unk_option = option("decode.replace_unk", None)
+    if token == SPECIALS[EOS]:
+        return (
+            f"EOS ends every output (to make outputs longer, set "
+            f"{option('decode.min_length', None)})"
+        )
+    if token != SPECIALS[UNK]:
+        return "PAD and BOS are never output"
+    if replace_unk:
+        return (
+            f"{replace_unk_option} lets the model output UNK, each replaced by the source "
+            f"token it is aligned to; to keep UNK out of the outputs, turn "
+            f"{replace_unk_option} off"
+        )
+    return f"UNK is never output unless {replace_unk_option} is on"
 
 
 def encode_prefixes(

@@ -368,3 +368,19 @@ def test_alignments_hold_one_int_per_output_token_in_memory():
         for hyp, got, w in zip(hyps, aligned[row], weights, strict=True):
             assert got.alignment == argmax_alignment(w, len(hyp.ids), int(lengths[row]))
             assert got.ids == hyp.ids and got.alignment is not None
+
+
+def test_banning_unk_is_explained_with_and_without_replace_unk():
+    vocab = Vocabulary(tuple("ab"), "char")
+    reasons = {}
+    for replace_unk in (False, True):
+        options = DecodeConfig(banned_tokens=["a", "<unk>"], replace_unk=replace_unk)
+        with pytest.raises(OptionError) as info:
+            plan(options, 10, {"beam"}, "numpy", vocab, attention=True)
+        assert info.value.option == "banned_tokens[1]"
+        reasons[replace_unk] = str(info.value)
+    assert "UNK is never output unless decode.replace_unk is on" in reasons[False]
+    # with replace_unk the model outputs UNK: the refusal says so, and how to keep it out
+    assert "never output" not in reasons[True]
+    assert "decode.replace_unk lets the model output UNK" in reasons[True]
+    assert "turn decode.replace_unk off" in reasons[True]

@@ -882,6 +882,29 @@ def test_alignments_per_hypothesis_equal_in_process(client, models):
         assert wrong.status_code == 422 and wrong.json()["error"]["field"] == field
 
 
+def test_refusals_name_the_request_fields_within_the_command(models):
+    """``seq2seq-kit serve`` runs the server within the command line's context, where the
+    core names options by their flags; a reply names the request's JSON fields."""
+    from seq2seq_kit.cli.options import _flag_of
+    from seq2seq_kit.errors import flags
+    from seq2seq_kit.serving.errors import RequestError
+    from seq2seq_kit.serving.requests import parse_body, prepare
+
+    asked = [
+        ({"model": "plain", "alignments": True}, "alignments", "no attention"),
+        ({"model": "plain", "replace_unk": True}, "replace_unk", "no attention"),
+        ({"banned_tokens": ["<unk>"]}, "banned_tokens[0]", "unless replace_unk is on"),
+        ({"banned_tokens": ["</s>"]}, "banned_tokens[0]", "set min_length"),
+    ]
+    with flags(_flag_of):
+        for body, field, reason in asked:
+            raw = json.dumps({"texts": ["3"], **body}).encode()
+            with pytest.raises(RequestError) as info:
+                prepare(parse_body(raw), models, ServeConfig(), "default")
+            assert info.value.status == 422 and info.value.field == field
+            assert reason in info.value.message and "--" not in info.value.message
+
+
 def test_replace_unk_from_the_models_settings_and_per_request(tmp_path):
     from aligned_tasks import named_pairs, train_named
 

@@ -96,7 +96,7 @@ def test_requests_with_and_without_constraints_decode_together(translator):
         ({"texts": ["a"], "constraints": [[""]]}, 422, "constraints[0][0]", ["no target token"]),
         ({"texts": [" "], "constraints": [["a"]]}, 422, "constraints[0]", ["blank"]),
         ({"texts": ["a"], "constraints": [["a"]], "sampling": True}, 422, "sampling",
-         ["decode.sampling"]),
+         ["but sampling draws"]),  # the request's field, not the config key
         ({"texts": ["a"], "constraints": ["a"]}, 422, "constraints[0]", ["list"]),
     ],
 )  # fmt: skip

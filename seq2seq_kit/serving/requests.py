@@ -26,6 +26,7 @@ from ..errors import (
     PrefixError,
     UnknownTokenError,
     describe_token,
+    flags,
 )
 from .errors import RequestError
 
@@ -217,7 +218,8 @@ def prepare(
             text longer than the model can encode, a prefix that cannot be forced
             (naming ``prefix[i]``), or a constraint that cannot be held (naming
             ``constraints[i][j]``; ``constraints`` over ``max_constraints`` for a text,
-            413 for a phrase over ``max_text_chars``).
+            413 for a phrase over ``max_text_chars``). Options are named by their JSON
+            fields (:func:`request_field`).
     """
     name = default_model if body.model is None else body.model
     if name not in models:
@@ -225,13 +227,16 @@ def prepare(
         raise RequestError(404, f"no model named {name!r}; this server has {have}", "model")
     translator = models[name]
     _check_limits(body, limits)
-    options, max_length = _resolve_cached(body, name, translator, limits, resolved)
-    if body.attention:
-        _check_attention(name, translator)
-    search = _plan(options, max_length, translator)
-    ids = encode(body.texts, translator, options.unknown)
-    prefix_ids = _encode_prefixes(body.prefix, ids, translator, search)
-    constraint_ids = _encode_constraints(body.constraints, ids, translator, search)
+    # the core's messages name the request's JSON fields, not the command line's flags
+    # (a server started by `seq2seq-kit serve` runs within the command's context)
+    with flags(request_field):
+        options, max_length = _resolve_cached(body, name, translator, limits, resolved)
+        if body.attention:
+            _check_attention(name, translator)
+        search = _plan(options, max_length, translator)
+        ids = encode(body.texts, translator, options.unknown)
+        prefix_ids = _encode_prefixes(body.prefix, ids, translator, search)
+        constraint_ids = _encode_constraints(body.constraints, ids, translator, search)
     if body.attention:
         _check_attention_size(ids, search, limits.max_attention_weights)
     return TranslateRequest(
@@ -244,6 +249,14 @@ def prepare(
         prefix_ids,
         constraint_ids,
     )
+
+
+def request_field(name: str) -> str:
+    """How a reply names option ``name`` (:func:`seq2seq_kit.errors.option`): a
+    ``[decode]`` key a request sets as its JSON field (``decode.n_best``: ``n_best``);
+    any other as its config key, a setting of the model's or the server's."""
+    section, _, key = name.rpartition(".")
+    return key if section == "decode" and key in DECODE_KEYS else name
 
 
 def _check_chars(name: str, strings: list[str], limit: int) -> None:
