@@ -300,5 +300,11 @@ def _averaged(paths: list[tuple[Path, str | None]], by: str, model: Path | None)
         ],
     }
     return Checkpoint(
-        ckpt.spec, ckpt.source_vocab, ckpt.target_vocab, weights, ckpt.max_length, meta
+        ckpt.spec,
+        ckpt.source_vocab,
+        ckpt.target_vocab,
+        weights,
+        ckpt.max_length,
+        meta,
+        phrase_table=ckpt.phrase_table,
     )

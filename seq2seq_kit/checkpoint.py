@@ -2,7 +2,9 @@
 
 ``model.json`` holds the format version, the model spec, both vocabularies, decoding
 defaults and training metadata, the SHA-256 of every file the model reads (weights, further
-tensor files, tokenizer files) and, in ``fields_sha256``, of each of its own fields
+tensor files, tokenizer files, the phrase table of ``[decode] replace_unk_table``, copied
+into the directory as :data:`PHRASE_TABLE_FILE` so that the directory is whole wherever it
+is moved) and, in ``fields_sha256``, of each of its own fields
 (:mod:`seq2seq_kit.integrity`), so that a truncated file or an edited vocabulary, spec or
 setting is caught before use. Weights are safetensors: loading parses a header and copies
 arrays, it never unpickles or executes anything.
@@ -33,8 +35,9 @@ from typing import Any
 import numpy as np
 
 from . import atomic
-from .errors import CheckpointError, option
+from .errors import CheckpointError, DataError, option
 from .integrity import DIGESTS, changed_fields, file_sha256, manifest_of, read_manifest, seal
+from .phrase_table import PhraseTable, read_phrase_table
 from .run_record import check_meta
 from .section import MAX_LENGTH
 from .spec import Spec, spec_from_dict
@@ -54,6 +57,9 @@ READ_ATTEMPTS = 4
 OWN_FILES = frozenset(
     {MODEL_FILE, WEIGHTS_FILE, "last.safetensors", "optimizer.safetensors", "best.safetensors"}
 )
+#: The model directory's copy of the phrase table of ``[decode] replace_unk_table``, the
+#: name its saved ``[decode]`` table records (``model.json``'s ``phrase_table`` lists it).
+PHRASE_TABLE_FILE = "replace-unk-table.tsv"
 
 
 @dataclass
@@ -71,6 +77,10 @@ class Checkpoint:
     extra: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     #: SHA-256 of ``weights.safetensors`` as loaded (None if not loaded); saves compute it
     weights_sha256: str | None = None
+    #: the phrase table of ``[decode] replace_unk_table`` (None: none), read and checked;
+    #: a save copies its file into the directory as :data:`PHRASE_TABLE_FILE`, checked
+    #: against the SHA-256 it was read with
+    phrase_table: PhraseTable | None = None
 
 
 def non_finite(weights: dict[str, np.ndarray]) -> list[str]:
@@ -189,7 +199,8 @@ def save_checkpoint(
 
     Raises:
         CheckpointError: ``path`` exists and is not a checkpoint directory (it is never
-            overwritten), the weights do not match the spec or are not finite, or writing
+            overwritten), the weights do not match the spec or are not finite, the phrase
+            table's file cannot be read or changed since it was read, or writing
             failed (disk full, no permission: names the path; the previous checkpoint
             stays as it was).
     """
@@ -273,13 +284,16 @@ def remove_model_dir(path: str | os.PathLike[str]) -> bool:
 def _own_files(path: Path) -> set[str]:
     """The files of the checkpoint now in ``path``, which a save may replace or remove: the
     fixed names, and those its ``model.json`` lists (tokenizer files ``source-*`` and
-    ``target-*``, tensor files ``*.safetensors``) when its digests vouch for them."""
+    ``target-*``, tensor files ``*.safetensors``, the phrase table) when its digests vouch
+    for them."""
     names = set(OWN_FILES)
     with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
         doc = sealed_manifest(path)
         if doc is None:
             return names
         names.update(n for n in doc["tokenizer_files"] if n.startswith(("source-", "target-")))
+        if doc.get("phrase_table") is not None:
+            names.add(doc["phrase_table"]["file"])
         listed = [info["file"] for info in doc["extra"].values()] + [doc["weights"]["file"]]
         names.update(n for n in listed if n.endswith(".safetensors"))
     return {name for name in names if atomic.plain_name(name)}
@@ -318,10 +332,41 @@ def _fill(ckpt: Checkpoint, staging: Path) -> None:
         "tokenizer_files": tokenizer_files,
         "meta": ckpt.meta,
     }
+    if ckpt.phrase_table is not None:
+        doc["phrase_table"] = {
+            "file": PHRASE_TABLE_FILE,
+            "sha256": _copy_phrase_table(ckpt.phrase_table, staging / PHRASE_TABLE_FILE),
+        }
     (staging / MODEL_FILE).write_text(
         json.dumps(seal(doc, nested="meta"), indent=2, ensure_ascii=False) + "\n",
         encoding="utf-8",
     )
+
+
+def _copy_phrase_table(table: PhraseTable, to: Path) -> str:
+    """Copy the file ``table`` was read from to ``to``; returns its SHA-256.
+
+    Raises:
+        CheckpointError: the file cannot be read, or it changed since ``table`` was read
+            (its SHA-256 differs): the directory would hold another table than the one
+            checked.
+    """
+    try:
+        shutil.copyfile(table.path, to)
+        sha256 = file_sha256(to)
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise CheckpointError(
+            f"{table.path}: the phrase table (decode.replace_unk_table) cannot be copied "
+            f"into the model directory ({reason})"
+        ) from None
+    if sha256 != table.sha256:
+        raise CheckpointError(
+            f"{table.path}: the phrase table (decode.replace_unk_table) changed since it was "
+            f"read and checked; not saving another table than the one checked (leave the "
+            f"file as it is while the model is saved)"
+        )
+    return sha256
 
 
 def load_checkpoint(
@@ -388,6 +433,8 @@ def _load(path: Path, extra: bool, finite: bool) -> Checkpoint:
             file, sha = _file_entry(path, {"file": name, "sha256": sha})
             _verify(file, sha, model_file)
         source_vocab, target_vocab = _vocabularies(doc, path, model_file)
+        table = doc.get("phrase_table")
+        table_entry = None if table is None else _file_entry(path, table)
         weights_file, expected_sha = _file_entry(path, doc["weights"])
         max_length = doc.get("max_length", 50)
         if type(max_length) is not int or not 1 <= max_length <= MAX_LENGTH:
@@ -406,6 +453,7 @@ def _load(path: Path, extra: bool, finite: bool) -> Checkpoint:
             f"differs from {DIGESTS}); model.json is not for editing: restore the directory "
             f"from a copy, or retrain"
         )
+    phrase_table = None if table_entry is None else _read_phrase_table(*table_entry, model_file)
     weights = _read_verified(weights_file, expected_sha, model_file)
     try:
         check_weights(spec, weights)
@@ -419,7 +467,24 @@ def _load(path: Path, extra: bool, finite: bool) -> Checkpoint:
             f"retrain, e.g. with a smaller learning rate"
         )
     vocabs = source_vocab, target_vocab
-    return Checkpoint(spec, *vocabs, weights, max_length, meta, tensors, expected_sha)
+    return Checkpoint(spec, *vocabs, weights, max_length, meta, tensors, expected_sha, phrase_table)
+
+
+def _read_phrase_table(path: Path, sha256: str, model_file: Path) -> PhraseTable:
+    """The model directory's phrase table at ``path``, checked against ``sha256``.
+
+    Raises:
+        CheckpointError: it is missing, altered or truncated, or breaks the phrase table
+            format (:mod:`seq2seq_kit.phrase_table`: naming its line).
+    """
+    _verify(path, sha256, model_file)
+    try:
+        table = read_phrase_table(path)
+    except DataError as exc:
+        raise CheckpointError(f"the model's phrase table: {exc}") from None
+    if table.sha256 != sha256:  # replaced between the two reads
+        raise CheckpointError(f"{path}: corrupted or truncated (SHA-256 differs from {model_file})")
+    return table
 
 
 def _extra_arrays(

@@ -143,11 +143,15 @@ def plan(
     vocab: Vocabulary | None = None,
     *,
     attention: bool = False,
+    phrase_table: PhraseTable | None = None,
 ) -> Search:
     """The search ``options`` ask for, checked against ``backend`` (the name of the backend
     running the model), its ``capabilities``, the target ``vocab`` (which
     ``banned_tokens`` must name; needed only with them) and whether the model has
-    ``attention`` (which ``alignments`` and ``replace_unk`` need). The values of
+    ``attention`` (which ``alignments`` and ``replace_unk`` need), ``phrase_table``
+    being ``options.replace_unk_table`` already read (a model's own:
+    :meth:`seq2seq_kit.translator.Translator.phrase_table_of`; None: read from the file
+    it names, once per version of the file). The values of
     ``options`` obey the ``[decode]`` rules (a :class:`~seq2seq_kit.config.DecodeConfig`
     is validated when made); ``max_length`` is the cap already resolved for the model
     (:meth:`seq2seq_kit.translator.Translator.decoding_limit`).
@@ -220,11 +224,21 @@ def plan(
         takes_prefix=not engine or "prefix" in capabilities,
         alignments=options.alignments,
         replace_unk=options.replace_unk,
-        phrase_table=(
-            load_phrase_table(options.replace_unk_table) if options.replace_unk_table else None
-        ),
+        phrase_table=_phrase_table(options.replace_unk_table, phrase_table),
         takes_constraints=not engine or "constraints" in capabilities,
     )
+
+
+def _phrase_table(path: str | None, read: PhraseTable | None) -> PhraseTable | None:
+    """The table at ``path``: ``read`` when given, else read (once per version of the
+    file); None without a path.
+
+    Raises:
+        DataError: as :func:`seq2seq_kit.phrase_table.read_phrase_table`.
+    """
+    if not path:
+        return None
+    return read if read is not None else load_phrase_table(path)
 
 
 def _check_alignments(options: DecodeConfig, engine: bool, attention: bool, backend: str) -> None:

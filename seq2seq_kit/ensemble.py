@@ -242,7 +242,7 @@ class Ensemble(Translator):
     - Vocabularies and tokenizers: the first member's; every member's vocabularies are
       equal on each side and its tokenizers split text alike (checked).
     - Decoding settings: the first member's saved ``[decode]`` table
-      (:meth:`decode_config`), as a translator's are its own; its example inputs
+      (:meth:`decode_config`) and phrase table, as a translator's are its own; its example inputs
       (:attr:`examples`) too. No training record (:attr:`history`, :attr:`validations`
       and :attr:`best_validation` are empty): the members were trained, not the ensemble.
     - Length caps: the smallest saved cap (:attr:`max_length`); a source must fit, and a
@@ -294,6 +294,7 @@ class Ensemble(Translator):
             max_length=min(m.max_length for m in members),
             meta=meta,
         )
+        self.phrase_table = first.phrase_table  # what its saved replace_unk_table names
         self.members = tuple(members)
         self.weights = tuple(float(w) for w in model.weights)
         self.names = tuple(names)

@@ -18,9 +18,11 @@ Both fields are NFC-normalised, as every text the vocabularies read.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from .data import read_lines
 from .errors import DataError
@@ -30,11 +32,14 @@ from .vocab import normalize
 @dataclass(frozen=True, eq=False)
 class PhraseTable:
     """A phrase table read from ``path``: ``entries`` maps a source token's text to its
-    target text. Two tables are equal only if they are the same object (one per file
-    version: :func:`load_phrase_table`), so that comparing searches stays cheap."""
+    target text; ``sha256`` is the SHA-256 (hex) of the bytes read, which a model
+    directory's copy of it is checked against (:mod:`seq2seq_kit.checkpoint`). Two tables
+    are equal only if they are the same object (one per file version:
+    :func:`load_phrase_table`), so that comparing searches stays cheap."""
 
     path: str
     entries: Mapping[str, str]
+    sha256: str
 
     def get(self, source: str, default: str) -> str:
         """The target text of ``source``, else ``default``."""
@@ -52,7 +57,8 @@ def read_phrase_table(path: str | os.PathLike[str]) -> PhraseTable:
     entries: dict[str, str] = {}
     lines: dict[str, int] = {}
     try:
-        with open(path, "rb") as stream:
+        with open(path, "rb") as file:
+            stream = _Hashing(file)
             for number, text in read_lines(stream, name):
                 if not text.strip():
                     continue
@@ -90,7 +96,20 @@ def read_phrase_table(path: str | os.PathLike[str]) -> PhraseTable:
         raise DataError(f"cannot read: {exc.strerror}", name) from None
     if not entries:
         raise DataError("no 'source token<TAB>target text' lines (an empty phrase table)", name)
-    return PhraseTable(name, entries)
+    return PhraseTable(name, entries, stream.digest.hexdigest())
+
+
+class _Hashing:
+    """A binary file's ``readline`` that hashes what it returns: read to its end, the
+    SHA-256 of the whole file, taken in the one pass that parses it."""
+
+    def __init__(self, file: BinaryIO):
+        self.file, self.digest = file, hashlib.sha256()
+
+    def readline(self, size: int = -1) -> bytes:
+        line = self.file.readline(size)
+        self.digest.update(line)
+        return line
 
 
 def load_phrase_table(path: str | os.PathLike[str]) -> PhraseTable:

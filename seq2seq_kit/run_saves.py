@@ -80,5 +80,12 @@ def snapshot(
     if best is not None and any(not np.array_equal(best[k], v) for k, v in weights.items()):
         extra["best"] = best
     return Checkpoint(
-        ckpt.spec, ckpt.source_vocab, ckpt.target_vocab, weights, ckpt.max_length, ckpt.meta, extra
+        ckpt.spec,
+        ckpt.source_vocab,
+        ckpt.target_vocab,
+        weights,
+        ckpt.max_length,
+        ckpt.meta,
+        extra,
+        phrase_table=ckpt.phrase_table,
     )

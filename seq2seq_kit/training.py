@@ -14,7 +14,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from .backend import Backend
-from .checkpoint import Checkpoint, check_output_dir, load_checkpoint, writer_lock
+from .checkpoint import (
+    PHRASE_TABLE_FILE,
+    Checkpoint,
+    check_output_dir,
+    load_checkpoint,
+    writer_lock,
+)
 from .config import Config, describe_errors, load_config, resolve_backend
 from .corpus import TrainingData, names_corpus, training_data
 from .data import Pair, check_pairs
@@ -25,6 +31,7 @@ from .finetune import FineTune, check_not_resumed, fine_tuning
 from .kept_checkpoints import KeptCheckpoints
 from .logs import stdout_logging
 from .model_setup import check_model_fits, model_spec, optimizer_spec
+from .phrase_table import PhraseTable, read_phrase_table
 from .plugins import get_backend, registry
 from .prepare import make_tokenizers
 from .resume import Continuation, check_same_data, continue_run, resumed_config
@@ -85,10 +92,17 @@ def train(
     (:mod:`seq2seq_kit.finetune`): a new run from its weights, with a fresh optimizer,
     recorded as ``meta["init_from"]``.
 
+    ``config.decode.replace_unk_table``'s phrase table is read and checked before anything
+    is trained, and every save copies it into the model directory
+    (:data:`seq2seq_kit.checkpoint.PHRASE_TABLE_FILE`, the name the saved ``[decode]``
+    table records), so that the directory works wherever it is moved; a resumed run keeps
+    the saved copy unless given another table.
+
     Raises:
         DataError: no training pairs after the split and length filter, or resumed data
             that differ from the saved run's; a piece a fine-tuned model's vocabulary lacks
-            (with ``decode.unknown = "error"``).
+            (with ``decode.unknown = "error"``); a ``decode.replace_unk_table`` that cannot
+            be read or breaks the phrase table format (before anything is trained).
         ConfigError: a resumed run's conflicting key (naming it and both values), or no
             epochs left to train; a kept checkpoint resumed in place (its ``out``);
             ``train.keep_best`` without validation pairs; a fine-tuned run's key set
@@ -134,6 +148,9 @@ def train(
     backend_name = resolve_backend(backend, cfg)
     chosen = get_backend(backend_name)
     check_trainable(chosen, backend_name, resuming=saved is not None)
+    table = _phrase_table(cfg, saved)  # a bad table is refused before anything is trained
+    if table is not None:
+        cfg.decode.replace_unk_table = PHRASE_TABLE_FILE  # the model directory's copy
     fresh = saved is None and source is None  # the run trains its own tokenizers
     if fresh and (pairs is not None or not names_corpus(cfg.data.source)):
         make_tokenizers(cfg)  # a bad option is refused before the output is locked
@@ -144,7 +161,9 @@ def train(
         level, prefix = (logging.WARNING, f"rank {launch.rank}: ") if quiet else (logging.INFO, "")
         with stdout_logging(level, prefix):
             shown = None if out is None else Path(out)
-            return _train(cfg, shown, chosen, backend_name, pairs, saved, changes, launch, source)
+            return _train(
+                cfg, shown, chosen, backend_name, pairs, saved, changes, launch, source, table
+            )
     # The real directory: a symlink or "." names the same place for the lock and the swap.
     try:
         out = Path(out).resolve()
@@ -153,7 +172,25 @@ def train(
     replace = cfg.train.overwrite or (saved is not None and out == Path(resume).resolve())
     with writer_lock(out), stdout_logging():
         check_output_dir(out, replace=replace)  # now that no one else can write it
-        return _train(cfg, out, chosen, backend_name, pairs, saved, changes, launch, source)
+        return _train(cfg, out, chosen, backend_name, pairs, saved, changes, launch, source, table)
+
+
+def _phrase_table(cfg: Config, saved: Checkpoint | None) -> PhraseTable | None:
+    """The phrase table of ``cfg.decode.replace_unk_table``, read and checked: the saved
+    run's copy when a resumed run keeps the saved setting, else the file it names (a config
+    file's path is relative to the file's folder, :func:`seq2seq_kit.config.load_config`;
+    one set in Python, to the working directory). Saves copy it into the model directory.
+
+    Raises:
+        DataError: the file cannot be read or breaks the phrase table format, naming the
+            file and line.
+    """
+    name = cfg.decode.replace_unk_table
+    if name is None:
+        return None
+    if saved is not None and saved.phrase_table is not None and name == PHRASE_TABLE_FILE:
+        return saved.phrase_table
+    return read_phrase_table(name)
 
 
 def _check_not_a_kept_checkpoint(
@@ -223,10 +260,12 @@ def _train(
     changes: dict[str, list[Any]],
     launch: Launch | None = None,
     source: FineTune | None = None,
+    table: PhraseTable | None = None,
 ) -> Translator:
     """Train on the run's data (a corpus's or text pairs'; a resumed run's checked to be
     the saved run's; a fine-tuned run's encoded with its model's vocabularies) with backend
-    ``chosen``, joining ``launch``'s group if any."""
+    ``chosen``, joining ``launch``'s group if any; ``table``: the phrase table of
+    ``[decode] replace_unk_table`` the model keeps."""
     if pairs is None and names_corpus(cfg.data.source):
         saved_vocabs = None if saved is None else (saved.source_vocab, saved.target_vocab)
         data = training_data(cfg, saved_vocabs)
@@ -247,7 +286,7 @@ def _train(
         spec = model_spec(cfg, len(source_vocab), len(target_vocab))
     optimizer = optimizer_spec(cfg, spec)
     with engine(cfg, chosen, backend_name, launch) as running:
-        return _train_model(cfg, out, running, data, spec, optimizer, saved, changes, source)
+        return _train_model(cfg, out, running, data, spec, optimizer, saved, changes, source, table)
 
 
 def _train_model(
@@ -260,6 +299,7 @@ def _train_model(
     saved: Checkpoint | None,
     changes: dict[str, list[Any]],
     source: FineTune | None,
+    table: PhraseTable | None = None,
 ) -> Translator:
     """Build the model, restore the saved run into it when resuming (give it the weights of
     ``source`` when fine-tuning, its optimizer fresh), train it and return its translator;
@@ -311,6 +351,7 @@ def _train_model(
         meta=record.to_dict(),
     )
     translator.train_pairs, translator.valid_pairs = data.train_pairs, data.valid_pairs
+    translator.phrase_table = table
     # decoded on the pairs the trainer validates on: the training pairs when there are no
     # validation pairs, for the record, as the loss is
     validating = len(data.valid[0]) > 0

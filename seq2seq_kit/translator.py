@@ -48,6 +48,7 @@ from .errors import (
     allocating,
     option,
 )
+from .phrase_table import PhraseTable
 from .plugins import get_backend
 from .quantization import check_scheme
 from .run_record import RunRecord
@@ -106,6 +107,11 @@ class Translator:
         #: the quantization scheme the backend runs the model in (:func:`load`'s); None:
         #: float32
         self.quantization: str | None = None
+        #: the phrase table of the saved ``[decode] replace_unk_table``, read: the model
+        #: directory's copy (:data:`seq2seq_kit.checkpoint.PHRASE_TABLE_FILE`) for a model
+        #: loaded by :func:`load`, the file the config named for one just trained; None
+        #: for none (or one saved as a path before models held their table)
+        self.phrase_table: PhraseTable | None = None
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -150,7 +156,9 @@ class Translator:
     def decode_config(self, **options: Any) -> DecodeConfig:
         """The decoding settings: ``options`` that are not ``None``, over the ``[decode]``
         table the model was trained with, over the built-in defaults. ``replace_unk=False``
-        also drops a saved ``replace_unk_table``, which serves replace_unk alone.
+        also drops a saved ``replace_unk_table``, which serves replace_unk alone. A saved
+        ``replace_unk_table`` is the path of :attr:`phrase_table` (the model directory's
+        copy), where the model holds one.
 
         Raises:
             ConfigError: an option breaks the ``[decode]`` rules, naming it: an
@@ -160,6 +168,8 @@ class Translator:
         given = {k: v for k, v in options.items() if v is not None}
         if given.get("replace_unk") is False and "replace_unk_table" not in given:
             saved = {k: v for k, v in saved.items() if k != "replace_unk_table"}
+        elif saved.get("replace_unk_table") is not None and self.phrase_table is not None:
+            saved = {**saved, "replace_unk_table": self.phrase_table.path}
         try:
             return DecodeConfig.model_validate({**saved, **given})
         except ValidationError as exc:
@@ -312,21 +322,33 @@ class Translator:
             rows, search=search, prefixes=prefixes, sources=sources, constraints=held
         )
 
-    def plan(self, options: DecodeConfig) -> Search:
+    def plan(self, options: DecodeConfig, max_length: int | None = None) -> Search:
         """``options`` checked against this model's backend and length cap
-        (:func:`seq2seq_kit.decoding.plan`).
+        (:func:`seq2seq_kit.decoding.plan`), for outputs of at most ``max_length`` tokens
+        (None: :meth:`decoding_limit` of ``options.max_length``). The model's own phrase
+        table is used as read (:meth:`phrase_table_of`); another is read from its file.
 
         Raises:
             CapabilityError, OptionError, DataError: as :func:`~seq2seq_kit.decoding.plan`.
         """
         return plan(
             options,
-            self.decoding_limit(options.max_length),
+            self.decoding_limit(options.max_length) if max_length is None else max_length,
             self.capabilities,
             self.backend,
             self.target_vocab,
             attention=bool(self.model.spec.has_attention),
+            phrase_table=self.phrase_table_of(options),
         )
+
+    def phrase_table_of(self, options: DecodeConfig) -> PhraseTable | None:
+        """:attr:`phrase_table` when ``options.replace_unk_table`` names it (the saved
+        setting, :meth:`decode_config`), else None: a table given as an option is read
+        from its file."""
+        table = self.phrase_table
+        if table is not None and options.replace_unk_table == table.path:
+            return table
+        return None
 
     def decode_ids(
         self,
@@ -416,6 +438,7 @@ class Translator:
             self.model.get_weights(),
             self.max_length,
             self.meta,
+            phrase_table=self.phrase_table,
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -465,6 +488,7 @@ def load(
     )
     translator.weights_sha256 = ckpt.weights_sha256
     translator.quantization = quantization
+    translator.phrase_table = ckpt.phrase_table
     return translator
 
 

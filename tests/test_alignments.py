@@ -3,6 +3,7 @@ replaced by the aligned source token (through a phrase table), in the Python API
 command line (the server's fields: tests/test_serve.py)."""
 
 import json
+import shutil
 from collections import Counter
 
 import numpy as np
@@ -37,6 +38,47 @@ def named_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def named(named_dir):
     return seq2seq_kit.load(named_dir)
+
+
+_NAMED_TOML = """\
+[data]
+source = "named.tsv"
+valid_fraction = 0.0
+tokenizer = "word"
+tokenizer_options = {min_frequency = 2}
+[model]
+attention = "general"
+embedding_size = 16
+[train]
+learning_rate = 0.01
+epochs = 25
+progress = false
+[decode]
+unknown = "replace"
+replace_unk = true
+replace_unk_table = "names.tsv"
+"""
+
+
+def _tabled_config(folder):
+    """A config file in ``folder`` for the name-copying task (:func:`train_named`'s) whose
+    ``[decode]`` saves a phrase table, all its paths relative to the file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "named.tsv").write_text(
+        "".join(f"{s}\t{t}\n" for s, t in named_pairs(0, 150, "w")), encoding="utf-8"
+    )
+    (folder / "w.toml").write_text(_NAMED_TOML, encoding="utf-8")
+    return folder / "w.toml"
+
+
+@pytest.fixture(scope="module")
+def tabled_dir(tmp_path_factory):
+    """A model trained from :func:`_tabled_config`, its phrase table naming ``Zed90``."""
+    config = _tabled_config(tmp_path_factory.mktemp("tabled") / "config")
+    (config.parent / "names.tsv").write_text("Zed90\tZoe\n", encoding="utf-8")
+    out = config.parent.parent / "model"
+    assert main(["train", "--config", str(config), "--out", str(out)]) == 0
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -384,3 +426,81 @@ def test_banning_unk_is_explained_with_and_without_replace_unk():
     assert "never output" not in reasons[True]
     assert "decode.replace_unk lets the model output UNK" in reasons[True]
     assert "turn decode.replace_unk off" in reasons[True]
+
+
+@pytest.mark.parametrize(
+    "table, reason", [(None, "no such file"), ("Zed90 Zoe\n", "names.tsv:1: 0 TABs")]
+)
+def test_a_config_files_table_is_relative_to_it_and_checked_before_training(
+    tmp_path, monkeypatch, capsys, table, reason
+):
+    config = _tabled_config(tmp_path / "config")
+    if table is not None:
+        (config.parent / "names.tsv").write_text(table, encoding="utf-8")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the table is the config file's neighbour
+    out = tmp_path / "model"
+    assert main(["train", "--config", str(config), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(config.parent / "names.tsv") in err and reason in err
+    assert not out.exists()  # refused before anything was trained or written
+
+
+def test_a_model_keeps_its_phrase_table_wherever_it_is_moved(tabled_dir, tmp_path, capsys):
+    from seq2seq_kit.checkpoint import PHRASE_TABLE_FILE
+    from seq2seq_kit.errors import CheckpointError
+
+    doc = json.loads((tabled_dir / "model.json").read_text(encoding="utf-8"))
+    assert doc["meta"]["config"]["decode"]["replace_unk_table"] == PHRASE_TABLE_FILE
+    assert doc["phrase_table"]["file"] == PHRASE_TABLE_FILE
+    # the config's folder, its table with it, is gone; the model directory is moved
+    (tabled_dir.parent / "config" / "names.tsv").unlink()
+    moved = tmp_path / "moved"
+    shutil.copytree(tabled_dir, moved)
+    source, target = named_pairs(1, 1, "Zed9")[0]
+    assert main(["translate", "--model", str(moved), source]) == 0
+    assert capsys.readouterr().out == target.replace("Zed90", "Zoe") + "\n"
+    # saved again elsewhere, the table goes with the model
+    again = seq2seq_kit.load(moved)
+    again.save(tmp_path / "again")
+    assert (tmp_path / "again" / PHRASE_TABLE_FILE).read_bytes() == b"Zed90\tZoe\n"
+    assert seq2seq_kit.load(tmp_path / "again").translate([source]) == [
+        target.replace("Zed90", "Zoe")
+    ]
+    # the copy is checked as the tokenizer files are
+    (moved / PHRASE_TABLE_FILE).write_text("Zed90\tZed\n", encoding="utf-8")
+    with pytest.raises(CheckpointError, match=f"{PHRASE_TABLE_FILE}: corrupted"):
+        seq2seq_kit.load(moved)
+
+
+def test_a_table_changed_while_held_is_not_saved(tabled_dir, tmp_path):
+    from seq2seq_kit.errors import CheckpointError
+
+    model = seq2seq_kit.load(shutil.copytree(tabled_dir, tmp_path / "model"))
+    (tmp_path / "model" / "replace-unk-table.tsv").write_text("Zed90\tZed\n", encoding="utf-8")
+    with pytest.raises(CheckpointError, match="changed since it was read"):
+        model.save(tmp_path / "copy")
+    assert not (tmp_path / "copy" / "model.json").exists()
+
+
+def test_a_table_given_as_an_option_is_relative_to_the_working_directory(
+    tabled_dir, tmp_path, monkeypatch
+):
+    model = seq2seq_kit.load(tabled_dir)
+    source, target = named_pairs(1, 1, "Zed9")[0]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "other.tsv").write_text("Zed90\tOther\n", encoding="utf-8")
+    given = model.translate([source], replace_unk_table="other.tsv")
+    assert given == [target.replace("Zed90", "Other")]
+    assert model.translate([source]) == [target.replace("Zed90", "Zoe")]  # the model's own
+
+
+def test_a_resumed_run_keeps_the_saved_table(tabled_dir, tmp_path):
+    from seq2seq_kit.checkpoint import PHRASE_TABLE_FILE
+
+    (tabled_dir.parent / "config" / "names.tsv").unlink(missing_ok=True)  # the copy serves
+    out = tmp_path / "resumed"
+    assert main(["train", "--resume", str(tabled_dir), "--out", str(out), "--epochs", "26"]) == 0
+    assert (out / PHRASE_TABLE_FILE).read_bytes() == (tabled_dir / PHRASE_TABLE_FILE).read_bytes()
+    decode = seq2seq_kit.load(out).meta["config"]["decode"]
+    assert decode["replace_unk_table"] == PHRASE_TABLE_FILE

@@ -927,7 +927,8 @@ def test_replace_unk_from_the_models_settings_and_per_request(tmp_path):
             texts, replace_unk=False
         )
         assert not any("Zed" in t["hypotheses"][0]["text"] for t in off)
-        table.write_text("Zed1 Zoe\n", encoding="utf-8")  # the table broken while serving
-        broken = translate(client, texts=texts)
-        assert broken.status_code == 422 and broken.json()["error"]["field"] == "replace_unk"
-        assert f"{table}:1:" in broken.json()["error"]["message"]
+        # the model holds its own copy of the table: the file it was trained with, broken
+        # since, changes nothing
+        table.write_text("Zed1 Zoe\n", encoding="utf-8")
+        again = translate(client, texts=texts)
+        assert again.status_code == 200 and again.json() == reply.json()

@@ -6,7 +6,8 @@ characters, one LSTM layer of 32 units each side, Adam at 1e-3, batch size 2, 30
 
 These models are the one definition of every option: the command line's flags, their checks
 and the configuration reference are generated from them. Relative paths in a config file
-(``data.source``, ``data.valid``, ``train.init_from``) are relative to the file's folder.
+(``data.source``, ``data.valid``, ``train.init_from``, ``decode.replace_unk_table``) are
+relative to the file's folder.
 
 Each table has its module: ``[data]`` in :mod:`.data`, ``[train]`` in :mod:`.train`,
 ``[decode]`` in :mod:`.decode`, ``[serve]`` in :mod:`.serve`, and each architecture's
@@ -165,7 +166,12 @@ def describe_resumable() -> str:
 
 
 #: Keys holding paths, resolved against the config file's folder.
-PATH_KEYS = (("data", "source"), ("data", "valid"), ("train", "init_from"))
+PATH_KEYS = (
+    ("data", "source"),
+    ("data", "valid"),
+    ("train", "init_from"),
+    ("decode", "replace_unk_table"),
+)
 #: Of :data:`PATH_KEYS`, those that may also name a registered dataset (a name wins).
 _DATASET_KEYS = (("data", "source"), ("data", "valid"))
 
@@ -233,8 +239,8 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     datasets = registry().datasets  # a dataset name wins over a file, as in load_dataset
     for section, key in PATH_KEYS:
         value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
-        if not isinstance(value, str):
-            continue
+        if not isinstance(value, str) or (not value and section == "decode"):
+            continue  # an empty table is refused by its field, not made the folder
         named = (section, key) in _DATASET_KEYS
         if not named or (value not in datasets and looks_like_path(value, base)):
             data[section][key] = os.path.normpath(base / value)  # absolute ones stay
