@@ -48,7 +48,7 @@ from .errors import (
     allocating,
     option,
 )
-from .phrase_table import PhraseTable
+from .phrase_table import PhraseTable, load_phrase_table
 from .plugins import get_backend
 from .quantization import check_scheme
 from .run_record import RunRecord
@@ -110,7 +110,8 @@ class Translator:
         #: the phrase table of the saved ``[decode] replace_unk_table``, read: the model
         #: directory's copy (:data:`seq2seq_kit.checkpoint.PHRASE_TABLE_FILE`) for a model
         #: loaded by :func:`load`, the file the config named for one just trained; None
-        #: for none (or one saved as a path before models held their table)
+        #: for none (or one saved as a path before models held their table, read by
+        #: :meth:`saved_phrase_table`)
         self.phrase_table: PhraseTable | None = None
 
     @property
@@ -349,6 +350,23 @@ class Translator:
         if table is not None and options.replace_unk_table == table.path:
             return table
         return None
+
+    def saved_phrase_table(self) -> PhraseTable | None:
+        """The phrase table of the saved ``[decode] replace_unk_table``, read now if it was
+        not (a model saved before model directories held their table: a path, relative to
+        the working directory), and kept as :attr:`phrase_table`; None for none. A server
+        calls this as it loads a model, so that no request reads the file.
+
+        Raises:
+            DataError: the saved path cannot be read or breaks the phrase table format,
+                naming the file and line.
+        """
+        if self.phrase_table is None:
+            saved = (self.meta.get("config") or {}).get("decode") or {}
+            named = saved.get("replace_unk_table") if isinstance(saved, dict) else None
+            if isinstance(named, str) and named:
+                self.phrase_table = load_phrase_table(named)
+        return self.phrase_table
 
     def decode_ids(
         self,

@@ -4,6 +4,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -905,17 +906,30 @@ def test_refusals_name_the_request_fields_within_the_command(models):
             assert reason in info.value.message and "--" not in info.value.message
 
 
-def test_replace_unk_from_the_models_settings_and_per_request(tmp_path):
-    from aligned_tasks import named_pairs, train_named
+@pytest.fixture(scope="module")
+def tabled(tmp_path_factory):
+    """The name-copying model (tests/aligned_tasks.py) saved with replace_unk and a phrase
+    table, and the table's file it was trained with."""
+    from aligned_tasks import train_named
 
-    table = tmp_path / "names.tsv"
+    folder = tmp_path_factory.mktemp("tabled")
+    table = folder / "names.tsv"
     table.write_text("Zed1\tZoe\n", encoding="utf-8")
-    folder = train_named(
-        tmp_path, unknown="replace", replace_unk=True, replace_unk_table=str(table)
-    )
+    model = train_named(folder, unknown="replace", replace_unk=True, replace_unk_table=str(table))
+    return model, table
+
+
+def test_replace_unk_from_the_models_settings_and_per_request(tabled, monkeypatch):
+    from aligned_tasks import named_pairs
+
+    folder, table = tabled
     named = seq2seq_kit.load(folder)
     texts = [source for source, _ in named_pairs(1, 6, "Zed")]
     with TestClient(create_app({"named": named}, ServeConfig())) as client:
+        # the table was read with the model: no request reads a file (a large table would
+        # stall the event loop)
+        monkeypatch.setattr("seq2seq_kit.phrase_table.read_phrase_table", _no_reading)
+        monkeypatch.setattr("seq2seq_kit.decoding.load_phrase_table", _no_reading)
         reply = translate(client, texts=texts)
         assert reply.status_code == 200, reply.text
         got = [t["hypotheses"][0] for t in reply.json()["translations"]]
@@ -932,3 +946,52 @@ def test_replace_unk_from_the_models_settings_and_per_request(tmp_path):
         table.write_text("Zed1 Zoe\n", encoding="utf-8")
         again = translate(client, texts=texts)
         assert again.status_code == 200 and again.json() == reply.json()
+        # the listing names the table's file, not where the server keeps it
+        decode = client.get("/v1/models").json()["models"][0]["decode"]
+        assert decode["replace_unk"] and decode["replace_unk_table"] == "replace-unk-table.tsv"
+
+
+def _no_reading(*args, **kwargs):
+    raise AssertionError("a phrase table was read while serving a request")
+
+
+def test_a_broken_phrase_table_is_the_servers_fault(tabled, tmp_path):
+    """A model's table is checked when the model is loaded: one that does not load keeps
+    the server from starting, or the old model serving on reload; a table that fails
+    later is the server's fault (500), not the request's (422)."""
+    from aligned_tasks import named_pairs
+
+    from seq2seq_kit.errors import DataError
+    from seq2seq_kit.serving.errors import RequestError
+    from seq2seq_kit.serving.requests import parse_body, prepare
+
+    folder, _ = tabled
+    copy = tmp_path / "named"
+    shutil.copytree(folder, copy)
+    texts = [source for source, _ in named_pairs(1, 6, "Zed")]
+    settings = ServeConfig(allow_reload=True)
+    app = create_app({"named": seq2seq_kit.load(copy)}, settings, sources={"named": copy})
+    with TestClient(app) as client:
+        before = translate(client, texts=texts).json()
+        (copy / "replace-unk-table.tsv").write_text("Zed1 Zoe\n", encoding="utf-8")
+        reload = client.post("/v1/models/named/reload", json={})
+        assert reload.status_code == 409, reload.text
+        assert "replace-unk-table.tsv: corrupted" in reload.json()["error"]["message"]
+        assert translate(client, texts=texts).json() == before  # the old model serves on
+    # a model saved before model directories held their table names it by a path
+    broken = tmp_path / "broken.tsv"
+    broken.write_text("Zed1\n", encoding="utf-8")
+    legacy = seq2seq_kit.load(folder)
+    legacy.phrase_table = None
+    config = legacy.meta["config"]
+    legacy.meta = {**legacy.meta, "config": {**config, "decode": {**config["decode"]}}}
+    legacy.meta["config"]["decode"]["replace_unk_table"] = str(broken)
+    with pytest.raises(DataError, match="model 'old' cannot be served") as refused:
+        create_app({"old": legacy}, ServeConfig())
+    assert f"{broken}:1: 0 TABs" in str(refused.value)
+    # read by no load (given to prepare as it is), the table fails at the request
+    with pytest.raises(RequestError) as info:
+        prepare(parse_body(b'{"texts": ["3 Zed1"]}'), {"old": legacy}, ServeConfig(), "old")
+    assert info.value.status == 500 and info.value.field is None
+    assert "broken.tsv:1: 0 TABs" in info.value.message
+    assert str(tmp_path) not in info.value.message

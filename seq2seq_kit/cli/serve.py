@@ -102,14 +102,15 @@ def run_serve(args: argparse.Namespace) -> int:
             f"serve needs Starlette and uvicorn ({exc}): pip install 'seq2seq-kit[serve]'"
         ) from None
     settings = _validated(*_file_and_flags(args), args.config).serve
-    from ..api import load, load_ensemble
+    from ..api import load_ensemble
+    from ..serving.models import load_served
     from ..serving.runtime import run
 
     models, sources = {}, {}
     for name, path in _model_dirs(args.model).items():
         members = _members(path)
         if members is None:
-            models[name] = load(path, backend=args.backend, quantization=args.quantization)
+            models[name] = load_served(path, args.backend, args.quantization)
             sources[name] = path
         else:  # reloading is one directory's: an ensemble is served as given
             models[name] = load_ensemble(

@@ -27,6 +27,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..config import ServeConfig
+from ..errors import DataError
 from .batcher import Batcher
 from .decode import describe_model, translate_requests
 from .errors import RequestError
@@ -60,14 +61,28 @@ def create_app(
     use ``with TestClient(app)``. They are ``app.state.batchers`` (name -> Batcher); the
     models are ``app.state.models`` (:class:`Models`).
 
+    Each model's phrase table (``[decode] replace_unk_table``) is read here, before the
+    server answers (:meth:`Translator.saved_phrase_table`), so that no request reads a
+    file.
+
     Raises:
         ValueError: no models, or a source for a name that is not a model's.
+        DataError: a model's phrase table cannot be read or breaks the format, naming the
+            model, the file and the line: the server does not start.
     """
     if not models:
         raise ValueError("create_app needs at least one model")
     unknown = sorted(set(sources or {}) - set(models))
     if unknown:
         raise ValueError(f"sources for models that are not served: {unknown}")
+    for name, translator in models.items():
+        try:
+            translator.saved_phrase_table()
+        except DataError as exc:
+            raise DataError(
+                f"model {name!r} cannot be served: its phrase table "
+                f"(decode.replace_unk_table): {exc}"
+            ) from None
     api = _Api(Models(models, sources), settings or ServeConfig(), reload_on_sighup)
     app = Starlette(
         routes=[

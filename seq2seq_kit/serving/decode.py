@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -132,7 +133,8 @@ def describe_model(
     """One entry of ``GET /v1/models``: what the model is, what it reads (``source``:
     :func:`describe_source`), a few ``examples`` to try it with
     (:attr:`Translator.examples`, those of at most ``max_text_chars`` characters, which
-    the server takes), its decoding defaults and a
+    the server takes), its decoding defaults (``replace_unk_table`` by its file's name
+    alone, not the server's path) and a
     summary of its training, from ``model.json``: among it ``kept_validation``, the
     validation the served weights are of with its figures and the metric that chose them
     (:attr:`Translator.best_validation`, None where no one validation scored them), and
@@ -143,6 +145,8 @@ def describe_model(
     spec = translator.model.spec.to_dict()
     decode = translator.decode_config().model_dump()
     decode["max_length"] = translator.decoding_limit(decode["max_length"])
+    if decode["replace_unk_table"] is not None:  # the file's name: its path is the server's
+        decode["replace_unk_table"] = PurePath(decode["replace_unk_table"]).name
     record = RunRecord.from_dict(translator.meta)
     history = record.history or []
     if isinstance(history, list) and all(isinstance(r, dict) for r in history):

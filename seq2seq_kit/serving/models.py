@@ -71,6 +71,26 @@ class Served:
         }
 
 
+def load_served(
+    path: str | os.PathLike[str], backend: str | None = None, quantization: str | None = None
+) -> Translator:
+    """The model directory ``path`` loaded (:func:`seq2seq_kit.translator.load`) with its
+    phrase table read (:meth:`Translator.saved_phrase_table`), so that no request reads a
+    file: a server loads its models with this, at start and at a reload (in a thread of
+    its own, off the event loop).
+
+    Raises:
+        As :func:`~seq2seq_kit.translator.load`; DataError: a phrase table saved as a path
+            (a model saved before model directories held their table) that cannot be read
+            or breaks the format.
+    """
+    from ..translator import load
+
+    translator = load(path, backend, quantization=quantization)
+    translator.saved_phrase_table()
+    return translator
+
+
 class Models:
     """The served models by name (:class:`Served`), and their reload.
 
@@ -128,7 +148,8 @@ class Models:
         Raises:
             RequestError: 404 for an unknown name; 409 for a model given loaded (no
                 directory), or a directory that does not load (damaged, missing, not a
-                model, a backend that cannot run it: the loader's message): the old model
+                model, a backend that cannot run it, a phrase table missing, altered or
+                broken: the loader's message, :func:`load_served`): the old model
                 keeps serving; 500 for any other failure of the load, old model kept too.
         """
         if name not in self.served:
@@ -182,15 +203,13 @@ class Models:
         Raises:
             RequestError: 409 or 500, as :meth:`reload`.
         """
-        from ..translator import load
-
         keeping = (
             f"model {name!r} keeps serving the weights loaded at "
             f"{old.describe()['loaded_at']} (SHA-256 {old.weights_sha256})"
         )
         try:
             translator = await asyncio.to_thread(
-                load,
+                load_served,
                 old.source,
                 old.translator.backend,
                 quantization=old.translator.quantization,

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..config import DecodeConfig
 from ..config.decode import EarlyStopping
-from ..decoding import Search, encode_constraints, encode_prefixes, plan
+from ..decoding import Search, encode_constraints, encode_prefixes
 from ..decoding import encode as encode_texts
 from ..errors import (
     CapabilityError,
@@ -33,6 +35,8 @@ from .errors import RequestError
 if TYPE_CHECKING:
     from ..api import Translator
     from ..config import ServeConfig
+
+log = logging.getLogger(__name__)
 
 #: The most resolved option sets ``prepare`` keeps (see its ``resolved``).
 RESOLVED_KEPT = 256
@@ -212,14 +216,14 @@ def prepare(
             not fit the model (a sampling option without ``sampling``, a banned token the
             model lacks, ``min_length`` over ``max_length``), attention, alignments or
             replace_unk asked of a model without attention (or of an engine with its own
-            search), a phrase table of the model's that cannot be read, an option asked of
-            a backend without its capability, a character
+            search), an option asked of a backend without its capability, a character
             the model never saw (naming the text's index, the character and its position), a
             text longer than the model can encode, a prefix that cannot be forced
             (naming ``prefix[i]``), or a constraint that cannot be held (naming
             ``constraints[i][j]``; ``constraints`` over ``max_constraints`` for a text,
-            413 for a phrase over ``max_text_chars``). Options are named by their JSON
-            fields (:func:`request_field`).
+            413 for a phrase over ``max_text_chars``); 500 for a phrase table of the
+            model's that cannot be read (the server's fault, not the request's). Options
+            are named by their JSON fields (:func:`request_field`).
     """
     name = default_model if body.model is None else body.model
     if name not in models:
@@ -367,17 +371,12 @@ def _check_attention(name: str, translator: Translator) -> None:
 
 
 def _plan(options: DecodeConfig, max_length: int, translator: Translator) -> Search:
-    """:func:`seq2seq_kit.decoding.plan` for ``translator``, its refusal a 422 naming the
-    option."""
+    """:func:`seq2seq_kit.decoding.plan` for ``translator`` (:meth:`Translator.plan`, with
+    the model's phrase table as read when the server loaded it), its refusal a 422 naming
+    the option; a phrase table of the model's that cannot be read is the server's fault,
+    a 500."""
     try:
-        return plan(
-            options,
-            max_length,
-            translator.capabilities,
-            translator.backend,
-            translator.target_vocab,
-            attention=bool(translator.model.spec.has_attention),
-        )
+        return translator.plan(options, max_length)
     except CapabilityError as exc:
         message = str(exc)
         if exc.option == "beam":
@@ -388,12 +387,24 @@ def _plan(options: DecodeConfig, max_length: int, translator: Translator) -> Sea
         raise RequestError(422, message, exc.option) from None
     except OptionError as exc:
         raise RequestError(422, str(exc), exc.option) from None
-    except DataError as exc:  # the model's replace_unk_table: a path on the server
+    except DataError as exc:  # the model's replace_unk_table: the server's file, not the client's
+        log.error("the phrase table of a served model cannot be read: %s", exc)
         raise RequestError(
-            422,
-            f"replace_unk: the model's phrase table (decode.replace_unk_table): {exc}",
-            "replace_unk",
+            500,
+            f"the model's phrase table (decode.replace_unk_table) cannot be read on the "
+            f"server: {_file_error(exc)}; the request was fine, the server's model is not "
+            f"(its operator must fix the file or reload the model)",
         ) from None
+
+
+def _file_error(exc: DataError) -> str:
+    """``exc``'s message with its file named by its name alone, not the server's path."""
+    message = str(exc)
+    if exc.path is None:
+        return message
+    where = f"{exc.path}:{exc.line}: " if exc.line is not None else f"{exc.path}: "
+    named = Path(exc.path).name + (f":{exc.line}" if exc.line is not None else "")
+    return f"{named}: {message.removeprefix(where)}"
 
 
 def _encode_prefixes(
