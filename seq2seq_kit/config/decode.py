@@ -162,7 +162,8 @@ class DecodeConfig(Section):
         min_length=1,
         description="replace_unk: a phrase table of 'source token<TAB>target text' lines "
         "(UTF-8; a blank line skipped); a source token it lists is replaced by its target "
-        "text, others by themselves",
+        "text, others by themselves. Training reads it first and copies it into the model "
+        "directory",
     )
 
     @model_validator(mode="after")
