@@ -531,6 +531,7 @@ def decode(
     vocab: Vocabulary,
     search: Search,
     prefixes: Sequence[Sequence[int]] | None = None,
+    *,
     sources: Sequence[Sequence[str] | None] | None = None,
     constraints: Sequence[Sequence[Sequence[int]]] | None = None,
 ) -> list[list[Hypothesis]]:

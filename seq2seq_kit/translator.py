@@ -393,7 +393,10 @@ class Translator:
             OutOfMemory: decoding ran out of memory (in any backend), naming
                 ``decode.batch_size``, ``beam``, ``n_best`` and ``max_length``.
         """
-        return decode(self.model, rows, self.target_vocab, search, prefixes, sources, constraints)
+        return decode(
+            self.model, rows, self.target_vocab, search, prefixes,
+            sources=sources, constraints=constraints,
+        )  # fmt: skip
 
     @property
     def capabilities(self) -> frozenset[str]:

@@ -133,7 +133,7 @@ class SearchOptionTests(BackendTestBase):
         )
         prefixes = encode_prefixes(prefix, rows, VOCAB, search)
         held = encode_constraints(constraints, rows, VOCAB, search)
-        return decode(model, rows, VOCAB, search, prefixes, held)
+        return decode(model, rows, VOCAB, search, prefixes, constraints=held)
 
     def test_sampling_towards_its_limits_is_greedy_decoding(self):
         self._needs("sampling")
