@@ -26,6 +26,7 @@ from .config import (
     describe_errors,
     resolve_backend,
 )
+from .config.decode import SAMPLING_DEFAULTS
 from .data import Pair
 from .decoding import (
     Hypothesis,
@@ -157,7 +158,9 @@ class Translator:
     def decode_config(self, **options: Any) -> DecodeConfig:
         """The decoding settings: ``options`` that are not ``None``, over the ``[decode]``
         table the model was trained with, over the built-in defaults. ``replace_unk=False``
-        also drops a saved ``replace_unk_table``, which serves replace_unk alone. A saved
+        also drops a saved ``replace_unk_table``, which serves replace_unk alone, and
+        ``sampling=False`` the saved sampling keys (``temperature``, ``top_k``, ``top_p``,
+        ``num_samples``, ``seed``), which serve sampling alone. A saved
         ``replace_unk_table`` is the path of :attr:`phrase_table` (the model directory's
         copy), where the model holds one.
 
@@ -167,6 +170,8 @@ class Translator:
         """
         saved = (self.meta.get("config") or {}).get("decode") or {}
         given = {k: v for k, v in options.items() if v is not None}
+        if given.get("sampling") is False:
+            saved = {k: v for k, v in saved.items() if k not in SAMPLING_DEFAULTS or k in given}
         if given.get("replace_unk") is False and "replace_unk_table" not in given:
             saved = {k: v for k, v in saved.items() if k != "replace_unk_table"}
         elif saved.get("replace_unk_table") is not None and self.phrase_table is not None:

@@ -33,6 +33,17 @@ def test_train_prints_the_nine_translations(model_dir, capsys):
     assert (out / "model.json").exists() and (out / "weights.safetensors").exists()
 
 
+def test_train_s_closing_check_searches_where_the_model_samples(tmp_path, capsys):
+    # the exact match train prints measures the model: a [decode] table that samples
+    # (a temperature far from 1, no seed) would make it one random draw
+    config = tmp_path / "sampling.toml"
+    config.write_text("[decode]\nsampling = true\ntemperature = 5.0\nnum_samples = 2\n")
+    out = tmp_path / "digits"
+    args = ["train", "--config", str(config), "--data", "digits", "--out", str(out)]
+    assert main([*args, "--no-progress"]) == 0
+    assert "exact match on 9 training sources: 9/9" in capsys.readouterr().out
+
+
 def test_translate_arguments_and_stdin(model_dir):
     res = run("translate", "--model", str(model_dir), "1", "2", "3")
     assert res.returncode == 0 and res.stdout == "one\ntwo\nthree\n"

@@ -405,3 +405,33 @@ def test_hypotheses_refuse_bad_prefixes_and_options(translator):
     assert exc.value.option == "banned_tokens[1]"
     with pytest.raises(ConfigError, match="temperature"):
         translator.hypotheses(["abc"], sampling=True, temperature=0.0)
+
+
+def test_sampling_false_overrides_a_model_saved_to_sample(translator):
+    """A model saved with ``[decode] sampling = true`` and a temperature searches when a
+    call says ``sampling=False``: the saved sampling keys go with it (they would otherwise
+    be refused as sampling keys without sampling)."""
+    import copy
+
+    from seq2seq_kit.api import Translator
+
+    sampler = Translator(
+        translator.model,
+        translator.source_vocab,
+        translator.target_vocab,
+        backend="numpy",
+        max_length=6,
+        meta={"config": {"decode": {"sampling": True, "temperature": 1.5, "num_samples": 2}}},
+    )
+    saved = copy.deepcopy(sampler.meta)
+    assert sampler.decode_config().sampling and sampler.decode_config().num_samples == 2
+    options = sampler.decode_config(sampling=False)
+    assert (options.sampling, options.temperature, options.num_samples) == (False, 1.0, 1)
+    assert sampler.hypotheses(["abc", "h"], sampling=False) == translator.hypotheses(["abc", "h"])
+    assert sampler.hypotheses(["abc"], sampling=False, beam=3) == translator.hypotheses(
+        ["abc"], beam=3
+    )
+    # a sampling key given beside sampling=False is still the caller's mistake
+    with pytest.raises(OptionError, match="temperature"):
+        sampler.decode_config(sampling=False, temperature=0.5)
+    assert sampler.meta == saved

@@ -151,7 +151,9 @@ def _report(translator: Any) -> None:
     if not pairs:
         return
     sources, references = group_references(pairs)
-    outputs = translator.translate(sources, unknown="replace")
+    # a search, as a decoded validation's, even where the saved [decode] samples: this
+    # line measures the model, not one draw of it
+    outputs = translator.translate(sources, unknown="replace", sampling=False)
     exact = 0
     for i, (src, refs, out) in enumerate(zip(sources, references, outputs, strict=True)):
         ok = out in refs
