@@ -244,7 +244,8 @@ class Ensemble(Translator):
     - Decoding settings: the first member's saved ``[decode]`` table
       (:meth:`decode_config`) and phrase table, as a translator's are its own; its example inputs
       (:attr:`examples`) too. No training record (:attr:`history`, :attr:`validations`
-      and :attr:`best_validation` are empty): the members were trained, not the ensemble.
+      and :attr:`best_validation` are empty, and ``GET /v1/models`` lists its ``training``
+      as null): the members were trained, not the ensemble.
     - Length caps: the smallest saved cap (:attr:`max_length`); a source must fit, and a
       decoding cap is lowered to, what every member can take (:attr:`EnsembleModel.spec`).
     - Capabilities: those every member's backend declares (beam search needs each to

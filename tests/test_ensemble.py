@@ -395,6 +395,13 @@ def test_the_server_serves_an_ensemble(models, monkeypatch):
         assert client.post("/v1/models/both/reload", headers=json).status_code == 409
         assert client.post("/v1/models/one/reload", headers=json).status_code == 200
     assert listed["both"]["backend"] == "numpy+numpy"
+    # the members' runs are theirs: the ensemble lists no training of its own, and the
+    # first member's decoding defaults and examples
+    assert listed["both"]["training"] is None
+    assert listed["one"]["training"]["dataset"] == "digits"
+    assert listed["one"]["training"]["epochs"] > 0
+    assert listed["both"]["decode"] == listed["one"]["decode"]
+    assert listed["both"]["examples"] == listed["one"]["examples"] != []
     expected = served["both"].hypotheses(["12", "5"], beam=3, n_best=2)
     got = [[(h["text"], h["score"]) for h in r["hypotheses"]] for r in reply["translations"]]
     assert got == [[(h.text, pytest.approx(h.score)) for h in hyps] for hyps in expected]

@@ -95,8 +95,9 @@ def test_requests_with_and_without_constraints_decode_together(translator):
          ["'az'", "character 2: 'z'"]),
         ({"texts": ["a"], "constraints": [[""]]}, 422, "constraints[0][0]", ["no target token"]),
         ({"texts": [" "], "constraints": [["a"]]}, 422, "constraints[0]", ["blank"]),
-        ({"texts": ["a"], "constraints": [["a"]], "sampling": True}, 422, "sampling",
-         ["but sampling draws"]),  # the request's field, not the config key
+        ({"texts": ["a", "b"], "constraints": [[], ["a"]], "sampling": True}, 422, "sampling",
+         ["texts[1] has lexical constraints (constraints[1])", "but sampling draws",
+          '"sampling": false']),  # the request's fields, not an input line or a flag
         ({"texts": ["a"], "constraints": ["a"]}, 422, "constraints[0]", ["list"]),
     ],
 )  # fmt: skip
@@ -107,6 +108,30 @@ def test_bad_constraints_are_refused_naming_the_field(client, body, status, fiel
     assert error["field"] == field
     for word in words:
         assert word in error["message"]
+    assert "input line" not in error["message"] and "--" not in error["message"]
+
+
+class Engine(Translator):
+    """A translator whose backend says it decodes with its own search and declares no
+    ``constraints`` capability, as ``ctranslate2`` does (its model cannot search: a request
+    with constraints is refused before it decodes)."""
+
+    @property
+    def capabilities(self):
+        return super().capabilities | {"search"}
+
+
+def test_an_engine_without_the_capability_refuses_naming_the_text(translator):
+    vocab = translator.target_vocab
+    engine = Engine(translator.model, vocab, vocab, backend="numpy", max_length=8)
+    with TestClient(create_app({"default": engine}, ServeConfig())) as client:
+        reply = translate(client, texts=["a", "b", "c"], constraints=[[], ["a"], ["b"]])
+    assert reply.status_code == 422, reply.text
+    error = reply.json()["error"]
+    assert error["field"] == "constraints[1]"
+    assert error["message"].startswith("constraints[1]: texts[1] has lexical constraints")
+    assert "'constraints' capability" in error["message"]
+    assert "input line" not in error["message"] and "--" not in error["message"]
 
 
 def test_the_listing_gives_the_constraints_limit(client):

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..alignment import source_texts
 from ..decoding import Hypothesis, forced_attention
+from ..ensemble import Ensemble
 from ..run_record import RunRecord
 from ..vocab import Vocabulary, pad
 
@@ -134,38 +135,17 @@ def describe_model(
     :func:`describe_source`), a few ``examples`` to try it with
     (:attr:`Translator.examples`, those of at most ``max_text_chars`` characters, which
     the server takes), its decoding defaults (``replace_unk_table`` by its file's name
-    alone, not the server's path) and a
-    summary of its training, from ``model.json``: among it ``kept_validation``, the
-    validation the served weights are of with its figures and the metric that chose them
-    (:attr:`Translator.best_validation`, None where no one validation scored them), and
-    ``best_valid_loss``, the lowest validation loss of the run (:func:`_lowest_valid_loss`),
-    which is the served weights' only where the loss chose them."""
-    from ..trainer import epoch_records
-
+    alone, not the server's path) and ``training``, a summary of its training run
+    (:func:`describe_training`), None for an :class:`~seq2seq_kit.ensemble.Ensemble`,
+    which was not trained as one model."""
     spec = translator.model.spec.to_dict()
     decode = translator.decode_config().model_dump()
     decode["max_length"] = translator.decoding_limit(decode["max_length"])
     if decode["replace_unk_table"] is not None:  # the file's name: its path is the server's
         decode["replace_unk_table"] = PurePath(decode["replace_unk_table"]).name
-    record = RunRecord.from_dict(translator.meta)
-    history = record.history or []
-    if isinstance(history, list) and all(isinstance(r, dict) for r in history):
-        history = epoch_records(history)
-    else:
-        history = []
-    training = {
-        "dataset": record.data,
-        "backend": record.backend,
-        "epochs": history[-1].get("epoch") if history else 0,
-        "updates": record.updates,
-        "stopped": record.stopped,
-        "best_valid_loss": _lowest_valid_loss(record, history),
-        "kept_validation": translator.best_validation,
-        "train_pairs": record.train_pairs,
-        "valid_pairs": record.valid_pairs,
-        "seconds": record.seconds,
-        "seq2seq_kit_version": record.seq2seq_kit_version,
-    }
+    # an ensemble's members were trained, each with its own record; summing them up as one
+    # run would be all nulls beside a made-up epoch count
+    training = None if isinstance(translator, Ensemble) else describe_training(translator)
     return json_safe(
         {
             "name": name,
@@ -187,6 +167,36 @@ def describe_model(
             "training": training,
         }
     )
+
+
+def describe_training(translator: Translator) -> dict[str, Any]:
+    """The ``training`` of a ``GET /v1/models`` entry: a summary of the run that trained
+    the model, from ``model.json``'s ``meta``. Among it ``kept_validation``, the
+    validation the served weights are of with its figures and the metric that chose them
+    (:attr:`Translator.best_validation`, None where no one validation scored them), and
+    ``best_valid_loss``, the lowest validation loss of the run (:func:`_lowest_valid_loss`),
+    which is the served weights' only where the loss chose them."""
+    from ..trainer import epoch_records
+
+    record = RunRecord.from_dict(translator.meta)
+    history = record.history or []
+    if isinstance(history, list) and all(isinstance(r, dict) for r in history):
+        history = epoch_records(history)
+    else:
+        history = []
+    return {
+        "dataset": record.data,
+        "backend": record.backend,
+        "epochs": history[-1].get("epoch") if history else 0,
+        "updates": record.updates,
+        "stopped": record.stopped,
+        "best_valid_loss": _lowest_valid_loss(record, history),
+        "kept_validation": translator.best_validation,
+        "train_pairs": record.train_pairs,
+        "valid_pairs": record.valid_pairs,
+        "seconds": record.seconds,
+        "seq2seq_kit_version": record.seq2seq_kit_version,
+    }
 
 
 def describe_source(vocab: Vocabulary) -> dict[str, Any]:

@@ -429,7 +429,10 @@ def _encode_constraints(
     search: Search,
 ) -> list[tuple[tuple[int, ...], ...]] | None:
     """:func:`seq2seq_kit.decoding.encode_constraints` for ``translator``, its refusal a
-    422 naming ``constraints[i][j]`` (``constraints[i]``, ``constraints``)."""
+    422 naming ``constraints[i][j]`` (``constraints[i]``, ``constraints``); constraints
+    beside sampling name ``sampling``, and constraints asked of an engine without the
+    ``constraints`` capability ``constraints[i]``, ``i`` the first text with any (the
+    core's messages name an input line, which a request does not have)."""
     try:
         return encode_constraints(constraints, ids, translator.target_vocab, search)
     except ConstraintError as exc:
@@ -440,6 +443,23 @@ def _encode_constraints(
                 field += f"[{exc.number - 1}]"
         raise RequestError(422, f"{field}: {exc.reason}", field) from None
     except (OptionError, CapabilityError) as exc:
+        # both are raised only once some text has constraints, at the first that has
+        i = next(i for i, phrases in enumerate(constraints or ()) if phrases)
+        if isinstance(exc, OptionError) and exc.option == "sampling":
+            message = (
+                f"texts[{i}] has lexical constraints (constraints[{i}]), which need a search, "
+                f'but sampling draws its outputs at random: send "sampling": false (a beam '
+                f"of 1 or more holds the constraints)"
+            )
+            raise RequestError(422, message, "sampling") from None
+        if isinstance(exc, CapabilityError) and exc.option == "constraints":
+            field = f"constraints[{i}]"
+            message = (
+                f"{field}: texts[{i}] has lexical constraints, but backend "
+                f"{translator.backend!r} decodes with its own search, which does not declare "
+                f"the 'constraints' capability; send no constraints to this model"
+            )
+            raise RequestError(422, message, field) from None
         raise RequestError(422, str(exc), exc.option) from None
 
 
