@@ -352,3 +352,26 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def one_thread_translator(path: str | Path, backend: str) -> Any:
+    """The saved model directory ``path`` in ``backend``, on the CPU with one intra-op
+    thread (``seq2seq_kit.load`` takes the machine's thread count), as every benchmark
+    compares engines: a ``seq2seq_kit.api.Translator``. seq2seq_kit is imported here, so
+    that a benchmark running another source tree's code gets that tree's."""
+    from seq2seq_kit.api import Translator
+    from seq2seq_kit.checkpoint import load_checkpoint
+    from seq2seq_kit.plugins import get_backend
+    from seq2seq_kit.runtime import Runtime
+
+    ckpt = load_checkpoint(path)
+    model = get_backend(backend).create(ckpt.spec, runtime=Runtime(threads=1, device="cpu"))
+    model.set_weights(ckpt.weights)
+    return Translator(
+        model,
+        ckpt.source_vocab,
+        ckpt.target_vocab,
+        backend=backend,
+        max_length=ckpt.max_length,
+        meta=ckpt.meta,
+    )

@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS, WORK, table, thread_env, write
+from _common import RESULTS, WORK, one_thread_translator, table, thread_env, write
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "tatoeba-eng-fra.tsv"
@@ -85,7 +85,7 @@ class Engines:
         from seq2seq_kit.api import Translator
 
         self.texts, self.model = texts, Path(model)
-        self.translators = {b: _translator(self.model, b) for b in backends}
+        self.translators = {b: one_thread_translator(self.model, b) for b in backends}
         hypotheses = inspect.signature(Translator.hypotheses).parameters
         self.rules = "early_stopping" in hypotheses
         self.plain: Any = None
@@ -143,26 +143,6 @@ class Engines:
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         ids = [[target[t] for t in r.hypotheses[0] if t != "</s>"] for r in results]
         return {"seconds": seconds, "cpu": cpu, "ids": ids}
-
-
-def _translator(path: Path, backend: str):
-    """The saved model in ``backend`` with one intra-op thread."""
-    from seq2seq_kit.api import Translator
-    from seq2seq_kit.checkpoint import load_checkpoint
-    from seq2seq_kit.plugins import get_backend
-    from seq2seq_kit.runtime import Runtime
-
-    ckpt = load_checkpoint(path)
-    model = get_backend(backend).create(ckpt.spec, runtime=Runtime(threads=1, device="cpu"))
-    model.set_weights(ckpt.weights)
-    return Translator(
-        model,
-        ckpt.source_vocab,
-        ckpt.target_vocab,
-        backend=backend,
-        max_length=ckpt.max_length,
-        meta=ckpt.meta,
-    )
 
 
 def serve(model: str, backends: list[str], sentences: int) -> None:

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS, table, thread_env, write
+from _common import RESULTS, one_thread_translator, table, thread_env, write
 
 os.environ.update(thread_env(1))  # before numpy or a framework is imported
 
@@ -69,26 +69,6 @@ def constraints(references: list[str], count: int) -> list[list[str]]:
     return [sorted(_words(r), key=len, reverse=True)[:count] for r in references]
 
 
-def translator(path: str, backend: str):
-    """The saved model in ``backend`` with one intra-op thread."""
-    from seq2seq_kit.api import Translator
-    from seq2seq_kit.checkpoint import load_checkpoint
-    from seq2seq_kit.plugins import get_backend
-    from seq2seq_kit.runtime import Runtime
-
-    ckpt = load_checkpoint(path)
-    model = get_backend(backend).create(ckpt.spec, runtime=Runtime(threads=1, device="cpu"))
-    model.set_weights(ckpt.weights)
-    return Translator(
-        model,
-        ckpt.source_vocab,
-        ckpt.target_vocab,
-        backend=backend,
-        max_length=ckpt.max_length,
-        meta=ckpt.meta,
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a Tatoeba Transformer's directory")
@@ -104,7 +84,7 @@ def main() -> None:
         f"beam {args.beam}, 1 constraint": constraints(references, 1),
         f"beam {args.beam}, 2 constraints": constraints(references, 2),
     }
-    engines = {b: translator(args.model, b) for b in backends}
+    engines = {b: one_thread_translator(args.model, b) for b in backends}
     jobs = [(b, m) for b in backends for m in modes]
     cpu: dict[tuple[str, str], list[float]] = {}
     wall: dict[tuple[str, str], list[float]] = {}

@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from _common import WORK, table, timed, write
+from _common import WORK, one_thread_translator, table, timed, write
 
 MODEL = {
     "architecture": "transformer",
@@ -55,26 +55,6 @@ def sources(count: int) -> list[str]:
     return [source for source, _ in pairs]
 
 
-def translator(path: Path, backend: str):
-    """The saved model in ``backend`` with one intra-op thread."""
-    from seq2seq_kit.api import Translator
-    from seq2seq_kit.checkpoint import load_checkpoint
-    from seq2seq_kit.plugins import get_backend
-    from seq2seq_kit.runtime import Runtime
-
-    ckpt = load_checkpoint(path)
-    model = get_backend(backend).create(ckpt.spec, runtime=Runtime(threads=1, device="cpu"))
-    model.set_weights(ckpt.weights)
-    return Translator(
-        model,
-        ckpt.source_vocab,
-        ckpt.target_vocab,
-        backend=backend,
-        max_length=ckpt.max_length,
-        meta=ckpt.meta,
-    )
-
-
 def median_seconds(run, repeats: int) -> tuple[float, Any]:
     """The median seconds of ``repeats`` timed calls of ``run()`` after one untimed warm-up
     (engines load and allocate on first use), and the last call's result."""
@@ -84,7 +64,7 @@ def median_seconds(run, repeats: int) -> tuple[float, Any]:
 
 
 def measure(backend: str, texts: list[str], repeats: int) -> dict[str, Any]:
-    t = translator(MODEL_DIR, backend)
+    t = one_thread_translator(MODEL_DIR, backend)
     out = {}
     for mode, options in MODES.items():
         seconds, found = median_seconds(

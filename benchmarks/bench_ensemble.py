@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS, table, thread_env, write
+from _common import RESULTS, one_thread_translator, table, thread_env, write
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "tatoeba-eng-fra.tsv"
@@ -60,34 +60,14 @@ def sources(path: Path, count: int) -> list[str]:
     return texts[:count]
 
 
-def _translator(path: Path, backend: str):
-    """The saved model in ``backend`` with one intra-op thread."""
-    from seq2seq_kit.api import Translator
-    from seq2seq_kit.checkpoint import load_checkpoint
-    from seq2seq_kit.plugins import get_backend
-    from seq2seq_kit.runtime import Runtime
-
-    ckpt = load_checkpoint(path)
-    model = get_backend(backend).create(ckpt.spec, runtime=Runtime(threads=1, device="cpu"))
-    model.set_weights(ckpt.weights)
-    return Translator(
-        model,
-        ckpt.source_vocab,
-        ckpt.target_vocab,
-        backend=backend,
-        max_length=ckpt.max_length,
-        meta=ckpt.meta,
-    )
-
-
 def engines(model: Path, second: Path) -> dict[str, Any]:
     from seq2seq_kit.api import ensemble
     from seq2seq_kit.plugins import registry
 
-    out = {ONE: _translator(model, "numpy")}
-    out["ensemble numpy+numpy"] = ensemble([out[ONE], _translator(second, "numpy")])
+    out = {ONE: one_thread_translator(model, "numpy")}
+    out["ensemble numpy+numpy"] = ensemble([out[ONE], one_thread_translator(second, "numpy")])
     if "torch" in registry().backends:
-        out[ONE_TORCH] = _translator(second, "torch")
+        out[ONE_TORCH] = one_thread_translator(second, "torch")
         out["ensemble numpy+torch"] = ensemble([out[ONE], out[ONE_TORCH]])
     return out
 
