@@ -133,21 +133,45 @@ def _chosen(
     if inputs is not None and not inputs:
         raise ConfigError(f"{option('inputs', None)}: no model directory named")
     if inputs is not None:
-        if model is not None:
-            raise ConfigError(
-                f"{option('inputs', metavar='DIR ...')} names the checkpoints itself; leave "
-                f"out {option('model', model)}"
-            )
-        paths = [Path(path).resolve() for path in inputs]
-        for number, path in enumerate(paths):
-            if path in paths[:number]:
-                raise ConfigError(
-                    f"{path}: named twice in {option('inputs', None)}; each checkpoint counts "
-                    f"once in the mean"
-                )
-        return "inputs", [(path, None) for path in paths]
+        return "inputs", _named(model, inputs)
     by = given[0]
     count = last if by == "last" else best
+    return by, _picked(model, by, count)
+
+
+def _named(
+    model: str | os.PathLike[str] | None, inputs: list[str | os.PathLike[str]]
+) -> list[tuple[Path, str | None]]:
+    """The model directories ``inputs`` names, resolved, each without a listed SHA-256.
+
+    Raises:
+        ConfigError: ``model`` given beside them, or a directory named twice.
+    """
+    if model is not None:
+        raise ConfigError(
+            f"{option('inputs', metavar='DIR ...')} names the checkpoints itself; leave "
+            f"out {option('model', model)}"
+        )
+    paths = [Path(path).resolve() for path in inputs]
+    for number, path in enumerate(paths):
+        if path in paths[:number]:
+            raise ConfigError(
+                f"{path}: named twice in {option('inputs', None)}; each checkpoint counts "
+                f"once in the mean"
+            )
+    return [(path, None) for path in paths]
+
+
+def _picked(
+    model: str | os.PathLike[str] | None, by: str, count: int | None
+) -> list[tuple[Path, str | None]]:
+    """The ``count`` checkpoints ``model`` lists that ``by`` (``"last"`` or ``"best"``)
+    chooses, first the most recent or the best, each with its listed SHA-256.
+
+    Raises:
+        ConfigError: ``count`` not an int >= 1, no ``model``, or ``model`` listing fewer
+            checkpoints than ``count``.
+    """
     if type(count) is not int or count < 1:
         raise ConfigError(f"{option(by, count)}: the number of checkpoints must be >= 1")
     if model is None:
@@ -156,6 +180,18 @@ def _chosen(
             f"name it with {option('model', metavar='DIR')}"
         )
     entries = _listed(Path(model))
+    _check_enough(entries, model, by, count)
+    if by == "last":
+        picked = choose(entries, count, 0)[::-1]  # the most recent first
+    else:
+        picked = sorted(choose(entries, 0, count), key=lambda e: (e.score, e.update))
+    base = Path(model).resolve()
+    return [(base / e.path, e.weights_sha256) for e in picked]
+
+
+def _check_enough(entries: list[Entry], model: str | os.PathLike[str], by: str, count: int) -> None:
+    """Raises ConfigError: ``model`` lists no checkpoints, or fewer than ``count``, saying
+    how a run keeps more."""
     if not entries:
         raise ConfigError(
             f"{option(by, count)}: {model} keeps no checkpoints (a run keeps them with "
@@ -171,12 +207,6 @@ def _chosen(
             f"{len(entries)}, or train with {option('train.keep_last', None)} or "
             f"{option('train.keep_best', None)} to keep more"
         )
-    if by == "last":
-        picked = choose(entries, count, 0)[::-1]  # the most recent first
-    else:
-        picked = sorted(choose(entries, 0, count), key=lambda e: (e.score, e.update))
-    base = Path(model).resolve()
-    return by, [(base / e.path, e.weights_sha256) for e in picked]
 
 
 def _listed(model: Path) -> list[Entry]:
