@@ -26,18 +26,42 @@ def run_info(args: argparse.Namespace) -> int:
     from ..checkpoint import MODEL_FILE, load_checkpoint
     from ..export import MANIFEST
     from ..run_record import RunRecord
-    from ..trainer import epoch_records
 
     folder = Path(args.model)
     if (folder / MANIFEST).is_file() and not (folder / MODEL_FILE).exists():
         return _export_info(folder, args.json)
     ckpt = load_checkpoint(args.model)
     record = RunRecord.from_dict(ckpt.meta)
+    summary = _model_summary(ckpt, record)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    _print_model(summary)
+    trained = _trained(summary)
+    if trained is not None:
+        print(f"trained:      {trained} with backend {summary['backend']}")
+    imported = summary["imported"]
+    if isinstance(imported, dict):
+        print(f"imported:     {imported.get('format')} model from {imported.get('from')}")
+    _print_lineage(summary["init_from"])
+    _print_kept(summary, record)
+    _print_checkpoints(summary)
+    _print_examples(summary["examples"])
+    return 0
+
+
+def _model_summary(ckpt: Any, record: Any) -> dict[str, Any]:
+    """What ``info --json`` prints of a model directory: checkpoint ``ckpt``'s architecture,
+    sizes and vocabularies, and its run record ``record``'s training, lineage and kept
+    checkpoints."""
+    from ..trainer import epoch_records
+
     spec = ckpt.spec.to_dict()
     history = record.history or []
+    # the epochs count those completed, not a stop within one
     if all(isinstance(entry, dict) for entry in history):
         history = epoch_records(history)
-    summary = {
+    return {
         "architecture": spec.pop("architecture"),
         "spec": spec,
         "parameters": sum(int(w.size) for w in ckpt.weights.values()),
@@ -60,11 +84,15 @@ def run_info(args: argparse.Namespace) -> int:
         "checkpoint": record.checkpoint,
         "averaged": ckpt.meta.get("averaged"),
     }
-    if args.json:
-        print(json.dumps(summary, indent=2))
-        return 0
+
+
+def _print_model(summary: dict[str, Any]) -> None:
+    """The architecture with its sizes, the parameter count, both vocabularies and the
+    output length cap, a line each."""
     sizes = ", ".join(
-        f"{k} {v}" for k, v in spec.items() if k not in ("src_vocab_size", "tgt_vocab_size")
+        f"{k} {v}"
+        for k, v in summary["spec"].items()
+        if k not in ("src_vocab_size", "tgt_vocab_size")
     )
     print(f"architecture: {summary['architecture']} ({sizes})")
     print(f"parameters:   {summary['parameters']}")
@@ -74,31 +102,29 @@ def run_info(args: argparse.Namespace) -> int:
             f"{summary[f'{side}_tokenizer']} tokenizer"
         )
     print(f"max length:   {summary['max_length']} output tokens")
-    if summary["backend"] is not None:
-        done = f"{summary['epochs']} epoch{'s' if summary['epochs'] != 1 else ''}"
-        counts = [f"{summary['updates']} updates"] if summary["updates"] is not None else []
-        if summary["validations"] is not None:
-            n = summary["validations"]
-            counts.append(f"{n} validation{'s' if n != 1 else ''}")
-        if counts:
-            done += f" ({', '.join(counts)})"
-        if summary["stopped"] not in (None, "epochs"):
-            done += f", stopped by {summary['stopped']}"
-        parallel = summary["distributed"]
-        if isinstance(parallel, dict) and parallel.get("world_size", 1) > 1:
-            done += (
-                f" on {parallel['world_size']} processes ({parallel.get('launcher')}, batch "
-                f"{parallel.get('batch_size_per_rank')} per rank)"
-            )
-        print(f"trained:      {done} with backend {summary['backend']}")
-    imported = summary["imported"]
-    if isinstance(imported, dict):
-        print(f"imported:     {imported.get('format')} model from {imported.get('from')}")
-    _print_lineage(summary["init_from"])
-    _print_kept(summary, record)
-    _print_checkpoints(summary)
-    _print_examples(summary["examples"])
-    return 0
+
+
+def _trained(summary: dict[str, Any]) -> str | None:
+    """How long the model was trained (epochs, updates, validations), what stopped it and
+    on how many processes, in words; None for a model no run of ours trained."""
+    if summary["backend"] is None:
+        return None
+    done = f"{summary['epochs']} epoch{'s' if summary['epochs'] != 1 else ''}"
+    counts = [f"{summary['updates']} updates"] if summary["updates"] is not None else []
+    if summary["validations"] is not None:
+        n = summary["validations"]
+        counts.append(f"{n} validation{'s' if n != 1 else ''}")
+    if counts:
+        done += f" ({', '.join(counts)})"
+    if summary["stopped"] not in (None, "epochs"):
+        done += f", stopped by {summary['stopped']}"
+    parallel = summary["distributed"]
+    if isinstance(parallel, dict) and parallel.get("world_size", 1) > 1:
+        done += (
+            f" on {parallel['world_size']} processes ({parallel.get('launcher')}, batch "
+            f"{parallel.get('batch_size_per_rank')} per rank)"
+        )
+    return done
 
 
 def _print_examples(examples: list[str] | None) -> None:
