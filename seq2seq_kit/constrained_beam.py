@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -90,54 +90,20 @@ class Automaton:
         non-empty; none for an unconstrained sentence). Failure links by breadth-first
         search (Aho & Corasick 1975, algorithm 3)."""
         width = max((len(c) for c in constraints), default=0)
-        goto: list[dict[int, int]] = []
-        root_of: list[int] = []
-        depth: list[int] = []
-        ends: list[set[int]] = []
-        ahead: list[set[int]] = []
-
-        def node(root: int, level: int) -> int:
-            goto.append({})
-            root_of.append(len(goto) - 1 if root < 0 else root)
-            depth.append(level)
-            ends.append(set())
-            ahead.append(set())
-            return len(goto) - 1
-
+        trie = _Trie()
         roots = []
-        fail: dict[int, int] = {}
         for phrases in constraints:
-            root = node(-1, 0)
+            root = trie.add(phrases)
+            _link_failures(trie, root)
             roots.append(root)
-            fail[root] = root
-            for c, phrase in enumerate(phrases):
-                at = root
-                for token in phrase:
-                    step = goto[at].get(int(token))
-                    if step is None:
-                        step = goto[at][int(token)] = node(root, depth[at] + 1)
-                    at = step
-                    ahead[at].add(c)
-                ends[at].add(c)
-            queue = deque()
-            for child in goto[root].values():
-                fail[child] = root
-                queue.append(child)
-            while queue:
-                parent = queue.popleft()
-                for token, child in goto[parent].items():
-                    back = fail[parent]
-                    while back != root and token not in goto[back]:
-                        back = fail[back]
-                    fail[child] = goto[back].get(token, root)
-                    ends[child] |= ends[fail[child]]
-                    queue.append(child)
-        n = len(goto)
+        n = len(trie.goto)
         edges = sorted(
-            (p * vocab_size + tok, child, tok) for p in range(n) for tok, child in goto[p].items()
+            (p * vocab_size + tok, child, tok)
+            for p in range(n)
+            for tok, child in trie.goto[p].items()
         )
         keys = np.array([e[0] for e in edges], dtype=np.int64)
-        counts = np.array([len(g) for g in goto], dtype=np.int64)
+        counts = np.array([len(g) for g in trie.goto], dtype=np.int64)
         lengths = np.zeros((len(constraints), width), dtype=np.int64)
         for s, phrases in enumerate(constraints):
             lengths[s, : len(phrases)] = [len(p) for p in phrases]
@@ -148,11 +114,11 @@ class Automaton:
             tokens=np.array([e[2] for e in edges], dtype=np.int64),
             first_edge=np.cumsum(counts) - counts,
             edge_count=counts,
-            fail=np.array([fail[i] for i in range(n)], dtype=np.int64),
-            root=np.array(root_of, dtype=np.int64),
-            depth=np.array(depth, dtype=np.int64),
-            ends=_mask(ends, width),
-            ahead=_mask(ahead, width),
+            fail=np.array([trie.fail[i] for i in range(n)], dtype=np.int64),
+            root=np.array(trie.root, dtype=np.int64),
+            depth=np.array(trie.depth, dtype=np.int64),
+            ends=_mask(trie.ends, width),
+            ahead=_mask(trie.ahead, width),
             roots=np.array(roots, dtype=np.int64),
             lengths=lengths,
             present=lengths > 0,
@@ -224,6 +190,64 @@ class Automaton:
         )
         wanted = (self.ahead[self.children[edges]] & ~held[rows]).any(axis=1)
         return rows[wanted], self.tokens[edges[wanted]]
+
+
+@dataclass
+class _Trie:
+    """The tries of a batch's constraints under construction, one per sentence, its nodes
+    numbered across the batch (a node's number indexes each list): ``goto`` its edges by
+    token, ``root`` its sentence's root, ``depth`` the tokens on its path, ``ends`` the
+    constraints ending at it, ``ahead`` those its path begins, ``fail`` its failure link."""
+
+    goto: list[dict[int, int]] = field(default_factory=list)
+    root: list[int] = field(default_factory=list)
+    depth: list[int] = field(default_factory=list)
+    ends: list[set[int]] = field(default_factory=list)
+    ahead: list[set[int]] = field(default_factory=list)
+    fail: dict[int, int] = field(default_factory=dict)
+
+    def node(self, root: int, level: int) -> int:
+        """A new node ``level`` tokens below ``root`` (-1: the node is a root), its number."""
+        self.goto.append({})
+        self.root.append(len(self.goto) - 1 if root < 0 else root)
+        self.depth.append(level)
+        self.ends.append(set())
+        self.ahead.append(set())
+        return len(self.goto) - 1
+
+    def add(self, phrases: Sequence[Sequence[int]]) -> int:
+        """The root of a new trie of one sentence's ``phrases`` (constraint c the c-th)."""
+        root = self.node(-1, 0)
+        self.fail[root] = root
+        for c, phrase in enumerate(phrases):
+            at = root
+            for token in phrase:
+                step = self.goto[at].get(int(token))
+                if step is None:
+                    step = self.goto[at][int(token)] = self.node(root, self.depth[at] + 1)
+                at = step
+                self.ahead[at].add(c)
+            self.ends[at].add(c)
+        return root
+
+
+def _link_failures(trie: _Trie, root: int) -> None:
+    """Sets the failure links of the trie under ``root`` breadth-first (Aho & Corasick 1975,
+    algorithm 3), each node's ``ends`` gaining those of its link's: a parent's link is set
+    before its children's need it."""
+    queue = deque()
+    for child in trie.goto[root].values():
+        trie.fail[child] = root
+        queue.append(child)
+    while queue:
+        parent = queue.popleft()
+        for token, child in trie.goto[parent].items():
+            back = trie.fail[parent]
+            while back != root and token not in trie.goto[back]:
+                back = trie.fail[back]
+            trie.fail[child] = trie.goto[back].get(token, root)
+            trie.ends[child] |= trie.ends[trie.fail[child]]
+            queue.append(child)
 
 
 def _mask(sets: list[set[int]], width: int) -> np.ndarray:
