@@ -171,24 +171,8 @@ def plan(
         DataError: ``replace_unk_table`` cannot be read or breaks the phrase table format
             (:mod:`seq2seq_kit.phrase_table`), naming the file and line.
     """
-    if (options.beam > 1 or options.n_best > 1) and "beam" not in capabilities:
-        raise CapabilityError(
-            f"backend {backend!r} does not declare the 'beam' capability: decode "
-            f"greedily (beam 1, n-best 1) or choose another backend",
-            "beam",
-        )
+    _check_capabilities(options, capabilities, backend)
     engine = "search" in capabilities
-    if engine:
-        for name in _options_asked(options):
-            needed = SEARCH_OPTION_CAPABILITIES[name]
-            if needed not in capabilities:
-                raise CapabilityError(
-                    f"{option('decode.' + name, None)}: backend {backend!r} decodes with its "
-                    f"own search, which does not declare the {needed!r} capability; leave "
-                    f"{name} unset or choose a backend that steps the decoder (numpy, "
-                    f"torch...)",
-                    name,
-                )
     _check_alignments(options, engine, attention, backend)
     if options.min_length > max_length:
         raise OptionError(
@@ -196,15 +180,6 @@ def plan(
             f"{max_length} tokens ({option('decode.max_length', None)}, or the model's): no "
             f"output could end",
             "min_length",
-        )
-    sampling = None
-    if options.sampling:
-        sampling = Sampling(
-            temperature=options.temperature,
-            top_k=options.top_k,
-            top_p=options.top_p,
-            num_samples=options.num_samples,
-            seed=options.seed,
         )
     return Search(
         beam=options.beam,
@@ -214,7 +189,7 @@ def plan(
         max_length=max_length,
         batch_size=options.batch_size,
         engine=engine,
-        sampling=sampling,
+        sampling=_sampling(options),
         controls=OutputControls(
             min_length=options.min_length,
             no_repeat_ngram_size=options.no_repeat_ngram_size,
@@ -226,6 +201,47 @@ def plan(
         replace_unk=options.replace_unk,
         phrase_table=_phrase_table(options.replace_unk_table, phrase_table),
         takes_constraints=not engine or "constraints" in capabilities,
+    )
+
+
+def _check_capabilities(options: DecodeConfig, capabilities: Collection[str], backend: str) -> None:
+    """Refuse what ``options`` ask that backend ``backend``'s ``capabilities`` lack: beam
+    search, or (of an engine with its own search) an option whose capability
+    (:data:`SEARCH_OPTION_CAPABILITIES`) it does not declare.
+
+    Raises:
+        CapabilityError: as :func:`plan` says, naming the option and the capability.
+    """
+    if (options.beam > 1 or options.n_best > 1) and "beam" not in capabilities:
+        raise CapabilityError(
+            f"backend {backend!r} does not declare the 'beam' capability: decode "
+            f"greedily (beam 1, n-best 1) or choose another backend",
+            "beam",
+        )
+    if "search" not in capabilities:
+        return  # the core's searches serve every option
+    for name in _options_asked(options):
+        needed = SEARCH_OPTION_CAPABILITIES[name]
+        if needed not in capabilities:
+            raise CapabilityError(
+                f"{option('decode.' + name, None)}: backend {backend!r} decodes with its "
+                f"own search, which does not declare the {needed!r} capability; leave "
+                f"{name} unset or choose a backend that steps the decoder (numpy, "
+                f"torch...)",
+                name,
+            )
+
+
+def _sampling(options: DecodeConfig) -> Sampling | None:
+    """The sampling ``options`` ask for; None for a search (``sampling`` off)."""
+    if not options.sampling:
+        return None
+    return Sampling(
+        temperature=options.temperature,
+        top_k=options.top_k,
+        top_p=options.top_p,
+        num_samples=options.num_samples,
+        seed=options.seed,
     )
 
 
@@ -440,7 +456,32 @@ def encode_constraints(
         )
     if not any(constraints):
         return None
-    line = next(i for i, phrases in enumerate(constraints, start=1) if phrases)
+    _check_search_holds(search, next(i for i, p in enumerate(constraints, start=1) if p))
+    banned = set(search.controls.banned_ids)
+    out = []
+    for line, (phrases, row) in enumerate(zip(constraints, rows, strict=True), start=1):
+        if not phrases:
+            out.append(())
+            continue
+        if row is None:
+            raise ConstraintError("the source is blank: give a source text to constrain", line)
+        out.append(
+            tuple(
+                _phrase_ids(text, vocab, banned, line, number)
+                for number, text in enumerate(phrases, start=1)
+            )
+        )
+    return out
+
+
+def _check_search_holds(search: Search, line: int) -> None:
+    """Refuse constraints, the first on input ``line`` (1-based), to a ``search`` that
+    cannot hold them.
+
+    Raises:
+        OptionError: ``search`` samples (option ``sampling``).
+        CapabilityError: an engine without the ``constraints`` capability.
+    """
     if search.sampling is not None:
         raise OptionError(
             f"input line {line} has lexical constraints, which need a search, but "
@@ -455,38 +496,35 @@ def encode_constraints(
             f"constraints or with a backend that steps the decoder (numpy, torch...)",
             "constraints",
         )
-    banned = set(search.controls.banned_ids)
-    out = []
-    for line, (phrases, row) in enumerate(zip(constraints, rows, strict=True), start=1):
-        if not phrases:
-            out.append(())
-            continue
-        if row is None:
-            raise ConstraintError("the source is blank: give a source text to constrain", line)
-        encoded = []
-        for number, text in enumerate(phrases, start=1):
-            pieces = vocab.pieces(text)
-            if not pieces:
-                raise ConstraintError(f"{text!r} has no target token", line, number)
-            ids = []
-            for position, piece in enumerate(pieces, start=1):
-                what = f"{text!r}: {describe_token(piece, position, vocab.tokenizer_name)}"
-                if piece not in vocab:
-                    raise ConstraintError(
-                        f"{what} is not in the model's target vocabulary", line, number
-                    )
-                token = vocab.token_id(piece)
-                if token in banned:
-                    raise ConstraintError(
-                        f"{what} is one of the banned tokens "
-                        f"({option('decode.banned_tokens', None)})",
-                        line,
-                        number,
-                    )
-                ids.append(token)
-            encoded.append(tuple(ids))
-        out.append(tuple(encoded))
-    return out
+
+
+def _phrase_ids(
+    text: str, vocab: Vocabulary, banned: set[int], line: int, number: int
+) -> tuple[int, ...]:
+    """The target ids of constraint ``number`` (1-based) of input ``line``, phrase ``text``
+    tokenized alone by ``vocab``.
+
+    Raises:
+        ConstraintError: ``text`` has no token, or a piece ``vocab`` lacks or one of the
+            ``banned`` ids, naming the piece, ``line`` and ``number``.
+    """
+    pieces = vocab.pieces(text)
+    if not pieces:
+        raise ConstraintError(f"{text!r} has no target token", line, number)
+    ids = []
+    for position, piece in enumerate(pieces, start=1):
+        what = f"{text!r}: {describe_token(piece, position, vocab.tokenizer_name)}"
+        if piece not in vocab:
+            raise ConstraintError(f"{what} is not in the model's target vocabulary", line, number)
+        token = vocab.token_id(piece)
+        if token in banned:
+            raise ConstraintError(
+                f"{what} is one of the banned tokens ({option('decode.banned_tokens', None)})",
+                line,
+                number,
+            )
+        ids.append(token)
+    return tuple(ids)
 
 
 def encode(
