@@ -7,6 +7,7 @@ import math
 import os
 import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,63 @@ def history_figure(
         Seq2SeqError: no epoch ended and no validation was made; a validation record
             without its update count or figures; matplotlib missing.
     """
+    curves = _curves(history, validations)
+    plt = _pyplot()
+    figures = curves.figures
+    on = figures[-1].get("evaluated_on", "valid")
+    panels = _decoded_panels(figures[-1])
+    fig, axes = plt.subplots(
+        1, 2 + len(panels), figsize=(5 * (2 + len(panels)), 4), constrained_layout=True
+    )
+    dots = "." if len(figures) <= 100 else None
+    left, right = axes[0], axes[1]
+    _draw_loss(left, curves, on, dots)
+    right.plot(
+        curves.valid_x, [r["valid_accuracy"] for r in figures], marker=dots, color="tab:green"
+    )
+    right.set(
+        xlabel=curves.xlabel, ylabel="token accuracy", title=f"{on} token accuracy", ylim=(0, 1)
+    )
+    for ax, names in zip(axes[2:], panels, strict=True):
+        _draw_decoded(ax, names, curves, on, dots)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if curves.marked is not None:
+            label = f"best validation ({curves.xlabel} {curves.marked})"
+            ax.axvline(curves.marked, color="tab:red", linestyle="--", linewidth=1, label=label)
+        if curves.by_update:
+            _mark_epochs(ax, curves.ends)
+    for ax in (left, *axes[2:]):
+        ax.legend(fontsize="small")
+    return fig
+
+
+@dataclass(frozen=True)
+class _Curves:
+    """What :func:`history_figure` draws, against ``xlabel`` (``"update"`` or ``"epoch"``,
+    ``by_update`` for the first): the epoch records with a training loss ``trained`` at
+    ``train_x``, the records of validation figures ``figures`` at ``valid_x``, the epoch
+    ends ``ends`` (``(update, epoch)``) and the best validation's x ``marked`` (None:
+    none)."""
+
+    xlabel: str
+    by_update: bool
+    ends: list[tuple[int, int]]
+    trained: list[dict[str, Any]]
+    train_x: list[int]
+    figures: list[dict[str, Any]]
+    valid_x: list[int]
+    marked: int | None
+
+
+def _curves(
+    history: Sequence[dict[str, Any]], validations: Sequence[dict[str, Any]] | None
+) -> _Curves:
+    """The curves of ``history`` and ``validations``, as :func:`history_figure` says.
+
+    Raises:
+        Seq2SeqError: as :func:`history_figure`, but for matplotlib missing.
+    """
     epochs = epoch_records(history)  # a stop's record within an epoch is no epoch
     points = _checked(validations)
     if not epochs and not points:
@@ -89,55 +147,50 @@ def history_figure(
     marked = None
     if best:
         marked = best[-1]["update"] if by_update else best[-1]["epoch"]
-    plt = _pyplot()
-    on = figures[-1].get("evaluated_on", "valid")
+    return _Curves(xlabel, by_update, ends, trained, train_x, figures, valid_x, marked)
+
+
+def _decoded_panels(last: dict[str, Any]) -> list[list[str]]:
+    """The decoded-validation metrics record ``last`` holds, grouped by panel: those on
+    0..100 (:data:`~seq2seq_kit.metrics.PERCENT`), then those on 0..1; no empty panel."""
     decoded = [
-        [
-            name
-            for name in METRICS
-            if (name in PERCENT) == percent and f"valid_{name}" in figures[-1]
-        ]
+        [name for name in METRICS if (name in PERCENT) == percent and f"valid_{name}" in last]
         for percent in (True, False)
     ]
-    panels = [names for names in decoded if names]
-    fig, axes = plt.subplots(
-        1, 2 + len(panels), figsize=(5 * (2 + len(panels)), 4), constrained_layout=True
-    )
-    dots = "." if len(figures) <= 100 else None
-    left, right = axes[0], axes[1]
-    if trained:
-        epoch_mean = "training (epoch mean, at its end)" if by_update else "training"
-        left.plot(train_x, [r["train_loss"] for r in trained], marker=".", label=epoch_mean)
-    left.plot(
-        valid_x,
-        [r["valid_loss"] for r in figures],
+    return [names for names in decoded if names]
+
+
+def _draw_loss(ax: Any, curves: _Curves, on: str, dots: str | None) -> None:
+    """The training and teacher-forced validation loss on ``ax``, validation on ``on``."""
+    if curves.trained:
+        epoch_mean = "training (epoch mean, at its end)" if curves.by_update else "training"
+        ax.plot(
+            curves.train_x,
+            [r["train_loss"] for r in curves.trained],
+            marker=".",
+            label=epoch_mean,
+        )
+    ax.plot(
+        curves.valid_x,
+        [r["valid_loss"] for r in curves.figures],
         marker=dots,
         label=f"{on} (teacher-forced)",
     )
-    left.set(xlabel=xlabel, ylabel="cross-entropy (nats / token)", title="loss")
-    right.plot(valid_x, [r["valid_accuracy"] for r in figures], marker=dots, color="tab:green")
-    right.set(xlabel=xlabel, ylabel="token accuracy", title=f"{on} token accuracy", ylim=(0, 1))
-    for ax, names in zip(axes[2:], panels, strict=True):
-        for name in names:
-            # a record made before decoded validation was asked for has no score: a gap
-            values = [r.get(f"valid_{name}", math.nan) for r in figures]
-            lower = " (lower is better)" if name in LOWER_IS_BETTER else ""
-            ax.plot(valid_x, values, marker=dots, label=LABELS[name] + lower)
-        ax.set(
-            xlabel=xlabel,
-            ylabel="sacrebleu score" if names[0] in PERCENT else "share or rate",
-            title=f"{on} decoded outputs",
-        )
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        if marked is not None:
-            label = f"best validation ({xlabel} {marked})"
-            ax.axvline(marked, color="tab:red", linestyle="--", linewidth=1, label=label)
-        if by_update:
-            _mark_epochs(ax, ends)
-    for ax in (left, *axes[2:]):
-        ax.legend(fontsize="small")
-    return fig
+    ax.set(xlabel=curves.xlabel, ylabel="cross-entropy (nats / token)", title="loss")
+
+
+def _draw_decoded(ax: Any, names: list[str], curves: _Curves, on: str, dots: str | None) -> None:
+    """The scores ``names`` of decoded validation on ``on`` on ``ax``, one line each."""
+    for name in names:
+        # a record made before decoded validation was asked for has no score: a gap
+        values = [r.get(f"valid_{name}", math.nan) for r in curves.figures]
+        lower = " (lower is better)" if name in LOWER_IS_BETTER else ""
+        ax.plot(curves.valid_x, values, marker=dots, label=LABELS[name] + lower)
+    ax.set(
+        xlabel=curves.xlabel,
+        ylabel="sacrebleu score" if names[0] in PERCENT else "share or rate",
+        title=f"{on} decoded outputs",
+    )
 
 
 def _checked(validations: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
