@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .backend import Backend
+from .backend import Backend, Model
 from .checkpoint import (
     PHRASE_TABLE_FILE,
     Checkpoint,
@@ -313,35 +313,14 @@ def _train_model(
         model.set_weights(source.checkpoint.weights)
     resumed = None
     if saved is not None:
-        resumed = continue_run(
-            saved,
-            model,
-            cfg,
-            changes,
-            backend=running.name,
-            world_size=running.world_size,
-            validating=bool(data.valid_pairs),
-        )
+        resumed = _resume(cfg, running, data, model, saved, changes)
         changes = resumed.changes
-        if changes:
-            described = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
-            log.info("changed on resume: %s", described)
     # a resumed fine-tuned run keeps its lineage
     lineage = source.lineage if source else saved and RunRecord.from_dict(saved.meta).init_from
     record = _run_record(cfg, running, data, resumed, lineage or None)
     kept = None
     if out is not None and running.rank == 0:  # rank 0 alone writes the directory
-        train = cfg.train
-        until = None if resumed is None else resumed.state.updates
-        resumed_sha256 = None if saved is None else saved.weights_sha256
-        kept = KeptCheckpoints(
-            out,
-            train.keep_last,
-            train.keep_best,
-            train.early_stopping_metric,
-            until,
-            resumed_sha256,
-        )
+        kept = _kept_checkpoints(cfg, out, resumed, saved)
         record.checkpoints = kept.listing() or None
     translator = Translator(
         model,
@@ -352,20 +331,71 @@ def _train_model(
     )
     translator.train_pairs, translator.valid_pairs = data.train_pairs, data.valid_pairs
     translator.phrase_table = table
-    # decoded on the pairs the trainer validates on: the training pairs when there are no
-    # validation pairs, for the record, as the loss is
-    validating = len(data.valid[0]) > 0
-    decoded = decoded_validation(
-        cfg,
-        translator,
-        data.valid_pairs if validating else data.train_pairs,
-        data.valid[0] if validating else data.train[0],
-    )
+    decoded = _decoded(cfg, translator, data)
     progress = RunSaves(translator, record, out, kept)
     state = None if resumed is None else resumed.state
     _fit(cfg, running, spec, data, progress, state, changes, decoded)
     translator.rank = running.rank
     return translator
+
+
+def _resume(
+    cfg: Config,
+    running: Engine,
+    data: TrainingData,
+    model: Model,
+    saved: Checkpoint,
+    changes: dict[str, list[Any]],
+) -> Continuation:
+    """The saved run restored into ``model`` (:func:`continue_run`), logging the options
+    changed on resume."""
+    resumed = continue_run(
+        saved,
+        model,
+        cfg,
+        changes,
+        backend=running.name,
+        world_size=running.world_size,
+        validating=bool(data.valid_pairs),
+    )
+    if resumed.changes:
+        described = ", ".join(
+            f"{k} {old!r} -> {new!r}" for k, (old, new) in resumed.changes.items()
+        )
+        log.info("changed on resume: %s", described)
+    return resumed
+
+
+def _kept_checkpoints(
+    cfg: Config, out: Path, resumed: Continuation | None, saved: Checkpoint | None
+) -> KeptCheckpoints:
+    """The checkpoints the run keeps in ``out`` (``train.keep_last``, ``keep_best``): a
+    resumed run carries over those the saved run kept up to the update it resumes at,
+    when ``out`` holds the saved model (:class:`KeptCheckpoints`)."""
+    train = cfg.train
+    until = None if resumed is None else resumed.state.updates
+    resumed_sha256 = None if saved is None else saved.weights_sha256
+    return KeptCheckpoints(
+        out,
+        train.keep_last,
+        train.keep_best,
+        train.early_stopping_metric,
+        until,
+        resumed_sha256,
+    )
+
+
+def _decoded(cfg: Config, translator: Translator, data: TrainingData) -> DecodedValidation | None:
+    """The decoded validation of the run (:func:`decoded_validation`)."""
+    # decoded on the pairs the trainer validates on: the training pairs when there are no
+    # validation pairs, for the record, as the loss is
+    validating = len(data.valid[0]) > 0
+    return decoded_validation(
+        cfg,
+        translator,
+        data.valid_pairs if validating else data.train_pairs,
+        data.valid[0] if validating else data.train[0],
+    )
 
 
 def _run_record(
