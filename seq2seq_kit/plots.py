@@ -211,6 +211,13 @@ def _checked(validations: Sequence[dict[str, Any]] | None) -> list[dict[str, Any
         for key in ("valid_loss", "valid_accuracy"):
             if type(record.get(key)) not in (int, float):
                 raise Seq2SeqError(f"meta.validations[{number}]: {key} is missing or no number")
+        epoch = record.get("epoch")
+        # the best validation is marked at its epoch on a plot by epochs
+        if record.get("best") and (type(epoch) is not int or epoch < 1):
+            raise Seq2SeqError(
+                f"meta.validations[{number}]: the best validation's epoch is {epoch!r:.40}, "
+                f"not an epoch number"
+            )
     return list(validations or [])
 
 

@@ -165,6 +165,18 @@ def test_plot_checks_everything_before_writing(model_dir, tmp_path, capsys):
     assert main(["plot", "--model", str(model_dir), "--out-dir", ""]) == 2
 
 
+def test_a_best_validation_without_its_epoch_is_named_not_a_key_error(model_dir, tmp_path):
+    # a hand-edited meta.validations: the plot by epochs marks the best validation there
+    pytest.importorskip("matplotlib")
+    from seq2seq_kit.errors import Seq2SeqError
+    from seq2seq_kit.plots import history_figure
+
+    history = [{"epoch": 1, "updates": 5, "train_loss": 1.0}]
+    validation = {"update": 5, "valid_loss": 1.0, "valid_accuracy": 0.5, "best": True}
+    with pytest.raises(Seq2SeqError, match=r"validations\[0\]: the best validation's epoch"):
+        history_figure(history, [validation])
+
+
 def test_invalid_utf8_arguments_are_refused(model_dir):
     res = subprocess.run(
         [sys.executable, "-m", "seq2seq_kit", "translate", "--model", str(model_dir)]
