@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from .integrity import file_sha256, manifest_of, read_json
 from .plugins import install_hint, registry
 from .quantization import check_scheme
 from .spec import Spec, spec_from_dict
+from .translator import Translator
 from .version import __version__
 from .vocab import Vocabulary
 
@@ -328,3 +330,38 @@ def export_summary(directory: str | os.PathLike[str]) -> dict[str, Any]:
         "files": sizes,
         "bytes": sum(sizes.values()),
     }
+
+
+@dataclass
+class Exported:
+    """An export read back by its backend's loader (``seq2seq_kit_onnx.export.load``,
+    ``seq2seq_kit_ctranslate2.export.load``).
+
+    Attributes:
+        model: the backend's model over the export's files.
+        source_vocab, target_vocab: the model's vocabularies, with their tokenizers.
+        max_length: the decoding cap saved with the model.
+        meta: the export's metadata file (``export.json``) as read.
+        backend: the name of the backend that runs it.
+    """
+
+    model: Any
+    source_vocab: Vocabulary
+    target_vocab: Vocabulary
+    max_length: int
+    meta: dict
+    backend: str
+
+    def translator(self) -> Translator:
+        """A :class:`seq2seq_kit.Translator` over the export (text in, text out; every
+        decoding option the backend takes), its inputs checked as a loaded model's are. It
+        has no saved ``[decode]`` settings: the defaults are the core's."""
+        from .validation import checked
+
+        return Translator(
+            checked(self.model),
+            self.source_vocab,
+            self.target_vocab,
+            backend=self.backend,
+            max_length=self.max_length,
+        )

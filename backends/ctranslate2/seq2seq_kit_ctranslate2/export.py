@@ -13,16 +13,13 @@ the decoding cap. CTranslate2 reads none of them.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from seq2seq_kit import __version__ as core_version
 from seq2seq_kit.checkpoint import Checkpoint
 from seq2seq_kit.errors import BackendError, ExportError
-from seq2seq_kit.export import model_fields, open_export, read_model_fields
+from seq2seq_kit.export import Exported, model_fields, open_export, read_model_fields
 from seq2seq_kit.runtime import Runtime
-from seq2seq_kit.translator import Translator
 from seq2seq_kit.vocab import Vocabulary
 
 from .convert import check_convertible, to_ctranslate2
@@ -84,38 +81,6 @@ def export_checkpoint(
     return sorted(path for path in out.iterdir() if path.is_file())
 
 
-@dataclass
-class Exported:
-    """An exported directory read back by :func:`load`.
-
-    Attributes:
-        model: the backend's :class:`~.model.CTranslate2Model` over the export's files.
-        source_vocab, target_vocab: the model's vocabularies, with their tokenizers.
-        max_length: the decoding cap saved with the model.
-        meta: ``export.json`` as read.
-    """
-
-    model: Any
-    source_vocab: Vocabulary
-    target_vocab: Vocabulary
-    max_length: int
-    meta: dict
-
-    def translator(self) -> Translator:
-        """A :class:`seq2seq_kit.Translator` over the export (text in, text out; every
-        decoding option the backend takes), its inputs checked as a loaded model's are. It
-        has no saved ``[decode]`` settings: the defaults are the core's."""
-        from seq2seq_kit.validation import checked
-
-        return Translator(
-            checked(self.model),
-            self.source_vocab,
-            self.target_vocab,
-            backend="ctranslate2",
-            max_length=self.max_length,
-        )
-
-
 def load(directory: str | Path, runtime: Runtime | None = None) -> Exported:
     """Read a ``ctranslate2`` export into this backend's model, once every file is checked
     against the export's manifest (:func:`seq2seq_kit.export.open_export`). The model runs
@@ -159,4 +124,4 @@ def load(directory: str | Path, runtime: Runtime | None = None) -> Exported:
         except ValueError as exc:
             raise BackendError(f"backend 'ctranslate2': {exc}") from None
     model = CTranslate2Model.from_files(spec, engine_files, tokens(source), tokens(target), runtime)
-    return Exported(model, source, target, max_length, meta)
+    return Exported(model, source, target, max_length, meta, "ctranslate2")

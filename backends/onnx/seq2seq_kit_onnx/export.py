@@ -36,15 +36,13 @@ Decoding with plain onnxruntime (greedy)::
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from seq2seq_kit import __version__ as core_version
 from seq2seq_kit.checkpoint import Checkpoint
 from seq2seq_kit.errors import ExportError
-from seq2seq_kit.export import model_fields, open_export, read_model_fields
-from seq2seq_kit.translator import Translator
-from seq2seq_kit.vocab import BOS, EOS, PAD, UNK, Vocabulary
+from seq2seq_kit.export import Exported, model_fields, open_export, read_model_fields
+from seq2seq_kit.vocab import BOS, EOS, PAD, UNK
 
 from .graph import IR_VERSION, OPSET, describe
 
@@ -117,31 +115,6 @@ def export(checkpoint: Checkpoint, out: Path, quantization: str | None = None) -
     return written
 
 
-@dataclass
-class Exported:
-    """An exported directory read back by :func:`load`."""
-
-    model: object  # the backend's OnnxModel
-    source_vocab: Vocabulary
-    target_vocab: Vocabulary
-    max_length: int
-    meta: dict
-
-    def translator(self) -> Translator:
-        """A :class:`seq2seq_kit.Translator` over the export (text in, text out; every
-        decoding option the backend takes), its inputs checked as a loaded model's are. It
-        has no saved ``[decode]`` settings: the defaults are the core's."""
-        from seq2seq_kit.validation import checked
-
-        return Translator(
-            checked(self.model),
-            self.source_vocab,
-            self.target_vocab,
-            backend="onnx",
-            max_length=self.max_length,
-        )
-
-
 def load(directory: str | Path, threads: int = 1) -> Exported:
     """Read an ``onnx`` export: its two graphs into onnxruntime sessions (the weights are
     not needed) and its vocabularies, once every file is checked against the export's
@@ -181,4 +154,4 @@ def load(directory: str | Path, threads: int = 1) -> Exported:
     spec, source, target, max_length = read_model_fields(meta, directory, meta_file)
     encoder, step = session(graphs[0], threads), session(graphs[1], threads)
     model = OnnxModel.from_sessions(spec, encoder, step, meta.get("quantization"))
-    return Exported(model, source, target, max_length, meta)
+    return Exported(model, source, target, max_length, meta, "onnx")
